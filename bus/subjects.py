@@ -1,0 +1,103 @@
+"""The subject catalogue: every NATS subject, queue group, bucket and header name of toolbus.
+
+Nothing else in the code base spells a subject. A prefix (default ``toolbus``) namespaces a
+deployment, so two deployments can share one NATS account without hearing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_PREFIX: Final = "toolbus"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class Header:
+    """NATS header names. Values are strings; times are unix epoch milliseconds."""
+
+    REQUEST_ID: Final = "Toolbus-Request-Id"
+    DEADLINE_MS: Final = "Toolbus-Deadline-Ms"
+    """Absolute deadline of the call; the worker gives up (and says so) once it passes."""
+    ERA: Final = "Toolbus-Era"
+    """MCP protocol version the client negotiated (shapes the result, e.g. structuredContent)."""
+    ERROR: Final = "Toolbus-Error"
+    """Set on error replies to the numeric ``ErrorCode``; absent on results."""
+    TRACEPARENT: Final = "traceparent"
+    """W3C trace context, passed through unchanged."""
+
+
+def is_valid_tool_name(name: str) -> bool:
+    """True when ``name`` is an MCP tool name that is also one NATS subject token.
+
+    MCP allows ``.`` in names; NATS tokens cannot hold it, so toolbus tool names are the
+    intersection: letters, digits, ``_`` and ``-``, 1 to 128 characters.
+    """
+    return _TOOL_NAME.match(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Builds every subject of one deployment from its prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.prefix):
+            raise ValueError(f"subject prefix {self.prefix!r} must be one token of letters, digits, '_' or '-'")
+
+    # -- tool calls (core NATS request/reply) -------------------------------------------------
+    def call(self, tool: str) -> str:
+        """Subject a call to ``tool`` is requested on; the body is the JSON arguments."""
+        if not is_valid_tool_name(tool):
+            raise ValueError(f"tool name {tool!r} is not a valid subject token")
+        return f"{self.prefix}.call.{tool}"
+
+    @property
+    def call_any(self) -> str:
+        """Wildcard matching every tool's call subject (the registry answers unknown tools here)."""
+        return f"{self.prefix}.call.*"
+
+    def tool_from_call(self, subject: str) -> str:
+        """The tool name of a call subject (inverse of ``call``)."""
+        return subject[len(self.prefix) + len(".call.") :]
+
+    @property
+    def worker_queue(self) -> str:
+        """Queue group every worker joins on call subjects, so each call reaches one worker."""
+        return f"{self.prefix}-workers"
+
+    # -- registry -----------------------------------------------------------------------------
+    @property
+    def announce(self) -> str:
+        """Workers publish ``WorkerAnnouncement`` here."""
+        return f"{self.prefix}.registry.announce"
+
+    @property
+    def registry_list(self) -> str:
+        """Request ``ToolListRequest`` → reply ``ToolList``."""
+        return f"{self.prefix}.registry.tools.list"
+
+    @property
+    def registry_get(self) -> str:
+        """Request ``ToolGetRequest`` → reply ``ToolDescriptor`` or ``ErrorReply``."""
+        return f"{self.prefix}.registry.tools.get"
+
+    @property
+    def registry_queue(self) -> str:
+        """Queue group of registry replicas."""
+        return f"{self.prefix}-registry"
+
+    # -- JetStream ----------------------------------------------------------------------------
+    @property
+    def tools_bucket(self) -> str:
+        """KV bucket: tool name → ``ToolDescriptor``."""
+        return f"{self.prefix}_tools"
+
+    @property
+    def workers_bucket(self) -> str:
+        """KV bucket: worker id → ``WorkerAnnouncement`` (last one seen)."""
+        return f"{self.prefix}_workers"

@@ -1,0 +1,192 @@
+"""Settings of every toolbus process, loaded once from ``toolbus.toml`` and passed down.
+
+This is the only module that reads the environment. Errors name the file, the field and the
+problem, e.g. ``toolbus.toml: components[0].path: file not found``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.errors import ConfigError
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_MCP_PORT = 3001
+DEFAULT_CALL_TIMEOUT_S = 30.0
+"""How long the gateway waits for a tool call unless the tool or client asks for less."""
+DEFAULT_MAX_CALL_TIMEOUT_S = 300.0
+"""Upper bound of a guest's wall time; a runaway guest is interrupted after this."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def default_state_dir() -> Path:
+    """Where embedded NATS data and caches live unless config says otherwise."""
+    override = os.environ.get("TOOLBUS_STATE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "toolbus"
+
+
+def default_cache_dir() -> Path:
+    """Where built and compiled components are cached (content-addressed, safe to share)."""
+    override = os.environ.get("TOOLBUS_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "toolbus"
+
+
+def default_concurrency() -> int:
+    """One guest per core by default: guests are CPU-bound and release the GIL."""
+    return max(1, os.cpu_count() or 1)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsSettings(_Model):
+    url: str = DEFAULT_NATS_URL
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class GatewaySettings(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_MCP_PORT
+    path: str = "/mcp"
+    call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_CALL_TIMEOUT_S
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Tools per ``tools/list`` page."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Extra ``Host`` values accepted besides loopback (DNS-rebinding protection)."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Extra ``Origin`` values accepted besides loopback."""
+
+
+class WorkerSettings(_Model):
+    concurrency: Annotated[int, Field(ge=1)] = Field(default_factory=default_concurrency)
+    max_call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_MAX_CALL_TIMEOUT_S
+    announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class RegistrySettings(_Model):
+    answer_unknown_tools: bool = True
+    """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
+
+
+class ToolOverride(_Model):
+    """Per-function settings of a component, keyed by the export name in config."""
+
+    description: str | None = None
+
+
+class ComponentSettings(_Model):
+    """One Wasm component to serve: a built file (``path``) or a source tree to build (``source``)."""
+
+    name: Annotated[str, Field(pattern=_NAME.pattern)]
+    path: Path | None = None
+    """A ``.wasm`` component (or ``.wat`` text) on disk."""
+    source: Path | None = None
+    """A componentize-py project (``app.py`` plus ``wit/``), built on first use and cached."""
+    world: str | None = None
+    """The WIT world to build ``source`` against (default: the component name)."""
+    description: str | None = None
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exactly_one_origin(self) -> Self:
+        if (self.path is None) == (self.source is None):
+            raise ValueError("give exactly one of 'path' (a built component) or 'source' (a project to build)")
+        return self
+
+
+class Settings(_Model):
+    """Everything a toolbus process needs; built once at start."""
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    components: list[ComponentSettings] = Field(default_factory=list)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    log_format: str = "auto"
+    """``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise)."""
+    source_file: Path | None = None
+    """The file these settings came from (set by ``load_settings``)."""
+
+    @model_validator(mode="after")
+    def _unique_component_names(self) -> Self:
+        seen: set[str] = set()
+        for i, component in enumerate(self.components):
+            if component.name in seen:
+                raise ValueError(f"components[{i}].name: {component.name!r} is used twice")
+            seen.add(component.name)
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make relative paths in the file relative to the file's directory, not the cwd."""
+    for key in ("state_dir", "cache_dir"):
+        if isinstance(raw.get(key), str):
+            raw[key] = str(base / raw[key])
+    for component in raw.get("components", []) or []:
+        if isinstance(component, dict):
+            for key in ("path", "source"):
+                if isinstance(component.get(key), str):
+                    component[key] = str(base / component[key])
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from a TOML file (or defaults when ``path`` is None).
+
+    ``overrides`` replace top-level sections field by field, e.g. ``nats={"url": ...}``.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or breaks a rule; the message names
+            the file, the field and the problem.
+    """
+    raw: dict[str, Any] = {}
+    label = str(path) if path else "<defaults>"
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{label}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{label}: not valid TOML: {exc}") from exc
+        _resolve_paths(raw, path.resolve().parent)
+        raw["source_file"] = str(path)
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            merged = dict(raw.get(section) or {})
+            merged.update(values)
+            raw[section] = merged
+        else:
+            raw[section] = values
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{label}: {problems}") from exc
+    for i, component in enumerate(settings.components):
+        origin = component.path or component.source
+        if origin is not None and not origin.exists():
+            field = "path" if component.path else "source"
+            raise ConfigError(f"{label}: components[{i}].{field}: {origin} does not exist")
+    return settings

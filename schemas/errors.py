@@ -1,0 +1,61 @@
+"""Error codes that travel on the bus, and the exceptions of the schemas package.
+
+The code table is the wire contract: codes are stable, never reused, and a test checks that
+they are unique. The gateway maps each code onto a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Stable numeric codes of typed error replies (``ErrorReply``) on the bus."""
+
+    BAD_REQUEST = 1000
+    """The request body is not a JSON object (malformed JSON, wrong top-level type)."""
+    UNKNOWN_TOOL = 1001
+    """No tool of that name is in the catalogue."""
+    NO_WORKER = 1002
+    """The tool exists but no live worker serves it right now (retryable)."""
+    OVERLOADED = 1003
+    """Every worker serving the tool is at capacity (retryable)."""
+    CANCELLED = 1004
+    """The caller cancelled the call."""
+    DEADLINE_EXCEEDED = 1005
+    """The call's deadline passed before it finished."""
+    PAYLOAD_TOO_LARGE = 1006
+    """The request or the result does not fit the bus's maximum payload."""
+    INTERNAL = 1099
+    """A bug on our side; the message says where."""
+
+    @property
+    def retryable(self) -> bool:
+        """True for failures that a later attempt may not hit."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED})
+
+
+class SchemasError(Exception):
+    """Base of the exceptions raised by the schemas package."""
+
+
+class ConfigError(SchemasError):
+    """Raised when a config file cannot be read or breaks a rule; the message names the file and field."""
+
+
+class WitTypeError(SchemasError):
+    """Raised when a WIT type has no JSON mapping (resources, futures, streams)."""
+
+
+class ArgumentError(SchemasError):
+    """Raised when tool arguments do not fit the tool's parameters; the message names the field.
+
+    ``path`` is the JSON path of the offending value (``["item", "tags", 2]``).
+    """
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
