@@ -1,0 +1,65 @@
+"""MCP over Streamable HTTP in front of the bus: each ``tools/call`` becomes one NATS request."""
+
+from gateway.app import build_app, serve
+from gateway.calls import ToolCaller, error_from_reply, result_from_reply
+from gateway.catalogue import (
+    Catalogue,
+    CatalogueChange,
+    CatalogueEntry,
+    CataloguePage,
+    CatalogueWatcher,
+    decode_cursor,
+    encode_cursor,
+)
+from gateway.errors import (
+    JSONRPC_ERRORS,
+    BadRequest,
+    BusDisconnected,
+    CallFailed,
+    Cancelled,
+    DeadlineExceeded,
+    GatewayError,
+    InvalidCursor,
+    JsonRpcError,
+    NoWorker,
+    Overloaded,
+    PayloadTooLarge,
+    UnknownTool,
+    WorkerFailed,
+    to_jsonrpc,
+)
+from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
+
+__all__ = [
+    "JSONRPC_ERRORS",
+    "BadRequest",
+    "BusDisconnected",
+    "CallFailed",
+    "Cancelled",
+    "Catalogue",
+    "CatalogueChange",
+    "CatalogueEntry",
+    "CataloguePage",
+    "CatalogueWatcher",
+    "DeadlineExceeded",
+    "GatewayError",
+    "InvalidCursor",
+    "JsonRpcError",
+    "NoWorker",
+    "Overloaded",
+    "PayloadTooLarge",
+    "ToolCaller",
+    "ToolFrontend",
+    "UnknownTool",
+    "WorkerFailed",
+    "build_app",
+    "build_server",
+    "build_session_manager",
+    "decode_cursor",
+    "encode_cursor",
+    "error_from_reply",
+    "result_from_reply",
+    "serve",
+    "to_jsonrpc",
+    "transport_security",
+]

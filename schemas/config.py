@@ -74,6 +74,9 @@ class GatewaySettings(_Model):
 
 class WorkerSettings(_Model):
     concurrency: Annotated[int, Field(ge=1)] = Field(default_factory=default_concurrency)
+    """Guests running at once (threads)."""
+    queue_depth: Annotated[int, Field(ge=0)] = 256
+    """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
     max_call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_MAX_CALL_TIMEOUT_S
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
 

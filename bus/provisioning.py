@@ -1,0 +1,29 @@
+"""Idempotent JetStream provisioning: create the buckets a deployment needs, or reuse them."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from bus.subjects import Subjects
+
+KV_HISTORY = 1
+"""The catalogue needs only the latest value of each key; watchers see every change anyway."""
+
+
+async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1) -> KeyValue:
+    """Return the KV bucket, creating it if it does not exist (safe to call from many processes)."""
+    js = nc.jetstream()
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        # Two processes may race here; creating an identical stream twice is accepted by the server.
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas))
+
+
+async def provision(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
+    """Create every bucket the deployment uses."""
+    for bucket in (subjects.tools_bucket, subjects.workers_bucket):
+        await ensure_bucket(nc, bucket, replicas=replicas)

@@ -1,0 +1,22 @@
+"""Typed error replies: the body and the header that mark a reply as an error."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NatsClient
+
+from bus.subjects import Header
+from schemas.codec import encode
+from schemas.errors import ErrorCode
+from schemas.wire import ErrorBody, ErrorReply
+
+
+def error_reply(code: ErrorCode, message: str) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a typed error reply with ``code``."""
+    body = ErrorReply(ErrorBody(code=int(code), message=message, retryable=code.retryable))
+    return encode(body), {Header.ERROR: str(int(code))}
+
+
+async def send_error(nc: NatsClient, reply_to: str, code: ErrorCode, message: str) -> None:
+    """Publish a typed error reply to ``reply_to``."""
+    body, headers = error_reply(code, message)
+    await nc.publish(reply_to, body, headers=headers)

@@ -1,0 +1,177 @@
+"""The gateway's ASGI app (Starlette) and its uvicorn runner.
+
+The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
+starts the catalogue watch, and runs the SDK's session manager; on the way out it stops them
+in reverse order and drains NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final
+
+import nats.errors
+import structlog
+import uvicorn
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from nats.aio.client import Client as NatsClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bus.connection import connect
+from bus.errors import BusUnavailable
+from bus.provisioning import ensure_bucket
+from bus.subjects import Subjects
+from gateway.calls import ToolCaller
+from gateway.catalogue import Catalogue, CatalogueWatcher
+from gateway.server import ToolFrontend, build_server, build_session_manager
+from schemas.config import Settings
+
+log = structlog.get_logger(__name__)
+
+CATALOGUE_LOAD_TIMEOUT_S: Final = 10.0
+"""How long start-up waits for the catalogue's initial values before serving anyway."""
+GRACEFUL_SHUTDOWN_S: Final = 5
+"""How long uvicorn waits for open requests (and legacy GET streams) before closing them."""
+DRAIN_TIMEOUT_S: Final = 10.0
+"""Upper bound on draining NATS at shutdown."""
+CLIENT_NAME: Final = "toolbus-gateway"
+
+
+class GatewayState:
+    """What the routes and the lifespan share: the NATS connection and the catalogue."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.nc: NatsClient | None = None
+
+
+async def connect_nats(settings: Settings) -> NatsClient:
+    """Connect to NATS for the gateway, giving up after the configured connect timeout.
+
+    Raises:
+        BusUnavailable: no server answered in time.
+    """
+    timeout_s = settings.nats.connect_timeout_s
+    try:
+        # With reconnect on, nats-py retries a failed first connect forever; bound it here.
+        return await asyncio.wait_for(
+            connect(settings.nats.url, name=CLIENT_NAME, connect_timeout_s=timeout_s), timeout_s
+        )
+    except TimeoutError:
+        raise BusUnavailable(f"cannot reach NATS at {settings.nats.url} within {timeout_s:g}s") from None
+
+
+async def _drain(nc: NatsClient) -> None:
+    if nc.is_closed:
+        return
+    try:
+        await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
+    except (TimeoutError, nats.errors.Error):
+        await nc.close()
+
+
+def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: bool | None = None) -> Starlette:
+    """The gateway as an ASGI app: the MCP endpoint at ``settings.gateway.path`` and ``/healthz``.
+
+    Without ``nc`` the lifespan connects to ``settings.nats.url`` itself. ``close_nc`` (default:
+    only when the lifespan connected) drains the connection at shutdown.
+    """
+    subjects = Subjects(settings.nats.prefix)
+    catalogue = Catalogue()
+    frontend = ToolFrontend(catalogue, page_size=settings.gateway.page_size)
+    session_manager = build_session_manager(build_server(frontend), settings.gateway)
+    state = GatewayState(catalogue)
+    should_close = nc is None if close_nc is None else close_nc
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        conn = nc or await connect_nats(settings)
+        watcher: CatalogueWatcher | None = None
+        try:
+            kv = await ensure_bucket(conn, subjects.tools_bucket)
+            watcher = CatalogueWatcher(kv, catalogue)
+            watcher.start()
+            try:
+                await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
+            frontend.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
+            state.nc = conn
+            async with session_manager.run():
+                log.info(
+                    "gateway ready",
+                    host=settings.gateway.host,
+                    port=settings.gateway.port,
+                    path=settings.gateway.path,
+                    tools=len(catalogue),
+                )
+                yield
+        finally:
+            state.nc = None
+            if watcher is not None:
+                await watcher.stop()
+            if should_close:
+                await _drain(conn)
+
+    async def healthz(_request: Request) -> JSONResponse:
+        connected = state.nc is not None and state.nc.is_connected
+        body = {
+            "status": "ok" if connected else "unavailable",
+            "nats": "connected" if connected else "disconnected",
+            "catalogueLoaded": catalogue.loaded.is_set(),
+            "tools": len(catalogue),
+        }
+        return JSONResponse(body, status_code=200 if connected else 503)
+
+    routes = [
+        Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
+        Route("/healthz", endpoint=healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = state
+    return app
+
+
+def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+    """uvicorn settings for the gateway: httptools when installed, quiet logs, bounded shutdown."""
+    return uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        ws="none",
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+
+
+async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None = None) -> None:
+    """Run the gateway until SIGINT/SIGTERM; NATS is drained before this returns.
+
+    Raises:
+        BusUnavailable: NATS cannot be reached at start-up.
+    """
+    nc = await connect_nats(settings)
+    try:
+        server = uvicorn.Server(uvicorn_config(build_app(settings, nc, close_nc=True), settings))
+        await server.serve(sockets=list(sockets) if sockets else None)
+    finally:
+        await _drain(nc)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is installed, else None (asyncio's default loop)."""
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -1,0 +1,177 @@
+"""One tool call as a NATS request: headers out, a result (or a typed ``CallFailed``) back.
+
+Independent of the mcp SDK: the caller hands in a tool name and arguments and gets the raw
+``CallToolResult`` JSON a worker sent, so any HTTP front end can splice it into its response.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Final
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from bus.subjects import Header, Subjects
+from gateway.errors import (
+    BusDisconnected,
+    CallFailed,
+    DeadlineExceeded,
+    NoWorker,
+    PayloadTooLarge,
+    WorkerFailed,
+    error_class,
+)
+from schemas.codec import DecodeError, decode, encode
+from schemas.errors import ErrorCode
+from schemas.wire import ErrorReply
+
+log = structlog.get_logger(__name__)
+
+_HINTS: Final[dict[ErrorCode, str]] = {ErrorCode.OVERLOADED: "; retry later"}
+"""Words appended to a worker's message so a reader knows what to do next."""
+
+
+def _format_s(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def no_worker(tool: str) -> NoWorker:
+    """The error for a call that reached no worker."""
+    return NoWorker(f"no worker is serving tool {tool!r} right now; retry later", tool=tool)
+
+
+def deadline_exceeded(tool: str, timeout_s: float) -> DeadlineExceeded:
+    """The error for a call that got no reply before its deadline."""
+    return DeadlineExceeded(
+        f"tool {tool!r} did not finish within {_format_s(timeout_s)}; the call's deadline passed", tool=tool
+    )
+
+
+def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
+    """Turn a worker's typed error reply into the matching ``CallFailed``."""
+    try:
+        reply = decode(body, ErrorReply)
+        detail = reply.error.message
+        raw_code: int | str = reply.error.code
+    except DecodeError:
+        detail = body[:200].decode("utf-8", "replace")
+        raw_code = code_header
+    try:
+        code = ErrorCode(int(raw_code))
+    except ValueError:
+        return WorkerFailed(
+            f"tool {tool!r} failed with an error code this gateway does not know ({raw_code}): {detail}",
+            tool=tool,
+            detail=detail,
+        )
+    if code is ErrorCode.NO_WORKER:
+        # Same words whether NATS or the registry said it, so clients can match one message.
+        return NoWorker(no_worker(tool).message, tool=tool, detail=detail)
+    message = f"tool {tool!r}: {detail}" if detail else f"tool {tool!r} failed ({code.name})"
+    return error_class(code)(message + _HINTS.get(code, ""), tool=tool, detail=detail)
+
+
+def result_from_reply(tool: str, msg: Msg) -> bytes:
+    """The ``CallToolResult`` JSON of a reply.
+
+    Raises:
+        CallFailed: the reply is a typed error.
+    """
+    headers = msg.headers
+    if headers:
+        code_header = headers.get(Header.ERROR)
+        if code_header is not None:
+            raise error_from_reply(tool, code_header, msg.data)
+    return msg.data
+
+
+class ToolCaller:
+    """Sends tool calls over NATS request/reply; the request timeout is the call's deadline."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects, *, timeout_s: float) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self.timeout_s = timeout_s
+
+    async def call(
+        self,
+        tool: str,
+        arguments: Any,
+        *,
+        era: str,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> bytes:
+        """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON.
+
+        Raises:
+            CallFailed: no worker, deadline passed, or the worker replied with a typed error.
+        """
+        return await self.request(
+            tool,
+            encode(arguments),
+            era=era,
+            timeout_s=timeout_s,
+            request_id=request_id,
+            traceparent=traceparent,
+        )
+
+    async def request(
+        self,
+        tool: str,
+        payload: bytes,
+        *,
+        era: str,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> bytes:
+        """Like ``call`` with the arguments already encoded as JSON bytes.
+
+        Raises:
+            CallFailed: no worker, deadline passed, or the worker replied with a typed error.
+        """
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        if not self._nc.is_connected:
+            # While reconnecting nats-py would buffer the request and we would only learn at
+            # the deadline; say at once that nothing is reachable.
+            raise BusDisconnected(
+                f"the gateway is not connected to NATS, so tool {tool!r} cannot be reached; retry later", tool=tool
+            )
+        headers = {
+            Header.REQUEST_ID: request_id or uuid.uuid4().hex,
+            Header.DEADLINE_MS: str(int((time.time() + timeout_s) * 1000)),
+            Header.ERA: era,
+        }
+        if traceparent:
+            headers[Header.TRACEPARENT] = traceparent
+        try:
+            msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise no_worker(tool) from None
+        except nats.errors.TimeoutError:
+            raise deadline_exceeded(tool, timeout_s) from None
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLarge(
+                f"the arguments for tool {tool!r} are {len(payload)} bytes; the bus allows at most "
+                f"{self._nc.max_payload}",
+                tool=tool,
+                detail=str(exc),
+            ) from exc
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionDrainingError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+        ) as exc:
+            raise BusDisconnected(
+                f"the gateway lost its NATS connection while calling tool {tool!r}; retry later",
+                tool=tool,
+                detail=type(exc).__name__,
+            ) from exc
+        return result_from_reply(tool, msg)

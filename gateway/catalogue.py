@@ -1,0 +1,308 @@
+"""The gateway's in-memory tool catalogue, kept current by a watch on the tools KV bucket.
+
+No registry round trip per request: ``tools/list`` and argument validation read this. Entries
+are kept sorted by name so pagination is stable, and each carries its compiled argument
+validator. Independent of the mcp SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import bisect
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import jsonschema
+import nats.errors
+import structlog
+from nats.js.kv import KeyValue
+
+from bus.subjects import is_valid_tool_name
+from gateway.errors import InvalidCursor
+from schemas.codec import DecodeError, decode
+from schemas.validation import compile_validator
+from schemas.wire import JsonSchema, ToolDescriptor
+
+log = structlog.get_logger(__name__)
+
+WATCH_RETRY_S: Final = 1.0
+"""Pause before re-opening a KV watch that failed (JetStream still starting, connection lost)."""
+
+_CURSOR_PREFIX: Final = b"after:"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """One tool and its compiled argument validator."""
+
+    descriptor: ToolDescriptor
+    validator: jsonschema.Draft202012Validator
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueChange:
+    """What one update did to the catalogue (names, sorted)."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class CataloguePage:
+    """One page of ``tools/list``; ``next_cursor`` is None on the last page."""
+
+    entries: list[CatalogueEntry]
+    next_cursor: str | None
+
+
+ChangeListener = Callable[[CatalogueChange], None]
+"""Called after each change that altered the catalogue; must not block."""
+
+
+def encode_cursor(last_name: str) -> str:
+    """An opaque cursor meaning "the tools after ``last_name``" (stable when others come or go)."""
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + last_name.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """The tool name a cursor points after.
+
+    Raises:
+        InvalidCursor: the cursor was not made by ``encode_cursor``.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name = raw.removeprefix(_CURSOR_PREFIX).decode() if raw.startswith(_CURSOR_PREFIX) else ""
+    except (binascii.Error, ValueError):
+        name = ""
+    if not is_valid_tool_name(name):
+        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}: pass a nextCursor from an earlier tools/list")
+    return name
+
+
+def descriptor_problem(descriptor: ToolDescriptor) -> str | None:
+    """Why a descriptor cannot be served, or None; a bad one would break every ``tools/list``."""
+    if not is_valid_tool_name(descriptor.name):
+        return f"tool name {descriptor.name!r} is not a valid subject token"
+    if descriptor.input_schema.get("type") != "object":
+        return "inputSchema must have type 'object' at the root"
+    if descriptor.output_schema is not None and not isinstance(descriptor.output_schema, dict):
+        return "outputSchema must be a JSON object"
+    try:
+        jsonschema.Draft202012Validator.check_schema(descriptor.input_schema)
+    except jsonschema.SchemaError as exc:
+        return f"inputSchema is not a valid JSON Schema: {exc.message}"
+    return None
+
+
+def entry_for(descriptor: ToolDescriptor) -> CatalogueEntry:
+    """A catalogue entry with its validator compiled (cached by schema content)."""
+    return CatalogueEntry(descriptor, compile_validator(descriptor.input_schema))
+
+
+class Catalogue:
+    """Tools by name, sorted; fed by ``CatalogueWatcher`` (or directly, e.g. in tests)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, CatalogueEntry] = {}
+        self._names: list[str] = []
+        self._listeners: list[ChangeListener] = []
+        self.loaded = asyncio.Event()
+        """Set once the bucket's initial values are in."""
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        """Every tool name, sorted."""
+        return list(self._names)
+
+    def get(self, name: str) -> CatalogueEntry | None:
+        """The entry of ``name``, or None."""
+        return self._entries.get(name)
+
+    def input_schema(self, name: str) -> JsonSchema | None:
+        """The input schema of ``name``, or None when there is no such tool."""
+        entry = self._entries.get(name)
+        return entry.descriptor.input_schema if entry else None
+
+    def page(self, cursor: str | None, size: int) -> CataloguePage:
+        """Up to ``size`` entries after ``cursor`` (from the start when None).
+
+        Raises:
+            InvalidCursor: ``cursor`` was not issued by ``page``.
+        """
+        start = 0 if cursor is None else bisect.bisect_right(self._names, decode_cursor(cursor))
+        names = self._names[start : start + size]
+        more = start + size < len(self._names)
+        return CataloguePage([self._entries[n] for n in names], encode_cursor(names[-1]) if more and names else None)
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener`` after every change; returns a function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def put(self, descriptor: ToolDescriptor) -> CatalogueChange:
+        """Add or replace one tool; a descriptor that cannot be served removes the name instead."""
+        problem = descriptor_problem(descriptor)
+        if problem is not None:
+            log.warning("tool not served", tool=descriptor.name, problem=problem)
+            return self.remove(descriptor.name)
+        change = self._set(entry_for(descriptor))
+        self._notify(change)
+        return change
+
+    def remove(self, name: str) -> CatalogueChange:
+        """Remove one tool (no change when it is absent)."""
+        if self._entries.pop(name, None) is None:
+            return CatalogueChange()
+        del self._names[bisect.bisect_left(self._names, name)]
+        change = CatalogueChange(removed=(name,))
+        self._notify(change)
+        return change
+
+    def replace(self, descriptors: Iterable[ToolDescriptor]) -> CatalogueChange:
+        """Make the catalogue exactly ``descriptors`` (a fresh snapshot); one change for all of it."""
+        fresh: dict[str, ToolDescriptor] = {}
+        for descriptor in descriptors:
+            problem = descriptor_problem(descriptor)
+            if problem is None:
+                fresh[descriptor.name] = descriptor
+            else:
+                log.warning("tool not served", tool=descriptor.name, problem=problem)
+        removed = tuple(sorted(set(self._entries) - set(fresh)))
+        added: list[str] = []
+        updated: list[str] = []
+        for name, descriptor in fresh.items():
+            old = self._entries.get(name)
+            if old is None:
+                added.append(name)
+            elif old.descriptor != descriptor:
+                updated.append(name)
+            else:
+                continue
+            self._entries[name] = entry_for(descriptor)
+        for name in removed:
+            del self._entries[name]
+        self._names = sorted(self._entries)
+        change = CatalogueChange(tuple(sorted(added)), tuple(sorted(updated)), removed)
+        self._notify(change)
+        return change
+
+    def _set(self, entry: CatalogueEntry) -> CatalogueChange:
+        old = self._entries.get(entry.name)
+        self._entries[entry.name] = entry
+        if old is None:
+            bisect.insort(self._names, entry.name)
+            return CatalogueChange(added=(entry.name,))
+        if old.descriptor == entry.descriptor:
+            return CatalogueChange()
+        return CatalogueChange(updated=(entry.name,))
+
+    def _notify(self, change: CatalogueChange) -> None:
+        if not change:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("catalogue listener failed")
+
+
+def _descriptor(key: str, value: bytes) -> ToolDescriptor | None:
+    try:
+        descriptor = decode(value, ToolDescriptor)
+    except DecodeError as exc:
+        log.warning("undecodable tool descriptor in the catalogue bucket", key=key, error=str(exc))
+        return None
+    if descriptor.name != key:
+        log.warning("tool descriptor stored under another name", key=key, tool=descriptor.name)
+        return None
+    return descriptor
+
+
+class CatalogueWatcher:
+    """Keeps a ``Catalogue`` in step with the tools KV bucket until stopped.
+
+    Each (re)opened watch first collects the bucket's current values and swaps them in as one
+    snapshot when the initial-values marker arrives, so keys deleted while the watch was down
+    disappear too; after that every put, delete and purge is applied as it comes.
+    """
+
+    def __init__(self, kv: KeyValue, catalogue: Catalogue, *, retry_s: float = WATCH_RETRY_S) -> None:
+        self._kv = kv
+        self._catalogue = catalogue
+        self._retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: KeyValue.KeyWatcher | None = None
+
+    def start(self) -> None:
+        """Start watching in a background task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="catalogue-watch")
+
+    async def stop(self) -> None:
+        """Stop watching (the catalogue keeps its last state)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self._close_watch()
+
+    async def _close_watch(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("catalogue watch failed; reopening", error=str(exc) or type(exc).__name__)
+            await self._close_watch()
+            await asyncio.sleep(self._retry_s)
+
+    async def _watch_once(self) -> None:
+        self._watcher = watcher = await self._kv.watchall()
+        snapshot: dict[str, ToolDescriptor] | None = {}
+        async for entry in watcher:
+            if entry is None:  # the initial values are all in
+                if snapshot is not None:
+                    self._catalogue.replace(snapshot.values())
+                    snapshot = None
+                    self._catalogue.loaded.set()
+                    log.info("catalogue loaded", tools=len(self._catalogue))
+                continue
+            key = entry.key
+            deleted = entry.operation in ("DEL", "PURGE")
+            descriptor = None if deleted else _descriptor(key, entry.value or b"")
+            if snapshot is not None:
+                if descriptor is None:
+                    snapshot.pop(key, None)
+                else:
+                    snapshot[key] = descriptor
+            elif descriptor is None:
+                self._catalogue.remove(key)
+            else:
+                self._catalogue.put(descriptor)

@@ -1,0 +1,153 @@
+"""Exceptions of the gateway, and the one table that turns them into JSON-RPC errors.
+
+A failed tool call is a ``CallFailed`` carrying a bus ``ErrorCode``; ``JSONRPC_ERRORS`` maps each
+code onto a JSON-RPC error code. This module knows nothing of the mcp SDK, so a lean HTTP path
+can produce byte-identical errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
+
+from schemas.errors import ErrorCode
+
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+NO_WORKER: Final = -32010
+OVERLOADED: Final = -32011
+DEADLINE_EXCEEDED: Final = -32012
+CANCELLED: Final = -32013
+PAYLOAD_TOO_LARGE: Final = -32014
+# Our codes live in -32003..-32019, the band the 2026-07-28 spec leaves to implementations:
+# -32000/-32001 are the SDK's client-side CONNECTION_CLOSED/REQUEST_TIMEOUT, -32002 is retired,
+# -32020 and below are reserved for the spec.
+
+JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
+    {
+        ErrorCode.BAD_REQUEST: INVALID_PARAMS,
+        ErrorCode.UNKNOWN_TOOL: INVALID_PARAMS,
+        ErrorCode.NO_WORKER: NO_WORKER,
+        ErrorCode.OVERLOADED: OVERLOADED,
+        ErrorCode.CANCELLED: CANCELLED,
+        ErrorCode.DEADLINE_EXCEEDED: DEADLINE_EXCEEDED,
+        ErrorCode.PAYLOAD_TOO_LARGE: PAYLOAD_TOO_LARGE,
+        ErrorCode.INTERNAL: INTERNAL_ERROR,
+    }
+)
+"""Bus error code → JSON-RPC error code: the whole mapping, in one place."""
+
+
+class GatewayError(Exception):
+    """Base of the exceptions raised by the gateway package."""
+
+
+class CallFailed(GatewayError):
+    """Raised when a tool call fails for a protocol reason; ``code`` says which.
+
+    ``tool`` names the tool; ``detail`` is what the worker (or NATS) said, kept apart from
+    the message a client reads so logs can show both.
+    """
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, tool: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.tool = tool
+        self.detail = detail
+
+
+class UnknownTool(CallFailed):
+    """Raised when no tool of that name is in the catalogue (or a worker says so)."""
+
+    code = ErrorCode.UNKNOWN_TOOL
+
+
+class BadRequest(CallFailed):
+    """Raised when a worker refuses the request itself (not JSON, bad deadline header)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class NoWorker(CallFailed):
+    """Raised when NATS has no responder for the tool's subject, or a worker says none serves it."""
+
+    code = ErrorCode.NO_WORKER
+
+
+class BusDisconnected(NoWorker):
+    """Raised when the gateway is not connected to NATS, so no worker can be reached."""
+
+
+class Overloaded(CallFailed):
+    """Raised when every worker serving the tool is at capacity."""
+
+    code = ErrorCode.OVERLOADED
+
+
+class Cancelled(CallFailed):
+    """Raised when a worker reports that the call was cancelled."""
+
+    code = ErrorCode.CANCELLED
+
+
+class DeadlineExceeded(CallFailed):
+    """Raised when the call's deadline passes before a reply arrives (or a worker says it passed)."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class PayloadTooLarge(CallFailed):
+    """Raised when the arguments or the result do not fit the bus's maximum payload."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class WorkerFailed(CallFailed):
+    """Raised when a worker reports an internal error or sends a reply that is not a result."""
+
+    code = ErrorCode.INTERNAL
+
+
+class InvalidCursor(GatewayError):
+    """Raised when a ``tools/list`` cursor was not issued by this gateway."""
+
+
+_BY_CODE: Final[Mapping[ErrorCode, type[CallFailed]]] = MappingProxyType(
+    {
+        ErrorCode.BAD_REQUEST: BadRequest,
+        ErrorCode.UNKNOWN_TOOL: UnknownTool,
+        ErrorCode.NO_WORKER: NoWorker,
+        ErrorCode.OVERLOADED: Overloaded,
+        ErrorCode.CANCELLED: Cancelled,
+        ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+        ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLarge,
+        ErrorCode.INTERNAL: WorkerFailed,
+    }
+)
+
+
+def error_class(code: ErrorCode) -> type[CallFailed]:
+    """The exception class that stands for a bus error code."""
+    return _BY_CODE[code]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonRpcError:
+    """A JSON-RPC error object, free of any SDK type."""
+
+    code: int
+    message: str
+    data: dict[str, Any]
+
+
+def to_jsonrpc(exc: CallFailed) -> JsonRpcError:
+    """The JSON-RPC error a client sees for a failed call."""
+    return JsonRpcError(
+        code=JSONRPC_ERRORS[exc.code],
+        message=exc.message,
+        data={"reason": exc.code.name, "retryable": exc.code.retryable, "tool": exc.tool},
+    )

@@ -1,0 +1,44 @@
+"""``toolbus registry``: keep the tool catalogue and answer registry requests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import structlog
+
+from bus.connection import connected
+from bus.lifecycle import wait_for_shutdown_signal
+from bus.logs import configure_logging
+from bus.options import add_common_options, settings_from_args
+from bus.subjects import Subjects
+from registry.service import RegistryService
+from schemas.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``registry`` verb."""
+    parser = subparsers.add_parser("registry", help="run the tool registry against an existing NATS")
+    add_common_options(parser)
+    parser.set_defaults(run=run)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the registry until SIGTERM/SIGINT."""
+    async with connected(settings.nats.url, name="toolbus-registry", connect_timeout_s=settings.nats.connect_timeout_s) as nc:
+        service = RegistryService(nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s)
+        await service.start()
+        signal_name = await wait_for_shutdown_signal()
+        log.info("registry stopping", signal=signal_name)
+        await service.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if settings is None:
+        return 2
+    configure_logging(settings.log_format)
+    asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,29 @@
+import pytest
+
+from bus.subjects import Subjects, is_valid_tool_name
+
+
+def test_call_subject_round_trips_the_tool_name() -> None:
+    subjects = Subjects("toolbus")
+    assert subjects.call("calc_add") == "toolbus.call.calc_add"
+    assert subjects.tool_from_call(subjects.call("calc_add")) == "calc_add"
+
+
+@pytest.mark.parametrize("name", ["a.b", "a b", "a*", "a>", "", "x" * 129])
+def test_names_that_cannot_be_one_subject_token_are_refused(name: str) -> None:
+    assert not is_valid_tool_name(name)
+    with pytest.raises(ValueError):
+        Subjects().call(name)
+
+
+def test_prefix_must_be_one_token() -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        Subjects("a.b")
+
+
+def test_every_subject_and_bucket_carries_the_prefix() -> None:
+    subjects = Subjects("p1")
+    names = [subjects.call_any, subjects.announce, subjects.registry_list, subjects.registry_get]
+    assert all(n.startswith("p1.") for n in names)
+    assert subjects.tools_bucket.startswith("p1_")
+    assert subjects.workers_bucket.startswith("p1_")

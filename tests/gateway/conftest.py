@@ -1,0 +1,62 @@
+"""Gateway fixtures: real NATS, a real gateway in the test's event loop, fake workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from gateway_fakes import FakeWorker, RunningGateway, running_gateway
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from bus.embedded import EmbeddedNatsServer
+from bus.provisioning import ensure_bucket
+from bus.subjects import Subjects
+from schemas.config import load_settings
+
+
+@pytest.fixture
+async def kv(nc: NatsClient, subjects: Subjects) -> KeyValue:
+    """The tools bucket of the test's deployment, as the registry would create it."""
+    return await ensure_bucket(nc, subjects.tools_bucket)
+
+
+@pytest.fixture
+async def worker(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Callable[..., Awaitable[FakeWorker]]]:
+    """Start fake workers: ``await worker("add", result_reply(...))``."""
+    subscriptions = []
+
+    async def start(tool: str, reply: Callable[[Msg], Awaitable[Any]]) -> FakeWorker:
+        fake = FakeWorker(reply)
+
+        async def on_msg(msg: Msg) -> None:
+            await fake.handle(nc, msg)
+
+        subscriptions.append(await nc.subscribe(subjects.call(tool), queue=subjects.worker_queue, cb=on_msg))
+        await nc.flush()
+        return fake
+
+    yield start
+    for sub in subscriptions:
+        await sub.unsubscribe()
+
+
+@pytest.fixture
+async def start_gateway(
+    nats_server: EmbeddedNatsServer, subjects: Subjects
+) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start a gateway for the test's deployment: ``await start_gateway(page_size=2)``."""
+    stack: list[Any] = []
+
+    async def start(**gateway: Any) -> RunningGateway:
+        settings = load_settings(None, nats={"url": nats_server.url, "prefix": subjects.prefix}, gateway=gateway)
+        context = running_gateway(settings)
+        running = await context.__aenter__()
+        stack.append(context)
+        return running
+
+    yield start
+    for context in reversed(stack):
+        await context.__aexit__(None, None, None)

@@ -1,0 +1,137 @@
+"""Helpers for gateway tests: tool descriptors, a fake worker, a gateway served by uvicorn.
+
+The "worker" here is a plain nats-py responder in the workers' queue group that replies with
+CallToolResult JSON (the real worker is another package); tool descriptors go into the KV
+bucket exactly as the registry writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+from starlette.applications import Starlette
+
+from bus.subjects import Header
+from gateway.app import GatewayState, build_app, uvicorn_config
+from schemas.codec import encode
+from schemas.config import Settings
+from schemas.errors import ErrorCode
+from schemas.wire import CallToolResult, ErrorBody, ErrorReply, ToolDescriptor
+
+START_TIMEOUT_S = 10.0
+
+ADD = ToolDescriptor(
+    name="add",
+    description="Add two integers.",
+    input_schema={
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    },
+    output_schema={"type": "integer"},
+)
+STATS = ToolDescriptor(
+    name="stats",
+    description="Mean of some numbers.",
+    input_schema={
+        "type": "object",
+        "properties": {"values": {"type": "array", "items": {"type": "number"}}},
+        "required": ["values"],
+    },
+    output_schema={"type": "object", "properties": {"mean": {"type": "number"}}, "required": ["mean"]},
+)
+
+
+@dataclass
+class RunningGateway:
+    """A gateway listening on a random loopback port."""
+
+    settings: Settings
+    port: int
+    server: uvicorn.Server
+    app: Starlette
+
+    @property
+    def state(self) -> GatewayState:
+        """The running gateway's NATS connection and catalogue."""
+        state: GatewayState = self.app.state.gateway
+        return state
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.settings.gateway.path
+
+
+@dataclass
+class FakeWorker:
+    """A NATS responder for one tool that records every request it gets."""
+
+    reply: Callable[[Msg], Awaitable[tuple[bytes, dict[str, str] | None] | None]]
+    messages: list[Msg] = field(default_factory=list)
+
+    async def handle(self, nc: NatsClient, msg: Msg) -> None:
+        self.messages.append(msg)
+        answer = await self.reply(msg)
+        if answer is None:
+            return  # never replies: the caller must time out
+        body, headers = answer
+        await nc.publish(msg.reply, body, headers=headers)
+
+
+def result_reply(result: CallToolResult) -> Callable[[Msg], Awaitable[tuple[bytes, None]]]:
+    async def reply(_msg: Msg) -> tuple[bytes, None]:
+        return encode(result), None
+
+    return reply
+
+
+def error_reply(code: ErrorCode, message: str) -> Callable[[Msg], Awaitable[tuple[bytes, dict[str, str]]]]:
+    async def reply(_msg: Msg) -> tuple[bytes, dict[str, str]]:
+        body = ErrorReply(ErrorBody(code=int(code), message=message, retryable=code.retryable))
+        return encode(body), {Header.ERROR: str(int(code))}
+
+    return reply
+
+
+async def silent(_msg: Msg) -> None:
+    return None
+
+
+async def put_tools(kv: KeyValue, *descriptors: ToolDescriptor) -> None:
+    for descriptor in descriptors:
+        await kv.put(descriptor.name, encode(descriptor))
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    app = build_app(settings)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("gateway exited during start-up")
+                await asyncio.sleep(0.02)
+        yield RunningGateway(settings, port, server, app)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

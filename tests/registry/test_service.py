@@ -1,0 +1,116 @@
+"""The registry against a real nats-server: announcements, list/get, and answering calls nobody can."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from bus.provisioning import ensure_bucket
+from bus.subjects import Header, Subjects
+from registry.service import RegistryService
+from schemas.codec import decode, encode
+from schemas.config import RegistrySettings
+from schemas.errors import ErrorCode
+from schemas.wire import ErrorReply, ToolDescriptor, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
+
+ADD = ToolDescriptor(name="calc_add", input_schema={"type": "object"}, component="calc", export="add")
+ANNOUNCE_INTERVAL_S = 0.2
+
+
+@pytest.fixture
+async def registry(nc: NatsClient, subjects: Subjects) -> AsyncIterator[RegistryService]:
+    service = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def announce(nc: NatsClient, subjects: Subjects, *tools: ToolDescriptor, state: str = "ready") -> None:
+    await nc.publish(subjects.announce, encode(WorkerAnnouncement(worker_id="w1", tools=list(tools), state=state)))  # type: ignore[arg-type]
+    await nc.flush()
+
+
+async def eventually(condition: object, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_announced_tools_land_in_kv_and_in_list(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+    await announce(nc, subjects, ADD)
+    kv = await ensure_bucket(nc, subjects.tools_bucket)
+    await eventually(lambda: registry.catalogue is not None and "calc_add" in registry.catalogue.tools)
+    assert decode((await kv.get("calc_add")).value or b"", ToolDescriptor) == ADD
+
+    reply = await nc.request(subjects.registry_list, encode(ToolListRequest()), timeout=2)
+    assert [t.name for t in decode(reply.data, ToolList).tools] == ["calc_add"]
+    reply = await nc.request(subjects.registry_get, encode(ToolGetRequest(name="calc_add")), timeout=2)
+    assert decode(reply.data, ToolDescriptor) == ADD
+
+
+async def test_list_pages_with_a_cursor(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+    tools = [ToolDescriptor(name=f"t{i:02}", input_schema={"type": "object"}) for i in range(5)]
+    await announce(nc, subjects, *tools)
+    await eventually(lambda: registry.catalogue is not None and len(registry.catalogue.tools) == 5)
+    names, cursor = [], None
+    while True:
+        reply = await nc.request(subjects.registry_list, encode(ToolListRequest(cursor=cursor, limit=2)), timeout=2)
+        page = decode(reply.data, ToolList)
+        names += [t.name for t in page.tools]
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    assert names == [t.name for t in tools]
+
+
+async def test_get_of_an_unknown_tool_is_a_typed_error(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+    reply = await nc.request(subjects.registry_get, encode(ToolGetRequest(name="nope")), timeout=2)
+    assert reply.headers and reply.headers[Header.ERROR] == str(int(ErrorCode.UNKNOWN_TOOL))
+    assert "nope" in decode(reply.data, ErrorReply).error.message
+
+
+async def test_a_call_to_an_unknown_tool_gets_a_typed_error(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+    reply = await nc.request(subjects.call("no_such_tool"), b'{"a": 1}', timeout=2)
+    error = decode(reply.data, ErrorReply).error
+    assert error.code == ErrorCode.UNKNOWN_TOOL
+    assert "no_such_tool" in error.message
+    assert reply.headers == {Header.ERROR: str(int(ErrorCode.UNKNOWN_TOOL))}
+
+
+async def test_a_known_tool_whose_worker_stopped_gets_no_worker(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
+    await announce(nc, subjects, ADD)
+    await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("calc_add"))
+    await announce(nc, subjects, ADD, state="stopped")
+    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("calc_add"))
+    reply = await nc.request(subjects.call("calc_add"), b"{}", timeout=2)
+    error = decode(reply.data, ErrorReply).error
+    assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+
+
+async def test_a_silent_worker_drops_out_after_the_liveness_window(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
+    await announce(nc, subjects, ADD)
+    await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("calc_add"))
+    # No more announcements: after 3 missed intervals the worker no longer counts.
+    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("calc_add"))
+
+
+async def test_a_restarted_registry_serves_the_catalogue_from_kv(nc: NatsClient, subjects: Subjects) -> None:
+    first = RegistryService(nc, subjects, RegistrySettings())
+    await first.start()
+    await announce(nc, subjects, ADD)
+    await eventually(lambda: first.catalogue is not None and "calc_add" in first.catalogue.tools)
+    await first.stop()
+    second = RegistryService(nc, subjects, RegistrySettings())
+    await second.start()
+    try:
+        assert second.catalogue is not None and set(second.catalogue.tools) == {"calc_add"}
+    finally:
+        await second.stop()

@@ -1,0 +1,105 @@
+"""Ahead-of-time compile cache: compiled components kept as ``.cwasm`` files on disk.
+
+Compiling a componentize-py component takes seconds; deserializing its ``.cwasm`` takes
+milliseconds. Entries are keyed by the Wasm bytes and the engine fingerprint, since a
+``.cwasm`` only loads into an Engine with the same wasmtime version and config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import structlog
+import wasmtime
+from wasmtime import component as wc
+
+from workers.engine import EngineHost
+from workers.errors import ComponentLoadError
+
+log = structlog.get_logger(__name__)
+
+
+def read_wasm(path: Path) -> bytes:
+    """Read a component as Wasm bytes; a ``.wat`` file is assembled from text.
+
+    Raises:
+        ComponentLoadError: the file cannot be read or the text is not valid WAT.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ComponentLoadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if path.suffix == ".wat":
+        return wat_to_wasm(data.decode("utf-8", errors="replace"), label=str(path))
+    return data
+
+
+def wat_to_wasm(text: str, label: str = "<wat>") -> bytes:
+    """Assemble WAT text into Wasm bytes.
+
+    Raises:
+        ComponentLoadError: the text is not valid WAT.
+    """
+    try:
+        return bytes(wasmtime.wat2wasm(text))
+    except wasmtime.WasmtimeError as exc:
+        raise ComponentLoadError(f"{label}: not valid WAT: {exc}") from exc
+
+
+def wasm_digest(wasm: bytes) -> str:
+    """``sha256:<hex>`` of Wasm bytes: the identity of a component everywhere in toolbus."""
+    return "sha256:" + hashlib.sha256(wasm).hexdigest()
+
+
+def cache_key(engine_host: EngineHost, wasm: bytes) -> str:
+    """File stem of a component's compiled form: its bytes plus the engine fingerprint."""
+    digest = hashlib.sha256(wasm)
+    digest.update(b"\0" + engine_host.fingerprint.encode())
+    return digest.hexdigest()
+
+
+def load_component(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path) -> Any:
+    """Compile ``wasm`` (bytes, or WAT text) or load its compiled form from ``cache_dir``.
+
+    A cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+
+    Raises:
+        ComponentLoadError: the bytes are not a valid component.
+    """
+    if isinstance(wasm, str):
+        wasm = wat_to_wasm(wasm)
+    path = cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.cwasm"
+    if path.is_file():
+        try:
+            return wc.Component.deserialize_file(engine_host.engine, str(path))
+        except wasmtime.WasmtimeError as exc:
+            log.warning("compile cache entry unusable; recompiling", path=str(path), error=str(exc))
+    try:
+        component = wc.Component(engine_host.engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise ComponentLoadError(f"not a valid component: {exc}") from exc
+    try:
+        _write_atomically(path, bytes(component.serialize()))
+    except (OSError, wasmtime.WasmtimeError) as exc:
+        # The cache only saves time; a read-only or full disk must not stop the worker.
+        log.warning("compile cache not written", path=str(path), error=str(exc))
+    return component
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # Readers either see the old entry or the whole new one, even with concurrent workers.
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

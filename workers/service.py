@@ -1,0 +1,205 @@
+"""The worker's bus side: take calls from NATS, run them off the event loop, always reply.
+
+Admission is bounded: a worker holds at most ``concurrency`` running guests plus
+``queue_depth`` accepted calls waiting for a thread; past that it answers OVERLOADED at once
+instead of queueing without bound. Every request gets exactly one reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus.replies import error_reply
+from bus.subjects import Header, Subjects
+from schemas.codec import DecodeError, decode_json, encode
+from schemas.config import WorkerSettings
+from schemas.errors import ErrorCode
+from schemas.validation import argument_problem, compile_validator
+from schemas.wire import CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
+
+log = structlog.get_logger(__name__)
+
+
+class CallableComponent(Protocol):
+    """What the service needs from a loaded component (see ``workers.component``)."""
+
+    @property
+    def tools(self) -> Sequence[ToolDescriptor]: ...
+
+    def call(self, tool_name: str, arguments: dict[str, object], timeout_s: float) -> CallToolResult: ...
+
+
+def new_worker_id() -> str:
+    """A worker id that is unique across hosts and restarts and still readable."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerService:
+    """Serves the tools of some components on the bus until stopped."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        settings: WorkerSettings,
+        components: Sequence[CallableComponent],
+        worker_id: str | None = None,
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self._routes: dict[str, CallableComponent] = {}
+        self._tools: list[ToolDescriptor] = []
+        for component in components:
+            for tool in component.tools:
+                if tool.name in self._routes:
+                    raise ValueError(f"tool {tool.name!r} is exported by two components")
+                self._routes[tool.name] = component
+                self._tools.append(tool)
+        self._validators = {t.name: compile_validator(t.input_schema) for t in self._tools}
+        self._capacity = settings.concurrency + settings.queue_depth
+        self._accepted = 0
+        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
+        self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._announcer: asyncio.Task[None] | None = None
+        self._state: str = "ready"
+
+    @property
+    def tools(self) -> list[ToolDescriptor]:
+        return list(self._tools)
+
+    async def start(self) -> None:
+        """Subscribe to every tool's call subject (queue group) and announce the tools."""
+        for name in self._routes:
+            sub = await self._nc.subscribe(self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call)
+            self._subscriptions.append(sub)
+        await self._nc.flush()
+        await self.announce()
+        self._announcer = asyncio.create_task(self._announce_periodically())
+        log.info("worker ready", worker_id=self.worker_id, tools=sorted(self._routes))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking calls, let accepted ones finish (bounded by ``grace_s``), announce the stop."""
+        self._state = "draining"
+        for sub in self._subscriptions:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.ConnectionClosedError:
+                pass
+        if self._announcer:
+            self._announcer.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
+        self._state = "stopped"
+        try:
+            await self.announce()
+        except nats.errors.ConnectionClosedError:
+            pass
+        # Guests still running past the grace period are interrupted by their epoch deadline.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def announce(self) -> None:
+        """Publish what this worker serves and how loaded it is."""
+        announcement = WorkerAnnouncement(
+            worker_id=self.worker_id,
+            tools=self._tools,
+            concurrency=self._settings.concurrency,
+            in_flight=self._accepted,
+            state=self._state,  # type: ignore[arg-type]
+        )
+        await self._nc.publish(self._subjects.announce, encode(announcement))
+
+    async def _announce_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.announce_interval_s)
+            try:
+                await self.announce()
+            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+                log.warning("announce failed", error=str(exc))
+
+    async def _on_call(self, msg: Msg) -> None:
+        # nats-py awaits callbacks one at a time per subscription: hand the call to a task so
+        # one slow guest does not hold up the next call, and bound how many we accept.
+        if not msg.reply:
+            return  # a publish without a reply subject is not a call; nobody would hear the answer
+        if self._accepted >= self._capacity:
+            body, headers = error_reply(ErrorCode.OVERLOADED, f"worker {self.worker_id} is at capacity")
+            await self._reply(msg, body, headers)
+            return
+        self._accepted += 1
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._accepted -= 1
+
+    async def _handle(self, msg: Msg) -> None:
+        tool = self._subjects.tool_from_call(msg.subject)
+        headers = msg.headers or {}
+        request_id = headers.get(Header.REQUEST_ID, "")
+        structlog.contextvars.bind_contextvars(tool=tool, request_id=request_id, worker_id=self.worker_id)
+        try:
+            body, reply_headers = await self._execute(tool, msg.data, headers)
+            await self._reply(msg, body, reply_headers)
+        except Exception:  # the one outermost handler: a bug must still produce a reply
+            log.exception("call failed inside the worker")
+            body, reply_headers = error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
+            await self._reply(msg, body, reply_headers)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def _execute(self, tool: str, data: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str] | None]:
+        component = self._routes.get(tool)
+        if component is None:
+            return error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
+        timeout_s = self._settings.max_call_timeout_s
+        deadline_ms = headers.get(Header.DEADLINE_MS)
+        if deadline_ms:
+            try:
+                remaining_s = int(deadline_ms) / 1000 - time.time()
+            except ValueError:
+                return error_reply(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
+            if remaining_s <= 0:
+                return error_reply(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
+            timeout_s = min(timeout_s, remaining_s)
+        try:
+            arguments = decode_json(data) if data.strip() else {}
+        except DecodeError as exc:
+            return error_reply(ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {exc}")
+        problem = argument_problem(self._validators[tool], arguments)
+        if problem is not None:
+            result = CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
+            return encode(result), None
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool, component.call, tool, arguments, timeout_s)
+        return encode(result), None
+
+    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            await self._nc.publish(msg.reply, body, headers=headers)
+        except nats.errors.MaxPayloadError:
+            size = len(body)
+            limit = self._nc.max_payload
+            body, headers = error_reply(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"result is {size} bytes; the bus allows at most {limit} per message"
+            )
+            await self._nc.publish(msg.reply, body, headers=headers)
+        except nats.errors.ConnectionClosedError:
+            log.warning("reply lost: connection closed")
