@@ -42,16 +42,20 @@ async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0, allow_
 
 
 async def _connect(servers: list[str], name: str, connect_timeout_s: float, allow_reconnect: bool) -> NatsClient:
+    client: list[NatsClient] = []  # filled once connected, so callbacks can tell a close from a loss
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=str(exc))
 
     async def on_disconnected() -> None:
-        log.info("nats disconnected", name=name)
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own drain/close: not news
+        log.warning("nats disconnected", name=name)
 
     async def on_reconnected() -> None:
         log.info("nats reconnected", name=name)
 
-    return await nats.connect(
+    nc = await nats.connect(
         servers,
         name=name,
         connect_timeout=int(max(1, connect_timeout_s)),
@@ -64,6 +68,8 @@ async def _connect(servers: list[str], name: str, connect_timeout_s: float, allo
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
+    client.append(nc)
+    return nc
 
 
 @asynccontextmanager

@@ -12,7 +12,9 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     """Configure structlog once per process (``json``, ``console`` or ``auto``)."""
     use_console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

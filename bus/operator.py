@@ -12,6 +12,7 @@ import nats.errors
 
 from bus.connection import connected
 from bus.errors import BusUnavailable
+from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from schemas.codec import DecodeError, decode, decode_json, encode
@@ -40,6 +41,7 @@ def _run(args: argparse.Namespace, verb: object) -> int:
     settings = settings_from_args(args)
     if settings is None:
         return 2
+    configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
     try:
         return asyncio.run(verb(settings, args))  # type: ignore[operator]
     except BusUnavailable as exc:
@@ -90,7 +92,9 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
     }
     async with connected(settings.nats.url, name="toolbus-cli") as nc:
         try:
-            reply = await nc.request(subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers)
+            reply = await nc.request(
+                subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers
+            )
         except nats.errors.NoRespondersError:
             print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
             return 1

@@ -30,6 +30,11 @@ class Header:
     """W3C trace context, passed through unchanged."""
 
 
+def as_token(text: str) -> str:
+    """``text`` with every character a subject token cannot hold replaced by ``-``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)
+
+
 def is_valid_tool_name(name: str) -> bool:
     """True when ``name`` is an MCP tool name that is also one NATS subject token.
 
@@ -70,7 +75,18 @@ class Subjects:
         """Queue group every worker joins on call subjects, so each call reaches one worker."""
         return f"{self.prefix}-workers"
 
+    def worker_ping(self, worker_id: str) -> str:
+        """Each worker answers here; "no responders" tells the registry the worker is gone."""
+        if not _TOKEN.match(worker_id):
+            raise ValueError(f"worker id {worker_id!r} is not a valid subject token")
+        return f"{self.prefix}.worker.{worker_id}.ping"
+
     # -- registry -----------------------------------------------------------------------------
+    @property
+    def registry_hello(self) -> str:
+        """A starting registry publishes here; every worker re-announces at once."""
+        return f"{self.prefix}.registry.hello"
+
     @property
     def announce(self) -> str:
         """Workers publish ``WorkerAnnouncement`` here."""

@@ -140,7 +140,9 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -
     server: EmbeddedNatsServer | None = None
     if not nats_given:
         parsed = urlsplit(settings.nats.url)
-        server = EmbeddedNatsServer(settings.state_dir / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222)
+        server = EmbeddedNatsServer(
+            settings.state_dir / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
+        )
         server.start()
         log.info("embedded nats-server ready", url=server.url, pid=server.pid)
     nats_url = server.url if server else settings.nats.url

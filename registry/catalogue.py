@@ -75,6 +75,13 @@ class Catalogue:
                 self.tools[tool.name] = tool
                 log.info("tool recorded", tool=tool.name, digest=tool.digest, worker_id=announcement.worker_id)
 
+    def forget(self, worker_id: str) -> list[str]:
+        """Drop a worker found dead; return the tools that no live worker serves any more."""
+        entry = self.workers.pop(worker_id, None)
+        if entry is None:
+            return []
+        return [t.name for t in entry.announcement.tools if not self.live_workers(t.name)]
+
     def live_workers(self, tool: str) -> list[str]:
         """Ids of workers that serve ``tool``, announced recently and not draining."""
         horizon = time.monotonic() - self.liveness_window_s

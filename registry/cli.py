@@ -27,8 +27,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def serve(settings: Settings) -> None:
     """Run the registry until SIGTERM/SIGINT."""
-    async with connected(settings.nats.url, name="toolbus-registry", connect_timeout_s=settings.nats.connect_timeout_s) as nc:
-        service = RegistryService(nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s)
+    async with connected(
+        settings.nats.url, name="toolbus-registry", connect_timeout_s=settings.nats.connect_timeout_s
+    ) as nc:
+        service = RegistryService(
+            nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s
+        )
         await service.start()
         signal_name = await wait_for_shutdown_signal()
         log.info("registry stopping", signal=signal_name)

@@ -2,13 +2,21 @@
 
 Answering calls: the registry listens on every call subject (in its own queue group) and
 replies only when no worker will — the tool is unknown, or no live worker serves it — so a
-caller gets a typed error at once instead of waiting for its deadline. See
-docs/bus-protocol.md for the cost of this and the switch that turns it off.
+caller gets a typed error at once instead of waiting for its deadline.
+
+Listening on every call subject also means NATS never says "no responders" for a tool, so
+the registry must notice dead workers itself, and fast: it pings each worker every
+``PROBE_INTERVAL_S`` (a dead connection gets "no responders" at once) and, when a tool loses
+its last worker, replies NO_WORKER to the calls for it that it let through in the last
+``RECENT_CALLS_S``. A caller takes the first reply, so a call a worker did answer is not
+affected. See docs/bus-protocol.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 
 import nats.errors
 import structlog
@@ -31,6 +39,14 @@ LIVENESS_MISSED_ANNOUNCEMENTS = 3
 """A worker not heard from for this many announcement intervals counts as gone."""
 LOAD_TIMEOUT_S = 10.0
 """How long start-up waits for the existing catalogue to stream in from KV."""
+STARTUP_GRACE_S = 1.0
+"""After start, workers answer our hello within milliseconds; until then, stay silent on calls."""
+PROBE_INTERVAL_S = 0.25
+"""How often every worker is pinged: bounds how long a call to a dead worker waits for its error."""
+PROBE_TIMEOUT_S = 2.0
+"""A busy worker may answer slowly; only "no responders" (a gone connection) counts as dead."""
+RECENT_CALLS_S = 1.0
+"""Calls let through are remembered this long, to answer them if their tool loses its workers."""
 
 
 class RegistryService:
@@ -44,15 +60,17 @@ class RegistryService:
         self._settings = settings
         self._liveness_window_s = announce_interval_s * LIVENESS_MISSED_ANNOUNCEMENTS
         self._subscriptions: list[Subscription] = []
-        self._watch_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recent_calls: dict[str, deque[tuple[float, str]]] = {}
+        self._answering_since = 0.0
         self.catalogue: Catalogue | None = None
 
     async def start(self) -> None:
-        """Provision JetStream, load the catalogue, and subscribe."""
+        """Provision JetStream, load the catalogue, subscribe, and ask workers to announce."""
         await provision(self._nc, self._subjects)
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s)
-        self._watch_task = asyncio.create_task(self.catalogue.watch())
+        self._tasks.append(asyncio.create_task(self.catalogue.watch()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.
@@ -60,19 +78,22 @@ class RegistryService:
         self._subscriptions.append(await self._nc.subscribe(s.registry_list, queue=q, cb=self._on_list))
         self._subscriptions.append(await self._nc.subscribe(s.registry_get, queue=q, cb=self._on_get))
         if self._settings.answer_unknown_tools:
+            self._answering_since = time.monotonic() + STARTUP_GRACE_S
             self._subscriptions.append(await self._nc.subscribe(s.call_any, queue=q, cb=self._on_call))
+            self._tasks.append(asyncio.create_task(self._probe_periodically()))
+        await self._nc.publish(s.registry_hello, b"")
         await self._nc.flush()
         log.info("registry ready", tools=len(self.catalogue.tools))
 
     async def stop(self) -> None:
-        """Unsubscribe and stop watching."""
+        """Unsubscribe and stop background work."""
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
             except nats.errors.ConnectionClosedError:
                 pass
-        if self._watch_task:
-            self._watch_task.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     async def _on_announce(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -81,14 +102,17 @@ class RegistryService:
         except DecodeError as exc:
             log.warning("undecodable announcement ignored", error=str(exc))
             return
+        orphaned = [t.name for t in announcement.tools if t.name in self.catalogue.tools]
         await self.catalogue.record(announcement)
+        if announcement.state != "ready":
+            await self._answer_orphaned([t for t in orphaned if not self.catalogue.live_workers(t)])
 
     async def _on_list(self, msg: Msg) -> None:
         assert self.catalogue is not None
         try:
             request = decode(msg.data, ToolListRequest) if msg.data.strip() else ToolListRequest()
         except DecodeError as exc:
-            await self._error(msg, ErrorCode.BAD_REQUEST, f"list request: {exc}")
+            await send_error(self._nc, msg.reply, ErrorCode.BAD_REQUEST, f"list request: {exc}")
             return
         tools, next_cursor = self.catalogue.page(request.cursor, request.limit)
         await msg.respond(encode(ToolList(tools=tools, next_cursor=next_cursor)))
@@ -98,11 +122,11 @@ class RegistryService:
         try:
             request = decode(msg.data, ToolGetRequest)
         except DecodeError as exc:
-            await self._error(msg, ErrorCode.BAD_REQUEST, f"get request: {exc}")
+            await send_error(self._nc, msg.reply, ErrorCode.BAD_REQUEST, f"get request: {exc}")
             return
         tool = self.catalogue.tools.get(request.name)
         if tool is None:
-            await self._error(msg, ErrorCode.UNKNOWN_TOOL, f"unknown tool {request.name!r}")
+            await send_error(self._nc, msg.reply, ErrorCode.UNKNOWN_TOOL, f"unknown tool {request.name!r}")
         else:
             await msg.respond(encode(tool))
 
@@ -111,11 +135,52 @@ class RegistryService:
         if not msg.reply:
             return
         tool = self._subjects.tool_from_call(msg.subject)
+        now = time.monotonic()
         if tool not in self.catalogue.tools:
-            await self._error(msg, ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
-        elif not self.catalogue.live_workers(tool):
-            await self._error(msg, ErrorCode.NO_WORKER, f"no worker is serving tool {tool!r} right now")
-        # Otherwise a worker answers; staying silent is the point.
+            await send_error(self._nc, msg.reply, ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
+        elif now >= self._answering_since and not self.catalogue.live_workers(tool):
+            await send_error(self._nc, msg.reply, ErrorCode.NO_WORKER, _no_worker(tool))
+        else:
+            # A worker should answer; remember the call in case that worker turns out to be dead.
+            recent = self._recent_calls.setdefault(tool, deque())
+            recent.append((now, msg.reply))
+            while recent and recent[0][0] < now - RECENT_CALLS_S:
+                recent.popleft()
 
-    async def _error(self, msg: Msg, code: ErrorCode, message: str) -> None:
-        await send_error(self._nc, msg.reply, code, message)
+    async def _probe_periodically(self) -> None:
+        assert self.catalogue is not None
+        await asyncio.sleep(STARTUP_GRACE_S)
+        # Calls that came in while we waited for the first announcements, for tools still without a worker.
+        await self._answer_orphaned([t for t in self._recent_calls if not self.catalogue.live_workers(t)])
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            ids = list(self.catalogue.workers)
+            outcomes = await asyncio.gather(*(self._ping(w) for w in ids))
+            orphaned = [
+                tool for w, alive in zip(ids, outcomes, strict=True) if not alive for tool in self.catalogue.forget(w)
+            ]
+            await self._answer_orphaned(orphaned)
+
+    async def _ping(self, worker_id: str) -> bool:
+        """False only when the worker's connection is gone (NATS says no responders)."""
+        try:
+            await self._nc.request(self._subjects.worker_ping(worker_id), b"", timeout=PROBE_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            log.warning("worker gone", worker_id=worker_id)
+            return False
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, ValueError):
+            pass  # slow or unreachable from here is not proof of death; announcements decide
+        return True
+
+    async def _answer_orphaned(self, tools: list[str]) -> None:
+        """Reply NO_WORKER to recent calls of ``tools``, which lost their last live worker."""
+        for tool in tools:
+            calls = self._recent_calls.pop(tool, deque())
+            for _, reply in calls:
+                await send_error(self._nc, reply, ErrorCode.NO_WORKER, _no_worker(tool))
+            if calls:
+                log.warning("answered calls orphaned by a gone worker", tool=tool, calls=len(calls))
+
+
+def _no_worker(tool: str) -> str:
+    return f"no worker is serving tool {tool!r} right now"

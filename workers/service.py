@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.replies import error_reply
-from bus.subjects import Header, Subjects
+from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import WorkerSettings
 from schemas.errors import ErrorCode
@@ -44,7 +44,8 @@ class CallableComponent(Protocol):
 
 def new_worker_id() -> str:
     """A worker id that is unique across hosts and restarts and still readable."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    # Host names may hold dots; the id is a subject token (see Subjects.worker_ping).
+    return as_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
 class WorkerService:
@@ -86,8 +87,13 @@ class WorkerService:
     async def start(self) -> None:
         """Subscribe to every tool's call subject (queue group) and announce the tools."""
         for name in self._routes:
-            sub = await self._nc.subscribe(self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call)
+            sub = await self._nc.subscribe(
+                self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
+            )
             self._subscriptions.append(sub)
+        ping = await self._nc.subscribe(self._subjects.worker_ping(self.worker_id), cb=self._on_ping)
+        hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
+        self._subscriptions += [ping, hello]
         await self._nc.flush()
         await self.announce()
         self._announcer = asyncio.create_task(self._announce_periodically())
@@ -96,6 +102,11 @@ class WorkerService:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking calls, let accepted ones finish (bounded by ``grace_s``), announce the stop."""
         self._state = "draining"
+        # Say so before unsubscribing, so the registry stops counting on us for new calls.
+        try:
+            await self.announce()
+        except nats.errors.ConnectionClosedError:
+            pass
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
@@ -131,6 +142,13 @@ class WorkerService:
                 await self.announce()
             except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
                 log.warning("announce failed", error=str(exc))
+
+    async def _on_ping(self, msg: Msg) -> None:
+        if msg.reply:
+            await self._nc.publish(msg.reply, b"")
+
+    async def _on_registry_hello(self, msg: Msg) -> None:
+        await self.announce()
 
     async def _on_call(self, msg: Msg) -> None:
         # nats-py awaits callbacks one at a time per subscription: hand the call to a task so

@@ -1,4 +1,4 @@
-"""Gateway fixtures: real NATS, a real gateway in the test's event loop, fake workers."""
+"""Gateway fixtures: real NATS, a real gateway in the test's event loop, scripted workers (real NATS responders in the workers' queue group)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from gateway_fakes import FakeWorker, RunningGateway, running_gateway
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -15,6 +14,7 @@ from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from schemas.config import load_settings
+from tests.gateway.responders import RunningGateway, ScriptedWorker, running_gateway
 
 
 @pytest.fixture
@@ -24,19 +24,19 @@ async def kv(nc: NatsClient, subjects: Subjects) -> KeyValue:
 
 
 @pytest.fixture
-async def worker(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Callable[..., Awaitable[FakeWorker]]]:
-    """Start fake workers: ``await worker("add", result_reply(...))``."""
+async def worker(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Callable[..., Awaitable[ScriptedWorker]]]:
+    """Start scripted workers: ``await worker("add", result_reply(...))``."""
     subscriptions = []
 
-    async def start(tool: str, reply: Callable[[Msg], Awaitable[Any]]) -> FakeWorker:
-        fake = FakeWorker(reply)
+    async def start(tool: str, reply: Callable[[Msg], Awaitable[Any]]) -> ScriptedWorker:
+        scripted = ScriptedWorker(reply)
 
         async def on_msg(msg: Msg) -> None:
-            await fake.handle(nc, msg)
+            await scripted.handle(nc, msg)
 
         subscriptions.append(await nc.subscribe(subjects.call(tool), queue=subjects.worker_queue, cb=on_msg))
         await nc.flush()
-        return fake
+        return scripted
 
     yield start
     for sub in subscriptions:

@@ -6,7 +6,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from gateway_fakes import FakeWorker, error_reply, result_reply, silent
 from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
@@ -27,8 +26,9 @@ from gateway.errors import (
 from schemas.codec import decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, TextContent
+from tests.gateway.responders import ScriptedWorker, error_reply, result_reply, silent
 
-StartWorker = Callable[..., Awaitable[FakeWorker]]
+StartWorker = Callable[..., Awaitable[ScriptedWorker]]
 
 
 async def test_a_result_comes_back_as_the_workers_bytes(

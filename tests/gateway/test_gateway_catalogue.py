@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from gateway_fakes import ADD, STATS, put_tools
 from nats.js.kv import KeyValue
 
 from gateway.catalogue import Catalogue, CatalogueChange, CatalogueWatcher, decode_cursor, encode_cursor
 from gateway.errors import InvalidCursor
 from schemas.codec import encode
 from schemas.wire import ToolDescriptor
+from tests.gateway.responders import ADD, STATS, put_tools
 
 
 def tool(name: str, description: str = "") -> ToolDescriptor:

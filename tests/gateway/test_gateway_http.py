@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from gateway_fakes import ADD, RunningGateway, put_tools
 from nats.js.kv import KeyValue
+
+from tests.gateway.responders import ADD, RunningGateway, put_tools
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 

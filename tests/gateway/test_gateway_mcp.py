@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from gateway_fakes import ADD, STATS, FakeWorker, RunningGateway, error_reply, put_tools, result_reply, silent
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
@@ -19,9 +18,19 @@ from bus.subjects import Header, Subjects
 from gateway.errors import DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_PARAMS, NO_WORKER, OVERLOADED, PAYLOAD_TOO_LARGE
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from tests.gateway.responders import (
+    ADD,
+    STATS,
+    RunningGateway,
+    ScriptedWorker,
+    error_reply,
+    put_tools,
+    result_reply,
+    silent,
+)
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
-StartWorker = Callable[..., Awaitable[FakeWorker]]
+StartWorker = Callable[..., Awaitable[ScriptedWorker]]
 
 ERAS = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 

@@ -40,7 +40,9 @@ async def eventually(condition: object, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_announced_tools_land_in_kv_and_in_list(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+async def test_announced_tools_land_in_kv_and_in_list(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
     await announce(nc, subjects, ADD)
     kv = await ensure_bucket(nc, subjects.tools_bucket)
     await eventually(lambda: registry.catalogue is not None and "calc_add" in registry.catalogue.tools)
@@ -67,13 +69,17 @@ async def test_list_pages_with_a_cursor(nc: NatsClient, subjects: Subjects, regi
     assert names == [t.name for t in tools]
 
 
-async def test_get_of_an_unknown_tool_is_a_typed_error(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+async def test_get_of_an_unknown_tool_is_a_typed_error(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
     reply = await nc.request(subjects.registry_get, encode(ToolGetRequest(name="nope")), timeout=2)
     assert reply.headers and reply.headers[Header.ERROR] == str(int(ErrorCode.UNKNOWN_TOOL))
     assert "nope" in decode(reply.data, ErrorReply).error.message
 
 
-async def test_a_call_to_an_unknown_tool_gets_a_typed_error(nc: NatsClient, subjects: Subjects, registry: RegistryService) -> None:
+async def test_a_call_to_an_unknown_tool_gets_a_typed_error(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
     reply = await nc.request(subjects.call("no_such_tool"), b'{"a": 1}', timeout=2)
     error = decode(reply.data, ErrorReply).error
     assert error.code == ErrorCode.UNKNOWN_TOOL
@@ -114,3 +120,33 @@ async def test_a_restarted_registry_serves_the_catalogue_from_kv(nc: NatsClient,
         assert second.catalogue is not None and set(second.catalogue.tools) == {"calc_add"}
     finally:
         await second.stop()
+
+
+async def test_calls_to_a_worker_whose_connection_died_get_no_worker_instead_of_hanging(
+    nats_server: object, nc: NatsClient, subjects: Subjects, registry: RegistryService, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from bus.connection import connect
+    from schemas.config import ComponentSettings, WorkerSettings
+    from schemas.wire import CallToolResult
+    from workers.component import LoadedComponent
+    from workers.engine import EngineHost
+    from workers.service import WorkerService
+
+    testkit = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
+    with EngineHost() as engine:
+        kit = LoadedComponent.load(engine, ComponentSettings(name="kit", path=testkit), testkit, Path(str(tmp_path)))
+        worker_nc = await connect(nats_server.url, name="doomed-worker")  # type: ignore[attr-defined]
+        worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=1), [kit])
+        await worker.start()
+        await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
+        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+        assert decode(reply.data, CallToolResult).structured_content == 3
+
+        # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
+        await worker_nc.close()
+        # The registry still believes in the worker for a moment; the call must not wait for its deadline.
+        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+        error = decode(reply.data, ErrorReply).error
+        assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)

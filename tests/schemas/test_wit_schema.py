@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 import wasmtime
 from wasmtime import component as wc
-from wit_zoo import Zoo, get_zoo
 
 from schemas.errors import WitTypeError
 from schemas.wit_schema import output_schema, params_schema, value_schema
+from tests.schemas.wit_zoo import Zoo, get_zoo
 
 Wit = Callable[[str], Any]
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from wasmtime import component as wc
-from wit_zoo import Zoo, get_zoo
 
 from schemas.errors import ArgumentError
 from schemas.wit_values import format_path, from_wasm, to_wasm, which_case
+from tests.schemas.wit_zoo import Zoo, get_zoo
 
 Wit = Callable[[str], Any]
 

@@ -1,4 +1,4 @@
-"""Helpers for gateway tests: tool descriptors, a fake worker, a gateway served by uvicorn.
+"""Helpers for gateway tests: tool descriptors, a scripted worker (a real NATS responder), a gateway served by uvicorn.
 
 The "worker" here is a plain nats-py responder in the workers' queue group that replies with
 CallToolResult JSON (the real worker is another package); tool descriptors go into the KV
@@ -76,7 +76,7 @@ class RunningGateway:
 
 
 @dataclass
-class FakeWorker:
+class ScriptedWorker:
     """A NATS responder for one tool that records every request it gets."""
 
     reply: Callable[[Msg], Awaitable[tuple[bytes, dict[str, str] | None] | None]]

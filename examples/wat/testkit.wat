@@ -1,0 +1,67 @@
+;; A tiny hand-written component for fast tests (instantiates in microseconds):
+;; arithmetic, a result<f64,string>, a record with an enum/option/list, a string,
+;; and hostile functions in an interface (a trap, an endless loop).
+(component
+  (core module $m
+    (memory (export "mem") 40)  ;; 2.5 MiB: room to echo strings near the bus's 1 MiB max payload
+    (global $bump (mut i32) (i32.const 1024))
+    (data (i32.const 64) "division by zero")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.sub (i32.add (global.get $bump) (local.get 2)) (i32.const 1))
+                             (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.get $p))
+    (func (export "add") (param i32 i32) (result i32)
+      (i32.add (local.get 0) (local.get 1)))
+    ;; result<f64, string> in memory: discriminant at 0, payload at 8.
+    (func (export "divide") (param f64 f64) (result i32)
+      (if (f64.eq (local.get 1) (f64.const 0))
+        (then
+          (i32.store8 (i32.const 256) (i32.const 1))
+          (i32.store (i32.const 264) (i32.const 64))
+          (i32.store (i32.const 268) (i32.const 16)))
+        (else
+          (i32.store8 (i32.const 256) (i32.const 0))
+          (f64.store (i32.const 264) (f64.div (local.get 0) (local.get 1)))))
+      (i32.const 256))
+    ;; item {name: string, color: enum, count: option<u32>, tags: list<string>}:
+    ;; offsets 0 (ptr) 4 (len), 8, 12 (disc) 16 (value), 20 (ptr) 24 (len).
+    (func (export "echo-item") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (i32.store (i32.const 512) (local.get 0))
+      (i32.store (i32.const 516) (local.get 1))
+      (i32.store8 (i32.const 520) (local.get 2))
+      (i32.store8 (i32.const 524) (local.get 3))
+      (i32.store (i32.const 528) (local.get 4))
+      (i32.store (i32.const 532) (local.get 5))
+      (i32.store (i32.const 536) (local.get 6))
+      (i32.const 512))
+    (func (export "greet") (param i32 i32) (result i32)
+      (i32.store (i32.const 600) (local.get 0))
+      (i32.store (i32.const 604) (local.get 1))
+      (i32.const 600))
+    (func (export "boom") unreachable)
+    (func (export "spin") (loop $l (br $l)))
+    (func (export "nothing")))
+  (core instance $i (instantiate $m))
+  (type $color' (enum "red" "green-blue"))
+  (export $color "color" (type $color'))
+  (type $item' (record (field "name" string) (field "color" $color) (field "count" (option u32))
+                       (field "tags" (list string))))
+  (export $item "item" (type $item'))
+  (func (export "add") (param "a" s32) (param "b" s32) (result s32) (canon lift (core func $i "add")))
+  (func (export "divide") (param "a" f64) (param "b" f64) (result (result f64 (error string)))
+    (canon lift (core func $i "divide") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
+  (func (export "echo-item") (param "item" $item) (result $item)
+    (canon lift (core func $i "echo-item") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
+  (func (export "greet") (param "name" string) (result string)
+    (canon lift (core func $i "greet") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
+  (func $boom (canon lift (core func $i "boom")))
+  (func $spin (canon lift (core func $i "spin")))
+  (func $nothing (canon lift (core func $i "nothing")))
+  (instance $danger (export "boom" (func $boom)) (export "spin" (func $spin)) (export "do-nothing" (func $nothing)))
+  (export "my:pkg/danger@1.0.0" (instance $danger))
+  ;; componentize-py adds an internal export by this name; it must not become a tool.
+  (instance $internal (export "nothing" (func $nothing)))
+  (export "exports" (instance $internal))
+)

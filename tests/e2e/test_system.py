@@ -1,0 +1,163 @@
+"""The whole path with real processes: MCP client → gateway → NATS → worker → wasmtime → back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from bus.connection import connect
+from bus.subjects import Header, Subjects
+from schemas.codec import decode, decode_json
+from schemas.errors import ErrorCode
+from schemas.wire import ErrorReply
+from tests.e2e.conftest import RunningSystem
+
+ERAS = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+
+
+@pytest.fixture(params=sorted(ERAS))
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_the_banner_says_where_everything_is(system: RunningSystem) -> None:
+    assert system.mcp_url in system.banner
+    assert system.nats_url in system.banner
+    for tool in ("calc_add", "calc_divide", "inventory_price_quote"):
+        assert tool in system.banner
+
+
+async def test_both_eras_list_the_example_tools_with_their_schemas(system: RunningSystem, mode: str) -> None:
+    async with Client(system.mcp_url, mode=mode) as client:
+        assert client.protocol_version == ERAS[mode]
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert {"calc_add", "calc_divide", "inventory_price_quote", "inventory_catalog_describe"} <= set(tools)
+    add = tools["calc_add"].input_schema
+    assert add["type"] == "object" and add["required"] == ["a", "b"]
+    assert {k: {f: v for f, v in s.items() if f != "description"} for k, s in add["properties"].items()} == {
+        "a": INT32,
+        "b": INT32,
+    }
+    item = tools["inventory_price_quote"].input_schema["properties"]["item"]
+    assert item["properties"]["category"]["enum"] == ["tool", "part", "material"]
+    assert {"type": "null"} in item["properties"]["price"]["anyOf"]
+    assert item["properties"]["tags"]["type"] == "array"
+    assert set(item["required"]) == {"name", "category", "price", "tags"} - {"price"} or "price" in item["required"]
+
+
+async def test_add_and_divide_in_both_eras(system: RunningSystem, mode: str) -> None:
+    async with Client(system.mcp_url, mode=mode) as client:
+        added = await client.call_tool("calc_add", {"a": 2, "b": 3})
+        divided = await client.call_tool("calc_divide", {"a": 1, "b": 0})
+        quarter = await client.call_tool("calc_divide", {"a": 1, "b": 4})
+    assert not added.is_error and added.content[0].text == "5"  # type: ignore[union-attr]
+    # 2026-07-28 carries any JSON as structuredContent; a 2025 client gets it only for objects.
+    assert added.structured_content == (5 if mode == "auto" else None)
+    assert divided.is_error and divided.content[0].text == "division by zero"  # type: ignore[union-attr]
+    assert quarter.content[0].text == "0.25"  # type: ignore[union-attr]
+
+
+async def test_a_record_with_an_enum_an_option_and_a_list_round_trips(system: RunningSystem, mode: str) -> None:
+    item = {"name": "M6 bolt", "category": "part", "price": 0.5, "tags": ["steel"]}
+    async with Client(system.mcp_url, mode=mode) as client:
+        quote = await client.call_tool("inventory_price_quote", {"item": item, "quantity": 20})
+        unpriced = await client.call_tool("inventory_price_quote", {"item": {**item, "price": None}, "quantity": 1})
+    assert not quote.is_error
+    assert quote.structured_content is not None
+    assert quote.structured_content["category"] == "part"
+    assert quote.structured_content["total"] == pytest.approx(9.0)  # 10% off from 10 parts
+    assert unpriced.structured_content is not None and unpriced.structured_content["total"] is None
+
+
+async def test_wrong_argument_types_are_a_tool_error_naming_the_field(system: RunningSystem, mode: str) -> None:
+    async with Client(system.mcp_url, mode=mode) as client:
+        result = await client.call_tool("calc_add", {"a": 2, "b": "three"})
+        nested = await client.call_tool(
+            "inventory_price_quote",
+            {"item": {"name": "x", "category": "gadget", "price": None, "tags": []}, "quantity": 1},
+        )
+    assert result.is_error and "b:" in result.content[0].text  # type: ignore[union-attr]
+    assert nested.is_error and "item.category" in nested.content[0].text  # type: ignore[union-attr]
+
+
+async def test_an_unknown_tool_is_invalid_params_naming_it(system: RunningSystem, mode: str) -> None:
+    async with Client(system.mcp_url, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("calc_subtract", {"a": 1, "b": 2})
+    assert caught.value.code == INVALID_PARAMS
+    assert "calc_subtract" in caught.value.message
+
+
+async def test_a_trapping_guest_is_a_tool_error_and_the_worker_keeps_serving(system: RunningSystem, mode: str) -> None:
+    async with Client(system.mcp_url, mode=mode) as client:
+        trapped, added = await asyncio.gather(
+            client.call_tool("kit_danger_boom", {}), client.call_tool("calc_add", {"a": 1, "b": 1})
+        )
+        again = await client.call_tool("calc_add", {"a": 20, "b": 22})
+    assert trapped.is_error and "unreachable" in trapped.content[0].text  # type: ignore[union-attr]
+    assert added.content[0].text == "2"  # type: ignore[union-attr]
+    assert again.content[0].text == "42"  # type: ignore[union-attr]
+
+
+async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(system: RunningSystem) -> None:
+    nc = await connect(system.nats_url, name="e2e")
+    try:
+        reply = await nc.request(Subjects().call("calc_add"), b'{"a":2,"b":3}', timeout=10)
+        unknown = await nc.request(Subjects().call("calc_subtract"), b'{"a":2,"b":3}', timeout=10)
+    finally:
+        await nc.close()
+    assert decode_json(reply.data) == {"content": [{"type": "text", "text": "5"}], "structuredContent": 5}
+    assert unknown.headers and unknown.headers[Header.ERROR] == str(int(ErrorCode.UNKNOWN_TOOL))
+    assert "calc_subtract" in decode(unknown.data, ErrorReply).error.message
+
+
+def toolbus(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bus.cli", *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def test_the_cli_lists_and_calls_tools(system: RunningSystem) -> None:
+    listed = toolbus("tools", "--config", str(system.config))
+    assert listed.returncode == 0, listed.stderr
+    assert "calc_add" in listed.stdout and "sha256:" in listed.stdout
+    called = toolbus("call", "--config", str(system.config), "calc_add", '{"a":2,"b":3}')
+    assert called.returncode == 0, called.stderr
+    assert decode_json(called.stdout.encode())["structuredContent"] == 5
+    failed = toolbus("call", "--config", str(system.config), "calc_divide", '{"a":1,"b":0}')
+    assert failed.returncode == 1 and '"isError":true' in failed.stdout
+
+
+async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: RunningSystem, mode: str) -> None:
+    if mode == "legacy":
+        pytest.skip("one era is enough to exercise supervision")
+    worker_pid = system.children()["worker"]
+    os.kill(worker_pid, signal.SIGKILL)
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 60
+    async with Client(system.mcp_url, mode=mode) as client:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                result = await client.call_tool("calc_add", {"a": 1, "b": 2})
+            except MCPError as exc:
+                outcomes.append(f"error {exc.code}")
+                assert time.monotonic() - started < 10, "a call with no worker must fail fast, not hang"
+                await asyncio.sleep(0.2)
+                continue
+            if not result.is_error and system.children().get("worker") not in (None, worker_pid):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"worker never came back: {outcomes[-5:]}")
+    assert system.children()["worker"] != worker_pid
