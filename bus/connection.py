@@ -37,7 +37,7 @@ async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0, allow_
         # nats-py retries the *first* connect forever when reconnect is on; cap it so a process
         # pointed at the wrong URL says so instead of hanging.
         return await asyncio.wait_for(_connect(servers, name, connect_timeout_s, allow_reconnect), connect_timeout_s)
-    except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
         raise BusUnavailable(f"cannot reach NATS at {url}: {str(exc) or 'timed out'}") from exc
 
 
@@ -60,7 +60,7 @@ async def _connect(servers: list[str], name: str, connect_timeout_s: float, allo
         name=name,
         connect_timeout=int(max(1, connect_timeout_s)),
         allow_reconnect=allow_reconnect,
-        reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
+        reconnect_time_wait=RECONNECT_WAIT_S,
         max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS if allow_reconnect else 0,
         drain_timeout=DRAIN_TIMEOUT_S,
         pending_size=PENDING_SIZE_BYTES,
@@ -82,5 +82,5 @@ async def connected(url: str, *, name: str, connect_timeout_s: float = 5.0) -> A
         if not nc.is_closed:
             try:
                 await nc.drain()
-            except (nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
                 await nc.close()

@@ -7,6 +7,8 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import nats.errors
 
@@ -37,13 +39,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     call.set_defaults(run=lambda args: _run(args, call_tool))
 
 
-def _run(args: argparse.Namespace, verb: object) -> int:
+Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _run(args: argparse.Namespace, verb: Verb) -> int:
     settings = settings_from_args(args)
     if settings is None:
         return 2
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
     try:
-        return asyncio.run(verb(settings, args))  # type: ignore[operator]
+        return asyncio.run(verb(settings, args))
     except BusUnavailable as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return 1

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.config import ConfigError, Settings, load_settings
+from schemas.config import Settings, load_settings
+from schemas.errors import ConfigError
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

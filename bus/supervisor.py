@@ -135,6 +135,26 @@ async def _wait_for_http(host: str, port: int) -> None:
     raise TimeoutError(f"gateway did not listen on {host}:{port}")
 
 
+async def _wait_until_ready(settings: Settings, workers: int) -> list[str]:
+    tools, _ = await asyncio.gather(
+        _wait_for_workers(settings, workers), _wait_for_http(settings.gateway.host, settings.gateway.port)
+    )
+    return tools
+
+
+def _banner(settings: Settings, tools: list[str]) -> str:
+    gw = settings.gateway
+    example = 'calc_add \'{"a":2,"b":3}\'' if "calc_add" in tools else f"{tools[0] if tools else 'TOOL'} '{{}}'"
+    return (
+        "\ntoolbus is up\n"
+        f"  MCP endpoint  http://{gw.host}:{gw.port}{gw.path}\n"
+        f"  NATS          {settings.nats.url}\n"
+        f"  tools         {', '.join(tools) or '(none)'}\n"
+        f"  try           toolbus call --nats {settings.nats.url} {example}\n"
+        "Ctrl-C stops everything.\n"
+    )
+
+
 async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -> int:
     """Run the system until a shutdown signal; return the exit code."""
     server: EmbeddedNatsServer | None = None
@@ -156,19 +176,10 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -
             await child.start()
             child.monitor = asyncio.create_task(child.supervise())
         shutdown = asyncio.create_task(wait_for_shutdown_signal())
-        ready = asyncio.gather(_wait_for_workers(settings, workers), _wait_for_http(gw.host, gw.port))
+        ready = asyncio.create_task(_wait_until_ready(settings, workers))
         done, _ = await asyncio.wait({shutdown, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
-            tools, _ = ready.result()
-            print(
-                "\ntoolbus is up\n"
-                f"  MCP endpoint  http://{gw.host}:{gw.port}{gw.path}\n"
-                f"  NATS          {nats_url}\n"
-                f"  tools         {', '.join(tools) or '(none)'}\n"
-                f"  try           toolbus call --nats {nats_url} {tools[0] if tools else 'TOOL'} '{{...}}'\n"
-                "Ctrl-C stops everything.\n",
-                flush=True,
-            )
+            print(_banner(settings, ready.result()), flush=True)
             await shutdown
         else:
             ready.cancel()

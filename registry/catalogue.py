@@ -59,7 +59,7 @@ class Catalogue:
                 except DecodeError as exc:
                     log.warning("undecodable tool record ignored", key=entry.key, error=str(exc))
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def record(self, announcement: WorkerAnnouncement) -> None:
         """Take a worker's announcement: refresh its liveness and store tools that changed."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -21,18 +20,20 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-@cache
-def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
-    return msgspec.json.Decoder(type_)
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
 def decode(data: bytes, type_: type[T]) -> T:
-    """Decode JSON bytes into ``type_``.
+    """Decode JSON bytes into ``type_`` (the typed decoder is built once per type).
 
     Raises:
         DecodeError: the bytes are not JSON or do not fit the type.
     """
-    return _decoder(type_).decode(data)
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    result: T = decoder.decode(data)
+    return result
 
 
 def decode_json(data: bytes) -> Any:

@@ -137,7 +137,7 @@ class Settings(_Model):
         return self
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message

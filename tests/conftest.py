@@ -12,6 +12,9 @@ from nats.aio.client import Client as NatsClient
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
+from schemas.config import ComponentSettings
+from workers.component import LoadedComponent
+from workers.engine import EngineHost
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +38,23 @@ async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
     client = await connect(nats_server.url, name="test")
     yield client
     await client.close()
+
+
+TESTKIT_WAT = Path(__file__).resolve().parents[1] / "examples" / "wat" / "testkit.wat"
+"""The hand-written WAT component: instantiates in microseconds, has a trap and an endless loop."""
+
+
+@pytest.fixture(scope="session")
+def engine_host() -> Iterator[EngineHost]:
+    """One wasmtime engine (with its epoch ticker) for the session, as a worker has."""
+    with EngineHost() as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def kit(engine_host: EngineHost, cache_dir: Path) -> LoadedComponent:
+    """The testkit component loaded as a worker loads it; its tools are ``kit_*``."""
+    return LoadedComponent.load(engine_host, ComponentSettings(name="kit", path=TESTKIT_WAT), TESTKIT_WAT, cache_dir)
 
 
 @pytest.fixture(scope="session")

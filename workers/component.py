@@ -29,6 +29,7 @@ from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
 from workers.compile_cache import load_component, read_wasm, wasm_digest
+from workers.docs import FunctionDocs, function_docs, read_docs
 from workers.engine import DEFAULT_FUEL, EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 
@@ -179,7 +180,7 @@ class LoadedComponent:
         digest = wasm_digest(wasm)
         linker = wc.Linker(engine_host.engine)
         linker.add_wasip2()
-        tools = _derive_tools(engine_host, settings, component, digest)
+        tools = _derive_tools(engine_host, settings, component, digest, _docs_of(settings, wasm_path, wasm))
         loaded = cls(engine_host, settings.name, component, linker, tools, digest)
         loaded._check_instantiates(wasm_path)
         return loaded
@@ -265,18 +266,30 @@ def load(engine_host: EngineHost, settings: ComponentSettings, wasm_path: Path, 
     return LoadedComponent.load(engine_host, settings, wasm_path, cache_dir)
 
 
+def _docs_of(settings: ComponentSettings, wasm_path: Path, wasm: bytes) -> dict[str, Any]:
+    """The component's WIT doc comments (``{}`` without them: WAT, or a component built elsewhere)."""
+    try:
+        return read_docs(wasm)
+    except ValueError as exc:
+        # wasmtime accepted the binary, so only the docs section itself can be damaged: the
+        # tools still work, they just lose their descriptions.
+        log.warning("docs section unreadable; ignored", component=settings.name, path=str(wasm_path), error=str(exc))
+        return {}
+
+
 def _derive_tools(
-    engine_host: EngineHost, settings: ComponentSettings, component: Any, digest: str
+    engine_host: EngineHost, settings: ComponentSettings, component: Any, digest: str, docs: dict[str, Any]
 ) -> dict[str, _Tool]:
     engine = engine_host.engine
-    found: list[tuple[str, str, Any, Any]] = []  # (tool name, export path, func type, index)
+    found: list[tuple[str, str, Any, Any, FunctionDocs]] = []  # (tool name, export path, func type, index, docs)
     for export_name, extern in component.type.exports(engine).items():
         item = extern.ty
         if export_name in HIDDEN_EXPORTS:
             continue
         if isinstance(item, wc.FuncType):
             tool_name = f"{settings.name}_{_snake(export_name)}"
-            found.append((tool_name, export_name, item, component.get_export_index(export_name)))
+            index = component.get_export_index(export_name)
+            found.append((tool_name, export_name, item, index, function_docs(docs, export_name)))
         elif isinstance(item, wc.ComponentInstanceType):
             iface = short_interface_name(export_name)
             parent = component.get_export_index(export_name)
@@ -286,10 +299,11 @@ def _derive_tools(
                     continue
                 tool_name = f"{settings.name}_{_snake(iface)}_{_snake(func_name)}"
                 index = component.get_export_index(func_name, parent)
-                found.append((tool_name, f"{iface}/{func_name}", func_type, index))
+                func_docs = function_docs(docs, func_name, interface=export_name)
+                found.append((tool_name, f"{iface}/{func_name}", func_type, index, func_docs))
 
     tools: dict[str, _Tool] = {}
-    for tool_name, export, func_type, index in found:
+    for tool_name, export, func_type, index, func_docs in found:
         if not is_valid_tool_name(tool_name):
             log.warning("export skipped: not a valid tool name", component=settings.name, export=export)
             continue
@@ -299,14 +313,16 @@ def _derive_tools(
                 f"{export!r} both map to tool {tool_name!r}"
             )
         try:
-            inputs = params_schema(func_type)
+            inputs = func_docs.annotate_params(params_schema(func_type))
             outputs, returns_result = output_schema(func_type)
+            outputs = func_docs.annotate_result(outputs, returns_result)
         except WitTypeError as exc:
             log.warning("export skipped: no JSON form", component=settings.name, export=export, error=str(exc))
             continue
         override = settings.tools.get(export) or settings.tools.get(tool_name)
         description = (
             (override.description if override else None)
+            or func_docs.description
             or settings.description
             or f"Calls {export} of component {settings.name}"
         )

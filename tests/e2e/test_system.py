@@ -138,14 +138,12 @@ def test_the_cli_lists_and_calls_tools(system: RunningSystem) -> None:
     assert failed.returncode == 1 and '"isError":true' in failed.stdout
 
 
-async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: RunningSystem, mode: str) -> None:
-    if mode == "legacy":
-        pytest.skip("one era is enough to exercise supervision")
+async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: RunningSystem) -> None:
     worker_pid = system.children()["worker"]
     os.kill(worker_pid, signal.SIGKILL)
     outcomes: list[str] = []
     deadline = time.monotonic() + 60
-    async with Client(system.mcp_url, mode=mode) as client:
+    async with Client(system.mcp_url, mode="auto") as client:
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:

@@ -1,4 +1,8 @@
-"""Gateway fixtures: real NATS, a real gateway in the test's event loop, scripted workers (real NATS responders in the workers' queue group)."""
+"""Gateway fixtures: real NATS, a real gateway in the test's event loop, scripted workers.
+
+A scripted worker is a real NATS responder in the workers' queue group; the real worker is
+exercised end to end in tests/e2e.
+"""
 
 from __future__ import annotations
 

@@ -8,13 +8,25 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Header, Subjects
 from registry.service import RegistryService
 from schemas.codec import decode, encode
-from schemas.config import RegistrySettings
+from schemas.config import RegistrySettings, WorkerSettings
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply, ToolDescriptor, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
+from schemas.wire import (
+    CallToolResult,
+    ErrorReply,
+    ToolDescriptor,
+    ToolGetRequest,
+    ToolList,
+    ToolListRequest,
+    WorkerAnnouncement,
+)
+from workers.component import LoadedComponent
+from workers.service import WorkerService
 
 ADD = ToolDescriptor(name="calc_add", input_schema={"type": "object"}, component="calc", export="add")
 ANNOUNCE_INTERVAL_S = 0.2
@@ -123,30 +135,18 @@ async def test_a_restarted_registry_serves_the_catalogue_from_kv(nc: NatsClient,
 
 
 async def test_calls_to_a_worker_whose_connection_died_get_no_worker_instead_of_hanging(
-    nats_server: object, nc: NatsClient, subjects: Subjects, registry: RegistryService, tmp_path: object
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, registry: RegistryService, kit: LoadedComponent
 ) -> None:
-    from pathlib import Path
+    worker_nc = await connect(nats_server.url, name="doomed-worker")
+    worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=1), [kit])
+    await worker.start()
+    await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
+    reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+    assert decode(reply.data, CallToolResult).structured_content == 3
 
-    from bus.connection import connect
-    from schemas.config import ComponentSettings, WorkerSettings
-    from schemas.wire import CallToolResult
-    from workers.component import LoadedComponent
-    from workers.engine import EngineHost
-    from workers.service import WorkerService
-
-    testkit = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
-    with EngineHost() as engine:
-        kit = LoadedComponent.load(engine, ComponentSettings(name="kit", path=testkit), testkit, Path(str(tmp_path)))
-        worker_nc = await connect(nats_server.url, name="doomed-worker")  # type: ignore[attr-defined]
-        worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=1), [kit])
-        await worker.start()
-        await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
-        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
-        assert decode(reply.data, CallToolResult).structured_content == 3
-
-        # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
-        await worker_nc.close()
-        # The registry still believes in the worker for a moment; the call must not wait for its deadline.
-        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
-        error = decode(reply.data, ErrorReply).error
-        assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+    # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
+    await worker_nc.close()
+    # The registry still believes in the worker for a moment; the call must not wait for its deadline.
+    reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+    error = decode(reply.data, ErrorReply).error
+    assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)

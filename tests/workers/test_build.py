@@ -14,24 +14,11 @@ from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Instance, Linker
 
 from schemas.config import ComponentSettings, load_settings
-from workers.build import build_component, read_docs, resolve_component_path, source_key
+from workers.build import build_component, resolve_component_path, source_key
+from workers.docs import read_docs
 from workers.errors import BuildError
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-
-
-# Session-scoped and built into the session's shared `cache_dir` (tests/conftest.py), so each
-# example is built once per session (~6 s) whichever test asks first.
-@pytest.fixture(scope="session")
-def calc_wasm(cache_dir: Path) -> Path:
-    """The calc example, built with componentize-py."""
-    return build_component(EXAMPLES_DIR / "calc", "calc", cache_dir)
-
-
-@pytest.fixture(scope="session")
-def inventory_wasm(cache_dir: Path) -> Path:
-    """The inventory example, built with componentize-py."""
-    return build_component(EXAMPLES_DIR / "inventory", "inventory", cache_dir)
 
 
 @pytest.fixture(scope="session")
@@ -211,12 +198,3 @@ def test_docs_are_carried_into_the_artifact(calc_wasm: Path, inventory_wasm: Pat
     assert catalog["docs"] == "Read-only questions about catalogue items."
     # `use`d types keep the docs of the type they alias.
     assert catalog["funcs"]["describe"]["params"]["item"]["docs"] == "One line of the catalogue."
-
-
-def test_read_docs_without_the_section_or_on_garbage() -> None:
-    empty_component = b"\0asm\x0d\x00\x01\x00"
-    assert read_docs(empty_component) == {}
-    with pytest.raises(ValueError, match="not a Wasm binary"):
-        read_docs(b"hello")
-    with pytest.raises(ValueError, match="past the end"):
-        read_docs(empty_component + b"\x00\x7f")

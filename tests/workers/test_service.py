@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -13,26 +12,11 @@ from nats.aio.msg import Msg
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
-from schemas.config import ComponentSettings, WorkerSettings
+from schemas.config import WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, TextContent, WorkerAnnouncement
 from workers.component import LoadedComponent
-from workers.engine import EngineHost
 from workers.service import WorkerService
-
-TESTKIT_WAT = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
-
-
-@pytest.fixture(scope="module")
-def engine_host() -> Iterator[EngineHost]:
-    with EngineHost() as host:
-        yield host
-
-
-@pytest.fixture(scope="module")
-def kit(engine_host: EngineHost, tmp_path_factory: pytest.TempPathFactory) -> LoadedComponent:
-    settings = ComponentSettings(name="kit", path=TESTKIT_WAT)
-    return LoadedComponent.load(engine_host, settings, TESTKIT_WAT, tmp_path_factory.mktemp("cache"))
 
 
 async def start_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent, **settings: int) -> WorkerService:
