@@ -40,6 +40,19 @@
       (i32.store (i32.const 600) (local.get 0))
       (i32.store (i32.const 604) (local.get 1))
       (i32.const 600))
+    ;; CPU-bound work for scaling benchmarks: `iterations` rounds of xorshift32.
+    (func (export "burn") (param $n i32) (result i32)
+      (local $x i32)
+      (local.set $x (i32.const 2463534242))
+      (block $done
+        (loop $l
+          (br_if $done (i32.eqz (local.get $n)))
+          (local.set $x (i32.xor (local.get $x) (i32.shl (local.get $x) (i32.const 13))))
+          (local.set $x (i32.xor (local.get $x) (i32.shr_u (local.get $x) (i32.const 17))))
+          (local.set $x (i32.xor (local.get $x) (i32.shl (local.get $x) (i32.const 5))))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br $l)))
+      (local.get $x))
     (func (export "boom") unreachable)
     (func (export "spin") (loop $l (br $l)))
     (func (export "nothing")))
@@ -54,6 +67,7 @@
     (canon lift (core func $i "divide") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
   (func (export "echo-item") (param "item" $item) (result $item)
     (canon lift (core func $i "echo-item") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
+  (func (export "burn") (param "iterations" u32) (result u32) (canon lift (core func $i "burn")))
   (func (export "greet") (param "name" string) (result string)
     (canon lift (core func $i "greet") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
   (func $boom (canon lift (core func $i "boom")))
