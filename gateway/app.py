@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from bus.connection import connect
 from bus.errors import BusUnavailable
@@ -30,7 +31,9 @@ from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueWatcher
-from gateway.server import ToolFrontend, build_server, build_session_manager
+from gateway.hotpath import HotPath
+from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
+from gateway.tools import ToolService
 from schemas.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -77,7 +80,7 @@ async def _drain(nc: NatsClient) -> None:
         await nc.close()
 
 
-def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: bool | None = None) -> Starlette:
+def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: bool | None = None) -> ASGIApp:
     """The gateway as an ASGI app: the MCP endpoint at ``settings.gateway.path`` and ``/healthz``.
 
     Without ``nc`` the lifespan connects to ``settings.nats.url`` itself. ``close_nc`` (default:
@@ -85,8 +88,9 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     """
     subjects = Subjects(settings.nats.prefix)
     catalogue = Catalogue()
-    frontend = ToolFrontend(catalogue, page_size=settings.gateway.page_size)
-    session_manager = build_session_manager(build_server(frontend), settings.gateway)
+    service = ToolService(catalogue, page_size=settings.gateway.page_size)
+    server = build_server(ToolFrontend(service))
+    session_manager = build_session_manager(server, settings.gateway)
     state = GatewayState(catalogue)
     should_close = nc is None if close_nc is None else close_nc
 
@@ -102,7 +106,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
             except TimeoutError:
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
-            frontend.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
+            service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
             state.nc = conn
             async with session_manager.run():
                 log.info(
@@ -136,10 +140,19 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = state
-    return app
+    if not settings.gateway.hot_path:
+        return app
+    return HotPath(
+        app,
+        service=service,
+        server=server,
+        session_manager=session_manager,
+        security=session_manager.security_settings or transport_security(settings.gateway),
+        path=settings.gateway.path,
+    )
 
 
-def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """uvicorn settings for the gateway: httptools when installed, quiet logs, bounded shutdown."""
     return uvicorn.Config(
         app,

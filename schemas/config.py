@@ -66,6 +66,9 @@ class GatewaySettings(_Model):
     call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_CALL_TIMEOUT_S
     page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     """Tools per ``tools/list`` page."""
+    hot_path: bool = True
+    """Serve plain tools/call and tools/list without the MCP SDK's per-request machinery
+    (same answers, same checks; see gateway/hotpath.py). Off sends every request through the SDK."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """Extra ``Host`` values accepted besides loopback (DNS-rebinding protection)."""
     allowed_origins: list[str] = Field(default_factory=list)

@@ -41,8 +41,11 @@ class AudioContent(msgspec.Struct, frozen=True, tag_field="type", tag="audio", r
 Content = TextContent | ImageContent | AudioContent
 
 
-class CallToolResult(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
-    """The MCP ``CallToolResult``: what a worker replies to a call, byte for byte."""
+class CallToolResult(msgspec.Struct, frozen=True, rename="camel"):
+    """The MCP ``CallToolResult``: what a worker replies to a call, byte for byte.
+
+    ``isError`` is always written (as the SDK does); absent ``structuredContent`` is omitted.
+    """
 
     content: list[Content]
     structured_content: Any | msgspec.UnsetType = UNSET

@@ -116,7 +116,11 @@ async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(sys
         unknown = await nc.request(Subjects().call("calc_subtract"), b'{"a":2,"b":3}', timeout=10)
     finally:
         await nc.close()
-    assert decode_json(reply.data) == {"content": [{"type": "text", "text": "5"}], "structuredContent": 5}
+    assert decode_json(reply.data) == {
+        "content": [{"type": "text", "text": "5"}],
+        "structuredContent": 5,
+        "isError": False,
+    }
     assert unknown.headers and unknown.headers[Header.ERROR] == str(int(ErrorCode.UNKNOWN_TOOL))
     assert "calc_subtract" in decode(unknown.data, ErrorReply).error.message
 

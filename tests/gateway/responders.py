@@ -18,9 +18,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from bus.subjects import Header
 from gateway.app import GatewayState, build_app, uvicorn_config
+from gateway.hotpath import HotPath
 from schemas.codec import encode
 from schemas.config import Settings
 from schemas.errors import ErrorCode
@@ -58,12 +60,14 @@ class RunningGateway:
     settings: Settings
     port: int
     server: uvicorn.Server
-    app: Starlette
+    app: ASGIApp
 
     @property
     def state(self) -> GatewayState:
         """The running gateway's NATS connection and catalogue."""
-        state: GatewayState = self.app.state.gateway
+        starlette_app = self.app.app if isinstance(self.app, HotPath) else self.app
+        assert isinstance(starlette_app, Starlette)
+        state: GatewayState = starlette_app.state.gateway
         return state
 
     @property

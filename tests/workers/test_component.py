@@ -51,6 +51,7 @@ def text(result: CallToolResult) -> str:
 def test_one_tool_per_exported_function(calc: LoadedComponent) -> None:
     assert sorted(t.name for t in calc.tools) == [
         "calc_add",
+        "calc_burn",
         "calc_danger_boom",
         "calc_danger_do_nothing",
         "calc_danger_spin",

@@ -55,7 +55,11 @@ async def test_a_plain_json_request_without_headers_gets_the_call_tool_result(
     # Exactly what `nats req toolbus.call.kit_add '{"a":2,"b":3}'` sends: the body and nothing else.
     reply = await nc.request(subjects.call("kit_add"), b'{"a":2,"b":3}', timeout=5)
     assert not reply.headers
-    assert decode_json(reply.data) == {"content": [{"type": "text", "text": "5"}], "structuredContent": 5}
+    assert decode_json(reply.data) == {
+        "content": [{"type": "text", "text": "5"}],
+        "structuredContent": 5,
+        "isError": False,
+    }
 
 
 async def test_an_err_result_is_a_tool_error(nc: NatsClient, subjects: Subjects, worker: WorkerService) -> None:

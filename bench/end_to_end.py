@@ -1,0 +1,160 @@
+"""End to end over HTTP: one ``tools/call`` of ``kit_add`` (2 + 3) against every endpoint, with wrk.
+
+Endpoints: toolbus (gateway → NATS → worker → Wasm) in both eras, the SDK baseline in both
+eras, and the limit endpoint. Every endpoint gets the same load at every connection count, and
+the runs are interleaved (connection count, then repetition, then endpoint) so that drift on
+the machine touches them all alike. Before each run a 2025-11-25 client does its handshake and
+keeps the session for the run; after the run the session is deleted.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from bench import wrk
+from bench.cpu import CpuMeter, MachineMeter
+from bench.mcp_http import ERA_2025, ERA_2026, McpClient, McpHttpError, call_template, request_headers
+from bench.plan import Plan
+from bench.stats import median_of_runs
+
+TOOL: Final = "kit_add"
+ARGUMENTS: Final = {"a": 2, "b": 3}
+EXPECT: Final = '"text":"5"'
+"""A good response holds this (the text content of the result); anything else is an error."""
+PROBE_TIMEOUT_S: Final = 60.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One HTTP target: where it is, which era it speaks, and which processes serve it."""
+
+    key: str
+    """``toolbus-2026``, ``sdk-2025``, ``limit``..."""
+    kind: str
+    """``toolbus``, ``sdk`` or ``limit``."""
+    era: str
+    url: str
+    processes: Mapping[int, str]
+    """The processes whose CPU use a run records (pid → role)."""
+
+    def client(self) -> McpClient:
+        return McpClient(self.url, self.era)
+
+    def load(self, session_id: str | None) -> wrk.Load:
+        headers = request_headers(self.era, "tools/call", TOOL, session_id)
+        return wrk.Load(self.url, headers, call_template(self.era, TOOL, ARGUMENTS), EXPECT)
+
+
+def probe(endpoint: Endpoint, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Call the tool once (retrying while the server starts) and check the answer.
+
+    Raises:
+        McpHttpError: no correct answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    problem = "no answer"
+    while time.monotonic() < deadline:
+        client = endpoint.client()
+        try:
+            client.handshake()
+            result = client.call_tool(TOOL, ARGUMENTS)
+            text = result["content"][0]["text"]
+            if text == "5" and not result.get("isError"):
+                return
+            problem = f"unexpected result {result}"
+        except (OSError, McpHttpError, KeyError, IndexError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.end_session()
+            client.close()
+        time.sleep(0.2)
+    raise McpHttpError(f"{endpoint.key} at {endpoint.url} is not answering correctly: {problem}")
+
+
+def _one_run(binary: str, endpoint: Endpoint, connections: int, plan: Plan) -> dict[str, Any]:
+    client = endpoint.client()
+    session_id = client.handshake()
+    try:
+        load = endpoint.load(session_id)
+        wrk.run(binary, load, connections, plan.http_warmup_s)
+        meter, machine = CpuMeter(endpoint.processes), MachineMeter()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        meter.start()
+        machine.start()
+        result = wrk.run(binary, load, connections, plan.http_duration_s)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall_s = result["duration_s"]
+        cpu = meter.stop(wall_s)
+        wrk_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
+        cpu["wrk"] = round(wrk_cpu / wall_s, 2) if wall_s else 0.0
+        result["cpu_cores"] = cpu
+        result["machine_cores_busy"] = machine.stop(wall_s)
+    finally:
+        client.end_session()
+        client.close()
+    result["session"] = session_id is not None
+    return result
+
+
+def measure(binary: str, endpoints: list[Endpoint], plan: Plan, progress: Progress) -> list[dict[str, Any]]:
+    """Every run of every endpoint at every connection count; returns the raw runs."""
+    runs: list[dict[str, Any]] = []
+    for connections in plan.http_connections:
+        for repetition in range(1, plan.runs + 1):
+            for endpoint in endpoints:
+                result = _one_run(binary, endpoint, connections, plan)
+                runs.append({"endpoint": endpoint.key, "connections": connections, "run": repetition, **result})
+                errors = f", {result['errors']} errors" if result["errors"] else ""
+                progress(
+                    f"{endpoint.key:<13} c={connections:<3} run {repetition}: {result['rps']:8.0f} calls/s  "
+                    f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms{errors}"
+                )
+    return runs
+
+
+SUMMARY_KEYS: Final = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Medians over repetitions per (endpoint, connections); errors are summed over them."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["endpoint"], run["connections"]), []).append(run)
+    rows = []
+    for (endpoint, connections), group in groups.items():
+        cpu_roles = sorted({role for run in group for role in run.get("cpu_cores", {})})
+        cpu = {role: round(sum(run["cpu_cores"].get(role, 0.0) for run in group) / len(group), 2) for role in cpu_roles}
+        rows.append(
+            {
+                "endpoint": endpoint,
+                "connections": connections,
+                "runs": len(group),
+                **median_of_runs(group, SUMMARY_KEYS),
+                "errors": sum(run["errors"] for run in group),
+                "requests": sum(run["requests"] for run in group),
+                "cpu_cores": cpu,
+                "machine_cores_busy": round(sum(run["machine_cores_busy"] for run in group) / len(group), 2),
+            }
+        )
+    return rows
+
+
+def toolbus_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
+    return [Endpoint(f"toolbus-{era[:4]}", "toolbus", era, url, processes) for era in (ERA_2026, ERA_2025)]
+
+
+def sdk_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
+    return [Endpoint(f"sdk-{era[:4]}", "sdk", era, url, processes) for era in (ERA_2026, ERA_2025)]
+
+
+def limit_endpoint(url: str, processes: Mapping[int, str]) -> Endpoint:
+    """The limit endpoint ignores MCP headers; it gets the 2026-era request, the larger of the two."""
+    return Endpoint("limit", "limit", ERA_2026, url, processes)

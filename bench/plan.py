@@ -1,0 +1,66 @@
+"""What one bench run measures and for how long: the full plan, or the quick one for development."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Final
+
+SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list")
+"""Every section, in the order they run. ``--only`` takes a comma-separated subset."""
+
+SECTION_HELP: Final = {
+    "http": "end to end over HTTP with wrk: toolbus (both eras) vs the SDK baseline (both eras) vs the limit",
+    "bus": "direct bus path: NATS requests to the toolbus worker vs a raw nats-py echo responder",
+    "wasm": "Wasm costs: cold compile, cached load, instantiate, call (componentize-py and WAT components)",
+    "restart": "worker restart with cached components: process start to its ready announcement",
+    "scaling": "a CPU-bound tool with 1 and 2 worker processes, over the direct bus path",
+    "list": "tools/list with 1,000 registered tools, both eras (first page and full pagination)",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Repetitions and durations of every section."""
+
+    runs: int = 3
+    """Repetitions of every load run; the report shows medians."""
+    http_connections: tuple[int, ...] = (1, 16, 64)
+    http_duration_s: float = 5.0
+    http_warmup_s: float = 1.0
+    bus_in_flight: tuple[int, ...] = (1, 64)
+    bus_duration_s: float = 3.0
+    bus_warmup_s: float = 0.5
+    scaling_in_flight: int = 16
+    scaling_iterations: int = 1_000_000
+    """Arguments of ``kit_burn``: about 2 ms of guest time per call."""
+    scaling_duration_s: float = 4.0
+    scaling_warmup_s: float = 1.0
+    cold_compiles: int = 3
+    """Cold compiles of the componentize-py component (about 6 s each)."""
+    instantiations: int = 300
+    """Fresh Store + instantiate samples per component (the small one gets ten times as many)."""
+    restarts: int = 3
+    list_tools: int = 1000
+    list_first_page_samples: int = 200
+    list_full_samples: int = 30
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL: Final = Plan()
+QUICK: Final = replace(
+    FULL,
+    runs=1,
+    http_duration_s=2.0,
+    http_warmup_s=1.0,
+    bus_duration_s=1.5,
+    bus_warmup_s=0.3,
+    scaling_duration_s=2.0,
+    scaling_warmup_s=0.5,
+    cold_compiles=1,
+    instantiations=100,
+    restarts=1,
+    list_first_page_samples=50,
+    list_full_samples=5,
+)

@@ -1,0 +1,417 @@
+"""The report: ``performance.json`` (everything, raw runs included) and ``performance.md`` (tables).
+
+Every figure in the Markdown comes from the results of the run that writes it, including the
+pass/fail column of the target table (see ``bench.targets``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.plan import SECTION_HELP, Plan
+from bench.targets import AT_CONNECTIONS, TIMES, evaluate
+
+
+def _n(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _cpu(cores: dict[str, float]) -> str:
+    """``gateway 0.45, worker 0.40, ...``: processes by cores busy, busiest first (idle ones left out)."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1]) if v >= 0.01) or "—"
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "**pass**", False: "**FAIL**", None: "not measured"}[passed]
+
+
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for target in results["targets"]:
+        unit = target["unit"]
+        digits = 2 if unit in (TIMES, "ms") else 0
+        rows.append(
+            [
+                target["target"] + (f" ({target['note']})" if target["note"] else ""),
+                f"{_n(target['measured'], digits)} {unit}",
+                f"{target['op']} {_n(target['threshold'], digits)} {unit}",
+                _verdict(target["pass"]),
+            ]
+        )
+    return ["## Targets", "", *_table(["target", "measured", "goal", "result"], rows)]
+
+
+def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
+    http = results.get("http")
+    if not http:
+        return []
+    summary = {(row["endpoint"], row["connections"]): row for row in http["summary"]}
+    order = ["toolbus-2026", "sdk-2026", "toolbus-2025", "sdk-2025", "limit"]
+    rows = []
+    for connections in plan.http_connections:
+        for endpoint in order:
+            row = summary.get((endpoint, connections))
+            if row is None:
+                continue
+            vs_sdk = vs_limit = "—"
+            if endpoint.startswith("toolbus-"):
+                sdk = summary.get((endpoint.replace("toolbus", "sdk"), connections))
+                limit = summary.get(("limit", connections))
+                vs_sdk = f"{row['rps'] / sdk['rps']:.2f}{TIMES}" if sdk and sdk["rps"] else "—"
+                vs_limit = f"{row['rps'] / limit['rps']:.2f}{TIMES}" if limit and limit["rps"] else "—"
+            rows.append(
+                [
+                    endpoint,
+                    str(connections),
+                    _n(row["rps"], 0),
+                    _n(row["p50_ms"]),
+                    _n(row["p90_ms"]),
+                    _n(row["p99_ms"]),
+                    str(row["errors"]),
+                    vs_sdk,
+                    vs_limit,
+                ]
+            )
+    header = [
+        "endpoint",
+        "connections",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "vs SDK (same era)",
+        "vs limit",
+    ]
+    lines = [
+        "## End to end over HTTP",
+        "",
+        f"`tools/call` of `kit_add` (2 + 3) with wrk: 1 thread, {plan.http_duration_s:g} s per run after a "
+        f"{plan.http_warmup_s:g} s warm-up, median of {plan.runs} run(s); errors are summed over the runs "
+        '(any response that is not HTTP 200 with `"text":"5"` in its body, plus socket errors).',
+        "",
+        *_table(header, rows),
+    ]
+    cpu_rows = []
+    for endpoint in order:
+        row = summary.get((endpoint, AT_CONNECTIONS))
+        if row is None:
+            continue
+        cpu = row["cpu_cores"]
+        cpu_rows.append([endpoint, _cpu(cpu), _n(sum(cpu.values())), _n(row["machine_cores_busy"])])
+    lines += [
+        f"CPU during the runs at {AT_CONNECTIONS} connections, in cores busy (1.00 = one core; the machine has "
+        f"{results['machine']['cpu_count']}). *machine* is everything on the machine: the measured processes, "
+        "wrk, the bench itself and anything else running.",
+        "",
+        *_table(["endpoint", "per process", "measured processes", "machine"], cpu_rows),
+    ]
+    return lines
+
+
+def _bus_section(results: dict[str, Any]) -> list[str]:
+    bus = results.get("bus")
+    if not bus:
+        return []
+    rows = []
+    by_key = {(row["target"], row["in_flight"]): row for row in bus["summary"]}
+    for (target, in_flight), row in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0] != "toolbus-worker")):
+        echo = by_key.get(("raw-echo", in_flight))
+        vs = f"{row['rps'] / echo['rps']:.2f}{TIMES}" if target == "toolbus-worker" and echo and echo["rps"] else "—"
+        rows.append(
+            [
+                target,
+                str(in_flight),
+                _n(row["rps"], 0),
+                _n(row["p50_ms"] * 1000, 0),
+                _n(row["p90_ms"] * 1000, 0),
+                _n(row["p99_ms"] * 1000, 0),
+                str(row["errors"]),
+                vs,
+                _cpu(row.get("cpu_cores", {})),
+            ]
+        )
+    header = ["target", "in flight", "calls/s", "p50 µs", "p90 µs", "p99 µs", "errors", "vs raw echo", "cores busy"]
+    return [
+        "## Direct bus path",
+        "",
+        "NATS requests from a nats-py load generator (its own process) straight to `toolbus.call.kit_add` "
+        "(the worker, plus the registry that sees every call subject) and to a raw nats-py echo responder, "
+        "on the same nats-server.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _wasm_section(results: dict[str, Any]) -> list[str]:
+    wasm = results.get("wasm")
+    if not wasm:
+        return []
+    rows = []
+    for c in wasm["components"]:
+        p50 = {k: c[k]["p50"] for k in c if k.endswith("_ms")}
+        rows.append(
+            [
+                f"{c['component']} ({c['kind']})",
+                f"{c['wasm_bytes'] / 1e6:.2f} MB" if c["wasm_bytes"] > 1e5 else f"{c['wasm_bytes']:,} B",
+                _n(p50["cold_compile_ms"], 1),
+                _n(p50["cached_load_ms"], 2),
+                _n(p50["component_load_ms"], 2),
+                _n(p50["store_ms"] * 1000, 1),
+                _n(p50["instantiate_ms"] * 1000, 1),
+                _n(p50["fresh_instance_ms"] * 1000, 1),
+                _n(p50["first_call_ms"] * 1000, 1),
+                _n(p50["warm_call_ms"] * 1000, 1),
+                _n(p50["loaded_call_ms"] * 1000, 1),
+            ]
+        )
+    header = [
+        "component",
+        "size",
+        "cold compile ms",
+        "cached load ms",
+        "component load ms",
+        "Store+WASI µs",
+        "instantiate µs",
+        "fresh instance µs",
+        "first call µs",
+        "warm call µs",
+        "LoadedComponent.call µs",
+    ]
+    calc = wasm["components"][0]
+    build = calc.get("build", {})
+    built = "from the build cache" if build.get("cached") else f"built in {build.get('seconds', 0):.1f} s"
+    return [
+        "## Wasm costs",
+        "",
+        "Medians. *cold compile*: `load_component` into an empty cache (compile, serialize, write); *cached load*: "
+        "the same from the warm cache; *component load*: `LoadedComponent.load` from the warm cache (tools derived, "
+        "one trial instantiation); *fresh instance* = *Store+WASI* + *instantiate*, what every call pays before the "
+        "guest runs; *first call*: `add` on that fresh instance; *warm call*: `add` again on a live instance; "
+        f"*LoadedComponent.call*: the worker's whole per-call path. The componentize-py component came {built}.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _restart_section(results: dict[str, Any]) -> list[str]:
+    restart = results.get("restart")
+    if not restart:
+        return []
+    rows = [
+        [
+            s["setup"],
+            str(s["components"]),
+            _n(s["ready_ms"], 0),
+            _n(s["ready_ms_per_component"], 0),
+            _n(s["component_load_ms"], 0),
+        ]
+        for s in restart["setups"]
+    ]
+    header = ["worker setup", "components", "ready ms", "ready ms per component", "of which loading components ms"]
+    return [
+        "## Worker restart with cached components",
+        "",
+        "From spawning `toolbus worker` to its `WorkerAnnouncement` with state `ready` on the announce subject "
+        f"(median). For scale: `toolbus worker --help` alone takes {restart['cli_start_ms']:.0f} ms.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _scaling_section(results: dict[str, Any]) -> list[str]:
+    scaling = results.get("scaling")
+    if not scaling:
+        return []
+    rows = [
+        [str(s["workers"]), _n(s["rps"], 0), _n(s["p50_ms"]), _n(s["p99_ms"]), str(s["errors"])]
+        for s in scaling["summary"]
+    ]
+    sequential = scaling.get("sequential") or {}
+    return [
+        "## Scaling",
+        "",
+        f'`{scaling["tool"]}` with `{{"iterations": {scaling["iterations"]}}}` '
+        f"({_n(sequential.get('p50_ms'))} ms per call when sent one at a time), over the direct bus path with "
+        f"{scaling['runs'][0]['in_flight'] if scaling['runs'] else '?'} calls in flight; one guest per worker "
+        f"process. 2 workers vs 1: **{_n(scaling['ratio_2_vs_1'])}{TIMES}**.",
+        "",
+        *_table(["workers", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+    ]
+
+
+def _list_section(results: dict[str, Any]) -> list[str]:
+    listing = results.get("list")
+    if not listing:
+        return []
+    rows = []
+    for era in listing["eras"]:
+        first, full = era["first_page_ms"], era["full_listing_ms"]
+        rows.append(
+            [
+                era["era"],
+                str(era["page_size"]),
+                f"{_n(first['p50'])} / {_n(first['p90'])} / {_n(first['p99'])}",
+                f"{era['pages']} pages, {era['tools']} tools",
+                f"{_n(full['p50'], 1)} / {_n(full['p90'], 1)} / {_n(full['p99'], 1)}",
+            ]
+        )
+    header = ["era", "page size", "first page p50 / p90 / p99 ms", "full listing", "full listing p50 / p90 / p99 ms"]
+    return [
+        f"## tools/list with {listing['registered']:,} registered tools",
+        "",
+        "Descriptors written to the tools KV bucket the gateway watches; one keep-alive client, sequential.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    profiles = results.get("profile")
+    if not profiles:
+        return []
+    lines = [
+        f"## Where the CPU goes (py-spy, {AT_CONNECTIONS} connections)",
+        "",
+        "Extra runs, not part of the figures above: py-spy samples the gateway and the worker (non-blocking, "
+        f"{results['plan']['http_duration_s']:g} s) while wrk loads toolbus. *self*: share of samples with the "
+        "function on top of the stack; *inclusive*: share with the function anywhere on the stack.",
+        "",
+    ]
+    for endpoint, sampled in profiles.items():
+        for role, folded in sampled.get("processes", {}).items():
+            if "error" in folded:
+                lines += [f"{endpoint}, {role}: py-spy failed: {folded['error'].splitlines()[-1:]}", ""]
+                continue
+            own, anywhere = folded["self"][:10], folded["inclusive"][:10]
+            rows = [
+                [
+                    f"`{own[i]['function']}` {own[i]['share']:.0%}" if i < len(own) else "",
+                    f"`{anywhere[i]['function']}` {anywhere[i]['share']:.0%}" if i < len(anywhere) else "",
+                ]
+                for i in range(max(len(own), len(anywhere)))
+            ]
+            rps = sampled.get("load", {}).get("rps")
+            lines += [
+                f"**{endpoint}, {role}** ({folded['samples']:,} samples; {_n(rps, 0)} calls/s during the sample)",
+                "",
+                *_table(["self", "inclusive"], rows),
+            ]
+    return lines
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    notes = [
+        "The SDK baseline runs stateless (`stateless_http=True, json_response=True`): its 2025-11-25 `initialize` "
+        "returns no `Mcp-Session-Id`, so its 2025 runs carry only `MCP-Protocol-Version: 2025-11-25`. toolbus's "
+        "2025 runs use a real session, opened with `initialize` + `notifications/initialized` before each run.",
+        "Every request has its own JSON-RPC id; each run's responses are all checked, not sampled.",
+    ]
+    background = results["machine"].get("background_cores_busy", 0.0)
+    if background > 0.2:
+        notes.append(
+            f"The machine was not idle: {background:.2f} cores were busy before the bench started anything "
+            f"(load average {results['machine']['load_average_at_start'][0]:.2f}). Other work competes for the "
+            "cores, which lowers and scatters absolute figures; ratios between endpoints measured in interleaved "
+            "runs are the more robust figures."
+        )
+    http = results.get("http")
+    if http:
+        outside = [row["machine_cores_busy"] - sum(row["cpu_cores"].values()) for row in http["summary"]]
+        if outside and max(outside) > 0.3:
+            notes.append(
+                "During the HTTP runs, on average "
+                f"{sum(outside) / len(outside):.2f} cores (at most {max(outside):.2f}) were busy outside the "
+                "measured processes and wrk: the bench's own Python process accounts for a little of it, other "
+                "work on the machine for the rest."
+            )
+        saturated = [f"{r['endpoint']}@{r['connections']}" for r in http["summary"] if r["machine_cores_busy"] >= 1.85]
+        if saturated:
+            notes.append(
+                "Both cores were busy (≥ 1.85 cores) during " + ", ".join(saturated) + ": those figures are "
+                "bounded by the machine, load generator included."
+            )
+    for section, failure in results.get("failures", {}).items():
+        notes.append(f"**Section `{section}` failed** in this run: {failure.splitlines()[0]}")
+    return ["## Notes", "", *[f"- {note}" for note in notes], ""]
+
+
+def markdown(results: dict[str, Any], plan: Plan) -> str:
+    """The whole ``performance.md``."""
+    machine = results["machine"]
+    versions = machine["versions"]
+    git = machine["git"]
+    dirty = " (with uncommitted changes)" if git["uncommitted_changes"] else ""
+    sections = results["sections"]
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `bench/run.py` on {machine['date']}: {machine['cpu_count']} {TIMES} {machine['cpu_model']}, "
+        f"Python {machine['python']}, wasmtime {versions['wasmtime']}, nats-py {versions['nats-py']}, "
+        f"mcp {versions['mcp']}, {versions['nats-server']}, {versions['wrk']}; commit `{git['commit'][:12]}`{dirty}. "
+        f"The run took {results['duration_s'] / 60:.1f} minutes"
+        + ("" if not results["quick"] else " (`--quick`: one short run each, for development only)")
+        + ". Raw runs, medians and versions are in [performance.json](performance.json).",
+        "",
+        "![calls per second and p99 latency by target](performance.png)",
+        "",
+        "## How to reproduce",
+        "",
+        "```sh",
+        ".venv/bin/pip install -e '.[bench]'        # matplotlib for the chart",
+        ".venv/bin/python bench/run.py              # everything, ~10 minutes; writes docs/performance.*",
+        ".venv/bin/python bench/run.py --quick      # one short run of each, for development",
+        ".venv/bin/python bench/run.py --only http,bus --out /tmp/bench",
+        "```",
+        "",
+        "wrk comes from Debian (`apt-get install wrk`); the bench installs it when it is missing. The bench starts "
+        "everything itself on free ports (toolbus through `toolbus up --config bench/config/system.toml`, with "
+        "its embedded nats-server) and stops it all at the end, on failure and on Ctrl-C. Sections in this run: "
+        + ", ".join(f"`{s}`" for s in sections)
+        + ".",
+        "",
+        *[f"- `{name}`: {text}" for name, text in SECTION_HELP.items()],
+        "",
+        *_targets_section(results),
+        *_http_section(results, plan),
+        *_bus_section(results),
+        *_wasm_section(results),
+        *_restart_section(results),
+        *_scaling_section(results),
+        *_list_section(results),
+        *_profile_section(results),
+        *_notes(results),
+    ]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], plan: Plan, out_dir: Path) -> dict[str, Path]:
+    """Add the target table to ``results``; write the JSON and the Markdown; return their paths."""
+    results["targets"] = [target.as_dict() for target in evaluate(results)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "performance.json", "md": out_dir / "performance.md"}
+    paths["json"].write_text(json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
+    paths["md"].write_text(markdown(results, plan))
+    return paths
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,154 @@
+"""Worker restart with cached components: from starting ``toolbus worker`` to its ready announcement.
+
+Each configuration (the small WAT component, the componentize-py one, both) runs as a worker
+with its own subject prefix against the system's NATS, so it never joins the measured queue
+groups. The clock starts just before the process is spawned and stops when its
+``WorkerAnnouncement`` with state ``ready`` arrives on the announce subject. One unmeasured
+start first makes sure both caches (build and compile) are warm.
+
+The worker's own log says how long each component took to load; the rest of the time is the
+interpreter, imports, the NATS connection and subscribing. ``toolbus worker --help`` is timed
+too: the start-up cost of the CLI alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import nats
+from nats.aio.msg import Msg
+
+from bench.plan import Plan
+from bench.processes import REPO, Child, Children
+from bench.system import CONFIG_DIR, render_config, toolbus_command
+from bus.subjects import Subjects
+from schemas.codec import DecodeError, decode
+from schemas.wire import WorkerAnnouncement
+
+READY_TIMEOUT_S: Final = 120.0
+KIT: Final = '[[components]]\nname = "kit"\npath = "$repo/examples/wat/testkit.wat"\n'
+CALC: Final = '[[components]]\nname = "calc"\nsource = "$repo/examples/calc"\nworld = "calc"\n'
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """A worker configuration: a name and its ``[[components]]`` tables."""
+
+    key: str
+    components: tuple[str, ...]
+
+
+SETUPS: Final = (
+    WorkerSetup("kit (WAT)", (KIT,)),
+    WorkerSetup("calc (componentize-py)", (CALC,)),
+    WorkerSetup("calc + kit", (CALC, KIT)),
+)
+
+
+def _component_load_ms(log_text: str) -> dict[str, float]:
+    """Per-component load times the worker logged (``component loaded`` events, JSON lines)."""
+    loads: dict[str, float] = {}
+    for line in log_text.splitlines():
+        if '"component loaded"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        loads[str(event.get("component"))] = float(event.get("ms", 0.0))
+    return loads
+
+
+async def _time_starts(
+    setup: WorkerSetup, index: int, nats_url: str, scratch: Path, children: Children, starts: int
+) -> list[dict[str, Any]]:
+    prefix = f"benchrestart{index}"
+    components = "\n".join(setup.components).replace("$repo", str(REPO))
+    config = render_config(
+        CONFIG_DIR / "worker.toml", scratch / f"{prefix}.toml", nats_url=nats_url, prefix=prefix, components=components
+    )
+    nc = await nats.connect(nats_url, name="bench-restart")
+    ready = asyncio.Event()
+    ready_at = 0.0
+
+    async def on_announce(msg: Msg) -> None:
+        nonlocal ready_at
+        try:
+            announcement = decode(msg.data, WorkerAnnouncement)
+        except DecodeError:
+            return
+        if announcement.state == "ready" and not ready.is_set():
+            ready_at = time.perf_counter()
+            ready.set()
+
+    await nc.subscribe(Subjects(prefix).announce, cb=on_announce)
+    await nc.flush()
+    samples = []
+    try:
+        for attempt in range(starts + 1):  # the first start only warms the caches
+            ready.clear()
+            started = time.perf_counter()
+            child: Child = children.spawn(
+                f"{prefix}-{attempt}", [*toolbus_command(), "worker", "--config", str(config)]
+            )
+            try:
+                await asyncio.wait_for(ready.wait(), READY_TIMEOUT_S)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"worker {setup.key} not ready in {READY_TIMEOUT_S:g} s:\n{child.log_tail()}"
+                ) from None
+            elapsed_ms = (ready_at - started) * 1000
+            await asyncio.to_thread(children.stop, child)
+            if attempt > 0:
+                loads = _component_load_ms(child.log_text())
+                samples.append({"ready_ms": elapsed_ms, "component_load_ms": loads})
+    finally:
+        await nc.close()
+    return samples
+
+
+def _cli_start_ms() -> float:
+    """Wall time of ``toolbus worker --help``: interpreter, imports and verb discovery."""
+    argv = [*toolbus_command(), "worker", "--help"]
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run(argv, cwd=REPO, capture_output=True, check=True, timeout=60)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def measure(nats_url: str, scratch: Path, children: Children, plan: Plan, progress: Progress) -> dict[str, Any]:
+    """Time ``plan.restarts`` starts of each worker setup; return samples and medians."""
+    rows = []
+    for index, setup in enumerate(SETUPS):
+        samples = asyncio.run(_time_starts(setup, index, nats_url, scratch, children, plan.restarts))
+        ready_ms = statistics.median(s["ready_ms"] for s in samples)
+        loads = [sum(s["component_load_ms"].values()) for s in samples]
+        count = len(setup.components)
+        row = {
+            "setup": setup.key,
+            "components": count,
+            "ready_ms": ready_ms,
+            "ready_ms_per_component": ready_ms / count,
+            "component_load_ms": statistics.median(loads),
+            "samples": samples,
+        }
+        rows.append(row)
+        progress(
+            f"worker restart {setup.key:<24} ready in {ready_ms:6.0f} ms "
+            f"({ready_ms / count:.0f} ms per component; loading them took {row['component_load_ms']:.0f} ms)"
+        )
+    cli_ms = _cli_start_ms()
+    progress(f"`toolbus worker --help` alone takes {cli_ms:.0f} ms")
+    return {"setups": rows, "cli_start_ms": cli_ms}

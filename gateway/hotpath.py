@@ -1,0 +1,314 @@
+"""The lean hot path: ``tools/call`` and ``tools/list`` answered without the SDK's per-request machinery.
+
+Profiling showed the mcp SDK spends most of a call in its own plumbing (task groups, memory
+streams, pydantic round trips, SSE framing). This ASGI front serves the two hot methods
+directly for well-formed requests — stateless 2026-07-28 requests, and 2025-era requests on
+a session the SDK already established — and hands everything else to the SDK untouched.
+
+Sameness with the SDK by construction:
+- security, Accept and envelope checks call the SDK's own functions
+  (``TransportSecurityMiddleware``, ``check_accept_headers``, ``classify_inbound_request``);
+- anything the SDK would reject — or that needs more than a plain request/response (progress
+  tokens, ``Mcp-Param-*`` headers, duplicated routing headers, notifications, other methods) —
+  is replayed to the SDK, so the SDK produces every rejection itself;
+- results go through the same ``ToolService`` as the SDK handlers.
+The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
+session transport would frame the same JSON-RPC message as an SSE event. The 2025-11-25
+transport lets the server choose either, and every client must accept both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final
+
+import anyio
+import mcp_types as types
+import msgspec
+import structlog
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport, check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import (
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
+)
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.tools import ToolService
+from schemas.codec import DecodeError, decode_json, encode
+from schemas.wire import UNSET, CallToolResult, Content
+
+log = structlog.get_logger(__name__)
+
+HOT_METHODS: Final = frozenset({"tools/call", "tools/list"})
+_CALL_PARAMS: Final = frozenset({"name", "arguments", "_meta"})
+_LIST_PARAMS: Final = frozenset({"cursor", "_meta"})
+_MCP_PARAM_PREFIX: Final = "mcp-param-"
+_PROGRESS_TOKEN: Final = "progressToken"
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+
+_LIST_CACHE_DEFAULTS: Final = types.ListToolsResult(tools=[]).model_dump(
+    by_alias=True, mode="json", include={"ttl_ms", "cache_scope"}
+)
+"""``ttlMs``/``cacheScope`` the SDK's result model fills in when no cache hint is configured."""
+
+Respond = Callable[[int, bytes], Awaitable[None]]
+
+
+class _ModernCallResult(msgspec.Struct, rename="camel"):
+    """A 2026-07-28 ``CallToolResult`` on the wire: the worker's result plus the envelope fields."""
+
+    content: list[Content]
+    structured_content: Any | msgspec.UnsetType = UNSET
+    is_error: bool = False
+    result_type: str = "complete"
+    meta: dict[str, Any] = msgspec.field(name="_meta", default_factory=dict)
+
+
+class _Handover(Exception):
+    """Raised inside the hot path when the SDK must answer this request instead."""
+
+
+def _is_request(decoded: Any) -> bool:
+    """A single JSON-RPC request object with a usable id (anything else is the SDK's to judge)."""
+    if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0" or not isinstance(decoded.get("method"), str):
+        return False
+    request_id = decoded.get("id")
+    params = decoded.get("params", {})
+    return isinstance(request_id, str | int) and not isinstance(request_id, bool) and isinstance(params, dict)
+
+
+def _plain_params(method: str, params: Mapping[str, Any]) -> bool:
+    """Params the hot path can serve as the SDK would: known keys, right types, no progress token."""
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or _PROGRESS_TOKEN in meta):
+        return False
+    if method == "tools/call":
+        arguments = params.get("arguments")
+        return (
+            params.keys() <= _CALL_PARAMS
+            and isinstance(params.get("name"), str)
+            and (arguments is None or isinstance(arguments, dict))
+        )
+    cursor = params.get("cursor")
+    return params.keys() <= _LIST_PARAMS and (cursor is None or isinstance(cursor, str))
+
+
+@contextmanager
+def _holding_session(transport: StreamableHTTPServerTransport) -> Iterator[None]:
+    """Keep a 2025 session alive while we serve one of its requests.
+
+    Mirrors ``StreamableHTTPServerTransport.handle_request``'s idle bookkeeping (its private
+    counters; mcp is pinned below 3): a request in flight suspends the idle countdown, and the
+    last one to finish restarts it.
+    """
+    idle_scope = transport.idle_scope
+    idle_timeout = transport._idle_timeout
+    if idle_scope is None or idle_timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    idle_scope.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            idle_scope.deadline = anyio.current_time() + idle_timeout
+
+
+class HotPath:
+    """ASGI app in front of the gateway: hot MCP requests here, everything else to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: ToolService,
+        server: Server[Any],
+        session_manager: StreamableHTTPSessionManager,
+        security: TransportSecuritySettings,
+        path: str,
+    ) -> None:
+        self.app = app
+        """The app that serves everything else (the gateway's Starlette app)."""
+        self._service = service
+        self._server = server
+        self._manager = session_manager
+        self._security = TransportSecurityMiddleware(security)
+        self._path = path
+        self.served = 0
+        """Requests answered here."""
+        self.handed_over = 0
+        """Hot-endpoint POSTs replayed to the SDK (rejections, progress, other methods)."""
+        # Same body limit, same 413 as the SDK's own endpoint.
+        self._limited = RequestBodyLimitMiddleware(self._handle, session_manager.max_request_body_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._path:
+            await self._limited(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request if it is a plain hot one; otherwise replay it to the SDK."""
+        message = await receive()
+        replay = _replaying(message, receive)
+        try:
+            await self._serve(scope, message, send)
+        except _Handover:
+            self.handed_over += 1
+            # Straight to the session manager: the body limit has been applied already.
+            await self._manager._handle_request(scope, replay, send)
+
+    async def _serve(self, scope: Scope, message: Message, send: Send) -> None:
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        version = headers.get("mcp-protocol-version")
+        modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+        transport = None if modern else self._session(headers.get(MCP_SESSION_ID_HEADER.lower()))
+        if message.get("more_body") or (modern and headers.get("mcp-method") not in HOT_METHODS):
+            raise _Handover
+        request = Request(scope)
+        refusal = await self._security.validate_request(request, is_post=True)
+        if refusal is not None:
+            await refusal(scope, _nothing, send)
+            return
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse):
+            raise _Handover  # the SDK answers 406 (its session manager streams SSE, so it needs both)
+        try:
+            decoded = decode_json(message.get("body", b""))
+        except DecodeError:
+            raise _Handover from None  # -32700 with the SDK's exact wording
+        if not _is_request(decoded) or decoded["method"] not in HOT_METHODS:
+            raise _Handover
+        params: dict[str, Any] = decoded.get("params") or {}
+        if not _plain_params(decoded["method"], params):
+            raise _Handover
+        if modern:
+            if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(
+                (k, v) for k, v in headers.items()
+            ):
+                raise _Handover
+            verdict = classify_inbound_request(decoded, headers=headers)
+            if isinstance(verdict, InboundLadderRejection):
+                raise _Handover
+            era = verdict.protocol_version
+        else:
+            if transport is None:
+                raise _Handover  # no session, or one the SDK must answer for (404, owner check)
+            era = version or ""
+
+        async def respond(status: int, body: bytes) -> None:
+            extra = [] if transport is None else [(b"mcp-session-id", transport.mcp_session_id.encode())]  # type: ignore[union-attr]
+            await send({"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, *extra]})
+            await send({"type": "http.response.body", "body": body})
+
+        if transport is None:
+            await self._answer(decoded, params, era, modern, headers, respond)
+        else:
+            with _holding_session(transport):
+                await self._answer(decoded, params, era, modern, headers, respond)
+
+    def _session(self, session_id: str | None) -> StreamableHTTPServerTransport | None:
+        """The live 2025 session named by the request, if the hot path may serve it."""
+        if session_id is None or self._manager._session_owners:
+            # Sessions bound to a credential: the SDK checks the owner.
+            return None
+        transport = self._manager._server_instances.get(session_id)
+        if transport is None or transport.is_terminated:
+            return None
+        idle_scope = transport.idle_scope
+        return None if idle_scope is not None and idle_scope.cancel_called else transport
+
+    async def _answer(
+        self,
+        decoded: dict[str, Any],
+        params: dict[str, Any],
+        era: str,
+        modern: bool,
+        headers: Mapping[str, str],
+        respond: Respond,
+    ) -> None:
+        request_id = decoded["id"]
+        self.served += 1
+        try:
+            if decoded["method"] == "tools/call":
+                call = await self._service.call(
+                    params["name"], params.get("arguments"), era=era, traceparent=headers.get("traceparent")
+                )
+                result: Any = self._modern_call(call) if modern else call
+            else:
+                result = self._list(params.get("cursor"), modern)
+        except CallFailed as exc:
+            error = to_jsonrpc(exc)
+            await self._error(request_id, error.code, error.message, error.data, modern, respond)
+            return
+        except InvalidCursor as exc:
+            await self._error(request_id, INVALID_PARAMS, str(exc), None, modern, respond)
+            return
+        except Exception:  # the outermost handler: a bug is an INTERNAL_ERROR, never a traceback
+            log.exception("hot path failed", method=decoded["method"])
+            message = "internal error in the gateway; see the gateway's logs"
+            await self._error(request_id, INTERNAL_ERROR, message, None, modern, respond)
+            return
+        await respond(200, encode({"jsonrpc": "2.0", "id": request_id, "result": result}))
+
+    def _modern_call(self, call: CallToolResult) -> _ModernCallResult:
+        return _ModernCallResult(
+            content=call.content,
+            structured_content=call.structured_content,
+            is_error=call.is_error,
+            meta={SERVER_INFO_META_KEY: self._server.server_info_stamp},
+        )
+
+    def _list(self, cursor: str | None, modern: bool) -> dict[str, Any]:
+        page = self._service.page(cursor)
+        result: dict[str, Any] = {"tools": [self._service.tool(entry, modern=modern) for entry in page.entries]}
+        if page.next_cursor is not None:
+            result["nextCursor"] = page.next_cursor
+        if modern:
+            # What the SDK's result serialisation adds in this era: cache hints, resultType, serverInfo.
+            hint = self._server.cache_hints.get("tools/list")
+            result.update({"ttlMs": hint.ttl_ms, "cacheScope": hint.scope} if hint else _LIST_CACHE_DEFAULTS)
+            result["resultType"] = "complete"
+            result["_meta"] = {SERVER_INFO_META_KEY: self._server.server_info_stamp}
+        return result
+
+    @staticmethod
+    async def _error(request_id: Any, code: int, message: str, data: Any, modern: bool, respond: Respond) -> None:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        # The 2026 transport maps error codes to HTTP statuses; 2025 answers always say 200.
+        status = ERROR_CODE_HTTP_STATUS.get(code, 200) if modern else 200
+        await respond(status, encode({"jsonrpc": "2.0", "id": request_id, "error": error}))
+
+
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``first`` again before reading on (for handing a request over)."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
