@@ -89,7 +89,7 @@ def test_descriptors_carry_schemas_and_descriptions(calc: LoadedComponent) -> No
 def test_add(calc: LoadedComponent) -> None:
     result = calc.call("calc_add", {"a": 2, "b": 3}, timeout_s=5)
     assert result == CallToolResult(content=[TextContent("5")], structured_content=5)
-    assert encode(result) == b'{"content":[{"type":"text","text":"5"}],"structuredContent":5}'
+    assert encode(result) == b'{"content":[{"type":"text","text":"5"}],"structuredContent":5,"isError":false}'
 
 
 def test_result_ok_and_err(calc: LoadedComponent) -> None:
