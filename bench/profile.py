@@ -1,9 +1,12 @@
 """Where a process spends its CPU under load: a py-spy sample, folded into top functions.
 
-While wrk loads an endpoint, ``py-spy record --format raw --nonblocking`` samples the gateway
-and the worker at once (non-blocking, so the processes are not paused). The folded stacks are
-reduced to the functions with the most samples, counted two ways: *self* (the function was on
-top of the stack) and *inclusive* (it was anywhere on the stack). Line numbers are dropped so a
+While wrk loads an endpoint, ``py-spy record --gil --nonblocking`` samples the gateway and the
+worker at once. ``--gil`` keeps only samples of the thread holding the GIL, i.e. Python at work:
+idle waits (epoll, a thread pool's queue) drop out, and so does guest time in wasmtime, which
+releases the GIL. ``--nonblocking`` does not pause the processes. The folded stacks are reduced
+to the functions with the most samples, counted two ways: *self* (the function was on top of the
+stack; time in a C call such as a socket write counts for the Python function that made it) and
+*inclusive* (anywhere on the stack, entry frames left out). Line numbers are dropped so a
 function counts once. Profiling runs are extra runs: they never feed the measured figures.
 
 py-spy is optional (``pip install py-spy``); without it this part is skipped.
@@ -25,8 +28,23 @@ from bench import wrk
 
 SAMPLE_RATE_HZ: Final = 250
 TOP: Final = 15
-COMMON_SHARE: Final = 0.97
-"""Functions on at least this share of all stacks are left out of the inclusive list."""
+ENTRY_FRAMES: Final = frozenset(
+    {
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "main",
+        "run",
+        "Runner.run",
+        "BaseEventLoop.run_forever",
+        "BaseEventLoop.run_until_complete",
+        "BaseEventLoop._run_once",
+        "Thread._bootstrap",
+        "Thread._bootstrap_inner",
+        "Thread.run",
+    }
+)
+"""Functions every stack passes through on its way in; left out of the inclusive list."""
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -56,9 +74,7 @@ def fold(raw: str, top: int = TOP) -> dict[str, Any]:
         for function in set(frames):
             anywhere[function] += count
 
-    # The entry frames (runpy, main, the event loop's run) are on every stack and say nothing.
-    common = {f for f, n in anywhere.items() if n >= COMMON_SHARE * total}
-    for function in common:
+    for function in [f for f in anywhere if f.split(" (", 1)[0] in ENTRY_FRAMES]:
         del anywhere[function]
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
@@ -84,7 +100,7 @@ def under_load(
     samplers = {}
     for role, pid in processes.items():
         raw_path = out_dir / f"{role}-{pid}.txt"
-        argv = [spy, "record", "--format", "raw", "--nonblocking", "-r", str(SAMPLE_RATE_HZ)]
+        argv = [spy, "record", "--format", "raw", "--gil", "--nonblocking", "-r", str(SAMPLE_RATE_HZ)]
         argv += ["-d", str(max(1, round(duration_s))), "--pid", str(pid), "-o", str(raw_path)]
         samplers[role] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw_path)
     folded: dict[str, Any] = {}

@@ -284,9 +284,11 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
     lines = [
         f"## Where the CPU goes (py-spy, {AT_CONNECTIONS} connections)",
         "",
-        "Extra runs, not part of the figures above: py-spy samples the gateway and the worker (non-blocking, "
-        f"{results['plan']['http_duration_s']:g} s) while wrk loads toolbus. *self*: share of samples with the "
-        "function on top of the stack; *inclusive*: share with the function anywhere on the stack.",
+        "Extra runs, not part of the figures above: `py-spy record --gil --nonblocking` samples the gateway and "
+        f"the worker for {results['plan']['http_duration_s']:g} s while wrk loads toolbus. Only samples of the "
+        "thread holding the GIL count (Python at work; idle waits and guest time inside wasmtime drop out). "
+        "*self*: share of samples with the function on top of the stack (a C call such as a socket write counts "
+        "for the Python function that made it); *inclusive*: share with the function anywhere on the stack.",
         "",
     ]
     for endpoint, sampled in profiles.items():

@@ -92,7 +92,8 @@ def _component_costs(
             instance = linker.instantiate(store, component)
             t2 = time.perf_counter()
             func = instance.get_func(store, index)
-            assert func(store, 2, 3) == 5
+            if func is None or func(store, 2, 3) != 5:
+                raise RuntimeError(f"{name}: add(2, 3) did not return 5")
             func.post_return(store)
             t3 = time.perf_counter()
             store.close()
@@ -104,12 +105,14 @@ def _component_costs(
         store = wasmtime.Store(engine_host.engine)
         store.set_wasi(wasmtime.WasiConfig())
         store.set_epoch_deadline(ticks)
-        func = linker.instantiate(store, component).get_func(store, index)
+        warm_func = linker.instantiate(store, component).get_func(store, index)
+        if warm_func is None:
+            raise RuntimeError(f"{name}: no export add")
         warm_s = []
         for _ in range(WARM_CALLS):
             t0 = time.perf_counter()
-            func(store, 2, 3)
-            func.post_return(store)
+            warm_func(store, 2, 3)
+            warm_func.post_return(store)
             warm_s.append(time.perf_counter() - t0)
         store.close()
 

@@ -1,9 +1,21 @@
-"""Process lifecycle for long-running roles: wait for SIGTERM/SIGINT, then shut down in order."""
+"""Process lifecycle for long-running roles: the event loop, and waiting for SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop: every role is I/O-bound on the loop, and uvloop's is much cheaper."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def wait_for_shutdown_signal() -> str:

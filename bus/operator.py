@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 
 import nats.errors
 
+from bus import lifecycle
 from bus.connection import connected
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace, verb: Verb) -> int:
         return 2
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
     try:
-        return asyncio.run(verb(settings, args))
+        return lifecycle.run(verb(settings, args))
     except BusUnavailable as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from bus import lifecycle
 from bus.connection import connected
 from bus.embedded import EmbeddedNatsServer
 from bus.lifecycle import wait_for_shutdown_signal
@@ -200,4 +201,4 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_format)
-    return asyncio.run(up(settings, config, args.workers, nats_given=bool(args.nats)))
+    return lifecycle.run(up(settings, config, args.workers, nats_given=bool(args.nats)))

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 import nats.errors
@@ -158,7 +157,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.gateway.host,
         port=settings.gateway.port,
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http="httptools",
         ws="none",
         lifespan="on",
         log_level="warning",
@@ -178,13 +177,3 @@ async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None =
         await server.serve(sockets=list(sockets) if sockets else None)
     finally:
         await _drain(nc)
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory when uvloop is installed, else None (asyncio's default loop)."""
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    import uvloop
-
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory

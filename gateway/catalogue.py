@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from bus.subjects import is_valid_tool_name
 from gateway.errors import InvalidCursor
 from schemas.codec import DecodeError, decode
-from schemas.validation import compile_validator
+from schemas.validation import ArgumentValidator, compile_validator
 from schemas.wire import JsonSchema, ToolDescriptor
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,7 @@ class CatalogueEntry:
     """One tool and its compiled argument validator."""
 
     descriptor: ToolDescriptor
-    validator: jsonschema.Draft202012Validator
+    validator: ArgumentValidator
 
     @property
     def name(self) -> str:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
+from bus import lifecycle
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
-from gateway.app import event_loop_factory, serve
+from gateway.app import serve
 
 EXIT_CONFIG = 2
 """Exit status for a config problem (argparse uses 2 for usage errors too)."""
@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_format)
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(serve(settings))
+        lifecycle.run(serve(settings))
     except BusUnavailable as exc:
         print(f"toolbus gateway: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -148,6 +148,8 @@ class HotPath:
         """The app that serves everything else (the gateway's Starlette app)."""
         self._service = service
         self._server = server
+        # The server's identity is fixed at construction; the stamp is encoded, never mutated.
+        self._stamp = {SERVER_INFO_META_KEY: server.server_info_stamp}
         self._manager = session_manager
         self._security = TransportSecurityMiddleware(security)
         self._path = path
@@ -274,7 +276,7 @@ class HotPath:
             content=call.content,
             structured_content=call.structured_content,
             is_error=call.is_error,
-            meta={SERVER_INFO_META_KEY: self._server.server_info_stamp},
+            meta=self._stamp,
         )
 
     def _list(self, cursor: str | None, modern: bool) -> dict[str, Any]:
@@ -287,7 +289,7 @@ class HotPath:
             hint = self._server.cache_hints.get("tools/list")
             result.update({"ttlMs": hint.ttl_ms, "cacheScope": hint.scope} if hint else _LIST_CACHE_DEFAULTS)
             result["resultType"] = "complete"
-            result["_meta"] = {SERVER_INFO_META_KEY: self._server.server_info_stamp}
+            result["_meta"] = self._stamp
         return result
 
     @staticmethod

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import structlog
 
+from bus import lifecycle
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.logs import configure_logging
@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_format)
-    asyncio.run(serve(settings))
+    lifecycle.run(serve(settings))
     return 0

@@ -2,10 +2,17 @@
 
 The gateway validates before publishing; the worker validates again for direct NATS callers.
 Both use this module so a client sees the same words whichever path it took.
+
+Validation is on every call's hot path, so each schema is compiled twice: jsonschema (the
+authority, and the author of every message) and, for the common flat shapes (objects of
+integers, numbers, strings, booleans and string enums), a plain-Python check that can only
+say "valid". Anything that check cannot prove valid goes to jsonschema, so the verdict is
+always jsonschema's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -17,30 +24,49 @@ from schemas.wire import JsonSchema
 
 _VALIDATOR_CACHE_SIZE = 4096
 """Compiled validators kept per process; one per (tool, version) in practice."""
+_ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment"})
+"""Keywords that never change a verdict."""
+
+Check = Callable[[Any], bool]
+
+
+class ArgumentValidator:
+    """A tool's compiled inputSchema: ``problem(arguments)`` says what is wrong, or None."""
+
+    def __init__(self, schema: JsonSchema) -> None:
+        self.schema = schema
+        self._jsonschema = jsonschema.Draft202012Validator(schema)
+        self._surely_valid = _object_check(schema)
+
+    def is_valid(self, arguments: Any) -> bool:
+        """True when the arguments fit the schema."""
+        return self.problem(arguments) is None
+
+    def problem(self, arguments: Any) -> str | None:
+        """A message naming the offending field and why, or None when the arguments fit."""
+        if not isinstance(arguments, dict):
+            return f"arguments must be a JSON object, got {type(arguments).__name__}"
+        if self._surely_valid is not None and self._surely_valid(arguments):
+            return None
+        return _describe(best_match(self._jsonschema.iter_errors(arguments)))
 
 
 @lru_cache(maxsize=_VALIDATOR_CACHE_SIZE)
-def _validator(schema_json: bytes) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(decode_json(schema_json))
+def _compiled(schema_json: bytes) -> ArgumentValidator:
+    return ArgumentValidator(decode_json(schema_json))
 
 
-def compile_validator(schema: JsonSchema) -> jsonschema.Draft202012Validator:
-    """A compiled validator for ``schema`` (cached by the schema's content)."""
-    return _validator(encode(schema))
+def compile_validator(schema: JsonSchema) -> ArgumentValidator:
+    """The compiled validator of ``schema`` (cached by the schema's content)."""
+    return _compiled(encode(schema))
 
 
-def _field_path(path: Any) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+def argument_problem(validator: ArgumentValidator, arguments: Any) -> str | None:
+    """A message naming the offending field and why, or None when the arguments fit."""
+    return validator.problem(arguments)
 
 
-def argument_problem(validator: jsonschema.Draft202012Validator, arguments: Any) -> str | None:
-    """Return a message naming the offending field and why, or None when the arguments fit."""
-    if not isinstance(arguments, dict):
-        return f"arguments must be a JSON object, got {type(arguments).__name__}"
-    error = best_match(validator.iter_errors(arguments))
+def _describe(error: jsonschema.ValidationError | None) -> str | None:
     if error is None:
         return None
     where = _field_path(error.absolute_path)
@@ -57,3 +83,75 @@ def argument_problem(validator: jsonschema.Draft202012Validator, arguments: Any)
             name = ".".join(filter(None, [where, extra[0]]))
             return f"{name}: unexpected argument"
     return f"{where or '(arguments)'}: {error.message}"
+
+
+def _field_path(path: Any) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# -- the fast "surely valid" checks ---------------------------------------------------------
+def _object_check(schema: Any) -> Check | None:
+    """A check for ``{"type": "object", "properties": {…}}`` of simple values, or None."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return None
+    if not set(schema) <= {"type", "properties", "required", "additionalProperties"} | _ANNOTATIONS:
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    closed = schema.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(required, list) or closed not in (True, False):
+        return None
+    checks = {name: _value_check(sub) for name, sub in properties.items()}
+    if any(check is None for check in checks.values()):
+        return None
+    known: dict[str, Check] = {name: check for name, check in checks.items() if check is not None}
+    needed = frozenset(required)
+
+    def surely_valid(value: dict[str, Any]) -> bool:
+        if not needed <= value.keys():
+            return False
+        for key, item in value.items():
+            check = known.get(key)
+            if check is None:
+                if not closed:
+                    return False
+            elif not check(item):
+                return False
+        return True
+
+    return surely_valid
+
+
+def _value_check(schema: Any) -> Check | None:
+    """A check for one scalar schema (bounded integer, number, string, boolean, string enum)."""
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    rest = set(schema) - _ANNOTATIONS - {"type"}
+    if kind == "boolean" and not rest:
+        return lambda v: v is True or v is False
+    if kind in ("integer", "number") and rest <= {"minimum", "maximum"}:
+        low, high = schema.get("minimum"), schema.get("maximum")
+        # Exact types only: jsonschema also accepts 3.0 as an integer; that case goes to it.
+        types = (int,) if kind == "integer" else (int, float)
+        if not all(b is None or type(b) in (int, float) for b in (low, high)):
+            return None
+        return lambda v: (
+            type(v) in types and (low is None or v >= low) and (high is None or v <= high) and v == v  # not NaN
+        )
+    if kind == "string" and rest <= {"minLength", "maxLength", "enum"}:
+        shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+        allowed = schema.get("enum")
+        if allowed is not None and not (isinstance(allowed, list) and all(isinstance(a, str) for a in allowed)):
+            return None
+        choices = frozenset(allowed) if allowed is not None else None
+        return lambda v: (
+            type(v) is str
+            and (choices is None or v in choices)
+            and len(v) >= shortest
+            and (longest is None or len(v) <= longest)
+        )
+    return None

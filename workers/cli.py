@@ -8,6 +8,7 @@ import time
 
 import structlog
 
+from bus import lifecycle
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.logs import configure_logging
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        lifecycle.run(serve(settings))
     except WorkersError as exc:
         log.error("worker cannot start", error=str(exc))
         return 1
