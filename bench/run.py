@@ -43,7 +43,9 @@ def main() -> int:
         "--no-profile", dest="profile", action="store_false", help="skip the py-spy sample of gateway and worker"
     )
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop every child process.
+    # Ctrl-C (even when started with SIGINT ignored, as background jobs are) and SIGTERM unwind
+    # through the finally blocks that stop every child process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options = Options(QUICK if args.quick else FULL, args.only, args.out, args.quick, args.keep_logs, args.profile)
     try:

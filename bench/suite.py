@@ -217,6 +217,9 @@ def execute(options: Options) -> int:
             if run.wants("scaling"):
                 with run.section("scaling"):
                     run.results["scaling"] = scaling.measure(run.scratch, run.children, run.plan, run.progress)
+    except BaseException:
+        print(f"bench: logs of every process are in {run.scratch / 'logs'}", file=sys.stderr)
+        raise
     finally:
         run.results["duration_s"] = round(time.monotonic() - run.progress.started, 1)
         run.results["failures"] = run.failures

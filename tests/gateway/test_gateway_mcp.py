@@ -113,7 +113,7 @@ async def test_call_returns_the_workers_result_shaped_for_the_era(
     assert msg.data == b'{"a":2,"b":3}'
     assert msg.headers is not None
     assert msg.headers[Header.ERA] == ERAS[mode]
-    assert len(msg.headers[Header.REQUEST_ID]) == 32
+    assert msg.headers[Header.REQUEST_ID]  # a unique id (NUID) per call
     assert int(msg.headers[Header.DEADLINE_MS]) > 0
 
 
