@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench import busload
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, mean_cores
 from bench.plan import Plan
 from bench.stats import median_of_runs
 
@@ -79,6 +79,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(group),
             **median_of_runs(group, SUMMARY_KEYS),
             "errors": sum(run["errors"] for run in group),
+            "cpu_cores": mean_cores(group),
         }
         for (target, in_flight), group in groups.items()
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _PROC = Path("/proc")
@@ -108,6 +109,13 @@ class CpuMeter:
             if after is not None and wall_s > 0:
                 usage[self._processes[pid]] = round((after - before) / wall_s, 2)
         return usage
+
+
+def mean_cores(runs: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Per process, the mean of the runs' ``cpu_cores`` (a process missing from a run counts as idle)."""
+    runs = list(runs)
+    roles = sorted({role for run in runs for role in run.get("cpu_cores", {})})
+    return {role: round(sum(run.get("cpu_cores", {}).get(role, 0.0) for run in runs) / len(runs), 2) for role in roles}
 
 
 def _machine_ticks() -> tuple[int, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench import wrk
-from bench.cpu import CpuMeter, MachineMeter
+from bench.cpu import CpuMeter, MachineMeter, mean_cores
 from bench.mcp_http import ERA_2025, ERA_2026, McpClient, McpHttpError, call_template, request_headers
 from bench.plan import Plan
 from bench.stats import median_of_runs
@@ -130,8 +130,6 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((run["endpoint"], run["connections"]), []).append(run)
     rows = []
     for (endpoint, connections), group in groups.items():
-        cpu_roles = sorted({role for run in group for role in run.get("cpu_cores", {})})
-        cpu = {role: round(sum(run["cpu_cores"].get(role, 0.0) for run in group) / len(group), 2) for role in cpu_roles}
         rows.append(
             {
                 "endpoint": endpoint,
@@ -140,7 +138,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 **median_of_runs(group, SUMMARY_KEYS),
                 "errors": sum(run["errors"] for run in group),
                 "requests": sum(run["requests"] for run in group),
-                "cpu_cores": cpu,
+                "cpu_cores": mean_cores(group),
                 "machine_cores_busy": round(sum(run["machine_cores_busy"] for run in group) / len(group), 2),
             }
         )

@@ -33,7 +33,7 @@ def _command(argv: list[str]) -> str:
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (done.stdout or done.stderr).strip() or "unknown"
+    return (done.stdout or done.stderr).rstrip() or "unknown"
 
 
 def _version(package: str) -> str:

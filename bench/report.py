@@ -32,6 +32,14 @@ def _cpu(cores: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1]) if v >= 0.01) or "—"
 
 
+def _per_call(cores: dict[str, float], rps: float) -> str:
+    """``gateway 141, worker 168, ...``: CPU microseconds each process spends per call (wrk left out)."""
+    if not rps:
+        return "—"
+    busy = sorted(((k, v) for k, v in cores.items() if k != "wrk" and v >= 0.01), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v / rps * 1e6:.0f}" for k, v in busy) or "—"
+
+
 def _verdict(passed: bool | None) -> str:
     return {True: "**pass**", False: "**FAIL**", None: "not measured"}[passed]
 
@@ -109,13 +117,14 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
         if row is None:
             continue
         cpu = row["cpu_cores"]
-        cpu_rows.append([endpoint, _cpu(cpu), _n(sum(cpu.values())), _n(row["machine_cores_busy"])])
+        per_call = _per_call(cpu, row["rps"])
+        cpu_rows.append([endpoint, _cpu(cpu), per_call, _n(sum(cpu.values())), _n(row["machine_cores_busy"])])
     lines += [
         f"CPU during the runs at {AT_CONNECTIONS} connections, in cores busy (1.00 = one core; the machine has "
         f"{results['machine']['cpu_count']}). *machine* is everything on the machine: the measured processes, "
         "wrk, the bench itself and anything else running.",
         "",
-        *_table(["endpoint", "per process", "measured processes", "machine"], cpu_rows),
+        *_table(["endpoint", "cores busy per process", "CPU µs per call", "measured processes", "machine"], cpu_rows),
     ]
     return lines
 
@@ -313,6 +322,32 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cost_notes(results: dict[str, Any]) -> list[str]:
+    """Where the time goes, in numbers of this run."""
+    notes = []
+    summary = {(r["endpoint"], r["connections"]): r for r in results.get("http", {}).get("summary", [])}
+    toolbus, limit = summary.get(("toolbus-2026", AT_CONNECTIONS)), summary.get(("limit", AT_CONNECTIONS))
+    if toolbus and limit and toolbus["rps"] and limit["rps"]:
+
+        def total_us(row: dict[str, Any]) -> float:
+            return sum(v for k, v in row["cpu_cores"].items() if k != "wrk") / row["rps"] * 1e6
+
+        notes.append(
+            f"CPU per call at {AT_CONNECTIONS} connections (2026 era): toolbus {total_us(toolbus):.0f} µs over its "
+            f"processes ({_per_call(toolbus['cpu_cores'], toolbus['rps'])}), the limit endpoint "
+            f"{total_us(limit):.0f} µs ({_per_call(limit['cpu_cores'], limit['rps'])})."
+        )
+    restart = results.get("restart")
+    if restart and restart["setups"]:
+        slowest = max(restart["setups"], key=lambda s: s["ready_ms"])
+        notes.append(
+            f"Worker restart: loading the cached components takes {slowest['component_load_ms']:.0f} ms of the "
+            f"{slowest['ready_ms']:.0f} ms ({slowest['setup']}); the rest is starting the process, importing "
+            f"and connecting — `toolbus worker --help` alone takes {restart['cli_start_ms']:.0f} ms."
+        )
+    return notes
+
+
 def _notes(results: dict[str, Any]) -> list[str]:
     notes = [
         "The SDK baseline runs stateless (`stateless_http=True, json_response=True`): its 2025-11-25 `initialize` "
@@ -344,6 +379,7 @@ def _notes(results: dict[str, Any]) -> list[str]:
                 "Both cores were busy (≥ 1.85 cores) during " + ", ".join(saturated) + ": those figures are "
                 "bounded by the machine, load generator included."
             )
+    notes += _cost_notes(results)
     for section, failure in results.get("failures", {}).items():
         notes.append(f"**Section `{section}` failed** in this run: {failure.splitlines()[0]}")
     return ["## Notes", "", *[f"- {note}" for note in notes], ""]

@@ -152,7 +152,7 @@ def measure_in_process(cold_compiles: int, instantiations: int) -> dict[str, Any
     build_s = time.perf_counter() - started
     calc = _component_costs("calc", "componentize-py", calc_path, cache_dir, cold_compiles, instantiations)
     calc["build"] = {"cached": was_built, "seconds": round(build_s, 3)}
-    small = _component_costs("kit", "WAT (testkit)", TESTKIT_WAT, cache_dir, max(3, cold_compiles), instantiations * 10)
+    small = _component_costs("kit", "WAT testkit", TESTKIT_WAT, cache_dir, max(3, cold_compiles), instantiations * 10)
     return {"cache_dir": str(cache_dir), "components": [calc, small]}
 
 

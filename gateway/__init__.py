@@ -1,65 +1,54 @@
-"""MCP over Streamable HTTP in front of the bus: each ``tools/call`` becomes one NATS request."""
+"""MCP over Streamable HTTP in front of the bus: each ``tools/call`` becomes one NATS request.
 
-from gateway.app import build_app, serve
-from gateway.calls import ToolCaller, error_from_reply, result_from_reply
-from gateway.catalogue import (
-    Catalogue,
-    CatalogueChange,
-    CatalogueEntry,
-    CataloguePage,
-    CatalogueWatcher,
-    decode_cursor,
-    encode_cursor,
-)
-from gateway.errors import (
-    JSONRPC_ERRORS,
-    BadRequest,
-    BusDisconnected,
-    CallFailed,
-    Cancelled,
-    DeadlineExceeded,
-    GatewayError,
-    InvalidCursor,
-    JsonRpcError,
-    NoWorker,
-    Overloaded,
-    PayloadTooLarge,
-    UnknownTool,
-    WorkerFailed,
-    to_jsonrpc,
-)
-from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
+The public names load on first use (PEP 562), so ``toolbus worker`` — which imports this
+package only to register the ``gateway`` verb — never pays for the mcp SDK.
+"""
 
-__all__ = [
-    "JSONRPC_ERRORS",
-    "BadRequest",
-    "BusDisconnected",
-    "CallFailed",
-    "Cancelled",
-    "Catalogue",
-    "CatalogueChange",
-    "CatalogueEntry",
-    "CataloguePage",
-    "CatalogueWatcher",
-    "DeadlineExceeded",
-    "GatewayError",
-    "InvalidCursor",
-    "JsonRpcError",
-    "NoWorker",
-    "Overloaded",
-    "PayloadTooLarge",
-    "ToolCaller",
-    "ToolFrontend",
-    "UnknownTool",
-    "WorkerFailed",
-    "build_app",
-    "build_server",
-    "build_session_manager",
-    "decode_cursor",
-    "encode_cursor",
-    "error_from_reply",
-    "result_from_reply",
-    "serve",
-    "to_jsonrpc",
-    "transport_security",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "gateway.app": ["build_app", "serve"],
+    "gateway.calls": ["ToolCaller", "error_from_reply", "result_from_reply"],
+    "gateway.catalogue": [
+        "Catalogue",
+        "CatalogueChange",
+        "CatalogueEntry",
+        "CataloguePage",
+        "CatalogueWatcher",
+        "decode_cursor",
+        "encode_cursor",
+    ],
+    "gateway.errors": [
+        "JSONRPC_ERRORS",
+        "BadRequest",
+        "BusDisconnected",
+        "CallFailed",
+        "Cancelled",
+        "DeadlineExceeded",
+        "GatewayError",
+        "InvalidCursor",
+        "JsonRpcError",
+        "NoWorker",
+        "Overloaded",
+        "PayloadTooLarge",
+        "UnknownTool",
+        "WorkerFailed",
+        "to_jsonrpc",
+    ],
+    "gateway.hotpath": ["HotPath"],
+    "gateway.server": ["ToolFrontend", "build_server", "build_session_manager", "transport_security"],
+    "gateway.tools": ["ToolService"],
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+    return getattr(import_module(module), name)

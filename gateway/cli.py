@@ -10,7 +10,6 @@ from bus import lifecycle
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
-from gateway.app import serve
 
 EXIT_CONFIG = 2
 """Exit status for a config problem (argparse uses 2 for usage errors too)."""
@@ -32,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until interrupted; returns the process exit status."""
+    from gateway.app import serve  # the mcp SDK loads only when the gateway runs
+
     gateway: dict[str, Any] = {}
     if args.host is not None:
         gateway["host"] = args.host

@@ -71,3 +71,11 @@ def test_call_refuses_arguments_that_are_not_json() -> None:
     result = toolbus("call", "--nats", f"nats://127.0.0.1:{free_port()}", "calc_add", "{a: 1}")
     assert result.returncode == 2
     assert "not valid JSON" in result.stderr
+
+
+def test_building_the_parser_loads_no_role_machinery() -> None:
+    # Every `toolbus` command builds the whole parser: a worker must not pay for the mcp SDK
+    # (and a gateway not for wasmtime) just to start.
+    probe = "import sys; from bus.cli import build_parser; build_parser(); print(sorted(m for m in ('mcp', 'wasmtime', 'starlette', 'uvicorn') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
