@@ -76,6 +76,9 @@ def test_call_refuses_arguments_that_are_not_json() -> None:
 def test_building_the_parser_loads_no_role_machinery() -> None:
     # Every `toolbus` command builds the whole parser: a worker must not pay for the mcp SDK
     # (and a gateway not for wasmtime) just to start.
-    probe = "import sys; from bus.cli import build_parser; build_parser(); print(sorted(m for m in ('mcp', 'wasmtime', 'starlette', 'uvicorn') if m in sys.modules))"
+    probe = (
+        "import sys; from bus.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('mcp', 'wasmtime', 'starlette', 'uvicorn') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
