@@ -13,7 +13,9 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import nats.errors
@@ -48,6 +50,19 @@ def new_worker_id() -> str:
     return as_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One accepted call, ready for a guest thread."""
+
+    component: CallableComponent
+    tool: str
+    arguments: dict[str, object]
+    timeout_s: float
+
+    def run(self) -> bytes:
+        return encode(self.component.call(self.tool, self.arguments, self.timeout_s))
+
+
 class WorkerService:
     """Serves the tools of some components on the bus until stopped."""
 
@@ -76,8 +91,10 @@ class WorkerService:
         self._accepted = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
         self._subscriptions: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._announcer: asyncio.Task[None] | None = None
+        self._replies: asyncio.Queue[tuple[str, bytes, dict[str, str] | None]] = asyncio.Queue()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._background: list[asyncio.Task[None]] = []
         self._state: str = "ready"
 
     @property
@@ -86,6 +103,8 @@ class WorkerService:
 
     async def start(self) -> None:
         """Subscribe to every tool's call subject (queue group) and announce the tools."""
+        self._loop = asyncio.get_running_loop()
+        self._background.append(asyncio.create_task(self._send_replies()))
         for name in self._routes:
             sub = await self._nc.subscribe(
                 self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
@@ -96,7 +115,7 @@ class WorkerService:
         self._subscriptions += [ping, hello]
         await self._nc.flush()
         await self.announce()
-        self._announcer = asyncio.create_task(self._announce_periodically())
+        self._background.append(asyncio.create_task(self._announce_periodically()))
         log.info("worker ready", worker_id=self.worker_id, tools=sorted(self._routes))
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -112,10 +131,14 @@ class WorkerService:
                 await sub.unsubscribe()
             except nats.errors.ConnectionClosedError:
                 pass
-        if self._announcer:
-            self._announcer.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace_s)
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning("stopping with calls still running", in_flight=self._accepted)
+        # Let the replier send what the last guests returned.
+        await asyncio.wait_for(self._replies.join(), grace_s)
+        for task in self._background:
+            task.cancel()
         self._state = "stopped"
         try:
             await self.announce()
@@ -151,39 +174,31 @@ class WorkerService:
         await self.announce()
 
     async def _on_call(self, msg: Msg) -> None:
-        # nats-py awaits callbacks one at a time per subscription: hand the call to a task so
-        # one slow guest does not hold up the next call, and bound how many we accept.
+        # nats-py awaits this callback one message at a time, so it only does the cheap part
+        # (checks, decoding, validation) and hands the guest to the pool; the reply comes back
+        # through the replier. No task per call: under load that bookkeeping cost more than
+        # a small guest's whole run.
         if not msg.reply:
             return  # a publish without a reply subject is not a call; nobody would hear the answer
         if self._accepted >= self._capacity:
-            body, headers = error_reply(ErrorCode.OVERLOADED, f"worker {self.worker_id} is at capacity")
-            await self._reply(msg, body, headers)
+            self._queue_reply(msg.reply, *error_reply(ErrorCode.OVERLOADED, f"worker {self.worker_id} is at capacity"))
+            return
+        tool = self._subjects.tool_from_call(msg.subject)
+        try:
+            outcome = self._prepare(tool, msg.data, msg.headers or {})
+        except Exception:  # the one outermost handler: a bug must still produce a reply
+            log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
+            outcome = error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
+        if isinstance(outcome, tuple):
+            self._queue_reply(msg.reply, *outcome)
             return
         self._accepted += 1
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        self._idle.clear()
+        future = self._pool.submit(outcome.run)
+        future.add_done_callback(partial(self._guest_done, msg.reply, tool))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._accepted -= 1
-
-    async def _handle(self, msg: Msg) -> None:
-        tool = self._subjects.tool_from_call(msg.subject)
-        headers = msg.headers or {}
-        request_id = headers.get(Header.REQUEST_ID, "")
-        structlog.contextvars.bind_contextvars(tool=tool, request_id=request_id, worker_id=self.worker_id)
-        try:
-            body, reply_headers = await self._execute(tool, msg.data, headers)
-            await self._reply(msg, body, reply_headers)
-        except Exception:  # the one outermost handler: a bug must still produce a reply
-            log.exception("call failed inside the worker")
-            body, reply_headers = error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
-            await self._reply(msg, body, reply_headers)
-        finally:
-            structlog.contextvars.clear_contextvars()
-
-    async def _execute(self, tool: str, data: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str] | None]:
+    def _prepare(self, tool: str, data: bytes, headers: dict[str, str]) -> _Job | tuple[bytes, dict[str, str] | None]:
+        """The guest job for a call, or the reply when the call ends before reaching a guest."""
         component = self._routes.get(tool)
         if component is None:
             return error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
@@ -205,19 +220,46 @@ class WorkerService:
         if problem is not None:
             result = CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
             return encode(result), None
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, component.call, tool, arguments, timeout_s)
-        return encode(result), None
+        return _Job(component, tool, arguments, timeout_s)
 
-    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str] | None) -> None:
+    def _guest_done(self, reply_to: str, tool: str, future: Future[bytes]) -> None:
+        # Runs in the guest's thread: hand the outcome to the event loop.
+        self._loop.call_soon_threadsafe(self._finish, reply_to, tool, future)
+
+    def _finish(self, reply_to: str, tool: str, future: Future[bytes]) -> None:
+        self._accepted -= 1
+        if not self._accepted:
+            self._idle.set()
+        if future.cancelled():
+            return  # the pool shut down after the grace period: the worker is exiting
+        error = future.exception()
+        if error is None:
+            self._queue_reply(reply_to, future.result(), None)
+            return
+        log.error("call failed inside the worker", tool=tool, worker_id=self.worker_id, exc_info=error)
+        self._queue_reply(reply_to, *error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs"))
+
+    def _queue_reply(self, reply_to: str, body: bytes, headers: dict[str, str] | None) -> None:
+        self._replies.put_nowait((reply_to, body, headers))
+
+    async def _send_replies(self) -> None:
+        """Publish queued replies; publishing several per wake-up lets nats-py flush them together."""
+        while True:
+            reply_to, body, headers = await self._replies.get()
+            try:
+                await self._reply(reply_to, body, headers)
+            finally:
+                self._replies.task_done()
+
+    async def _reply(self, reply_to: str, body: bytes, headers: dict[str, str] | None) -> None:
         try:
-            await self._nc.publish(msg.reply, body, headers=headers)
+            await self._nc.publish(reply_to, body, headers=headers)
         except nats.errors.MaxPayloadError:
             size = len(body)
             limit = self._nc.max_payload
             body, headers = error_reply(
                 ErrorCode.PAYLOAD_TOO_LARGE, f"result is {size} bytes; the bus allows at most {limit} per message"
             )
-            await self._nc.publish(msg.reply, body, headers=headers)
+            await self._nc.publish(reply_to, body, headers=headers)
         except nats.errors.ConnectionClosedError:
             log.warning("reply lost: connection closed")
