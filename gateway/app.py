@@ -25,7 +25,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bus.connection import connect
-from bus.errors import BusUnavailable
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from gateway.calls import ToolCaller
@@ -55,19 +54,12 @@ class GatewayState:
 
 
 async def connect_nats(settings: Settings) -> NatsClient:
-    """Connect to NATS for the gateway, giving up after the configured connect timeout.
+    """Connect to NATS for the gateway.
 
     Raises:
-        BusUnavailable: no server answered in time.
+        BusUnavailable: no server answered within the configured connect timeout.
     """
-    timeout_s = settings.nats.connect_timeout_s
-    try:
-        # With reconnect on, nats-py retries a failed first connect forever; bound it here.
-        return await asyncio.wait_for(
-            connect(settings.nats.url, name=CLIENT_NAME, connect_timeout_s=timeout_s), timeout_s
-        )
-    except TimeoutError:
-        raise BusUnavailable(f"cannot reach NATS at {settings.nats.url} within {timeout_s:g}s") from None
+    return await connect(settings.nats.url, name=CLIENT_NAME, connect_timeout_s=settings.nats.connect_timeout_s)
 
 
 async def _drain(nc: NatsClient) -> None:

@@ -113,31 +113,8 @@ class ToolCaller:
         Raises:
             CallFailed: no worker, deadline passed, or the worker replied with a typed error.
         """
-        return await self.request(
-            tool,
-            encode(arguments),
-            era=era,
-            timeout_s=timeout_s,
-            request_id=request_id,
-            traceparent=traceparent,
-        )
-
-    async def request(
-        self,
-        tool: str,
-        payload: bytes,
-        *,
-        era: str,
-        timeout_s: float | None = None,
-        request_id: str | None = None,
-        traceparent: str | None = None,
-    ) -> bytes:
-        """Like ``call`` with the arguments already encoded as JSON bytes.
-
-        Raises:
-            CallFailed: no worker, deadline passed, or the worker replied with a typed error.
-        """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        payload = encode(arguments)
         if not self._nc.is_connected:
             # While reconnecting nats-py would buffer the request and we would only learn at
             # the deadline; say at once that nothing is reachable.

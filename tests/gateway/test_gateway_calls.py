@@ -70,7 +70,7 @@ async def test_an_error_reply_becomes_its_exception(nc: NatsClient, subjects: Su
 async def test_arguments_too_large_for_the_bus(nc: NatsClient, subjects: Subjects, worker: StartWorker) -> None:
     await worker("add", silent)
     with pytest.raises(PayloadTooLarge, match="bytes; the bus allows at most"):
-        await ToolCaller(nc, subjects, timeout_s=5).request("add", b"x" * (nc.max_payload + 1), era="2025-11-25")
+        await ToolCaller(nc, subjects, timeout_s=5).call("add", {"blob": "x" * nc.max_payload}, era="2025-11-25")
 
 
 async def test_a_closed_connection_fails_at_once(nats_server: EmbeddedNatsServer, subjects: Subjects) -> None:
