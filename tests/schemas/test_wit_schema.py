@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -12,21 +11,8 @@ from wasmtime import component as wc
 
 from schemas.errors import WitTypeError
 from schemas.wit_schema import output_schema, params_schema, value_schema
-from tests.schemas.wit_zoo import Zoo, get_zoo
-
-Wit = Callable[[str], Any]
-
-
-@pytest.fixture(scope="session")
-def zoo() -> Zoo:
-    return get_zoo()
-
-
-@pytest.fixture(scope="session")
-def wit(zoo: Zoo) -> Wit:
-    """Look up a zoo value type by name."""
-    return zoo.types.__getitem__
-
+from tests.schemas.conftest import Wit
+from tests.schemas.wit_zoo import Zoo
 
 INTEGERS = [
     ("s8", -128, 127),

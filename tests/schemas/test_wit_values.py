@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,21 +9,8 @@ from wasmtime import component as wc
 
 from schemas.errors import ArgumentError
 from schemas.wit_values import format_path, from_wasm, to_wasm, which_case
-from tests.schemas.wit_zoo import Zoo, get_zoo
-
-Wit = Callable[[str], Any]
-
-
-@pytest.fixture(scope="session")
-def zoo() -> Zoo:
-    return get_zoo()
-
-
-@pytest.fixture(scope="session")
-def wit(zoo: Zoo) -> Wit:
-    """Look up a zoo value type by name."""
-    return zoo.types.__getitem__
-
+from tests.schemas.conftest import Wit
+from tests.schemas.wit_zoo import Zoo
 
 POINT = {"x-pos": 1.5, "label": "héllo", "tags": ["a", "b"], "color": "green-blue", "limit": 7}
 

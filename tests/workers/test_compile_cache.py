@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from wasmtime import component as wc
 from workers.compile_cache import cache_key, load_component, read_wasm, wasm_digest, wat_to_wasm
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
-
-
-@pytest.fixture(scope="module")
-def engine_host() -> Iterator[EngineHost]:
-    host = EngineHost()
-    host.start()
-    yield host
-    host.stop()
 
 
 def constant_wat(value: int, extra_funcs: int = 0) -> str:

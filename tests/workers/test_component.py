@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,14 +18,6 @@ from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 
 TESTKIT_WAT = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
-
-
-@pytest.fixture(scope="module")
-def engine_host() -> Iterator[EngineHost]:
-    host = EngineHost()
-    host.start()
-    yield host
-    host.stop()
 
 
 @pytest.fixture(scope="module")

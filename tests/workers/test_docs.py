@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,14 +209,6 @@ OPS_DOCS = {
     "funcs": {"add": {"docs": "Add a and b.", "params": {"a": {"docs": "The first term."}}}},
     "interfaces": {"my:pkg/ops@1.0.0": {"docs": "Unary operations.", "funcs": {"neg": {"docs": "Negate x."}}}},
 }
-
-
-@pytest.fixture(scope="module")
-def engine_host() -> Iterator[EngineHost]:
-    host = EngineHost()
-    host.start()
-    yield host
-    host.stop()
 
 
 def load_tools(engine_host: EngineHost, wasm_path: Path, cache_dir: Path, **settings: Any) -> dict[str, ToolDescriptor]:
