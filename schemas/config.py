@@ -10,8 +10,9 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.errors import ConfigError
@@ -22,6 +23,12 @@ DEFAULT_CALL_TIMEOUT_S = 30.0
 """How long the gateway waits for a tool call unless the tool or client asks for less."""
 DEFAULT_MAX_CALL_TIMEOUT_S = 300.0
 """Upper bound of a guest's wall time; a runaway guest is interrupted after this."""
+DEFAULT_TOOL_TIMEOUT_S = 30.0
+"""A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
+DEFAULT_MEMORY_MIB = 64
+"""Per linear memory: a componentize-py guest needs ~12.3 MiB just to start, so 64 leaves it room."""
+MAX_MEMORY_MIB = 4096
+"""A wasm32 linear memory cannot be larger than 4 GiB."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -75,6 +82,29 @@ class GatewaySettings(_Model):
     """Extra ``Origin`` values accepted besides loopback."""
 
 
+class LimitsSettings(_Model):
+    """What one call of a tool may use; a call over a limit ends as ``isError`` with the reason.
+
+    As ``[worker.limits]`` these are the defaults of every tool; as a component's ``limits``
+    only the fields it gives replace them (see ``merged``).
+    """
+
+    timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_TOOL_TIMEOUT_S
+    """Wall clock per call (epoch interruption); the call's own deadline may be shorter."""
+    memory_mib: Annotated[int, Field(ge=1, le=MAX_MEMORY_MIB)] = DEFAULT_MEMORY_MIB
+    """Size limit of each of the guest's linear memories, in MiB (store limits)."""
+    fuel: Annotated[int, Field(ge=1)] | None = None
+    """Wasm instructions (roughly) per call; unset means no fuel metering (it costs ~20% speed)."""
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
+    """Calls of one tool running at once in a worker; unset means the worker's concurrency."""
+
+    def merged(self, override: LimitsSettings | None) -> LimitsSettings:
+        """These limits with the fields that ``override`` was given explicitly replaced."""
+        if override is None or not override.model_fields_set:
+            return self
+        return self.model_copy(update={f: getattr(override, f) for f in override.model_fields_set})
+
+
 class WorkerSettings(_Model):
     concurrency: Annotated[int, Field(ge=1)] = Field(default_factory=default_concurrency)
     """Guests running at once (threads)."""
@@ -82,6 +112,8 @@ class WorkerSettings(_Model):
     """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
     max_call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_MAX_CALL_TIMEOUT_S
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Default limits of every tool; a component's ``limits`` overrides them field by field."""
 
 
 class RegistrySettings(_Model):
@@ -107,11 +139,55 @@ class ComponentSettings(_Model):
     """The WIT world to build ``source`` against (default: the component name)."""
     description: str | None = None
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    limits: LimitsSettings | None = None
+    """Limits of this component's tools; only the fields given replace ``[worker.limits]``."""
+    reuse_instances: bool = False
+    """Keep a warm instance per guest thread and reuse it across calls (state persists between
+    callers); off gives every call a fresh Store. A trap or limit hit discards the instance."""
+    kind: Literal["component", "command"] = "component"
+    """``component``: a Wasm component, one tool per exported function (schemas from its WIT).
+    ``command``: a WASI command module (core wasm32-wasi), one tool named ``name`` that reads
+    the JSON arguments on stdin and writes the JSON result on stdout; for it ``path`` is a
+    ``.wasm``/``.wat`` core module and ``source`` a C project (``*.c``) built with clang."""
+    input_schema: dict[str, Any] | None = None
+    """The JSON Schema (an object schema) of a command's arguments; required for commands."""
+    output_schema: dict[str, Any] | None = None
+    """The JSON Schema of a command's result, if it declares one."""
 
     @model_validator(mode="after")
     def _exactly_one_origin(self) -> Self:
         if (self.path is None) == (self.source is None):
             raise ValueError("give exactly one of 'path' (a built component) or 'source' (a project to build)")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> Self:
+        if self.kind == "component":
+            for field in ("input_schema", "output_schema"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field}: only for kind = 'command' (a component's schemas come from its WIT)")
+            return self
+        if self.world is not None:
+            raise ValueError("world: only for kind = 'component'")
+        if self.tools:
+            raise ValueError("tools: only for kind = 'component' (a command is one tool; set its description)")
+        if self.reuse_instances:
+            raise ValueError("reuse_instances: only for kind = 'component' (a command runs _start once per instance)")
+        if self.input_schema is None:
+            raise ValueError("input_schema: required for kind = 'command' (a JSON Schema of the arguments)")
+        if self.input_schema.get("type") != "object":
+            raise ValueError('input_schema: must be an object schema (type = "object"): arguments are a JSON object')
+        for field in ("input_schema", "output_schema"):
+            schema = getattr(self, field)
+            if schema is None:
+                continue
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path)
+                raise ValueError(
+                    f"{field}: not a valid JSON Schema: {exc.message}{f' at {where}' if where else ''}"
+                ) from exc
         return self
 
 

@@ -1,8 +1,9 @@
-"""Ahead-of-time compile cache: compiled components kept as ``.cwasm`` files on disk.
+"""Ahead-of-time compile cache: compiled components and core modules kept as ``.cwasm`` files.
 
 Compiling a componentize-py component takes seconds; deserializing its ``.cwasm`` takes
 milliseconds. Entries are keyed by the Wasm bytes and the engine fingerprint, since a
-``.cwasm`` only loads into an Engine with the same wasmtime version and config.
+``.cwasm`` only loads into an Engine with the same wasmtime version and config. Core modules
+(WASI command tools) get their own file suffix, so an entry is never read back as the other kind.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
 import wasmtime
@@ -21,6 +23,13 @@ from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
 
 log = structlog.get_logger(__name__)
+
+
+class _Serializable(Protocol):
+    def serialize(self) -> bytearray: ...
+
+
+_Compiled = TypeVar("_Compiled", bound=_Serializable)
 
 
 def read_wasm(path: Path) -> bytes:
@@ -72,22 +81,53 @@ def load_component(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path) 
     """
     if isinstance(wasm, str):
         wasm = wat_to_wasm(wasm)
-    path = cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.cwasm"
+    engine = engine_host.engine
+    return _load_or_compile(
+        cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.cwasm",
+        lambda path: wc.Component.deserialize_file(engine, path),
+        lambda: wc.Component(engine, wasm),
+        "component",
+    )
+
+
+def load_module(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path) -> wasmtime.Module:
+    """Compile a core Wasm module (bytes, or WAT text) or load its compiled form from ``cache_dir``.
+
+    A cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+
+    Raises:
+        ComponentLoadError: the bytes are not a valid core module.
+    """
+    if isinstance(wasm, str):
+        wasm = wat_to_wasm(wasm)
+    engine = engine_host.engine
+    return _load_or_compile(
+        cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.module.cwasm",
+        lambda path: wasmtime.Module.deserialize_file(engine, path),
+        lambda: wasmtime.Module(engine, wasm),
+        "core module",
+    )
+
+
+def _load_or_compile(
+    path: Path, deserialize: Callable[[str], _Compiled], compile_: Callable[[], _Compiled], kind: str
+) -> _Compiled:
+    """The compiled artifact at ``path`` if it loads, else ``compile_()`` written to ``path``."""
     if path.is_file():
         try:
-            return wc.Component.deserialize_file(engine_host.engine, str(path))
+            return deserialize(str(path))
         except wasmtime.WasmtimeError as exc:
             log.warning("compile cache entry unusable; recompiling", path=str(path), error=str(exc))
     try:
-        component = wc.Component(engine_host.engine, wasm)
+        compiled = compile_()
     except wasmtime.WasmtimeError as exc:
-        raise ComponentLoadError(f"not a valid component: {exc}") from exc
+        raise ComponentLoadError(f"not a valid {kind}: {exc}") from exc
     try:
-        _write_atomically(path, bytes(component.serialize()))
+        _write_atomically(path, bytes(compiled.serialize()))
     except (OSError, wasmtime.WasmtimeError) as exc:
         # The cache only saves time; a read-only or full disk must not stop the worker.
         log.warning("compile cache not written", path=str(path), error=str(exc))
-    return component
+    return compiled
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

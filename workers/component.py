@@ -1,8 +1,11 @@
 """A loaded Wasm component and its tools: one tool per exported function, each call sandboxed.
 
-Every call runs in a fresh Store: a trapped instance is dead, and a fresh Store also means no
-state leaks between callers. Each Store gets WASI (granting nothing) and an epoch deadline
-before anything runs, so a guest can neither abort the process nor run forever.
+Every call runs in a fresh Store by default: a trapped instance is dead, and a fresh Store also
+means no state leaks between callers. A component configured with ``reuse_instances`` keeps a
+few warm instances instead and discards one at its first trap or limit hit. Every Store comes
+from ``workers.limits.sandbox_store`` (WASI granting nothing, an epoch deadline, memory and fuel
+limits), so a guest can neither abort the process nor run past its limits. What a guest writes
+to stdout and stderr goes to the worker's log, one bounded entry per call.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import atexit
 import re
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +27,30 @@ from wasmtime.component import _types as wc_types
 
 from bus.subjects import is_valid_tool_name
 from schemas.codec import encode
-from schemas.config import ComponentSettings
+from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ArgumentError, WitTypeError
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
 from workers.compile_cache import load_component, read_wasm, wasm_digest
 from workers.docs import FunctionDocs, function_docs, read_docs
-from workers.engine import DEFAULT_FUEL, EngineHost
+from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
+from workers.limits import describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 
 log = structlog.get_logger(__name__)
 
 STDERR_LIMIT_BYTES = 4096
 """Tail of a guest's stderr kept per call, appended to trap messages (Python guests print
 their traceback there)."""
+
+GUEST_LOG_LIMIT_BYTES = 64 * 1024
+"""Most of each stream (stdout, stderr) a call's log entry carries; the rest is counted and
+marked as truncated, so a guest writing megabytes costs the log 64 KiB."""
+
+WARM_INSTANCES_MAX = 16
+"""Idle warm instances a component keeps (``reuse_instances``) unless its ``max_concurrency``
+says fewer; more threads than this just instantiate afresh."""
 
 LOAD_CHECK_TIMEOUT_S = 10.0
 """Time allowed for the trial instantiation at load (componentize-py guests need ~1 ms)."""
@@ -96,6 +109,8 @@ class _TailBuffer:
     def __init__(self, limit: int = STDERR_LIMIT_BYTES) -> None:
         self._limit = limit
         self._data = bytearray()
+        self.total = 0
+        """Bytes written since the last ``clear``, kept or not."""
         with _TailBuffer._live_lock:
             _TailBuffer.live += 1
 
@@ -104,12 +119,67 @@ class _TailBuffer:
             _TailBuffer.live -= 1
 
     def write(self, data: bytes) -> None:
+        self.total += len(data)
         self._data += data
         if len(self._data) > self._limit:
             del self._data[: len(self._data) - self._limit]
 
-    def text(self) -> str:
-        return self._data.decode("utf-8", errors="replace").strip()
+    def text(self, last: int | None = None) -> str:
+        """What was kept (only its last ``last`` bytes if given), decoded and stripped."""
+        data = self._data if last is None else self._data[-last:]
+        return data.decode("utf-8", errors="replace").strip()
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.total = 0
+
+    def log_text(self) -> str:
+        """What was kept, with a marker in front when earlier bytes were dropped."""
+        dropped = self.total - len(self._data)
+        text = self._data.decode("utf-8", errors="replace")
+        return f"[{dropped} earlier bytes truncated]\n{text}" if dropped else text
+
+
+class _HeadLog(_TailBuffer):
+    """Keeps the first ``limit`` bytes written (a guest's stdout, for the log) and counts the rest."""
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self._limit - len(self._data)
+        if room > 0:
+            self._data += data[:room]
+
+    def log_text(self) -> str:
+        """What was kept, with a marker after it when later bytes were dropped."""
+        dropped = self.total - len(self._data)
+        text = self._data.decode("utf-8", errors="replace")
+        return f"{text}\n[{dropped} more bytes truncated]" if dropped else text
+
+
+class _GuestOutput:
+    """A Store's stdout and stderr: bounded, logged once per call, never the worker's own stdout."""
+
+    def __init__(self) -> None:
+        self.stdout = _HeadLog(GUEST_LOG_LIMIT_BYTES)
+        self.stderr = _TailBuffer(GUEST_LOG_LIMIT_BYTES)
+
+    def wasi(self) -> wasmtime.WasiConfig:
+        """A WASI context that grants nothing (no env, args, preopens, stdin or network)."""
+        wasi = wasmtime.WasiConfig()
+        wasi.stdout_custom = self.stdout.write
+        wasi.stderr_custom = self.stderr.write
+        return wasi
+
+    def flush_to_log(self, tool: str) -> None:
+        """Log what the guest wrote during this call (if anything) and start afresh."""
+        fields: dict[str, object] = {}
+        for name, buffer in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if buffer.total:
+                fields[name] = buffer.log_text()
+                fields[f"{name}_bytes"] = buffer.total
+                buffer.clear()
+        if fields:
+            log.info("guest output", tool=tool, **fields)
 
 
 def _drain_output_callbacks(timeout_s: float = EXIT_DRAIN_TIMEOUT_S) -> None:
@@ -142,6 +212,29 @@ def short_interface_name(name: str) -> str:
     return name.rsplit("/", 1)[-1].split("@", 1)[0]
 
 
+@dataclass
+class _Warm:
+    """A live instance kept for reuse (``reuse_instances``), idle between calls."""
+
+    store: wasmtime.Store
+    instance: Any
+    output: _GuestOutput
+
+
+_WARM_POOLS: weakref.WeakSet[LoadedComponent] = weakref.WeakSet()
+"""Components holding warm Stores, closed at interpreter exit (see ``_close_warm_pools``)."""
+
+
+def _close_warm_pools() -> None:
+    for component in list(_WARM_POOLS):
+        component.close()
+
+
+# atexit runs handlers last-registered first: warm Stores are closed, then their output
+# callbacks drained (a Store freed during interpreter teardown panics wasmtime's I/O thread).
+atexit.register(_close_warm_pools)
+
+
 class LoadedComponent:
     """A compiled component ready to serve its tools; ``call`` is thread-safe."""
 
@@ -153,25 +246,48 @@ class LoadedComponent:
         linker: Any,
         tools: Mapping[str, _Tool],
         digest: str,
+        *,
+        limits: LimitsSettings | None = None,
+        reuse_instances: bool = False,
     ) -> None:
         self.engine_host = engine_host
         self.name = name
         self.digest = digest
+        self.limits = limits or LimitsSettings()
+        """The effective limits of every tool of this component (defaults merged with overrides)."""
+        self.reuse_instances = reuse_instances
         self._component = component
         self._linker = linker
         self._tools = dict(tools)
+        self._warm: list[_Warm] = []
+        self._warm_lock = threading.Lock()
+        self._warm_max = min(WARM_INSTANCES_MAX, self.limits.max_concurrency or WARM_INSTANCES_MAX)
+        if reuse_instances:
+            _WARM_POOLS.add(self)
 
     @classmethod
     def load(
-        cls, engine_host: EngineHost, settings: ComponentSettings, wasm_path: Path, cache_dir: Path
+        cls,
+        engine_host: EngineHost,
+        settings: ComponentSettings,
+        wasm_path: Path,
+        cache_dir: Path,
+        *,
+        defaults: LimitsSettings | None = None,
     ) -> LoadedComponent:
         """Read, compile (or load from cache) and check a component, deriving its tools.
 
+        ``defaults`` are the worker's limits (``[worker.limits]``); the component's own
+        ``limits`` override them field by field. A component with fuel runs on the engine
+        variant that meters fuel.
+
         Raises:
             ComponentLoadError: the file cannot be read or compiled, the component needs an
-                import the sandbox does not grant (the message names it), or it exports no
-                function usable as a tool.
+                import the sandbox does not grant (the message names it), it cannot start
+                within its limits, or it exports no function usable as a tool.
         """
+        limits = (defaults or LimitsSettings()).merged(settings.limits)
+        engine_host = engine_host.variant(consume_fuel=limits.fuel is not None)
         wasm = read_wasm(wasm_path)
         try:
             component = load_component(engine_host, wasm, cache_dir)
@@ -181,7 +297,16 @@ class LoadedComponent:
         linker = wc.Linker(engine_host.engine)
         linker.add_wasip2()
         tools = _derive_tools(engine_host, settings, component, digest, _docs_of(settings, wasm_path, wasm))
-        loaded = cls(engine_host, settings.name, component, linker, tools, digest)
+        loaded = cls(
+            engine_host,
+            settings.name,
+            component,
+            linker,
+            tools,
+            digest,
+            limits=limits,
+            reuse_instances=settings.reuse_instances,
+        )
         loaded._check_instantiates(wasm_path)
         return loaded
 
@@ -191,7 +316,10 @@ class LoadedComponent:
         return [tool.descriptor for tool in self._tools.values()]
 
     def call(self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float) -> CallToolResult:
-        """Run one tool call in a fresh sandbox; guest failures come back as ``is_error`` results.
+        """Run one tool call in a sandbox; guest failures and limit hits come back as ``is_error`` results.
+
+        ``timeout_s`` is what is left of the caller's deadline; the tool's own ``timeout_s``
+        limit caps it.
 
         Raises:
             UnknownTool: this component has no tool named ``tool_name``.
@@ -203,43 +331,74 @@ class LoadedComponent:
             args = _bind_arguments(tool.params, arguments)
         except ArgumentError as exc:
             return _error(f"invalid arguments: {exc}")
+        timeout_s = effective_timeout_s(timeout_s, self.limits)
         self.engine_host.start()  # without the ticker a deadline never arrives
-        stderr = _TailBuffer()
-        store = self._new_store(timeout_s, stderr)
+        warm = self._take_warm() if self.reuse_instances else None
+        if warm is None:
+            output = _GuestOutput()
+            store = self._new_store(output, timeout_s)
+            instance = None
+        else:
+            store, instance, output = warm.store, warm.instance, warm.output
+            rearm(store, self.engine_host, self.limits, timeout_s)
         try:
-            instance = self._linker.instantiate(store, self._component)
+            result, instance = self._run(store, instance, tool, args, output, timeout_s)
+        finally:
+            output.flush_to_log(tool_name)
+            if instance is None or not self.reuse_instances or not self._keep_warm(_Warm(store, instance, output)):
+                # Free the Store now, not whenever the GC breaks a traceback cycle: a Store
+                # freed during interpreter exit calls our output callbacks from a wasmtime
+                # thread after Python is gone, and the process panics on the way out.
+                store.close()
+        return result
+
+    def close(self) -> None:
+        """Free the idle warm instances (a later call instantiates afresh)."""
+        with self._warm_lock:
+            idle, self._warm = self._warm, []
+        for warm in idle:
+            warm.store.close()
+
+    def _run(
+        self, store: wasmtime.Store, instance: Any, tool: _Tool, args: list[Any], output: _GuestOutput, timeout_s: float
+    ) -> tuple[CallToolResult, Any]:
+        """Instantiate (unless warm) and call; the result, and the instance if it is still usable."""
+        try:
+            if instance is None:
+                instance = self._linker.instantiate(store, self._component)
             func = instance.get_func(store, tool.index)
             value = func(store, *args)
             func.post_return(store)
         except wasmtime.ExitTrap as exc:
-            return _error(_with_stderr(f"guest exited with code {exc.code}", stderr))
+            return _error(_with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
-            return _error(_with_stderr(_describe_trap(exc, timeout_s), stderr))
+            reason = _describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
+            return _error(_with_stderr(reason, output.stderr)), None
         except (TypeError, ValueError) as exc:
-            # wasmtime-py could not lower a value we produced: a corner of its untagged variants.
-            return _error(f"invalid arguments: {exc}")
-        finally:
-            # Free the Store now, not whenever the GC breaks a traceback cycle: a Store freed
-            # during interpreter exit calls our stderr callback from a wasmtime thread after
-            # Python is gone, and the process panics on the way out.
-            store.close()
-        return _to_result(tool, value)
+            # wasmtime-py could not lower a value we produced: a corner of its untagged
+            # variants. The instance may hold a half-done call, so it is not reused.
+            return _error(f"invalid arguments: {exc}"), None
+        return _to_result(tool, value), instance
 
-    def _new_store(self, timeout_s: float, stderr: _TailBuffer) -> Any:
-        store = wasmtime.Store(self.engine_host.engine)
-        wasi = wasmtime.WasiConfig()  # grants nothing: no env, args, preopens, stdin or network
-        wasi.stderr_custom = stderr.write
-        # Without WASI the first WASI call aborts the whole process, so every Store gets it here.
-        store.set_wasi(wasi)
-        # The deadline must exist before instantiate: guests run code while instantiating.
-        store.set_epoch_deadline(self.engine_host.deadline_ticks(timeout_s))
-        if self.engine_host.consume_fuel:
-            store.set_fuel(DEFAULT_FUEL)
-        return store
+    def _new_store(self, output: _GuestOutput, timeout_s: float) -> wasmtime.Store:
+        return sandbox_store(self.engine_host, output.wasi(), self.limits, timeout_s)
+
+    def _take_warm(self) -> _Warm | None:
+        with self._warm_lock:
+            return self._warm.pop() if self._warm else None
+
+    def _keep_warm(self, warm: _Warm) -> bool:
+        """Put an instance back in the idle pool; False when the pool is full (close it)."""
+        with self._warm_lock:
+            if len(self._warm) >= self._warm_max:
+                return False
+            self._warm.append(warm)  # LIFO: the most recently used instance is the warmest
+            return True
 
     def _check_instantiates(self, wasm_path: Path) -> None:
         self.engine_host.start()
-        store = self._new_store(LOAD_CHECK_TIMEOUT_S, _TailBuffer())
+        output = _GuestOutput()
+        store = self._new_store(output, LOAD_CHECK_TIMEOUT_S)
         try:
             self._linker.instantiate(store, self._component)
         except wasmtime.WasmtimeError as exc:
@@ -250,20 +409,29 @@ class LoadedComponent:
                     f"component {self.name!r} ({wasm_path}) imports `{missing.group(1)}`, "
                     "which the sandbox does not grant (only WASI 0.2 is provided)"
                 ) from exc
+            reason = describe_limit_hit(_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
             raise ComponentLoadError(
-                f"component {self.name!r} ({wasm_path}) cannot be instantiated: {_cause(text)}"
+                f"component {self.name!r} ({wasm_path}) cannot be instantiated: {reason or _cause(text)}"
             ) from exc
         finally:
             store.close()
+            output.flush_to_log(f"{self.name} (load check)")
 
 
-def load(engine_host: EngineHost, settings: ComponentSettings, wasm_path: Path, cache_dir: Path) -> LoadedComponent:
+def load(
+    engine_host: EngineHost,
+    settings: ComponentSettings,
+    wasm_path: Path,
+    cache_dir: Path,
+    *,
+    defaults: LimitsSettings | None = None,
+) -> LoadedComponent:
     """Load a component and derive its tools (see ``LoadedComponent.load``).
 
     Raises:
         ComponentLoadError: the component cannot be loaded; the message names it.
     """
-    return LoadedComponent.load(engine_host, settings, wasm_path, cache_dir)
+    return LoadedComponent.load(engine_host, settings, wasm_path, cache_dir, defaults=defaults)
 
 
 def _docs_of(settings: ComponentSettings, wasm_path: Path, wasm: bytes) -> dict[str, Any]:
@@ -390,15 +558,26 @@ def _cause(text: str) -> str:
     return re.sub(r"^\d+:\s*", "", cause)
 
 
-def _describe_trap(exc: wasmtime.WasmtimeError, timeout_s: float) -> str:
+def _describe_trap(
+    exc: wasmtime.WasmtimeError,
+    timeout_s: float,
+    *,
+    limits: LimitsSettings | None = None,
+    stderr: _TailBuffer | None = None,
+) -> str:
+    """A readable reason for a failed call: the limit it hit, else the guest's trap."""
     cause = _cause(str(exc))
-    if cause.endswith("wasm trap: interrupt"):
+    if limits is not None:
+        reason = describe_limit_hit(cause, stderr.text() if stderr else "", limits, timeout_s)
+        if reason is not None:
+            return reason
+    elif cause.endswith("wasm trap: interrupt"):
         return f"timed out after {timeout_s:g}s"
-    if "all fuel consumed" in cause:
+    elif "all fuel consumed" in cause:
         return "ran out of fuel"
     return f"guest trapped: {cause.removeprefix('wasm trap: ')}"
 
 
 def _with_stderr(message: str, stderr: _TailBuffer) -> str:
-    tail = stderr.text()
+    tail = stderr.text(last=STDERR_LIMIT_BYTES)
     return f"{message}\nstderr:\n{tail}" if tail else message

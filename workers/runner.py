@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import structlog
 
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.subjects import Subjects
-from schemas.config import Settings
+from schemas.config import ComponentSettings, LimitsSettings, Settings
+from workers import command, component
 from workers.build import resolve_component_path
-from workers.component import LoadedComponent, load
+from workers.c_build import resolve_command_path
+from workers.command import LoadedCommand
+from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.service import WorkerService
 
@@ -22,19 +26,40 @@ DRAIN_GRACE_S = 10.0
 """How long a stopping worker lets accepted calls finish before it exits."""
 
 
-def load_components(settings: Settings, engine: EngineHost) -> list[LoadedComponent]:
-    """Build (if from source) and load every configured component.
+def load_components(settings: Settings, engine: EngineHost) -> list[LoadedComponent | LoadedCommand]:
+    """Build (if from source) and load every configured component and command module.
 
     Raises:
         WorkersError: a component cannot be built or loaded; the message names it.
     """
     loaded = []
-    for component in settings.components:
+    for configured in settings.components:
         started = time.perf_counter()
-        wasm_path = resolve_component_path(component, settings.cache_dir)
-        loaded.append(load(engine, component, wasm_path, settings.cache_dir))
-        log.info("component loaded", component=component.name, ms=round((time.perf_counter() - started) * 1000, 1))
+        loaded.append(load_one(configured, engine, settings.cache_dir, defaults=settings.worker.limits))
+        log.info(
+            "component loaded",
+            component=configured.name,
+            kind=configured.kind,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
     return loaded
+
+
+def load_one(
+    configured: ComponentSettings, engine: EngineHost, cache_dir: Path, *, defaults: LimitsSettings | None = None
+) -> LoadedComponent | LoadedCommand:
+    """Build (if from source) and load one configured tool source, by its ``kind``.
+
+    ``defaults`` are the worker's limits (``[worker.limits]``), which the entry's own override.
+
+    Raises:
+        WorkersError: it cannot be built or loaded; the message names it.
+    """
+    if configured.kind == "command":
+        wasm_path = resolve_command_path(configured, cache_dir)
+        return command.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
+    wasm_path = resolve_component_path(configured, cache_dir)
+    return component.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
 
 
 async def serve(settings: Settings) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from workers.build import build_component
+from workers.c_build import CLANG, DEBIAN_PACKAGES, build_c_command
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -23,3 +26,31 @@ def calc_wasm(cache_dir: Path) -> Path:
 def inventory_wasm(cache_dir: Path) -> Path:
     """The inventory example, built with componentize-py."""
     return build_component(EXAMPLES_DIR / "inventory", "inventory", cache_dir)
+
+
+APT_TIMEOUT_S = 600
+"""apt-get update plus installing clang and wasi-libc takes ~15 s with a warm mirror."""
+
+
+@pytest.fixture(scope="session")
+def c_toolchain() -> str:
+    """Debian's clang-19 with wasi-libc, installed with apt-get when missing (CI runs as root)."""
+    found = shutil.which(CLANG)
+    if found:
+        return found
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *DEBIAN_PACKAGES]
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+    if done.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+        done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+    found = shutil.which(CLANG)
+    if found is None:
+        pytest.fail(f"could not install {' '.join(DEBIAN_PACKAGES)} with apt-get:\n{done.stderr[-2000:]}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def wordcount_wasm(c_toolchain: str, cache_dir: Path) -> Path:
+    """The wordcount example (C), built with clang-19 and wasi-libc."""
+    return build_c_command(EXAMPLES_DIR / "wordcount", cache_dir)

@@ -9,7 +9,7 @@ import pytest
 import wasmtime
 from wasmtime import component as wc
 
-from workers.compile_cache import cache_key, load_component, read_wasm, wasm_digest, wat_to_wasm
+from workers.compile_cache import cache_key, load_component, load_module, read_wasm, wasm_digest, wat_to_wasm
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
 
@@ -118,3 +118,38 @@ def test_unwritable_cache_dir_still_loads(engine_host: EngineHost, tmp_path: Pat
     blocker.write_text("not a directory", encoding="utf-8")
     component = load_component(engine_host, constant_wat(7), blocker)
     assert call_f(engine_host, component) == 7
+
+
+CONSTANT_MODULE = '(module (func (export "f") (result i32) (i32.const {value})))'
+"""A core module exporting ``f() -> i32`` (command modules are core modules)."""
+
+
+def call_module_f(engine_host: EngineHost, module: wasmtime.Module) -> int:
+    store = wasmtime.Store(engine_host.engine)
+    store.set_epoch_deadline(1000)
+    func = wasmtime.Instance(store, module, []).exports(store)["f"]
+    assert isinstance(func, wasmtime.Func)
+    value: int = func(store)
+    return value
+
+
+def test_core_modules_are_cached_in_their_own_entries(engine_host: EngineHost, tmp_path: Path) -> None:
+    wasm = wat_to_wasm(CONSTANT_MODULE.format(value=8))
+    assert call_module_f(engine_host, load_module(engine_host, wasm, tmp_path)) == 8
+    path = tmp_path / "compiled" / f"{cache_key(engine_host, wasm)}.module.cwasm"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+    # Another module's compiled code under this key: a load that returns it read the cache.
+    path.write_bytes(bytes(wasmtime.Module(engine_host.engine, CONSTANT_MODULE.format(value=9)).serialize()))
+    assert call_module_f(engine_host, load_module(engine_host, wasm, tmp_path)) == 9
+
+    # A damaged entry is recompiled and replaced.
+    path.write_bytes(b"garbage" * 10)
+    assert call_module_f(engine_host, load_module(engine_host, wasm, tmp_path)) == 8
+    assert call_module_f(engine_host, wasmtime.Module.deserialize_file(engine_host.engine, str(path))) == 8
+
+
+def test_a_component_is_not_a_core_module(engine_host: EngineHost, tmp_path: Path) -> None:
+    with pytest.raises(ComponentLoadError, match="not a valid core module"):
+        load_module(engine_host, constant_wat(10), tmp_path)
+    assert call_module_f(engine_host, load_module(engine_host, CONSTANT_MODULE.format(value=10), tmp_path)) == 10

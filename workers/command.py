@@ -1,0 +1,284 @@
+"""A WASI command module (core wasm32-wasi) served as one tool: JSON in on stdin, JSON out on stdout.
+
+The second tool kind, for code that is not a component: anything that compiles to a WASI
+preview 1 command (C with wasi-libc, Rust's ``wasm32-wasip1``, hand-written WAT). The tool is
+named after the configured component and its input schema and description come from config.
+Each call runs ``_start`` in a fresh Store whose WASI context grants nothing but the three
+standard streams: stdin holds the arguments, stdout and stderr go to bounded buffers. Exit 0
+with JSON on stdout is the result; a non-zero exit, a trap, a timeout or output that is not
+JSON is an ``isError`` result.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import jsonschema
+import structlog
+import wasmtime
+from jsonschema.exceptions import best_match
+from wasmtime import _ffi as wasmtime_ffi
+
+from bus.subjects import is_valid_tool_name
+from schemas.codec import DecodeError, decode_json, encode
+from schemas.config import ComponentSettings, LimitsSettings
+from schemas.validation import ArgumentValidator, compile_validator
+from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from workers.compile_cache import load_module, read_wasm, wasm_digest
+
+# The sandbox's trap wording and guest-output plumbing are shared with components, so both
+# kinds report limits alike and both are covered by the interpreter-exit drain there.
+from workers.component import (
+    LOAD_CHECK_TIMEOUT_S,
+    _cause,
+    _describe_trap,
+    _error,
+    _TailBuffer,
+    _with_stderr,
+)
+from workers.engine import EngineHost
+from workers.errors import ComponentLoadError, UnknownTool
+from workers.limits import effective_timeout_s, sandbox_store
+
+log = structlog.get_logger(__name__)
+
+STDOUT_LIMIT_BYTES = 1 << 20
+"""Most stdout kept per call: the bus's default max payload, so a larger result could not be
+delivered anyway. A guest writing more gets an ``isError`` result, not a worker out of memory."""
+
+ENTRY_POINT = "_start"
+"""The export a WASI command runs (wasi-libc's crt1-command calls ``main`` from it)."""
+
+WASI_PREVIEW1 = "wasi_snapshot_preview1"
+"""The only import module the sandbox provides to a core module."""
+
+_CORE_MODULE_VERSION = b"\x01\x00\x00\x00"
+"""Bytes 4-8 of a core module's header; components carry another version/layer there."""
+
+
+class _HeadBuffer(_TailBuffer):
+    """Keeps the first ``limit`` bytes written (a guest's stdout) and notes whether more came."""
+
+    def __init__(self, limit: int = STDOUT_LIMIT_BYTES) -> None:
+        super().__init__(limit)
+        self.overflowed = False
+
+    def write(self, data: bytes) -> None:
+        room = self._limit - len(self._data)
+        if len(data) > room:
+            # Accept and drop the rest: failing the write would only make the guest retry or
+            # crash, and its wall-clock deadline already bounds how long it can keep writing.
+            self.overflowed = True
+            data = data[: max(room, 0)]
+        self._data += data
+
+    def raw(self) -> bytes:
+        return bytes(self._data)
+
+
+class LoadedCommand:
+    """A compiled WASI command module ready to serve its one tool; ``call`` is thread-safe."""
+
+    def __init__(
+        self,
+        engine_host: EngineHost,
+        descriptor: ToolDescriptor,
+        pre: wasmtime.InstancePre,
+        output_schema: dict[str, Any] | None,
+        limits: LimitsSettings,
+    ) -> None:
+        self.engine_host = engine_host
+        self.name = descriptor.name
+        self.digest = descriptor.digest
+        self.limits = limits
+        """The effective limits of the tool (``[worker.limits]`` merged with the entry's own)."""
+        self._descriptor = descriptor
+        # Imports are resolved once here; each call only creates the instance.
+        self._pre = pre
+        self._output_check: ArgumentValidator | None = None
+        self._output_validator: jsonschema.Draft202012Validator | None = None
+        if output_schema is not None:
+            # jsonschema alone costs more than the guest's whole run (~0.3 ms for a small
+            # object); the compiled check proves common flat results valid in microseconds.
+            self._output_check = compile_validator(output_schema)
+            self._output_validator = jsonschema.Draft202012Validator(output_schema)
+
+    @classmethod
+    def load(
+        cls,
+        engine_host: EngineHost,
+        settings: ComponentSettings,
+        wasm_path: Path,
+        cache_dir: Path,
+        *,
+        defaults: LimitsSettings | None = None,
+    ) -> LoadedCommand:
+        """Read, compile (or load from cache) and check a command module.
+
+        ``defaults`` are the worker's limits; the entry's own ``limits`` override them field by
+        field, as for components. With fuel the module runs on the engine variant that meters it.
+
+        Raises:
+            ComponentLoadError: the file cannot be read or compiled, is a component rather than
+                a core module, has no ``_start``, or imports something other than WASI
+                preview 1 (the message names the import).
+        """
+        label = f"command {settings.name!r} ({wasm_path})"
+        if settings.input_schema is None:  # ComponentSettings requires it for commands
+            raise ComponentLoadError(f"{label}: input_schema is required for a command")
+        if not is_valid_tool_name(settings.name):
+            raise ComponentLoadError(f"{label}: {settings.name!r} is not a valid tool name")
+        limits = (defaults or LimitsSettings()).merged(settings.limits)
+        engine_host = engine_host.variant(consume_fuel=limits.fuel is not None)
+        wasm = read_wasm(wasm_path)
+        if wasm[:4] == b"\0asm" and wasm[4:8] != _CORE_MODULE_VERSION:
+            raise ComponentLoadError(f"{label} is a component, not a core module; use kind = 'component'")
+        try:
+            module = load_module(engine_host, wasm, cache_dir)
+        except ComponentLoadError as exc:
+            raise ComponentLoadError(f"{label}: {exc}") from exc
+        _check_interface(module, label)
+        linker = wasmtime.Linker(engine_host.engine)
+        linker.define_wasi()
+        try:
+            pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise ComponentLoadError(f"{label} cannot be linked: {_cause(str(exc))}") from exc
+        descriptor = ToolDescriptor(
+            name=settings.name,
+            description=settings.description or f"Runs the WASI command module {settings.name}",
+            input_schema=settings.input_schema,
+            output_schema=settings.output_schema,
+            component=settings.name,
+            export=ENTRY_POINT,
+            digest=wasm_digest(wasm),
+        )
+        loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits)
+        loaded._check_instantiates(label)
+        return loaded
+
+    @property
+    def tools(self) -> list[ToolDescriptor]:
+        """The one tool this module serves."""
+        return [self._descriptor]
+
+    def call(self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float) -> CallToolResult:
+        """Run the command once in a fresh sandbox; guest failures come back as ``is_error`` results.
+
+        Raises:
+            UnknownTool: ``tool_name`` is not this command's tool.
+        """
+        if tool_name != self.name:
+            raise UnknownTool(f"command {self.name!r} has no tool {tool_name!r}")
+        timeout_s = effective_timeout_s(timeout_s, self.limits)
+        self.engine_host.start()  # without the ticker a deadline never arrives
+        stdout = _HeadBuffer()
+        stderr = _TailBuffer()
+        store = self._new_store(timeout_s, encode(arguments), stdout, stderr)
+        exit_code = 0
+        try:
+            instance = self._pre.instantiate(store)
+            start = instance.exports(store)[ENTRY_POINT]
+            assert isinstance(start, wasmtime.Func)  # checked at load
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            exit_code = exc.code  # wasi-libc only calls proc_exit for a non-zero status, but exit(0) exists
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            # A core module's trap is a wasmtime.Trap, not a WasmtimeError as a component's is;
+            # _describe_trap only reads the message, which has the same form for both.
+            reason = _describe_trap(cast(wasmtime.WasmtimeError, exc), timeout_s, limits=self.limits, stderr=stderr)
+            return _error(_with_stderr(reason, stderr))
+        finally:
+            # Free the Store now (see LoadedComponent.call): its output callbacks must be released
+            # while the interpreter is alive.
+            store.close()
+            if stderr.total:
+                # stdout is the result; stderr is the guest's own log, kept like a component's.
+                log.info("guest output", tool=self.name, stderr=stderr.log_text(), stderr_bytes=stderr.total)
+        if exit_code != 0:
+            return _error(_with_stderr(f"guest exited with code {exit_code}", stderr))
+        return self._result(stdout, stderr)
+
+    def _result(self, stdout: _HeadBuffer, stderr: _TailBuffer) -> CallToolResult:
+        if stdout.overflowed:
+            return _error(_with_stderr(f"output is larger than {STDOUT_LIMIT_BYTES} bytes", stderr))
+        raw = stdout.raw()
+        try:
+            value = decode_json(raw)
+        except DecodeError as exc:
+            shown = stdout.text()
+            shown = f"{shown[:200]}…" if len(shown) > 200 else shown
+            return _error(_with_stderr(f"output is not valid JSON ({exc}): {shown!r}", stderr))
+        if self._output_validator is not None and not (
+            isinstance(value, dict) and self._output_check is not None and self._output_check.is_valid(value)
+        ):
+            # jsonschema decides (and words the problem) whatever the quick check could not prove.
+            problem = best_match(self._output_validator.iter_errors(value))
+            if problem is not None:
+                where = "/".join(str(p) for p in problem.absolute_path) or "output"
+                return _error(f"output does not match the output schema: {where}: {problem.message}")
+        return CallToolResult(content=[TextContent(stdout.text())], structured_content=value)
+
+    def _new_store(self, timeout_s: float, stdin: bytes, stdout: _HeadBuffer, stderr: _TailBuffer) -> wasmtime.Store:
+        wasi = wasmtime.WasiConfig()  # grants nothing beyond the streams: no env, preopens or network
+        wasi.argv = [self.name]
+        _set_stdin_bytes(wasi, stdin)
+        wasi.stdout_custom = stdout.write
+        wasi.stderr_custom = stderr.write
+        # The one Store factory: WASI, the epoch deadline, memory and fuel limits, all before
+        # anything runs (a start section runs while instantiating).
+        return sandbox_store(self.engine_host, wasi, self.limits, timeout_s)
+
+    def _check_instantiates(self, label: str) -> None:
+        """Instantiate once (without running ``_start``) so a broken start section fails at load."""
+        self.engine_host.start()
+        store = self._new_store(LOAD_CHECK_TIMEOUT_S, b"", _HeadBuffer(), _TailBuffer())
+        try:
+            self._pre.instantiate(store)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise ComponentLoadError(f"{label} cannot be instantiated: {_cause(str(exc))}") from exc
+        finally:
+            store.close()
+
+
+def load(
+    engine_host: EngineHost,
+    settings: ComponentSettings,
+    wasm_path: Path,
+    cache_dir: Path,
+    *,
+    defaults: LimitsSettings | None = None,
+) -> LoadedCommand:
+    """Load a command module (see ``LoadedCommand.load``).
+
+    Raises:
+        ComponentLoadError: the module cannot be loaded; the message names it.
+    """
+    return LoadedCommand.load(engine_host, settings, wasm_path, cache_dir, defaults=defaults)
+
+
+def _check_interface(module: wasmtime.Module, label: str) -> None:
+    for imported in module.imports:
+        if imported.module != WASI_PREVIEW1:
+            raise ComponentLoadError(
+                f"{label} imports `{imported.module}::{imported.name}`, which the sandbox does not grant "
+                f"(only {WASI_PREVIEW1} is provided)"
+            )
+    exports = {export.name: export.type for export in module.exports}
+    entry = exports.get(ENTRY_POINT)
+    if not isinstance(entry, wasmtime.FuncType) or entry.params or entry.results:
+        raise ComponentLoadError(f"{label} exports no `{ENTRY_POINT}: () -> ()`, so it is not a WASI command")
+
+
+def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """Give the guest ``data`` as its whole stdin.
+
+    wasmtime-py only offers a stdin *file*; the C API's ``wasi_config_set_stdin_bytes`` takes the
+    bytes directly and halves the cost of a small call (a temp file costs ~0.25 ms). wasmtime
+    takes ownership of the vector's buffer (it leaves the vector empty), so nothing is freed here.
+    """
+    vec = wasmtime_ffi.bytes_to_capi(data)
+    wasmtime_ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))

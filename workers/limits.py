@@ -1,0 +1,67 @@
+"""The one Store factory, and the limits every Store is bound by.
+
+Every Store a worker creates comes from ``sandbox_store``, which gives it WASI and an epoch
+deadline before the caller can touch it: a Store without WASI aborts the whole process at the
+guest's first WASI call, and one without a deadline traps at once (or, with a stale one, runs
+forever). Memory and fuel limits are set in the same place, so no call path can forget them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import wasmtime
+
+from schemas.config import LimitsSettings
+from workers.engine import DEFAULT_FUEL, EngineHost
+
+MIB = 1 << 20
+
+OUT_OF_MEMORY_MARKERS = ("MemoryError", "out of memory", "memory allocation of")
+"""How guests report a failed allocation on stderr (CPython, C/WAT by convention, Rust).
+
+The host cannot see a refused ``memory.grow``: wasmtime's store limiter returns -1 to the
+guest and tells nobody, and what the guest does next (a trap, an exception) is its own
+business. A trap whose stderr says one of these is reported as a memory-limit hit.
+"""
+
+_INSTANTIATE_OVER_LIMIT = re.compile(r"memory minimum size of \d+ pages exceeds memory limits")
+
+
+def sandbox_store(
+    engine_host: EngineHost, wasi: wasmtime.WasiConfig, limits: LimitsSettings, timeout_s: float
+) -> wasmtime.Store:
+    """A Store on ``engine_host`` with WASI, an epoch deadline, memory limits and (if metered) fuel.
+
+    The WASI config is required, not optional: it is what keeps the process alive.
+    """
+    store = wasmtime.Store(engine_host.engine)
+    store.set_wasi(wasi)
+    store.set_limits(memory_size=limits.memory_mib * MIB)
+    rearm(store, engine_host, limits, timeout_s)
+    return store
+
+
+def rearm(store: wasmtime.Store, engine_host: EngineHost, limits: LimitsSettings, timeout_s: float) -> None:
+    """Give a Store a fresh deadline and a full tank before a call (warm instances reuse Stores)."""
+    # The deadline must exist before instantiate: guests run code while instantiating.
+    store.set_epoch_deadline(engine_host.deadline_ticks(timeout_s))
+    if engine_host.consume_fuel:
+        # Stores start with 0 fuel, which would trap at the first instruction.
+        store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
+
+
+def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, timeout_s: float) -> str | None:
+    """The readable reason when a wasmtime error ``cause`` is a limit being hit, else None."""
+    if cause.endswith("wasm trap: interrupt"):
+        return f"timed out after {timeout_s:g}s"
+    if "all fuel consumed" in cause:
+        return f"ran out of fuel (limit: {limits.fuel:,} units)" if limits.fuel is not None else "ran out of fuel"
+    if _INSTANTIATE_OVER_LIMIT.search(cause) or any(marker in stderr_tail for marker in OUT_OF_MEMORY_MARKERS):
+        return f"exceeded its memory limit of {limits.memory_mib} MiB"
+    return None
+
+
+def effective_timeout_s(deadline_s: float, limits: LimitsSettings) -> float:
+    """A call's wall-clock budget: its deadline, but never more than the tool's own limit."""
+    return min(deadline_s, limits.timeout_s)
