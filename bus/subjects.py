@@ -44,6 +44,26 @@ def is_valid_tool_name(name: str) -> bool:
     return _TOOL_NAME.match(name) is not None
 
 
+MICRO_API_PREFIX: Final = "$SRV"
+"""Root of the NATS micro discovery subjects; fixed by the micro protocol, not by our prefix."""
+MICRO_VERBS: Final = ("PING", "INFO", "STATS")
+"""The discovery requests every micro service answers (``nats micro ls``/``info``/``stats``)."""
+
+
+def micro_control(verb: str, service: str | None = None, instance_id: str | None = None) -> str:
+    """A micro discovery subject: ``$SRV.VERB`` (every service), ``.SERVICE`` (every instance
+    of it) or ``.SERVICE.ID`` (one instance)."""
+    if verb not in MICRO_VERBS:
+        raise ValueError(f"micro verb {verb!r} is not one of {', '.join(MICRO_VERBS)}")
+    if instance_id is not None and service is None:
+        raise ValueError("a micro instance id needs its service name")
+    tokens = [MICRO_API_PREFIX, verb, *(t for t in (service, instance_id) if t is not None)]
+    for token in tokens[2:]:
+        if not _TOKEN.match(token):
+            raise ValueError(f"{token!r} is not a valid subject token")
+    return ".".join(tokens)
+
+
 @dataclass(frozen=True, slots=True)
 class Subjects:
     """Builds every subject of one deployment from its prefix."""

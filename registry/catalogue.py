@@ -28,6 +28,8 @@ class WorkerEntry:
 
     announcement: WorkerAnnouncement
     last_seen: float
+    first_seen: float
+    """When this registry first heard from the worker (it serves calls from about then on)."""
 
 
 @dataclass
@@ -66,7 +68,9 @@ class Catalogue:
         if announcement.state == "stopped":
             self.workers.pop(announcement.worker_id, None)
         else:
-            self.workers[announcement.worker_id] = WorkerEntry(announcement, time.monotonic())
+            now = time.monotonic()
+            known = self.workers.get(announcement.worker_id)
+            self.workers[announcement.worker_id] = WorkerEntry(announcement, now, known.first_seen if known else now)
         for tool in announcement.tools:
             encoded = encode(tool)
             if self._encoded.get(tool.name) != encoded:
@@ -76,11 +80,14 @@ class Catalogue:
                 log.info("tool recorded", tool=tool.name, digest=tool.digest, worker_id=announcement.worker_id)
 
     def forget(self, worker_id: str) -> list[str]:
-        """Drop a worker found dead; return the tools that no live worker serves any more."""
+        """Drop a worker found dead; return the tools it served."""
         entry = self.workers.pop(worker_id, None)
-        if entry is None:
-            return []
-        return [t.name for t in entry.announcement.tools if not self.live_workers(t.name)]
+        return [] if entry is None else [t.name for t in entry.announcement.tools]
+
+    def serving_since(self, tool: str) -> float | None:
+        """Since when some live worker has served ``tool`` (None: no live worker does)."""
+        firsts = [self.workers[w].first_seen for w in self.live_workers(tool)]
+        return min(firsts) if firsts else None
 
     def live_workers(self, tool: str) -> list[str]:
         """Ids of workers that serve ``tool``, announced recently and not draining."""

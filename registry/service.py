@@ -6,10 +6,12 @@ caller gets a typed error at once instead of waiting for its deadline.
 
 Listening on every call subject also means NATS never says "no responders" for a tool, so
 the registry must notice dead workers itself, and fast: it pings each worker every
-``PROBE_INTERVAL_S`` (a dead connection gets "no responders" at once) and, when a tool loses
-its last worker, replies NO_WORKER to the calls for it that it let through in the last
-``RECENT_CALLS_S``. A caller takes the first reply, so a call a worker did answer is not
-affected. See docs/bus-protocol.md.
+``PROBE_INTERVAL_S`` (a dead connection gets "no responders" at once). When a worker turns
+out dead, the calls for its tools that the registry let through in the last
+``RECENT_CALLS_S`` — and that arrived before any worker still alive was serving the tool —
+can only have gone to the dead one (or to nobody): they get NO_WORKER. A caller takes the
+first reply, so a call the dead worker did answer is not affected. Calls that a live worker
+may be running are left alone. See docs/bus-protocol.md.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ PROBE_INTERVAL_S = 0.25
 """How often every worker is pinged: bounds how long a call to a dead worker waits for its error."""
 PROBE_TIMEOUT_S = 2.0
 """A busy worker may answer slowly; only "no responders" (a gone connection) counts as dead."""
-RECENT_CALLS_S = 1.0
-"""Calls let through are remembered this long, to answer them if their tool loses its workers."""
+RECENT_CALLS_S = 3.0
+"""Calls let through are remembered this long, to answer them if their worker dies; longer than
+a probe round can take under load (``PROBE_TIMEOUT_S`` plus an interval)."""
 
 
 class RegistryService:
@@ -102,10 +105,9 @@ class RegistryService:
         except DecodeError as exc:
             log.warning("undecodable announcement ignored", error=str(exc))
             return
-        orphaned = [t.name for t in announcement.tools if t.name in self.catalogue.tools]
+        # A draining worker still answers every call delivered to it, so nothing to answer here;
+        # later calls find no live worker and get NO_WORKER in _on_call.
         await self.catalogue.record(announcement)
-        if announcement.state != "ready":
-            await self._answer_orphaned([t for t in orphaned if not self.catalogue.live_workers(t)])
 
     async def _on_list(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -151,15 +153,16 @@ class RegistryService:
         assert self.catalogue is not None
         await asyncio.sleep(STARTUP_GRACE_S)
         # Calls that came in while we waited for the first announcements, for tools still without a worker.
-        await self._answer_orphaned([t for t in self._recent_calls if not self.catalogue.live_workers(t)])
+        for tool in [t for t in self._recent_calls if not self.catalogue.live_workers(t)]:
+            await self._answer_lost(tool)
         while True:
             await asyncio.sleep(PROBE_INTERVAL_S)
             ids = list(self.catalogue.workers)
             outcomes = await asyncio.gather(*(self._ping(w) for w in ids))
-            orphaned = [
-                tool for w, alive in zip(ids, outcomes, strict=True) if not alive for tool in self.catalogue.forget(w)
-            ]
-            await self._answer_orphaned(orphaned)
+            for worker_id, alive in zip(ids, outcomes, strict=True):
+                if not alive:
+                    for tool in self.catalogue.forget(worker_id):
+                        await self._answer_lost(tool)
 
     async def _ping(self, worker_id: str) -> bool:
         """False only when the worker's connection is gone (NATS says no responders)."""
@@ -172,14 +175,19 @@ class RegistryService:
             pass  # slow or unreachable from here is not proof of death; announcements decide
         return True
 
-    async def _answer_orphaned(self, tools: list[str]) -> None:
-        """Reply NO_WORKER to recent calls of ``tools``, which lost their last live worker."""
-        for tool in tools:
-            calls = self._recent_calls.pop(tool, deque())
-            for _, reply in calls:
-                await send_error(self._nc, reply, ErrorCode.NO_WORKER, _no_worker(tool))
-            if calls:
-                log.warning("answered calls orphaned by a gone worker", tool=tool, calls=len(calls))
+    async def _answer_lost(self, tool: str) -> None:
+        """Reply NO_WORKER to the recent calls of ``tool`` that no live worker can have taken."""
+        assert self.catalogue is not None
+        since = self.catalogue.serving_since(tool)
+        calls = self._recent_calls.get(tool, deque())
+        lost = 0
+        # Remembered calls are in arrival order; those before `since` predate every live worker.
+        while calls and (since is None or calls[0][0] < since):
+            _, reply = calls.popleft()
+            await send_error(self._nc, reply, ErrorCode.NO_WORKER, _no_worker(tool))
+            lost += 1
+        if lost:
+            log.warning("answered calls a gone worker can no longer answer", tool=tool, calls=lost)
 
 
 def _no_worker(tool: str) -> str:

@@ -3,6 +3,10 @@
 Admission is bounded: a worker holds at most ``concurrency`` running guests plus
 ``queue_depth`` accepted calls waiting for a thread; past that it answers OVERLOADED at once
 instead of queueing without bound. Every request gets exactly one reply.
+
+The worker is also one instance of the NATS micro service ``toolbus-worker`` (see
+``workers.discovery``): its call subscriptions are the service's endpoints, and the counters
+behind ``$SRV.STATS`` are kept here, on the path every call takes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from time import perf_counter_ns
 from typing import Protocol
 
 import nats.errors
@@ -29,8 +34,9 @@ from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import WorkerSettings
 from schemas.errors import ErrorCode
-from schemas.validation import argument_problem, compile_validator
+from schemas.validation import ArgumentValidator, argument_problem, compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
+from workers.discovery import Discovery, ToolStats
 
 log = structlog.get_logger(__name__)
 
@@ -50,17 +56,44 @@ def new_worker_id() -> str:
     return as_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
+_Answer = tuple[bytes, dict[str, str] | None, str | None]
+"""A reply decided without a guest: body, headers, and the error STATS records (None: success)."""
+
+
+def _refusal(code: ErrorCode, message: str) -> _Answer:
+    body, headers = error_reply(code, message)
+    return body, headers, f"{code.name}: {message}"
+
+
+def _error_text(result: CallToolResult) -> str:
+    """What an ``isError`` result says, for ``last_error``."""
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    return " ".join(texts) or "isError result without text"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Everything a call to one tool needs, found with one lookup."""
+
+    component: CallableComponent
+    validator: ArgumentValidator
+    stats: ToolStats
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """One accepted call, ready for a guest thread."""
 
-    component: CallableComponent
+    route: _Route
     tool: str
     arguments: dict[str, object]
     timeout_s: float
+    started_ns: int
 
-    def run(self) -> bytes:
-        return encode(self.component.call(self.tool, self.arguments, self.timeout_s))
+    def run(self) -> tuple[bytes, CallToolResult]:
+        # Encoded here, in the guest's thread, to keep the event loop's share of a call small.
+        result = self.route.component.call(self.tool, self.arguments, self.timeout_s)
+        return encode(result), result
 
 
 class WorkerService:
@@ -78,19 +111,31 @@ class WorkerService:
         self._subjects = subjects
         self._settings = settings
         self.worker_id = worker_id or new_worker_id()
-        self._routes: dict[str, CallableComponent] = {}
+        self._routes: dict[str, _Route] = {}
         self._tools: list[ToolDescriptor] = []
         for component in components:
             for tool in component.tools:
                 if tool.name in self._routes:
                     raise ValueError(f"tool {tool.name!r} is exported by two components")
-                self._routes[tool.name] = component
+                self._routes[tool.name] = _Route(component, compile_validator(tool.input_schema), ToolStats())
                 self._tools.append(tool)
-        self._validators = {t.name: compile_validator(t.input_schema) for t in self._tools}
         self._capacity = settings.concurrency + settings.queue_depth
         self._accepted = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
+        self._calls: list[Subscription] = []
         self._subscriptions: list[Subscription] = []
+        self.discovery = Discovery(
+            nc,
+            instance_id=self.worker_id,
+            metadata={
+                "worker_id": self.worker_id,
+                "prefix": subjects.prefix,
+                "concurrency": str(settings.concurrency),
+                "queue_depth": str(settings.queue_depth),
+            },
+            endpoints={name: (subjects.call(name), subjects.worker_queue) for name in self._routes},
+            stats={name: route.stats for name, route in self._routes.items()},
+        )
         self._replies: asyncio.Queue[tuple[str, bytes, dict[str, str] | None]] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -102,41 +147,58 @@ class WorkerService:
         return list(self._tools)
 
     async def start(self) -> None:
-        """Subscribe to every tool's call subject (queue group) and announce the tools."""
+        """Subscribe to every tool's call subject (queue group), become discoverable, announce."""
         self._loop = asyncio.get_running_loop()
         self._background.append(asyncio.create_task(self._send_replies()))
         for name in self._routes:
             sub = await self._nc.subscribe(
                 self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
             )
-            self._subscriptions.append(sub)
+            self._calls.append(sub)
         ping = await self._nc.subscribe(self._subjects.worker_ping(self.worker_id), cb=self._on_ping)
         hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
         self._subscriptions += [ping, hello]
+        await self.discovery.start()
         await self._nc.flush()
         await self.announce()
         self._background.append(asyncio.create_task(self._announce_periodically()))
         log.info("worker ready", worker_id=self.worker_id, tools=sorted(self._routes))
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop taking calls, let accepted ones finish (bounded by ``grace_s``), announce the stop."""
+        """Drain: announce it, stop taking calls, let accepted ones finish (within ``grace_s``).
+
+        Calls the server delivered before our unsubscribe reached it are still answered
+        (the call subscriptions are drained, not dropped); afterwards a caller gets "no
+        responders" from the server, or another worker. Guests still running when the grace
+        period ends are left to their epoch deadline and their callers get no reply.
+        """
+        deadline = time.monotonic() + grace_s
         self._state = "draining"
         # Say so before unsubscribing, so the registry stops counting on us for new calls.
         try:
             await self.announce()
         except nats.errors.ConnectionClosedError:
             pass
+        await self.discovery.stop()
+        calls, self._calls = self._calls, []
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self._drain(sub) for sub in calls)), grace_s)
+        except TimeoutError:
+            log.warning("draining call subscriptions timed out")
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
-            except nats.errors.ConnectionClosedError:
+            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
                 pass
         try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("stopping with calls still running", in_flight=self._accepted)
         # Let the replier send what the last guests returned.
-        await asyncio.wait_for(self._replies.join(), grace_s)
+        try:
+            await asyncio.wait_for(self._replies.join(), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("stopping with replies unsent", unsent=self._replies.qsize())
         for task in self._background:
             task.cancel()
         self._state = "stopped"
@@ -146,6 +208,12 @@ class WorkerService:
             pass
         # Guests still running past the grace period are interrupted by their epoch deadline.
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self, sub: Subscription) -> None:
+        try:
+            await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+            pass  # the connection went away: nothing more will be delivered anyway
 
     async def announce(self) -> None:
         """Publish what this worker serves and how loaded it is."""
@@ -180,64 +248,93 @@ class WorkerService:
         # a small guest's whole run.
         if not msg.reply:
             return  # a publish without a reply subject is not a call; nobody would hear the answer
-        if self._accepted >= self._capacity:
-            self._queue_reply(msg.reply, *error_reply(ErrorCode.OVERLOADED, f"worker {self.worker_id} is at capacity"))
-            return
+        started_ns = perf_counter_ns()
         tool = self._subjects.tool_from_call(msg.subject)
+        route = self._routes.get(tool)
+        if route is None:  # only our tools' subjects are subscribed; kept as a guard
+            self._queue_reply(msg.reply, *error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}"))
+            return
+        stats = route.stats
+        stats.requests += 1
+        if self._accepted >= self._capacity:
+            stats.overloaded += 1
+            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, self._at_capacity))
+            return
         try:
-            outcome = self._prepare(tool, msg.data, msg.headers or {})
+            outcome = self._prepare(route, tool, msg.data, msg.headers or {}, started_ns)
         except Exception:  # the one outermost handler: a bug must still produce a reply
             log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
-            outcome = error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
+            outcome = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         if isinstance(outcome, tuple):
-            self._queue_reply(msg.reply, *outcome)
+            self._answer(msg.reply, stats, started_ns, outcome)
             return
         self._accepted += 1
+        stats.in_flight += 1
         self._idle.clear()
         future = self._pool.submit(outcome.run)
-        future.add_done_callback(partial(self._guest_done, msg.reply, tool))
+        future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
 
-    def _prepare(self, tool: str, data: bytes, headers: dict[str, str]) -> _Job | tuple[bytes, dict[str, str] | None]:
+    @property
+    def _at_capacity(self) -> str:
+        return f"worker {self.worker_id} is at capacity"
+
+    def _prepare(
+        self, route: _Route, tool: str, data: bytes, headers: dict[str, str], started_ns: int
+    ) -> _Job | _Answer:
         """The guest job for a call, or the reply when the call ends before reaching a guest."""
-        component = self._routes.get(tool)
-        if component is None:
-            return error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
         timeout_s = self._settings.max_call_timeout_s
         deadline_ms = headers.get(Header.DEADLINE_MS)
         if deadline_ms:
             try:
                 remaining_s = int(deadline_ms) / 1000 - time.time()
             except ValueError:
-                return error_reply(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
+                return _refusal(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
             if remaining_s <= 0:
-                return error_reply(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
+                return _refusal(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
             timeout_s = min(timeout_s, remaining_s)
         try:
             arguments = decode_json(data) if data.strip() else {}
         except DecodeError as exc:
-            return error_reply(ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {exc}")
-        problem = argument_problem(self._validators[tool], arguments)
+            return _refusal(ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {exc}")
+        problem = argument_problem(route.validator, arguments)
         if problem is not None:
-            result = CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
-            return encode(result), None
-        return _Job(component, tool, arguments, timeout_s)
+            message = f"invalid arguments: {problem}"
+            return encode(CallToolResult(content=[TextContent(message)], is_error=True)), None, message
+        return _Job(route, tool, arguments, timeout_s, started_ns)
 
-    def _guest_done(self, reply_to: str, tool: str, future: Future[bytes]) -> None:
+    def _answer(self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer) -> None:
+        body, headers, error = answer
+        if error is None:
+            stats.succeeded(started_ns)
+        else:
+            stats.failed(started_ns, error, typed=headers is not None)
+        self._queue_reply(reply_to, body, headers)
+
+    def _guest_done(self, reply_to: str, job: _Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         # Runs in the guest's thread: hand the outcome to the event loop.
-        self._loop.call_soon_threadsafe(self._finish, reply_to, tool, future)
+        self._loop.call_soon_threadsafe(self._finish, reply_to, job, future)
 
-    def _finish(self, reply_to: str, tool: str, future: Future[bytes]) -> None:
+    def _finish(self, reply_to: str, job: _Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         self._accepted -= 1
         if not self._accepted:
             self._idle.set()
+        stats = job.route.stats
+        stats.in_flight -= 1
         if future.cancelled():
             return  # the pool shut down after the grace period: the worker is exiting
         error = future.exception()
         if error is None:
-            self._queue_reply(reply_to, future.result(), None)
+            body, result = future.result()
+            if result.is_error:
+                stats.failed(job.started_ns, _error_text(result), typed=False)
+            else:
+                stats.succeeded(job.started_ns)
+            self._queue_reply(reply_to, body, None)
             return
-        log.error("call failed inside the worker", tool=tool, worker_id=self.worker_id, exc_info=error)
-        self._queue_reply(reply_to, *error_reply(ErrorCode.INTERNAL, "internal error in worker; see worker logs"))
+        log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=error)
+        self._answer(
+            reply_to, stats, job.started_ns, _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
+        )
 
     def _queue_reply(self, reply_to: str, body: bytes, headers: dict[str, str] | None) -> None:
         self._replies.put_nowait((reply_to, body, headers))

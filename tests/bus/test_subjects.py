@@ -1,6 +1,6 @@
 import pytest
 
-from bus.subjects import Subjects, is_valid_tool_name
+from bus.subjects import Subjects, is_valid_tool_name, micro_control
 
 
 def test_call_subject_round_trips_the_tool_name() -> None:
@@ -27,3 +27,14 @@ def test_every_subject_and_bucket_carries_the_prefix() -> None:
     assert all(n.startswith("p1.") for n in names)
     assert subjects.tools_bucket.startswith("p1_")
     assert subjects.workers_bucket.startswith("p1_")
+
+
+def test_micro_discovery_subjects_follow_the_micro_protocol() -> None:
+    # What `nats micro ls/info/stats` request: every service, every instance of one, one instance.
+    assert micro_control("PING") == "$SRV.PING"
+    assert micro_control("INFO", "toolbus-worker") == "$SRV.INFO.toolbus-worker"
+    assert micro_control("STATS", "toolbus-worker", "host-1-abc") == "$SRV.STATS.toolbus-worker.host-1-abc"
+    with pytest.raises(ValueError, match="verb"):
+        micro_control("HELLO")
+    with pytest.raises(ValueError, match="token"):
+        micro_control("INFO", "a.b")
