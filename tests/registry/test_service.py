@@ -159,18 +159,24 @@ async def test_a_call_sent_between_a_worker_dying_and_its_replacement_starting_i
     # replacement before it notices the death. A call sent in between reached nobody and must
     # still get an answer rather than wait for its deadline.
     first_nc = await connect(nats_server.url, name="first-worker")
-    first = WorkerService(first_nc, subjects, WorkerSettings(concurrency=1), [kit])
+    first = WorkerService(
+        first_nc, subjects, WorkerSettings(concurrency=1, announce_interval_s=ANNOUNCE_INTERVAL_S), [kit]
+    )
     await first.start()
     await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
     await first_nc.close()  # dies without a goodbye
     stranded = asyncio.create_task(nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5))
     await asyncio.sleep(0.05)
     second_nc = await connect(nats_server.url, name="second-worker")
-    second = WorkerService(second_nc, subjects, WorkerSettings(concurrency=1), [kit])
+    second = WorkerService(
+        second_nc, subjects, WorkerSettings(concurrency=1, announce_interval_s=ANNOUNCE_INTERVAL_S), [kit]
+    )
     try:
         await second.start()
         error = decode((await stranded).data, ErrorReply).error
         assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+        # Once the registry knows the replacement, calls reach it.
+        await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
         reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
         assert decode(reply.data, CallToolResult).structured_content == 3
     finally:
