@@ -28,19 +28,11 @@ from schemas.config import ComponentSettings, LimitsSettings
 from schemas.validation import ArgumentValidator, compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from workers.compile_cache import load_module, read_wasm, wasm_digest
-
-# The sandbox's trap wording and guest-output plumbing are shared with components, so both
-# kinds report limits alike and both are covered by the interpreter-exit drain there.
-from workers.component import (
-    LOAD_CHECK_TIMEOUT_S,
-    _cause,
-    _describe_trap,
-    _error,
-    _TailBuffer,
-    _with_stderr,
-)
+from workers.component import LOAD_CHECK_TIMEOUT_S
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
+from workers.failures import describe_trap, error_result, root_cause, with_stderr
+from workers.guest_output import TailBuffer
 from workers.limits import effective_timeout_s, sandbox_store
 
 log = structlog.get_logger(__name__)
@@ -59,7 +51,7 @@ _CORE_MODULE_VERSION = b"\x01\x00\x00\x00"
 """Bytes 4-8 of a core module's header; components carry another version/layer there."""
 
 
-class _HeadBuffer(_TailBuffer):
+class _HeadBuffer(TailBuffer):
     """Keeps the first ``limit`` bytes written (a guest's stdout) and notes whether more came."""
 
     def __init__(self, limit: int = STDOUT_LIMIT_BYTES) -> None:
@@ -146,7 +138,7 @@ class LoadedCommand:
         try:
             pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
-            raise ComponentLoadError(f"{label} cannot be linked: {_cause(str(exc))}") from exc
+            raise ComponentLoadError(f"{label} cannot be linked: {root_cause(str(exc))}") from exc
         descriptor = ToolDescriptor(
             name=settings.name,
             description=settings.description or f"Runs the WASI command module {settings.name}",
@@ -176,7 +168,7 @@ class LoadedCommand:
         timeout_s = effective_timeout_s(timeout_s, self.limits)
         self.engine_host.start()  # without the ticker a deadline never arrives
         stdout = _HeadBuffer()
-        stderr = _TailBuffer()
+        stderr = TailBuffer()
         store = self._new_store(timeout_s, encode(arguments), stdout, stderr)
         exit_code = 0
         try:
@@ -188,9 +180,9 @@ class LoadedCommand:
             exit_code = exc.code  # wasi-libc only calls proc_exit for a non-zero status, but exit(0) exists
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             # A core module's trap is a wasmtime.Trap, not a WasmtimeError as a component's is;
-            # _describe_trap only reads the message, which has the same form for both.
-            reason = _describe_trap(cast(wasmtime.WasmtimeError, exc), timeout_s, limits=self.limits, stderr=stderr)
-            return _error(_with_stderr(reason, stderr))
+            # describe_trap only reads the message, which has the same form for both.
+            reason = describe_trap(cast(wasmtime.WasmtimeError, exc), timeout_s, limits=self.limits, stderr=stderr)
+            return error_result(with_stderr(reason, stderr))
         finally:
             # Free the Store now (see LoadedComponent.call): its output callbacks must be released
             # while the interpreter is alive.
@@ -199,19 +191,19 @@ class LoadedCommand:
                 # stdout is the result; stderr is the guest's own log, kept like a component's.
                 log.info("guest output", tool=self.name, stderr=stderr.log_text(), stderr_bytes=stderr.total)
         if exit_code != 0:
-            return _error(_with_stderr(f"guest exited with code {exit_code}", stderr))
+            return error_result(with_stderr(f"guest exited with code {exit_code}", stderr))
         return self._result(stdout, stderr)
 
-    def _result(self, stdout: _HeadBuffer, stderr: _TailBuffer) -> CallToolResult:
+    def _result(self, stdout: _HeadBuffer, stderr: TailBuffer) -> CallToolResult:
         if stdout.overflowed:
-            return _error(_with_stderr(f"output is larger than {STDOUT_LIMIT_BYTES} bytes", stderr))
+            return error_result(with_stderr(f"output is larger than {STDOUT_LIMIT_BYTES} bytes", stderr))
         raw = stdout.raw()
         try:
             value = decode_json(raw)
         except DecodeError as exc:
             shown = stdout.text()
             shown = f"{shown[:200]}…" if len(shown) > 200 else shown
-            return _error(_with_stderr(f"output is not valid JSON ({exc}): {shown!r}", stderr))
+            return error_result(with_stderr(f"output is not valid JSON ({exc}): {shown!r}", stderr))
         if self._output_validator is not None and not (
             isinstance(value, dict) and self._output_check is not None and self._output_check.is_valid(value)
         ):
@@ -219,10 +211,10 @@ class LoadedCommand:
             problem = best_match(self._output_validator.iter_errors(value))
             if problem is not None:
                 where = "/".join(str(p) for p in problem.absolute_path) or "output"
-                return _error(f"output does not match the output schema: {where}: {problem.message}")
+                return error_result(f"output does not match the output schema: {where}: {problem.message}")
         return CallToolResult(content=[TextContent(stdout.text())], structured_content=value)
 
-    def _new_store(self, timeout_s: float, stdin: bytes, stdout: _HeadBuffer, stderr: _TailBuffer) -> wasmtime.Store:
+    def _new_store(self, timeout_s: float, stdin: bytes, stdout: _HeadBuffer, stderr: TailBuffer) -> wasmtime.Store:
         wasi = wasmtime.WasiConfig()  # grants nothing beyond the streams: no env, preopens or network
         wasi.argv = [self.name]
         _set_stdin_bytes(wasi, stdin)
@@ -235,11 +227,11 @@ class LoadedCommand:
     def _check_instantiates(self, label: str) -> None:
         """Instantiate once (without running ``_start``) so a broken start section fails at load."""
         self.engine_host.start()
-        store = self._new_store(LOAD_CHECK_TIMEOUT_S, b"", _HeadBuffer(), _TailBuffer())
+        store = self._new_store(LOAD_CHECK_TIMEOUT_S, b"", _HeadBuffer(), TailBuffer())
         try:
             self._pre.instantiate(store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise ComponentLoadError(f"{label} cannot be instantiated: {_cause(str(exc))}") from exc
+            raise ComponentLoadError(f"{label} cannot be instantiated: {root_cause(str(exc))}") from exc
         finally:
             store.close()
 

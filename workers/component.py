@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import re
 import threading
-import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,17 +35,11 @@ from workers.compile_cache import load_component, read_wasm, wasm_digest
 from workers.docs import FunctionDocs, function_docs, read_docs
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
+from workers.failures import describe_trap, error_result, root_cause, with_stderr
+from workers.guest_output import GuestOutput
 from workers.limits import describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 
 log = structlog.get_logger(__name__)
-
-STDERR_LIMIT_BYTES = 4096
-"""Tail of a guest's stderr kept per call, appended to trap messages (Python guests print
-their traceback there)."""
-
-GUEST_LOG_LIMIT_BYTES = 64 * 1024
-"""Most of each stream (stdout, stderr) a call's log entry carries; the rest is counted and
-marked as truncated, so a guest writing megabytes costs the log 64 KiB."""
 
 WARM_INSTANCES_MAX = 16
 """Idle warm instances a component keeps (``reuse_instances``) unless its ``max_concurrency``
@@ -54,9 +47,6 @@ says fewer; more threads than this just instantiate afresh."""
 
 LOAD_CHECK_TIMEOUT_S = 10.0
 """Time allowed for the trial instantiation at load (componentize-py guests need ~1 ms)."""
-
-EXIT_DRAIN_TIMEOUT_S = 1.0
-"""Longest wait at interpreter exit for wasmtime to release guest output callbacks."""
 
 HIDDEN_EXPORTS = frozenset({"exports"})
 """Top-level exports that are never tools (componentize-py adds an internal ``exports``)."""
@@ -94,106 +84,6 @@ class _PerThreadSet:
 wc_types.case_test_cache = _PerThreadSet()  # type: ignore[assignment]
 
 
-class _TailBuffer:
-    """Keeps the last ``limit`` bytes written (a guest's stderr).
-
-    wasmtime calls ``write`` and releases it from its own I/O thread, possibly after the call
-    returned. If that happens while the interpreter is exiting, the thread dies inside Rust and
-    the process aborts; so live buffers are counted and exit waits for them
-    (``_drain_output_callbacks``).
-    """
-
-    live = 0
-    _live_lock = threading.RLock()  # re-entrant: __del__ may run from a GC inside __init__
-
-    def __init__(self, limit: int = STDERR_LIMIT_BYTES) -> None:
-        self._limit = limit
-        self._data = bytearray()
-        self.total = 0
-        """Bytes written since the last ``clear``, kept or not."""
-        with _TailBuffer._live_lock:
-            _TailBuffer.live += 1
-
-    def __del__(self) -> None:
-        with _TailBuffer._live_lock:
-            _TailBuffer.live -= 1
-
-    def write(self, data: bytes) -> None:
-        self.total += len(data)
-        self._data += data
-        if len(self._data) > self._limit:
-            del self._data[: len(self._data) - self._limit]
-
-    def text(self, last: int | None = None) -> str:
-        """What was kept (only its last ``last`` bytes if given), decoded and stripped."""
-        data = self._data if last is None else self._data[-last:]
-        return data.decode("utf-8", errors="replace").strip()
-
-    def clear(self) -> None:
-        self._data.clear()
-        self.total = 0
-
-    def log_text(self) -> str:
-        """What was kept, with a marker in front when earlier bytes were dropped."""
-        dropped = self.total - len(self._data)
-        text = self._data.decode("utf-8", errors="replace")
-        return f"[{dropped} earlier bytes truncated]\n{text}" if dropped else text
-
-
-class _HeadLog(_TailBuffer):
-    """Keeps the first ``limit`` bytes written (a guest's stdout, for the log) and counts the rest."""
-
-    def write(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self._limit - len(self._data)
-        if room > 0:
-            self._data += data[:room]
-
-    def log_text(self) -> str:
-        """What was kept, with a marker after it when later bytes were dropped."""
-        dropped = self.total - len(self._data)
-        text = self._data.decode("utf-8", errors="replace")
-        return f"{text}\n[{dropped} more bytes truncated]" if dropped else text
-
-
-class _GuestOutput:
-    """A Store's stdout and stderr: bounded, logged once per call, never the worker's own stdout."""
-
-    def __init__(self) -> None:
-        self.stdout = _HeadLog(GUEST_LOG_LIMIT_BYTES)
-        self.stderr = _TailBuffer(GUEST_LOG_LIMIT_BYTES)
-
-    def wasi(self) -> wasmtime.WasiConfig:
-        """A WASI context that grants nothing (no env, args, preopens, stdin or network)."""
-        wasi = wasmtime.WasiConfig()
-        wasi.stdout_custom = self.stdout.write
-        wasi.stderr_custom = self.stderr.write
-        return wasi
-
-    def flush_to_log(self, tool: str) -> None:
-        """Log what the guest wrote during this call (if anything) and start afresh."""
-        fields: dict[str, object] = {}
-        for name, buffer in (("stdout", self.stdout), ("stderr", self.stderr)):
-            if buffer.total:
-                fields[name] = buffer.log_text()
-                fields[f"{name}_bytes"] = buffer.total
-                buffer.clear()
-        if fields:
-            log.info("guest output", tool=tool, **fields)
-
-
-def _drain_output_callbacks(timeout_s: float = EXIT_DRAIN_TIMEOUT_S) -> None:
-    """Wait (bounded) until wasmtime has released every stderr callback, then a little more."""
-    deadline = time.monotonic() + timeout_s
-    while _TailBuffer.live > 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    # The I/O thread may still be returning through the callback trampoline.
-    time.sleep(0.02)
-
-
-atexit.register(_drain_output_callbacks)
-
-
 @dataclass(frozen=True)
 class _Tool:
     descriptor: ToolDescriptor
@@ -218,7 +108,7 @@ class _Warm:
 
     store: wasmtime.Store
     instance: Any
-    output: _GuestOutput
+    output: GuestOutput
 
 
 _WARM_POOLS: weakref.WeakSet[LoadedComponent] = weakref.WeakSet()
@@ -330,12 +220,12 @@ class LoadedComponent:
         try:
             args = _bind_arguments(tool.params, arguments)
         except ArgumentError as exc:
-            return _error(f"invalid arguments: {exc}")
+            return error_result(f"invalid arguments: {exc}")
         timeout_s = effective_timeout_s(timeout_s, self.limits)
         self.engine_host.start()  # without the ticker a deadline never arrives
         warm = self._take_warm() if self.reuse_instances else None
         if warm is None:
-            output = _GuestOutput()
+            output = GuestOutput()
             store = self._new_store(output, timeout_s)
             instance = None
         else:
@@ -360,7 +250,7 @@ class LoadedComponent:
             warm.store.close()
 
     def _run(
-        self, store: wasmtime.Store, instance: Any, tool: _Tool, args: list[Any], output: _GuestOutput, timeout_s: float
+        self, store: wasmtime.Store, instance: Any, tool: _Tool, args: list[Any], output: GuestOutput, timeout_s: float
     ) -> tuple[CallToolResult, Any]:
         """Instantiate (unless warm) and call; the result, and the instance if it is still usable."""
         try:
@@ -370,17 +260,17 @@ class LoadedComponent:
             value = func(store, *args)
             func.post_return(store)
         except wasmtime.ExitTrap as exc:
-            return _error(_with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
+            return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
-            reason = _describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
-            return _error(_with_stderr(reason, output.stderr)), None
+            reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
+            return error_result(with_stderr(reason, output.stderr)), None
         except (TypeError, ValueError) as exc:
             # wasmtime-py could not lower a value we produced: a corner of its untagged
             # variants. The instance may hold a half-done call, so it is not reused.
-            return _error(f"invalid arguments: {exc}"), None
+            return error_result(f"invalid arguments: {exc}"), None
         return _to_result(tool, value), instance
 
-    def _new_store(self, output: _GuestOutput, timeout_s: float) -> wasmtime.Store:
+    def _new_store(self, output: GuestOutput, timeout_s: float) -> wasmtime.Store:
         return sandbox_store(self.engine_host, output.wasi(), self.limits, timeout_s)
 
     def _take_warm(self) -> _Warm | None:
@@ -397,7 +287,7 @@ class LoadedComponent:
 
     def _check_instantiates(self, wasm_path: Path) -> None:
         self.engine_host.start()
-        output = _GuestOutput()
+        output = GuestOutput()
         store = self._new_store(output, LOAD_CHECK_TIMEOUT_S)
         try:
             self._linker.instantiate(store, self._component)
@@ -409,9 +299,9 @@ class LoadedComponent:
                     f"component {self.name!r} ({wasm_path}) imports `{missing.group(1)}`, "
                     "which the sandbox does not grant (only WASI 0.2 is provided)"
                 ) from exc
-            reason = describe_limit_hit(_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
+            reason = describe_limit_hit(root_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
             raise ComponentLoadError(
-                f"component {self.name!r} ({wasm_path}) cannot be instantiated: {reason or _cause(text)}"
+                f"component {self.name!r} ({wasm_path}) cannot be instantiated: {reason or root_cause(text)}"
             ) from exc
         finally:
             store.close()
@@ -537,47 +427,10 @@ def _to_result(tool: _Tool, value: Any) -> CallToolResult:
         tag, payload = which_case(result_ty, value)
         if tag == "err":
             if result_ty.err is None:
-                return _error(f"{tool.descriptor.export} returned an error")
-            return _error(_text_of(from_wasm(result_ty.err, payload)))
+                return error_result(f"{tool.descriptor.export} returned an error")
+            return error_result(_text_of(from_wasm(result_ty.err, payload)))
         result_ty, value = result_ty.ok, payload
         if result_ty is None:
             return CallToolResult(content=[])
     structured = from_wasm(result_ty, value)
     return CallToolResult(content=[TextContent(_text_of(structured))], structured_content=structured)
-
-
-def _error(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(message)], is_error=True)
-
-
-def _cause(text: str) -> str:
-    """The root cause of a wasmtime error: the last line after ``Caused by:``."""
-    _, _, causes = text.rpartition("Caused by:")
-    lines = [line.strip() for line in (causes or text).strip().splitlines() if line.strip()]
-    cause = lines[-1] if lines else text.strip()
-    return re.sub(r"^\d+:\s*", "", cause)
-
-
-def _describe_trap(
-    exc: wasmtime.WasmtimeError,
-    timeout_s: float,
-    *,
-    limits: LimitsSettings | None = None,
-    stderr: _TailBuffer | None = None,
-) -> str:
-    """A readable reason for a failed call: the limit it hit, else the guest's trap."""
-    cause = _cause(str(exc))
-    if limits is not None:
-        reason = describe_limit_hit(cause, stderr.text() if stderr else "", limits, timeout_s)
-        if reason is not None:
-            return reason
-    elif cause.endswith("wasm trap: interrupt"):
-        return f"timed out after {timeout_s:g}s"
-    elif "all fuel consumed" in cause:
-        return "ran out of fuel"
-    return f"guest trapped: {cause.removeprefix('wasm trap: ')}"
-
-
-def _with_stderr(message: str, stderr: _TailBuffer) -> str:
-    tail = stderr.text(last=STDERR_LIMIT_BYTES)
-    return f"{message}\nstderr:\n{tail}" if tail else message

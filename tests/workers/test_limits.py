@@ -13,9 +13,10 @@ from structlog.testing import capture_logs
 
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.wire import CallToolResult, TextContent
-from workers.component import GUEST_LOG_LIMIT_BYTES, LoadedComponent
+from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
+from workers.guest_output import GUEST_LOG_LIMIT_BYTES
 
 WAT_DIR = Path(__file__).resolve().parents[2] / "examples" / "wat"
 HOSTILE_WAT = WAT_DIR / "hostile.wat"
