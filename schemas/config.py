@@ -96,7 +96,8 @@ class LimitsSettings(_Model):
     fuel: Annotated[int, Field(ge=1)] | None = None
     """Wasm instructions (roughly) per call; unset means no fuel metering (it costs ~20% speed)."""
     max_concurrency: Annotated[int, Field(ge=1)] | None = None
-    """Calls of one tool running at once in a worker; unset means the worker's concurrency."""
+    """Calls of one tool a worker holds at once (running or queued); more get OVERLOADED.
+    Unset: only the worker's own capacity bounds it."""
 
     def merged(self, override: LimitsSettings | None) -> LimitsSettings:
         """These limits with the fields that ``override`` was given explicitly replaced."""

@@ -32,7 +32,7 @@ from nats.aio.subscription import Subscription
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
-from schemas.config import WorkerSettings
+from schemas.config import LimitsSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.validation import ArgumentValidator, argument_problem, compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
@@ -46,6 +46,9 @@ class CallableComponent(Protocol):
 
     @property
     def tools(self) -> Sequence[ToolDescriptor]: ...
+
+    @property
+    def limits(self) -> LimitsSettings: ...
 
     def call(self, tool_name: str, arguments: dict[str, object], timeout_s: float) -> CallToolResult: ...
 
@@ -78,6 +81,8 @@ class _Route:
     component: CallableComponent
     validator: ArgumentValidator
     stats: ToolStats
+    max_concurrency: int | None
+    """Calls of this tool a worker holds at once (running or waiting for a thread)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +122,9 @@ class WorkerService:
             for tool in component.tools:
                 if tool.name in self._routes:
                     raise ValueError(f"tool {tool.name!r} is exported by two components")
-                self._routes[tool.name] = _Route(component, compile_validator(tool.input_schema), ToolStats())
+                self._routes[tool.name] = _Route(
+                    component, compile_validator(tool.input_schema), ToolStats(), component.limits.max_concurrency
+                )
                 self._tools.append(tool)
         self._capacity = settings.concurrency + settings.queue_depth
         self._accepted = 0
@@ -259,6 +266,13 @@ class WorkerService:
         if self._accepted >= self._capacity:
             stats.overloaded += 1
             self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, self._at_capacity))
+            return
+        if route.max_concurrency is not None and stats.in_flight >= route.max_concurrency:
+            stats.overloaded += 1
+            limit = (
+                f"tool {tool!r} is at its limit of {route.max_concurrency} concurrent calls on worker {self.worker_id}"
+            )
+            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, limit))
             return
         try:
             outcome = self._prepare(route, tool, msg.data, msg.headers or {}, started_ns)

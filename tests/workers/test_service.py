@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -12,10 +13,12 @@ from nats.aio.msg import Msg
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
-from schemas.config import WorkerSettings
+from schemas.config import ComponentSettings, LimitsSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, TextContent, WorkerAnnouncement
+from tests.conftest import TESTKIT_WAT
 from workers.component import LoadedComponent
+from workers.engine import EngineHost
 from workers.service import WorkerService
 
 
@@ -188,3 +191,25 @@ async def test_a_stopped_worker_finishes_what_it_accepted(
     await service.stop(grace_s=5)
     result = decode((await pending).data, CallToolResult)
     assert result.is_error and "timed out" in text(result)
+
+
+async def test_a_tool_at_its_concurrency_limit_answers_overloaded(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path
+) -> None:
+    settings = ComponentSettings(name="kit", path=TESTKIT_WAT, limits=LimitsSettings(max_concurrency=1))
+    limited = LoadedComponent.load(engine_host, settings, TESTKIT_WAT, cache_dir)
+    service = await start_worker(nc, subjects, limited, concurrency=2)
+    try:
+        busy = asyncio.create_task(
+            nc.request(subjects.call("kit_danger_spin"), b"{}", timeout=10, headers=deadline_in(0.5))
+        )
+        await asyncio.sleep(0.1)  # the spin holds the tool's only slot; the worker has a thread free
+        error = error_of(await nc.request(subjects.call("kit_danger_spin"), b"{}", timeout=5))
+        assert (error.code, error.retryable) == (ErrorCode.OVERLOADED, True)
+        assert "limit of 1 concurrent calls" in error.message
+        # Other tools are not held back by it.
+        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":1}', timeout=5)
+        assert decode(reply.data, CallToolResult).structured_content == 2
+        assert decode((await busy).data, CallToolResult).is_error
+    finally:
+        await service.stop(grace_s=1)
