@@ -41,6 +41,8 @@ class Catalogue:
     tools: dict[str, ToolDescriptor] = field(default_factory=dict)
     _encoded: dict[str, bytes] = field(default_factory=dict)
     workers: dict[str, WorkerEntry] = field(default_factory=dict)
+    _serving: dict[str, set[str]] = field(default_factory=dict)
+    """tool name → ids of the workers whose last announcement lists it (the per-call lookup)."""
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def watch(self) -> None:
@@ -65,12 +67,17 @@ class Catalogue:
 
     async def record(self, announcement: WorkerAnnouncement) -> None:
         """Take a worker's announcement: refresh its liveness and store tools that changed."""
+        worker_id = announcement.worker_id
         if announcement.state == "stopped":
-            self.workers.pop(announcement.worker_id, None)
+            self._drop(worker_id)
         else:
             now = time.monotonic()
-            known = self.workers.get(announcement.worker_id)
-            self.workers[announcement.worker_id] = WorkerEntry(announcement, now, known.first_seen if known else now)
+            known = self.workers.get(worker_id)
+            if known is None or known.announcement.tools != announcement.tools:
+                self._drop(worker_id)
+                for tool in announcement.tools:
+                    self._serving.setdefault(tool.name, set()).add(worker_id)
+            self.workers[worker_id] = WorkerEntry(announcement, now, known.first_seen if known else now)
         for tool in announcement.tools:
             encoded = encode(tool)
             if self._encoded.get(tool.name) != encoded:
@@ -81,8 +88,19 @@ class Catalogue:
 
     def forget(self, worker_id: str) -> list[str]:
         """Drop a worker found dead; return the tools it served."""
-        entry = self.workers.pop(worker_id, None)
+        entry = self._drop(worker_id)
         return [] if entry is None else [t.name for t in entry.announcement.tools]
+
+    def _drop(self, worker_id: str) -> WorkerEntry | None:
+        entry = self.workers.pop(worker_id, None)
+        if entry is not None:
+            for tool in entry.announcement.tools:
+                serving = self._serving.get(tool.name)
+                if serving is not None:
+                    serving.discard(worker_id)
+                    if not serving:
+                        del self._serving[tool.name]
+        return entry
 
     def serving_since(self, tool: str) -> float | None:
         """Since when some live worker has served ``tool`` (None: no live worker does)."""
@@ -94,10 +112,8 @@ class Catalogue:
         horizon = time.monotonic() - self.liveness_window_s
         return [
             worker_id
-            for worker_id, entry in self.workers.items()
-            if entry.last_seen >= horizon
-            and entry.announcement.state == "ready"
-            and any(t.name == tool for t in entry.announcement.tools)
+            for worker_id in self._serving.get(tool, ())
+            if (entry := self.workers[worker_id]).last_seen >= horizon and entry.announcement.state == "ready"
         ]
 
     def page(self, cursor: str | None, limit: int) -> tuple[list[ToolDescriptor], str | None]:

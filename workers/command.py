@@ -236,22 +236,6 @@ class LoadedCommand:
             store.close()
 
 
-def load(
-    engine_host: EngineHost,
-    settings: ComponentSettings,
-    wasm_path: Path,
-    cache_dir: Path,
-    *,
-    defaults: LimitsSettings | None = None,
-) -> LoadedCommand:
-    """Load a command module (see ``LoadedCommand.load``).
-
-    Raises:
-        ComponentLoadError: the module cannot be loaded; the message names it.
-    """
-    return LoadedCommand.load(engine_host, settings, wasm_path, cache_dir, defaults=defaults)
-
-
 def _check_interface(module: wasmtime.Module, label: str) -> None:
     for imported in module.imports:
         if imported.module != WASI_PREVIEW1:

@@ -308,22 +308,6 @@ class LoadedComponent:
             output.flush_to_log(f"{self.name} (load check)")
 
 
-def load(
-    engine_host: EngineHost,
-    settings: ComponentSettings,
-    wasm_path: Path,
-    cache_dir: Path,
-    *,
-    defaults: LimitsSettings | None = None,
-) -> LoadedComponent:
-    """Load a component and derive its tools (see ``LoadedComponent.load``).
-
-    Raises:
-        ComponentLoadError: the component cannot be loaded; the message names it.
-    """
-    return LoadedComponent.load(engine_host, settings, wasm_path, cache_dir, defaults=defaults)
-
-
 def _docs_of(settings: ComponentSettings, wasm_path: Path, wasm: bytes) -> dict[str, Any]:
     """The component's WIT doc comments (``{}`` without them: WAT, or a component built elsewhere)."""
     try:

@@ -12,7 +12,6 @@ from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from schemas.config import ComponentSettings, LimitsSettings, Settings
-from workers import command, component
 from workers.build import resolve_component_path
 from workers.c_build import resolve_command_path
 from workers.command import LoadedCommand
@@ -57,9 +56,9 @@ def load_one(
     """
     if configured.kind == "command":
         wasm_path = resolve_command_path(configured, cache_dir)
-        return command.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
+        return LoadedCommand.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
     wasm_path = resolve_component_path(configured, cache_dir)
-    return component.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
+    return LoadedComponent.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
 
 
 async def serve(settings: Settings) -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NatsClient
 
+from bus.subjects import Subjects
+from schemas.config import WorkerSettings
 from workers.build import build_component
 from workers.c_build import CLANG, DEBIAN_PACKAGES, build_c_command
+from workers.component import LoadedComponent
+from workers.service import WorkerService
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -54,3 +60,18 @@ def c_toolchain() -> str:
 def wordcount_wasm(c_toolchain: str, cache_dir: Path) -> Path:
     """The wordcount example (C), built with clang-19 and wasi-libc."""
     return build_c_command(EXAMPLES_DIR / "wordcount", cache_dir)
+
+
+async def start_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent, **settings: int) -> WorkerService:
+    """A worker serving ``kit`` on the test's deployment, started (stop it yourself)."""
+    service = WorkerService(nc, subjects, WorkerSettings(**settings), [kit])
+    await service.start()
+    return service
+
+
+@pytest.fixture
+async def worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent) -> AsyncIterator[WorkerService]:
+    """A worker serving the testkit with two guest threads, drained after the test."""
+    service = await start_worker(nc, subjects, kit, concurrency=2)
+    yield service
+    await service.stop(grace_s=1)

@@ -21,6 +21,7 @@ from schemas.codec import decode
 from schemas.config import WorkerSettings
 from schemas.micro import MicroInfo, MicroPing, MicroStats
 from schemas.wire import CallToolResult
+from tests.workers.conftest import start_worker
 from workers.component import LoadedComponent
 from workers.discovery import SERVICE_NAME, SERVICE_VERSION
 from workers.service import WorkerService
@@ -43,19 +44,6 @@ async def gather_replies(nc: NatsClient, subject: str, body: bytes = b"") -> lis
     await asyncio.sleep(QUIET_S)
     await sub.unsubscribe()
     return replies
-
-
-async def start_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent, **settings: int) -> WorkerService:
-    service = WorkerService(nc, subjects, WorkerSettings(**settings), [kit])
-    await service.start()
-    return service
-
-
-@pytest.fixture
-async def worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent) -> AsyncIterator[WorkerService]:
-    service = await start_worker(nc, subjects, kit, concurrency=2)
-    yield service
-    await service.stop(grace_s=1)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,26 +12,14 @@ from nats.aio.msg import Msg
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
-from schemas.config import ComponentSettings, LimitsSettings, WorkerSettings
+from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, TextContent, WorkerAnnouncement
 from tests.conftest import TESTKIT_WAT
+from tests.workers.conftest import start_worker
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.service import WorkerService
-
-
-async def start_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent, **settings: int) -> WorkerService:
-    service = WorkerService(nc, subjects, WorkerSettings(**settings), [kit])
-    await service.start()
-    return service
-
-
-@pytest.fixture
-async def worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent) -> AsyncIterator[WorkerService]:
-    service = await start_worker(nc, subjects, kit, concurrency=2)
-    yield service
-    await service.stop(grace_s=1)
 
 
 def text(result: CallToolResult) -> str:
