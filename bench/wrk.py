@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from bench import apt
 
 SCRIPT: Final = Path(__file__).resolve().parent / "post.lua"
 RESULT_MARK: Final = "BENCH_RESULT "
@@ -32,25 +33,14 @@ def ensure_wrk() -> str:
     Raises:
         WrkError: wrk is not installed and apt-get could not install it.
     """
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("bench: wrk not found; installing it with apt-get", flush=True)
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    steps = [install, ["apt-get", "update", "-q"], install]  # the package lists may be missing or stale
-    for argv in steps:
-        try:
-            subprocess.run(argv, check=False, capture_output=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired):
-            break
-        found = shutil.which("wrk")
-        if found:
-            return found
-    raise WrkError(
-        "wrk is required for the HTTP benchmarks and could not be installed with apt-get "
-        "(are you root, and online?). Install it yourself (Debian/Ubuntu: apt-get install wrk; "
-        "macOS: brew install wrk), or leave the HTTP sections out: --only bus,wasm,restart,scaling"
-    )
+    try:
+        return apt.ensure_binary("wrk", ("wrk",), timeout_s=300)
+    except apt.AptError as exc:
+        raise WrkError(
+            f"wrk is required for the HTTP benchmarks: {exc}. Install it yourself (Debian/Ubuntu: "
+            "apt-get install wrk; macOS: brew install wrk), or leave the HTTP sections out: "
+            "--only bus,wasm,restart,scaling"
+        ) from exc
 
 
 def version(binary: str) -> str:
