@@ -11,7 +11,7 @@ SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list")
 SECTION_HELP: Final = {
     "http": "end to end over HTTP with wrk: toolbus (both eras) vs the SDK baseline (both eras) vs the limit",
     "bus": "direct bus path: NATS requests to the toolbus worker vs a raw nats-py echo responder",
-    "wasm": "Wasm costs: cold compile, cached load, instantiate, call (componentize-py and WAT components)",
+    "wasm": "Wasm costs per tool kind: compile, load, instantiate, call (components and WASI commands)",
     "restart": "worker restart with cached components: process start to its ready announcement",
     "scaling": "a CPU-bound tool with 1 and 2 worker processes, over the direct bus path",
     "list": "tools/list with 1,000 registered tools, both eras (first page and full pagination)",

@@ -163,54 +163,76 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _size(wasm_bytes: int) -> str:
+    return f"{wasm_bytes / 1e6:.2f} MB" if wasm_bytes > 1e5 else f"{wasm_bytes:,} B"
+
+
 def _wasm_section(results: dict[str, Any]) -> list[str]:
     wasm = results.get("wasm")
     if not wasm:
         return []
     rows = []
-    for c in wasm["components"]:
-        p50 = {k: c[k]["p50"] for k in c if k.endswith("_ms")}
+    for tool in wasm["tools"]:
+        p50 = {k: v.get("p50") for k, v in tool.items() if k.endswith("_ms")}
         rows.append(
             [
-                f"{c['component']} ({c['kind']})",
-                f"{c['wasm_bytes'] / 1e6:.2f} MB" if c["wasm_bytes"] > 1e5 else f"{c['wasm_bytes']:,} B",
+                f"{tool['tool']} ({tool['language']})",
+                tool["kind"],
+                _size(tool["wasm_bytes"]),
                 _n(p50["cold_compile_ms"], 1),
                 _n(p50["cached_load_ms"], 2),
-                _n(p50["component_load_ms"], 2),
-                _n(p50["store_ms"] * 1000, 1),
-                _n(p50["instantiate_ms"] * 1000, 1),
-                _n(p50["fresh_instance_ms"] * 1000, 1),
-                _n(p50["first_call_ms"] * 1000, 1),
-                _n(p50["warm_call_ms"] * 1000, 1),
-                _n(p50["loaded_call_ms"] * 1000, 1),
+                _n(p50["load_ms"], 2),
+                *(
+                    _n(p50[key] * 1000, 1)
+                    for key in ("store_ms", "instantiate_ms", "fresh_instance_ms", "first_call_ms")
+                ),
+                _n(None if p50.get("warm_call_ms") is None else p50["warm_call_ms"] * 1000, 1),
+                _n(p50["call_ms"] * 1000, 1),
             ]
         )
     header = [
-        "component",
+        "tool",
+        "kind",
         "size",
         "cold compile ms",
         "cached load ms",
-        "component load ms",
-        "Store+WASI µs",
+        "tool load ms",
+        "Store µs",
         "instantiate µs",
         "fresh instance µs",
-        "first call µs",
-        "warm call µs",
-        "LoadedComponent.call µs",
+        "guest call µs",
+        "guest call, live instance µs",
+        "whole call µs",
     ]
-    calc = wasm["components"][0]
-    build = calc.get("build", {})
-    built = "from the build cache" if build.get("cached") else f"built in {build.get('seconds', 0):.1f} s"
+    came = []
+    for tool in wasm["tools"]:
+        build = tool.get("build")
+        if build is not None:
+            how = "from the build cache" if build["cached"] else f"built in {build['seconds']:.1f} s"
+            came.append(f"{tool['tool']} came {how}")
+    skipped = [
+        f"**{s['tool']} ({s['kind']}, {s['language']}) was not measured**: {s['reason'].splitlines()[0]}"
+        for s in wasm.get("skipped", [])
+    ]
     return [
-        "## Wasm costs",
+        "## Wasm costs per tool kind",
         "",
-        "Medians. *cold compile*: `load_component` into an empty cache (compile, serialize, write); *cached load*: "
-        "the same from the warm cache; *component load*: `LoadedComponent.load` from the warm cache (tools derived, "
-        "one trial instantiation); *fresh instance* = *Store+WASI* + *instantiate*, what every call pays before the "
-        "guest runs; *first call*: `add` on that fresh instance; *warm call*: `add` again on a live instance; "
-        f"*LoadedComponent.call*: the worker's whole per-call path. The componentize-py component came {built}.",
+        "Medians, all measured in one process of the same run. Components: `calc` (examples/calc, componentize-py) "
+        "and `kit` (examples/wat/testkit.wat), each called as `add(2, 3)`; WASI command modules: `wordcount` "
+        "(examples/wordcount, C with wasi-libc) and `echo` (examples/wat/echo.wat, copies stdin to stdout), each "
+        '"called" with `{"text": "hello wide world"}` on stdin. *cold compile*: `load_component` / `load_module` '
+        "into an empty cache (compile, serialize, write); *cached load*: the same from the warm cache; *tool load*: "
+        "`LoadedComponent.load` / `LoadedCommand.load` from the warm cache (tools derived, imports linked, one trial "
+        "instantiation); *fresh instance* = *Store* (WASI streams, deadline, memory limit) + *instantiate*, what "
+        "every call pays before the guest runs; *guest call*: the guest's own run on that fresh instance (a "
+        "component's export plus `post_return`; a command's `_start`, which reads stdin and writes stdout); *live "
+        "instance*: the export again on a live instance (a command's instance runs once, so it has none); *whole "
+        "call*: `LoadedComponent.call` / `LoadedCommand.call`, the worker's whole per-call path (arguments in, "
+        "result out). " + "; ".join(came) + ("." if came else ""),
         "",
         *_table(header, rows),
+        *skipped,
+        *([""] if skipped else []),
     ]
 
 
@@ -330,7 +352,7 @@ def _cost_notes(results: dict[str, Any]) -> list[str]:
     if toolbus and limit and toolbus["rps"] and limit["rps"]:
 
         def total_us(row: dict[str, Any]) -> float:
-            return sum(v for k, v in row["cpu_cores"].items() if k != "wrk") / row["rps"] * 1e6
+            return float(sum(v for k, v in row["cpu_cores"].items() if k != "wrk") / row["rps"] * 1e6)
 
         notes.append(
             f"CPU per call at {AT_CONNECTIONS} connections (2026 era): toolbus {total_us(toolbus):.0f} µs over its "

@@ -123,12 +123,15 @@ def _http(run: Run, system: ToolbusSystem, echo: Child, binary: str) -> None:
 
 def _wasm(run: Run) -> None:
     run.results["wasm"] = wasm_costs.run(run.plan.cold_compiles, run.plan.instantiations)
-    for c in run.results["wasm"]["components"]:
-        fresh_us, call_us = c["fresh_instance_ms"]["p50"] * 1000, c["warm_call_ms"]["p50"] * 1000
+    for t in run.results["wasm"]["tools"]:
+        us = {key: t[key]["p50"] * 1000 for key in ("fresh_instance_ms", "first_call_ms", "call_ms")}
         run.progress(
-            f"{c['component']}: cold compile {c['cold_compile_ms']['p50']:.0f} ms, cached load "
-            f"{c['cached_load_ms']['p50']:.2f} ms, fresh instance {fresh_us:.0f} µs, call {call_us:.0f} µs"
+            f"{t['tool']} ({t['kind']}, {t['language']}): cold compile {t['cold_compile_ms']['p50']:.1f} ms, "
+            f"cached load {t['cached_load_ms']['p50']:.2f} ms, fresh instance {us['fresh_instance_ms']:.0f} µs, "
+            f"guest call {us['first_call_ms']:.0f} µs, whole call {us['call_ms']:.0f} µs"
         )
+    for skipped in run.results["wasm"]["skipped"]:
+        run.progress(f"{skipped['tool']} ({skipped['kind']}, {skipped['language']}) SKIPPED: {skipped['reason']}")
 
 
 def _profile(run: Run, system: ToolbusSystem, endpoints: list[end_to_end.Endpoint], binary: str) -> None:

@@ -66,9 +66,10 @@ def test_bus_wasm_restart_and_list_targets() -> None:
             ]
         },
         "wasm": {
-            "components": [
-                {"kind": "componentize-py", "fresh_instance_ms": {"p50": 0.6}},
-                {"kind": "WAT testkit", "fresh_instance_ms": {"p50": 0.06}},
+            "tools": [
+                {"kind": "command", "language": "WAT", "fresh_instance_ms": {"p50": 0.01}},  # not the component
+                {"kind": "component", "language": "componentize-py", "fresh_instance_ms": {"p50": 0.6}},
+                {"kind": "component", "language": "WAT", "fresh_instance_ms": {"p50": 0.06}},
             ]
         },
         "restart": {"setups": [{"setup": "kit", "ready_ms_per_component": 150.0}]},
