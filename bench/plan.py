@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any, Final
 
 SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list")
@@ -46,6 +47,13 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> Plan:
+        """The plan ``as_dict`` gave (as read back from JSON: lists become tuples again)."""
+        known = {f.name for f in dataclass_fields(cls)}  # a field added since takes its default
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known}
+        return cls(**values)
 
 
 FULL: Final = Plan()

@@ -407,6 +407,31 @@ def _notes(results: dict[str, Any]) -> list[str]:
     return ["## Notes", "", *[f"- {note}" for note in notes], ""]
 
 
+def _updates(results: dict[str, Any]) -> list[str]:
+    """Under the header: the sections re-measured since the run above (``--merge``), and how."""
+    lines = []
+    first = results["machine"]
+    for update in results.get("updates", []):
+        machine, git = update["machine"], update["machine"]["git"]
+        dirty = " (with uncommitted changes)" if git["uncommitted_changes"] else ""
+        differ = [
+            f"{name} {version}"
+            for name, version in machine["versions"].items()
+            if version != "not used" and version != first["versions"].get(name)
+        ]
+        busy = machine.get("background_cores_busy", 0.0)
+        lines.append(
+            "Re-measured since: "
+            + ", ".join(f"`{s}`" for s in update["sections"])
+            + f" by `{update['command']}` on {machine['date']}, commit `{git['commit'][:12]}`{dirty}"
+            + (f"; versions that differ: {', '.join(differ)}" if differ else "")
+            + (f"; {busy:.2f} cores were busy with other work before it started" if busy > 0.2 else "")
+            + ". Its figures replace that section's; every other figure is from the run above."
+        )
+        lines.append("")
+    return lines
+
+
 def markdown(results: dict[str, Any], plan: Plan) -> str:
     """The whole ``performance.md``."""
     machine = results["machine"]
@@ -424,6 +449,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         + ("" if not results["quick"] else " (`--quick`: one short run each, for development only)")
         + ". Raw runs, medians and versions are in [performance.json](performance.json).",
         "",
+        *_updates(results),
         "![calls per second and p99 latency by target](performance.png)",
         "",
         "## How to reproduce",
@@ -433,6 +459,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         ".venv/bin/python bench/run.py              # everything, ~10 minutes; writes docs/performance.*",
         ".venv/bin/python bench/run.py --quick      # one short run of each, for development",
         ".venv/bin/python bench/run.py --only http,bus --out /tmp/bench",
+        ".venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into this report",
         "```",
         "",
         "wrk comes from Debian (`apt-get install wrk`); the bench installs it when it is missing. The bench starts "

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # the whole suite (~10 min on 2 cores)
     .venv/bin/python bench/run.py --quick         # one short run of each, for development
     .venv/bin/python bench/run.py --only http,bus # some sections
+    .venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into the existing report
 
 Writes docs/performance.md, docs/performance.json and docs/performance.png (or --out DIR).
 """
@@ -42,12 +43,22 @@ def main() -> int:
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip the py-spy sample of gateway and worker"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="fold the sections run into the report already in --out, keeping the other sections' figures",
+    )
     args = parser.parse_args()
+    if args.merge and args.quick:
+        parser.error("--merge with --quick would put rough figures into a full report")
+    if args.merge and not (args.out / "performance.json").is_file():
+        parser.error(f"--merge needs an earlier report to merge into: no {args.out / 'performance.json'}")
     # Ctrl-C (even when started with SIGINT ignored, as background jobs are) and SIGTERM unwind
     # through the finally blocks that stop every child process.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    options = Options(QUICK if args.quick else FULL, args.only, args.out, args.quick, args.keep_logs, args.profile)
+    plan = QUICK if args.quick else FULL
+    options = Options(plan, args.only, args.out, args.quick, args.keep_logs, args.profile, args.merge)
     try:
         return execute(options)
     except KeyboardInterrupt:

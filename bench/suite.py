@@ -20,7 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import bus_path, chart, end_to_end, machine, profile, report, restart, scaling, tools_list, wasm_costs, wrk
+from bench import (
+    bus_path,
+    chart,
+    end_to_end,
+    machine,
+    merge,
+    profile,
+    report,
+    restart,
+    scaling,
+    tools_list,
+    wasm_costs,
+    wrk,
+)
 from bench.cpu import labelled
 from bench.plan import Plan
 from bench.processes import Child, Children
@@ -46,6 +59,8 @@ class Options:
     keep_logs: bool
     profile: bool = True
     """Sample the gateway and the worker with py-spy under load (extra runs; skipped without py-spy)."""
+    merge: bool = False
+    """Fold the sections run into the report already in ``out_dir`` (see ``bench.merge``)."""
 
 
 class Progress:
@@ -226,11 +241,21 @@ def execute(options: Options) -> int:
     finally:
         run.results["duration_s"] = round(time.monotonic() - run.progress.started, 1)
         run.results["failures"] = run.failures
-    paths = report.write(run.results, run.plan, options.out_dir)
-    png = chart.draw(run.results, options.out_dir / "performance.png")
-    written = [*paths.values(), *([png] if png else [])]
+    results, plan = run.results, run.plan
+    if options.merge:
+        if run.failures:
+            run.progress(f"a section failed: the report in {options.out_dir} is left as it was")
+            run.progress(f"logs of every process are in {run.scratch / 'logs'}")
+            return 1
+        results = merge.merge(merge.previous(options.out_dir), run.results)
+        plan = Plan.from_dict(results["plan"])  # the text of sections not run describes the earlier run
+    paths = report.write(results, plan, options.out_dir)
+    written = list(paths.values())
+    if not options.merge or run.wants("http", "bus"):  # the chart shows only those two
+        png = chart.draw(results, options.out_dir / "performance.png")
+        written += [png] if png else []
     run.progress("wrote " + ", ".join(str(p) for p in written))
-    _print_targets(run.results)
+    _print_targets(results)
     if run.failures or options.keep_logs:
         run.progress(f"logs of every process are in {run.scratch / 'logs'}")
     else:
