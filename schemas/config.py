@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.errors import ConfigError
 
@@ -31,6 +31,24 @@ MAX_MEMORY_MIB = 4096
 """A wasm32 linear memory cannot be larger than 4 GiB."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HTTP_ALLOW = re.compile(r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Any:
+    """A validator that refuses strings not matching ``pattern``, saying what was expected."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+_EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name (letters, digits, _)")]
+_AllowEntry = Annotated[str, _matching(_HTTP_ALLOW, "a host, host:port, [v6]:port or *.domain (no scheme or path)")]
+_GuestPath = Annotated[str, _matching(re.compile(r"^/"), "an absolute guest path such as /data")]
 
 
 def default_state_dir() -> Path:
@@ -122,6 +140,60 @@ class RegistrySettings(_Model):
     """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
 
 
+class DirCapability(_Model):
+    """A host directory the guest sees at ``guest`` (WASI preopen); read-only unless ``writable``."""
+
+    kind: Literal["dir"]
+    host: Path
+    """The directory on the worker's host (relative paths: to the config file)."""
+    guest: _GuestPath
+    """Where the guest sees it: an absolute guest path such as ``/data``."""
+    writable: bool = False
+    """Off: the guest may list and read, and every create, write, rename or delete fails."""
+
+
+class EnvCapability(_Model):
+    """Environment variables the guest sees; nothing is ever inherited from the worker's own."""
+
+    kind: Literal["env"]
+    vars: dict[_EnvName, str] = Field(default_factory=dict)
+    """Variables with the value written here."""
+    from_host: list[_EnvName] = Field(default_factory=list)
+    """Variables copied, by name, from the worker's environment when the component loads."""
+
+    def values(self) -> dict[str, str]:
+        """The variables and their values; ``from_host`` ones are read from this process's env.
+
+        Raises:
+            ConfigError: a ``from_host`` variable is not set in this process's environment.
+        """
+        values = dict(self.vars)
+        for name in self.from_host:
+            value = os.environ.get(name)
+            if value is None:
+                raise ConfigError(f"from_host: {name} is not set in the worker's environment")
+            values[name] = value
+        return values
+
+
+class HttpCapability(_Model):
+    """Outbound HTTP(S) through toolbus's policed host interface, to the listed hosts only."""
+
+    kind: Literal["http"]
+    allow: Annotated[list[_AllowEntry], Field(min_length=1)]
+    """``host`` (on the scheme's default port), ``host:port``, ``[v6 address]:port``, or ``*.domain``
+    (any subdomain, default port). Matched against the URL's host name; IP addresses only match
+    entries that spell them."""
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Per request, and never past the call's own deadline."""
+    max_response_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024
+    """A larger response body is refused (the guest gets an error), not truncated."""
+
+
+Capability = Annotated[DirCapability | EnvCapability | HttpCapability, Field(discriminator="kind")]
+"""A named grant in ``[capabilities.NAME]`` that components list in their ``capabilities``."""
+
+
 class ToolOverride(_Model):
     """Per-function settings of a component, keyed by the export name in config."""
 
@@ -142,6 +214,8 @@ class ComponentSettings(_Model):
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     limits: LimitsSettings | None = None
     """Limits of this component's tools; only the fields given replace ``[worker.limits]``."""
+    capabilities: list[str] = Field(default_factory=list)
+    """Names of ``[capabilities.NAME]`` entries granted to this component; nothing else is."""
     reuse_instances: bool = False
     """Keep a warm instance per guest thread and reuse it across calls (state persists between
     callers); off gives every call a fresh Store. A trap or limit hit discards the instance."""
@@ -200,6 +274,8 @@ class Settings(_Model):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     components: list[ComponentSettings] = Field(default_factory=list)
+    capabilities: dict[Annotated[str, Field(pattern=_NAME.pattern)], Capability] = Field(default_factory=dict)
+    """Named grants (directories, environment variables, outbound HTTP) that components opt into."""
     state_dir: Path = Field(default_factory=default_state_dir)
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_format: str = "auto"
@@ -216,6 +292,27 @@ class Settings(_Model):
             seen.add(component.name)
         return self
 
+    @model_validator(mode="after")
+    def _granted_capabilities_exist(self) -> Self:
+        for i, component in enumerate(self.components):
+            guest_dirs: set[str] = set()
+            for name in component.capabilities:
+                capability = self.capabilities.get(name)
+                if capability is None:
+                    raise ValueError(f"components[{i}].capabilities: {name!r} is not defined under [capabilities]")
+                if isinstance(capability, HttpCapability) and component.kind == "command":
+                    raise ValueError(
+                        f"components[{i}].capabilities: {name!r} grants outbound HTTP, which a command "
+                        "module cannot import (it only has WASI preview 1)"
+                    )
+                if isinstance(capability, DirCapability):
+                    if capability.guest in guest_dirs:
+                        raise ValueError(
+                            f"components[{i}].capabilities: two directories are mounted at {capability.guest}"
+                        )
+                    guest_dirs.add(capability.guest)
+        return self
+
 
 def _describe(error: Any) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
@@ -228,6 +325,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("state_dir", "cache_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str(base / raw[key])
+    for capability in (raw.get("capabilities") or {}).values():
+        if isinstance(capability, dict) and capability.get("kind") == "dir" and isinstance(capability.get("host"), str):
+            capability["host"] = str(base / capability["host"])
     for component in raw.get("components", []) or []:
         if isinstance(component, dict):
             for key in ("path", "source"):

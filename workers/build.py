@@ -7,6 +7,10 @@ build. Builds happen in a private temporary directory and are renamed into place
 never sees a half-written file and two processes building the same key at once are harmless
 (both build, the last rename wins, both results are equivalent).
 
+toolbus's own WIT packages (``schemas/wit``, e.g. ``toolbus:http``) are added to the project's
+``wit/deps`` in the build copy, so a guest can import them without vendoring the files; a
+project that ships its own copy of a package keeps it.
+
 The WIT doc comments, which every builder drops, are carried into the artifact as a custom
 section named ``toolbus:docs`` (see ``workers.docs``).
 """
@@ -27,6 +31,7 @@ from typing import Any
 
 import structlog
 
+import schemas
 from schemas.config import ComponentSettings
 from workers.docs import docs_section, extract_docs
 from workers.errors import BuildError
@@ -41,6 +46,8 @@ APP_MODULE = "app"
 """The Python module componentize-py wraps (``app.py`` at the project's top level)."""
 WIT_DIR = "wit"
 """Where a project keeps its WIT files (``wit/deps`` included)."""
+HOST_WIT_DIR = Path(schemas.__file__).parent / "wit"
+"""toolbus's own WIT packages, one directory each, offered to every project as ``wit/deps``."""
 BUILD_RECIPE_VERSION = "1"
 """Part of the cache key: bump it when the build's output changes (e.g. the docs section format)."""
 
@@ -128,8 +135,20 @@ def _project_files(source_dir: Path) -> list[tuple[str, bytes]]:
         if path.suffix == ".pyc" or not path.is_file():
             continue
         files.append((relative.as_posix(), path.read_bytes()))
+    files.extend(_host_wit_files(files))
     files.sort()
     return files
+
+
+def _host_wit_files(project_files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """toolbus's WIT packages as ``wit/deps/<package>/…`` entries the project does not have itself."""
+    deps = f"{WIT_DIR}/deps/"
+    vendored = {relative[len(deps) :].split("/", 1)[0] for relative, _ in project_files if relative.startswith(deps)}
+    return [
+        (f"{deps}{path.relative_to(HOST_WIT_DIR).as_posix()}", path.read_bytes())
+        for path in sorted(HOST_WIT_DIR.rglob("*.wit"))
+        if path.relative_to(HOST_WIT_DIR).parts[0] not in vendored
+    ]
 
 
 def _cache_key(files: list[tuple[str, bytes]], world: str) -> str:

@@ -27,6 +27,7 @@ from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.validation import ArgumentValidator, compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from workers.capabilities import Grants
 from workers.compile_cache import load_module, read_wasm, wasm_digest
 from workers.component import LOAD_CHECK_TIMEOUT_S
 from workers.engine import EngineHost
@@ -81,12 +82,15 @@ class LoadedCommand:
         pre: wasmtime.InstancePre,
         output_schema: dict[str, Any] | None,
         limits: LimitsSettings,
+        grants: Grants | None = None,
     ) -> None:
         self.engine_host = engine_host
         self.name = descriptor.name
         self.digest = descriptor.digest
         self.limits = limits
         """The effective limits of the tool (``[worker.limits]`` merged with the entry's own)."""
+        self.grants = grants or Grants()
+        """Its capabilities' environment variables and directories (config refuses HTTP for commands)."""
         self._descriptor = descriptor
         # Imports are resolved once here; each call only creates the instance.
         self._pre = pre
@@ -107,11 +111,13 @@ class LoadedCommand:
         cache_dir: Path,
         *,
         defaults: LimitsSettings | None = None,
+        grants: Grants | None = None,
     ) -> LoadedCommand:
         """Read, compile (or load from cache) and check a command module.
 
         ``defaults`` are the worker's limits; the entry's own ``limits`` override them field by
         field, as for components. With fuel the module runs on the engine variant that meters it.
+        ``grants`` are its resolved capabilities (default: none).
 
         Raises:
             ComponentLoadError: the file cannot be read or compiled, is a component rather than
@@ -148,7 +154,9 @@ class LoadedCommand:
             export=ENTRY_POINT,
             digest=wasm_digest(wasm),
         )
-        loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits)
+        if grants is not None and grants.http is not None:
+            raise ComponentLoadError(f"{label}: a command module cannot be granted outbound HTTP")
+        loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)
         return loaded
 
@@ -215,7 +223,7 @@ class LoadedCommand:
         return CallToolResult(content=[TextContent(stdout.text())], structured_content=value)
 
     def _new_store(self, timeout_s: float, stdin: bytes, stdout: _HeadBuffer, stderr: TailBuffer) -> wasmtime.Store:
-        wasi = wasmtime.WasiConfig()  # grants nothing beyond the streams: no env, preopens or network
+        wasi = self.grants.wasi()  # its capabilities' env and directories; no network, nothing inherited
         wasi.argv = [self.name]
         _set_stdin_bytes(wasi, stdin)
         wasi.stdout_custom = stdout.write

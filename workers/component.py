@@ -31,12 +31,14 @@ from schemas.errors import ArgumentError, WitTypeError
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
+from workers.capabilities import Grants
 from workers.compile_cache import load_component, read_wasm, wasm_digest
 from workers.docs import FunctionDocs, function_docs, read_docs
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.guest_output import GuestOutput
+from workers.http_host import call_deadline
 from workers.limits import describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 
 log = structlog.get_logger(__name__)
@@ -139,6 +141,7 @@ class LoadedComponent:
         *,
         limits: LimitsSettings | None = None,
         reuse_instances: bool = False,
+        grants: Grants | None = None,
     ) -> None:
         self.engine_host = engine_host
         self.name = name
@@ -146,6 +149,8 @@ class LoadedComponent:
         self.limits = limits or LimitsSettings()
         """The effective limits of every tool of this component (defaults merged with overrides)."""
         self.reuse_instances = reuse_instances
+        self.grants = grants or Grants()
+        """What its guests may reach beyond clocks, random and their own stdio."""
         self._component = component
         self._linker = linker
         self._tools = dict(tools)
@@ -164,12 +169,13 @@ class LoadedComponent:
         cache_dir: Path,
         *,
         defaults: LimitsSettings | None = None,
+        grants: Grants | None = None,
     ) -> LoadedComponent:
         """Read, compile (or load from cache) and check a component, deriving its tools.
 
         ``defaults`` are the worker's limits (``[worker.limits]``); the component's own
         ``limits`` override them field by field. A component with fuel runs on the engine
-        variant that meters fuel.
+        variant that meters fuel. ``grants`` are its resolved capabilities (default: none).
 
         Raises:
             ComponentLoadError: the file cannot be read or compiled, the component needs an
@@ -184,8 +190,11 @@ class LoadedComponent:
         except ComponentLoadError as exc:
             raise ComponentLoadError(f"component {settings.name!r} ({wasm_path}): {exc}") from exc
         digest = wasm_digest(wasm)
+        grants = grants or Grants()
+        grants.check_imports(list(component.type.imports(engine_host.engine)), f"component {settings.name!r}")
         linker = wc.Linker(engine_host.engine)
         linker.add_wasip2()
+        grants.link(linker)
         tools = _derive_tools(engine_host, settings, component, digest, _docs_of(settings, wasm_path, wasm))
         loaded = cls(
             engine_host,
@@ -196,6 +205,7 @@ class LoadedComponent:
             digest,
             limits=limits,
             reuse_instances=settings.reuse_instances,
+            grants=grants,
         )
         loaded._check_instantiates(wasm_path)
         return loaded
@@ -254,11 +264,12 @@ class LoadedComponent:
     ) -> tuple[CallToolResult, Any]:
         """Instantiate (unless warm) and call; the result, and the instance if it is still usable."""
         try:
-            if instance is None:
-                instance = self._linker.instantiate(store, self._component)
-            func = instance.get_func(store, tool.index)
-            value = func(store, *args)
-            func.post_return(store)
+            with call_deadline(timeout_s):  # host calls (HTTP) are bounded by what is left of it
+                if instance is None:
+                    instance = self._linker.instantiate(store, self._component)
+                func = instance.get_func(store, tool.index)
+                value = func(store, *args)
+                func.post_return(store)
         except wasmtime.ExitTrap as exc:
             return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
@@ -271,7 +282,7 @@ class LoadedComponent:
         return _to_result(tool, value), instance
 
     def _new_store(self, output: GuestOutput, timeout_s: float) -> wasmtime.Store:
-        return sandbox_store(self.engine_host, output.wasi(), self.limits, timeout_s)
+        return sandbox_store(self.engine_host, output.capture(self.grants.wasi()), self.limits, timeout_s)
 
     def _take_warm(self) -> _Warm | None:
         with self._warm_lock:
@@ -297,7 +308,8 @@ class LoadedComponent:
             if missing:
                 raise ComponentLoadError(
                     f"component {self.name!r} ({wasm_path}) imports `{missing.group(1)}`, "
-                    "which the sandbox does not grant (only WASI 0.2 is provided)"
+                    "which the sandbox does not grant (it provides WASI 0.2, and toolbus:http/client to "
+                    "components granted an `http` capability)"
                 ) from exc
             reason = describe_limit_hit(root_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
             raise ComponentLoadError(

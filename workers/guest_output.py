@@ -97,9 +97,8 @@ class GuestOutput:
         self.stdout = HeadLog(GUEST_LOG_LIMIT_BYTES)
         self.stderr = TailBuffer(GUEST_LOG_LIMIT_BYTES)
 
-    def wasi(self) -> wasmtime.WasiConfig:
-        """A WASI context that grants nothing (no env, args, preopens, stdin or network)."""
-        wasi = wasmtime.WasiConfig()
+    def capture(self, wasi: wasmtime.WasiConfig) -> wasmtime.WasiConfig:
+        """``wasi`` with its stdout and stderr going into these buffers (stdin stays empty)."""
         wasi.stdout_custom = self.stdout.write
         wasi.stderr_custom = self.stderr.write
         return wasi

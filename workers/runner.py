@@ -14,6 +14,7 @@ from bus.subjects import Subjects
 from schemas.config import ComponentSettings, LimitsSettings, Settings
 from workers.build import resolve_component_path
 from workers.c_build import resolve_command_path
+from workers.capabilities import Grants
 from workers.command import LoadedCommand
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
@@ -34,7 +35,15 @@ def load_components(settings: Settings, engine: EngineHost) -> list[LoadedCompon
     loaded = []
     for configured in settings.components:
         started = time.perf_counter()
-        loaded.append(load_one(configured, engine, settings.cache_dir, defaults=settings.worker.limits))
+        loaded.append(
+            load_one(
+                configured,
+                engine,
+                settings.cache_dir,
+                defaults=settings.worker.limits,
+                grants=Grants.resolve(configured, settings.capabilities),
+            )
+        )
         log.info(
             "component loaded",
             component=configured.name,
@@ -45,20 +54,26 @@ def load_components(settings: Settings, engine: EngineHost) -> list[LoadedCompon
 
 
 def load_one(
-    configured: ComponentSettings, engine: EngineHost, cache_dir: Path, *, defaults: LimitsSettings | None = None
+    configured: ComponentSettings,
+    engine: EngineHost,
+    cache_dir: Path,
+    *,
+    defaults: LimitsSettings | None = None,
+    grants: Grants | None = None,
 ) -> LoadedComponent | LoadedCommand:
     """Build (if from source) and load one configured tool source, by its ``kind``.
 
-    ``defaults`` are the worker's limits (``[worker.limits]``), which the entry's own override.
+    ``defaults`` are the worker's limits (``[worker.limits]``), which the entry's own override;
+    ``grants`` its resolved capabilities (default: none).
 
     Raises:
         WorkersError: it cannot be built or loaded; the message names it.
     """
     if configured.kind == "command":
         wasm_path = resolve_command_path(configured, cache_dir)
-        return LoadedCommand.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
+        return LoadedCommand.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)
     wasm_path = resolve_component_path(configured, cache_dir)
-    return LoadedComponent.load(engine, configured, wasm_path, cache_dir, defaults=defaults)
+    return LoadedComponent.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)
 
 
 async def serve(settings: Settings) -> None:

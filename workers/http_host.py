@@ -1,0 +1,202 @@
+"""Outbound HTTP for guests: toolbus's own host interface, policed by an allowlist.
+
+wasmtime-py's ``wasi:http`` has no hook to refuse a host: a guest linked with it reaches
+anything the worker can. So toolbus never links ``wasi:http``; a guest that needs the network
+imports ``toolbus:http/client`` (``schemas/wit/toolbus-http/http.wit``), whose one function,
+``fetch``, is implemented here in Python. Every request is checked before a socket is opened:
+
+- the scheme is ``http`` or ``https``;
+- the host and port match an ``allow`` entry of a granted ``http`` capability: ``host`` (the
+  scheme's default port), ``host:port``, or ``*.domain`` (any subdomain, default port);
+- redirects are not followed: the guest sees the 3xx, and its next ``fetch`` is checked again;
+- the request may take the capability's ``timeout_s``, never more than what is left of the call;
+- a response body larger than ``max_response_bytes`` is refused, never truncated.
+
+A refusal or a network failure is the ``err`` case of ``fetch``'s result, a string saying why;
+it never traps the guest.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from wasmtime import component as wc
+
+HTTP_INTERFACE = "toolbus:http/client@0.1.0"
+"""The import name a guest uses (``import toolbus:http/client@0.1.0;`` in its world)."""
+HTTP_INTERFACE_UNVERSIONED = HTTP_INTERFACE.split("@", 1)[0]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")
+_HOP_BY_HOP = frozenset({"host", "connection", "content-length", "transfer-encoding"})
+"""Headers the host sets itself; a guest's values for them are dropped."""
+_READ_CHUNK = 64 * 1024
+
+_call = threading.local()
+
+
+@contextmanager
+def call_deadline(timeout_s: float) -> Iterator[None]:
+    """Bound every ``fetch`` made by the guest call running on this thread by ``timeout_s``.
+
+    Epoch interruption cannot stop host code, so a request's time comes out of the call's own.
+    """
+    previous = getattr(_call, "deadline", None)
+    _call.deadline = time.monotonic() + timeout_s
+    try:
+        yield
+    finally:
+        _call.deadline = previous
+
+
+def _seconds_left() -> float | None:
+    deadline: float | None = getattr(_call, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """One ``allow`` entry: an exact host or a ``*.`` suffix, on one port or the default ones."""
+
+    host: str
+    port: int | None
+    subdomains: bool
+
+    @classmethod
+    def parse(cls, text: str) -> AllowEntry:
+        host, port = text, None
+        if text.startswith("["):  # [v6]:port
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else None
+        elif ":" in text:
+            host, _, port_text = text.rpartition(":")
+            port = int(port_text)
+        subdomains = host.startswith("*.")
+        return cls(host.removeprefix("*.").rstrip(".").lower(), port, subdomains)
+
+    def matches(self, host: str, port: int, scheme: str) -> bool:
+        if port != (DEFAULT_PORTS[scheme] if self.port is None else self.port):
+            return False
+        if self.subdomains:
+            return host.endswith("." + self.host)
+        return host == self.host
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """What the ``http`` capabilities granted to one component allow, merged."""
+
+    allow: tuple[AllowEntry, ...]
+    timeout_s: float
+    max_response_bytes: int
+    granted_by: tuple[str, ...]
+    """Names of the capabilities, for error messages."""
+
+    @classmethod
+    def merge(cls, grants: Sequence[tuple[str, Sequence[str], float, int]]) -> HttpPolicy:
+        """One policy from ``(name, allow, timeout_s, max_response_bytes)`` of each capability."""
+        return cls(
+            allow=tuple(AllowEntry.parse(entry) for _, allow, _, _ in grants for entry in allow),
+            timeout_s=max(timeout for _, _, timeout, _ in grants),
+            max_response_bytes=max(limit for _, _, _, limit in grants),
+            granted_by=tuple(name for name, _, _, _ in grants),
+        )
+
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be fetched, or None when it may."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            return f"not a valid URL: {exc}"
+        if parts.scheme not in DEFAULT_PORTS:
+            return f"scheme {parts.scheme!r} is not allowed (only http and https)"
+        host = (parts.hostname or "").rstrip(".")
+        if not host:
+            return "the URL has no host"
+        port = port or DEFAULT_PORTS[parts.scheme]
+        if any(entry.matches(host, port, parts.scheme) for entry in self.allow):
+            return None
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port} is not on the allowlist of capability {' or '.join(map(repr, self.granted_by))}"
+
+    def fetch(self, request: Any) -> Any:
+        """The ``fetch`` host function's body: a ``response`` record, or an error string."""
+        url, method = request.url, request.method.upper()
+        refusal = self.refusal(url)
+        if refusal is not None:
+            return f"refused: {refusal}"
+        if not _METHOD.match(method):
+            return f"refused: {method!r} is not an HTTP method"
+        left = _seconds_left()
+        timeout_s = self.timeout_s if left is None else min(self.timeout_s, left)
+        if timeout_s <= 0:
+            return "the call's deadline has passed"
+        try:
+            return self._send(url, method, request.headers, request.body, timeout_s)
+        except _TooLarge:
+            return f"response body larger than {self.max_response_bytes} bytes"
+        except TimeoutError:
+            return f"timed out after {timeout_s:.3g}s"
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return f"request failed: {type(exc).__name__}: {exc}"
+
+    def _send(self, url: str, method: str, headers: Sequence[Any], body: bytes | None, timeout_s: float) -> Any:
+        deadline = time.monotonic() + timeout_s
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(host, parts.port, timeout=timeout_s)
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.putrequest(method, target)
+            for header in headers:
+                if header.name.lower() not in _HOP_BY_HOP:
+                    connection.putheader(header.name, header.value)
+            if body is not None:
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(bytes(body) if body is not None else None)
+            response = connection.getresponse()
+            data = bytearray()
+            while chunk := response.read(_READ_CHUNK):
+                data += chunk
+                if len(data) > self.max_response_bytes:
+                    raise _TooLarge
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            return _record(
+                status=response.status,
+                headers=[_record(name=name, value=value) for name, value in response.getheaders()],
+                body=bytes(data),
+            )
+        finally:
+            connection.close()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _record(**fields: Any) -> Any:
+    record = wc.Record()
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
+
+
+def link_http(linker: Any, policy: HttpPolicy) -> None:
+    """Define ``toolbus:http/client`` in a component linker, enforcing ``policy``."""
+
+    def fetch(_store: Any, request: Any) -> Any:
+        return policy.fetch(request)
+
+    with linker.root() as root, root.add_instance(HTTP_INTERFACE) as instance:
+        instance.add_func("fetch", fetch)
