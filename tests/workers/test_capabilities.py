@@ -46,6 +46,8 @@ class Site:
     port: int
     body: bytes
     requests: list[str] = field(default_factory=list)
+    redirect_to: str | None = None
+    """Answer every request with a 302 to this URL instead."""
 
 
 @contextmanager
@@ -55,6 +57,12 @@ def serving(body: bytes = b"hello from the allowed host") -> Iterator[Site]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             site.requests.append(self.path)
+            if site.redirect_to is not None:
+                self.send_response(302)
+                self.send_header("Location", site.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Length", str(len(site.body)))
             self.end_headers()
@@ -308,6 +316,18 @@ async def test_http_off_the_allowlist_is_refused_before_any_connection(
     reason = refused(await call(nc, subjects, "fetch", url=url.format(**ports)))
     assert reason == f"fetch failed: refused: {why.format(**ports)}" or why.format(**ports) in reason, reason
     assert other_site.requests == [] and len(allowed_site.requests) == before
+
+
+async def test_a_redirect_off_the_allowlist_is_returned_not_followed(
+    nc: NatsClient, subjects: Subjects, worker: WorkerService, allowed_site: Site, other_site: Site
+) -> None:
+    allowed_site.redirect_to = f"http://127.0.0.1:{other_site.port}/stolen"
+    try:
+        result = await call(nc, subjects, "fetch", url=f"http://127.0.0.1:{allowed_site.port}/go")
+    finally:
+        allowed_site.redirect_to = None
+    assert not result.is_error and result.structured_content == "302 "
+    assert other_site.requests == []
 
 
 async def test_an_http_response_over_the_size_limit_is_refused(
