@@ -204,12 +204,12 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "guest call, live instance µs",
         "whole call µs",
     ]
-    came = []
+    came: dict[str, list[str]] = {}  # how → the tools built from source that came that way
     for tool in wasm["tools"]:
         build = tool.get("build")
         if build is not None:
             how = "from the build cache" if build["cached"] else f"built in {build['seconds']:.1f} s"
-            came.append(f"{tool['tool']} came {how}")
+            came.setdefault(how, []).append(tool["tool"])
     skipped = [
         f"**{s['tool']} ({s['kind']}, {s['language']}) was not measured**: {s['reason'].splitlines()[0]}"
         for s in wasm.get("skipped", [])
@@ -228,7 +228,9 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "component's export plus `post_return`; a command's `_start`, which reads stdin and writes stdout); *live "
         "instance*: the export again on a live instance (a command's instance runs once, so it has none); *whole "
         "call*: `LoadedComponent.call` / `LoadedCommand.call`, the worker's whole per-call path (arguments in, "
-        "result out). " + "; ".join(came) + ("." if came else ""),
+        "result out). "
+        + "; ".join(f"{' and '.join(names)} came {how}" for how, names in came.items())
+        + ("." if came else ""),
         "",
         *_table(header, rows),
         *skipped,
