@@ -64,6 +64,9 @@ def micro_control(verb: str, service: str | None = None, instance_id: str | None
     return ".".join(tokens)
 
 
+RELEASE_VERBS = frozenset({"publish", "rollback", "retire", "deprecate", "versions"})
+
+
 @dataclass(frozen=True, slots=True)
 class Subjects:
     """Builds every subject of one deployment from its prefix."""
@@ -127,11 +130,46 @@ class Subjects:
         """Queue group of registry replicas."""
         return f"{self.prefix}-registry"
 
+    # -- releases (publish, rollback, retire, deprecate) --------------------------------------
+    def registry_release(self, verb: str) -> str:
+        """Request subject of a release verb: ``publish``, ``rollback``, ``retire``, ``deprecate``,
+        ``versions`` (see ``schemas.wire`` for each request and reply)."""
+        if verb not in RELEASE_VERBS:
+            raise ValueError(f"unknown release verb {verb!r}")
+        return f"{self.prefix}.registry.{verb}"
+
+    @property
+    def worker_introspect(self) -> str:
+        """Request ``IntrospectRequest`` → ``IntrospectReply``: any one worker (queue group) loads
+        an artifact and derives its tools, so the registry never runs Wasm itself."""
+        return f"{self.prefix}.workers.introspect"
+
+    def event(self, kind: str) -> str:
+        """Where ``RegistryEvent`` of ``kind`` is published (``published``, ``worker_joined``, …)."""
+        if not _TOKEN.match(kind):
+            raise ValueError(f"event kind {kind!r} is not a valid subject token")
+        return f"{self.prefix}.events.{kind}"
+
+    @property
+    def events_any(self) -> str:
+        """Every registry event."""
+        return f"{self.prefix}.events.>"
+
     # -- JetStream ----------------------------------------------------------------------------
     @property
     def tools_bucket(self) -> str:
         """KV bucket: tool name → ``ToolDescriptor``."""
         return f"{self.prefix}_tools"
+
+    @property
+    def packages_bucket(self) -> str:
+        """KV bucket of releases: ``version.NAME.VERSION`` → ``PackageVersion``, ``alias.NAME.ALIAS`` → ``Alias``."""
+        return f"{self.prefix}_packages"
+
+    @property
+    def artifacts_store(self) -> str:
+        """Object Store bucket: Wasm artifacts named by the hex sha256 of their bytes."""
+        return f"{self.prefix}_artifacts"
 
     @property
     def workers_bucket(self) -> str:

@@ -1,7 +1,10 @@
 """The tool catalogue as the registry keeps it: tools in JetStream KV, workers' liveness in memory.
 
-KV is the source of truth for tools (every gateway watches it); the registry writes a tool
-only when its descriptor changes, so periodic announcements cost no KV traffic.
+KV is the source of truth for tools (every gateway watches it). It holds exactly the tools
+some live worker serves: a tool appears when a worker announces it and leaves when its last
+live worker does (``sync``). A tool of a published package is offered only at the version its
+``latest`` alias points at, with its deprecation (if any) in the description. The registry
+writes a tool only when its descriptor changes, so periodic announcements cost no KV traffic.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
 from nats.js.kv import KeyValue
 
+from registry.packages import LATEST, parse_key
 from schemas.codec import DecodeError, decode, encode
-from schemas.wire import ToolDescriptor, WorkerAnnouncement
+from schemas.wire import Alias, PackageVersion, ToolDescriptor, WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
 
@@ -38,12 +43,24 @@ class Catalogue:
 
     tools_kv: KeyValue
     liveness_window_s: float
+    packages_kv: KeyValue | None = None
     tools: dict[str, ToolDescriptor] = field(default_factory=dict)
     _encoded: dict[str, bytes] = field(default_factory=dict)
     workers: dict[str, WorkerEntry] = field(default_factory=dict)
     _serving: dict[str, set[str]] = field(default_factory=dict)
     """tool name → ids of the workers whose last announcement lists it (the per-call lookup)."""
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    packages_loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    seen: set[str] = field(default_factory=set)
+    """Every tool name a worker has announced to this registry (calls to them get NO_WORKER,
+    not UNKNOWN_TOOL, once their workers are gone)."""
+    latest: dict[str, str] = field(default_factory=dict)
+    """Package name → the version its ``latest`` alias points at."""
+    releases: dict[tuple[str, str], PackageVersion] = field(default_factory=dict)
+    """(package, version) → its record, as mirrored from the packages bucket."""
+    may_remove: bool = False
+    """Off until every live worker has had time to announce: before that, "nobody serves it"
+    only means "nobody has told this (new) registry yet"."""
 
     async def watch(self) -> None:
         """Mirror the tools bucket into memory until cancelled (other replicas write too)."""
@@ -65,6 +82,41 @@ class Catalogue:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
+    async def watch_packages(self) -> None:
+        """Mirror the ``latest`` aliases and version records of published packages until cancelled."""
+        if self.packages_kv is None:
+            self.packages_loaded.set()
+            return
+        watcher = await self.packages_kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self.packages_loaded.set()
+                    await self.sync()
+                    continue
+                parts = parse_key(entry.key)
+                if parts is None:
+                    continue
+                gone = entry.operation in KV_GONE or entry.value is None
+                try:
+                    if parts.kind == "alias" and parts.rest == LATEST:
+                        if gone:
+                            self.latest.pop(parts.name, None)
+                        else:
+                            self.latest[parts.name] = decode(entry.value, Alias).version
+                    elif parts.kind == "version":
+                        if gone:
+                            self.releases.pop((parts.name, parts.rest), None)
+                        else:
+                            self.releases[(parts.name, parts.rest)] = decode(entry.value, PackageVersion)
+                except DecodeError as exc:
+                    log.warning("undecodable package record ignored", key=entry.key, error=str(exc))
+                    continue
+                if self.packages_loaded.is_set():
+                    await self.sync()
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
     async def record(self, announcement: WorkerAnnouncement) -> None:
         """Take a worker's announcement: refresh its liveness and store tools that changed."""
         worker_id = announcement.worker_id
@@ -78,13 +130,53 @@ class Catalogue:
                 for tool in announcement.tools:
                     self._serving.setdefault(tool.name, set()).add(worker_id)
             self.workers[worker_id] = WorkerEntry(announcement, now, known.first_seen if known else now)
-        for tool in announcement.tools:
+        self.seen.update(tool.name for tool in announcement.tools)
+        await self.sync()
+
+    def offered(self) -> dict[str, ToolDescriptor]:
+        """What the tools bucket should hold: each tool a live worker serves, as it should be listed."""
+        offered: dict[str, ToolDescriptor] = {}
+        horizon = time.monotonic() - self.liveness_window_s
+        for entry in self.workers.values():
+            if entry.last_seen < horizon or entry.announcement.state != "ready":
+                continue
+            for tool in entry.announcement.tools:
+                listed = self._as_listed(tool)
+                if listed is not None:
+                    offered.setdefault(tool.name, listed)
+        return offered
+
+    def _as_listed(self, tool: ToolDescriptor) -> ToolDescriptor | None:
+        """A tool as the catalogue lists it, or None when it must not be offered."""
+        if not tool.version:
+            return tool  # from a worker's own config: not a published package
+        package = tool.component
+        if self.latest.get(package) != tool.version:
+            return None  # retired, or a worker still on a version `latest` no longer points at
+        release = self.releases.get((package, tool.version))
+        if release is not None and release.deprecated:
+            return msgspec.structs.replace(
+                tool, description=f"DEPRECATED: {release.deprecated}. {tool.description}".rstrip()
+            )
+        return tool
+
+    async def sync(self) -> None:
+        """Make the tools bucket hold exactly ``offered()``: put what changed, delete what left."""
+        offered = self.offered()
+        for name, tool in offered.items():
             encoded = encode(tool)
-            if self._encoded.get(tool.name) != encoded:
-                await self.tools_kv.put(tool.name, encoded)
-                self._encoded[tool.name] = encoded
-                self.tools[tool.name] = tool
-                log.info("tool recorded", tool=tool.name, digest=tool.digest, worker_id=announcement.worker_id)
+            if self._encoded.get(name) != encoded:
+                await self.tools_kv.put(name, encoded)
+                self._encoded[name] = encoded
+                self.tools[name] = tool
+                log.info("tool offered", tool=name, version=tool.version or None, digest=tool.digest)
+        if not self.may_remove:
+            return
+        for name in [n for n in self.tools if n not in offered]:
+            await self.tools_kv.delete(name)
+            self.tools.pop(name, None)
+            self._encoded.pop(name, None)
+            log.info("tool withdrawn: no live worker serves it at its current version", tool=name)
 
     def forget(self, worker_id: str) -> list[str]:
         """Drop a worker found dead; return the tools it served."""

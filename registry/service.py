@@ -28,8 +28,10 @@ from nats.aio.subscription import Subscription
 
 from bus.provisioning import ensure_bucket, provision
 from bus.replies import send_error
-from bus.subjects import Subjects
+from bus.subjects import RELEASE_VERBS, Subjects
 from registry.catalogue import Catalogue
+from registry.packages import PackageStore
+from registry.releases import Releases
 from schemas.codec import DecodeError, decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
@@ -67,23 +69,33 @@ class RegistryService:
         self._recent_calls: dict[str, deque[tuple[float, str]]] = {}
         self._answering_since = 0.0
         self.catalogue: Catalogue | None = None
+        self.store: PackageStore | None = None
+        self.releases: Releases | None = None
 
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce."""
         await provision(self._nc, self._subjects)
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket)
-        self.catalogue = Catalogue(tools_kv, self._liveness_window_s)
+        self.store = await PackageStore.open(self._nc, self._subjects)
+        self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)
         self._tasks.append(asyncio.create_task(self.catalogue.watch()))
+        self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
+        await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
+        self.releases = Releases(self._nc, self._subjects, self.store)
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.
         self._subscriptions.append(await self._nc.subscribe(s.announce, cb=self._on_announce))
         self._subscriptions.append(await self._nc.subscribe(s.registry_list, queue=q, cb=self._on_list))
         self._subscriptions.append(await self._nc.subscribe(s.registry_get, queue=q, cb=self._on_get))
+        for verb in RELEASE_VERBS:
+            self._subscriptions.append(
+                await self._nc.subscribe(s.registry_release(verb), queue=q, cb=self.releases.handler(verb))
+            )
+        self._answering_since = time.monotonic() + STARTUP_GRACE_S
         if self._settings.answer_unknown_tools:
-            self._answering_since = time.monotonic() + STARTUP_GRACE_S
             self._subscriptions.append(await self._nc.subscribe(s.call_any, queue=q, cb=self._on_call))
-            self._tasks.append(asyncio.create_task(self._probe_periodically()))
+        self._tasks.append(asyncio.create_task(self._probe_periodically()))
         await self._nc.publish(s.registry_hello, b"")
         await self._nc.flush()
         log.info("registry ready", tools=len(self.catalogue.tools))
@@ -138,7 +150,7 @@ class RegistryService:
             return
         tool = self._subjects.tool_from_call(msg.subject)
         now = time.monotonic()
-        if tool not in self.catalogue.tools:
+        if tool not in self.catalogue.tools and tool not in self.catalogue.seen:
             await send_error(self._nc, msg.reply, ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
         elif now >= self._answering_since and not self.catalogue.live_workers(tool):
             await send_error(self._nc, msg.reply, ErrorCode.NO_WORKER, _no_worker(tool))
@@ -150,8 +162,12 @@ class RegistryService:
                 recent.popleft()
 
     async def _probe_periodically(self) -> None:
+        """Ping every worker; forget the dead, answer their lost calls, withdraw unserved tools."""
         assert self.catalogue is not None
         await asyncio.sleep(STARTUP_GRACE_S)
+        # Every live worker has answered our hello by now: a tool nobody announced has no worker.
+        self.catalogue.may_remove = True
+        await self.catalogue.sync()
         # Calls that came in while we waited for the first announcements, for tools still without a worker.
         for tool in [t for t in self._recent_calls if not self.catalogue.live_workers(t)]:
             await self._answer_lost(tool)
@@ -163,6 +179,8 @@ class RegistryService:
                 if not alive:
                     for tool in self.catalogue.forget(worker_id):
                         await self._answer_lost(tool)
+            # Also catches workers that went silent without dying (their liveness window passed).
+            await self.catalogue.sync()
 
     async def _ping(self, worker_id: str) -> bool:
         """False only when the worker's connection is gone (NATS says no responders)."""

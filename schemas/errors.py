@@ -26,6 +26,8 @@ class ErrorCode(IntEnum):
     """The call's deadline passed before it finished."""
     PAYLOAD_TOO_LARGE = 1006
     """The request or the result does not fit the bus's maximum payload."""
+    RELEASE_REJECTED = 1007
+    """A publish, rollback, retire or deprecate that cannot be done; the message says why."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 

@@ -111,3 +111,98 @@ class ToolGetRequest(msgspec.Struct, frozen=True):
     """Body of the registry's get request."""
 
     name: str
+
+
+# -- releases: published packages, their versions and aliases -------------------------------------
+
+
+class PackageVersion(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One published version of a package (KV ``version.NAME.VERSION``); immutable but for
+    ``deprecated`` and ``retired``."""
+
+    name: str
+    version: str
+    digest: str
+    """``sha256:<hex>`` of the Wasm bytes, also the artifact's name in the Object Store."""
+    tools: list[ToolDescriptor]
+    """The tools as derived when it was published (``version`` and ``digest`` filled in)."""
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The component's config (``ComponentSettings`` fields but name and path) it runs with."""
+    published_at: float = 0.0
+    source: str = ""
+    """Where it was published from (a file name or an ``oci://`` reference), for people."""
+    deprecated: str = ""
+    """Why it is deprecated (empty: it is not); shown in its tools' descriptions."""
+    retired: bool = False
+
+
+class Alias(msgspec.Struct, frozen=True, rename="camel"):
+    """KV ``alias.NAME.ALIAS``: which version ``latest`` (or a named alias) points at."""
+
+    version: str
+    updated_at: float = 0.0
+
+
+class PublishRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """Publish an artifact already in the Object Store as ``name`` at ``version``."""
+
+    name: str
+    version: str
+    digest: str
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    source: str = ""
+    aliases: list[str] = msgspec.field(default_factory=lambda: ["latest"])
+    """Aliases to point at the new version (``latest`` unless told otherwise)."""
+
+
+class ReleaseRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """Rollback (``version`` required; ``alias`` defaults to latest), retire (no ``version``:
+    the whole package), deprecate (``reason``), or list versions (``name`` only)."""
+
+    name: str
+    version: str = ""
+    alias: str = "latest"
+    reason: str = ""
+
+
+class VersionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    version: str
+    digest: str
+    tools: list[str]
+    aliases: list[str] = msgspec.field(default_factory=list)
+    published_at: float = 0.0
+    deprecated: str = ""
+    retired: bool = False
+
+
+class ReleaseReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """What every release verb answers: the package's versions after the change."""
+
+    name: str
+    versions: list[VersionSummary]
+    message: str = ""
+
+
+class IntrospectRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """Ask a worker to load artifact ``digest`` as package ``name`` and derive its tools."""
+
+    name: str
+    digest: str
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class IntrospectReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    tools: list[ToolDescriptor]
+    worker_id: str = ""
+
+
+class RegistryEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """A change of the catalogue, published on ``PREFIX.events.<kind>``."""
+
+    kind: Literal["published", "rolled_back", "retired", "deprecated", "worker_joined", "worker_left"]
+    name: str = ""
+    version: str = ""
+    digest: str = ""
+    worker_id: str = ""
+    tools: list[str] = msgspec.field(default_factory=list)
+    at: float = 0.0

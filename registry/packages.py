@@ -1,0 +1,210 @@
+"""Published packages in JetStream: Wasm artifacts by digest, versions and aliases in KV.
+
+- **Artifacts** live in the Object Store bucket ``PREFIX_artifacts`` under their digest
+  (``sha256:<hex>`` of the bytes): immutable and deduplicated; whoever reads one checks the
+  hash before using it.
+- **Versions** are KV entries ``version.NAME.VERSION`` holding a ``PackageVersion``: written
+  once (``create``), afterwards only deprecated or retired.
+- **Aliases** are KV entries ``alias.NAME.ALIAS`` holding an ``Alias``; ``latest`` is what
+  workers serve, rollback re-points it.
+
+Readers (workers, the CLI) and the writer (the registry) share this one module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from bus.provisioning import ensure_bucket, ensure_object_store
+from bus.subjects import Subjects, is_valid_tool_name
+from registry.errors import ArtifactError, ReleaseError
+from schemas.codec import decode, encode
+from schemas.wire import Alias, PackageVersion
+
+LATEST = "latest"
+VERSION_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
+"""Semantic versions without build metadata (``+`` cannot appear in a KV key)."""
+ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+NAME_LIMIT = 32
+"""Package names are tool-name prefixes; this leaves room for the export in the 64-char tool name."""
+
+
+def check_name(name: str) -> None:
+    if not is_valid_tool_name(name) or len(name) > NAME_LIMIT:
+        raise ReleaseError(f"package name {name!r} must be 1-{NAME_LIMIT} letters, digits, '_' or '-'")
+
+
+def check_version(version: str) -> None:
+    if not VERSION_PATTERN.match(version):
+        raise ReleaseError(f"version {version!r} is not a semantic version such as 1.2.0 or 2.0.0-rc.1")
+
+
+def check_alias(alias: str) -> None:
+    if not ALIAS_PATTERN.match(alias):
+        raise ReleaseError(f"alias {alias!r} must be lowercase letters, digits and '-', starting with a letter")
+
+
+def version_order(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+    """Sort key of a semantic version: a release sorts after its pre-releases."""
+    match = VERSION_PATTERN.match(version)
+    if match is None:
+        return (-1, -1, -1, -1, ())
+    major, minor, patch, pre = match.groups()
+    pre_key = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")) if pre else ()
+    return (int(major), int(minor), int(patch), 0 if pre else 1, pre_key)
+
+
+def version_key(name: str, version: str) -> str:
+    return f"version.{name}.{version}"
+
+
+def alias_key(name: str, alias: str) -> str:
+    return f"alias.{name}.{alias}"
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    kind: str
+    """``version`` or ``alias``."""
+    name: str
+    rest: str
+    """The version, or the alias name."""
+
+
+def parse_key(key: str) -> KeyParts | None:
+    kind, _, remainder = key.partition(".")
+    name, _, rest = remainder.partition(".")
+    if kind not in ("version", "alias") or not name or not rest:
+        return None
+    return KeyParts(kind, name, rest)
+
+
+def artifact_digest(data: bytes) -> str:
+    """``sha256:<hex>``: the same identity ``workers.compile_cache.wasm_digest`` gives."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class PackageStore:
+    """The packages bucket and the artifact store of one deployment."""
+
+    def __init__(self, kv: KeyValue, artifacts: ObjectStore) -> None:
+        self.kv = kv
+        self.artifacts = artifacts
+
+    @classmethod
+    async def open(cls, nc: NatsClient, subjects: Subjects) -> PackageStore:
+        """The store of ``subjects``' deployment, its buckets created if missing."""
+        kv = await ensure_bucket(nc, subjects.packages_bucket)
+        artifacts = await ensure_object_store(nc, subjects.artifacts_store)
+        return cls(kv, artifacts)
+
+    # -- artifacts ------------------------------------------------------------------------------
+    async def put_artifact(self, data: bytes) -> str:
+        """Store ``data`` under its digest (once: an existing artifact is not uploaded again)."""
+        digest = artifact_digest(data)
+        try:
+            info = await self.artifacts.get_info(digest)
+            if info.size == len(data) and not info.deleted:
+                return digest
+        except NotFoundError:
+            pass
+        await self.artifacts.put(digest, data)
+        return digest
+
+    async def has_artifact(self, digest: str) -> bool:
+        try:
+            info = await self.artifacts.get_info(digest)
+        except NotFoundError:
+            return False
+        return not info.deleted
+
+    async def get_artifact(self, digest: str) -> bytes:
+        """The bytes of artifact ``digest``, checked against it.
+
+        Raises:
+            ArtifactError: there is no such artifact, or its bytes do not hash to ``digest``.
+        """
+        try:
+            result = await self.artifacts.get(digest)
+        except NotFoundError:
+            raise ArtifactError(f"artifact {digest} is not in the artifact store") from None
+        data = bytes(result.data or b"")
+        actual = artifact_digest(data)
+        if actual != digest:
+            raise ArtifactError(f"artifact {digest} is corrupt: its bytes hash to {actual}")
+        return data
+
+    # -- versions -------------------------------------------------------------------------------
+    async def version(self, name: str, version: str) -> PackageVersion | None:
+        try:
+            entry = await self.kv.get(version_key(name, version))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        return decode(entry.value, PackageVersion) if entry.value else None
+
+    async def create_version(self, record: PackageVersion) -> None:
+        """Write a new version; fails if that version exists (versions are immutable).
+
+        Raises:
+            ReleaseError: the version exists already.
+        """
+        try:
+            await self.kv.create(version_key(record.name, record.version), encode(record))
+        except KeyWrongLastSequenceError:
+            raise ReleaseError(f"{record.name} {record.version} is already published; versions are immutable") from None
+
+    async def update_version(self, record: PackageVersion) -> None:
+        """Rewrite a version's mutable fields (deprecation, retirement)."""
+        await self.kv.put(version_key(record.name, record.version), encode(record))
+
+    async def versions(self, name: str) -> list[PackageVersion]:
+        """Every version of ``name``, oldest first."""
+        records = []
+        for key in await self._keys(f"version.{name}."):
+            parts = parse_key(key)
+            if parts is not None and (record := await self.version(parts.name, parts.rest)) is not None:
+                records.append(record)
+        return sorted(records, key=lambda r: version_order(r.version))
+
+    async def package_names(self) -> list[str]:
+        names = {parts.name for key in await self._keys("version.") if (parts := parse_key(key)) is not None}
+        return sorted(names)
+
+    # -- aliases --------------------------------------------------------------------------------
+    async def alias(self, name: str, alias: str = LATEST) -> str | None:
+        """The version ``alias`` points at, or None."""
+        try:
+            entry = await self.kv.get(alias_key(name, alias))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        return decode(entry.value, Alias).version if entry.value else None
+
+    async def set_alias(self, name: str, alias: str, version: str, *, at: float) -> None:
+        await self.kv.put(alias_key(name, alias), encode(Alias(version=version, updated_at=at)))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self.kv.delete(alias_key(name, alias))
+
+    async def aliases(self, name: str) -> dict[str, str]:
+        """Alias → version, for every alias of ``name``."""
+        found = {}
+        for key in await self._keys(f"alias.{name}."):
+            parts = parse_key(key)
+            if parts is not None and (version := await self.alias(name, parts.rest)) is not None:
+                found[parts.rest] = version
+        return found
+
+    async def _keys(self, prefix: str) -> list[str]:
+        # nats-py's `keys(filters=…)` matches substrings, not subjects: filter here instead.
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return []
+        return [key for key in keys if key.startswith(prefix)]
