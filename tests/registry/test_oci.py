@@ -324,7 +324,7 @@ def scripted(kit_wasm: bytes) -> Iterator[Script]:
         f'Bearer realm="http://127.0.0.1:{script.port}/token",service="scripted",scope="repository:tools/kit:pull"'
     )
     ScriptedRegistry.script = script
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield script
     server.shutdown()
