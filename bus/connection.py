@@ -1,15 +1,20 @@
-"""The NATS connection of one process: connect with reconnect, drain on the way out."""
+"""The NATS connection of one process: connect with reconnect, drain on the way out.
+
+Also the two guarantees nats-py's ``flush`` and ``Subscription.drain`` promise but do not keep
+(``caught_up``, ``drain_subscriptions``; see docs/bus-protocol.md "Ordering on one connection").
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 
 import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 
 from bus.errors import BusUnavailable
 
@@ -23,6 +28,8 @@ DRAIN_TIMEOUT_S = 10
 """How long a closing process waits for in-flight messages to finish being handled."""
 PENDING_SIZE_BYTES = 64 * 1024 * 1024
 """Client-side buffer while disconnected; large enough for a burst of replies."""
+ROUND_TRIP_TIMEOUT_S = 5.0
+"""How long ``caught_up`` waits for the server; a local round trip takes well under a millisecond."""
 
 
 async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0, allow_reconnect: bool = True) -> NatsClient:
@@ -84,3 +91,65 @@ async def connected(url: str, *, name: str, connect_timeout_s: float = 5.0) -> A
                 await nc.drain()
             except (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
                 await nc.close()
+
+
+async def caught_up(nc: NatsClient, timeout_s: float = ROUND_TRIP_TIMEOUT_S) -> None:
+    """Return once the server has processed every command ``nc`` was given before this call.
+
+    ``await nc.flush()`` does not promise that in nats-py (2.16, and its main branch as of
+    2026-06): it writes its PING straight to the socket, ahead of the SUB, UNSUB and PUB
+    commands still waiting in the client's write buffer for its flusher task, so the PONG can
+    come back before the server has seen them. Here a message to an inbox of this connection's
+    own is published through that buffer, behind those commands; the server handles one
+    connection's commands in order, so when the message comes back they have all taken effect.
+    It needs echo, which nats-py has on unless ``no_echo`` is set (``connect`` never sets it).
+
+    Raises:
+        ValueError: the connection was opened with ``no_echo``.
+        nats.errors.TimeoutError: the message did not come back within ``timeout_s``.
+        nats.errors.ConnectionClosedError: the connection closed.
+    """
+    if nc.options.get("no_echo"):
+        raise ValueError("caught_up needs a connection with echo on")
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(inbox, b"")
+        await sub.next_msg(timeout=timeout_s)
+    finally:
+        with suppress(nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+            await sub.unsubscribe()
+
+
+async def drain_subscriptions(
+    nc: NatsClient, subscriptions: Sequence[Subscription], timeout_s: float = ROUND_TRIP_TIMEOUT_S
+) -> None:
+    """Stop the server delivering to ``subscriptions``, then handle every message it delivered.
+
+    What nats-py's ``Subscription.drain`` promises, without its loss: it sends UNSUB and then
+    a PING that overtakes the UNSUB (see ``caught_up``). The server may answer the PING and
+    deliver more messages before it reads the UNSUB; once the PONG is in, nats-py handles what
+    is queued and forgets the subscription, and a message arriving after that is dropped without
+    a trace — for a request, no reply at all. Here the UNSUBs go first, ``caught_up`` waits
+    until the server has processed them (by then every message it delivered is in the
+    subscriptions' queues, read before the echo), and only then does nats-py's drain run: its
+    own UNSUB is a no-op on the server, and it handles the queued messages before it forgets
+    the subscription. The callbacks of the queued messages have all returned when this does.
+
+    Raises:
+        nats.errors.TimeoutError: the server did not catch up within ``timeout_s``.
+        nats.errors.ConnectionClosedError: the connection closed (nothing more is delivered).
+    """
+    for sub in subscriptions:
+        # nats-py has no public "tell the server, keep handling what is queued"; this is the
+        # call its own drain makes first.
+        await nc._send_unsubscribe(sub._id)
+    await caught_up(nc, timeout_s)
+    await asyncio.gather(*(_drain_quietly(sub) for sub in subscriptions))
+
+
+async def _drain_quietly(sub: Subscription) -> None:
+    try:
+        await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError, nats.errors.BadSubscriptionError):
+        pass  # the connection is going away or the subscription is already gone: nothing more comes
