@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.connection import caught_up, drain_subscriptions
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
@@ -154,7 +155,11 @@ class WorkerService:
         return list(self._tools)
 
     async def start(self) -> None:
-        """Subscribe to every tool's call subject (queue group), become discoverable, announce."""
+        """Subscribe to every tool's call subject (queue group), become discoverable, announce.
+
+        When this returns (and when the ``ready`` announcement goes out) the server has every
+        subscription: a call sent from then on reaches this worker.
+        """
         self._loop = asyncio.get_running_loop()
         self._background.append(asyncio.create_task(self._send_replies()))
         for name in self._routes:
@@ -166,7 +171,9 @@ class WorkerService:
         hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
         self._subscriptions += [ping, hello]
         await self.discovery.start()
-        await self._nc.flush()
+        # Not nc.flush(): in nats-py its PING can overtake the SUBs, and a caller acting on our
+        # return (or on the announcement) would get "no responders" now and then.
+        await caught_up(self._nc)
         await self.announce()
         self._background.append(asyncio.create_task(self._announce_periodically()))
         log.info("worker ready", worker_id=self.worker_id, tools=sorted(self._routes))
@@ -189,9 +196,13 @@ class WorkerService:
         await self.discovery.stop()
         calls, self._calls = self._calls, []
         try:
-            await asyncio.wait_for(asyncio.gather(*(self._drain(sub) for sub in calls)), grace_s)
+            # Not Subscription.drain alone: nats-py's can drop calls delivered at the moment of
+            # the unsubscribe, which their callers never hear about (see drain_subscriptions).
+            await asyncio.wait_for(drain_subscriptions(self._nc, calls, grace_s), grace_s)
         except TimeoutError:
             log.warning("draining call subscriptions timed out")
+        except nats.errors.ConnectionClosedError:
+            pass  # nothing more will be delivered anyway
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
@@ -215,12 +226,6 @@ class WorkerService:
             pass
         # Guests still running past the grace period are interrupted by their epoch deadline.
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def _drain(self, sub: Subscription) -> None:
-        try:
-            await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
-        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-            pass  # the connection went away: nothing more will be delivered anyway
 
     async def announce(self) -> None:
         """Publish what this worker serves and how loaded it is."""

@@ -195,19 +195,15 @@ async def test_sigterm_drains_the_worker_and_it_exits_0(
     await announcements.wait_for(worker.worker_id, "draining", timeout_s=5)
 
     # From the draining announcement on, a call is answered (it reached the worker before its
-    # unsubscribe did) or refused at once by the server. One call may time out instead: seen
-    # once in many loaded runs, when it raced the unsubscribe inside nats-server (the server
-    # had matched the subscription, then dropped the message as the subscription closed).
-    answered, raced = 0, 0
+    # unsubscribe did) or refused at once by the server; none goes unanswered (a timeout here
+    # fails the test).
+    answered = 0
     while True:
         try:
             assert await add(nc, subjects, answered, 1) == answered + 1
             answered += 1
         except nats.errors.NoRespondersError:
             break
-        except nats.errors.TimeoutError:
-            raced += 1
-        assert raced <= 1, "more than one call was lost while the worker drained"
         assert time.monotonic() - terminated < 5, "the worker kept taking calls while draining"
     for i in range(3):  # unsubscribed for good: refused at once, every time
         with pytest.raises(nats.errors.NoRespondersError):
