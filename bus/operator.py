@@ -55,10 +55,10 @@ def _run(args: argparse.Namespace, verb: Verb) -> int:
 
 
 async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
-    """Print name, version, digest and description of every tool in the catalogue."""
+    """Print name, version, digest, live workers and description of every tool in the catalogue."""
     subjects = Subjects(settings.nats.prefix)
     async with connected(settings.nats.url, name="toolbus-cli") as nc:
-        tools, cursor = [], None
+        tools, live, cursor = [], {}, None
         while True:
             try:
                 reply = await nc.request(
@@ -69,14 +69,16 @@ async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             page = decode(reply.data, ToolList)
             tools.extend(page.tools)
+            live.update(page.live_workers)
             if not page.next_cursor:
                 break
             cursor = page.next_cursor
     width = max((len(t.name) for t in tools), default=4)
-    print(f"{'NAME':<{width}}  {'VERSION':<8}  {'DIGEST':<19}  DESCRIPTION")
+    print(f"{'NAME':<{width}}  {'VERSION':<8}  {'DIGEST':<19}  {'WORKERS':>7}  DESCRIPTION")
     for tool in tools:
         digest = tool.digest.removeprefix("sha256:")[:12]
-        print(f"{tool.name:<{width}}  {tool.version or '-':<8}  sha256:{digest:<12}  {tool.description}")
+        workers = live.get(tool.name, 0)
+        print(f"{tool.name:<{width}}  {tool.version or '-':<8}  sha256:{digest:<12}  {workers:>7}  {tool.description}")
     return 0
 
 

@@ -26,6 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.connection import caught_up
 from bus.provisioning import ensure_bucket, provision
 from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
@@ -35,7 +36,7 @@ from registry.releases import Releases
 from schemas.codec import DecodeError, decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
-from schemas.wire import ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
+from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
 
@@ -96,8 +97,9 @@ class RegistryService:
         if self._settings.answer_unknown_tools:
             self._subscriptions.append(await self._nc.subscribe(s.call_any, queue=q, cb=self._on_call))
         self._tasks.append(asyncio.create_task(self._probe_periodically()))
+        # Not nc.flush(): its PING can overtake our SUBs (see bus.connection.caught_up).
+        await caught_up(self._nc)
         await self._nc.publish(s.registry_hello, b"")
-        await self._nc.flush()
         log.info("registry ready", tools=len(self.catalogue.tools))
 
     async def stop(self) -> None:
@@ -119,7 +121,12 @@ class RegistryService:
             return
         # A draining worker still answers every call delivered to it, so nothing to answer here;
         # later calls find no live worker and get NO_WORKER in _on_call.
+        known = announcement.worker_id in self.catalogue.workers
         await self.catalogue.record(announcement)
+        if not known and announcement.state == "ready":
+            await self._worker_event("worker_joined", announcement.worker_id, [t.name for t in announcement.tools])
+        elif known and announcement.state == "stopped":
+            await self._worker_event("worker_left", announcement.worker_id, [t.name for t in announcement.tools])
 
     async def _on_list(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -129,7 +136,8 @@ class RegistryService:
             await send_error(self._nc, msg.reply, ErrorCode.BAD_REQUEST, f"list request: {exc}")
             return
         tools, next_cursor = self.catalogue.page(request.cursor, request.limit)
-        await msg.respond(encode(ToolList(tools=tools, next_cursor=next_cursor)))
+        live = {tool.name: len(self.catalogue.live_workers(tool.name)) for tool in tools}
+        await msg.respond(encode(ToolList(tools=tools, next_cursor=next_cursor, live_workers=live)))
 
     async def _on_get(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -177,10 +185,17 @@ class RegistryService:
             outcomes = await asyncio.gather(*(self._ping(w) for w in ids))
             for worker_id, alive in zip(ids, outcomes, strict=True):
                 if not alive:
-                    for tool in self.catalogue.forget(worker_id):
+                    tools = self.catalogue.forget(worker_id)
+                    await self._worker_event("worker_left", worker_id, tools)
+                    for tool in tools:
                         await self._answer_lost(tool)
             # Also catches workers that went silent without dying (their liveness window passed).
             await self.catalogue.sync()
+
+    async def _worker_event(self, kind: str, worker_id: str, tools: list[str]) -> None:
+        """Publish a worker's arrival or departure (each registry replica publishes its own)."""
+        event = RegistryEvent(kind=kind, worker_id=worker_id, tools=tools, at=time.time())  # type: ignore[arg-type]
+        await self._nc.publish(self._subjects.event(kind), encode(event))
 
     async def _ping(self, worker_id: str) -> bool:
         """False only when the worker's connection is gone (NATS says no responders)."""

@@ -133,6 +133,9 @@ class WorkerSettings(_Model):
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     """Default limits of every tool; a component's ``limits`` overrides them field by field."""
+    follow_packages: bool = True
+    """Serve the ``latest`` version of every package published to the registry (``toolbus
+    publish``), besides the components in this file."""
 
 
 class RegistrySettings(_Model):

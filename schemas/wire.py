@@ -98,6 +98,8 @@ class ToolList(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
 
     tools: list[ToolDescriptor]
     next_cursor: str | None = None
+    live_workers: dict[str, int] = msgspec.field(default_factory=dict)
+    """Tool name → how many live workers serve it (only in the registry's reply)."""
 
 
 class ToolListRequest(msgspec.Struct, frozen=True, omit_defaults=True):

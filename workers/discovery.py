@@ -107,27 +107,31 @@ class Discovery:
         self._nc = nc
         self._id = instance_id
         self._metadata = dict(metadata)
-        self._stats = stats
         self._started = datetime.now(UTC)
+        # PING never changes while the worker runs, INFO only when its tools do: encode them once.
+        self._ping = encode(
+            MicroPing(name=SERVICE_NAME, id=instance_id, version=SERVICE_VERSION, metadata=self._metadata)
+        )
+        self.update(endpoints, stats)
+        self._subscriptions: list[Subscription] = []
+
+    def update(self, endpoints: Mapping[str, tuple[str, str]], stats: Mapping[str, ToolStats]) -> None:
+        """Describe a new set of tools (a package version was swapped in or out)."""
+        self._stats = stats
         self._endpoints = [
             MicroEndpointInfo(name=tool, subject=subject, queue_group=queue, metadata={})
             for tool, (subject, queue) in endpoints.items()
         ]
-        # INFO and PING never change while the worker runs: encode them once.
-        self._ping = encode(
-            MicroPing(name=SERVICE_NAME, id=instance_id, version=SERVICE_VERSION, metadata=self._metadata)
-        )
         self._info = encode(
             MicroInfo(
                 name=SERVICE_NAME,
-                id=instance_id,
+                id=self._id,
                 version=SERVICE_VERSION,
                 metadata=self._metadata,
                 description=SERVICE_DESCRIPTION,
                 endpoints=self._endpoints,
             )
         )
-        self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
         """Subscribe to every discovery subject this instance answers (all, by name, by id)."""

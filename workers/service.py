@@ -41,9 +41,15 @@ from workers.discovery import Discovery, ToolStats
 
 log = structlog.get_logger(__name__)
 
+DRAIN_TOOL_GRACE_S = 5.0
+"""How long dropping one tool (a new package version without it) waits for its delivered calls."""
+
 
 class CallableComponent(Protocol):
     """What the service needs from a loaded component (see ``workers.component``)."""
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def tools(self) -> Sequence[ToolDescriptor]: ...
@@ -118,19 +124,16 @@ class WorkerService:
         self._settings = settings
         self.worker_id = worker_id or new_worker_id()
         self._routes: dict[str, _Route] = {}
-        self._tools: list[ToolDescriptor] = []
+        self._tools: dict[str, ToolDescriptor] = {}
+        self._sources: dict[str, list[str]] = {}
+        """Source (a configured component or a published package) → the names of its tools."""
         for component in components:
-            for tool in component.tools:
-                if tool.name in self._routes:
-                    raise ValueError(f"tool {tool.name!r} is exported by two components")
-                self._routes[tool.name] = _Route(
-                    component, compile_validator(tool.input_schema), ToolStats(), component.limits.max_concurrency
-                )
-                self._tools.append(tool)
+            self._add_source(component.name, component, component.tools)
         self._capacity = settings.concurrency + settings.queue_depth
         self._accepted = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
-        self._calls: list[Subscription] = []
+        self._calls: dict[str, Subscription] = {}
+        """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
         self.discovery = Discovery(
             nc,
@@ -141,7 +144,7 @@ class WorkerService:
                 "concurrency": str(settings.concurrency),
                 "queue_depth": str(settings.queue_depth),
             },
-            endpoints={name: (subjects.call(name), subjects.worker_queue) for name in self._routes},
+            endpoints=self._endpoints(),
             stats={name: route.stats for name, route in self._routes.items()},
         )
         self._replies: asyncio.Queue[tuple[str, bytes, dict[str, str] | None]] = asyncio.Queue()
@@ -152,7 +155,71 @@ class WorkerService:
 
     @property
     def tools(self) -> list[ToolDescriptor]:
-        return list(self._tools)
+        return list(self._tools.values())
+
+    def _add_source(self, source: str, component: CallableComponent, tools: Sequence[ToolDescriptor]) -> None:
+        if source in self._sources:
+            raise ValueError(f"two components are named {source!r}")
+        for tool in tools:
+            if tool.name in self._routes:
+                raise ValueError(f"tool {tool.name!r} is exported by two components")
+        for tool in tools:
+            self._routes[tool.name] = _Route(
+                component, compile_validator(tool.input_schema), ToolStats(), component.limits.max_concurrency
+            )
+            self._tools[tool.name] = tool
+        self._sources[source] = [tool.name for tool in tools]
+
+    def _endpoints(self) -> dict[str, tuple[str, str]]:
+        return {name: (self._subjects.call(name), self._subjects.worker_queue) for name in self._routes}
+
+    async def set_source(self, source: str, component: CallableComponent, tools: Sequence[ToolDescriptor]) -> None:
+        """Serve ``component``'s ``tools`` as ``source``, replacing what ``source`` served before.
+
+        The swap is atomic for callers: a call is routed either to the old component (and
+        finishes there) or to the new one. Tools the new version no longer has stop being
+        taken (their subscriptions are drained: calls already delivered are still answered).
+        """
+        old = self._sources.pop(source, [])
+        previous = {name: (self._routes.pop(name), self._tools.pop(name)) for name in old}
+        try:
+            self._add_source(source, component, tools)
+        except ValueError:
+            for name, (route, tool) in previous.items():
+                self._routes[name], self._tools[name] = route, tool
+            self._sources[source] = old
+            raise
+        for name in set(old) - set(self._routes):
+            await self._unsubscribe_calls(name)
+        await self._after_change()
+
+    async def remove_source(self, source: str) -> None:
+        """Stop serving ``source``'s tools (calls already delivered are still answered)."""
+        for name in self._sources.pop(source, []):
+            self._routes.pop(name, None)
+            self._tools.pop(name, None)
+            await self._unsubscribe_calls(name)
+        await self._after_change()
+
+    async def _after_change(self) -> None:
+        if self._state != "ready":
+            return
+        for name in self._routes:
+            if name not in self._calls:
+                self._calls[name] = await self._nc.subscribe(
+                    self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
+                )
+        self.discovery.update(self._endpoints(), {name: route.stats for name, route in self._routes.items()})
+        await caught_up(self._nc)  # the new subscriptions are in place before anyone hears of them
+        await self.announce()
+
+    async def _unsubscribe_calls(self, name: str) -> None:
+        sub = self._calls.pop(name, None)
+        if sub is not None:
+            try:
+                await drain_subscriptions(self._nc, [sub], DRAIN_TOOL_GRACE_S)
+            except nats.errors.ConnectionClosedError:
+                pass
 
     async def start(self) -> None:
         """Subscribe to every tool's call subject (queue group), become discoverable, announce.
@@ -163,10 +230,9 @@ class WorkerService:
         self._loop = asyncio.get_running_loop()
         self._background.append(asyncio.create_task(self._send_replies()))
         for name in self._routes:
-            sub = await self._nc.subscribe(
+            self._calls[name] = await self._nc.subscribe(
                 self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
             )
-            self._calls.append(sub)
         ping = await self._nc.subscribe(self._subjects.worker_ping(self.worker_id), cb=self._on_ping)
         hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
         self._subscriptions += [ping, hello]
@@ -194,7 +260,7 @@ class WorkerService:
         except nats.errors.ConnectionClosedError:
             pass
         await self.discovery.stop()
-        calls, self._calls = self._calls, []
+        calls, self._calls = list(self._calls.values()), {}
         try:
             # Not Subscription.drain alone: nats-py's can drop calls delivered at the moment of
             # the unsubscribe, which their callers never hear about (see drain_subscriptions).
@@ -231,7 +297,7 @@ class WorkerService:
         """Publish what this worker serves and how loaded it is."""
         announcement = WorkerAnnouncement(
             worker_id=self.worker_id,
-            tools=self._tools,
+            tools=list(self._tools.values()),
             concurrency=self._settings.concurrency,
             in_flight=self._accepted,
             state=self._state,  # type: ignore[arg-type]

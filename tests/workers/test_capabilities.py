@@ -28,7 +28,7 @@ from workers.capabilities import Grants
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
-from workers.runner import load_components, load_one
+from workers.loading import load_components, load_one
 from workers.service import WorkerService
 
 GUESTS = Path(__file__).resolve().parent / "guests"

@@ -22,7 +22,7 @@ from workers.command import STDOUT_LIMIT_BYTES, LoadedCommand
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import BuildError, ComponentLoadError, UnknownTool
-from workers.runner import load_components, load_one
+from workers.loading import load_components, load_one
 from workers.service import WorkerService
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"

@@ -1,0 +1,203 @@
+"""Release verbs for operators: ``toolbus publish``, ``rollback``, ``retire``, ``deprecate``, ``versions``.
+
+Each is a thin client of the registry's release requests (``registry.releases``); anything
+else that speaks NATS can do the same: put the Wasm bytes in the artifact store under their
+digest, then send a ``PublishRequest``. These verbs find NATS like every other one
+(``--nats URL``, or the deployment's ``toolbus.toml`` given with ``--settings``); for
+``publish``, ``--config`` names the *tool's* config, as the component's entry in a
+toolbus.toml would have it (description, per-tool overrides, limits, capabilities, kind…).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tomllib
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import wasmtime
+from pydantic import ValidationError
+
+from bus import lifecycle
+from bus.connection import connected
+from bus.errors import BusUnavailable
+from bus.logs import configure_logging
+from bus.subjects import Header, Subjects
+from registry.errors import RegistryError
+from registry.oci import parse_reference, pull_component
+from registry.packages import LATEST, PackageStore
+from schemas.codec import decode, encode
+from schemas.config import ComponentSettings, Settings, load_settings
+from schemas.errors import ConfigError
+from schemas.wire import ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
+
+RELEASE_TIMEOUT_S = 180.0
+"""Publishing waits for a worker to compile the component (~6 s for componentize-py output)."""
+TOOL_CONFIG_EXCLUDED = frozenset({"name", "path", "source", "world"})
+"""Fields of a component entry that make no sense for a published artifact."""
+OCI_SCHEME = "oci://"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the release verbs."""
+    publish = _parser(subparsers, "publish", "publish a Wasm component (a file or oci://…) as a new version")
+    publish.add_argument("artifact", help="a .wasm file (or .wat), or oci://HOST/REPO:TAG")
+    publish.add_argument("--name", required=True, help="package name; its tools are named NAME_<export>")
+    publish.add_argument("--version", required=True, help="semantic version, e.g. 1.2.0")
+    publish.add_argument("--config", type=Path, help="tool.toml: the component's settings (description, limits…)")
+    publish.add_argument(
+        "--alias", action="append", default=[], help="also point this alias at the version (repeatable)"
+    )
+    publish.add_argument("--no-latest", action="store_true", help="do not point `latest` at the new version")
+    publish.set_defaults(run=lambda args: _run(args, _publish))
+
+    rollback = _parser(subparsers, "rollback", "point `latest` (or --alias) back at an earlier version")
+    rollback.add_argument("name")
+    rollback.add_argument("version", help="a version, or another alias")
+    rollback.add_argument("--alias", default=LATEST, help="the alias to re-point (default: latest)")
+    rollback.set_defaults(run=lambda args: _run(args, _release("rollback")))
+
+    retire = _parser(subparsers, "retire", "withdraw a version, or (without one) the whole package")
+    retire.add_argument("name")
+    retire.add_argument("version", nargs="?", default="")
+    retire.set_defaults(run=lambda args: _run(args, _release("retire")))
+
+    deprecate = _parser(subparsers, "deprecate", "mark a version deprecated (shown in its tools' descriptions)")
+    deprecate.add_argument("name")
+    deprecate.add_argument("version")
+    deprecate.add_argument("--reason", required=True, help="why, and what to use instead")
+    deprecate.set_defaults(run=lambda args: _run(args, _release("deprecate")))
+
+    versions = _parser(subparsers, "versions", "list a package's versions and aliases")
+    versions.add_argument("name")
+    versions.set_defaults(run=lambda args: _run(args, _release("versions")))
+
+
+def _parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], verb: str, help_text: str
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(verb, help=help_text)
+    parser.add_argument("--settings", type=Path, help="the deployment's toolbus.toml (to find NATS)")
+    parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
+    return parser
+
+
+Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, ReleaseReply]]
+
+
+def _run(args: argparse.Namespace, verb: Verb) -> int:
+    try:
+        settings = load_settings(args.settings, **({"nats": {"url": args.nats}} if args.nats else {}))
+    except ConfigError as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format)
+    try:
+        reply = lifecycle.run(verb(settings, args))
+    except (RegistryError, ConfigError, BusUnavailable) as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1
+    if reply.message:
+        print(reply.message)
+    print_versions(reply)
+    return 0
+
+
+def tool_settings(path: Path | None) -> dict[str, Any]:
+    """The component settings in a tool.toml, checked as a component entry would be.
+
+    Raises:
+        ConfigError: the file is unreadable or breaks a rule (the message names the field).
+    """
+    if path is None:
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for field in sorted(TOOL_CONFIG_EXCLUDED & raw.keys()):
+        raise ConfigError(f"{path}: {field}: not allowed here (the artifact and --name say it)")
+    try:
+        ComponentSettings.model_validate({**raw, "name": "check", "path": path})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
+    return raw
+
+
+def read_artifact(reference: str) -> tuple[bytes, str]:
+    """The Wasm bytes of a file (``.wat`` is assembled) or an ``oci://`` reference, and its source label."""
+    if reference.startswith(OCI_SCHEME):
+        pulled = pull_component(parse_reference(reference))
+        return pulled.wasm, reference
+    path = Path(reference)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+    if path.suffix == ".wat":
+        # The artifact is always binary: its digest is then the same as the built file's.
+        try:
+            data = bytes(wasmtime.wat2wasm(data.decode("utf-8", errors="replace")))
+        except wasmtime.WasmtimeError as exc:
+            raise ConfigError(f"{path}: not valid WAT: {exc}") from exc
+    return data, path.name
+
+
+async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
+    config = tool_settings(args.config)
+    data, source = await asyncio.to_thread(read_artifact, args.artifact)
+    subjects = Subjects(settings.nats.prefix)
+    aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)
+    async with connected(settings.nats.url, name="toolbus-publish") as nc:
+        store = await PackageStore.open(nc, subjects)
+        digest = await store.put_artifact(data)
+        request = PublishRequest(
+            name=args.name, version=args.version, digest=digest, settings=config, source=source, aliases=aliases
+        )
+        return await request_release(nc, subjects.registry_release("publish"), encode(request))
+
+
+def _release(verb: str) -> Verb:
+    async def act(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
+        subjects = Subjects(settings.nats.prefix)
+        request = ReleaseRequest(
+            name=args.name,
+            version=getattr(args, "version", "") or "",
+            alias=getattr(args, "alias", LATEST),
+            reason=getattr(args, "reason", "") or "",
+        )
+        async with connected(settings.nats.url, name=f"toolbus-{verb}") as nc:
+            return await request_release(nc, subjects.registry_release(verb), encode(request))
+
+    return act
+
+
+async def request_release(nc: Any, subject: str, body: bytes) -> ReleaseReply:
+    """Send one release request and decode its reply.
+
+    Raises:
+        RegistryError: no registry answered, or it refused (its message says why).
+    """
+    try:
+        reply = await nc.request(subject, body, timeout=RELEASE_TIMEOUT_S)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        raise RegistryError(f"no registry is answering on {subject}") from None
+    if reply.headers and Header.ERROR in reply.headers:
+        raise RegistryError(decode(reply.data, ErrorReply).error.message)
+    return decode(reply.data, ReleaseReply)
+
+
+def print_versions(reply: ReleaseReply) -> None:
+    print(f"{'VERSION':<12}  {'DIGEST':<19}  {'ALIASES':<16}  {'PUBLISHED':<20}  STATUS")
+    for version in reply.versions:
+        digest = version.digest.removeprefix("sha256:")[:12]
+        published = datetime.fromtimestamp(version.published_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        status = "retired" if version.retired else (f"deprecated: {version.deprecated}" if version.deprecated else "")
+        aliases = ",".join(version.aliases) or "-"
+        print(f"{version.version:<12}  sha256:{digest:<12}  {aliases:<16}  {published:<20}  {status}")

@@ -1,0 +1,350 @@
+"""Publishing, versions, aliases and hot swap against a real nats-server, a real registry and
+real workers (wasmtime) that follow the packages bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import wasmtime
+from nats.aio.client import Client as NatsClient
+
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
+from bus.subjects import Header, Subjects
+from registry.errors import RegistryError
+from registry.operator import request_release
+from registry.packages import PackageStore
+from registry.service import RegistryService
+from schemas.codec import decode, encode
+from schemas.config import RegistrySettings, Settings, WorkerSettings
+from schemas.errors import ErrorCode
+from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEvent, ReleaseReply, ReleaseRequest
+from tests.registry.conftest import OciTestRegistry
+from workers.engine import EngineHost
+from workers.packages import PackageFollower
+from workers.service import WorkerService
+
+ANNOUNCE_INTERVAL_S = 0.2
+
+
+def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
+    """A component whose ``answer`` returns ``answer``; optionally one more export returning 0."""
+    extra = f'(func (export "{extra_export}") (result u32) (canon lift (core func $i "zero")))' if extra_export else ""
+    return bytes(
+        wasmtime.wat2wasm(
+            f"""(component
+              (core module $m
+                (func (export "answer") (result i32) i32.const {answer})
+                (func (export "zero") (result i32) i32.const 0))
+              (core instance $i (instantiate $m))
+              (func (export "answer") (result u32) (canon lift (core func $i "answer")))
+              {extra})"""
+        )
+    )
+
+
+V1 = answer_component(1, extra_export="legacy")
+V2 = answer_component(2, extra_export="fresh")
+
+
+@dataclass
+class Deployment:
+    nc: NatsClient
+    subjects: Subjects
+    store: PackageStore
+    registry: RegistryService
+    start_worker: Callable[[], Awaitable[tuple[WorkerService, PackageFollower, NatsClient]]]
+
+    async def publish(self, name: str, version: str, wasm: bytes, **fields: object) -> ReleaseReply:
+        digest = await self.store.put_artifact(wasm)
+        request = PublishRequest(name=name, version=version, digest=digest, **fields)  # type: ignore[arg-type]
+        return await request_release(self.nc, self.subjects.registry_release("publish"), encode(request))
+
+    async def release(self, verb: str, name: str, version: str = "", **fields: str) -> ReleaseReply:
+        request = ReleaseRequest(name=name, version=version, **fields)
+        return await request_release(self.nc, self.subjects.registry_release(verb), encode(request))
+
+    async def call(self, tool: str) -> CallToolResult:
+        reply = await self.nc.request(self.subjects.call(tool), b"{}", timeout=10)
+        if reply.headers and Header.ERROR in reply.headers:
+            error = decode(reply.data, ErrorReply).error
+            raise AssertionError(f"typed error {error.code}: {error.message}")
+        return decode(reply.data, CallToolResult)
+
+    def offered(self) -> dict[str, str]:
+        """Tool → version, as the tools bucket (what gateways list) holds them."""
+        assert self.registry.catalogue is not None
+        return {name: tool.version for name, tool in self.registry.catalogue.tools.items()}
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def deployment(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path
+) -> AsyncIterator[Deployment]:
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
+    await registry.start()
+    store = await PackageStore.open(nc, subjects)
+    started: list[tuple[WorkerService, PackageFollower, NatsClient]] = []
+    settings = Settings(
+        cache_dir=cache_dir, worker=WorkerSettings(concurrency=2, announce_interval_s=ANNOUNCE_INTERVAL_S)
+    )
+
+    async def start_worker() -> tuple[WorkerService, PackageFollower, NatsClient]:
+        worker_nc = await connect(nats_server.url, name="test-worker")
+        service = WorkerService(worker_nc, subjects, settings.worker, [])
+        await service.start()
+        follower = PackageFollower(
+            worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
+        )
+        await follower.start()
+        await asyncio.wait_for(follower.caught_up.wait(), 30)
+        started.append((service, follower, worker_nc))
+        return service, follower, worker_nc
+
+    yield Deployment(nc, subjects, store, registry, start_worker)
+    for service, follower, worker_nc in started:
+        if not worker_nc.is_closed:
+            await follower.stop()
+            await service.stop(grace_s=1)
+            await worker_nc.close()
+    await registry.stop()
+
+
+async def test_publish_serves_the_new_tools_at_their_version(deployment: Deployment) -> None:
+    await deployment.start_worker()
+    events = await deployment.nc.subscribe(deployment.subjects.events_any)
+    reply = await deployment.publish("pkg", "1.0.0", V1, source="v1.wasm")
+    assert reply.message == "published pkg 1.0.0"
+    [summary] = reply.versions
+    assert (summary.version, summary.aliases, summary.tools) == ("1.0.0", ["latest"], ["pkg_answer", "pkg_legacy"])
+    await eventually(lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"})
+    assert (await deployment.call("pkg_answer")).structured_content == 1
+    event = decode((await events.next_msg(timeout=5)).data, RegistryEvent)
+    assert (event.kind, event.name, event.version, event.tools) == (
+        "published",
+        "pkg",
+        "1.0.0",
+        ["pkg_answer", "pkg_legacy"],
+    )
+
+
+async def test_versions_are_immutable_and_republishing_the_same_bytes_is_harmless(deployment: Deployment) -> None:
+    await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    again = await deployment.publish("pkg", "1.0.0", V1)
+    assert again.message == "pkg 1.0.0 was already published"
+    with pytest.raises(RegistryError, match=r"pkg 1\.0\.0 is already published with sha256:.*versions are immutable"):
+        await deployment.publish("pkg", "1.0.0", V2)
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "message"),
+    [
+        ("pkg", "1.0", "version '1.0' is not a semantic version"),
+        ("no.dots", "1.0.0", "package name 'no.dots' must be"),
+    ],
+)
+async def test_bad_names_and_versions_are_refused(
+    deployment: Deployment, name: str, version: str, message: str
+) -> None:
+    with pytest.raises(RegistryError, match=message):
+        await deployment.publish(name, version, V1)
+
+
+async def test_publishing_needs_a_worker_to_check_the_component(deployment: Deployment) -> None:
+    with pytest.raises(RegistryError, match="no worker is running to load and check the component"):
+        await deployment.publish("pkg", "1.0.0", V1)
+
+
+async def test_a_component_that_cannot_load_is_refused_and_nothing_is_recorded(deployment: Deployment) -> None:
+    await deployment.start_worker()
+    broken = bytes(wasmtime.wat2wasm('(component (import "foo:bar/baz" (instance)))'))
+    with pytest.raises(RegistryError, match=r"publish: component 'pkg' exports no function usable as a tool"):
+        await deployment.publish("pkg", "1.0.0", broken)
+    assert (await deployment.release("versions", "pkg")).versions == []
+
+
+async def test_a_new_version_swaps_in_under_load_with_zero_failed_calls(deployment: Deployment) -> None:
+    await deployment.start_worker()
+    await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    await eventually(lambda: "pkg_answer" in deployment.offered())
+    answers: list[int] = []
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            try:
+                result = await deployment.call("pkg_answer")
+            except Exception as exc:
+                failures.append(repr(exc))
+                continue
+            if result.is_error:
+                failures.append(str(result))
+            else:
+                answers.append(int(result.structured_content))  # type: ignore[call-overload]
+
+    callers = [asyncio.create_task(caller()) for _ in range(20)]
+    await eventually(lambda: len(answers) >= 100)
+    await deployment.publish("pkg", "2.0.0", V2)
+    await eventually(lambda: answers[-40:] == [2] * 40)
+    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    stop.set()
+    await asyncio.gather(*callers)
+    assert failures == []
+    assert answers[0] == 1 and set(answers) == {1, 2}
+    # Once a call saw version 2 on both workers, nothing went back to 1 (each worker swapped once).
+    assert answers.count(1) + answers.count(2) == len(answers)
+
+
+async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
+    _, follower, _ = await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    await deployment.publish("pkg", "2.0.0", V2)
+    await eventually(lambda: deployment.offered().get("pkg_answer") == "2.0.0")
+
+    reply = await deployment.release("rollback", "pkg", "1.0.0")
+    assert reply.message == "pkg latest → 1.0.0"
+    assert {v.version: v.aliases for v in reply.versions} == {"1.0.0": ["latest"], "2.0.0": []}
+    await eventually(lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"})
+    assert (await deployment.call("pkg_answer")).structured_content == 1
+
+    await deployment.release("deprecate", "pkg", "1.0.0", reason="use 2.0.0")
+    assert deployment.registry.catalogue is not None
+    await eventually(
+        lambda: (
+            deployment.registry.catalogue is not None
+            and deployment.registry.catalogue.tools["pkg_answer"].description.startswith("DEPRECATED: use 2.0.0.")
+        )
+    )
+
+    reply = await deployment.release("retire", "pkg", "1.0.0")
+    assert {v.version: (v.aliases, v.retired) for v in reply.versions} == {
+        "1.0.0": ([], True),
+        "2.0.0": (["latest"], False),
+    }
+    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    with pytest.raises(RegistryError, match=r"pkg 1\.0\.0 is retired"):
+        await deployment.release("rollback", "pkg", "1.0.0")
+
+    await deployment.release("retire", "pkg")
+    await eventually(lambda: deployment.offered() == {})
+    # The catalogue drops it at once; the worker unsubscribes when it sees the alias go.
+    await eventually(lambda: follower.serving == {})
+    reply_msg = await deployment.nc.request(deployment.subjects.call("pkg_answer"), b"{}", timeout=5)
+    assert reply_msg.headers is not None
+    assert decode(reply_msg.data, ErrorReply).error.code == ErrorCode.NO_WORKER
+
+
+async def test_a_tool_leaves_the_catalogue_when_its_only_worker_dies(deployment: Deployment) -> None:
+    _, _, worker_nc = await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    await eventually(lambda: "pkg_answer" in deployment.offered())
+    started = time.monotonic()
+    await worker_nc.close()  # as a kill -9 looks to NATS: the connection is gone, no goodbye
+    await eventually(lambda: "pkg_answer" not in deployment.offered(), timeout_s=5)
+    assert time.monotonic() - started < 3 * ANNOUNCE_INTERVAL_S + 1
+    reply = await deployment.nc.request(deployment.subjects.call("pkg_answer"), b"{}", timeout=5)
+    assert decode(reply.data, ErrorReply).error.code == ErrorCode.NO_WORKER
+
+
+async def test_a_worker_started_later_serves_what_was_published(deployment: Deployment) -> None:
+    await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    _, follower, _ = await deployment.start_worker()
+    assert follower.serving == {"pkg": "1.0.0"}
+
+
+async def test_a_restarted_registry_offers_the_same_catalogue_at_once(
+    deployment: Deployment, nc: NatsClient, subjects: Subjects
+) -> None:
+    await deployment.start_worker()
+    await deployment.publish("pkg", "1.0.0", V1)
+    await eventually(lambda: "pkg_answer" in deployment.offered())
+    second = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
+    await second.start()
+    try:
+        assert second.catalogue is not None
+        assert {n: t.version for n, t in second.catalogue.tools.items()} == deployment.offered()
+    finally:
+        await second.stop()
+
+
+def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `toolbus` CLI."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "toolbus"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions(
+    deployment: Deployment, nats_server: EmbeddedNatsServer, oci_registry: OciTestRegistry, tmp_path: Path
+) -> None:
+    await deployment.start_worker()
+    prefix = tmp_path / "toolbus.toml"
+    prefix.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{deployment.subjects.prefix}"\n')
+    wasm = tmp_path / "answer.wasm"
+    wasm.write_bytes(V1)
+    tool_toml = tmp_path / "tool.toml"
+    tool_toml.write_text('description = "Answers."\nlimits = { timeout_s = 2 }\n')
+
+    done = await asyncio.to_thread(
+        toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0", "--config", str(tool_toml),
+        "--settings", str(prefix),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "published pkg 1.0.0" in done.stdout
+
+    oci_registry.push("tools/answer:2.0.0", V2)
+    done = await asyncio.to_thread(
+        toolbus, "publish", oci_registry.oci("tools/answer:2.0.0"), "--name", "pkg", "--version", "2.0.0",
+        "--settings", str(prefix),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    assert (await deployment.call("pkg_answer")).structured_content == 2
+    [v1, v2] = (await deployment.release("versions", "pkg")).versions
+    assert (v1.version, v2.version, v2.aliases) == ("1.0.0", "2.0.0", ["latest"])
+    record = await deployment.store.version("pkg", "1.0.0")
+    assert record is not None and record.settings == {"description": "Answers.", "limits": {"timeout_s": 2}}
+
+    done = await asyncio.to_thread(toolbus, "rollback", "pkg", "1.0.0", "--settings", str(prefix))
+    assert done.returncode == 0, done.stderr
+    assert "pkg latest → 1.0.0" in done.stdout
+    await eventually(lambda: deployment.offered().get("pkg_answer") == "1.0.0")
+    assert deployment.registry.catalogue is not None
+    assert deployment.registry.catalogue.tools["pkg_answer"].description == "Answers."
+
+    done = await asyncio.to_thread(toolbus, "tools", "--config", str(prefix))
+    assert done.returncode == 0, done.stderr
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("pkg_answer")]
+    assert row.split()[:4] == ["pkg_answer", "1.0.0", f"sha256:{v1.digest[7:19]}", "1"]
+
+    done = await asyncio.to_thread(toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0",
+                                   "--settings", str(prefix), "--config", str(tmp_path / "missing.toml"))  # fmt: skip
+    assert done.returncode == 1 and "missing.toml" in done.stderr
+
+
+async def test_workers_joining_and_leaving_are_events(deployment: Deployment) -> None:
+    events = await deployment.nc.subscribe(deployment.subjects.events_any)
+    service, _, worker_nc = await deployment.start_worker()
+    joined = decode((await events.next_msg(timeout=5)).data, RegistryEvent)
+    assert (joined.kind, joined.worker_id) == ("worker_joined", service.worker_id)
+    await worker_nc.close()
+    left = decode((await events.next_msg(timeout=5)).data, RegistryEvent)
+    assert (left.kind, left.worker_id) == ("worker_left", service.worker_id)
