@@ -21,6 +21,7 @@ _HOMES = {
         "decode_cursor",
         "encode_cursor",
     ],
+    "gateway.changes": ["ListChanges"],
     "gateway.errors": [
         "JSONRPC_ERRORS",
         "BadRequest",
@@ -39,7 +40,7 @@ _HOMES = {
         "to_jsonrpc",
     ],
     "gateway.hotpath": ["HotPath"],
-    "gateway.server": ["ToolFrontend", "build_server", "build_session_manager", "transport_security"],
+    "gateway.server": ["GatewayServer", "ToolFrontend", "build_server", "build_session_manager", "transport_security"],
     "gateway.tools": ["ToolService"],
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}

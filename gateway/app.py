@@ -1,8 +1,8 @@
 """The gateway's ASGI app (Starlette) and its uvicorn runner.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
-starts the catalogue watch, and runs the SDK's session manager; on the way out it stops them
-in reverse order and drains NATS.
+starts the catalogue watch and the tool-list change notices, and runs the SDK's session
+manager; on the way out it stops them in reverse order and drains NATS.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueWatcher
+from gateway.changes import ListChanges
 from gateway.hotpath import HotPath
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.tools import ToolService
@@ -46,10 +47,11 @@ CLIENT_NAME: Final = "toolbus-gateway"
 
 
 class GatewayState:
-    """What the routes and the lifespan share: the NATS connection and the catalogue."""
+    """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, changes: ListChanges) -> None:
         self.catalogue = catalogue
+        self.changes = changes
         self.nc: NatsClient | None = None
 
 
@@ -80,9 +82,10 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     subjects = Subjects(settings.nats.prefix)
     catalogue = Catalogue()
     service = ToolService(catalogue, page_size=settings.gateway.page_size)
-    server = build_server(ToolFrontend(service))
+    changes = ListChanges(catalogue)
+    server = build_server(ToolFrontend(service), changes)
     session_manager = build_session_manager(server, settings.gateway)
-    state = GatewayState(catalogue)
+    state = GatewayState(catalogue, changes)
     should_close = nc is None if close_nc is None else close_nc
 
     @contextlib.asynccontextmanager
@@ -99,6 +102,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
             service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
             state.nc = conn
+            changes.start()
             async with session_manager.run():
                 log.info(
                     "gateway ready",
@@ -110,6 +114,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 yield
         finally:
             state.nc = None
+            await changes.stop()
             if watcher is not None:
                 await watcher.stop()
             if should_close:

@@ -3,6 +3,8 @@
 These handlers serve every request the lean hot path (``gateway.hotpath``) hands over: all
 methods other than ``tools/call`` and ``tools/list``, and those two whenever a request is
 unusual (a rejection to produce, progress to report). Both go through ``gateway.tools``.
+Tool-list changes reach clients through ``gateway.changes`` (``subscriptions/listen`` and the
+2025-era GET stream), both served here.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import mcp_types as types
 import msgspec
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.tools import ToolService, is_modern
 from schemas.config import GatewaySettings
@@ -109,16 +113,37 @@ async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: C
         raise MCPError(INTERNAL_ERROR, "internal error in the gateway; see the gateway's logs") from None
 
 
-def build_server(frontend: ToolFrontend) -> Server[Any]:
-    """The low-level MCP server with the tool handlers and nothing else."""
-    server: Server[Any] = Server(
+class GatewayServer(Server[Any]):
+    """The SDK's low-level server, whose 2025-era ``initialize`` says ``tools.listChanged: true``.
+
+    The SDK advertises ``false`` there unless the initialization options say otherwise; the
+    2026-07-28 ``server/discover`` derives the flag from the ``subscriptions/listen`` handler.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+        )
+
+
+def build_server(frontend: ToolFrontend, changes: ListChanges) -> Server[Any]:
+    """The low-level MCP server: the tool handlers and tool-list change notifications."""
+    server = GatewayServer(
         SERVER_NAME,
         version=_package_version(),
         description="WebAssembly components as MCP tools, on NATS",
         get_tool_input_schema=frontend.input_schema,
         on_list_tools=frontend.list_tools,
         on_call_tool=frontend.call_tool,
+        on_subscriptions_listen=changes.listen,
     )
+    # 2025 era: a session hears of changes once it is initialized (on its GET stream).
+    server.add_notification_handler("notifications/initialized", types.NotificationParams, changes.on_initialized)
     # Innermost of the chain, so the SDK's tracing middleware still sees the mapped error.
     server.middleware.append(hide_internal_errors)
     return server

@@ -1,0 +1,167 @@
+"""Tool-list change notifications: catalogue changes, coalesced, to every connected MCP client.
+
+The catalogue calls ``ListChanges`` synchronously after each change; that only sets a flag, so
+the KV watcher never waits for a client. A background task turns a burst of changes into one
+round of notifications: it waits until the catalogue has been quiet for ``debounce_s`` (but no
+longer than ``max_delay_s`` after the burst began), then
+
+- 2026-07-28 (stateless): publishes one ``ToolsListChanged`` on the SDK's in-memory
+  ``SubscriptionBus``; the SDK's ``ListenHandler`` (registered as the server's
+  ``subscriptions/listen`` handler) buffers it per open listen stream and writes it from that
+  stream's own task, so a slow client never holds up the publisher;
+- 2025-11-25 (sessions): marks every initialized session as owing one
+  ``notifications/tools/list_changed`` on its GET stream. Each session has at most one send in
+  flight; changes that arrive meanwhile fold into one more send after it, so a stalled client
+  costs one parked task and never an unbounded queue.
+
+Every notification is a level trigger ("refetch tools/list"), sent after the change is in the
+catalogue, so a client that refetches on receipt always sees at least that change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any, Final, Protocol
+
+import mcp_types as types
+import structlog
+from mcp.server.context import ServerRequestContext
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+
+from gateway.catalogue import Catalogue, CatalogueChange
+
+log = structlog.get_logger(__name__)
+
+DEBOUNCE_S: Final = 0.05
+"""Quiet time that ends a burst of catalogue changes (one registry publish puts many keys)."""
+MAX_DELAY_S: Final = 0.5
+"""Longest a change waits for its notification while the catalogue keeps changing."""
+
+
+class LegacySession(Protocol):
+    """What a 2025-era session needs to be told about changes: the SDK's ``Connection`` has both."""
+
+    exit_stack: AsyncExitStack
+
+    async def send_tool_list_changed(self) -> None: ...
+
+
+class _Mailbox:
+    """One legacy session's pending notification: at most one send in flight, later changes fold in."""
+
+    def __init__(self, session: LegacySession) -> None:
+        self.session = session
+        self.pending = False
+        self.task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self.pending = True
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain(), name="tools-list-changed")
+
+    async def _drain(self) -> None:
+        while self.pending:
+            self.pending = False
+            try:
+                await self.session.send_tool_list_changed()
+            except Exception as exc:  # best effort: the session may be going away
+                log.debug("tools/list_changed not delivered", error=str(exc) or type(exc).__name__)
+                return
+
+
+class ListChanges:
+    """Tells connected clients, in both protocol eras, that ``tools/list`` changed."""
+
+    def __init__(self, catalogue: Catalogue, *, debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S):
+        self._catalogue = catalogue
+        self._debounce_s = debounce_s
+        self._max_delay_s = max_delay_s
+        self.bus = InMemorySubscriptionBus()
+        """Carries ``ToolsListChanged`` to the open ``subscriptions/listen`` streams."""
+        self.listen = ListenHandler(self.bus)
+        """The server's ``subscriptions/listen`` handler (2026-07-28)."""
+        self._sessions: dict[LegacySession, _Mailbox] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.rounds = 0
+        """Notification rounds sent so far (one per coalesced burst)."""
+
+    def __len__(self) -> int:
+        """The 2025-era sessions currently being told about changes."""
+        return len(self._sessions)
+
+    def start(self) -> None:
+        """Follow the catalogue and send notifications from a background task."""
+        if self._task is None:
+            self._unsubscribe = self._catalogue.subscribe(self._on_change)
+            self._task = asyncio.create_task(self._run(), name="tools-list-changes")
+
+    async def stop(self) -> None:
+        """Stop following the catalogue, end the listen streams and drop pending legacy sends."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.end_streams()
+        for mailbox in list(self._sessions.values()):
+            if mailbox.task is not None:
+                mailbox.task.cancel()
+        self._sessions.clear()
+
+    def end_streams(self) -> None:
+        """End every open listen stream gracefully (its client gets the final result and may re-listen)."""
+        self.listen.close()
+
+    async def on_initialized(self, ctx: ServerRequestContext[Any, Any], _params: types.NotificationParams) -> None:
+        """``notifications/initialized`` handler: the 2025-era session hears of changes from now on."""
+        # The SDK gives handlers no public path to their Connection (mcp is pinned below 3).
+        self.add_session(ctx.session._connection)
+
+    def add_session(self, session: LegacySession) -> None:
+        """Notify ``session`` of changes until its exit stack unwinds (the session ended)."""
+        if session in self._sessions:
+            return
+        self._sessions[session] = _Mailbox(session)
+        session.exit_stack.callback(self._forget, session)
+
+    def _forget(self, session: LegacySession) -> None:
+        mailbox = self._sessions.pop(session, None)
+        if mailbox is not None and mailbox.task is not None:
+            mailbox.task.cancel()
+
+    def _on_change(self, _change: CatalogueChange) -> None:
+        self._changed.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._changed.wait()
+            began = loop.time()
+            while True:
+                self._changed.clear()
+                left = self._max_delay_s - (loop.time() - began)
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(self._debounce_s, left))
+                except TimeoutError:
+                    break  # quiet: the burst is over
+            await self._notify()
+
+    async def _notify(self) -> None:
+        self.rounds += 1
+        try:
+            await self.bus.publish(ToolsListChanged())
+        except Exception:
+            log.exception("publishing tools/list_changed to listen streams failed")
+        for mailbox in list(self._sessions.values()):
+            mailbox.poke()
+        log.debug("tools/list_changed sent", legacy_sessions=len(self._sessions))

@@ -1,0 +1,214 @@
+"""Tool-list changes reach connected clients in both eras, coalesced, through the real mcp SDK client.
+
+2025-11-25 clients hear ``notifications/tools/list_changed`` on their session's GET stream;
+2026-07-28 clients on the ``subscriptions/listen`` stream they opened. The catalogue changes
+by writing the tools KV bucket, as the registry does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from nats.js.kv import KeyValue
+
+from gateway.catalogue import Catalogue
+from gateway.changes import ListChanges
+from schemas.wire import ToolDescriptor
+from tests.gateway.responders import ADD, STATS, RunningGateway, put_tools
+
+StartGateway = Callable[..., Awaitable[RunningGateway]]
+
+HEAR_TIMEOUT_S = 5.0
+SETTLE_S = 0.8
+"""Longer than a coalesced round can take (MAX_DELAY_S) plus delivery."""
+
+
+def tool(name: str, description: str = "") -> ToolDescriptor:
+    return ToolDescriptor(name=name, description=description or f"tool {name}", input_schema={"type": "object"})
+
+
+@dataclass
+class Inbox:
+    """Counts the ``notifications/tools/list_changed`` a client receives."""
+
+    heard: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.heard += 1
+            self._changed.set()
+
+    async def more_than(self, count: int, timeout_s: float = HEAR_TIMEOUT_S) -> None:
+        """Wait until more than ``count`` notifications have arrived."""
+        async with asyncio.timeout(timeout_s):
+            while self.heard <= count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@dataclass
+class Listener:
+    mode: str
+    client: Client
+    inbox: Inbox
+
+    async def names(self) -> list[str]:
+        return [t.name for t in (await self.client.list_tools()).tools]
+
+
+@asynccontextmanager
+async def listening(gateway: RunningGateway, kv: KeyValue, mode: str) -> AsyncIterator[Listener]:
+    """A connected client that is sure to hear the next change.
+
+    A 2026 client listens once ``listen()`` is acknowledged. A 2025 client opens its GET stream
+    on its own after ``initialize``, and a notice sent before that is lost, so it changes a probe
+    tool until one is heard, removes it, and lets that settle.
+    """
+    inbox = Inbox()
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(gateway.url, mode=mode, message_handler=inbox.handle))
+        if mode == "auto":
+            await stack.enter_async_context(client.listen(tools_list_changed=True))
+        else:
+            for attempt in itertools.count():
+                await put_tools(kv, tool("probe", f"probe {attempt}"))
+                try:
+                    await inbox.more_than(0, timeout_s=0.3)
+                    break
+                except TimeoutError:
+                    assert attempt < 30, "the legacy client never heard a change"
+            await kv.delete("probe")
+            await asyncio.sleep(SETTLE_S)
+        yield Listener(mode, client, inbox)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = HEAR_TIMEOUT_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_initialize_and_discover_advertise_tool_list_changes(
+    start_gateway: StartGateway, kv: KeyValue, mode: str
+) -> None:
+    gateway = await start_gateway()
+    async with Client(gateway.url, mode=mode) as client:
+        tools = client.server_capabilities.tools
+    assert tools is not None
+    assert tools.list_changed is True
+
+
+@pytest.mark.parametrize("hot_path", [True, False], ids=["hot-path", "sdk-only"])
+async def test_both_eras_hear_a_tool_come_and_go(start_gateway: StartGateway, kv: KeyValue, hot_path: bool) -> None:
+    await put_tools(kv, ADD)
+    gateway = await start_gateway(hot_path=hot_path)
+    async with listening(gateway, kv, "legacy") as legacy, listening(gateway, kv, "auto") as modern:
+        listeners = (legacy, modern)
+        for listener in listeners:
+            assert await listener.names() == ["add"]
+        before = [listener.inbox.heard for listener in listeners]
+
+        await put_tools(kv, STATS)
+        for listener, count in zip(listeners, before, strict=True):
+            await listener.inbox.more_than(count)
+            assert await listener.names() == ["add", "stats"], listener.mode
+
+        before = [listener.inbox.heard for listener in listeners]
+        await kv.delete("add")
+        for listener, count in zip(listeners, before, strict=True):
+            await listener.inbox.more_than(count)
+            assert await listener.names() == ["stats"], listener.mode
+
+
+async def test_a_burst_of_changes_is_one_or_two_notifications(start_gateway: StartGateway, kv: KeyValue) -> None:
+    burst = 20
+    gateway = await start_gateway()
+    changes = gateway.state.changes
+    async with listening(gateway, kv, "legacy") as legacy, listening(gateway, kv, "auto") as modern:
+        await asyncio.sleep(SETTLE_S)
+        listeners = (legacy, modern)
+        before = [listener.inbox.heard for listener in listeners]
+        rounds = changes.rounds
+        await put_tools(kv, *(tool(f"t{i:02}") for i in range(burst)))
+        for listener, count in zip(listeners, before, strict=True):
+            await listener.inbox.more_than(count)
+        await asyncio.sleep(SETTLE_S)  # anything still to come arrives
+        for listener, count in zip(listeners, before, strict=True):
+            assert 1 <= listener.inbox.heard - count <= 2, listener.mode
+            assert len(await listener.names()) == burst
+        assert 1 <= changes.rounds - rounds <= 2
+
+
+async def test_an_ended_session_is_forgotten(start_gateway: StartGateway, kv: KeyValue) -> None:
+    gateway = await start_gateway()
+    changes = gateway.state.changes
+    async with Client(gateway.url, mode="legacy"):
+        await eventually(lambda: len(changes) == 1)
+    # The client's DELETE ends the session; its exit stack forgets it.
+    await eventually(lambda: len(changes) == 0)
+    await put_tools(kv, ADD)  # nobody to tell: no error
+
+
+class FakeSession:
+    """A 2025-era session whose sends can be held up, like a client that stopped reading."""
+
+    def __init__(self, *, stalled: bool = False) -> None:
+        self.exit_stack = AsyncExitStack()
+        self.sends = 0
+        self.release = asyncio.Event()
+        if not stalled:
+            self.release.set()
+
+    async def send_tool_list_changed(self) -> None:
+        self.sends += 1
+        await self.release.wait()
+
+
+async def test_a_stalled_session_holds_up_nobody_and_gets_one_notice_for_what_it_missed() -> None:
+    catalogue = Catalogue()
+    changes = ListChanges(catalogue, debounce_s=0.01, max_delay_s=0.05)
+    stalled, quick = FakeSession(stalled=True), FakeSession()
+    changes.add_session(stalled)
+    changes.add_session(quick)
+    changes.start()
+    try:
+        catalogue.put(tool("a"))
+        await eventually(lambda: quick.sends == 1 and stalled.sends == 1)
+        for round_ in range(2, 5):  # three more rounds while the stalled send is stuck
+            catalogue.put(tool(f"b{round_}"))
+            await eventually(lambda round_=round_: quick.sends == round_)
+        assert stalled.sends == 1
+        stalled.release.set()
+        await eventually(lambda: stalled.sends == 2)  # the three missed rounds fold into one
+        await asyncio.sleep(0.1)
+        assert stalled.sends == 2
+        assert changes.rounds == 4
+        await stalled.exit_stack.aclose()  # the session ends
+        assert len(changes) == 1
+    finally:
+        await changes.stop()
+
+
+async def test_catalogue_listener_never_waits() -> None:
+    catalogue = Catalogue()
+    changes = ListChanges(catalogue, debounce_s=0.01, max_delay_s=0.05)
+    changes.start()
+    try:
+        for i in range(100):
+            catalogue.put(tool(f"t{i}"))  # synchronous: returns without awaiting any client
+        await eventually(lambda: changes.rounds == 1)
+        await asyncio.sleep(0.1)
+        assert changes.rounds == 1
+    finally:
+        await changes.stop()
