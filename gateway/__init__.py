@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 _HOMES = {
-    "gateway.app": ["build_app", "serve"],
+    "gateway.app": ["HttpServer", "build_app", "gateway_state", "serve"],
     "gateway.calls": ["ToolCaller", "error_from_reply", "result_from_reply"],
     "gateway.catalogue": [
         "Catalogue",

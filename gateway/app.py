@@ -148,6 +148,15 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     )
 
 
+def gateway_state(app: ASGIApp) -> GatewayState:
+    """The shared state of an app made by ``build_app``."""
+    inner = app.app if isinstance(app, HotPath) else app
+    if not isinstance(inner, Starlette):
+        raise TypeError(f"not an app made by build_app: {type(app).__name__}")
+    state: GatewayState = inner.state.gateway
+    return state
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """uvicorn settings for the gateway: httptools when installed, quiet logs, bounded shutdown."""
     return uvicorn.Config(
@@ -162,6 +171,23 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     )
 
 
+class HttpServer(uvicorn.Server):
+    """uvicorn for an app made by ``build_app``: ends its listen streams as soon as shutdown begins.
+
+    A ``subscriptions/listen`` response lasts as long as its client keeps it open, so uvicorn
+    would otherwise wait ``GRACEFUL_SHUTDOWN_S`` for each one and then cancel it mid-stream.
+    Ended gracefully, the client gets the stream's final result and knows to listen again.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        super().__init__(uvicorn_config(app, settings))
+        self._changes = gateway_state(app).changes
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._changes.end_streams()
+        await super().shutdown(sockets)
+
+
 async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM; NATS is drained before this returns.
 
@@ -170,7 +196,7 @@ async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None =
     """
     nc = await connect_nats(settings)
     try:
-        server = uvicorn.Server(uvicorn_config(build_app(settings, nc, close_nc=True), settings))
+        server = HttpServer(build_app(settings, nc, close_nc=True), settings)
         await server.serve(sockets=list(sockets) if sockets else None)
     finally:
         await _drain(nc)

@@ -17,12 +17,10 @@ import uvicorn
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
-from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from bus.subjects import Header
-from gateway.app import GatewayState, build_app, uvicorn_config
-from gateway.hotpath import HotPath
+from gateway.app import GatewayState, HttpServer, build_app, gateway_state
 from schemas.codec import encode
 from schemas.config import Settings
 from schemas.errors import ErrorCode
@@ -64,11 +62,8 @@ class RunningGateway:
 
     @property
     def state(self) -> GatewayState:
-        """The running gateway's NATS connection and catalogue."""
-        starlette_app = self.app.app if isinstance(self.app, HotPath) else self.app
-        assert isinstance(starlette_app, Starlette)
-        state: GatewayState = starlette_app.state.gateway
-        return state
+        """The running gateway's NATS connection, catalogue and change notices."""
+        return gateway_state(self.app)
 
     @property
     def base_url(self) -> str:
@@ -125,7 +120,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     app = build_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = HttpServer(app, settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(START_TIMEOUT_S):

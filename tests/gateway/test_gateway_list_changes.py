@@ -212,3 +212,15 @@ async def test_catalogue_listener_never_waits() -> None:
         assert changes.rounds == 1
     finally:
         await changes.stop()
+
+
+async def test_shutdown_ends_open_listen_streams_at_once(start_gateway: StartGateway, kv: KeyValue) -> None:
+    gateway = await start_gateway()
+    async with Client(gateway.url, mode="auto") as client, client.listen(tools_list_changed=True) as subscription:
+        started = asyncio.get_running_loop().time()
+        gateway.server.should_exit = True
+        async with asyncio.timeout(HEAR_TIMEOUT_S):
+            events = [event async for event in subscription]  # a graceful close ends the iteration
+        assert events == []
+        # Not the GRACEFUL_SHUTDOWN_S uvicorn would otherwise wait before cancelling the stream.
+        assert asyncio.get_running_loop().time() - started < 2
