@@ -34,6 +34,8 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.CANCELLED: CANCELLED,
         ErrorCode.DEADLINE_EXCEEDED: DEADLINE_EXCEEDED,
         ErrorCode.PAYLOAD_TOO_LARGE: PAYLOAD_TOO_LARGE,
+        # Only release requests get it, never a call; mapped so that every code has a meaning.
+        ErrorCode.RELEASE_REJECTED: INVALID_PARAMS,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )
@@ -106,6 +108,12 @@ class PayloadTooLarge(CallFailed):
     code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
+class ReleaseRejected(CallFailed):
+    """Raised when a reply carries RELEASE_REJECTED (a release verb's refusal, not a call's)."""
+
+    code = ErrorCode.RELEASE_REJECTED
+
+
 class WorkerFailed(CallFailed):
     """Raised when a worker reports an internal error or sends a reply that is not a result."""
 
@@ -125,6 +133,7 @@ _BY_CODE: Final[Mapping[ErrorCode, type[CallFailed]]] = MappingProxyType(
         ErrorCode.CANCELLED: Cancelled,
         ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
         ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLarge,
+        ErrorCode.RELEASE_REJECTED: ReleaseRejected,
         ErrorCode.INTERNAL: WorkerFailed,
     }
 )

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
-import wasmtime
 from pydantic import ValidationError
 
 from bus import lifecycle
@@ -141,6 +140,8 @@ def read_artifact(reference: str) -> tuple[bytes, str]:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
     if path.suffix == ".wat":
+        import wasmtime  # here, not at the top: building the CLI's parser must not load wasmtime
+
         # The artifact is always binary: its digest is then the same as the built file's.
         try:
             data = bytes(wasmtime.wat2wasm(data.decode("utf-8", errors="replace")))

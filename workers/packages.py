@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -112,7 +113,7 @@ class PackageFollower:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
                 await task
 
     @property
@@ -143,7 +144,8 @@ class PackageFollower:
                 if not initial:
                     self._changed.set()
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(nats.errors.Error):  # e.g. the connection is already closed
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _apply_changes(self) -> None:
         while True:

@@ -117,10 +117,9 @@ async def deployment(
 
     yield Deployment(nc, subjects, store, registry, start_worker)
     for service, follower, worker_nc in started:
-        if not worker_nc.is_closed:
-            await follower.stop()
-            await service.stop(grace_s=1)
-            await worker_nc.close()
+        await follower.stop()
+        await service.stop(grace_s=0.5 if worker_nc.is_closed else 1)
+        await worker_nc.close()
     await registry.stop()
 
 
