@@ -5,6 +5,8 @@ rollback and retire work; all through the real CLI, gateway, registry and worker
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import mcp.types as types
 import wasmtime
-from mcp import Client
+from mcp import Client, MCPError
 
 from tests.e2e.conftest import RunningSystem
 
@@ -153,3 +155,45 @@ async def test_publish_swap_rollback_and_retire_through_mcp(system: RunningSyste
         for mode, (client, inbox) in connected.items():
             await until(lambda inbox=inbox, mode=mode: inbox.heard > heard[mode])
             await listed(client, "e2e_answer", present=False)
+
+
+async def test_a_killed_worker_takes_its_tools_out_of_the_list_and_a_restarted_gateway_lists_them_at_once(
+    system: RunningSystem, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "lone.wasm"
+    artifact.write_bytes(answer_component(7))
+    toolbus(system, "publish", str(artifact), "--name", "lone", "--version", "1.0.0")
+    async with Client(system.mcp_url, mode="auto") as client:
+        await listed(client, "lone_answer", present=True)
+        catalogue = await names(client)
+
+        # `toolbus up` runs one worker: kill it as a crash would, and watch the list.
+        worker = system.children()["worker"]
+        killed_at = time.monotonic()
+        os.kill(worker, signal.SIGKILL)
+        await listed(client, "lone_answer", present=False)
+        gone_after_s = time.monotonic() - killed_at
+        # The registry pings every 250 ms; the supervisor restarts the worker after >= 0.5 s.
+        assert gone_after_s < 3, gone_after_s
+        started = time.monotonic()
+        try:
+            await client.call_tool("lone_answer", {})
+        except MCPError:
+            pass  # unknown tool, or no worker: either way at once, not at the deadline
+        assert time.monotonic() - started < 2
+        # The restarted worker serves the package again.
+        await listed(client, "lone_answer", present=True)
+
+    # A gateway restarted while tools exist serves the whole catalogue in its first answer.
+    os.kill(system.children()["gateway"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with Client(system.mcp_url, mode="auto") as client:
+                first = await names(client)
+            break
+        except Exception:  # the gateway is not listening yet
+            assert time.monotonic() < deadline, "the gateway never came back"
+            await asyncio.sleep(0.1)
+    assert first == catalogue
+    toolbus(system, "retire", "lone")
