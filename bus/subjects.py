@@ -28,6 +28,10 @@ class Header:
     """Set on error replies to the numeric ``ErrorCode``; absent on results."""
     TRACEPARENT: Final = "traceparent"
     """W3C trace context, passed through unchanged."""
+    EVENTS: Final = "Toolbus-Events"
+    """Subject the worker publishes the call's ``CallEvent``s to (progress, logs); absent: none."""
+    LOG_LEVEL: Final = "Toolbus-Log-Level"
+    """Lowest MCP log level the caller wants as events (``debug`` … ``emergency``); absent: none."""
 
 
 def as_token(text: str) -> str:
@@ -92,6 +96,18 @@ class Subjects:
     def tool_from_call(self, subject: str) -> str:
         """The tool name of a call subject (inverse of ``call``)."""
         return subject[len(self.prefix) + len(".call.") :]
+
+    def cancel(self, request_id: str) -> str:
+        """Publish here (empty body) to cancel the call with ``Toolbus-Request-Id: request_id``:
+        the worker running it interrupts the guest. Every worker listens; none replies."""
+        if not _TOKEN.match(request_id):
+            raise ValueError(f"request id {request_id!r} is not a valid subject token")
+        return f"{self.prefix}.cancel.{request_id}"
+
+    @property
+    def cancel_any(self) -> str:
+        """What every worker subscribes to for cancellations."""
+        return f"{self.prefix}.cancel.*"
 
     @property
     def worker_queue(self) -> str:

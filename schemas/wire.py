@@ -38,7 +38,22 @@ class AudioContent(msgspec.Struct, frozen=True, tag_field="type", tag="audio", r
     mime_type: str
 
 
-Content = TextContent | ImageContent | AudioContent
+class ResourceContents(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """MCP ``TextResourceContents`` (``text``) or ``BlobResourceContents`` (``blob``, base64)."""
+
+    uri: str
+    mime_type: str | None = None
+    text: str | None = None
+    blob: str | None = None
+
+
+class EmbeddedResource(msgspec.Struct, frozen=True, tag_field="type", tag="resource"):
+    """MCP embedded resource content block."""
+
+    resource: ResourceContents
+
+
+Content = TextContent | ImageContent | AudioContent | EmbeddedResource
 
 
 class CallToolResult(msgspec.Struct, frozen=True, rename="camel"):
@@ -208,3 +223,28 @@ class RegistryEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     worker_id: str = ""
     tools: list[str] = msgspec.field(default_factory=list)
     at: float = 0.0
+
+
+# -- events of one call: progress and logs, published to the subject in its Toolbus-Events header --
+
+
+class ProgressEvent(msgspec.Struct, frozen=True, tag_field="type", tag="progress", omit_defaults=True):
+    """The guest reported progress (MCP ``notifications/progress`` without the token)."""
+
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+class LogEvent(msgspec.Struct, frozen=True, tag_field="type", tag="log", omit_defaults=True):
+    """The guest logged (MCP ``notifications/message``)."""
+
+    level: str
+    data: Any
+    logger: str | None = None
+
+
+CallEvent = ProgressEvent | LogEvent
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+"""MCP log levels (RFC 5424 severities), least severe first."""
