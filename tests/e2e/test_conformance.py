@@ -1,0 +1,127 @@
+"""The official MCP conformance suite against ``toolbus up``, with a baseline of unoffered features.
+
+``conformance server --suite all`` runs every server scenario of the pinned suite (the default
+"active" suite leaves out the two pending ones, json-schema-2020-12 and server-sse-polling).
+tests/e2e/conformance-baseline.yml lists the scenarios for features toolbus does not offer;
+the suite exits 0 only when every other scenario passes and every listed one still fails.
+docs/conformance.md says what each scenario checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.embedded import EmbeddedNatsServer, free_port
+from tests.e2e.conftest import EXAMPLES, ConformanceCli, RunningSystem, start_up, stop_up
+
+BASELINE = Path(__file__).with_name("conformance-baseline.yml")
+CONFIG = EXAMPLES / "toolbus.toml"
+"""What ``toolbus up`` serves by default; the conformance tools (test_simple_text, ...) belong in it."""
+RUN_TIMEOUT_S = 300
+"""The whole suite takes about a second against a ready system; each request has the SDK's 60 s."""
+
+NOT_YET = frozenset(
+    {
+        # The gateway answers logging/setLevel with -32601 and declares no `logging` capability.
+        "logging-set-level",
+        # The conformance tools do not exist yet (Wasm guests on toolbus:mcp, being built).
+        "tools-call-simple-text",
+        "tools-call-image",
+        "tools-call-audio",
+        "tools-call-embedded-resource",
+        "tools-call-mixed-content",
+        "tools-call-error",
+        "json-schema-2020-12",
+        # ...and these also need the gateway to relay the call's logs and progress over SSE
+        # (tools-call-with-logging first sends logging/setLevel, which fails today).
+        "tools-call-with-logging",
+        "tools-call-with-progress",
+    }
+)
+"""Scenarios outside the baseline that failed when this test was written (conformance tools and
+gateway relaying not built yet). While any of them fails the test is an expected failure; a failure
+outside this set fails it for real. Once all pass, the strict xfail fails: remove it and this set."""
+
+
+class ScenariosStillMissing(AssertionError):
+    """Raised when the only failures are the scenarios of ``NOT_YET`` (the expected gap)."""
+
+
+@pytest.fixture(scope="module")
+def default_system(
+    nats_server: EmbeddedNatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSystem]:
+    """``toolbus up`` serving its default configuration, on the session's nats-server and a free port."""
+    directory = tmp_path_factory.mktemp("conformance-system")
+    port = free_port()
+    process, banner = start_up(CONFIG, "--nats", nats_server.url, "--port", str(port), log_path=directory / "up.log")
+    yield RunningSystem(process, f"http://127.0.0.1:{port}/mcp", nats_server.url, CONFIG, banner)
+    assert stop_up(process) == 0, (directory / "up.log").read_text()[-3000:]
+
+
+def listed(output: str, mark: str) -> set[str]:
+    """Scenario names the suite printed under one baseline heading (``✗`` unexpected, ``✓`` stale)."""
+    return set(re.findall(rf"^  {mark} (\S+)$", output, flags=re.MULTILINE))
+
+
+def failed_checks(results: Path) -> str:
+    """One line per failed or warning check, from the suite's checks.json files."""
+    lines = []
+    for checks in sorted(results.glob("*/checks.json")):
+        scenario = re.sub(r"^server-|-\d{4}-\d\d-\d\dT.*$", "", checks.parent.name)
+        for check in json.loads(checks.read_text()):
+            if check["status"] in ("FAILURE", "WARNING"):
+                lines.append(f"{scenario}: {check['status']} {check['id']}: {check.get('errorMessage', '')}")
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    raises=ScenariosStillMissing,
+    strict=True,
+    reason="conformance tools and log/progress relaying not built yet: " + ", ".join(sorted(NOT_YET)),
+)
+def test_the_official_conformance_suite_passes_but_for_unoffered_features(
+    conformance_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            *conformance_cli.argv,
+            "server",
+            "--url",
+            default_system.mcp_url,
+            "--suite",
+            "all",
+            "--expected-failures",
+            str(BASELINE),
+            "--output-dir",
+            str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    took_s = time.monotonic() - started
+    stdout = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # the suite colours its output unconditionally
+    summary = stdout[stdout.find("=== SUMMARY ===") :]
+    report = f"exit {done.returncode} after {took_s:.1f} s\n{summary}\n{failed_checks(tmp_path / 'results')}"
+    assert "=== SUMMARY ===" in stdout, f"the suite did not run:\n{stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+    stale = listed(stdout, "✓")
+    assert not stale, f"baseline entries now pass; remove them from {BASELINE.name}: {sorted(stale)}\n{report}"
+    unexpected = listed(stdout, "✗")
+    assert unexpected <= NOT_YET, f"scenarios failing that should pass: {sorted(unexpected - NOT_YET)}\n{report}"
+    if unexpected:  # the expected gap: strict xfail until all of NOT_YET passes
+        passing = sorted(NOT_YET - unexpected)
+        raise ScenariosStillMissing(f"still failing: {sorted(unexpected)}; now passing: {passing}\n{report}")
+    assert done.returncode == 0, report
