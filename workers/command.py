@@ -12,6 +12,7 @@ JSON is an ``isError`` result.
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +28,7 @@ from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.validation import ArgumentValidator, compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from workers.call_context import CallContext
 from workers.capabilities import Grants
 from workers.compile_cache import load_module, read_wasm, wasm_digest
 from workers.component import LOAD_CHECK_TIMEOUT_S
@@ -34,6 +36,7 @@ from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.guest_output import TailBuffer
+from workers.interrupts import InterruptibleStore
 from workers.limits import effective_timeout_s, sandbox_store
 
 log = structlog.get_logger(__name__)
@@ -165,8 +168,13 @@ class LoadedCommand:
         """The one tool this module serves."""
         return [self._descriptor]
 
-    def call(self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float) -> CallToolResult:
+    def call(
+        self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float, context: CallContext | None = None
+    ) -> CallToolResult:
         """Run the command once in a fresh sandbox; guest failures come back as ``is_error`` results.
+
+        A cancellation in ``context`` stops the guest within an epoch tick (a command module
+        has no access to progress or logs: it only has WASI preview 1).
 
         Raises:
             UnknownTool: ``tool_name`` is not this command's tool.
@@ -177,7 +185,8 @@ class LoadedCommand:
         self.engine_host.start()  # without the ticker a deadline never arrives
         stdout = _HeadBuffer()
         stderr = TailBuffer()
-        store = self._new_store(timeout_s, encode(arguments), stdout, stderr)
+        cancelled = context.cancelled if context is not None else None
+        store = self._new_store(timeout_s, encode(arguments), stdout, stderr, cancelled)
         exit_code = 0
         try:
             instance = self._pre.instantiate(store)
@@ -222,7 +231,14 @@ class LoadedCommand:
                 return error_result(f"output does not match the output schema: {where}: {problem.message}")
         return CallToolResult(content=[TextContent(stdout.text())], structured_content=value)
 
-    def _new_store(self, timeout_s: float, stdin: bytes, stdout: _HeadBuffer, stderr: TailBuffer) -> wasmtime.Store:
+    def _new_store(
+        self,
+        timeout_s: float,
+        stdin: bytes,
+        stdout: _HeadBuffer,
+        stderr: TailBuffer,
+        cancelled: threading.Event | None = None,
+    ) -> InterruptibleStore:
         wasi = self.grants.wasi()  # its capabilities' env and directories; no network, nothing inherited
         wasi.argv = [self.name]
         _set_stdin_bytes(wasi, stdin)
@@ -230,7 +246,7 @@ class LoadedCommand:
         wasi.stderr_custom = stderr.write
         # The one Store factory: WASI, the epoch deadline, memory and fuel limits, all before
         # anything runs (a start section runs while instantiating).
-        return sandbox_store(self.engine_host, wasi, self.limits, timeout_s)
+        return sandbox_store(self.engine_host, wasi, self.limits, timeout_s, cancelled)
 
     def _check_instantiates(self, label: str) -> None:
         """Instantiate once (without running ``_start``) so a broken start section fails at load."""

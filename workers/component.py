@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import re
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from schemas.errors import ArgumentError, WitTypeError
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
+from workers.call_context import CallContext, running
 from workers.capabilities import Grants
 from workers.compile_cache import load_component, read_wasm, wasm_digest
 from workers.docs import FunctionDocs, function_docs, read_docs
@@ -38,8 +40,9 @@ from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.guest_output import GuestOutput
-from workers.http_host import call_deadline
+from workers.interrupts import InterruptibleStore
 from workers.limits import describe_limit_hit, effective_timeout_s, rearm, sandbox_store
+from workers.mcp_host import link_mcp
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +111,7 @@ def short_interface_name(name: str) -> str:
 class _Warm:
     """A live instance kept for reuse (``reuse_instances``), idle between calls."""
 
-    store: wasmtime.Store
+    store: InterruptibleStore
     instance: Any
     output: GuestOutput
 
@@ -194,6 +197,7 @@ class LoadedComponent:
         grants.check_imports(list(component.type.imports(engine_host.engine)), f"component {settings.name!r}")
         linker = wc.Linker(engine_host.engine)
         linker.add_wasip2()
+        link_mcp(linker)
         grants.link(linker)
         tools = _derive_tools(engine_host, settings, component, digest, _docs_of(settings, wasm_path, wasm))
         loaded = cls(
@@ -215,11 +219,14 @@ class LoadedComponent:
         """The tools this component serves."""
         return [tool.descriptor for tool in self._tools.values()]
 
-    def call(self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float) -> CallToolResult:
+    def call(
+        self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float, context: CallContext | None = None
+    ) -> CallToolResult:
         """Run one tool call in a sandbox; guest failures and limit hits come back as ``is_error`` results.
 
         ``timeout_s`` is what is left of the caller's deadline; the tool's own ``timeout_s``
-        limit caps it.
+        limit caps it. ``context`` connects the call to its caller: cancellation stops the
+        guest within an epoch tick, and the guest's progress, logs and content go through it.
 
         Raises:
             UnknownTool: this component has no tool named ``tool_name``.
@@ -232,17 +239,23 @@ class LoadedComponent:
         except ArgumentError as exc:
             return error_result(f"invalid arguments: {exc}")
         timeout_s = effective_timeout_s(timeout_s, self.limits)
+        context = context or CallContext()
+        context.deadline = min(context.deadline, time.monotonic() + timeout_s)
         self.engine_host.start()  # without the ticker a deadline never arrives
         warm = self._take_warm() if self.reuse_instances else None
         if warm is None:
             output = GuestOutput()
-            store = self._new_store(output, timeout_s)
+            store = self._new_store(output, timeout_s, context.cancelled)
             instance = None
         else:
             store, instance, output = warm.store, warm.instance, warm.output
-            rearm(store, self.engine_host, self.limits, timeout_s)
+            rearm(store, self.engine_host, self.limits, timeout_s, context.cancelled)
         try:
-            result, instance = self._run(store, instance, tool, args, output, timeout_s)
+            with running(context):
+                result, instance = self._run(store, instance, tool, args, output, timeout_s)
+            if context.content and not result.is_error:
+                # Content the guest added replaces the text form of its return value.
+                result = CallToolResult(content=list(context.content), structured_content=result.structured_content)
         finally:
             output.flush_to_log(tool_name)
             if instance is None or not self.reuse_instances or not self._keep_warm(_Warm(store, instance, output)):
@@ -260,16 +273,21 @@ class LoadedComponent:
             warm.store.close()
 
     def _run(
-        self, store: wasmtime.Store, instance: Any, tool: _Tool, args: list[Any], output: GuestOutput, timeout_s: float
+        self,
+        store: InterruptibleStore,
+        instance: Any,
+        tool: _Tool,
+        args: list[Any],
+        output: GuestOutput,
+        timeout_s: float,
     ) -> tuple[CallToolResult, Any]:
         """Instantiate (unless warm) and call; the result, and the instance if it is still usable."""
         try:
-            with call_deadline(timeout_s):  # host calls (HTTP) are bounded by what is left of it
-                if instance is None:
-                    instance = self._linker.instantiate(store, self._component)
-                func = instance.get_func(store, tool.index)
-                value = func(store, *args)
-                func.post_return(store)
+            if instance is None:
+                instance = self._linker.instantiate(store, self._component)
+            func = instance.get_func(store, tool.index)
+            value = func(store, *args)
+            func.post_return(store)
         except wasmtime.ExitTrap as exc:
             return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
@@ -281,8 +299,11 @@ class LoadedComponent:
             return error_result(f"invalid arguments: {exc}"), None
         return _to_result(tool, value), instance
 
-    def _new_store(self, output: GuestOutput, timeout_s: float) -> wasmtime.Store:
-        return sandbox_store(self.engine_host, output.capture(self.grants.wasi()), self.limits, timeout_s)
+    def _new_store(
+        self, output: GuestOutput, timeout_s: float, cancelled: threading.Event | None = None
+    ) -> InterruptibleStore:
+        wasi = output.capture(self.grants.wasi())
+        return sandbox_store(self.engine_host, wasi, self.limits, timeout_s, cancelled)
 
     def _take_warm(self) -> _Warm | None:
         with self._warm_lock:

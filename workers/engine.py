@@ -12,7 +12,6 @@ for fuel (``EngineHost.variant``). Both engines share the one ticker.
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import platform
 import threading
 from types import TracebackType
@@ -84,10 +83,6 @@ class EngineHost:
             root._stop.set()
         if ticker is not None:
             ticker.join(timeout=1.0)
-
-    def deadline_ticks(self, timeout_s: float) -> int:
-        """Epoch ticks for ``timeout_s``, plus one because the current tick is already partly gone."""
-        return max(1, math.ceil(timeout_s / EPOCH_TICK_S)) + 1
 
     def _tick(self) -> None:
         while not self._stop.wait(EPOCH_TICK_S):

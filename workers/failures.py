@@ -9,6 +9,7 @@ import wasmtime
 from schemas.config import LimitsSettings
 from schemas.wire import CallToolResult, TextContent
 from workers.guest_output import STDERR_LIMIT_BYTES, TailBuffer
+from workers.interrupts import CANCELLED, TIMED_OUT
 from workers.limits import describe_limit_hit
 
 
@@ -38,8 +39,10 @@ def describe_trap(
         reason = describe_limit_hit(cause, stderr.text() if stderr else "", limits, timeout_s)
         if reason is not None:
             return reason
-    elif cause.endswith("wasm trap: interrupt"):
+    elif cause == TIMED_OUT or cause.endswith("wasm trap: interrupt"):
         return f"timed out after {timeout_s:g}s"
+    elif cause == CANCELLED:
+        return "cancelled"
     elif "all fuel consumed" in cause:
         return "ran out of fuel"
     return f"guest trapped: {cause.removeprefix('wasm trap: ')}"

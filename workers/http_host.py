@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from wasmtime import component as wc
+
+from workers.call_context import current
 
 HTTP_INTERFACE = "toolbus:http/client@0.1.0"
 """The import name a guest uses (``import toolbus:http/client@0.1.0;`` in its world)."""
@@ -40,26 +40,12 @@ _HOP_BY_HOP = frozenset({"host", "connection", "content-length", "transfer-encod
 """Headers the host sets itself; a guest's values for them are dropped."""
 _READ_CHUNK = 64 * 1024
 
-_call = threading.local()
-
-
-@contextmanager
-def call_deadline(timeout_s: float) -> Iterator[None]:
-    """Bound every ``fetch`` made by the guest call running on this thread by ``timeout_s``.
-
-    Epoch interruption cannot stop host code, so a request's time comes out of the call's own.
-    """
-    previous = getattr(_call, "deadline", None)
-    _call.deadline = time.monotonic() + timeout_s
-    try:
-        yield
-    finally:
-        _call.deadline = previous
-
 
 def _seconds_left() -> float | None:
-    deadline: float | None = getattr(_call, "deadline", None)
-    return None if deadline is None else deadline - time.monotonic()
+    """What is left of the running call's time: epoch interruption cannot stop host code, so a
+    request's time comes out of the call's own."""
+    context = current()
+    return None if context is None else context.seconds_left()
 
 
 @dataclass(frozen=True)

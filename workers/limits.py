@@ -1,19 +1,22 @@
 """The one Store factory, and the limits every Store is bound by.
 
-Every Store a worker creates comes from ``sandbox_store``, which gives it WASI and an epoch
-deadline before the caller can touch it: a Store without WASI aborts the whole process at the
-guest's first WASI call, and one without a deadline traps at once (or, with a stale one, runs
-forever). Memory and fuel limits are set in the same place, so no call path can forget them.
+Every Store a worker creates comes from ``sandbox_store``, which gives it WASI and its
+interrupts (deadline and cancellation, see ``workers.interrupts``) before the caller can touch
+it: a Store without WASI aborts the whole process at the guest's first WASI call, and one
+without an epoch deadline traps at once (or, with a stale one, runs forever). Memory and fuel
+limits are set in the same place, so no call path can forget them.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 
 import wasmtime
 
 from schemas.config import LimitsSettings
 from workers.engine import DEFAULT_FUEL, EngineHost
+from workers.interrupts import CANCELLED, TIMED_OUT, InterruptibleStore
 
 MIB = 1 << 20
 
@@ -29,23 +32,33 @@ _INSTANTIATE_OVER_LIMIT = re.compile(r"memory minimum size of \d+ pages exceeds 
 
 
 def sandbox_store(
-    engine_host: EngineHost, wasi: wasmtime.WasiConfig, limits: LimitsSettings, timeout_s: float
-) -> wasmtime.Store:
-    """A Store on ``engine_host`` with WASI, an epoch deadline, memory limits and (if metered) fuel.
+    engine_host: EngineHost,
+    wasi: wasmtime.WasiConfig,
+    limits: LimitsSettings,
+    timeout_s: float,
+    cancelled: threading.Event | None = None,
+) -> InterruptibleStore:
+    """A Store on ``engine_host`` with WASI, interrupts, memory limits and (if metered) fuel.
 
-    The WASI config is required, not optional: it is what keeps the process alive.
+    The WASI config is required, not optional: it is what keeps the process alive. The guest
+    is stopped after ``timeout_s`` or once ``cancelled`` is set.
     """
-    store = wasmtime.Store(engine_host.engine)
+    store = InterruptibleStore(engine_host.engine)
     store.set_wasi(wasi)
     store.set_limits(memory_size=limits.memory_mib * MIB)
-    rearm(store, engine_host, limits, timeout_s)
+    rearm(store, engine_host, limits, timeout_s, cancelled)
     return store
 
 
-def rearm(store: wasmtime.Store, engine_host: EngineHost, limits: LimitsSettings, timeout_s: float) -> None:
+def rearm(
+    store: InterruptibleStore,
+    engine_host: EngineHost,
+    limits: LimitsSettings,
+    timeout_s: float,
+    cancelled: threading.Event | None = None,
+) -> None:
     """Give a Store a fresh deadline and a full tank before a call (warm instances reuse Stores)."""
-    # The deadline must exist before instantiate: guests run code while instantiating.
-    store.set_epoch_deadline(engine_host.deadline_ticks(timeout_s))
+    store.interrupts.arm(store, timeout_s, cancelled)
     if engine_host.consume_fuel:
         # Stores start with 0 fuel, which would trap at the first instruction.
         store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
@@ -53,8 +66,10 @@ def rearm(store: wasmtime.Store, engine_host: EngineHost, limits: LimitsSettings
 
 def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, timeout_s: float) -> str | None:
     """The readable reason when a wasmtime error ``cause`` is a limit being hit, else None."""
-    if cause.endswith("wasm trap: interrupt"):
+    if cause == TIMED_OUT or cause.endswith("wasm trap: interrupt"):
         return f"timed out after {timeout_s:g}s"
+    if cause == CANCELLED:
+        return "cancelled"
     if "all fuel consumed" in cause:
         return f"ran out of fuel (limit: {limits.fuel:,} units)" if limits.fuel is not None else "ran out of fuel"
     if _INSTANTIATE_OVER_LIMIT.search(cause) or any(marker in stderr_tail for marker in OUT_OF_MEMORY_MARKERS):

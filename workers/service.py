@@ -36,7 +36,8 @@ from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import LimitsSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.validation import ArgumentValidator, argument_problem, compile_validator
-from schemas.wire import CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
+from schemas.wire import LOG_LEVELS, CallEvent, CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
+from workers.call_context import CallContext
 from workers.discovery import Discovery, ToolStats
 
 log = structlog.get_logger(__name__)
@@ -57,7 +58,9 @@ class CallableComponent(Protocol):
     @property
     def limits(self) -> LimitsSettings: ...
 
-    def call(self, tool_name: str, arguments: dict[str, object], timeout_s: float) -> CallToolResult: ...
+    def call(
+        self, tool_name: str, arguments: dict[str, object], timeout_s: float, context: CallContext | None = None
+    ) -> CallToolResult: ...
 
 
 def new_worker_id() -> str:
@@ -101,10 +104,14 @@ class _Job:
     arguments: dict[str, object]
     timeout_s: float
     started_ns: int
+    context: CallContext
 
     def run(self) -> tuple[bytes, CallToolResult]:
+        if self.context.cancelled.is_set():  # cancelled while it waited for a thread
+            result = CallToolResult(content=[TextContent("cancelled")], is_error=True)
+        else:
+            result = self.route.component.call(self.tool, self.arguments, self.timeout_s, self.context)
         # Encoded here, in the guest's thread, to keep the event loop's share of a call small.
-        result = self.route.component.call(self.tool, self.arguments, self.timeout_s)
         return encode(result), result
 
 
@@ -132,6 +139,8 @@ class WorkerService:
         self._capacity = settings.concurrency + settings.queue_depth
         self._accepted = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
+        self._cancellable: dict[str, list[CallContext]] = {}
+        """Request id → the accepted calls carrying it (normally one), for cancel messages."""
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
@@ -234,6 +243,7 @@ class WorkerService:
                 self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
             )
         ping = await self._nc.subscribe(self._subjects.worker_ping(self.worker_id), cb=self._on_ping)
+        self._subscriptions.append(await self._nc.subscribe(self._subjects.cancel_any, cb=self._on_cancel))
         hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
         self._subscriptions += [ping, hello]
         await self.discovery.start()
@@ -356,6 +366,8 @@ class WorkerService:
         self._accepted += 1
         stats.in_flight += 1
         self._idle.clear()
+        if outcome.context.request_id:
+            self._cancellable.setdefault(outcome.context.request_id, []).append(outcome.context)
         future = self._pool.submit(outcome.run)
         future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
 
@@ -385,7 +397,29 @@ class WorkerService:
         if problem is not None:
             message = f"invalid arguments: {problem}"
             return encode(CallToolResult(content=[TextContent(message)], is_error=True)), None, message
-        return _Job(route, tool, arguments, timeout_s, started_ns)
+        return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers))
+
+    def _context(self, headers: dict[str, str]) -> CallContext:
+        """The call's link to its caller: cancellable by request id, events where it asked."""
+        context = CallContext(request_id=headers.get(Header.REQUEST_ID, ""))
+        events_subject = headers.get(Header.EVENTS)
+        if events_subject:
+            loop = self._loop
+
+            def publish(event: CallEvent) -> None:
+                # From the guest's thread; the replier publishes in order, so events precede the reply.
+                loop.call_soon_threadsafe(self._queue_reply, events_subject, encode(event), None)
+
+            context.events = publish
+            level = headers.get(Header.LOG_LEVEL)
+            context.log_level = LOG_LEVELS.index(level) if level in LOG_LEVELS else None
+        return context
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        request_id = msg.subject.rpartition(".")[2]
+        for context in self._cancellable.get(request_id, ()):
+            context.cancelled.set()  # the guest's epoch callback stops it within a tick
+            log.info("call cancelled", request_id=request_id, worker_id=self.worker_id)
 
     def _answer(self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer) -> None:
         body, headers, error = answer
@@ -405,11 +439,16 @@ class WorkerService:
             self._idle.set()
         stats = job.route.stats
         stats.in_flight -= 1
+        self._forget_cancellable(job.context)
         if future.cancelled():
             return  # the pool shut down after the grace period: the worker is exiting
         error = future.exception()
         if error is None:
             body, result = future.result()
+            if result.is_error and job.context.cancelled.is_set():
+                # The caller is most likely gone; anyone still listening learns why it ended.
+                self._answer(reply_to, stats, job.started_ns, _refusal(ErrorCode.CANCELLED, "cancelled by the caller"))
+                return
             if result.is_error:
                 stats.failed(job.started_ns, _error_text(result), typed=False)
             else:
@@ -420,6 +459,13 @@ class WorkerService:
         self._answer(
             reply_to, stats, job.started_ns, _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         )
+
+    def _forget_cancellable(self, context: CallContext) -> None:
+        contexts = self._cancellable.get(context.request_id)
+        if contexts is not None:
+            contexts.remove(context)
+            if not contexts:
+                del self._cancellable[context.request_id]
 
     def _queue_reply(self, reply_to: str, body: bytes, headers: dict[str, str] | None) -> None:
         self._replies.put_nowait((reply_to, body, headers))

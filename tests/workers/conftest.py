@@ -34,6 +34,12 @@ def inventory_wasm(cache_dir: Path) -> Path:
     return build_component(EXAMPLES_DIR / "inventory", "inventory", cache_dir)
 
 
+@pytest.fixture(scope="session")
+def conformance_wasm(cache_dir: Path) -> Path:
+    """The conformance example (the MCP suite's tools, using toolbus:mcp), built with componentize-py."""
+    return build_component(EXAMPLES_DIR / "conformance", "test", cache_dir)
+
+
 APT_TIMEOUT_S = 600
 """apt-get update plus installing clang and wasi-libc takes ~15 s with a warm mirror."""
 

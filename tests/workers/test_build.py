@@ -139,11 +139,13 @@ def test_resolve_component_path(calc_wasm: Path, cache_dir: Path, tmp_path: Path
     assert resolve_component_path(from_source, cache_dir) == calc_wasm
 
 
-def test_example_config_lists_both_examples() -> None:
+def test_example_config_lists_the_examples_and_the_conformance_tools() -> None:
     settings = load_settings(EXAMPLES_DIR / "toolbus.toml")
-    assert [(c.name, c.source, c.world) for c in settings.components] == [
-        ("calc", EXAMPLES_DIR / "calc", "calc"),
-        ("inventory", EXAMPLES_DIR / "inventory", "inventory"),
+    assert [(c.name, c.kind, c.source or c.path, c.world) for c in settings.components] == [
+        ("calc", "component", EXAMPLES_DIR / "calc", "calc"),
+        ("inventory", "component", EXAMPLES_DIR / "inventory", "inventory"),
+        ("test", "component", EXAMPLES_DIR / "conformance", "test"),
+        ("json_schema_2020_12_tool", "command", EXAMPLES_DIR / "wat" / "echo.wat", None),
     ]
 
 
