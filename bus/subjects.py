@@ -69,6 +69,7 @@ def micro_control(verb: str, service: str | None = None, instance_id: str | None
 
 
 RELEASE_VERBS = frozenset({"publish", "rollback", "retire", "deprecate", "versions"})
+TASK_VERBS = frozenset({"submit", "get", "result", "cancel", "list"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,48 @@ class Subjects:
     def events_any(self) -> str:
         """Every registry event."""
         return f"{self.prefix}.events.>"
+
+    # -- durable tasks ------------------------------------------------------------------------
+    def task_request(self, verb: str) -> str:
+        """Request subject of a task verb (``submit``, ``get``, ``result``, ``cancel``, ``list``)."""
+        if verb not in TASK_VERBS:
+            raise ValueError(f"unknown task verb {verb!r}")
+        return f"{self.prefix}.tasks.{verb}"
+
+    def task_work(self, tool: str) -> str:
+        """Work-queue subject of ``tool``'s tasks (a ``TaskWork`` per task)."""
+        if not is_valid_tool_name(tool):
+            raise ValueError(f"tool name {tool!r} is not a valid subject token")
+        return f"{self.prefix}.tasks.work.{tool}"
+
+    @property
+    def task_work_any(self) -> str:
+        return f"{self.prefix}.tasks.work.*"
+
+    def task_status(self, task_id: str) -> str:
+        """Every change of a task's status is published here (a ``TaskRecord``)."""
+        if not _TOKEN.match(task_id):
+            raise ValueError(f"task id {task_id!r} is not a valid subject token")
+        return f"{self.prefix}.tasks.status.{task_id}"
+
+    @property
+    def tasks_stream(self) -> str:
+        """Work-queue stream holding the tasks not yet done."""
+        return f"{self.prefix}_TASKS"
+
+    def task_consumer(self, tool: str) -> str:
+        """Durable pull consumer shared by every worker serving ``tool``."""
+        return f"tasks-{tool}"
+
+    @property
+    def tasks_bucket(self) -> str:
+        """KV bucket: task id → ``TaskRecord``."""
+        return f"{self.prefix}_tasks"
+
+    @property
+    def task_results_store(self) -> str:
+        """Object Store bucket: task id → the task's ``CallToolResult`` (any size)."""
+        return f"{self.prefix}_task_results"
 
     # -- JetStream ----------------------------------------------------------------------------
     @property

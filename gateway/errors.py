@@ -36,6 +36,8 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.PAYLOAD_TOO_LARGE: PAYLOAD_TOO_LARGE,
         # Only release requests get it, never a call; mapped so that every code has a meaning.
         ErrorCode.RELEASE_REJECTED: INVALID_PARAMS,
+        ErrorCode.TASK_NOT_FOUND: INVALID_PARAMS,
+        ErrorCode.TASK_STATE: INVALID_PARAMS,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )
@@ -114,6 +116,18 @@ class ReleaseRejected(CallFailed):
     code = ErrorCode.RELEASE_REJECTED
 
 
+class TaskNotFound(CallFailed):
+    """Raised when a reply carries TASK_NOT_FOUND."""
+
+    code = ErrorCode.TASK_NOT_FOUND
+
+
+class TaskState(CallFailed):
+    """Raised when a reply carries TASK_STATE."""
+
+    code = ErrorCode.TASK_STATE
+
+
 class WorkerFailed(CallFailed):
     """Raised when a worker reports an internal error or sends a reply that is not a result."""
 
@@ -134,6 +148,8 @@ _BY_CODE: Final[Mapping[ErrorCode, type[CallFailed]]] = MappingProxyType(
         ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
         ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLarge,
         ErrorCode.RELEASE_REJECTED: ReleaseRejected,
+        ErrorCode.TASK_NOT_FOUND: TaskNotFound,
+        ErrorCode.TASK_STATE: TaskState,
         ErrorCode.INTERNAL: WorkerFailed,
     }
 )

@@ -31,7 +31,7 @@ async def serve(settings: Settings) -> None:
         settings.nats.url, name="toolbus-registry", connect_timeout_s=settings.nats.connect_timeout_s
     ) as nc:
         service = RegistryService(
-            nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s
+            nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s, settings.tasks
         )
         await service.start()
         signal_name = await wait_for_shutdown_signal()

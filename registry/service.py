@@ -33,8 +33,10 @@ from bus.subjects import RELEASE_VERBS, Subjects
 from registry.catalogue import Catalogue
 from registry.packages import PackageStore
 from registry.releases import Releases
+from registry.task_desk import TaskDesk
+from registry.tasks import TaskStore
 from schemas.codec import DecodeError, decode, encode
-from schemas.config import RegistrySettings
+from schemas.config import RegistrySettings, TasksSettings
 from schemas.errors import ErrorCode
 from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
 
@@ -59,8 +61,14 @@ class RegistryService:
     """Keeps the catalogue and answers the registry's requests until stopped."""
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, settings: RegistrySettings, announce_interval_s: float = 5.0
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        settings: RegistrySettings,
+        announce_interval_s: float = 5.0,
+        tasks: TasksSettings | None = None,
     ) -> None:
+        self._tasks_settings = tasks or TasksSettings()
         self._nc = nc
         self._subjects = subjects
         self._settings = settings
@@ -72,6 +80,7 @@ class RegistryService:
         self.catalogue: Catalogue | None = None
         self.store: PackageStore | None = None
         self.releases: Releases | None = None
+        self.tasks: TaskDesk | None = None
 
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce."""
@@ -84,6 +93,10 @@ class RegistryService:
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
         self.releases = Releases(self._nc, self._subjects, self.store)
+        self.tasks = TaskDesk(
+            self._nc, self._subjects, await TaskStore.open(self._nc, self._subjects, self._tasks_settings)
+        )
+        await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.
         self._subscriptions.append(await self._nc.subscribe(s.announce, cb=self._on_announce))
@@ -104,6 +117,8 @@ class RegistryService:
 
     async def stop(self) -> None:
         """Unsubscribe and stop background work."""
+        if self.tasks is not None:
+            await self.tasks.stop()
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()

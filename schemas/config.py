@@ -138,6 +138,18 @@ class WorkerSettings(_Model):
     publish``), besides the components in this file."""
 
 
+class TasksSettings(_Model):
+    """Durable tasks (docs/tasks.md)."""
+
+    ack_wait_s: Annotated[float, Field(gt=0)] = 30.0
+    """A worker running a task says "in progress" every third of this; one silent this long is
+    presumed dead and the task is delivered again."""
+    max_deliver: Annotated[int, Field(ge=1)] = 5
+    """Deliveries of one task before it is failed."""
+    ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How long a finished task and its result are kept, unless the client asks for less."""
+
+
 class RegistrySettings(_Model):
     answer_unknown_tools: bool = True
     """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
@@ -276,6 +288,7 @@ class Settings(_Model):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    tasks: TasksSettings = Field(default_factory=TasksSettings)
     components: list[ComponentSettings] = Field(default_factory=list)
     capabilities: dict[Annotated[str, Field(pattern=_NAME.pattern)], Capability] = Field(default_factory=dict)
     """Named grants (directories, environment variables, outbound HTTP) that components opt into."""

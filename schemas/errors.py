@@ -28,6 +28,10 @@ class ErrorCode(IntEnum):
     """The request or the result does not fit the bus's maximum payload."""
     RELEASE_REJECTED = 1007
     """A publish, rollback, retire or deprecate that cannot be done; the message says why."""
+    TASK_NOT_FOUND = 1008
+    """No task with that id is visible to the caller."""
+    TASK_STATE = 1009
+    """The task is not in a state that allows the request (e.g. cancelling a finished task)."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 

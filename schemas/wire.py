@@ -248,3 +248,65 @@ CallEvent = ProgressEvent | LogEvent
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 """MCP log levels (RFC 5424 severities), least severe first."""
+
+
+# -- durable tasks ----------------------------------------------------------------------------------
+
+TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
+"""MCP task statuses; the last three are terminal."""
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One task (KV ``PREFIX_tasks``, key = task id): written before its id is handed out."""
+
+    task_id: str
+    tool: str
+    principal: str
+    status: TaskStatus = "working"
+    status_message: str = ""
+    created_at: float = 0.0
+    """Unix time, seconds."""
+    updated_at: float = 0.0
+    ttl_ms: int = 0
+    """How long the record and its result are kept after the task ends (MCP ``ttl``)."""
+    poll_interval_ms: int = 1000
+    running: bool = False
+    """Working and on a worker (False while it waits in the queue)."""
+    attempts: int = 0
+    """Deliveries to a worker so far (a crashed worker's task is delivered again)."""
+    worker_id: str = ""
+    result_stored: bool = False
+    """The CallToolResult is in the results store under the task id."""
+
+
+class TaskSubmit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """Create a task (``PREFIX.tasks.submit``): run ``tool`` with ``arguments`` in the background."""
+
+    tool: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    ttl_ms: int | None = None
+    principal: str = ""
+    """Set by a trusted gateway; a plain NATS submitter gets the principal ``nats``."""
+
+
+class TaskWork(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The work-queue message of a task (``PREFIX.tasks.work.<tool>``)."""
+
+    task_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class TaskQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """``PREFIX.tasks.{get,result,cancel,list}``: one task by id (or a page of them) for a principal."""
+
+    task_id: str = ""
+    principal: str = ""
+    cursor: str = ""
+    limit: int = 100
+
+
+class TaskList(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
+    tasks: list[TaskRecord]
+    next_cursor: str = ""

@@ -10,11 +10,13 @@ from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from registry.packages import PackageStore
+from registry.tasks import TaskStore
 from schemas.config import Settings
 from workers.engine import EngineHost
 from workers.loading import load_components
 from workers.packages import PackageFollower
 from workers.service import WorkerService
+from workers.tasks import TaskRunner
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +41,17 @@ async def serve(settings: Settings) -> None:
                 store = await PackageStore.open(nc, subjects)
                 follower = PackageFollower(nc, subjects, store, service, engine, settings)
                 await follower.start()
+            tasks = TaskRunner(
+                nc,
+                subjects,
+                await TaskStore.open(nc, subjects, settings.tasks),
+                service,
+                slots=settings.worker.concurrency,
+            )
+            await tasks.start()
             signal_name = await wait_for_shutdown_signal()
             log.info("worker draining", signal=signal_name)
+            await tasks.stop(grace_s=DRAIN_GRACE_S)
             if follower is not None:
                 await follower.stop()
             await service.stop(grace_s=DRAIN_GRACE_S)

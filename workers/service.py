@@ -460,6 +460,33 @@ class WorkerService:
             reply_to, stats, job.started_ns, _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         )
 
+    async def run_task(self, tool: str, arguments: dict[str, object], context: CallContext) -> CallToolResult:
+        """Run one task's guest in the pool, as a call would run (same limits, same accounting).
+
+        ``context.request_id`` is the task id: a cancel message for it interrupts the guest.
+        Returns an ``isError`` result for an unknown tool or invalid arguments.
+        """
+        route = self._routes.get(tool)
+        if route is None:
+            return CallToolResult(content=[TextContent(f"unknown tool {tool!r} on this worker")], is_error=True)
+        problem = argument_problem(route.validator, arguments)
+        if problem is not None:
+            return CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
+        job = _Job(route, tool, arguments, self._settings.max_call_timeout_s, perf_counter_ns(), context)
+        self._accepted += 1
+        route.stats.in_flight += 1
+        self._idle.clear()
+        self._cancellable.setdefault(context.request_id, []).append(context)
+        try:
+            _, result = await asyncio.wrap_future(self._pool.submit(job.run))
+        finally:
+            self._accepted -= 1
+            if not self._accepted:
+                self._idle.set()
+            route.stats.in_flight -= 1
+            self._forget_cancellable(context)
+        return result
+
     def _forget_cancellable(self, context: CallContext) -> None:
         contexts = self._cancellable.get(context.request_id)
         if contexts is not None:

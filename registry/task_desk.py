@@ -1,0 +1,198 @@
+"""Tasks over plain NATS, and the registry's housekeeping of them.
+
+Requests on ``PREFIX.tasks.{submit,get,result,cancel,list}`` (registry replicas share a queue
+group) let any NATS client use tasks the way an MCP client does through a gateway:
+
+    nats req toolbus.tasks.submit '{"tool":"calc_add","arguments":{"a":2,"b":3}}'
+    nats req toolbus.tasks.get '{"taskId":"…"}'
+
+A plain NATS submitter has no verified identity: its tasks belong to the principal ``nats``
+unless a trusted gateway sets ``principal`` (issue 7 restricts who may). The desk also:
+
+- fails a task whose work was delivered ``tasks.max_deliver`` times without an ack (every worker
+  that took it died): JetStream tells us with a max-deliveries advisory;
+- deletes finished tasks and their results once their TTL has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus.replies import send_error
+from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
+from registry.tasks import TaskFinished, TaskNotFound, TaskStore
+from schemas.codec import DecodeError, decode, encode
+from schemas.errors import ErrorCode
+from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
+
+log = structlog.get_logger(__name__)
+
+NATS_PRINCIPAL = "nats"
+"""Owner of tasks submitted over plain NATS without a principal."""
+SWEEP_INTERVAL_S = 30.0
+REPLY_HEADROOM_BYTES = 1024
+"""Room for headers in a reply that must fit the server's maximum payload."""
+
+
+class TaskDesk:
+    """Answers task requests and keeps the task store tidy, until stopped."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects, store: TaskStore) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._store = store
+        self._subscriptions: list[Subscription] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        q = self._subjects.registry_queue
+        handlers: dict[str, Callable[[Msg], Awaitable[bytes]]] = {
+            "submit": self._submit,
+            "get": self._get,
+            "result": self._result,
+            "cancel": self._cancel,
+            "list": self._list,
+        }
+        assert set(handlers) == TASK_VERBS
+        for verb, handler in handlers.items():
+            self._subscriptions.append(
+                await self._nc.subscribe(self._subjects.task_request(verb), queue=q, cb=_guarded(self._nc, handler))
+            )
+        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self._subjects.tasks_stream}.*"
+        self._subscriptions.append(await self._nc.subscribe(advisory, queue=q, cb=self._on_max_deliveries))
+        self._sweeper = asyncio.create_task(self._sweep_periodically())
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+                pass
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+    # -- requests -------------------------------------------------------------------------------
+    async def _submit(self, msg: Msg) -> bytes:
+        request = decode(msg.data, TaskSubmit)
+        if not is_valid_tool_name(request.tool):
+            raise ValueError(f"{request.tool!r} is not a tool name")
+        record = await self._store.submit(
+            request.tool, request.arguments, principal=request.principal or NATS_PRINCIPAL, ttl_ms=request.ttl_ms
+        )
+        return encode(record)
+
+    async def _get(self, msg: Msg) -> bytes:
+        query = decode(msg.data, TaskQuery)
+        return encode(await self._store.get(query.task_id, principal=query.principal or NATS_PRINCIPAL))
+
+    async def _result(self, msg: Msg) -> bytes:
+        query = decode(msg.data, TaskQuery)
+        record = await self._store.get(query.task_id, principal=query.principal or NATS_PRINCIPAL)
+        if record.status not in TERMINAL_STATUSES or not record.result_stored:
+            raise TaskFinished(record) if record.status in TERMINAL_STATUSES else _NotReady(record.status)
+        result = await self._store.result(query.task_id)
+        if result is None:
+            raise TaskNotFound(f"the result of task {query.task_id!r} is gone")
+        if len(result) > self._nc.max_payload - REPLY_HEADROOM_BYTES:
+            raise _TooLarge(
+                f"the result is {len(result)} bytes, more than one message holds; read object "
+                f"{query.task_id!r} of Object Store bucket {self._subjects.task_results_store!r}"
+            )
+        return result
+
+    async def _cancel(self, msg: Msg) -> bytes:
+        query = decode(msg.data, TaskQuery)
+        return encode(await self._store.cancel(query.task_id, principal=query.principal or NATS_PRINCIPAL))
+
+    async def _list(self, msg: Msg) -> bytes:
+        query = decode(msg.data, TaskQuery) if msg.data.strip() else TaskQuery()
+        # `*` lists every principal's tasks: for operators (`toolbus tasks --all`); issue 7 guards it.
+        principal = None if query.principal == "*" else (query.principal or NATS_PRINCIPAL)
+        tasks, cursor = await self._store.list(principal=principal, cursor=query.cursor, limit=query.limit)
+        return encode(TaskList(tasks=tasks, next_cursor=cursor))
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            stored = await self._nc.jetstream().get_msg(self._subjects.tasks_stream, int(advisory["stream_seq"]))
+            work = decode(stored.data or b"", TaskWork)
+        except (ValueError, KeyError, DecodeError, nats.errors.Error) as exc:
+            log.warning("max-deliveries advisory not understood", error=str(exc))
+            return
+        deliveries = self._store.settings.max_deliver
+        message = f"failed: delivered {deliveries} times and never finished (its workers stopped running it)"
+        failed = await self._store.update(
+            work.task_id, lambda r: msgspec.structs.replace(r, status="failed", status_message=message, running=False)
+        )
+        if failed is not None:
+            log.error("task failed after its last delivery", task_id=work.task_id, tool=work.tool)
+        try:
+            await self._nc.jetstream().delete_msg(self._subjects.tasks_stream, int(advisory["stream_seq"]))
+        except nats.errors.Error:
+            pass
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep()
+            except nats.errors.Error as exc:
+                log.warning("task sweep failed", error=str(exc))
+
+    async def sweep(self) -> int:
+        """Forget finished tasks whose TTL has passed; how many."""
+        now = time.time()
+        tasks, _ = await self._store.list(principal=None, limit=1_000_000)
+        expired = [t for t in tasks if t.status in TERMINAL_STATUSES and t.updated_at + t.ttl_ms / 1000 < now]
+        for task in expired:
+            await self._store.forget(task.task_id)
+        return len(expired)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _NotReady(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the task is still {status}; ask again later")
+
+
+def _guarded(nc: NatsClient, handler: Callable[[Msg], Awaitable[bytes]]) -> Callable[[Msg], Awaitable[None]]:
+    """A request callback that always replies: the handler's bytes, or a typed error."""
+
+    async def handle(msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            body = await handler(msg)
+        except (DecodeError, ValueError) as exc:
+            await send_error(nc, msg.reply, ErrorCode.BAD_REQUEST, str(exc))
+            return
+        except TaskNotFound as exc:
+            await send_error(nc, msg.reply, ErrorCode.TASK_NOT_FOUND, str(exc))
+            return
+        except (TaskFinished, _NotReady) as exc:
+            await send_error(nc, msg.reply, ErrorCode.TASK_STATE, str(exc))
+            return
+        except _TooLarge as exc:
+            await send_error(nc, msg.reply, ErrorCode.PAYLOAD_TOO_LARGE, str(exc))
+            return
+        except Exception:  # the outermost handler: a bug must still produce a reply
+            log.exception("task request failed", subject=msg.subject)
+            await send_error(nc, msg.reply, ErrorCode.INTERNAL, "internal error in the registry; see its logs")
+            return
+        await msg.respond(body)
+
+    return handle

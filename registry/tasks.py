@@ -1,0 +1,255 @@
+"""Durable tasks in JetStream: records in KV, work in a work-queue stream, results in an Object Store.
+
+- The **record** (KV ``PREFIX_tasks``, key = task id) is written before anyone learns the id.
+  Every change is a compare-and-set on the record's revision, so concurrent writers (a worker
+  finishing, a client cancelling, a redelivered copy) cannot both win, and a terminal status
+  (completed, failed, cancelled) is never left again: a task ends in exactly one of them.
+- The **work** (stream ``PREFIX_TASKS``, subject ``PREFIX.tasks.work.<tool>``, work-queue
+  retention, file storage) is taken by workers through one durable pull consumer per tool,
+  with explicit acks, in-progress heartbeats and a delivery limit (``workers.tasks``).
+- The **result** (Object Store ``PREFIX_task_results``, name = task id) is the
+  ``CallToolResult`` JSON, whatever its size.
+- Every status change is also published on ``PREFIX.tasks.status.<id>`` (the gateway turns it
+  into ``notifications/tasks/status``).
+
+Readers and writers — gateways, workers, the registry, the CLI — all use this module.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import (
+    BadRequestError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from bus.provisioning import ensure_bucket, ensure_object_store
+from bus.subjects import Subjects
+from registry.errors import RegistryError
+from schemas.codec import decode, encode
+from schemas.config import TasksSettings
+from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskWork
+
+MAX_TTL_MS = 7 * 24 * 60 * 60 * 1000
+CAS_ATTEMPTS = 20
+
+
+class TaskNotFound(RegistryError):
+    """No task with that id is visible to that principal."""
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TaskStore:
+    """The tasks of one deployment."""
+
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, kv: KeyValue, results: ObjectStore, settings: TasksSettings
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self.kv = kv
+        self.results = results
+        self.settings = settings
+
+    @classmethod
+    async def open(
+        cls, nc: NatsClient, subjects: Subjects, settings: TasksSettings | None = None, *, replicas: int = 1
+    ) -> TaskStore:
+        """The task store of ``subjects``' deployment; its stream and buckets are created if missing."""
+        kv = await ensure_bucket(nc, subjects.tasks_bucket, replicas=replicas)
+        results = await ensure_object_store(nc, subjects.task_results_store, replicas=replicas)
+        await ensure_tasks_stream(nc, subjects, replicas=replicas)
+        return cls(nc, subjects, kv, results, settings or TasksSettings())
+
+    # -- creating -------------------------------------------------------------------------------
+    async def submit(
+        self, tool: str, arguments: dict[str, object], *, principal: str, ttl_ms: int | None = None
+    ) -> TaskRecord:
+        """Record a task, then queue its work; the record exists before the id is returned."""
+        now = time.time()
+        record = TaskRecord(
+            task_id=new_task_id(),
+            tool=tool,
+            principal=principal,
+            status="working",
+            status_message="queued",
+            created_at=now,
+            updated_at=now,
+            ttl_ms=min(ttl_ms if ttl_ms and ttl_ms > 0 else int(self.settings.ttl_s * 1000), MAX_TTL_MS),
+        )
+        await self.kv.create(record.task_id, encode(record))
+        work = TaskWork(task_id=record.task_id, tool=tool, arguments=arguments)
+        # The message id makes a retried publish of the same task a no-op (stream de-duplication).
+        await self._nc.jetstream().publish(
+            self._subjects.task_work(tool), encode(work), headers={"Nats-Msg-Id": record.task_id}
+        )
+        await self._announce(record)
+        return record
+
+    # -- reading --------------------------------------------------------------------------------
+    async def get(self, task_id: str, *, principal: str | None = None) -> TaskRecord:
+        """The task's record; ``principal`` (when given) must be its owner.
+
+        Raises:
+            TaskNotFound: no such task, or it belongs to someone else (indistinguishable on purpose).
+        """
+        record, _ = await self._read(task_id)
+        if record is None or (principal is not None and record.principal != principal):
+            raise TaskNotFound(f"no task {task_id!r}")
+        return record
+
+    async def list(self, *, principal: str | None, cursor: str = "", limit: int = 100) -> tuple[list[TaskRecord], str]:
+        """Tasks of ``principal`` (all with None), newest first, one page; and the next cursor."""
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return [], ""
+        records = []
+        for key in keys:
+            record, _ = await self._read(key)
+            if record is not None and (principal is None or record.principal == principal):
+                records.append(record)
+        records.sort(key=lambda r: (-r.created_at, r.task_id))
+        start = 0
+        if cursor:
+            start = next((i + 1 for i, r in enumerate(records) if r.task_id == cursor), len(records))
+        page = records[start : start + limit]
+        more = start + limit < len(records)
+        return page, (page[-1].task_id if more and page else "")
+
+    async def result(self, task_id: str) -> bytes | None:
+        """The stored ``CallToolResult`` JSON of a finished task, if it has one."""
+        try:
+            found = await self.results.get(task_id)
+        except NotFoundError:
+            return None
+        return bytes(found.data or b"")
+
+    # -- changing -------------------------------------------------------------------------------
+    async def update(self, task_id: str, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord | None:
+        """Apply ``change`` to the current record with compare-and-set, retrying on conflicts.
+
+        ``change`` returns the new record, or None to leave it as is. A terminal record is never
+        changed (``change`` is not called). Returns the record written, or None.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self._read(task_id)
+            if record is None or record.status in TERMINAL_STATUSES:
+                return None
+            changed = change(record)
+            if changed is None:
+                return None
+            changed = msgspec.structs.replace(changed, updated_at=time.time())
+            try:
+                await self.kv.update(task_id, encode(changed), last=revision)
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue  # someone else changed it first: look again
+            await self._announce(changed)
+            return changed
+        raise RegistryError(f"task {task_id}: too many concurrent changes")
+
+    async def finish(self, task_id: str, result: bytes, *, failed: bool, message: str = "") -> TaskRecord | None:
+        """Store the result, then end the task (unless it already ended, e.g. cancelled)."""
+        await self.results.put(task_id, result)
+        status = "failed" if failed else "completed"
+        return await self.update(
+            task_id,
+            lambda r: msgspec.structs.replace(
+                r, status=status, status_message=message, running=False, result_stored=True
+            ),
+        )
+
+    async def cancel(self, task_id: str, *, principal: str | None = None) -> TaskRecord:
+        """Cancel a task that has not ended, and interrupt it if a worker runs it.
+
+        Raises:
+            TaskNotFound: no such task for this principal.
+            TaskFinished: it had already ended (the record says how).
+        """
+        record = await self.get(task_id, principal=principal)
+        if record.status in TERMINAL_STATUSES:
+            raise TaskFinished(record)
+        cancelled = await self.update(
+            task_id,
+            lambda r: msgspec.structs.replace(
+                r, status="cancelled", status_message="cancelled by the client", running=False
+            ),
+        )
+        if cancelled is None:  # it ended meanwhile
+            raise TaskFinished(await self.get(task_id))
+        await self._nc.publish(self._subjects.cancel(task_id), b"")
+        return cancelled
+
+    async def forget(self, task_id: str) -> None:
+        """Delete a task's record and result (its TTL has passed)."""
+        await self.kv.delete(task_id)
+        try:
+            await self.results.delete(task_id)
+        except NotFoundError:
+            pass
+
+    async def _read(self, task_id: str) -> tuple[TaskRecord | None, int]:
+        try:
+            entry = await self.kv.get(task_id)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None, 0
+        if not entry.value:
+            return None, 0
+        return decode(entry.value, TaskRecord), entry.revision or 0
+
+    async def _announce(self, record: TaskRecord) -> None:
+        await self._nc.publish(self._subjects.task_status(record.task_id), encode(record))
+
+
+class TaskFinished(RegistryError):
+    """The task had already ended; ``record`` says how."""
+
+    def __init__(self, record: TaskRecord) -> None:
+        super().__init__(f"task {record.task_id} has already ended: {record.status}")
+        self.record = record
+
+
+async def ensure_tasks_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
+    """The work-queue stream of tasks (file storage: queued work survives a server restart)."""
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=subjects.tasks_stream,
+        subjects=[subjects.task_work_any],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.stream_info(subjects.tasks_stream)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            pass  # created by another process meanwhile
+
+
+def task_consumer_config(subjects: Subjects, tool: str, settings: TasksSettings) -> ConsumerConfig:
+    """The durable pull consumer every worker serving ``tool`` shares (created by the first one)."""
+    return ConsumerConfig(
+        durable_name=subjects.task_consumer(tool),
+        filter_subject=subjects.task_work(tool),
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=-1,
+    )

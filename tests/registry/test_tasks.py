@@ -1,0 +1,233 @@
+"""Durable tasks against a real nats-server (JetStream), real workers and the real registry:
+submit and poll over plain NATS, principals, cancellation in every state, large results, a
+worker dying mid-task."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
+from bus.subjects import Header, Subjects
+from registry.service import RegistryService
+from registry.tasks import TaskStore
+from schemas.codec import decode, encode
+from schemas.config import RegistrySettings, TasksSettings, WorkerSettings
+from schemas.errors import ErrorCode
+from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+from workers.component import LoadedComponent
+from workers.service import WorkerService
+from workers.tasks import TaskRunner
+
+FAST = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
+"""Short enough that a dead worker's task is redelivered within the test."""
+
+
+@dataclass
+class Tasks:
+    nc: NatsClient
+    subjects: Subjects
+    store: TaskStore
+    start_worker: Callable[..., Awaitable[tuple[WorkerService, TaskRunner, NatsClient]]]
+
+    async def request(self, verb: str, body: object) -> tuple[bytes, ErrorReply | None]:
+        reply = await self.nc.request(self.subjects.task_request(verb), encode(body), timeout=10)
+        if reply.headers and Header.ERROR in reply.headers:
+            return reply.data, decode(reply.data, ErrorReply)
+        return reply.data, None
+
+    async def submit(self, tool: str, arguments: dict[str, object], principal: str = "") -> TaskRecord:
+        data, error = await self.request("submit", TaskSubmit(tool=tool, arguments=arguments, principal=principal))
+        assert error is None, error
+        return decode(data, TaskRecord)
+
+    async def get(self, task_id: str, principal: str = "") -> TaskRecord | ErrorReply:
+        data, error = await self.request("get", TaskQuery(task_id=task_id, principal=principal))
+        return error or decode(data, TaskRecord)
+
+    async def until_status(self, task_id: str, *statuses: str, timeout_s: float = 20) -> TaskRecord:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = await self.store.get(task_id)
+            if record.status in statuses:
+                return record
+            assert time.monotonic() < deadline, f"task stayed {record.status} ({record.status_message})"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def tasks(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+) -> AsyncIterator[Tasks]:
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST)
+    await registry.start()
+    store = await TaskStore.open(nc, subjects, FAST)
+    started: list[tuple[WorkerService, TaskRunner, NatsClient]] = []
+
+    async def start_worker(concurrency: int = 2) -> tuple[WorkerService, TaskRunner, NatsClient]:
+        worker_nc = await connect(nats_server.url, name="task-worker")
+        service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=concurrency), [kit])
+        await service.start()
+        runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, FAST), service, concurrency)
+        await runner.start()
+        started.append((service, runner, worker_nc))
+        return service, runner, worker_nc
+
+    yield Tasks(nc, subjects, store, start_worker)
+    for service, runner, worker_nc in started:
+        await runner.stop(grace_s=1)
+        await service.stop(grace_s=0.5)
+        await worker_nc.close()
+    await registry.stop()
+
+
+async def test_a_task_submitted_over_nats_runs_and_its_result_is_kept(tasks: Tasks) -> None:
+    await tasks.start_worker()
+    record = await tasks.submit("kit_add", {"a": 2, "b": 3})
+    # The record exists before the submitter hears the id.
+    assert (record.status, record.status_message, record.principal) == ("working", "queued", "nats")
+    done = await tasks.until_status(record.task_id, "completed")
+    assert (done.attempts, done.result_stored) == (1, True)
+    data, error = await tasks.request("result", TaskQuery(task_id=record.task_id))
+    assert error is None
+    assert decode(data, CallToolResult).structured_content == 5
+
+
+async def test_a_task_belongs_to_its_principal(tasks: Tasks) -> None:
+    record = await tasks.submit("kit_add", {"a": 1, "b": 1}, principal="alice")
+    assert isinstance(await tasks.get(record.task_id, principal="alice"), TaskRecord)
+    for stranger in ("bob", ""):
+        refused = await tasks.get(record.task_id, principal=stranger)
+        assert isinstance(refused, ErrorReply) and refused.error.code == ErrorCode.TASK_NOT_FOUND
+    data, _ = await tasks.request("list", TaskQuery(principal="bob"))
+    assert decode(data, TaskList).tasks == []
+    data, _ = await tasks.request("list", TaskQuery(principal="alice"))
+    assert [t.task_id for t in decode(data, TaskList).tasks] == [record.task_id]
+
+
+async def test_a_failing_tool_ends_the_task_failed_with_its_error(tasks: Tasks) -> None:
+    await tasks.start_worker()
+    record = await tasks.submit("kit_divide", {"a": 1, "b": 0})
+    failed = await tasks.until_status(record.task_id, "failed")
+    assert failed.status_message == "division by zero"
+
+
+async def test_cancel_a_queued_task(tasks: Tasks) -> None:
+    record = await tasks.submit("kit_add", {"a": 1, "b": 1})  # no worker yet: it waits in the queue
+    data, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
+    assert error is None and decode(data, TaskRecord).status == "cancelled"
+    await tasks.start_worker()
+    follow_up = await tasks.submit("kit_add", {"a": 2, "b": 2})
+    await tasks.until_status(follow_up.task_id, "completed")  # the worker took and skipped the cancelled one
+    assert (await tasks.store.get(record.task_id)).status == "cancelled"
+    _, error = await tasks.request("result", TaskQuery(task_id=record.task_id))
+    assert error is not None and error.error.code == ErrorCode.TASK_STATE
+
+
+async def test_cancel_a_running_task_stops_its_guest(tasks: Tasks) -> None:
+    await tasks.start_worker(concurrency=1)
+    record = await tasks.submit("kit_danger_spin", {})
+    await tasks.until_status(record.task_id, "working")
+    deadline = time.monotonic() + 10
+    while not (await tasks.store.get(record.task_id)).running:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    _, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
+    assert error is None
+    # The only guest thread is free again: the next task runs at once.
+    after = await tasks.submit("kit_add", {"a": 1, "b": 2})
+    await tasks.until_status(after.task_id, "completed", timeout_s=5)
+    assert (await tasks.store.get(record.task_id)).status == "cancelled"
+
+
+async def test_cancel_a_finished_task_is_refused(tasks: Tasks) -> None:
+    await tasks.start_worker()
+    record = await tasks.submit("kit_add", {"a": 1, "b": 1})
+    await tasks.until_status(record.task_id, "completed")
+    _, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
+    assert error is not None and error.error.code == ErrorCode.TASK_STATE
+    assert "already ended: completed" in error.error.message
+    assert (await tasks.store.get(record.task_id)).status == "completed"
+
+
+async def test_a_result_larger_than_a_message_is_stored_whole(tasks: Tasks) -> None:
+    await tasks.start_worker()
+    name = "x" * int(tasks.nc.max_payload * 0.6)  # the result carries it twice: > max payload
+    record = await tasks.submit("kit_greet", {"name": name})
+    await tasks.until_status(record.task_id, "completed")
+    stored = await tasks.store.result(record.task_id)
+    assert stored is not None and len(stored) > tasks.nc.max_payload
+    assert name in decode(stored, CallToolResult).structured_content  # type: ignore[operator]
+    _, error = await tasks.request("result", TaskQuery(task_id=record.task_id))
+    assert error is not None and error.error.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert tasks.subjects.task_results_store in error.error.message
+
+
+async def test_a_worker_dying_mid_task_loses_nothing(tasks: Tasks) -> None:
+    _, _, doomed_nc = await tasks.start_worker(concurrency=1)
+    record = await tasks.submit("kit_burn", {"iterations": 2_000_000_000})  # ~3.5 s of guest time
+    deadline = time.monotonic() + 10
+    while not (await tasks.store.get(record.task_id)).running:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await doomed_nc.close()  # the connection is gone: no ack, no heartbeat, as after kill -9
+    await tasks.start_worker()
+    done = await tasks.until_status(record.task_id, "completed", "failed", timeout_s=30)
+    assert done.status == "completed" and done.attempts == 2
+
+
+async def test_200_tasks_survive_a_nats_server_restart(
+    tmp_path_factory: pytest.TempPathFactory, kit: LoadedComponent
+) -> None:
+    # A server of its own: file storage in a fixed directory, restarted on the same port.
+    server = EmbeddedNatsServer(state_dir=tmp_path_factory.mktemp("restarted-nats"))
+    server.start()
+    subjects = Subjects(prefix="restart")
+    clients: list[NatsClient] = []
+    services: list[tuple[WorkerService, TaskRunner]] = []
+    try:
+        nc = await connect(server.url, name="test")
+        clients.append(nc)
+        registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST)
+        await registry.start()
+        store = await TaskStore.open(nc, subjects, FAST)
+        for _ in range(2):
+            worker_nc = await connect(server.url, name="task-worker")
+            clients.append(worker_nc)
+            service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=2), [kit])
+            await service.start()
+            runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, FAST), service, 2)
+            await runner.start()
+            services.append((service, runner))
+        ids = [(await store.submit("kit_burn", {"iterations": 20_000_000}, principal="p")).task_id for _ in range(200)]
+        await asyncio.sleep(0.5)  # some are done, some running, most queued
+        server.stop()
+        await asyncio.sleep(1.0)
+        server.start()  # same port, same store directory
+        deadline = time.monotonic() + 90
+        statuses: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                statuses = {task_id: (await store.get(task_id)).status for task_id in ids}
+            except Exception:
+                await asyncio.sleep(0.5)
+                continue
+            if all(status in ("completed", "failed", "cancelled") for status in statuses.values()):
+                break
+            await asyncio.sleep(0.5)
+        counts = {status: list(statuses.values()).count(status) for status in set(statuses.values())}
+        assert counts == {"completed": 200}, counts
+        await registry.stop()
+    finally:
+        for service, runner in services:
+            await runner.stop(grace_s=1)
+            await service.stop(grace_s=0.5)
+        for client in clients:
+            await client.close()
+        server.stop()

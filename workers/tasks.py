@@ -1,0 +1,172 @@
+"""Tasks on a worker: take queued work from JetStream, run it, store the result, ack.
+
+One durable pull consumer per tool is shared by every worker serving that tool, so work is
+spread across them. A worker fetches one message per tool at a time and only while it has a free
+task slot (bounded prefetch: at most one task per tool waits in a worker's memory, briefly), says "in progress" every
+``tasks.ack_wait_s / 3`` while the guest runs, and acks only once the outcome is recorded. A worker
+that dies mid-task stops heartbeating: after ``ack_wait_s`` the server delivers the task again,
+to this worker's replacement or another one, up to ``max_deliver`` times (then the registry
+fails it). The record's compare-and-set makes every outcome but the first a no-op, so a task
+ends in exactly one terminal status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from bus.subjects import Subjects
+from registry.tasks import TaskStore, task_consumer_config
+from schemas.codec import DecodeError, decode, encode
+from schemas.wire import TaskWork
+from workers.call_context import CallContext
+from workers.service import WorkerService
+
+log = structlog.get_logger(__name__)
+
+FETCH_WAIT_S = 5.0
+"""How long one fetch (a long poll; it returns as soon as work arrives) waits before asking again."""
+RETRY_S = 1.0
+"""Pause after a failed fetch (the server restarting, a consumer being created)."""
+
+
+class TaskRunner:
+    """Runs the tasks of the tools a worker serves, at most ``slots`` at once."""
+
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, store: TaskStore, service: WorkerService, slots: int
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._store = store
+        self._service = service
+        self._slots = asyncio.Semaphore(slots)
+        self._room = asyncio.Event()
+        """Set when a slot frees up (the fetch loops wait on it while every slot is busy)."""
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take tasks for every tool the worker serves now, and follow changes to that set."""
+        self._sync_tools()
+        self._watch = asyncio.create_task(self._follow_tools())
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking tasks; let running ones finish (unacked ones are redelivered otherwise)."""
+        for task in [self._watch, *self._loops.values()]:
+            if task is not None:
+                task.cancel()
+        for task in [self._watch, *self._loops.values()]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._loops.clear()
+        if self._running:
+            await asyncio.wait(self._running, timeout=grace_s)
+
+    def _sync_tools(self) -> None:
+        tools = {tool.name for tool in self._service.tools}
+        for tool in set(self._loops) - tools:
+            self._loops.pop(tool).cancel()
+        for tool in tools - set(self._loops):
+            self._loops[tool] = asyncio.create_task(self._take(tool))
+
+    async def _follow_tools(self) -> None:
+        while True:  # published packages come and go (workers.packages)
+            await asyncio.sleep(1.0)
+            self._sync_tools()
+
+    async def _take(self, tool: str) -> None:
+        js = self._nc.jetstream()
+        subscription = None
+        while True:
+            # Ask for work only while a slot is free: a fetched task may then wait for a slot
+            # only briefly (several tools may fetch for the same free slot), never in a backlog.
+            while self._slots.locked():
+                self._room.clear()
+                await self._room.wait()
+            try:
+                if subscription is None:
+                    subscription = await js.pull_subscribe(
+                        self._subjects.task_work(tool),
+                        durable=self._subjects.task_consumer(tool),
+                        stream=self._subjects.tasks_stream,
+                        config=task_consumer_config(self._subjects, tool, self._store.settings),
+                    )
+                messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("taking tasks failed; retrying", tool=tool, error=str(exc))
+                subscription = None
+                await asyncio.sleep(RETRY_S)
+                continue
+            for message in messages:
+                await self._acquire_slot(message)
+                running = asyncio.create_task(self._run(message))
+                self._running.add(running)
+                running.add_done_callback(self._done)
+
+    async def _acquire_slot(self, message: Msg) -> None:
+        """Wait for a free slot, telling the server the task is not abandoned meanwhile."""
+        while True:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self._store.settings.ack_wait_s / 3)
+                return
+            except TimeoutError:
+                with contextlib.suppress(nats.errors.Error):
+                    await message.in_progress()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        self._room.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Not acked: the server delivers the task again after ack_wait_s.
+            log.warning("task attempt failed; it will be delivered again", error=repr(error))
+
+    async def _run(self, message: Msg) -> None:
+        try:
+            work = decode(message.data, TaskWork)
+        except DecodeError as exc:
+            log.error("undecodable task dropped", error=str(exc))
+            await message.term()
+            return
+        attempt = message.metadata.num_delivered or 1
+        worker_id = self._service.worker_id
+        record = await self._store.update(
+            work.task_id,
+            lambda r: msgspec.structs.replace(
+                r, running=True, attempts=attempt, worker_id=worker_id, status_message=f"running (attempt {attempt})"
+            ),
+        )
+        if record is None:  # ended already (cancelled while queued, or finished by an earlier delivery)
+            await message.ack()
+            return
+        heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
+        context = CallContext(request_id=work.task_id)
+        try:
+            result = await self._service.run_task(work.tool, work.arguments, context)
+        finally:
+            heartbeat.cancel()
+        if context.cancelled.is_set():
+            await message.ack()
+            return
+        text = " ".join(getattr(block, "text", "") for block in result.content) if result.is_error else ""
+        await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=text[:200])
+        await message.ack()
+        log.info("task done", task_id=work.task_id, tool=work.tool, failed=result.is_error, attempt=attempt)
+
+
+async def _heartbeat(message: Msg, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(nats.errors.Error):
+            await message.in_progress()
