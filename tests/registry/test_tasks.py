@@ -5,9 +5,12 @@ worker dying mid-task."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -231,3 +234,29 @@ async def test_200_tasks_survive_a_nats_server_restart(
         for client in clients:
             await client.close()
         server.stop()
+
+
+def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "toolbus"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_the_cli_submits_lists_and_reads_tasks(
+    tasks: Tasks, nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    await tasks.start_worker()
+    settings = tmp_path / "toolbus.toml"
+    settings.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{tasks.subjects.prefix}"\n')
+    common = ("--settings", str(settings))
+    submitted = await asyncio.to_thread(toolbus, "tasks", *common, "submit", "kit_add", '{"a":20,"b":22}')
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = decode(submitted.stdout.encode(), TaskRecord).task_id
+    await tasks.until_status(task_id, "completed")
+    listed = await asyncio.to_thread(toolbus, "tasks", *common)
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(task_id)]
+    assert row.split()[1:3] == ["kit_add", "completed"]
+    result = await asyncio.to_thread(toolbus, "tasks", *common, "result", task_id)
+    assert decode(result.stdout.encode(), CallToolResult).structured_content == 42
+    refused = await asyncio.to_thread(toolbus, "tasks", *common, "cancel", task_id)
+    assert refused.returncode == 1 and "already ended: completed" in refused.stderr

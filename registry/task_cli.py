@@ -1,0 +1,131 @@
+"""``toolbus tasks``: list, submit, inspect and cancel durable tasks over NATS.
+
+A thin client of the registry's task requests (``registry.task_desk``); the principal is
+``nats`` unless ``--principal`` names another (for operators; issue 7 restricts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+
+from bus import lifecycle
+from bus.connection import connected
+from bus.errors import BusUnavailable
+from bus.logs import configure_logging
+from bus.subjects import Header, Subjects
+from schemas.codec import DecodeError, decode, decode_json, encode
+from schemas.config import Settings, load_settings
+from schemas.errors import ConfigError
+from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``tasks`` verb and its sub-verbs."""
+    tasks = subparsers.add_parser("tasks", help="list, submit, inspect and cancel durable tasks")
+    tasks.add_argument("--settings", type=Path, help="the deployment's toolbus.toml (to find NATS)")
+    tasks.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
+    tasks.add_argument("--principal", default="", help="whose tasks (default: nats; `*` lists everyone's)")
+    verbs = tasks.add_subparsers(dest="task_verb")
+    verbs.add_parser("list", help="the tasks, newest first (the default)")
+    submit = verbs.add_parser("submit", help="run a tool as a task; prints the task")
+    submit.add_argument("tool")
+    submit.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
+    for verb, help_text in (("get", "one task's record"), ("result", "a finished task's result"), ("cancel", "cancel")):
+        verbs.add_parser(verb, help=help_text).add_argument("task_id")
+    tasks.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.settings, **({"nats": {"url": args.nats}} if args.nats else {}))
+    except ConfigError as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format)
+    verb: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = {
+        None: _list,
+        "list": _list,
+        "submit": _submit,
+        "get": _one("get"),
+        "result": _one("result"),
+        "cancel": _one("cancel"),
+    }[args.task_verb]
+    try:
+        return lifecycle.run(verb(settings, args))
+    except BusUnavailable as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _request(settings: Settings, verb: str, body: bytes) -> bytes | None:
+    subjects = Subjects(settings.nats.prefix)
+    async with connected(settings.nats.url, name="toolbus-tasks") as nc:
+        try:
+            reply = await nc.request(subjects.task_request(verb), body, timeout=REQUEST_TIMEOUT_S)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            print(f"toolbus: no registry is answering on {subjects.task_request(verb)}", file=sys.stderr)
+            return None
+    if reply.headers and Header.ERROR in reply.headers:
+        error = decode(reply.data, ErrorReply).error
+        print(f"toolbus: error {error.code}: {error.message}", file=sys.stderr)
+        return None
+    return reply.data
+
+
+async def _list(settings: Settings, args: argparse.Namespace) -> int:
+    tasks: list[TaskRecord] = []
+    cursor = ""
+    while True:
+        data = await _request(settings, "list", encode(TaskQuery(principal=args.principal, cursor=cursor)))
+        if data is None:
+            return 1
+        page = decode(data, TaskList)
+        tasks.extend(page.tasks)
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    print(f"{'TASK':<32}  {'TOOL':<24}  {'STATUS':<10}  {'CREATED':<20}  {'TRIES':>5}  MESSAGE")
+    for task in tasks:
+        created = datetime.fromtimestamp(task.created_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        print(
+            f"{task.task_id:<32}  {task.tool:<24}  {task.status:<10}  {created:<20}  {task.attempts:>5}  "
+            f"{task.status_message}"
+        )
+    return 0
+
+
+async def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        arguments = decode_json(args.arguments.encode())
+    except DecodeError as exc:
+        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(arguments, dict):
+        print("toolbus: arguments must be a JSON object", file=sys.stderr)
+        return 2
+    body = encode(TaskSubmit(tool=args.tool, arguments=arguments, principal=args.principal))
+    data = await _request(settings, "submit", body)
+    if data is None:
+        return 1
+    print(data.decode())
+    return 0
+
+
+def _one(verb: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+    async def act(settings: Settings, args: argparse.Namespace) -> int:
+        data = await _request(settings, verb, encode(TaskQuery(task_id=args.task_id, principal=args.principal)))
+        if data is None:
+            return 1
+        print(data.decode())
+        return 0
+
+    return act
