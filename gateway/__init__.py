@@ -39,6 +39,7 @@ _HOMES = {
         "WorkerFailed",
         "to_jsonrpc",
     ],
+    "gateway.events": ["EventRelay"],
     "gateway.hotpath": ["HotPath"],
     "gateway.server": ["GatewayServer", "ToolFrontend", "build_server", "build_session_manager", "transport_security"],
     "gateway.tools": ["ToolService"],

@@ -83,7 +83,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     catalogue = Catalogue()
     service = ToolService(catalogue, page_size=settings.gateway.page_size)
     changes = ListChanges(catalogue)
-    server = build_server(ToolFrontend(service), changes)
+    frontend = ToolFrontend(service)
+    server = build_server(frontend, changes)
     session_manager = build_session_manager(server, settings.gateway)
     state = GatewayState(catalogue, changes)
     should_close = nc is None if close_nc is None else close_nc
@@ -145,6 +146,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         session_manager=session_manager,
         security=session_manager.security_settings or transport_security(settings.gateway),
         path=settings.gateway.path,
+        log_levels=frontend.log_levels,
     )
 
 

@@ -2,6 +2,12 @@
 
 Independent of the mcp SDK: the caller hands in a tool name and arguments and gets the raw
 ``CallToolResult`` JSON a worker sent, so any HTTP front end can splice it into its response.
+
+Around the request:
+- events: with an ``EventRelay`` that wants something, the call subscribes to a fresh inbox,
+  names it in ``Toolbus-Events`` (and the wanted level in ``Toolbus-Log-Level``), relays what
+  the worker publishes there until the reply, and unsubscribes. Without one the request is
+  exactly the plain one: no inbox, no extra headers.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+import anyio
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -25,6 +32,7 @@ from gateway.errors import (
     WorkerFailed,
     error_class,
 )
+from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import ErrorReply
@@ -107,8 +115,11 @@ class ToolCaller:
         timeout_s: float | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
+        events: EventRelay | None = None,
     ) -> bytes:
         """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON.
+
+        ``events`` receives the call's progress and log events while it runs, when it wants any.
 
         Raises:
             CallFailed: no worker, deadline passed, or the worker replied with a typed error.
@@ -121,13 +132,48 @@ class ToolCaller:
             raise BusDisconnected(
                 f"the gateway is not connected to NATS, so tool {tool!r} cannot be reached; retry later", tool=tool
             )
+        request_id = request_id or self._ids.next().decode()
         headers = {
-            Header.REQUEST_ID: request_id or self._ids.next().decode(),
+            Header.REQUEST_ID: request_id,
             Header.DEADLINE_MS: str(int((time.time() + timeout_s) * 1000)),
             Header.ERA: era,
         }
         if traceparent:
             headers[Header.TRACEPARENT] = traceparent
+        if events is None or not events.wanted:
+            return await self._request(tool, payload, headers, timeout_s)
+        return await self._request_with_events(tool, payload, headers, timeout_s, events)
+
+    async def _request_with_events(
+        self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float, events: EventRelay
+    ) -> bytes:
+        async def on_event(msg: Msg) -> None:
+            await events.on_message(msg.data)
+
+        inbox = self._nc.new_inbox()
+        # SUB goes out ahead of the request on this connection, so the server has it before
+        # any worker sees the call: no round trip needed.
+        subscription = await self._nc.subscribe(inbox, cb=on_event)
+        headers[Header.EVENTS] = inbox
+        if events.log_level is not None:
+            headers[Header.LOG_LEVEL] = events.log_level
+        try:
+            try:
+                result = await self._request(tool, payload, headers, timeout_s)
+            except CallFailed:
+                await events.catch_up(subscription.delivered)  # logs may say why
+                raise
+            # Events the worker sent before its reply are queued by now: relay them before it.
+            await events.catch_up(subscription.delivered)
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await subscription.unsubscribe()
+                except nats.errors.Error as exc:  # closed or draining: the subscription is gone anyway
+                    log.debug("events subscription not unsubscribed", error=type(exc).__name__)
+
+    async def _request(self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> bytes:
         try:
             msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
         except nats.errors.NoRespondersError:

@@ -9,8 +9,9 @@ Sameness with the SDK by construction:
 - security, Accept and envelope checks call the SDK's own functions
   (``TransportSecurityMiddleware``, ``check_accept_headers``, ``classify_inbound_request``);
 - anything the SDK would reject — or that needs more than a plain request/response (progress
-  tokens, ``Mcp-Param-*`` headers, duplicated routing headers, notifications, other methods) —
-  is replayed to the SDK, so the SDK produces every rejection itself;
+  tokens, a requested log level, ``Mcp-Param-*`` headers, duplicated routing headers,
+  notifications, other methods) — is replayed to the SDK, so the SDK produces every rejection
+  itself and streams every progress report and log message;
 - results go through the same ``ToolService`` as the SDK handlers.
 The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
 session transport would frame the same JSON-RPC message as an SSE event. The 2025-11-25
@@ -42,7 +43,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp_types import SERVER_INFO_META_KEY
+from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,7 +94,8 @@ def _is_request(decoded: Any) -> bool:
 
 
 def _plain_params(method: str, params: Mapping[str, Any]) -> bool:
-    """Params the hot path can serve as the SDK would: known keys, right types, no progress token."""
+    """Params the hot path can serve as the SDK would: known keys, right types, no progress
+    token, and for a call no log level (2026-07-28 asks for logs per request in ``_meta``)."""
     meta = params.get("_meta")
     if meta is not None and (not isinstance(meta, dict) or _PROGRESS_TOKEN in meta):
         return False
@@ -103,6 +105,7 @@ def _plain_params(method: str, params: Mapping[str, Any]) -> bool:
             params.keys() <= _CALL_PARAMS
             and isinstance(params.get("name"), str)
             and (arguments is None or isinstance(arguments, dict))
+            and (meta is None or LOG_LEVEL_META_KEY not in meta)
         )
     cursor = params.get("cursor")
     return params.keys() <= _LIST_PARAMS and (cursor is None or isinstance(cursor, str))
@@ -143,6 +146,7 @@ class HotPath:
         session_manager: StreamableHTTPSessionManager,
         security: TransportSecuritySettings,
         path: str,
+        log_levels: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         """The app that serves everything else (the gateway's Starlette app)."""
@@ -153,6 +157,8 @@ class HotPath:
         self._manager = session_manager
         self._security = TransportSecurityMiddleware(security)
         self._path = path
+        self._log_levels: Mapping[str, str] = {} if log_levels is None else log_levels
+        """2025-era sessions whose client set a log level: their calls go to the SDK, which relays logs."""
         self.served = 0
         """Requests answered here."""
         self.handed_over = 0
@@ -214,6 +220,8 @@ class HotPath:
         else:
             if transport is None:
                 raise _Handover  # no session, or one the SDK must answer for (404, owner check)
+            if decoded["method"] == "tools/call" and transport.mcp_session_id in self._log_levels:
+                raise _Handover  # the client wants logs: the SDK streams them
             era = version or ""
 
         async def respond(status: int, body: bytes) -> None:

@@ -2,16 +2,23 @@
 
 These handlers serve every request the lean hot path (``gateway.hotpath``) hands over: all
 methods other than ``tools/call`` and ``tools/list``, and those two whenever a request is
-unusual (a rejection to produce, progress to report). Both go through ``gateway.tools``.
+unusual (a rejection to produce, progress or logs to relay). Both go through ``gateway.tools``.
 Tool-list changes reach clients through ``gateway.changes`` (``subscriptions/listen`` and the
 2025-era GET stream), both served here.
+
+Progress and logs of a call ride the call's own response stream (SSE): ``notifications/progress``
+when the request carried a ``progressToken``, ``notifications/message`` when the client asked
+for logs — 2025 era: ``logging/setLevel`` on its session; 2026-07-28: the per-request
+``_meta["io.modelcontextprotocol/logLevel"]``. Cancellation (a 2025 ``notifications/cancelled``,
+a 2026 client closing its stream) reaches ``call_tool`` as the anyio cancellation, which
+``gateway.calls`` turns into a cancel message for the worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import mcp_types as types
 import msgspec
@@ -27,6 +34,7 @@ from starlette.requests import Request
 
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.events import EventRelay
 from gateway.tools import ToolService, is_modern
 from schemas.config import GatewaySettings
 
@@ -63,10 +71,12 @@ def mcp_error(exc: CallFailed) -> MCPError:
 
 
 class ToolFrontend:
-    """The SDK's ``tools/list`` and ``tools/call`` handlers, over the framework-free ``ToolService``."""
+    """The SDK's ``tools/list``, ``tools/call`` and ``logging/setLevel`` handlers, over ``ToolService``."""
 
     def __init__(self, service: ToolService) -> None:
         self.service = service
+        self.log_levels: dict[str, str] = {}
+        """2025-era session id -> the level its client set with ``logging/setLevel``."""
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
         """Schema lookup for the SDK's ``Mcp-Param-*`` header check (avoids a tools/list per call)."""
@@ -92,11 +102,64 @@ class ToolFrontend:
         traceparent = request.headers.get("traceparent") if isinstance(request, Request) else None
         try:
             result = await self.service.call(
-                params.name, params.arguments, era=ctx.protocol_version, traceparent=traceparent
+                params.name,
+                params.arguments,
+                era=ctx.protocol_version,
+                traceparent=traceparent,
+                events=self.event_relay(ctx),
             )
         except CallFailed as exc:
             raise mcp_error(exc) from None
         return types.CallToolResult.model_validate(msgspec.to_builtins(result))
+
+    def log_level(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        """The lowest log level the client wants for this request, or ``None`` for no logs."""
+        if is_modern(ctx.protocol_version):
+            level = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
+            return level if isinstance(level, str) else None
+        session_id = ctx.session._connection.session_id  # no public path (mcp is pinned below 3)
+        return None if session_id is None else self.log_levels.get(session_id)
+
+    def event_relay(self, ctx: ServerRequestContext[Any, Any]) -> EventRelay | None:
+        """What this call's client asked to hear while it runs, or ``None`` when nothing."""
+        token = (ctx.meta or {}).get("progress_token")
+        level = self.log_level(ctx)
+        if token is None and level is None:
+            return None
+        session, request_id = ctx.session, ctx.request_id
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            # The SDK attaches the request's token and sends on the request's stream.
+            await session.report_progress(value, total, message)
+
+        async def log_message(level: str, data: Any, logger: str | None) -> None:
+            params = types.LoggingMessageNotificationParams(
+                level=cast(types.LoggingLevel, level), data=data, logger=logger
+            )
+            # Request-scoped: on the call's own stream, in both eras.
+            await session.send_notification(types.LoggingMessageNotification(params=params), request_id)
+
+        return EventRelay(
+            on_progress=progress if token is not None else None,
+            on_log=log_message,
+            log_level=level,
+        )
+
+    async def set_log_level(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        """``logging/setLevel`` (2025 era): the session's calls relay logs at ``level`` and above."""
+        connection = ctx.session._connection  # no public path (mcp is pinned below 3)
+        session_id = connection.session_id
+        if session_id is not None:
+            if session_id not in self.log_levels:
+                connection.exit_stack.callback(_forget, self.log_levels, session_id)
+            self.log_levels[session_id] = params.level
+        return types.EmptyResult()
+
+
+def _forget(levels: MutableMapping[str, str], session_id: str) -> None:
+    levels.pop(session_id, None)
 
 
 async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -142,6 +205,10 @@ def build_server(frontend: ToolFrontend, changes: ListChanges) -> Server[Any]:
         on_call_tool=frontend.call_tool,
         on_subscriptions_listen=changes.listen,
     )
+    # Registered here rather than as on_set_logging_level, which warns that logging is deprecated
+    # in 2026-07-28 (it is, as a request; the per-request _meta level replaces it). Either way
+    # the 2025 initialize advertises the logging capability.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, frontend.set_log_level)
     # 2025 era: a session hears of changes once it is initialized (on its GET stream).
     server.add_notification_handler("notifications/initialized", types.NotificationParams, changes.on_initialized)
     # Innermost of the chain, so the SDK's tracing middleware still sees the mapped error.

@@ -16,6 +16,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueEntry, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
+from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.validation import argument_problem
 from schemas.wire import UNSET, CallToolResult, TextContent, ToolDescriptor
@@ -86,8 +87,16 @@ class ToolService:
                 self._tools = {k: v for k, v in self._tools.items() if k in self.catalogue}
         return cached[2] if modern else cached[1]
 
-    async def call(self, name: str, arguments: Any, *, era: str, traceparent: str | None = None) -> CallToolResult:
-        """Validate and run one call; the result is shaped for ``era``.
+    async def call(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        era: str,
+        traceparent: str | None = None,
+        events: EventRelay | None = None,
+    ) -> CallToolResult:
+        """Validate and run one call; the result is shaped for ``era``; ``events`` hears its progress and logs.
 
         Raises:
             CallFailed: the tool is unknown, or the call failed on the bus (no worker, deadline…).
@@ -101,7 +110,7 @@ class ToolService:
         if self.caller is None:
             raise BusDisconnected("the gateway is still starting; retry in a moment", tool=name)
         try:
-            data = await self.caller.call(name, arguments or {}, era=era, traceparent=traceparent)
+            data = await self.caller.call(name, arguments or {}, era=era, traceparent=traceparent, events=events)
         except CallFailed as exc:
             log.info("call failed", tool=name, reason=exc.code.name, detail=exc.detail or exc.message)
             raise

@@ -29,6 +29,7 @@ MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 GHOST = ToolDescriptor(name="ghost", input_schema={"type": "object"})
 """A tool in the catalogue that no worker serves."""
 
@@ -140,6 +141,8 @@ CASES: list[tuple[str, Callable[[str], Any], bool]] = [
     ("arguments not an object", lambda era: call(era, "kit_add", [1, 2]), False),
     ("name not a string", lambda era: call(era, 42), False),
     ("progress token", lambda era: call(era, "kit_add", {"a": 1, "b": 1}, _meta={"progressToken": 1}), False),
+    ("log level", lambda era: call(era, "kit_add", {"a": 1, "b": 1}, _meta={LOG_LEVEL: "info"}), False),
+    ("list with log level", lambda era: request(era, "tools/list", {"_meta": {LOG_LEVEL: "info"}}), True),
     ("malformed JSON", lambda era: b'{"jsonrpc": "2.0", "id": 7, "method": ', False),
     ("unknown method", lambda era: request(era, "tools/frobnicate", {}), False),
     ("notification", lambda era: {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {}}, False),
