@@ -8,10 +8,14 @@ Around the request:
   names it in ``Toolbus-Events`` (and the wanted level in ``Toolbus-Log-Level``), relays what
   the worker publishes there until the reply, and unsubscribes. Without one the request is
   exactly the plain one: no inbox, no extra headers.
+- cancellation: when the caller is cancelled (the client cancelled, or went away) or the
+  deadline passes, an empty message on ``PREFIX.cancel.<Toolbus-Request-Id>`` tells the worker
+  to stop the guest. It is published from a shielded scope, then the cancellation goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Final
 
@@ -105,6 +109,8 @@ class ToolCaller:
         self._subjects = subjects
         self.timeout_s = timeout_s
         self._ids = NUID()  # unique request ids at a fraction of uuid4's cost
+        self.cancels = 0
+        """Cancel messages published so far (client cancellations, disconnects, deadlines)."""
 
     async def call(
         self,
@@ -120,6 +126,7 @@ class ToolCaller:
         """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON.
 
         ``events`` receives the call's progress and log events while it runs, when it wants any.
+        ``request_id`` must be a subject token (it names the cancel subject); by default a NUID.
 
         Raises:
             CallFailed: no worker, deadline passed, or the worker replied with a typed error.
@@ -174,12 +181,19 @@ class ToolCaller:
                     log.debug("events subscription not unsubscribed", error=type(exc).__name__)
 
     async def _request(self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> bytes:
+        request_id = headers[Header.REQUEST_ID]
         try:
             msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
         except nats.errors.NoRespondersError:
             raise no_worker(tool) from None
         except nats.errors.TimeoutError:
+            await self.cancel(request_id)  # a worker may still be running it
             raise deadline_exceeded(tool, timeout_s) from None
+        except asyncio.CancelledError:
+            # The client cancelled or went away: stop the guest, then let the cancellation go on.
+            with anyio.CancelScope(shield=True):
+                await self.cancel(request_id)
+            raise
         except nats.errors.MaxPayloadError as exc:
             raise PayloadTooLarge(
                 f"the arguments for tool {tool!r} are {len(payload)} bytes; the bus allows at most "
@@ -199,3 +213,12 @@ class ToolCaller:
                 detail=type(exc).__name__,
             ) from exc
         return result_from_reply(tool, msg)
+
+    async def cancel(self, request_id: str) -> None:
+        """Tell the worker running the call ``request_id`` to stop it (best effort, never raises)."""
+        try:
+            await self._nc.publish(self._subjects.cancel(request_id), b"")
+        except (nats.errors.Error, ValueError) as exc:
+            log.debug("cancel not published", request_id=request_id, error=str(exc) or type(exc).__name__)
+        else:
+            self.cancels += 1

@@ -16,10 +16,20 @@ Sameness with the SDK by construction:
 The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
 session transport would frame the same JSON-RPC message as an SSE event. The 2025-11-25
 transport lets the server choose either, and every client must accept both.
+
+Cancelling a call served here stops its worker as it does on the SDK path (``gateway.calls``
+publishes the cancel message when the call is cancelled):
+- 2025 era: a ``notifications/cancelled`` for it (which still goes on to the SDK, for its 202)
+  interrupts the call; it is answered ``-32800 Request cancelled``, as the SDK's transport does.
+- either era: a client that closes the connection before its JSON answer interrupts the call.
+  Noticing that means reading the request's ``receive`` while the call runs, so a watcher
+  task starts only for calls still running one to two ticks of ``DISCONNECT_TICK_S`` later;
+  a quick call costs a dict entry (a timer per call would cost more: ~2.5 µs on uvloop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +40,12 @@ import mcp_types as types
 import msgspec
 import structlog
 from mcp.server.lowlevel import Server
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport, check_accept_headers
+from mcp.server.streamable_http import (
+    MCP_SESSION_ID_HEADER,
+    REQUEST_CANCELLED,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import (
     RequestBodyLimitMiddleware,
@@ -60,6 +75,9 @@ _CALL_PARAMS: Final = frozenset({"name", "arguments", "_meta"})
 _LIST_PARAMS: Final = frozenset({"cursor", "_meta"})
 _MCP_PARAM_PREFIX: Final = "mcp-param-"
 _PROGRESS_TOKEN: Final = "progressToken"
+_CANCELLED: Final = "notifications/cancelled"
+DISCONNECT_TICK_S: Final = 0.05
+"""A call still running after one to two of these ticks gets watched for its client disconnecting."""
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
 _LIST_CACHE_DEFAULTS: Final = types.ListToolsResult(tools=[]).model_dump(
@@ -134,6 +152,81 @@ def _holding_session(transport: StreamableHTTPServerTransport) -> Iterator[None]
             idle_scope.deadline = anyio.current_time() + idle_timeout
 
 
+class _Flight:
+    """A call in flight on the hot path, which its client may cancel or abandon.
+
+    ``interrupt`` cancels the task serving it (``gateway.calls`` then publishes the cancel for
+    the worker); the task tells that cancellation from any other by ``reason``.
+    """
+
+    __slots__ = ("_generation", "_receive", "_watcher", "done", "reason", "task")
+
+    def __init__(self, receive: Receive, generation: dict[_Flight, None]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.reason: str | None = None
+        self.done = False
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._generation = generation
+        generation[self] = None
+
+    def interrupt(self, reason: str) -> None:
+        if self.reason is None and not self.done:
+            self.reason = reason
+            self.task.cancel()
+
+    def end(self) -> None:
+        self.done = True
+        self._generation.pop(self, None)
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def watch(self) -> None:
+        """Start noticing the client disconnecting (from now until ``end``)."""
+        if not self.done and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._await_disconnect())
+
+    async def _await_disconnect(self) -> None:
+        # The body has been read, so the next message is the disconnect (or never comes).
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.interrupt("disconnect")
+
+
+class _Watchman:
+    """Starts disconnect watchers for the calls that outlive a tick, one task for all of them.
+
+    Calls join the young generation; each tick watches the previous generation's calls still
+    running (aged one to two ticks), and the young become the previous. The task ends when no
+    call is left and starts again with the next.
+    """
+
+    def __init__(self, tick_s: float = DISCONNECT_TICK_S) -> None:
+        self._tick_s = tick_s
+        self._young: dict[_Flight, None] = {}
+        self._aging: dict[_Flight, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def flight(self, receive: Receive) -> _Flight:
+        """A call begins: the task serving it is the current one."""
+        flight = _Flight(receive, self._young)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return flight
+
+    async def _run(self) -> None:
+        try:
+            while self._young or self._aging:
+                await asyncio.sleep(self._tick_s)
+                aging, self._aging, self._young = self._aging, self._young, {}
+                for flight in aging:
+                    flight.watch()
+        finally:
+            self._task = None
+
+
 class HotPath:
     """ASGI app in front of the gateway: hot MCP requests here, everything else to ``app``."""
 
@@ -159,6 +252,11 @@ class HotPath:
         self._path = path
         self._log_levels: Mapping[str, str] = {} if log_levels is None else log_levels
         """2025-era sessions whose client set a log level: their calls go to the SDK, which relays logs."""
+        self._watchman = _Watchman()
+        self._flights: dict[tuple[str, Any], _Flight] = {}
+        """2025-era calls in flight here, by (session id, JSON-RPC id), for ``notifications/cancelled``."""
+        self.interrupted = 0
+        """Calls served here that their client cancelled or abandoned."""
         self.served = 0
         """Requests answered here."""
         self.handed_over = 0
@@ -177,13 +275,13 @@ class HotPath:
         message = await receive()
         replay = _replaying(message, receive)
         try:
-            await self._serve(scope, message, send)
+            await self._serve(scope, message, receive, send)
         except _Handover:
             self.handed_over += 1
             # Straight to the session manager: the body limit has been applied already.
             await self._manager._handle_request(scope, replay, send)
 
-    async def _serve(self, scope: Scope, message: Message, send: Send) -> None:
+    async def _serve(self, scope: Scope, message: Message, receive: Receive, send: Send) -> None:
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         version = headers.get("mcp-protocol-version")
@@ -204,6 +302,8 @@ class HotPath:
         except DecodeError:
             raise _Handover from None  # -32700 with the SDK's exact wording
         if not _is_request(decoded) or decoded["method"] not in HOT_METHODS:
+            if transport is not None:
+                self._cancel_flight(transport, decoded)
             raise _Handover
         params: dict[str, Any] = decoded.get("params") or {}
         if not _plain_params(decoded["method"], params):
@@ -230,10 +330,23 @@ class HotPath:
             await send({"type": "http.response.body", "body": body})
 
         if transport is None:
-            await self._answer(decoded, params, era, modern, headers, respond)
-        else:
-            with _holding_session(transport):
-                await self._answer(decoded, params, era, modern, headers, respond)
+            await self._answer(decoded, params, era, modern, headers, receive, respond)
+            return
+        # A 2025 client cancels with a notification naming the call: its calls are kept findable.
+        key = (transport.mcp_session_id or "", decoded["id"])
+        with _holding_session(transport):
+            await self._answer(decoded, params, era, modern, headers, receive, respond, key)
+
+    def _cancel_flight(self, transport: StreamableHTTPServerTransport, decoded: Any) -> None:
+        """Interrupt the call a 2025 ``notifications/cancelled`` names, if this path serves it."""
+        if not isinstance(decoded, dict) or decoded.get("method") != _CANCELLED or "id" in decoded:
+            return
+        params = decoded.get("params")
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+            flight = self._flights.get((transport.mcp_session_id or "", request_id))
+            if flight is not None:
+                flight.interrupt("cancelled")
 
     def _session(self, session_id: str | None) -> StreamableHTTPServerTransport | None:
         """The live 2025 session named by the request, if the hot path may serve it."""
@@ -253,15 +366,35 @@ class HotPath:
         era: str,
         modern: bool,
         headers: Mapping[str, str],
+        receive: Receive,
         respond: Respond,
+        flight_key: tuple[str, Any] | None = None,
     ) -> None:
+        """Serve the request; a call is in flight under ``flight_key`` (2025 sessions) until answered."""
         request_id = decoded["id"]
         self.served += 1
         try:
             if decoded["method"] == "tools/call":
-                call = await self._service.call(
-                    params["name"], params.get("arguments"), era=era, traceparent=headers.get("traceparent")
-                )
+                flight = self._watchman.flight(receive)
+                if flight_key is not None:
+                    self._flights[flight_key] = flight  # a reused id: the newer call is the one to cancel
+                try:
+                    call = await self._service.call(
+                        params["name"], params.get("arguments"), era=era, traceparent=headers.get("traceparent")
+                    )
+                except asyncio.CancelledError:
+                    if flight.reason is None:
+                        raise  # not ours: shutdown
+                    flight.task.uncancel()
+                    self.interrupted += 1
+                    if flight.reason == "cancelled":
+                        # What the SDK's 2025 transport answers a cancelled request with.
+                        await self._error(request_id, REQUEST_CANCELLED, "Request cancelled", None, modern, respond)
+                    return  # disconnected: nobody to answer
+                finally:
+                    flight.end()
+                    if flight_key is not None and self._flights.get(flight_key) is flight:
+                        del self._flights[flight_key]
                 result: Any = self._modern_call(call) if modern else call
             else:
                 result = self._list(params.get("cursor"), modern)
