@@ -1,6 +1,6 @@
 """Long-running calls through the real mcp SDK client, in both eras: progress and logs relayed
-from the worker's events subject, and cancellation (client, disconnect, deadline) turned into
-a cancel message for the worker.
+from the worker's events subject, cancellation (client, disconnect, deadline) turned into a
+cancel message for the worker, and every kind of content block passed through intact.
 
 The worker is scripted: a NATS responder that publishes ``CallEvent``s to the subject in the
 call's ``Toolbus-Events`` header before it replies (or never replies, for cancellation).
@@ -9,6 +9,8 @@ call's ``Toolbus-Events`` header before it replies (or never replies, for cancel
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -27,14 +29,19 @@ from gateway.errors import DEADLINE_EXCEEDED
 from gateway.hotpath import HotPath
 from schemas.codec import encode
 from schemas.wire import (
+    AudioContent,
     CallEvent,
     CallToolResult,
+    Content,
+    EmbeddedResource,
+    ImageContent,
     LogEvent,
     ProgressEvent,
+    ResourceContents,
     TextContent,
     ToolDescriptor,
 )
-from tests.gateway.responders import RunningGateway, ScriptedWorker, put_tools
+from tests.gateway.responders import RunningGateway, ScriptedWorker, put_tools, result_reply
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 StartWorker = Callable[..., Awaitable[ScriptedWorker]]
@@ -382,3 +389,35 @@ async def test_the_hot_path_answers_a_2025_cancelled_call_as_the_sdk_does(
     assert answered.json() == {"jsonrpc": "2.0", "id": "c-1", "error": {"code": -32800, "message": "Request cancelled"}}
     assert isinstance(gateway.app, HotPath)
     assert gateway.app.interrupted == 1
+
+
+# -- content blocks -------------------------------------------------------------------------------------------
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()
+WAV = base64.b64encode(b"RIFF....WAVEfmt ").decode()
+BLOCKS: list[Content] = [
+    TextContent("here is everything"),
+    ImageContent(PNG, "image/png"),
+    AudioContent(WAV, "audio/wav"),
+    EmbeddedResource(ResourceContents(uri="test://notes.txt", mime_type="text/plain", text="some notes")),
+    EmbeddedResource(ResourceContents(uri="test://blob.bin", mime_type="application/octet-stream", blob=PNG)),
+    EmbeddedResource(ResourceContents(uri="test://bare", text="no mime type")),
+]
+
+
+@pytest.mark.parametrize("path", ["hot", "sdk"])
+async def test_every_content_block_reaches_the_client_intact(
+    start_gateway: StartGateway, kv: KeyValue, worker: StartWorker, mode: str, path: str
+) -> None:
+    await put_tools(kv, SLOW)
+    await worker("slow", result_reply(CallToolResult(content=BLOCKS)))
+    gateway = await start_gateway()
+    async with Client(gateway.url, mode=mode) as client:
+        await client.list_tools()  # the client lists before its first call: not what is counted here
+        served = hot_served(gateway)
+        result = await client.call_tool("slow", {}, progress_callback=ignore if path == "sdk" else None)
+        assert hot_served(gateway) == served + (1 if path == "hot" else 0)
+    sent = json.loads(encode(BLOCKS))
+    received = [block.model_dump(by_alias=True, mode="json", exclude_none=True) for block in result.content]
+    assert received == sent
