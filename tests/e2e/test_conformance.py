@@ -27,32 +27,6 @@ CONFIG = EXAMPLES / "toolbus.toml"
 RUN_TIMEOUT_S = 300
 """The whole suite takes about a second against a ready system; each request has the SDK's 60 s."""
 
-NOT_YET = frozenset(
-    {
-        # The gateway answers logging/setLevel with -32601 and declares no `logging` capability.
-        "logging-set-level",
-        # The conformance tools do not exist yet (Wasm guests on toolbus:mcp, being built).
-        "tools-call-simple-text",
-        "tools-call-image",
-        "tools-call-audio",
-        "tools-call-embedded-resource",
-        "tools-call-mixed-content",
-        "tools-call-error",
-        "json-schema-2020-12",
-        # ...and these also need the gateway to relay the call's logs and progress over SSE
-        # (tools-call-with-logging first sends logging/setLevel, which fails today).
-        "tools-call-with-logging",
-        "tools-call-with-progress",
-    }
-)
-"""Scenarios outside the baseline that failed when this test was written (conformance tools and
-gateway relaying not built yet). While any of them fails the test is an expected failure; a failure
-outside this set fails it for real. Once all pass, the strict xfail fails: remove it and this set."""
-
-
-class ScenariosStillMissing(AssertionError):
-    """Raised when the only failures are the scenarios of ``NOT_YET`` (the expected gap)."""
-
 
 @pytest.fixture(scope="module")
 def default_system(
@@ -83,11 +57,6 @@ def failed_checks(results: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    raises=ScenariosStillMissing,
-    strict=True,
-    reason="conformance tools and log/progress relaying not built yet: " + ", ".join(sorted(NOT_YET)),
-)
 def test_the_official_conformance_suite_passes_but_for_unoffered_features(
     conformance_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path
 ) -> None:
@@ -120,8 +89,5 @@ def test_the_official_conformance_suite_passes_but_for_unoffered_features(
     stale = listed(stdout, "✓")
     assert not stale, f"baseline entries now pass; remove them from {BASELINE.name}: {sorted(stale)}\n{report}"
     unexpected = listed(stdout, "✗")
-    assert unexpected <= NOT_YET, f"scenarios failing that should pass: {sorted(unexpected - NOT_YET)}\n{report}"
-    if unexpected:  # the expected gap: strict xfail until all of NOT_YET passes
-        passing = sorted(NOT_YET - unexpected)
-        raise ScenariosStillMissing(f"still failing: {sorted(unexpected)}; now passing: {passing}\n{report}")
+    assert not unexpected, f"scenarios failing that should pass: {sorted(unexpected)}\n{report}"
     assert done.returncode == 0, report
