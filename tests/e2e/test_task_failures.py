@@ -1,0 +1,160 @@
+"""Durable tasks against real processes (``toolbus up``: registry, gateway, two workers) and a
+real nats-server: a worker killed with SIGKILL mid-task, and the nats-server itself stopped and
+restarted under 200 tasks. No task may be lost; each ends in exactly one terminal status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer, free_port
+from bus.subjects import Subjects
+from registry.tasks import TaskStore
+from schemas.codec import decode
+from schemas.config import TasksSettings
+from schemas.wire import TERMINAL_STATUSES, TaskRecord
+from tests.e2e.conftest import EXAMPLES, start_up, stop_up
+
+PREFIX = "toolbus"
+TASKS = TasksSettings(ack_wait_s=2.0, max_deliver=5, ttl_s=600)
+BURN_3S = {"iterations": 1_800_000_000}
+"""About 3 s of guest time for testkit's burn on this machine."""
+
+
+@dataclass
+class System:
+    nats: EmbeddedNatsServer
+    nc: NatsClient
+    store: TaskStore
+    subjects: Subjects
+
+
+def write_config(directory: Path, nats_url: str) -> Path:
+    config = directory / "toolbus.toml"
+    config.write_text(
+        f"""
+state_dir = "{directory / "state"}"
+
+[nats]
+url = "{nats_url}"
+
+[gateway]
+port = {free_port()}
+
+[worker]
+concurrency = 2
+announce_interval_s = 1.0
+
+[tasks]
+ack_wait_s = {TASKS.ack_wait_s}
+max_deliver = {TASKS.max_deliver}
+
+[[components]]
+name = "kit"
+path = "{EXAMPLES / "wat" / "testkit.wat"}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
+    """A nats-server of this test's own (file storage), so the test may stop and restart it."""
+    server = EmbeddedNatsServer(state_dir=tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def system(nats: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[System]:
+    config = write_config(tmp_path, nats.url)
+    process, _ = await asyncio.to_thread(
+        start_up, config, "--workers", "2", "--nats", nats.url, log_path=tmp_path / "up.log"
+    )
+    nc = await connect(nats.url, name="test")
+    subjects = Subjects(PREFIX)
+    try:
+        yield System(nats, nc, await TaskStore.open(nc, subjects, TASKS), subjects)
+    finally:
+        await nc.close()
+        await asyncio.to_thread(stop_up, process)
+
+
+def worker_pid(worker_id: str) -> int:
+    """The pid inside a worker id (``host-pid-suffix``, see workers.service.new_worker_id)."""
+    return int(worker_id.rsplit("-", 2)[-2])
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_task_whose_worker_is_killed_is_finished_by_another_exactly_once(system: System) -> None:
+    terminal: list[str] = []
+
+    async def on_status(msg: Msg) -> None:
+        record = decode(msg.data, TaskRecord)
+        if record.status in TERMINAL_STATUSES:
+            terminal.append(record.status)
+
+    record = await system.store.submit("kit_burn", BURN_3S, principal="test")
+    await system.nc.subscribe(system.subjects.task_status(record.task_id), cb=on_status)
+
+    async def running() -> bool:
+        return (await system.store.get(record.task_id)).running
+
+    await until(running, 30, "the task never started")
+    victim = (await system.store.get(record.task_id)).worker_id
+    os.kill(worker_pid(victim), signal.SIGKILL)
+
+    async def ended() -> bool:
+        return (await system.store.get(record.task_id)).status in TERMINAL_STATUSES
+
+    await until(ended, 60, "the task never ended after its worker was killed")
+    done = await system.store.get(record.task_id)
+    assert done.status == "completed", done
+    assert done.attempts >= 2 and done.worker_id != victim
+    await asyncio.sleep(0.5)
+    assert terminal == ["completed"], terminal
+
+
+@pytest.mark.slow
+async def test_200_tasks_survive_a_nats_server_restart_under_real_processes(system: System) -> None:
+    ids = [
+        (await system.store.submit("kit_burn", {"iterations": 20_000_000}, principal="test")).task_id
+        for _ in range(200)
+    ]
+    await asyncio.sleep(0.5)  # some done, some running, most queued
+    system.nats.stop()
+    await asyncio.sleep(1.0)
+    system.nats.start()  # same port, same store directory
+
+    statuses: dict[str, str] = {}
+
+    async def all_ended() -> bool:
+        nonlocal statuses
+        try:
+            statuses = {task_id: (await system.store.get(task_id)).status for task_id in ids}
+        except Exception:
+            return False
+        return all(status in TERMINAL_STATUSES for status in statuses.values())
+
+    await until(all_ended, 120, "not every task ended after the restart")
+    counts = {status: list(statuses.values()).count(status) for status in set(statuses.values())}
+    assert counts == {"completed": 200}, counts
