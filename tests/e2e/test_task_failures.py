@@ -27,7 +27,7 @@ from tests.e2e.conftest import EXAMPLES, start_up, stop_up
 
 PREFIX = "toolbus"
 TASKS = TasksSettings(ack_wait_s=2.0, max_deliver=5, ttl_s=600)
-BURN_3S = {"iterations": 1_800_000_000}
+BURN_3S: dict[str, object] = {"iterations": 1_800_000_000}
 """About 3 s of guest time for testkit's burn on this machine."""
 
 
