@@ -1,4 +1,5 @@
-"""Debian packages the bench needs (wrk, the C toolchain), installed with apt-get when missing."""
+"""Debian packages the bench and the tests need (wrk, the C toolchain, docker-registry, npm),
+installed with apt-get when missing: the one installer, so the test command works on a fresh machine."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def ensure_binary(binary: str, packages: Sequence[str], *, timeout_s: float = AP
     found = shutil.which(binary)
     if found:
         return found
-    print(f"bench: {binary} not found; installing {' '.join(packages)} with apt-get", flush=True)
+    print(f"toolbus: {binary} not found; installing {' '.join(packages)} with apt-get", flush=True)
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     last_error = ""

@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -19,10 +18,10 @@ from bus import lifecycle
 from bus.connection import connected
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
+from bus.options import add_common_options, settings_from_args
 from bus.subjects import Header, Subjects
 from schemas.codec import DecodeError, decode, decode_json, encode
-from schemas.config import Settings, load_settings
-from schemas.errors import ConfigError
+from schemas.config import Settings
 from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
 
 REQUEST_TIMEOUT_S = 10.0
@@ -31,8 +30,7 @@ REQUEST_TIMEOUT_S = 10.0
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``tasks`` verb and its sub-verbs."""
     tasks = subparsers.add_parser("tasks", help="list, submit, inspect and cancel durable tasks")
-    tasks.add_argument("--settings", type=Path, help="the deployment's toolbus.toml (to find NATS)")
-    tasks.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
+    add_common_options(tasks)
     tasks.add_argument("--principal", default="", help="whose tasks (default: nats; `*` lists everyone's)")
     verbs = tasks.add_subparsers(dest="task_verb")
     verbs.add_parser("list", help="the tasks, newest first (the default)")
@@ -45,10 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.settings, **({"nats": {"url": args.nats}} if args.nats else {}))
-    except ConfigError as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
+    settings = settings_from_args(args)
+    if settings is None:
         return 2
     configure_logging(settings.log_format)
     verb: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = {

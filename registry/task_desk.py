@@ -169,6 +169,15 @@ class _NotReady(Exception):
         super().__init__(f"the task is still {status}; ask again later")
 
 
+_REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode], ...] = (
+    ((DecodeError, ValueError), ErrorCode.BAD_REQUEST),
+    (TaskNotFound, ErrorCode.TASK_NOT_FOUND),
+    ((TaskFinished, _NotReady), ErrorCode.TASK_STATE),
+    (_TooLarge, ErrorCode.PAYLOAD_TOO_LARGE),
+)
+"""Which refusal answers which exception; anything else is a bug (INTERNAL, logged)."""
+
+
 def _guarded(nc: NatsClient, handler: Callable[[Msg], Awaitable[bytes]]) -> Callable[[Msg], Awaitable[None]]:
     """A request callback that always replies: the handler's bytes, or a typed error."""
 
@@ -177,21 +186,13 @@ def _guarded(nc: NatsClient, handler: Callable[[Msg], Awaitable[bytes]]) -> Call
             return
         try:
             body = await handler(msg)
-        except (DecodeError, ValueError) as exc:
-            await send_error(nc, msg.reply, ErrorCode.BAD_REQUEST, str(exc))
-            return
-        except TaskNotFound as exc:
-            await send_error(nc, msg.reply, ErrorCode.TASK_NOT_FOUND, str(exc))
-            return
-        except (TaskFinished, _NotReady) as exc:
-            await send_error(nc, msg.reply, ErrorCode.TASK_STATE, str(exc))
-            return
-        except _TooLarge as exc:
-            await send_error(nc, msg.reply, ErrorCode.PAYLOAD_TOO_LARGE, str(exc))
-            return
-        except Exception:  # the outermost handler: a bug must still produce a reply
-            log.exception("task request failed", subject=msg.subject)
-            await send_error(nc, msg.reply, ErrorCode.INTERNAL, "internal error in the registry; see its logs")
+        except Exception as exc:  # the outermost handler: every request gets a reply
+            code = next((code for kinds, code in _REFUSALS if isinstance(exc, kinds)), None)
+            if code is None:
+                log.exception("task request failed", subject=msg.subject)
+                await send_error(nc, msg.reply, ErrorCode.INTERNAL, "internal error in the registry; see its logs")
+            else:
+                await send_error(nc, msg.reply, code, str(exc))
             return
         await msg.respond(body)
 

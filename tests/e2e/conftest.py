@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.apt import AptError, ensure_binary
 from bus.embedded import free_port
 from schemas.config import default_cache_dir
 
@@ -154,8 +155,6 @@ CONFORMANCE_VERSION = "0.1.16"
 CONFORMANCE_NODE_VERSION = "22.23.3"
 NPM_TIMEOUT_S = 600
 """A cold npm install of both packages (123 packages, ~230 MB) takes ~10 s on this machine."""
-APT_TIMEOUT_S = 600
-"""apt-get update plus Debian's npm (and the nodejs it pulls in) when the machine has no npm."""
 
 
 @dataclass(frozen=True)
@@ -174,19 +173,10 @@ class ConformanceCli:
 
 def _npm() -> str:
     """The machine's npm; Debian's ``npm`` package is installed with apt-get when there is none."""
-    found = shutil.which("npm")
-    if found:
-        return found
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "npm"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    if done.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-        done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    found = shutil.which("npm") or shutil.which("npm", path="/usr/bin")
-    if found is None:
-        pytest.fail(f"could not install npm with apt-get:\n{done.stderr[-2000:]}")
-    return found
+    try:
+        return ensure_binary("npm", ["npm"])
+    except AptError as exc:
+        pytest.fail(str(exc))
 
 
 def _conformance_layout(directory: Path) -> ConformanceCli:

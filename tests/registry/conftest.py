@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -15,31 +14,22 @@ from pathlib import Path
 import oras.client
 import pytest
 
+from bench.apt import AptError, ensure_binary
 from bus.embedded import free_port
 from registry.oci import WASM_CONFIG, WASM_LAYER, compute_digest
 
 DOCKER_REGISTRY = "docker-registry"
 """Debian's build of the CNCF distribution registry (``registry serve CONFIG``); package of the same name."""
-APT_TIMEOUT_S = 600
 READY_TIMEOUT_S = 15.0
 
 
 @pytest.fixture(scope="session")
 def docker_registry_bin() -> str:
     """Debian's docker-registry, installed with apt-get when missing (CI runs as root)."""
-    found = shutil.which(DOCKER_REGISTRY)
-    if found:
-        return found
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", DOCKER_REGISTRY]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    if done.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-        done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    found = shutil.which(DOCKER_REGISTRY)
-    if found is None:
-        pytest.fail(f"could not install {DOCKER_REGISTRY} with apt-get:\n{done.stderr[-2000:]}")
-    return found
+    try:
+        return ensure_binary(DOCKER_REGISTRY, [DOCKER_REGISTRY])
+    except AptError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass

@@ -248,7 +248,7 @@ async def test_the_cli_submits_lists_and_reads_tasks(
     await tasks.start_worker()
     settings = tmp_path / "toolbus.toml"
     settings.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{tasks.subjects.prefix}"\n')
-    common = ("--settings", str(settings))
+    common = ("--config", str(settings))
     submitted = await asyncio.to_thread(toolbus, "tasks", *common, "submit", "kit_add", '{"a":20,"b":22}')
     assert submitted.returncode == 0, submitted.stderr
     task_id = decode(submitted.stdout.encode(), TaskRecord).task_id

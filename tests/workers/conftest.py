@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from bench.apt import AptError, ensure_binary
 from bus.subjects import Subjects
 from schemas.config import WorkerSettings
 from workers.build import build_component
@@ -40,26 +39,13 @@ def conformance_wasm(cache_dir: Path) -> Path:
     return build_component(EXAMPLES_DIR / "conformance", "test", cache_dir)
 
 
-APT_TIMEOUT_S = 600
-"""apt-get update plus installing clang and wasi-libc takes ~15 s with a warm mirror."""
-
-
 @pytest.fixture(scope="session")
 def c_toolchain() -> str:
     """Debian's clang-19 with wasi-libc, installed with apt-get when missing (CI runs as root)."""
-    found = shutil.which(CLANG)
-    if found:
-        return found
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *DEBIAN_PACKAGES]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    if done.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-        done = subprocess.run(install, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-    found = shutil.which(CLANG)
-    if found is None:
-        pytest.fail(f"could not install {' '.join(DEBIAN_PACKAGES)} with apt-get:\n{done.stderr[-2000:]}")
-    return found
+    try:
+        return ensure_binary(CLANG, DEBIAN_PACKAGES)
+    except AptError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
