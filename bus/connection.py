@@ -7,8 +7,10 @@ Also the two guarantees nats-py's ``flush`` and ``Subscription.drain`` promise b
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import nats
 import nats.errors
@@ -17,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
 from bus.errors import BusUnavailable
+from schemas.config import NatsSettings
 
 log = structlog.get_logger(__name__)
 
@@ -32,23 +35,58 @@ ROUND_TRIP_TIMEOUT_S = 5.0
 """How long ``caught_up`` waits for the server; a local round trip takes well under a millisecond."""
 
 
-async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0, allow_reconnect: bool = True) -> NatsClient:
+async def connect(
+    target: str | NatsSettings,
+    *,
+    name: str,
+    connect_timeout_s: float | None = None,
+    allow_reconnect: bool = True,
+) -> NatsClient:
     """Connect to NATS (comma-separated URLs allowed) with reconnect on.
 
-    Raises:
-        BusUnavailable: no server answered within ``connect_timeout_s``.
-    """
+    ``target`` is a URL, or the ``[nats]`` settings (URL, the role's user and password, TLS).
 
+    Raises:
+        BusUnavailable: no server answered within ``connect_timeout_s``, or it refused our
+            credentials.
+    """
+    nats_settings = target if isinstance(target, NatsSettings) else NatsSettings(url=target, password=None)
+    timeout_s = connect_timeout_s if connect_timeout_s is not None else nats_settings.connect_timeout_s
+    url = nats_settings.url
     servers = [u.strip() for u in url.split(",") if u.strip()]
     try:
         # nats-py retries the *first* connect forever when reconnect is on; cap it so a process
         # pointed at the wrong URL says so instead of hanging.
-        return await asyncio.wait_for(_connect(servers, name, connect_timeout_s, allow_reconnect), connect_timeout_s)
+        return await asyncio.wait_for(
+            _connect(servers, name, timeout_s, allow_reconnect, _auth(nats_settings)), timeout_s
+        )
     except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
         raise BusUnavailable(f"cannot reach NATS at {url}: {str(exc) or 'timed out'}") from exc
+    except nats.errors.Error as exc:  # e.g. "Authorization Violation"
+        raise BusUnavailable(f"NATS at {url} refused the connection: {exc}") from exc
 
 
-async def _connect(servers: list[str], name: str, connect_timeout_s: float, allow_reconnect: bool) -> NatsClient:
+def inbox_prefix(user: str) -> str:
+    """Where a connection of ``user`` receives replies (``_INBOX`` for anonymous connections)."""
+    return f"_INBOX_{user}"
+
+
+def _auth(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py connect options for the role's credentials and TLS."""
+    options: dict[str, Any] = {}
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password or ""
+        # Replies come back under a prefix of the role's own: its NATS permissions name it.
+        options["inbox_prefix"] = inbox_prefix(settings.user)
+    if settings.tls_ca_file is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(settings.tls_ca_file))
+    return options
+
+
+async def _connect(
+    servers: list[str], name: str, connect_timeout_s: float, allow_reconnect: bool, auth: dict[str, Any]
+) -> NatsClient:
     client: list[NatsClient] = []  # filled once connected, so callbacks can tell a close from a loss
 
     async def on_error(exc: Exception) -> None:
@@ -62,27 +100,37 @@ async def _connect(servers: list[str], name: str, connect_timeout_s: float, allo
     async def on_reconnected() -> None:
         log.info("nats reconnected", name=name)
 
-    nc = await nats.connect(
-        servers,
-        name=name,
-        connect_timeout=int(max(1, connect_timeout_s)),
-        allow_reconnect=allow_reconnect,
-        reconnect_time_wait=RECONNECT_WAIT_S,
-        max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS if allow_reconnect else 0,
-        drain_timeout=DRAIN_TIMEOUT_S,
-        pending_size=PENDING_SIZE_BYTES,
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-    )
+    nc = NatsClient()
+    try:
+        await nc.connect(
+            servers,
+            name=name,
+            connect_timeout=int(max(1, connect_timeout_s)),
+            allow_reconnect=allow_reconnect,
+            reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # annotated int, used as seconds
+            max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS if allow_reconnect else 0,
+            drain_timeout=DRAIN_TIMEOUT_S,
+            pending_size=PENDING_SIZE_BYTES,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            **auth,
+        )
+    except BaseException:
+        # nats-py leaves the socket of a refused connection (e.g. bad credentials) open.
+        with suppress(Exception):
+            await nc.close()
+        raise
     client.append(nc)
     return nc
 
 
 @asynccontextmanager
-async def connected(url: str, *, name: str, connect_timeout_s: float = 5.0) -> AsyncIterator[NatsClient]:
-    """``async with connected(url, name=…) as nc:`` — drains the connection on exit."""
-    nc = await connect(url, name=name, connect_timeout_s=connect_timeout_s)
+async def connected(
+    target: str | NatsSettings, *, name: str, connect_timeout_s: float | None = None
+) -> AsyncIterator[NatsClient]:
+    """``async with connected(settings.nats, name=…) as nc:`` — drains the connection on exit."""
+    nc = await connect(target, name=name, connect_timeout_s=connect_timeout_s)
     try:
         yield nc
     finally:

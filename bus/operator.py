@@ -1,4 +1,4 @@
-"""Operator verbs that only need the bus: ``toolbus tools`` and ``toolbus call``."""
+"""Operator verbs that only need the bus: ``toolbus tools``, ``toolbus call``, ``toolbus nats-config``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -16,6 +17,7 @@ from bus.connection import connected
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
+from bus.security import new_passwords, server_config
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
@@ -38,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     call.set_defaults(run=lambda args: _run(args, call_tool))
 
+    secure = subparsers.add_parser(
+        "nats-config", help="print a nats-server config with one least-privilege user per role (docs/security.md)"
+    )
+    secure.add_argument("--prefix", default="toolbus", help="the deployment's subject prefix (default toolbus)")
+    secure.add_argument("--host", default="127.0.0.1")
+    secure.add_argument("--port", type=int, default=4222)
+    secure.add_argument("--store-dir", type=Path, default=Path("jetstream"), help="JetStream storage directory")
+    secure.set_defaults(run=print_nats_config)
+
 
 Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -57,7 +68,7 @@ def _run(args: argparse.Namespace, verb: Verb) -> int:
 async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
     """Print name, version, digest, live workers and description of every tool in the catalogue."""
     subjects = Subjects(settings.nats.prefix)
-    async with connected(settings.nats.url, name="toolbus-cli") as nc:
+    async with connected(settings.nats, name="toolbus-cli") as nc:
         tools, live, cursor = [], {}, None
         while True:
             try:
@@ -97,7 +108,7 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
         Header.REQUEST_ID: uuid.uuid4().hex,
         Header.DEADLINE_MS: str(int((time.time() + args.timeout) * 1000)),
     }
-    async with connected(settings.nats.url, name="toolbus-cli") as nc:
+    async with connected(settings.nats, name="toolbus-cli") as nc:
         try:
             reply = await nc.request(
                 subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers
@@ -114,3 +125,12 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
         print(f"toolbus: error {error.code}: {error.message}", file=sys.stderr)
         return 1
     return 1 if decode(reply.data, CallToolResult).is_error else 0
+
+
+def print_nats_config(args: argparse.Namespace) -> int:
+    """Print the server config on stdout, and each role's credentials on stderr (fresh passwords)."""
+    passwords = new_passwords()
+    print(server_config(Subjects(args.prefix), passwords, store_dir=args.store_dir, host=args.host, port=args.port))
+    for role, password in passwords.items():
+        print(f'# {role}: [nats] user = "{role}", and TOOLBUS_NATS_PASSWORD={password}', file=sys.stderr)
+    return 0

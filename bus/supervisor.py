@@ -106,7 +106,7 @@ async def _wait_for_workers(settings: Settings, count: int) -> list[str]:
     """Wait until ``count`` workers announce themselves ready; return the tools they serve."""
     subjects = Subjects(settings.nats.prefix)
     ready: dict[str, list[str]] = {}
-    async with connected(settings.nats.url, name="toolbus-up") as nc:
+    async with connected(settings.nats, name="toolbus-up") as nc:
         seen = asyncio.Event()
 
         async def on_announce(msg: object) -> None:

@@ -27,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def serve(settings: Settings) -> None:
     """Run the registry until SIGTERM/SIGINT."""
-    async with connected(
-        settings.nats.url, name="toolbus-registry", connect_timeout_s=settings.nats.connect_timeout_s
-    ) as nc:
+    async with connected(settings.nats, name="toolbus-registry") as nc:
         service = RegistryService(
             nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s, settings.tasks
         )

@@ -155,7 +155,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply
     data, source = await asyncio.to_thread(read_artifact, args.artifact)
     subjects = Subjects(settings.nats.prefix)
     aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)
-    async with connected(settings.nats.url, name="toolbus-publish") as nc:
+    async with connected(settings.nats, name="toolbus-publish") as nc:
         store = await PackageStore.open(nc, subjects)
         digest = await store.put_artifact(data)
         request = PublishRequest(
@@ -173,7 +173,7 @@ def _release(verb: str) -> Verb:
             alias=getattr(args, "alias", LATEST),
             reason=getattr(args, "reason", "") or "",
         )
-        async with connected(settings.nats.url, name=f"toolbus-{verb}") as nc:
+        async with connected(settings.nats, name=f"toolbus-{verb}") as nc:
             return await request_release(nc, subjects.registry_release(verb), encode(request))
 
     return act

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _request(settings: Settings, verb: str, body: bytes) -> bytes | None:
     subjects = Subjects(settings.nats.prefix)
-    async with connected(settings.nats.url, name="toolbus-tasks") as nc:
+    async with connected(settings.nats, name="toolbus-tasks") as nc:
         try:
             reply = await nc.request(subjects.task_request(verb), body, timeout=REQUEST_TIMEOUT_S)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):

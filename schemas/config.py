@@ -78,10 +78,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _nats_password_from_env() -> str | None:
+    """``TOOLBUS_NATS_PASSWORD``: keeps the role's secret out of the config file."""
+    return os.environ.get("TOOLBUS_NATS_PASSWORD") or None
+
+
 class NatsSettings(_Model):
     url: str = DEFAULT_NATS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    user: str | None = None
+    """This process's NATS user: one per role (gateway, worker, registry), see docs/security.md."""
+    password: str | None = Field(default_factory=_nats_password_from_env, repr=False)
+    """The user's password; default ``$TOOLBUS_NATS_PASSWORD``."""
+    tls_ca_file: Path | None = None
+    """CA bundle to verify the server with; setting it turns TLS on."""
 
 
 class GatewaySettings(_Model):

@@ -30,9 +30,7 @@ async def serve(settings: Settings) -> None:
     engine.start()
     try:
         components = await asyncio.to_thread(load_components, settings, engine)
-        async with connected(
-            settings.nats.url, name="toolbus-worker", connect_timeout_s=settings.nats.connect_timeout_s
-        ) as nc:
+        async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
             service = WorkerService(nc, subjects, settings.worker, components)
             await service.start()

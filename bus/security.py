@@ -1,0 +1,175 @@
+"""NATS security: one user per role, each allowed only the subjects its role uses.
+
+``server_config`` renders a nats-server configuration for a deployment's prefix: JetStream on,
+and users ``registry``, ``worker`` and ``gateway`` (plus ``operator`` for the CLI verbs) with the
+permissions below. Nobody else may connect: an anonymous client is refused at connect, so it
+can call no tool. ``toolbus nats-config`` prints it with fresh passwords.
+
+The permissions follow the bus contract (docs/bus-protocol.md):
+
+- a **worker** takes calls and tasks, answers pings, announces itself, and writes task records
+  and results; it cannot publish registry events, answer release requests, or listen to them;
+- a **gateway** sends calls, cancels and tasks and reads the catalogue; it cannot take calls;
+- the **registry** keeps the catalogue and the tasks and provisions JetStream;
+- the **operator** role is for people: release verbs, tasks, calls.
+
+JetStream's API is per stream: each role may use the API of the streams behind its buckets
+(info, consumers, reads, create-if-missing), and only the registry may delete, purge or update a
+stream. Replies to requests a role received are allowed by ``allow_responses``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.connection import inbox_prefix
+from bus.subjects import Subjects
+
+ROLES = ("registry", "worker", "gateway", "operator")
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    def as_config(self) -> dict[str, object]:
+        return {
+            "publish": {"allow": list(self.publish)},
+            "subscribe": {"allow": list(self.subscribe)},
+            "allow_responses": True,
+        }
+
+
+def _kv(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def _obj(bucket: str) -> str:
+    return f"OBJ_{bucket}"
+
+
+def _stream_api(streams: Iterable[str], *, admin: bool = False) -> list[str]:
+    """JetStream API subjects for ``streams``: everything but delete/purge/update unless ``admin``."""
+    verbs = (
+        ["$JS.API.STREAM.INFO.{s}", "$JS.API.STREAM.CREATE.{s}", "$JS.API.STREAM.MSG.GET.{s}"]
+        + ["$JS.API.DIRECT.GET.{s}", "$JS.API.DIRECT.GET.{s}.>", "$JS.API.CONSUMER.>"]
+        + (["$JS.API.STREAM.>"] if admin else [])
+    )
+    return sorted({verb.format(s=stream) for stream in streams for verb in verbs})
+
+
+def role_permissions(subjects: Subjects, role: str) -> Permissions:
+    """What ``role`` may publish and subscribe to in the deployment of ``subjects``."""
+    p = subjects.prefix
+    tools, workers_kv, packages = subjects.tools_bucket, subjects.workers_bucket, subjects.packages_bucket
+    tasks_kv, results, artifacts = subjects.tasks_bucket, subjects.task_results_store, subjects.artifacts_store
+    inbox = f"{inbox_prefix(role)}.>"  # a role's connections publish to their own inboxes (bus.connection.caught_up)
+    common_sub = [inbox]
+    common_pub = [inbox, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
+    if role == "registry":
+        streams = [_kv(tools), _kv(workers_kv), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts)]
+        return Permissions(
+            publish=(
+                *common_pub,
+                *_stream_api([*streams, subjects.tasks_stream], admin=True),
+                f"{p}.registry.>",
+                f"{p}.events.>",
+                f"{p}.worker.*.ping",
+                f"{p}.workers.introspect",
+                f"{p}.cancel.*",
+                f"{p}.tasks.status.>",
+                f"{p}.tasks.work.*",
+                f"$KV.{tools}.>",
+                f"$KV.{packages}.>",
+                f"$KV.{tasks_kv}.>",
+                f"$O.{results}.>",
+                f"$O.{artifacts}.>",
+            ),
+            subscribe=(
+                *common_sub,
+                f"{p}.registry.>",
+                f"{p}.call.*",
+                f"{p}.tasks.*",
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.tasks_stream}.*",
+            ),
+        )
+    if role == "worker":
+        streams = [_kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts), subjects.tasks_stream]
+        return Permissions(
+            publish=(
+                *common_pub,
+                *_stream_api(streams),
+                f"$JS.ACK.{subjects.tasks_stream}.>",
+                subjects.announce,
+                f"{p}.tasks.status.>",
+                f"$KV.{tasks_kv}.>",
+                f"$O.{results}.>",
+            ),
+            subscribe=(
+                *common_sub,
+                f"{p}.call.*",
+                f"{p}.cancel.*",
+                f"{p}.worker.*.ping",
+                subjects.registry_hello,
+                subjects.worker_introspect,
+                "$SRV.>",
+            ),
+        )
+    if role == "gateway":
+        streams = [_kv(tools), _kv(tasks_kv), _obj(results), subjects.tasks_stream]
+        return Permissions(
+            publish=(
+                *common_pub,
+                *_stream_api(streams),
+                f"{p}.call.*",
+                f"{p}.cancel.*",
+                f"{p}.registry.tools.*",
+                f"{p}.tasks.work.*",
+                f"{p}.tasks.status.>",
+                f"$KV.{tasks_kv}.>",
+            ),
+            subscribe=(*common_sub, f"{p}.tasks.status.>"),
+        )
+    if role == "operator":
+        streams = [_kv(tools), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts), subjects.tasks_stream]
+        return Permissions(
+            publish=(
+                *common_pub,
+                *_stream_api(streams),
+                f"{p}.call.*",
+                f"{p}.registry.>",
+                f"{p}.tasks.*",
+                f"$O.{artifacts}.>",
+            ),
+            subscribe=(*common_sub, f"{p}.events.>"),
+        )
+    raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+
+def new_passwords() -> dict[str, str]:
+    return {role: secrets.token_urlsafe(24) for role in ROLES}
+
+
+def server_config(
+    subjects: Subjects, passwords: dict[str, str], *, store_dir: Path, host: str = "127.0.0.1", port: int = 4222
+) -> str:
+    """A nats-server configuration: JetStream, and one user per role with its permissions."""
+    users = [
+        {"user": role, "password": passwords[role], "permissions": role_permissions(subjects, role).as_config()}
+        for role in ROLES
+    ]
+    # nats-server's config format accepts JSON values.
+    return "\n".join(
+        [
+            f"host: {json.dumps(host)}",
+            f"port: {port}",
+            f"jetstream {{ store_dir: {json.dumps(str(store_dir))} }}",
+            f"authorization {{ users: {json.dumps(users, indent=2)} }}",
+            "",
+        ]
+    )

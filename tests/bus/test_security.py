@@ -1,0 +1,165 @@
+"""NATS security against a real nats-server configured by ``bus.security``: each role connects
+with its own user and can do its job; a worker cannot publish registry events or listen where
+it has no business; an anonymous client cannot even connect, so it cannot call a tool."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from bus.connection import connect, inbox_prefix
+from bus.embedded import free_port, nats_server_binary
+from bus.errors import BusUnavailable
+from bus.security import new_passwords, server_config
+from bus.subjects import Subjects
+from registry.service import RegistryService
+from registry.tasks import TaskStore
+from schemas.codec import decode
+from schemas.config import NatsSettings, RegistrySettings, TasksSettings, WorkerSettings
+from schemas.wire import CallToolResult
+from workers.component import LoadedComponent
+from workers.service import WorkerService
+from workers.tasks import TaskRunner
+
+SUBJECTS = Subjects("secure")
+
+
+@dataclass
+class SecureServer:
+    url: str
+    passwords: dict[str, str]
+
+    def as_role(self, role: str) -> NatsSettings:
+        return NatsSettings(url=self.url, prefix=SUBJECTS.prefix, user=role, password=self.passwords[role])
+
+
+@pytest.fixture(scope="module")
+def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
+    directory = tmp_path_factory.mktemp("secure-nats")
+    port = free_port()
+    passwords = new_passwords()
+    config = directory / "nats.conf"
+    config.write_text(server_config(SUBJECTS, passwords, store_dir=directory / "js", port=port))
+    process = subprocess.Popen([str(nats_server_binary()), "-c", str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "the secured nats-server did not start"
+            time.sleep(0.05)
+    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
+    process.terminate()
+    process.wait(10)
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+@dataclass
+class Roles:
+    registry: NatsClient
+    worker: NatsClient
+    gateway: NatsClient
+
+
+@pytest.fixture
+async def system(secure_server: SecureServer, kit: LoadedComponent) -> AsyncIterator[Roles]:
+    registry_nc = await connect(secure_server.as_role("registry"), name="registry")
+    registry = RegistryService(registry_nc, SUBJECTS, RegistrySettings(), announce_interval_s=0.5)
+    await registry.start()
+    worker_nc = await connect(secure_server.as_role("worker"), name="worker")
+    worker = WorkerService(worker_nc, SUBJECTS, WorkerSettings(concurrency=2), [kit])
+    await worker.start()
+    tasks = TaskStore.open(worker_nc, SUBJECTS, TasksSettings())
+    runner = TaskRunner(worker_nc, SUBJECTS, await tasks, worker, 2)
+    await runner.start()
+    gateway_nc = await connect(secure_server.as_role("gateway"), name="gateway")
+    yield Roles(registry_nc, worker_nc, gateway_nc)
+    await runner.stop(grace_s=1)
+    await worker.stop(grace_s=1)
+    await registry.stop()
+    for nc in (gateway_nc, worker_nc, registry_nc):
+        await nc.close()
+
+
+async def test_each_role_does_its_job_with_its_own_user(system: Roles) -> None:
+    reply = await system.gateway.request(SUBJECTS.call("kit_add"), b'{"a":2,"b":3}', timeout=5)
+    assert decode(reply.data, CallToolResult).structured_content == 5
+    # Tasks exercise JetStream for every role: the gateway submits, the worker runs and records.
+    store = await TaskStore.open(system.gateway, SUBJECTS, TasksSettings())
+    record = await store.submit("kit_add", {"a": 20, "b": 22}, principal="p")
+    deadline = time.monotonic() + 20
+    while (await store.get(record.task_id)).status != "completed":
+        assert time.monotonic() < deadline, "the task never completed under least-privilege users"
+        await asyncio.sleep(0.05)
+    result = await store.result(record.task_id)
+    assert result is not None and decode(result, CallToolResult).structured_content == 42
+
+
+async def violations(secure_server: SecureServer, role: str, act: str, subject: str) -> list[str]:
+    """The permission errors the server reports when ``role`` publishes to or subscribes on ``subject``."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        secure_server.url,
+        user=role,
+        password=secure_server.passwords[role],
+        inbox_prefix=inbox_prefix(role),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+    try:
+        if act == "publish":
+            await nc.publish(subject, b"{}")
+        else:
+            await nc.subscribe(subject)
+        await nc.flush()
+        await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    return [e for e in errors if "ermissions" in e]
+
+
+@pytest.mark.parametrize(
+    ("act", "subject"),
+    [
+        ("publish", SUBJECTS.event("published")),  # forge a registry event
+        ("publish", SUBJECTS.registry_release("publish")),  # publish a component
+        ("subscribe", SUBJECTS.registry_release("publish")),  # listen to release requests
+        ("subscribe", SUBJECTS.events_any),  # read registry events it does not need
+        ("subscribe", SUBJECTS.task_request("submit")),  # take task submissions
+        ("publish", f"$KV.{SUBJECTS.tools_bucket}.forged"),  # write the catalogue
+    ],
+)
+async def test_a_worker_cannot_step_outside_its_role(
+    secure_server: SecureServer, system: Roles, act: str, subject: str
+) -> None:
+    found = await violations(secure_server, "worker", act, subject)
+    assert found, f"a worker could {act} {subject}"
+    assert subject.lower() in found[0].lower()  # nats-py lower-cases the server's error
+
+
+async def test_a_gateway_cannot_take_calls(secure_server: SecureServer, system: Roles) -> None:
+    assert await violations(secure_server, "gateway", "subscribe", SUBJECTS.call("kit_add"))
+
+
+async def test_an_anonymous_client_cannot_connect_so_cannot_call_a_tool(secure_server: SecureServer) -> None:
+    with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
+        await connect(NatsSettings(url=secure_server.url, password=None), name="anonymous", allow_reconnect=False)
+    with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
+        wrong = NatsSettings(url=secure_server.url, user="worker", password="not-the-password")
+        await connect(wrong, name="impostor", allow_reconnect=False)
