@@ -42,6 +42,7 @@ _HOMES = {
     "gateway.events": ["EventRelay"],
     "gateway.hotpath": ["HotPath"],
     "gateway.server": ["GatewayServer", "ToolFrontend", "build_server", "build_session_manager", "transport_security"],
+    "gateway.tasks": ["TaskFrontend", "declares_tasks", "principal_of"],
     "gateway.tools": ["ToolService"],
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}

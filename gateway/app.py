@@ -1,8 +1,9 @@
 """The gateway's ASGI app (Starlette) and its uvicorn runner.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
-starts the catalogue watch and the tool-list change notices, and runs the SDK's session
-manager; on the way out it stops them in reverse order and drains NATS.
+starts the catalogue watch and the tool-list change notices, opens the task store (its
+buckets and stream are created if missing), and runs the SDK's session manager; on the way
+out it stops them in reverse order and drains NATS.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from gateway.catalogue import Catalogue, CatalogueWatcher
 from gateway.changes import ListChanges
 from gateway.hotpath import HotPath
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
+from gateway.tasks import TaskFrontend
 from gateway.tools import ToolService
+from registry.tasks import TaskStore
 from schemas.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -49,9 +52,10 @@ CLIENT_NAME: Final = "toolbus-gateway"
 class GatewayState:
     """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
 
-    def __init__(self, catalogue: Catalogue, changes: ListChanges) -> None:
+    def __init__(self, catalogue: Catalogue, changes: ListChanges, tasks: TaskFrontend) -> None:
         self.catalogue = catalogue
         self.changes = changes
+        self.tasks = tasks
         self.nc: NatsClient | None = None
 
 
@@ -61,7 +65,7 @@ async def connect_nats(settings: Settings) -> NatsClient:
     Raises:
         BusUnavailable: no server answered within the configured connect timeout.
     """
-    return await connect(settings.nats.url, name=CLIENT_NAME, connect_timeout_s=settings.nats.connect_timeout_s)
+    return await connect(settings.nats, name=CLIENT_NAME)
 
 
 async def _drain(nc: NatsClient) -> None:
@@ -84,9 +88,10 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     service = ToolService(catalogue, page_size=settings.gateway.page_size)
     changes = ListChanges(catalogue)
     frontend = ToolFrontend(service)
-    server = build_server(frontend, changes)
+    tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
+    server = build_server(frontend, changes, tasks)
     session_manager = build_session_manager(server, settings.gateway)
-    state = GatewayState(catalogue, changes)
+    state = GatewayState(catalogue, changes, tasks)
     should_close = nc is None if close_nc is None else close_nc
 
     @contextlib.asynccontextmanager
@@ -102,6 +107,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             except TimeoutError:
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
             service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
+            tasks.attach(conn, await TaskStore.open(conn, subjects, settings.tasks))
             state.nc = conn
             changes.start()
             async with session_manager.run():
@@ -115,6 +121,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 yield
         finally:
             state.nc = None
+            await tasks.stop()
             await changes.stop()
             if watcher is not None:
                 await watcher.stop()

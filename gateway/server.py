@@ -2,7 +2,8 @@
 
 These handlers serve every request the lean hot path (``gateway.hotpath``) hands over: all
 methods other than ``tools/call`` and ``tools/list``, and those two whenever a request is
-unusual (a rejection to produce, progress or logs to relay). Both go through ``gateway.tools``.
+unusual (a rejection to produce, progress or logs to relay, a task to create). Both go through
+``gateway.tools``; tasks (``tasks/*``, task-augmented ``tools/call``) through ``gateway.tasks``.
 Tool-list changes reach clients through ``gateway.changes`` (``subscriptions/listen`` and the
 2025-era GET stream), both served here.
 
@@ -35,6 +36,7 @@ from starlette.requests import Request
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay
+from gateway.tasks import LEGACY_TASKS_CAPABILITY, TASKS_EXTENSION, TaskFrontend
 from gateway.tools import ToolService, is_modern
 from schemas.config import GatewaySettings
 
@@ -177,11 +179,31 @@ async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: C
 
 
 class GatewayServer(Server[Any]):
-    """The SDK's low-level server, whose 2025-era ``initialize`` says ``tools.listChanged: true``.
+    """The SDK's low-level server, with the capabilities the SDK cannot derive from its handlers.
 
-    The SDK advertises ``false`` there unless the initialization options say otherwise; the
-    2026-07-28 ``server/discover`` derives the flag from the ``subscriptions/listen`` handler.
+    - The 2025-era ``initialize`` says ``tools.listChanged: true``: the SDK advertises ``false``
+      there unless the initialization options say otherwise (the 2026-07-28 ``server/discover``
+      derives the flag from the ``subscriptions/listen`` handler).
+    - Tasks (``gateway.tasks``): 2025 gets the ``tasks`` capability (``list``, ``cancel``,
+      ``requests.tools.call``); 2026-07-28 gets the ``io.modelcontextprotocol/tasks`` extension.
     """
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        capabilities = super().get_capabilities(
+            notification_options, experimental_capabilities, extensions, protocol_version=protocol_version
+        )
+        if protocol_version is not None and is_modern(protocol_version):
+            return capabilities.model_copy(
+                update={"extensions": {**(capabilities.extensions or {}), TASKS_EXTENSION: {}}}
+            )
+        return capabilities.model_copy(update={"tasks": LEGACY_TASKS_CAPABILITY})
 
     def create_initialization_options(
         self,
@@ -194,8 +216,8 @@ class GatewayServer(Server[Any]):
         )
 
 
-def build_server(frontend: ToolFrontend, changes: ListChanges) -> Server[Any]:
-    """The low-level MCP server: the tool handlers and tool-list change notifications."""
+def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFrontend) -> Server[Any]:
+    """The low-level MCP server: the tool handlers, tool-list change notifications and tasks."""
     server = GatewayServer(
         SERVER_NAME,
         version=_package_version(),
@@ -213,6 +235,8 @@ def build_server(frontend: ToolFrontend, changes: ListChanges) -> Server[Any]:
     server.add_notification_handler("notifications/initialized", types.NotificationParams, changes.on_initialized)
     # Innermost of the chain, so the SDK's tracing middleware still sees the mapped error.
     server.middleware.append(hide_internal_errors)
+    # tasks/* and task-augmented tools/call (its middleware goes inside hide_internal_errors).
+    tasks.register(server)
     return server
 
 

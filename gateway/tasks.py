@@ -1,0 +1,507 @@
+"""Durable MCP tasks at the gateway, in both protocol eras, over ``registry.tasks.TaskStore``.
+
+A task is a ``tools/call`` that runs in the background: the gateway records it with
+``TaskStore.submit`` (the record is in KV before the client hears the id), a worker takes the
+work from JetStream, and the client polls. Nothing about a task lives in the gateway, so any
+gateway of the deployment — including one started after the task was created — answers for it.
+
+2025-11-25 (the experimental core feature):
+- ``tools/call`` with ``params.task`` (``{ttl?}``) → ``CreateTaskResult`` ``{task: Task}``;
+- ``tasks/get`` → the ``Task``; ``tasks/list`` → the principal's tasks, newest first, paged;
+- ``tasks/result`` → waits until the task ends, then the stored ``CallToolResult`` (with
+  ``_meta["io.modelcontextprotocol/related-task"]``), or the JSON-RPC error the call would have
+  had (cancelled → CANCELLED, failed without a result → internal error);
+- ``tasks/cancel`` → the cancelled ``Task`` (a running guest is interrupted), ``-32602`` for a
+  task that already ended;
+- ``notifications/tasks/status`` on the creating session's GET stream while the task changes;
+- ``initialize`` advertises ``tasks: {list, cancel, requests: {tools: {call}}}`` and every tool
+  in ``tools/list`` carries ``execution.taskSupport: "optional"`` (``gateway.tools``).
+
+2026-07-28 (the extension ``io.modelcontextprotocol/tasks``):
+- a ``tools/call`` whose request declares the extension in its client capabilities becomes a
+  task (the server decides; toolbus always does), answered ``resultType: "task"`` with the task;
+- ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed) inlined;
+  ``tasks/update`` → an empty acknowledgement (toolbus never asks for input);
+  ``tasks/cancel`` → an empty acknowledgement; all three need the extension declared;
+- ``server/discover`` advertises the extension (``gateway.server``).
+
+Whose tasks a request sees is decided in one place, ``principal_of``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import anyio
+import mcp_types as types
+import msgspec
+import nats.errors
+import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from bus.subjects import Subjects
+from gateway.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    JSONRPC_ERRORS,
+    BusDisconnected,
+    CallFailed,
+    Cancelled,
+    TaskNotFound,
+    TaskState,
+    UnknownTool,
+    WorkerFailed,
+    to_jsonrpc,
+)
+from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
+from registry.tasks import TaskFinished, TaskStore
+from registry.tasks import TaskNotFound as StoreTaskNotFound
+from schemas.codec import DecodeError, decode
+from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
+
+log = structlog.get_logger(__name__)
+
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+"""The 2026-07-28 tasks extension's identifier."""
+RELATED_TASK_META_KEY: Final = "io.modelcontextprotocol/related-task"
+ANONYMOUS: Final = "anonymous"
+"""The principal of every request that carries no verified identity (see ``principal_of``)."""
+TASK_STATUS_NOTIFICATION: Final = "notifications/tasks/status"
+LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
+    list=types.TasksListCapability(),
+    cancel=types.TasksCancelCapability(),
+    requests=types.ServerTasksRequestsCapability(tools=types.TasksToolsCapability(call=types.TasksCallCapability())),
+)
+"""What the 2025-11-25 ``initialize`` says: tasks/list, tasks/cancel and task-augmented tools/call."""
+RECHECK_S: Final = 15.0
+"""A task being waited for (``tasks/result``) or followed (status notifications) is re-read from
+the store this often, in case a status message was lost (NATS reconnecting)."""
+_TASK_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""What a task id can look like (a KV key and a subject token); anything else names no task."""
+
+
+def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:
+    """Who owns the tasks a request creates, and so which tasks it may read, list and cancel.
+
+    Until the gateway authenticates clients (issue 7) no request carries a verified identity,
+    so every request is ``anonymous``: in an unauthenticated deployment, tasks are shared by all
+    its clients, like any unauthenticated API — and they survive gateway restarts and 2025
+    sessions, which a per-session owner would not. Issue 7 returns the verified token's subject
+    here (from ``ctx.request``); nothing else in the gateway decides ownership.
+    """
+    return ANONYMOUS
+
+
+def declares_tasks(meta: Any) -> bool:
+    """True when a 2026-07-28 request's ``_meta`` (decoded JSON) declares the tasks extension in
+    its client capabilities. On the hot path for every 2026 call: plain ``dict`` checks, as an
+    ``isinstance`` against ``Mapping`` costs a quarter of a microsecond each."""
+    if type(meta) is not dict:
+        return False
+    capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY)
+    if type(capabilities) is not dict:
+        return False
+    extensions = capabilities.get("extensions")
+    return type(extensions) is dict and TASKS_EXTENSION in extensions
+
+
+def iso8601(unix_s: float) -> str:
+    """A Unix time as an ISO 8601 / RFC 3339 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def legacy_task(record: TaskRecord) -> dict[str, Any]:
+    """The 2025-11-25 ``Task`` of a record."""
+    task: dict[str, Any] = {"taskId": record.task_id, "status": record.status}
+    if record.status_message:
+        task["statusMessage"] = record.status_message
+    task |= {
+        "createdAt": iso8601(record.created_at),
+        "lastUpdatedAt": iso8601(record.updated_at),
+        "ttl": record.ttl_ms,
+        "pollInterval": record.poll_interval_ms,
+    }
+    return task
+
+
+def modern_status(record: TaskRecord) -> str:
+    """The 2026-07-28 status of a record.
+
+    The extension keeps ``failed`` for JSON-RPC errors: a tool that returned ``isError: true``
+    (stored as ``failed`` with its result) is ``completed`` there, with that result.
+    """
+    if record.status == "failed" and record.result_stored:
+        return "completed"
+    return record.status
+
+
+def modern_task(record: TaskRecord) -> dict[str, Any]:
+    """The 2026-07-28 ``Task`` of a record (without ``result``/``error``)."""
+    task: dict[str, Any] = {"taskId": record.task_id, "status": modern_status(record)}
+    if record.status_message:
+        task["statusMessage"] = record.status_message
+    task |= {
+        "createdAt": iso8601(record.created_at),
+        "lastUpdatedAt": iso8601(record.updated_at),
+        "ttlMs": record.ttl_ms,
+        "pollIntervalMs": record.poll_interval_ms,
+    }
+    return task
+
+
+class UpdateTaskRequestParams(types.RequestParams):
+    """``tasks/update`` (2026-07-28 extension): responses to a task's outstanding input requests."""
+
+    task_id: str
+    input_responses: dict[str, Any] | None = None
+
+
+def task_error(kind: type[CallFailed], message: str, task_id: str) -> MCPError:
+    """The JSON-RPC error for a task request refused with a bus error code (through ``JSONRPC_ERRORS``)."""
+    data = {"reason": kind.code.name, "retryable": kind.code.retryable, "taskId": task_id}
+    return MCPError(JSONRPC_ERRORS[kind.code], message, data)
+
+
+def _call_error(exc: CallFailed, task_id: str | None = None) -> MCPError:
+    error = to_jsonrpc(exc)
+    data = error.data if task_id is None else {**error.data, "taskId": task_id}
+    return MCPError(error.code, error.message, data)
+
+
+def _missing_extension() -> MCPError:
+    data: dict[str, Any] = {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+    return MCPError(MISSING_REQUIRED_CLIENT_CAPABILITY, "Missing required client capability", data)
+
+
+def _method_not_found(method: str) -> MCPError:
+    return MCPError(METHOD_NOT_FOUND, "Method not found", method)
+
+
+@contextlib.contextmanager
+def _task_errors(task_id: str) -> Iterator[None]:
+    """Store and bus failures of a task request as the client's JSON-RPC errors."""
+    try:
+        yield
+    except StoreTaskNotFound:
+        raise task_error(TaskNotFound, f"no task {task_id!r}", task_id) from None
+    except nats.errors.Error as exc:
+        raise _call_error(
+            BusDisconnected(
+                "the gateway cannot reach the task store right now; retry later", tool="", detail=type(exc).__name__
+            ),
+            task_id,
+        ) from None
+
+
+class TaskFrontend:
+    """The gateway's task handlers; ``store`` and ``nc`` are attached once NATS is connected."""
+
+    def __init__(self, service: ToolService, subjects: Subjects, *, page_size: int) -> None:
+        self.service = service
+        self.subjects = subjects
+        self.page_size = page_size
+        self.store: TaskStore | None = None
+        self.nc: NatsClient | None = None
+        self.server_info: Callable[[], dict[str, Any]] = dict
+        """The 2026-era ``serverInfo`` stamp (the SDK server's, once ``register`` ran)."""
+        self._followers: set[asyncio.Task[None]] = set()
+        self.created = 0
+        """Tasks created through this gateway."""
+
+    def attach(self, nc: NatsClient, store: TaskStore) -> None:
+        self.nc = nc
+        self.store = store
+
+    async def stop(self) -> None:
+        """Stop following tasks for status notifications (at shutdown)."""
+        followers, self._followers = self._followers, set()
+        for follower in followers:
+            follower.cancel()
+        for follower in followers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    def register(self, server: Any) -> None:
+        """Add the ``tasks/*`` handlers and the ``tools/call`` interception to an SDK ``Server``."""
+        self.server_info = lambda: server.server_info_stamp
+        server.add_request_handler("tasks/get", types.GetTaskRequestParams, self.get)
+        server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, self.result)
+        server.add_request_handler("tasks/list", types.PaginatedRequestParams, self.list)
+        server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, self.cancel)
+        server.add_request_handler("tasks/update", UpdateTaskRequestParams, self.update)
+        # Innermost middleware: a task-augmented tools/call is answered here, before the SDK
+        # validates the result as a CallToolResult (2025) or runs the tools/call handler.
+        server.middleware.append(self.intercept_call)
+
+    def _store(self) -> TaskStore:
+        if self.store is None:
+            raise _call_error(BusDisconnected("the gateway is still starting; retry in a moment", tool=""))
+        return self.store
+
+    # -- creating -------------------------------------------------------------------------------
+    async def intercept_call(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """``tools/call`` as a task when asked (2025: ``params.task``; 2026: the extension declared)."""
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        raw = ctx.params if isinstance(ctx.params, Mapping) else {}
+        modern = is_modern(ctx.protocol_version)
+        if not (declares_tasks(_raw_meta(ctx)) if modern else raw.get("task") is not None):
+            return await call_next(ctx)
+        try:
+            params = types.CallToolRequestParams.model_validate(raw, by_name=False)
+        except ValidationError as exc:
+            raise MCPError(INVALID_PARAMS, f"invalid tools/call params: {exc.errors()[0]['msg']}") from None
+        ttl_ms = None if modern or params.task is None else params.task.ttl
+        record = await self.create(params.name, params.arguments or {}, principal=principal_of(ctx), ttl_ms=ttl_ms)
+        if modern:
+            return {"resultType": "task", **modern_task(record), "_meta": self._stamp()}
+        self.follow(ctx.session._connection, record)  # no public path to the Connection (mcp pinned below 3)
+        return {"task": legacy_task(record)}
+
+    async def create(
+        self, tool: str, arguments: dict[str, Any], *, principal: str, ttl_ms: int | None = None
+    ) -> TaskRecord:
+        """Record and queue a task for ``tool``; the record exists before this returns.
+
+        The tool must be in the catalogue (else the call's own UNKNOWN_TOOL error). Arguments
+        are checked by the worker, like a call's: invalid ones end the task ``failed`` with the
+        reason, so a client always gets a task it can poll.
+        """
+        if self.service.catalogue.get(tool) is None:
+            raise _call_error(UnknownTool(f"unknown tool {tool!r}; {UNKNOWN_TOOL_HINT}", tool=tool))
+        store = self._store()
+        try:
+            record = await store.submit(tool, arguments, principal=principal, ttl_ms=ttl_ms)
+        except nats.errors.Error as exc:
+            raise _call_error(
+                BusDisconnected(
+                    f"the gateway cannot queue a task for tool {tool!r} right now; retry later",
+                    tool=tool,
+                    detail=type(exc).__name__,
+                )
+            ) from None
+        self.created += 1
+        log.info("task created", task_id=record.task_id, tool=tool, principal=principal)
+        return record
+
+    def _stamp(self) -> dict[str, Any]:
+        return {types.SERVER_INFO_META_KEY: self.server_info()}
+
+    # -- 2025-11-25 status notifications ----------------------------------------------------------
+    def follow(self, connection: Any, record: TaskRecord) -> None:
+        """Send ``notifications/tasks/status`` to a 2025 session while its task changes.
+
+        Until the task ends or the session does (whichever is first).
+        """
+        if self.nc is None:
+            return
+        follower = asyncio.create_task(self._follow(connection, record), name=f"task-status-{record.task_id}")
+        self._followers.add(follower)
+        follower.add_done_callback(self._followers.discard)
+        connection.exit_stack.callback(follower.cancel)
+
+    async def _follow(self, connection: Any, record: TaskRecord) -> None:
+        assert self.nc is not None
+        store = self._store()
+        try:
+            subscription = await self.nc.subscribe(self.subjects.task_status(record.task_id))
+        except nats.errors.Error as exc:
+            log.debug("task status not followed", task_id=record.task_id, error=type(exc).__name__)
+            return
+        sent = record  # the client has this one (the CreateTaskResult)
+        try:
+            # Changes made before the subscription existed: the record has them.
+            current: TaskRecord | None = await store.get(record.task_id)
+            while True:
+                if current is not None and _newer(current, sent):
+                    await connection.notify(TASK_STATUS_NOTIFICATION, legacy_task(current))
+                    sent = current
+                if sent.status in TERMINAL_STATUSES:
+                    return
+                current = await _next_status(subscription, store, record.task_id)
+        except (StoreTaskNotFound, nats.errors.Error) as exc:
+            log.debug("task status no longer followed", task_id=record.task_id, error=type(exc).__name__)
+        finally:
+            await _unsubscribe(subscription)
+
+    # -- reading --------------------------------------------------------------------------------
+    def _check(
+        self, ctx: ServerRequestContext[Any, Any], *, legacy_only: bool = False, modern_only: bool = False
+    ) -> bool:
+        """Whether the request is 2026-era; refuses what its era does not have."""
+        modern = is_modern(ctx.protocol_version)
+        if (legacy_only and modern) or (modern_only and not modern):
+            raise _method_not_found(ctx.method)
+        if modern and not declares_tasks(_raw_meta(ctx)):
+            raise _missing_extension()
+        return modern
+
+    async def _record(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
+        _known_id(task_id)
+        with _task_errors(task_id):
+            return await self._store().get(task_id, principal=principal_of(ctx))
+
+    async def get(self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskRequestParams) -> dict[str, Any]:
+        """``tasks/get``: 2025 → the ``Task``; 2026 → the task with its result or error inlined."""
+        modern = self._check(ctx)
+        record = await self._record(ctx, params.task_id)
+        if not modern:
+            return legacy_task(record)
+        task = modern_task(record)
+        if task["status"] == "completed":
+            task["result"] = msgspec.to_builtins(await self._result_of(record, modern=True))
+        elif task["status"] == "failed":
+            task["error"] = {"code": INTERNAL_ERROR, "message": record.status_message or "the task failed"}
+        return task
+
+    async def list(self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams) -> dict[str, Any]:
+        """``tasks/list`` (2025 only): the principal's tasks, newest first, one page."""
+        self._check(ctx, legacy_only=True)
+        principal = principal_of(ctx)
+        cursor = params.cursor or ""
+        store = self._store()
+        with _task_errors(cursor):
+            if cursor and not await _is_task_of(store, cursor, principal):
+                raise MCPError(INVALID_PARAMS, f"invalid tasks/list cursor {cursor!r}")
+            tasks, next_cursor = await store.list(principal=principal, cursor=cursor, limit=self.page_size)
+        result: dict[str, Any] = {"tasks": [legacy_task(t) for t in tasks]}
+        if next_cursor:
+            result["nextCursor"] = next_cursor
+        return result
+
+    async def result(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskPayloadRequestParams
+    ) -> dict[str, Any]:
+        """``tasks/result`` (2025 only): wait until the task ends, then what its tools/call would have returned."""
+        self._check(ctx, legacy_only=True)
+        task_id = params.task_id
+        record = await self._record(ctx, task_id)
+        if record.status not in TERMINAL_STATUSES:
+            record = await self._until_ended(ctx, task_id)
+        if record.status == "cancelled":
+            raise _call_error(Cancelled(f"task {task_id!r} was cancelled", tool=record.tool), task_id)
+        if not record.result_stored:
+            message = record.status_message or "the task failed without a result"
+            raise _call_error(WorkerFailed(f"tool {record.tool!r}: {message}", tool=record.tool), task_id)
+        result: dict[str, Any] = msgspec.to_builtins(await self._result_of(record, modern=False))
+        result["_meta"] = {RELATED_TASK_META_KEY: {"taskId": task_id}}
+        return result
+
+    async def _until_ended(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
+        assert self.nc is not None
+        store = self._store()
+        principal = principal_of(ctx)
+        with _task_errors(task_id):
+            subscription = await self.nc.subscribe(self.subjects.task_status(task_id))
+            try:
+                record: TaskRecord | None = await store.get(task_id, principal=principal)
+                while record is None or record.status not in TERMINAL_STATUSES:
+                    record = await _next_status(subscription, store, task_id)
+                # Terminal records never change again: this one is final.
+                return await store.get(task_id, principal=principal)
+            finally:
+                await _unsubscribe(subscription)
+
+    async def _result_of(self, record: TaskRecord, *, modern: bool) -> CallToolResult:
+        with _task_errors(record.task_id):
+            data = await self._store().result(record.task_id)
+        if data is None:
+            raise task_error(TaskNotFound, f"the result of task {record.task_id!r} is gone", record.task_id)
+        try:
+            result = decode(data, CallToolResult)
+        except DecodeError:
+            log.warning("stored task result is not a CallToolResult", task_id=record.task_id)
+            raise _call_error(
+                WorkerFailed(f"the result of task {record.task_id!r} is not an MCP CallToolResult", tool=record.tool),
+                record.task_id,
+            ) from None
+        return result if modern else downgrade(result)
+
+    # -- changing -------------------------------------------------------------------------------
+    async def cancel(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CancelTaskRequestParams
+    ) -> dict[str, Any]:
+        """``tasks/cancel``: 2025 → the cancelled ``Task`` (-32602 if it had ended); 2026 → an acknowledgement."""
+        modern = self._check(ctx)
+        task_id = _known_id(params.task_id)
+        try:
+            with _task_errors(task_id):
+                cancelled = await self._store().cancel(task_id, principal=principal_of(ctx))
+        except TaskFinished as exc:
+            if modern:
+                return {}  # cancellation is a request; the task had ended another way
+            message = f"Cannot cancel task: already in terminal status {exc.record.status!r}"
+            raise task_error(TaskState, message, task_id) from None
+        log.info("task cancelled", task_id=task_id, tool=cancelled.tool)
+        return {} if modern else legacy_task(cancelled)
+
+    async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams) -> dict[str, Any]:
+        """``tasks/update`` (2026 only): acknowledged; toolbus tasks never wait for input, so no
+        response is outstanding and the spec has the server ignore them."""
+        self._check(ctx, modern_only=True)
+        await self._record(ctx, params.task_id)
+        return {}
+
+
+def _raw_meta(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The request's ``_meta`` as sent (capabilities are read from it untyped, as the SDK received them)."""
+    return ctx.params.get("_meta") if isinstance(ctx.params, Mapping) else None
+
+
+def _known_id(task_id: str) -> str:
+    """``task_id``, if it can name a task at all (else the not-found error, without asking the store)."""
+    if not _TASK_ID.match(task_id):
+        raise task_error(TaskNotFound, f"no task {task_id!r}", task_id)
+    return task_id
+
+
+async def _is_task_of(store: TaskStore, task_id: str, principal: str) -> bool:
+    if not _TASK_ID.match(task_id):
+        return False
+    try:
+        await store.get(task_id, principal=principal)
+    except StoreTaskNotFound:
+        return False
+    return True
+
+
+def _newer(current: TaskRecord, sent: TaskRecord) -> bool:
+    """Whether ``current`` is news after ``sent`` (a late, older status message is not)."""
+    if sent.status in TERMINAL_STATUSES:
+        return False
+    if current.status in TERMINAL_STATUSES:
+        return True
+    return current.updated_at > sent.updated_at and (current.status, current.status_message) != (
+        sent.status,
+        sent.status_message,
+    )
+
+
+async def _next_status(subscription: Subscription, store: TaskStore, task_id: str) -> TaskRecord | None:
+    """The next status message of a task, or its stored record after ``RECHECK_S`` of silence."""
+    try:
+        msg = await subscription.next_msg(timeout=RECHECK_S)
+    except nats.errors.TimeoutError:
+        return await store.get(task_id)
+    try:
+        return decode(msg.data, TaskRecord)
+    except DecodeError:
+        return None
+
+
+async def _unsubscribe(subscription: Subscription) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            await subscription.unsubscribe()
+        except nats.errors.Error as exc:  # closed or draining: the subscription is gone anyway
+            log.debug("task status subscription not unsubscribed", error=type(exc).__name__)
