@@ -10,8 +10,9 @@ Sameness with the SDK by construction:
   (``TransportSecurityMiddleware``, ``check_accept_headers``, ``classify_inbound_request``);
 - anything the SDK would reject — or that needs more than a plain request/response (progress
   tokens, a requested log level, ``Mcp-Param-*`` headers, duplicated routing headers,
-  notifications, other methods) — is replayed to the SDK, so the SDK produces every rejection
-  itself and streams every progress report and log message;
+  notifications, other methods, tasks: a 2025 ``params.task``, a 2026 client declaring the
+  tasks extension, ``tasks/*``) — is replayed to the SDK, so the SDK produces every rejection
+  itself, streams every progress report and log message, and creates every task;
 - results go through the same ``ToolService`` as the SDK handlers.
 The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
 session transport would frame the same JSON-RPC message as an SSE event. The 2025-11-25
@@ -64,6 +65,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.tasks import declares_tasks
 from gateway.tools import ToolService
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.wire import UNSET, CallToolResult, Content
@@ -313,6 +315,8 @@ class HotPath:
                 (k, v) for k, v in headers.items()
             ):
                 raise _Handover
+            if decoded["method"] == "tools/call" and declares_tasks(params.get("_meta")):
+                raise _Handover  # the client takes tasks: this call becomes one (gateway.tasks)
             verdict = classify_inbound_request(decoded, headers=headers)
             if isinstance(verdict, InboundLadderRejection):
                 raise _Handover
