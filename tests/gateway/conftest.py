@@ -1,7 +1,8 @@
 """Gateway fixtures: real NATS, a real gateway in the test's event loop, scripted workers.
 
 A scripted worker is a real NATS responder in the workers' queue group; the real worker is
-exercised end to end in tests/e2e.
+exercised end to end in tests/e2e. Task tests (``task_system``) run a real registry and real
+workers with a ``TaskRunner``, serving the testkit component.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
-from schemas.config import load_settings
-from tests.gateway.responders import RunningGateway, ScriptedWorker, running_gateway
+from registry.service import RegistryService
+from registry.tasks import TaskStore
+from schemas.config import RegistrySettings, WorkerSettings, load_settings
+from tests.gateway.responders import TASKS, RunningGateway, ScriptedWorker, TaskSystem, running_gateway
+from workers.component import LoadedComponent
+from workers.service import WorkerService
+from workers.tasks import TaskRunner
 
 
 @pytest.fixture
@@ -64,3 +71,26 @@ async def start_gateway(
     yield start
     for context in reversed(stack):
         await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def task_system(
+    nats_server: EmbeddedNatsServer,
+    nc: NatsClient,
+    subjects: Subjects,
+    kit: LoadedComponent,
+    start_gateway: Callable[..., Awaitable[RunningGateway]],
+) -> AsyncIterator[TaskSystem]:
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=TASKS)
+    await registry.start()
+    worker_nc = await connect(nats_server.url, name="task-worker")
+    worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=2), [kit])
+    await worker.start()
+    runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, TASKS), worker, 2)
+    await runner.start()
+    store = await TaskStore.open(nc, subjects, TASKS)
+    yield TaskSystem(nats_server.url, nc, subjects, store, start_gateway)
+    await runner.stop(grace_s=1)
+    await worker.stop(grace_s=0.5)
+    await worker_nc.close()
+    await registry.stop()

@@ -2,7 +2,8 @@
 
 The "worker" here is a plain nats-py responder in the workers' queue group that replies with
 CallToolResult JSON (the real worker is another package); tool descriptors go into the KV
-bucket exactly as the registry writes them.
+bucket exactly as the registry writes them. Task tests instead run against ``TaskSystem``:
+the real registry and a real worker with its ``TaskRunner`` (the ``task_system`` fixture).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from nats.aio.client import Client as NatsClient
@@ -19,10 +21,11 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from starlette.types import ASGIApp
 
-from bus.subjects import Header
+from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state
+from registry.tasks import TaskStore
 from schemas.codec import encode
-from schemas.config import Settings
+from schemas.config import Settings, TasksSettings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, ToolDescriptor
 
@@ -134,3 +137,42 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
         server.should_exit = True
         await task
         sock.close()
+
+
+TASKS = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
+"""Short enough that a dead worker's task is redelivered within a test."""
+
+
+@dataclass
+class TaskSystem:
+    """A real registry and real workers (each with a ``TaskRunner``) serving the testkit component."""
+
+    nats_url: str
+    nc: NatsClient
+    subjects: Subjects
+    store: TaskStore
+    start_gateway: Callable[..., Awaitable[RunningGateway]]
+
+    def settings(self, **gateway: Any) -> Settings:
+        """Settings for a gateway of this deployment (for ``running_gateway``)."""
+        return load_settings(None, nats={"url": self.nats_url, "prefix": self.subjects.prefix}, gateway=gateway)
+
+    async def gateway(self, **settings: Any) -> RunningGateway:
+        """A gateway (stopped with the test) whose catalogue already lists the testkit's tools."""
+        return await ready(await self.start_gateway(**settings))
+
+
+async def ready(gateway: RunningGateway, tool: str = "kit_add", timeout_s: float = 10.0) -> RunningGateway:
+    """``gateway`` once its catalogue has ``tool`` (workers announce it through the registry)."""
+    catalogue = gateway.state.catalogue
+    changed = asyncio.Event()
+    unsubscribe = catalogue.subscribe(lambda _change: changed.set())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                changed.clear()
+                if catalogue.get(tool) is not None:
+                    return gateway
+                await changed.wait()
+    finally:
+        unsubscribe()
