@@ -30,6 +30,7 @@ from bus.connection import caught_up
 from bus.provisioning import ensure_bucket, provision
 from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
+from registry.audit import ensure_audit_stream
 from registry.catalogue import Catalogue
 from registry.packages import PackageStore
 from registry.releases import Releases
@@ -85,6 +86,7 @@ class RegistryService:
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce."""
         await provision(self._nc, self._subjects)
+        await ensure_audit_stream(self._nc, self._subjects)
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket)
         self.store = await PackageStore.open(self._nc, self._subjects)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)

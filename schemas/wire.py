@@ -263,7 +263,8 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     task_id: str
     tool: str
     principal: str
-    status: TaskStatus = "working"
+    status: TaskStatus
+    """Always on the wire (no default): readers of the record and of the audit trail need it."""
     status_message: str = ""
     created_at: float = 0.0
     """Unix time, seconds."""

@@ -1,0 +1,142 @@
+"""The audit trail: a JetStream stream that keeps what happened, and ``toolbus audit`` to read it.
+
+The stream ``PREFIX_AUDIT`` captures, as they are published:
+
+- ``PREFIX.events.>``: publish, rollback, retire, deprecate, worker joins and leaves;
+- ``PREFIX.tasks.status.>``: every task transition (the whole record: tool, principal,
+  status, attempts, worker);
+- ``PREFIX.audit.>``: events published for the audit trail alone (tool calls and auth
+  failures, from the gateway: issue 7, not built yet).
+
+Nothing publishes twice for the audit: the stream listens to the subjects the system already
+uses, so an event cannot be on the bus and missing from the trail. Retention is by age
+(``AUDIT_RETENTION_S``), on file storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from bus import lifecycle
+from bus.connection import connected
+from bus.errors import BusUnavailable
+from bus.logs import configure_logging
+from bus.options import add_common_options, settings_from_args
+from bus.subjects import Subjects
+from schemas.config import Settings
+
+AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
+"""Audit events are kept 30 days."""
+
+
+def audit_stream(subjects: Subjects) -> str:
+    return f"{subjects.prefix}_AUDIT"
+
+
+def audit_subjects(subjects: Subjects) -> list[str]:
+    p = subjects.prefix
+    return [f"{p}.events.>", f"{p}.tasks.status.>", f"{p}.audit.>"]
+
+
+async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
+    """Create the audit stream if it does not exist (idempotent; many processes may race)."""
+    js = nc.jetstream()
+    name = audit_stream(subjects)
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        config = StreamConfig(
+            name=name,
+            subjects=audit_subjects(subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=AUDIT_RETENTION_S,
+            num_replicas=replicas,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            pass  # created by another process meanwhile
+
+
+async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+    """The last ``limit`` audit events, oldest first: (time, subject, body)."""
+    js = nc.jetstream()
+    name = audit_stream(subjects)
+    info = await js.stream_info(name)
+    last = info.state.last_seq or 0
+    if last == 0:
+        return []
+    first = max(info.state.first_seq or 1, last - limit + 1)
+    events = []
+    for seq in range(first, last + 1):
+        try:
+            msg = await js.get_msg(name, seq)
+        except NotFoundError:
+            continue  # aged out meanwhile
+        when = msg.time or datetime.now(UTC)
+        try:
+            body = json.loads(msg.data or b"")
+        except ValueError:
+            body = {"raw": (msg.data or b"").decode("utf-8", "replace")}
+        events.append((when, msg.subject or "", body))
+    return events
+
+
+def summary(subject: str, body: dict[str, Any], prefix: str) -> str:
+    """One readable line for an audit event."""
+    kind = subject.removeprefix(f"{prefix}.")
+    if kind.startswith("tasks.status."):
+        return (
+            f"task {body.get('taskId', '?')} {body.get('tool', '?')} → {body.get('status', '?')}"
+            f" ({body.get('statusMessage', '')}) principal={body.get('principal', '?')}"
+        )
+    if kind.startswith("events."):
+        fields = " ".join(f"{k}={v}" for k, v in body.items() if k not in ("kind", "at") and v)
+        return f"{body.get('kind', kind)} {fields}"
+    return f"{kind} {json.dumps(body, separators=(',', ':'))[:200]}"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``audit`` verb."""
+    parser = subparsers.add_parser("audit", help="print recent audit events (publishes, task transitions, …)")
+    add_common_options(parser)
+    parser.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if settings is None:
+        return 2
+    configure_logging(settings.log_format)
+    try:
+        return lifecycle.run(_print(settings, args))
+    except BusUnavailable as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _print(settings: Settings, args: argparse.Namespace) -> int:
+    subjects = Subjects(settings.nats.prefix)
+    async with connected(settings.nats, name="toolbus-audit") as nc:
+        try:
+            events = await recent(nc, subjects, args.limit)
+        except NotFoundError:
+            print(f"toolbus: no audit stream {audit_stream(subjects)} (is a registry running?)", file=sys.stderr)
+            return 1
+    for when, subject, body in events:
+        if args.json:
+            print(json.dumps({"time": when.isoformat(), "subject": subject, "event": body}))
+        else:
+            print(f"{when.strftime('%Y-%m-%d %H:%M:%S')}  {summary(subject, body, subjects.prefix)}")
+    return 0

@@ -1,0 +1,61 @@
+"""The audit trail against a real nats-server: releases and task transitions land in the audit
+stream as they happen, and ``toolbus audit`` prints them."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+
+from bus.embedded import EmbeddedNatsServer
+from bus.subjects import Subjects
+from registry.audit import recent
+from registry.service import RegistryService
+from registry.tasks import TaskStore
+from schemas.codec import encode
+from schemas.config import RegistrySettings
+from schemas.wire import RegistryEvent
+
+
+async def test_events_and_task_transitions_are_kept_and_printed(
+    nc: NatsClient, subjects: Subjects, nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.5)
+    await registry.start()  # creates the audit stream
+    try:
+        await nc.publish(
+            subjects.event("published"), encode(RegistryEvent(kind="published", name="pkg", version="1.0.0"))
+        )
+        store = await TaskStore.open(nc, subjects)
+        task = await store.submit("kit_add", {"a": 1}, principal="alice")
+        await store.cancel(task.task_id, principal="alice")
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        events = await recent(nc, subjects, 10)
+        kinds = [
+            (subject.removeprefix(subjects.prefix + "."), body.get("status") or body.get("kind"))
+            for _, subject, body in events
+        ]
+        assert kinds == [
+            ("events.published", "published"),
+            (f"tasks.status.{task.task_id}", "working"),
+            (f"tasks.status.{task.task_id}", "cancelled"),
+        ]
+        settings = tmp_path / "toolbus.toml"
+        settings.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{subjects.prefix}"\n')
+        printed = await asyncio.to_thread(
+            subprocess.run,
+            [str(Path(sys.executable).parent / "toolbus"), "audit", "--config", str(settings)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert printed.returncode == 0, printed.stderr
+        lines = printed.stdout.splitlines()
+        assert "published name=pkg version=1.0.0" in lines[0]
+        assert f"task {task.task_id} kit_add → cancelled (cancelled by the client) principal=alice" in lines[2]
+    finally:
+        await registry.stop()
