@@ -50,7 +50,7 @@ CLIENT_NAME: Final = "toolbus-gateway"
 
 
 class GatewayState:
-    """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
+    """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices, tasks."""
 
     def __init__(self, catalogue: Catalogue, changes: ListChanges, tasks: TaskFrontend) -> None:
         self.catalogue = catalogue
