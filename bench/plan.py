@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, Final
 
-SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list")
+SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list", "cancel")
 """Every section, in the order they run. ``--only`` takes a comma-separated subset."""
 
 SECTION_HELP: Final = {
@@ -16,6 +16,7 @@ SECTION_HELP: Final = {
     "restart": "worker restart with cached components: process start to its ready announcement",
     "scaling": "a CPU-bound tool with 1 and 2 worker processes, over the direct bus path",
     "list": "tools/list with 1,000 registered tools, both eras (first page and full pagination)",
+    "cancel": "a client's cancel to the guest no longer using CPU, both eras (and on the bus alone)",
 }
 
 
@@ -44,6 +45,10 @@ class Plan:
     list_tools: int = 1000
     list_first_page_samples: int = 200
     list_full_samples: int = 30
+    cancel_samples: int = 30
+    """Cancels of a spinning guest per era (and on the bus alone)."""
+    cancel_baseline_samples: int = 200
+    """Plain ``kit_add`` round trips per era with the same client: the baseline."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,4 +76,6 @@ QUICK: Final = replace(
     restarts=1,
     list_first_page_samples=50,
     list_full_samples=5,
+    cancel_samples=5,
+    cancel_baseline_samples=30,
 )

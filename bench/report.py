@@ -310,6 +310,141 @@ def _list_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+_CANCEL_PATHS = {
+    "2025-11-25": "2025-11-25 client (`notifications/cancelled`)",
+    "2026-07-28": "2026-07-28 client (closes its stream)",
+    "bus": "bus only (no gateway)",
+}
+
+
+def _spread(stats: dict[str, Any], *keys: str, digits: int = 1) -> str:
+    """``p50 / p90`` (or the given keys) of a ``bench.stats.summary``, ``—`` where missing."""
+    return " / ".join(_n(stats.get(key), digits) for key in keys)
+
+
+def _cancel_row(cancel: dict[str, Any], path: str, age: str) -> dict[str, Any]:
+    for row in cancel["summary"]:
+        if row["path"] == path and row["age"] == age:
+            return dict(row)
+    return {}
+
+
+def _cancel_section(results: dict[str, Any]) -> list[str]:
+    cancel = results.get("cancel")
+    if not cancel:
+        return []
+    tick = cancel["epoch_tick_ms"]
+    ages = {age: f"{at:g}-{at + tick:g} ms" for age, at in cancel["ages"].items()}
+    rows = []
+    for row in cancel["summary"]:
+        rows.append(
+            [
+                _CANCEL_PATHS.get(row["path"], row["path"]),
+                ages.get(row["age"], row["age"]),
+                str(row["guest_stopped_ms"]["n"]),
+                _spread(row["cancel_on_bus_ms"], "p50", "p90"),
+                "**"
+                + _spread(row["guest_stopped_ms"], "p50", "p90")
+                + "** / "
+                + _n(row["guest_stopped_ms"].get("max"), 1),
+                _spread(row["worker_cpu_after_ms"], "p50", "max"),
+                _spread(row["reply_on_bus_ms"], "p50", "p90"),
+                _spread(row["client_done_ms"], "p50", "p90"),
+                _spread(row["baseline_ms"], "p50", "p90", digits=2),
+            ]
+        )
+    header = [
+        "client",
+        "cancelled into the call",
+        "cancels",
+        "cancel on the bus p50 / p90 ms",
+        "guest stops using CPU p50 / p90 / max ms",
+        "worker CPU after the cancel p50 / max ms",
+        "worker's reply on the bus p50 / p90 ms",
+        "client sees the call end p50 / p90 ms",
+        "plain call p50 / p90 ms",
+    ]
+    return [
+        "## Cancellation",
+        "",
+        f'`{cancel["tool"]}` (an endless loop) called by an mcp SDK `Client` (`mode="legacy"`, `mode="auto"`) '
+        "and cancelled by cancelling the call's task, as the gateway tests do; every time is in ms after that "
+        f"cancel. The call's age at the cancel counts from its request on the bus, plus a random 0-{tick:g} ms so "
+        "the cancel falls anywhere in the worker's epoch tick. *guest stops using CPU*: the first sample of the "
+        "guest thread's CPU time (`/proc/PID/task/TID/schedstat`, read every "
+        f"{cancel['sample_interval_ms']:g} ms) after which it never grew again, watched until "
+        "50 ms after the worker's reply; *worker CPU after the cancel*: what the whole worker process used from "
+        "the cancel on (its CPU clock, exact); "
+        "*cancel on the bus* and *worker's reply on the bus*: when a plain subscriber gets the empty message on "
+        "`toolbus.cancel.<request-id>` and the worker's reply; *client sees the call end*: when the awaited task "
+        "ends. *plain call*: the round trip of "
+        f"`{cancel['baseline_tool']}` with the same client, in the same run. The bus-only rows send the call as a "
+        "NATS request and the cancel message straight from the bench: the worker's share alone.",
+        "",
+        *_table(header, rows),
+        _cancel_explanation(cancel, ages),
+        "",
+    ]
+
+
+def _cancel_explanation(cancel: dict[str, Any], ages: dict[str, str]) -> str:
+    """One paragraph: where the time between a cancel and the guest's stop goes, in this run's numbers."""
+
+    def p50(path: str, age: str, key: str) -> float | None:
+        value = _cancel_row(cancel, path, age).get(key, {}).get("p50")
+        return None if value is None else float(value)
+
+    def row_p90(path: str, age: str) -> float | None:
+        value = _cancel_row(cancel, path, age).get("guest_stopped_ms", {}).get("p90")
+        return None if value is None else float(value)
+
+    worst = max(
+        ((row_p90(path, age), path, age) for path in ("2025-11-25", "2026-07-28") for age in ages),
+        key=lambda t: -1.0 if t[0] is None else t[0],
+    )
+    text = (
+        "A cancel becomes a stopped guest in three steps: the gateway turns the client's cancel into the message "
+        "on `toolbus.cancel.<request-id>`; the worker sets the call's cancelled flag, and the guest's epoch-deadline "
+        f"callback ends it at the next {cancel['epoch_tick_ms']:g} ms tick; the guest's thread encodes the "
+        "CANCELLED reply and goes idle. Without a gateway (the bench publishes the cancel itself) the guest stops "
+        f"p50 {_n(p50('bus', 'late', 'guest_stopped_ms'), 1)} ms after the cancel: the wait for the next tick "
+        "(0 to 10 ms) plus the worker's scheduling. "
+        f"A 2025-11-25 client's `notifications/cancelled` reaches the bus p50 "
+        f"{_n(p50('2025-11-25', 'late', 'cancel_on_bus_ms'), 1)} ms after its cancel (a POST to the gateway, "
+        f"which cancels the call's task, which publishes), so its guest stops p50 "
+        f"{_n(p50('2025-11-25', 'late', 'guest_stopped_ms'), 1)} ms after it. A 2026-07-28 client closing its "
+        f"stream reaches the bus p50 {_n(p50('2026-07-28', 'late', 'cancel_on_bus_ms'), 1)} ms after it cancels "
+        f"a call {ages.get('late', '')} old"
+    )
+    early_bus, late_bus = p50("2026-07-28", "early", "cancel_on_bus_ms"), p50("2026-07-28", "late", "cancel_on_bus_ms")
+    if early_bus is not None and late_bus is not None and early_bus > late_bus + 2 * cancel["epoch_tick_ms"]:
+        early_age = p50("2026-07-28", "early", "call_age_ms") or 0.0
+        text += (
+            f", but p50 {_n(early_bus, 1)} ms after it cancels a call {ages.get('early', '')} old: the closed "
+            f"stream is noticed only when the call is about {early_age + early_bus:.0f} ms old, whenever the client "
+            "closed it, because the gateway's hot path starts watching a call's connection for a disconnect only "
+            "once the call has outlived one to two 50 ms ticks (`DISCONNECT_TICK_S` in gateway/hotpath.py); an "
+            "early 2026 cancel waits for that"
+        )
+    else:
+        text += ", and about as soon for a younger call"
+    text += (
+        ". The client sees its call end at once (p50 "
+        f"{_n(p50('2026-07-28', 'late', 'client_done_ms'), 2)} ms): the SDK ends the task without waiting for the "
+        "server. *worker CPU after the cancel* is close to *guest stops using CPU*: the guest keeps a core busy "
+        "until it stops (a little less where other processes took its core), and the worker's own work after the "
+        "stop (the reply, a log line) adds a little."
+    )
+    if worst[0] is not None:
+        verdict = "meets" if worst[0] <= cancel["target_ms"] else "misses"
+        text += (
+            f" The slowest case, a {worst[1]} client cancelling {ages.get(worst[2], worst[2])} into the call, has "
+            f"its guest stopped {worst[0]:.1f} ms after the cancel at p90: it {verdict} the "
+            f"{cancel['target_ms']:g} ms target."
+        )
+    return text
+
+
 def _profile_section(results: dict[str, Any]) -> list[str]:
     profiles = results.get("profile")
     if not profiles:
@@ -479,6 +614,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         *_restart_section(results),
         *_scaling_section(results),
         *_list_section(results),
+        *_cancel_section(results),
         *_profile_section(results),
         *_notes(results),
     ]

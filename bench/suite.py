@@ -1,8 +1,8 @@
 """One bench run: start what each section needs, measure, stop it all, write the report.
 
 Order matters on a 2-core machine: the Wasm costs (a cold compile keeps both cores busy) run
-before anything else is started; the HTTP, bus, restart and tools/list sections share one
-``toolbus up`` system (plus the comparison servers); the scaling section runs last, with its
+before anything else is started; the HTTP, bus, restart, cancel and tools/list sections share
+one ``toolbus up`` system (plus the comparison servers); the scaling section runs last, with its
 own systems, after the first one is gone. A section that fails is recorded in the report and
 the others still run; the exit status then says so.
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import (
     bus_path,
+    cancel,
     chart,
     end_to_end,
     machine,
@@ -199,6 +200,11 @@ def _with_system(run: Run) -> None:
                 processes = {**system.processes(), **labelled([echo.pid])}
                 targets = bus_path.targets(system.subjects.call(end_to_end.TOOL), ECHO_SUBJECT)
                 run.results["bus"] = bus_path.measure(system.nats_url, targets, processes, run.plan, run.progress)
+        if run.wants("cancel"):  # before `list` registers its 1,000 tools
+            with run.section("cancel"):
+                run.results["cancel"] = cancel.measure(
+                    system.mcp_url, system.nats_url, system.subjects, system.pid_of("worker"), run.plan, run.progress
+                )
         if run.wants("list"):
             with run.section("list"):
                 run.results["list"] = tools_list.measure(
@@ -229,7 +235,7 @@ def execute(options: Options) -> int:
             if run.wants("wasm"):
                 with run.section("wasm"):
                     _wasm(run)
-            if run.wants("http", "bus", "restart", "list"):
+            if run.wants("http", "bus", "restart", "cancel", "list"):
                 with run.section("system"):
                     _with_system(run)
             if run.wants("scaling"):

@@ -68,6 +68,19 @@ def _wasm_value(results: dict[str, Any], kind: str, language: str) -> float | No
     return None
 
 
+CANCEL_ERAS: Final = ("2025-11-25", "2026-07-28")
+CANCEL_AGES: Final = ("early", "late")
+"""When in a call the cancel section cancels it (``bench.cancel.AGES``)."""
+
+
+def _cancel_value(results: dict[str, Any], era: str, age: str) -> float | None:
+    """p90 of the time from a client's cancel to its guest no longer using CPU."""
+    for row in results.get("cancel", {}).get("summary", []):
+        if row["path"] == era and row["age"] == age:
+            return float(row["guest_stopped_ms"]["p90"])
+    return None
+
+
 def evaluate(results: dict[str, Any]) -> list[Target]:
     """Every target with this run's value (None where the section did not run)."""
     c = AT_CONNECTIONS
@@ -171,4 +184,18 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
                 note="stricter reading: every page of 1,000+ tools in 20 ms",
             )
         )
+    cancel = results.get("cancel", {})
+    for era in CANCEL_ERAS:
+        for age in CANCEL_AGES:
+            at_ms, tick_ms = cancel.get("ages", {}).get(age), cancel.get("epoch_tick_ms", 0)
+            when = f"cancelled {at_ms:g}-{at_ms + tick_ms:g} ms into the call" if at_ms is not None else f"{age} cancel"
+            rows.append(
+                Target(
+                    f"client cancel → guest stops using CPU p90, {era}, {when}",
+                    _cancel_value(results, era, age),
+                    "<=",
+                    100,
+                    "ms",
+                )
+            )
     return rows
