@@ -431,9 +431,9 @@ def _cancel_explanation(cancel: dict[str, Any], ages: dict[str, str]) -> str:
     text += (
         ". The client sees its call end at once (p50 "
         f"{_n(p50('2026-07-28', 'late', 'client_done_ms'), 2)} ms): the SDK ends the task without waiting for the "
-        "server. *worker CPU after the cancel* is close to *guest stops using CPU*: the guest keeps a core busy "
-        "until it stops (a little less where other processes took its core), and the worker's own work after the "
-        "stop (the reply, a log line) adds a little."
+        "server. *worker CPU after the cancel* is what the cancelled call still cost: the guest keeps one core "
+        "busy until it stops, or less of one when other processes get that core part of the time, and the "
+        "worker's reply adds a little."
     )
     if worst[0] is not None:
         verdict = "meets" if worst[0] <= cancel["target_ms"] else "misses"
