@@ -283,7 +283,8 @@ class Age:
 
 AGES: Final = (Age("early", 0.005), Age("late", 0.3))
 """Soon after the guest starts, and once the call has run a while (the gateway's hot path starts
-watching a call's connection for a disconnect only after 50 to 100 ms; see gateway/hotpath.py)."""
+watching a call's connection for a disconnect only after one to two ``DISCONNECT_TICK_S``; see
+gateway/hotpath.py)."""
 
 
 async def one_cancel(

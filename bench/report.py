@@ -423,7 +423,7 @@ def _cancel_explanation(cancel: dict[str, Any], ages: dict[str, str]) -> str:
             f", but p50 {_n(early_bus, 1)} ms after it cancels a call {ages.get('early', '')} old: the closed "
             f"stream is noticed only when the call is about {early_age + early_bus:.0f} ms old, whenever the client "
             "closed it, because the gateway's hot path starts watching a call's connection for a disconnect only "
-            "once the call has outlived one to two 50 ms ticks (`DISCONNECT_TICK_S` in gateway/hotpath.py); an "
+            "once the call has outlived one to two of its ticks (`DISCONNECT_TICK_S` in gateway/hotpath.py); an "
             "early 2026 cancel waits for that"
         )
     else:
