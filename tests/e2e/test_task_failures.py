@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from bus.connection import connect
+from bus.connection import close_settled, connect
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.subjects import Subjects
 from registry.tasks import TaskStore
@@ -88,7 +88,7 @@ async def system(nats: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Syst
     try:
         yield System(nats, nc, await TaskStore.open(nc, subjects, TASKS), subjects)
     finally:
-        await nc.close()
+        await close_settled(nc)
         await asyncio.to_thread(stop_up, process)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import connect
+from bus.connection import close_settled, connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
 from registry.service import RegistryService
@@ -232,7 +232,7 @@ async def test_200_tasks_survive_a_nats_server_restart(
             await runner.stop(grace_s=1)
             await service.stop(grace_s=0.5)
         for client in clients:
-            await client.close()
+            await close_settled(client)
         server.stop()
 
 
