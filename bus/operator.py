@@ -6,17 +6,12 @@ import argparse
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import nats.errors
 
-from bus import lifecycle
 from bus.connection import connected
-from bus.errors import BusUnavailable
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import add_common_options, run_verb
 from bus.security import new_passwords, server_config
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from schemas.codec import DecodeError, decode, decode_json, encode
@@ -31,14 +26,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``tools`` and ``call`` verbs."""
     tools = subparsers.add_parser("tools", help="list the tools in the catalogue")
     add_common_options(tools)
-    tools.set_defaults(run=lambda args: _run(args, list_tools))
+    tools.set_defaults(run=lambda args: run_verb(args, list_tools))
 
     call = subparsers.add_parser("call", help="call a tool over NATS and print its CallToolResult JSON")
     add_common_options(call)
     call.add_argument("tool", help="tool name, e.g. calc_add")
     call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
-    call.set_defaults(run=lambda args: _run(args, call_tool))
+    call.set_defaults(run=lambda args: run_verb(args, call_tool))
 
     secure = subparsers.add_parser(
         "nats-config", help="print a nats-server config with one least-privilege user per role (docs/security.md)"
@@ -48,21 +43,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     secure.add_argument("--port", type=int, default=4222)
     secure.add_argument("--store-dir", type=Path, default=Path("jetstream"), help="JetStream storage directory")
     secure.set_defaults(run=print_nats_config)
-
-
-Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-def _run(args: argparse.Namespace, verb: Verb) -> int:
-    settings = settings_from_args(args)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
-    try:
-        return lifecycle.run(verb(settings, args))
-    except BusUnavailable as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
-        return 1
 
 
 async def list_tools(settings: Settings, args: argparse.Namespace) -> int:

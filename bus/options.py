@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from bus import lifecycle
+from bus.errors import BusUnavailable
+from bus.logs import configure_logging
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
+
+Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+"""An operator verb: given the settings and its arguments, do the work and return the exit code."""
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -26,3 +33,19 @@ def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) ->
     except ConfigError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
+
+
+def run_verb(args: argparse.Namespace, verb: Verb) -> int:
+    """Load the settings the common options name, configure logging, run ``verb`` to its exit code.
+
+    A config problem exits 2; an unreachable NATS exits 1, with the reason on stderr.
+    """
+    settings = settings_from_args(args)
+    if settings is None:
+        return 2
+    configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
+    try:
+        return lifecycle.run(verb(settings, args))
+    except BusUnavailable as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1

@@ -25,11 +25,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-from bus import lifecycle
 from bus.connection import connected
-from bus.errors import BusUnavailable
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import add_common_options, run_verb
 from bus.subjects import Subjects
 from schemas.config import Settings
 
@@ -111,19 +108,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_common_options(parser)
     parser.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)
-    try:
-        return lifecycle.run(_print(settings, args))
-    except BusUnavailable as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
-        return 1
+    parser.set_defaults(run=lambda args: run_verb(args, _print))
 
 
 async def _print(settings: Settings, args: argparse.Namespace) -> int:

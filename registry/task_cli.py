@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
 
 import nats.errors
 
-from bus import lifecycle
 from bus.connection import connected
-from bus.errors import BusUnavailable
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import Verb, add_common_options, run_verb
 from bus.subjects import Header, Subjects
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
@@ -43,11 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)
-    verb: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = {
+    verb: Verb = {
         None: _list,
         "list": _list,
         "submit": _submit,
@@ -55,11 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "result": _one("result"),
         "cancel": _one("cancel"),
     }[args.task_verb]
-    try:
-        return lifecycle.run(verb(settings, args))
-    except BusUnavailable as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
-        return 1
+    return run_verb(args, verb)
 
 
 async def _request(settings: Settings, verb: str, body: bytes) -> bytes | None:
@@ -116,7 +103,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(verb: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+def _one(verb: str) -> Verb:
     async def act(settings: Settings, args: argparse.Namespace) -> int:
         data = await _request(settings, verb, encode(TaskQuery(task_id=args.task_id, principal=args.principal)))
         if data is None:
