@@ -78,7 +78,8 @@ async def _drain(nc: NatsClient) -> None:
 
 
 def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: bool | None = None) -> ASGIApp:
-    """The gateway as an ASGI app: the MCP endpoint at ``settings.gateway.path`` and ``/healthz``.
+    """The gateway as an ASGI app: the MCP endpoint at ``settings.gateway.path``, ``/healthz``
+    (liveness) and ``/readyz`` (NATS connected and the catalogue loaded).
 
     Without ``nc`` the lifespan connects to ``settings.nats.url`` itself. ``close_nc`` (default:
     only when the lifespan connected) drains the connection at shutdown.
@@ -128,19 +129,31 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             if should_close:
                 await _drain(conn)
 
-    async def healthz(_request: Request) -> JSONResponse:
+    def status() -> tuple[bool, dict[str, object]]:
         connected = state.nc is not None and state.nc.is_connected
-        body = {
-            "status": "ok" if connected else "unavailable",
+        ready = connected and catalogue.loaded.is_set()
+        return ready, {
+            "status": "ok" if ready else "unavailable",
             "nats": "connected" if connected else "disconnected",
             "catalogueLoaded": catalogue.loaded.is_set(),
             "tools": len(catalogue),
         }
-        return JSONResponse(body, status_code=200 if connected else 503)
+
+    async def healthz(_request: Request) -> JSONResponse:
+        # Liveness: the process answers HTTP. A gateway waiting for NATS is alive (restarting
+        # it would not help); the body says what it is waiting for.
+        _, body = status()
+        return JSONResponse(body, status_code=200)
+
+    async def readyz(_request: Request) -> JSONResponse:
+        # Readiness: send traffic only when calls can go out and tools/list is complete.
+        ready, body = status()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     routes = [
         Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
         Route("/healthz", endpoint=healthz, methods=["GET"]),
+        Route("/readyz", endpoint=readyz, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = state

@@ -112,7 +112,7 @@ def test_the_gateway_serves_until_signalled(
         deadline = time.monotonic() + START_TIMEOUT_S
         health = None
         while health is None and time.monotonic() < deadline and process.poll() is None:
-            health = _health(f"http://127.0.0.1:{port}/healthz")
+            health = _health(f"http://127.0.0.1:{port}/readyz")
             time.sleep(0.05)
         assert health == {"status": "ok", "nats": "connected", "catalogueLoaded": True, "tools": 0}
         process.send_signal(sig)

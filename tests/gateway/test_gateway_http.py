@@ -179,11 +179,12 @@ async def test_configured_hosts_and_origins_are_accepted(start_gateway: StartGat
     assert response.status_code == 200
 
 
-async def test_healthz_reports_nats_and_the_catalogue(gateway: RunningGateway) -> None:
+async def test_healthz_and_readyz_report_nats_and_the_catalogue(gateway: RunningGateway) -> None:
     async with httpx2.AsyncClient() as http:
-        response = await http.get(gateway.base_url + "/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "nats": "connected", "catalogueLoaded": True, "tools": 1}
+        for probe in ("/healthz", "/readyz"):
+            response = await http.get(gateway.base_url + probe)
+            assert response.status_code == 200, probe
+            assert response.json() == {"status": "ok", "nats": "connected", "catalogueLoaded": True, "tools": 1}
 
 
 async def test_a_2025_session_gets_its_get_stream(gateway: RunningGateway) -> None:
@@ -197,10 +198,12 @@ async def test_a_2025_session_gets_its_get_stream(gateway: RunningGateway) -> No
         assert closed.status_code == 200
 
 
-async def test_healthz_fails_without_nats(gateway: RunningGateway) -> None:
+async def test_without_nats_the_gateway_is_alive_but_not_ready(gateway: RunningGateway) -> None:
     assert gateway.state.nc is not None
     await gateway.state.nc.close()
     async with httpx2.AsyncClient() as http:
-        response = await http.get(gateway.base_url + "/healthz")
-    assert response.status_code == 503
-    assert response.json()["nats"] == "disconnected"
+        alive = await http.get(gateway.base_url + "/healthz")
+        ready = await http.get(gateway.base_url + "/readyz")
+    assert alive.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["nats"] == "disconnected" and ready.json()["status"] == "unavailable"
