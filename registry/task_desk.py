@@ -153,8 +153,11 @@ class TaskDesk:
     async def sweep(self) -> int:
         """Forget finished tasks whose TTL has passed; how many."""
         now = time.time()
-        tasks, _ = await self._store.list(principal=None, limit=1_000_000)
-        expired = [t for t in tasks if t.status in TERMINAL_STATUSES and t.updated_at + t.ttl_ms / 1000 < now]
+        expired = [
+            t
+            for t in await self._store.records()
+            if t.status in TERMINAL_STATUSES and t.updated_at + t.ttl_ms / 1000 < now
+        ]
         for task in expired:
             await self._store.forget(task.task_id)
         return len(expired)

@@ -26,10 +26,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import (
     BadRequestError,
+    InvalidKeyError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
@@ -113,21 +113,33 @@ class TaskStore:
             raise TaskNotFound(f"no task {task_id!r}")
         return record
 
-    async def list(self, *, principal: str | None, cursor: str = "", limit: int = 100) -> tuple[list[TaskRecord], str]:
-        """Tasks of ``principal`` (all with None), newest first, one page; and the next cursor."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return [], ""
+    async def records(self) -> list[TaskRecord]:
+        """Every task record, read in one pass over the bucket (one watcher, values included)."""
+        watcher = await self.kv.watchall(ignore_deletes=True)
         records = []
-        for key in keys:
-            record, _ = await self._read(key)
-            if record is not None and (principal is None or record.principal == principal):
-                records.append(record)
+        try:
+            async for entry in watcher:
+                if entry is None:  # nats-py's marker: every current value has been delivered
+                    break
+                if entry.value:
+                    records.append(decode(entry.value, TaskRecord))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return records
+
+    async def list(self, *, principal: str | None, cursor: str = "", limit: int = 100) -> tuple[list[TaskRecord], str]:
+        """Tasks of ``principal`` (all with None), newest first, one page; and the next cursor.
+
+        Raises:
+            UnknownCursor: ``cursor`` is not a task of this principal (not one this store issued).
+        """
+        records = [r for r in await self.records() if principal is None or r.principal == principal]
         records.sort(key=lambda r: (-r.created_at, r.task_id))
         start = 0
         if cursor:
-            start = next((i + 1 for i, r in enumerate(records) if r.task_id == cursor), len(records))
+            start = next((i + 1 for i, r in enumerate(records) if r.task_id == cursor), -1)
+            if start < 0:
+                raise UnknownCursor(f"unknown cursor {cursor!r}")
         page = records[start : start + limit]
         more = start + limit < len(records)
         return page, (page[-1].task_id if more and page else "")
@@ -206,14 +218,18 @@ class TaskStore:
     async def _read(self, task_id: str) -> tuple[TaskRecord | None, int]:
         try:
             entry = await self.kv.get(task_id)
-        except (KeyNotFoundError, KeyDeletedError):
-            return None, 0
+        except (KeyNotFoundError, KeyDeletedError, InvalidKeyError):
+            return None, 0  # an id that cannot even be a key names no task
         if not entry.value:
             return None, 0
         return decode(entry.value, TaskRecord), entry.revision or 0
 
     async def _announce(self, record: TaskRecord) -> None:
         await self._nc.publish(self._subjects.task_status(record.task_id), encode(record))
+
+
+class UnknownCursor(RegistryError, ValueError):
+    """A ``list`` cursor that is not one of the principal's tasks."""
 
 
 class TaskFinished(RegistryError):
