@@ -44,18 +44,27 @@ class Grants:
 
     @classmethod
     def resolve(cls, component: ComponentSettings, capabilities: Mapping[str, Capability]) -> Grants:
-        """The grants of ``component``'s ``capabilities`` list (names already checked by config).
+        """The grants of ``component``'s ``capabilities`` list, checked against this worker's.
+
+        The one place that checks them for every source: a worker's own config is also checked
+        when it loads, but a published package names capabilities that only the worker running
+        it can resolve.
 
         Raises:
-            ComponentLoadError: a granted directory does not exist, or a ``from_host`` variable
-                is not set; the message names the component and the capability.
+            ComponentLoadError: a name is not defined under this worker's ``[capabilities]``, a
+                command module is granted outbound HTTP, a granted directory does not exist, or a
+                ``from_host`` variable is not set; the message names the component and the capability.
         """
         env: dict[str, str] = {}
         preopens: list[Preopen] = []
         http: list[tuple[str, list[str], float, int]] = []
         for name in component.capabilities:
-            capability = capabilities[name]
             where = f"component {component.name!r}, capability {name!r}"
+            capability = capabilities.get(name)
+            if capability is None:
+                raise ComponentLoadError(f"{where}: not defined under [capabilities] on this worker")
+            if isinstance(capability, HttpCapability) and component.kind == "command":
+                raise ComponentLoadError(f"{where}: a command module cannot be granted outbound HTTP")
             if isinstance(capability, DirCapability):
                 if not capability.host.is_dir():
                     raise ComponentLoadError(f"{where}: directory {capability.host} does not exist")

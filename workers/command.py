@@ -157,8 +157,6 @@ class LoadedCommand:
             export=ENTRY_POINT,
             digest=wasm_digest(wasm),
         )
-        if grants is not None and grants.http is not None:
-            raise ComponentLoadError(f"{label}: a command module cannot be granted outbound HTTP")
         loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)
         return loaded

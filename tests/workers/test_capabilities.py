@@ -524,3 +524,19 @@ def test_a_command_module_cannot_be_granted_http() -> None:
                 ],
             }
         )
+
+
+def test_a_published_package_naming_an_unknown_capability_fails_to_load_cleanly(tmp_path: Path) -> None:
+    # A package's settings come from the registry, not from this worker's config: nothing
+    # checked its capability names before Grants.resolve does.
+    from workers.packages import published_settings
+
+    settings = published_settings("pkg", tmp_path / "pkg.wasm", {"capabilities": ["nope"]})
+    with pytest.raises(ComponentLoadError, match=r"capability 'nope': not defined under \[capabilities\] on this"):
+        Grants.resolve(settings, {})
+    command = published_settings(
+        "cmd", tmp_path / "cmd.wasm", {"kind": "command", "input_schema": {"type": "object"}, "capabilities": ["web"]}
+    )
+    web = Settings.model_validate({"capabilities": {"web": {"kind": "http", "allow": ["example.com"]}}})
+    with pytest.raises(ComponentLoadError, match="a command module cannot be granted outbound HTTP"):
+        Grants.resolve(command, web.capabilities)
