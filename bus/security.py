@@ -76,14 +76,14 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
         return Permissions(
             publish=(
                 *common_pub,
-                *_stream_api([*streams, subjects.tasks_stream], admin=True),
+                *_stream_api([*streams, subjects.tasks_stream, subjects.audit_stream], admin=True),
                 f"{p}.registry.>",
-                f"{p}.events.>",
-                f"{p}.worker.*.ping",
-                f"{p}.workers.introspect",
-                f"{p}.cancel.*",
-                f"{p}.tasks.status.>",
-                f"{p}.tasks.work.*",
+                subjects.events_any,
+                subjects.worker_ping_any,
+                subjects.worker_introspect,
+                subjects.cancel_any,
+                subjects.task_status_any,
+                subjects.task_work_any,
                 f"$KV.{tools}.>",
                 f"$KV.{packages}.>",
                 f"$KV.{tasks_kv}.>",
@@ -93,9 +93,9 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
             subscribe=(
                 *common_sub,
                 f"{p}.registry.>",
-                f"{p}.call.*",
+                subjects.call_any,
                 f"{p}.tasks.*",
-                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.tasks_stream}.*",
+                subjects.tasks_max_deliveries_advisory,
             ),
         )
     if role == "worker":
@@ -106,15 +106,15 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
                 *_stream_api(streams),
                 f"$JS.ACK.{subjects.tasks_stream}.>",
                 subjects.announce,
-                f"{p}.tasks.status.>",
+                subjects.task_status_any,
                 f"$KV.{tasks_kv}.>",
                 f"$O.{results}.>",
             ),
             subscribe=(
                 *common_sub,
-                f"{p}.call.*",
-                f"{p}.cancel.*",
-                f"{p}.worker.*.ping",
+                subjects.call_any,
+                subjects.cancel_any,
+                subjects.worker_ping_any,
                 subjects.registry_hello,
                 subjects.worker_introspect,
                 "$SRV.>",
@@ -126,27 +126,32 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
             publish=(
                 *common_pub,
                 *_stream_api(streams),
-                f"{p}.call.*",
-                f"{p}.cancel.*",
+                subjects.call_any,
+                subjects.cancel_any,
                 f"{p}.registry.tools.*",
-                f"{p}.tasks.work.*",
-                f"{p}.tasks.status.>",
+                subjects.task_work_any,
+                subjects.task_status_any,
                 f"$KV.{tasks_kv}.>",
             ),
-            subscribe=(*common_sub, f"{p}.tasks.status.>"),
+            subscribe=(*common_sub, subjects.task_status_any),
         )
     if role == "operator":
-        streams = [_kv(tools), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts), subjects.tasks_stream]
+        streams = [
+            *(_kv(b) for b in (tools, packages, tasks_kv)),
+            *(_obj(b) for b in (results, artifacts)),
+            subjects.tasks_stream,
+            subjects.audit_stream,  # `toolbus audit` reads it
+        ]
         return Permissions(
             publish=(
                 *common_pub,
                 *_stream_api(streams),
-                f"{p}.call.*",
+                subjects.call_any,
                 f"{p}.registry.>",
                 f"{p}.tasks.*",
                 f"$O.{artifacts}.>",
             ),
-            subscribe=(*common_sub, f"{p}.events.>"),
+            subscribe=(*common_sub, subjects.events_any),
         )
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 

@@ -115,6 +115,10 @@ class Subjects:
         """Queue group every worker joins on call subjects, so each call reaches one worker."""
         return f"{self.prefix}-workers"
 
+    @property
+    def worker_ping_any(self) -> str:
+        return f"{self.prefix}.worker.*.ping"
+
     def worker_ping(self, worker_id: str) -> str:
         """Each worker answers here; "no responders" tells the registry the worker is gone."""
         if not _TOKEN.match(worker_id):
@@ -196,6 +200,15 @@ class Subjects:
         return f"{self.prefix}.tasks.status.{task_id}"
 
     @property
+    def task_status_any(self) -> str:
+        return f"{self.prefix}.tasks.status.>"
+
+    @property
+    def tasks_max_deliveries_advisory(self) -> str:
+        """JetStream's advisory for a task delivered ``max_deliver`` times without an ack."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.tasks_stream}.*"
+
+    @property
     def tasks_stream(self) -> str:
         """Work-queue stream holding the tasks not yet done."""
         return f"{self.prefix}_TASKS"
@@ -203,6 +216,16 @@ class Subjects:
     def task_consumer(self, tool: str) -> str:
         """Durable pull consumer shared by every worker serving ``tool``."""
         return f"tasks-{tool}"
+
+    @property
+    def audit_stream(self) -> str:
+        """Stream of the audit trail (``registry.audit``), capturing ``audit_subjects``."""
+        return f"{self.prefix}_AUDIT"
+
+    @property
+    def audit_subjects(self) -> list[str]:
+        """Registry events, task transitions, and events published for the trail alone."""
+        return [self.events_any, self.task_status_any, f"{self.prefix}.audit.>"]
 
     @property
     def tasks_bucket(self) -> str:

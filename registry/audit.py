@@ -21,6 +21,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -34,25 +35,16 @@ AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 """Audit events are kept 30 days."""
 
 
-def audit_stream(subjects: Subjects) -> str:
-    return f"{subjects.prefix}_AUDIT"
-
-
-def audit_subjects(subjects: Subjects) -> list[str]:
-    p = subjects.prefix
-    return [f"{p}.events.>", f"{p}.tasks.status.>", f"{p}.audit.>"]
-
-
 async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
     """Create the audit stream if it does not exist (idempotent; many processes may race)."""
     js = nc.jetstream()
-    name = audit_stream(subjects)
+    name = subjects.audit_stream
     try:
         await js.stream_info(name)
     except NotFoundError:
         config = StreamConfig(
             name=name,
-            subjects=audit_subjects(subjects),
+            subjects=subjects.audit_subjects,
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=AUDIT_RETENTION_S,
@@ -67,7 +59,7 @@ async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: i
 async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
     """The last ``limit`` audit events, oldest first: (time, subject, body)."""
     js = nc.jetstream()
-    name = audit_stream(subjects)
+    name = subjects.audit_stream
     info = await js.stream_info(name)
     last = info.state.last_seq or 0
     if last == 0:
@@ -117,7 +109,10 @@ async def _print(settings: Settings, args: argparse.Namespace) -> int:
         try:
             events = await recent(nc, subjects, args.limit)
         except NotFoundError:
-            print(f"toolbus: no audit stream {audit_stream(subjects)} (is a registry running?)", file=sys.stderr)
+            print(f"toolbus: no audit stream {subjects.audit_stream} (is a registry running?)", file=sys.stderr)
+            return 1
+        except nats.errors.Error as exc:  # e.g. a user without access to the stream: the server does not answer
+            print(f"toolbus: cannot read the audit stream {subjects.audit_stream}: {exc!r}", file=sys.stderr)
             return 1
     for when, subject, body in events:
         if args.json:

@@ -68,8 +68,9 @@ class TaskDesk:
             self._subscriptions.append(
                 await self._nc.subscribe(self._subjects.task_request(verb), queue=q, cb=_guarded(self._nc, handler))
             )
-        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self._subjects.tasks_stream}.*"
-        self._subscriptions.append(await self._nc.subscribe(advisory, queue=q, cb=self._on_max_deliveries))
+        self._subscriptions.append(
+            await self._nc.subscribe(self._subjects.tasks_max_deliveries_advisory, queue=q, cb=self._on_max_deliveries)
+        )
         self._sweeper = asyncio.create_task(self._sweep_periodically())
 
     async def stop(self) -> None:
