@@ -18,9 +18,19 @@ Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 """An operator verb: given the settings and its arguments, do the work and return the exit code."""
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and ``--nats URL`` (the URL wins over the file)."""
-    parser.add_argument("--config", type=Path, help="toolbus.toml to load (default: built-in defaults)")
+def add_common_options(parser: argparse.ArgumentParser, *, config_option: str = "--config") -> None:
+    """``--config FILE`` and ``--nats URL`` (the URL wins over the file).
+
+    ``config_option`` renames ``--config`` for verbs where that name means something else
+    (``toolbus publish --config tool.toml`` names the tool's settings).
+    """
+    parser.add_argument(
+        config_option,
+        dest="settings_file",
+        metavar="FILE",
+        type=Path,
+        help="toolbus.toml to load (default: built-in defaults)",
+    )
     parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
 
 
@@ -29,18 +39,19 @@ def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) ->
     if args.nats:
         overrides.setdefault("nats", {})["url"] = args.nats
     try:
-        return load_settings(args.config, **overrides)
+        return load_settings(args.settings_file, **overrides)
     except ConfigError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
 
 
-def run_verb(args: argparse.Namespace, verb: Verb) -> int:
+def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) -> int:
     """Load the settings the common options name, configure logging, run ``verb`` to its exit code.
 
-    A config problem exits 2; an unreachable NATS exits 1, with the reason on stderr.
+    ``overrides`` replace settings sections field by field. A config problem exits 2; an
+    unreachable NATS exits 1, with the reason on stderr.
     """
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, **overrides)
     if settings is None:
         return 2
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer

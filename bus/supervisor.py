@@ -194,8 +194,8 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -
 
 
 def run(args: argparse.Namespace) -> int:
-    config: Path = args.config or EXAMPLES_CONFIG
-    args.config = config
+    config: Path = args.settings_file or EXAMPLES_CONFIG
+    args.settings_file = config
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     settings = settings_from_args(args, gateway=gateway)
     if settings is None:

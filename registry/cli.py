@@ -6,11 +6,9 @@ import argparse
 
 import structlog
 
-from bus import lifecycle
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import add_common_options, run_verb
 from bus.subjects import Subjects
 from registry.service import RegistryService
 from schemas.config import Settings
@@ -22,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``registry`` verb."""
     parser = subparsers.add_parser("registry", help="run the tool registry against an existing NATS")
     add_common_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=lambda args: run_verb(args, _serve))
 
 
 async def serve(settings: Settings) -> None:
@@ -37,10 +35,6 @@ async def serve(settings: Settings) -> None:
         await service.stop()
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)
-    lifecycle.run(serve(settings))
+async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    await serve(settings)
     return 0

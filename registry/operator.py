@@ -22,16 +22,14 @@ from typing import Any
 import nats.errors
 from pydantic import ValidationError
 
-from bus import lifecycle
 from bus.connection import connected
-from bus.errors import BusUnavailable
-from bus.logs import configure_logging
+from bus.options import add_common_options, run_verb
 from bus.subjects import Header, Subjects
 from registry.errors import RegistryError
-from registry.oci import parse_reference, pull_component
+from registry.oci import OCI_SCHEME, parse_reference, pull_component
 from registry.packages import LATEST, PackageStore
 from schemas.codec import decode, encode
-from schemas.config import ComponentSettings, Settings, load_settings
+from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ConfigError
 from schemas.wire import ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
 
@@ -39,7 +37,6 @@ RELEASE_TIMEOUT_S = 180.0
 """Publishing waits for a worker to compile the component (~6 s for componentize-py output)."""
 TOOL_CONFIG_EXCLUDED = frozenset({"name", "path", "source", "world"})
 """Fields of a component entry that make no sense for a published artifact."""
-OCI_SCHEME = "oci://"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,30 +78,27 @@ def _parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], verb: str, help_text: str
 ) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(verb, help=help_text)
-    parser.add_argument("--settings", type=Path, help="the deployment's toolbus.toml (to find NATS)")
-    parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
+    # `--config` is the tool's settings for `publish`: the deployment's file is `--settings`.
+    add_common_options(parser, config_option="--settings")
     return parser
 
 
-Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, ReleaseReply]]
+Release = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, ReleaseReply]]
 
 
-def _run(args: argparse.Namespace, verb: Verb) -> int:
-    try:
-        settings = load_settings(args.settings, **({"nats": {"url": args.nats}} if args.nats else {}))
-    except ConfigError as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format)
-    try:
-        reply = lifecycle.run(verb(settings, args))
-    except (RegistryError, ConfigError, BusUnavailable) as exc:
-        print(f"toolbus: {exc}", file=sys.stderr)
-        return 1
-    if reply.message:
-        print(reply.message)
-    print_versions(reply)
-    return 0
+def _run(args: argparse.Namespace, release: Release) -> int:
+    async def verb(settings: Settings, args: argparse.Namespace) -> int:
+        try:
+            reply = await release(settings, args)
+        except (RegistryError, ConfigError) as exc:
+            print(f"toolbus: {exc}", file=sys.stderr)
+            return 1
+        if reply.message:
+            print(reply.message)
+        print_versions(reply)
+        return 0
+
+    return run_verb(args, verb)
 
 
 def tool_settings(path: Path | None) -> dict[str, Any]:
@@ -124,8 +118,7 @@ def tool_settings(path: Path | None) -> dict[str, Any]:
     try:
         ComponentSettings.model_validate({**raw, "name": "check", "path": path})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
     return raw
 
 
@@ -164,7 +157,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply
         return await request_release(nc, subjects.registry_release("publish"), encode(request))
 
 
-def _release(verb: str) -> Verb:
+def _release(verb: str) -> Release:
     async def act(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
         subjects = Subjects(settings.nats.prefix)
         request = ReleaseRequest(

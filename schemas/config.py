@@ -347,6 +347,11 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
+def describe_validation_error(exc: ValidationError) -> str:
+    """Every problem of ``exc`` as ``field.path: message``, joined: how config errors read."""
+    return "; ".join(_describe(e) for e in exc.errors())
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make relative paths in the file relative to the file's directory, not the cwd."""
     for key in ("state_dir", "cache_dir"):
@@ -392,8 +397,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"{label}: {problems}") from exc
+        raise ConfigError(f"{label}: {describe_validation_error(exc)}") from exc
     for i, component in enumerate(settings.components):
         origin = component.path or component.source
         if origin is not None and not origin.exists():

@@ -34,7 +34,7 @@ from bus.subjects import Subjects
 from registry.errors import RegistryError
 from registry.packages import LATEST, PackageStore, parse_key
 from schemas.codec import DecodeError, decode, encode
-from schemas.config import ComponentSettings, Settings
+from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ErrorCode
 from schemas.wire import Alias, IntrospectReply, IntrospectRequest, ToolDescriptor
 from workers.capabilities import Grants
@@ -64,8 +64,7 @@ def published_settings(name: str, path: Path, settings: dict[str, Any]) -> Compo
     try:
         return ComponentSettings.model_validate({**settings, "name": name, "path": path})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PublishedSettingsError(f"package {name!r}: {problems}") from exc
+        raise PublishedSettingsError(f"package {name!r}: {describe_validation_error(exc)}") from exc
 
 
 class PackageFollower:
