@@ -287,8 +287,10 @@ class HotPath:
             await self._manager._handle_request(scope, replay, send)
 
     async def _serve(self, scope: Scope, message: Message, receive: Receive, send: Send) -> None:
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        # Decoded once: the pairs keep repeated lines (for the duplicated-routing-header check),
+        # the dict serves every lookup.
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(pairs)
         version = headers.get("mcp-protocol-version")
         modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
         transport = None if modern else self._session(headers.get(MCP_SESSION_ID_HEADER.lower()))
@@ -314,9 +316,7 @@ class HotPath:
         if not _plain_params(decoded["method"], params):
             raise _Handover
         if modern:
-            if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(
-                (k, v) for k, v in headers.items()
-            ):
+            if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
                 raise _Handover
             if decoded["method"] == "tools/call" and declares_tasks(params.get("_meta")):
                 raise _Handover  # the client takes tasks: this call becomes one (gateway.tasks)

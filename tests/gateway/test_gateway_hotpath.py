@@ -96,7 +96,10 @@ def message_of(response: httpx.Response) -> Any:
     return response.text
 
 
-async def post(endpoint: Endpoint, era: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+async def post(
+    endpoint: Endpoint, era: str, body: Any, headers: dict[str, str] | list[tuple[str, str]] | None = None
+) -> httpx.Response:
+    """POST ``body`` in ``era``; ``headers`` as a dict replace the defaults, as a list are sent as extra lines."""
     base = {"Accept": ACCEPT, "Content-Type": "application/json"}
     if era == MODERN and isinstance(body, dict):
         base |= {"MCP-Protocol-Version": MODERN, "Mcp-Method": str(body.get("method"))}
@@ -107,7 +110,8 @@ async def post(endpoint: Endpoint, era: str, body: Any, headers: dict[str, str] 
     else:
         base |= {"Mcp-Session-Id": endpoint.session_id, "MCP-Protocol-Version": LEGACY}
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await endpoint.client.post(endpoint.gateway.url, headers=base | (headers or {}), content=content)
+    lines = [*base.items(), *headers] if isinstance(headers, list) else list((base | (headers or {})).items())
+    return await endpoint.client.post(endpoint.gateway.url, headers=lines, content=content)
 
 
 def request(era: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -189,11 +193,12 @@ async def test_paging_through_the_catalogue_matches(endpoints: tuple[Endpoint, E
         ("wrong content type", {"Content-Type": "text/plain"}, False),
         ("name header mismatch", {"Mcp-Name": "kit_greet"}, True),
         ("version header mismatch", {"MCP-Protocol-Version": "2099-01-01"}, True),
+        ("duplicated method header", [("Mcp-Method", "tools/call")], True),
         ("unknown session", {"Mcp-Session-Id": "0" * 32}, False),
     ],
 )
 async def test_the_same_checks_refuse_the_same_requests(
-    endpoints: tuple[Endpoint, Endpoint], label: str, headers: dict[str, str], modern_only: bool
+    endpoints: tuple[Endpoint, Endpoint], label: str, headers: dict[str, str] | list[tuple[str, str]], modern_only: bool
 ) -> None:
     for era in (MODERN,) if modern_only else (LEGACY, MODERN):
         if label == "unknown session" and era == MODERN:
