@@ -59,8 +59,8 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
         BuildError: the project is missing, a tool is missing, or componentize-py or wasm-tools
             failed or timed out; the message carries the tool's own error output.
     """
-    files = _project_files(source_dir)
-    key = _cache_key(files, world)
+    files = _componentize_inputs(source_dir)
+    key = _componentize_key(files, world)
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"
     if output.is_file():
@@ -80,7 +80,7 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         wasm = scratch / "component.wasm"
-        _run(
+        run_tool(
             [_tool("componentize-py"), "-q", "-d", WIT_DIR, "-w", world, "componentize", APP_MODULE, "-o", str(wasm)],
             cwd=project,
             timeout_s=BUILD_TIMEOUT_S,
@@ -120,13 +120,17 @@ def source_key(source_dir: Path, world: str) -> str:
     Raises:
         BuildError: ``source_dir`` is not a directory.
     """
-    return _cache_key(_project_files(source_dir), world)
+    return _componentize_key(_componentize_inputs(source_dir), world)
 
 
-def _project_files(source_dir: Path) -> list[tuple[str, bytes]]:
-    """Every file of the project in sorted relative-path order, without caches and dot-files."""
+def project_files(source_dir: Path) -> list[tuple[str, bytes]]:
+    """Every file of the project in sorted relative-path order, without caches and dot-files.
+
+    Raises:
+        BuildError: ``source_dir`` is not a directory.
+    """
     if not source_dir.is_dir():
-        raise BuildError(f"component source {source_dir} is not a directory")
+        raise BuildError(f"source {source_dir} is not a directory")
     files: list[tuple[str, bytes]] = []
     for path in source_dir.rglob("*"):
         relative = path.relative_to(source_dir)
@@ -135,9 +139,14 @@ def _project_files(source_dir: Path) -> list[tuple[str, bytes]]:
         if path.suffix == ".pyc" or not path.is_file():
             continue
         files.append((relative.as_posix(), path.read_bytes()))
-    files.extend(_host_wit_files(files))
     files.sort()
     return files
+
+
+def _componentize_inputs(source_dir: Path) -> list[tuple[str, bytes]]:
+    """What componentize-py builds from: the project, plus toolbus's WIT packages it lacks."""
+    files = project_files(source_dir)
+    return sorted(files + _host_wit_files(files))
 
 
 def _host_wit_files(project_files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -151,8 +160,13 @@ def _host_wit_files(project_files: list[tuple[str, bytes]]) -> list[tuple[str, b
     ]
 
 
-def _cache_key(files: list[tuple[str, bytes]], world: str) -> str:
-    """Hex sha256 of the project's files, the world, the toolchain and the recipe version."""
+def _componentize_key(files: list[tuple[str, bytes]], world: str) -> str:
+    """The key of a componentize-py build: the files, the world, the toolchain, the recipe."""
+    return content_key(files, world, importlib.metadata.version("componentize-py"), BUILD_RECIPE_VERSION)
+
+
+def content_key(files: list[tuple[str, bytes]], *parts: str) -> str:
+    """Hex sha256 of ``files`` (relative path, content) and ``parts`` (what else decides the output)."""
     digest = hashlib.sha256()
 
     def field(value: bytes) -> None:
@@ -163,9 +177,8 @@ def _cache_key(files: list[tuple[str, bytes]], world: str) -> str:
     for relative, content in files:
         field(relative.encode())
         field(content)
-    field(world.encode())
-    field(importlib.metadata.version("componentize-py").encode())
-    field(BUILD_RECIPE_VERSION.encode())
+    for part in parts:
+        field(part.encode())
     return digest.hexdigest()
 
 
@@ -185,8 +198,12 @@ def _tool_env() -> dict[str, str]:
     return {**os.environ, "RUST_BACKTRACE": "0"}
 
 
-def _run(argv: list[str], *, cwd: Path, timeout_s: float, what: str) -> str:
-    """Run a build tool; return its stdout, or raise BuildError with its error output."""
+def run_tool(argv: list[str], *, cwd: Path | None, timeout_s: float, what: str) -> str:
+    """Run a build tool; return its stdout, or raise BuildError with its error output.
+
+    Raises:
+        BuildError: it could not start, timed out or failed; the message starts with ``what``.
+    """
     try:
         done = subprocess.run(
             argv, cwd=cwd, env=_tool_env(), capture_output=True, text=True, timeout=timeout_s, check=False
@@ -205,7 +222,7 @@ def _wit_docs(wit_dir: Path, world: str, source_dir: Path) -> dict[str, Any]:
     """The doc comments of ``world`` as stored in the ``toolbus:docs`` section."""
     # wasm-tools runs here, beside componentize-py, so that one module owns the toolchain;
     # workers.docs only interprets its JSON (and so needs no subprocess and no cycle back here).
-    out = _run(
+    out = run_tool(
         [_tool("wasm-tools"), "component", "wit", str(wit_dir), "--json"],
         cwd=wit_dir,
         timeout_s=DOCS_TIMEOUT_S,

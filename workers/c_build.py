@@ -3,7 +3,7 @@
 A C project is a directory of ``*.c`` files (headers beside them), compiled together into one
 WASI command module (core wasm32-wasi, entry point ``_start``) with Debian's toolchain:
 ``clang-19 --target=wasm32-wasi --sysroot=/usr``. The build lands at
-``<cache_dir>/built/<key>.wasm``, keyed like componentize-py builds (``workers.build.source_key``)
+``<cache_dir>/built/<key>.wasm``, keyed like componentize-py builds (``workers.build.content_key``)
 by every file of the project plus this recipe: the compiler's version and flags.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from schemas.config import ComponentSettings
-from workers.build import source_key
+from workers.build import content_key, project_files, run_tool
 from workers.errors import BuildError
 
 log = structlog.get_logger(__name__)
@@ -44,8 +44,7 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
         BuildError: the project has no C file, clang is missing, or the compile failed or
             timed out; the message carries clang's own error output.
     """
-    if not source_dir.is_dir():
-        raise BuildError(f"command source {source_dir} is not a directory")
+    files = project_files(source_dir)
     sources = sorted(
         p for p in source_dir.rglob("*.c") if not any(part.startswith(".") for part in p.relative_to(source_dir).parts)
     )
@@ -54,7 +53,7 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
     clang = shutil.which(CLANG)
     if clang is None:
         raise BuildError(f"{CLANG} not found on PATH; install the Debian packages {' '.join(DEBIAN_PACKAGES)}")
-    key = source_key(source_dir, _recipe(clang))
+    key = content_key(files, _recipe(clang))
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"
     if output.is_file():
@@ -68,13 +67,7 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
     os.close(fd)
     try:
         argv = [clang, *C_FLAGS, "-I", str(source_dir), "-o", scratch, *map(str, sources)]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise BuildError(f"{CLANG} could not build {source_dir}: timed out after {BUILD_TIMEOUT_S} s") from exc
-        if done.returncode != 0:
-            detail = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
-            raise BuildError(f"{CLANG} could not build {source_dir}:\n{detail}")
+        run_tool(argv, cwd=None, timeout_s=BUILD_TIMEOUT_S, what=f"{CLANG} could not build {source_dir}")
         os.replace(scratch, output)
     finally:
         Path(scratch).unlink(missing_ok=True)

@@ -200,3 +200,16 @@ def test_docs_are_carried_into_the_artifact(calc_wasm: Path, inventory_wasm: Pat
     assert catalog["docs"] == "Read-only questions about catalogue items."
     # `use`d types keep the docs of the type they alias.
     assert catalog["funcs"]["describe"]["params"]["item"]["docs"] == "One line of the catalogue."
+
+
+def test_toolbus_wit_packages_key_componentize_builds_but_not_c_builds(tmp_path: Path) -> None:
+    # toolbus's own WIT (schemas/wit) is an input of componentize-py builds only.
+    from workers import build
+
+    (tmp_path / "app.c").write_text("int main(void) { return 0; }\n", encoding="utf-8")
+    own = build.project_files(tmp_path)
+    assert [relative for relative, _ in own] == ["app.c"]
+    with_wit = build._componentize_inputs(tmp_path)
+    assert {relative for relative, _ in with_wit} - {"app.c"} == {
+        f"wit/deps/{path.relative_to(build.HOST_WIT_DIR).as_posix()}" for path in build.HOST_WIT_DIR.rglob("*.wit")
+    }
