@@ -34,7 +34,6 @@ class ArgumentValidator:
     """A tool's compiled inputSchema: ``problem(arguments)`` says what is wrong, or None."""
 
     def __init__(self, schema: JsonSchema) -> None:
-        self.schema = schema
         self._jsonschema = jsonschema.Draft202012Validator(schema)
         self._surely_valid = _object_check(schema)
 
@@ -46,9 +45,16 @@ class ArgumentValidator:
         """A message naming the offending field and why, or None when the arguments fit."""
         if not isinstance(arguments, dict):
             return f"arguments must be a JSON object, got {type(arguments).__name__}"
-        if self._surely_valid is not None and self._surely_valid(arguments):
+        return _describe(self.error(arguments))
+
+    def error(self, value: Any) -> jsonschema.ValidationError | None:
+        """jsonschema's most relevant error for any JSON ``value`` (e.g. a tool's result), or None.
+
+        The quick check answers first when it can prove an object valid.
+        """
+        if self._surely_valid is not None and isinstance(value, dict) and self._surely_valid(value):
             return None
-        return _describe(best_match(self._jsonschema.iter_errors(arguments)))
+        return best_match(self._jsonschema.iter_errors(value))
 
 
 @lru_cache(maxsize=_VALIDATOR_CACHE_SIZE)
