@@ -20,11 +20,11 @@ from schemas.codec import decode_json, encode
 from schemas.config import ComponentSettings
 from workers.build import resolve_component_path
 from workers.c_build import resolve_command_path
-from workers.command import ENTRY_POINT, LoadedCommand, _HeadBuffer
+from workers.command import ENTRY_POINT, STDOUT_LIMIT_BYTES, LoadedCommand
 from workers.compile_cache import load_component, load_module
 from workers.component import LoadedComponent, _bind_arguments
 from workers.engine import EngineHost
-from workers.guest_output import GuestOutput, TailBuffer
+from workers.guest_output import GuestOutput, HeadLog, TailBuffer
 
 TIMEOUT_S: Final = 30.0
 """Deadline of every measured call (none comes near it)."""
@@ -84,10 +84,10 @@ class _CommandSteps:
             raise ValueError(f"command {loaded.name!r} has no tool {tool!r}")
         self._loaded = loaded
         self._stdin = encode(arguments)
-        self._stdout = _HeadBuffer()
+        self._stdout = HeadLog(STDOUT_LIMIT_BYTES)
 
     def store(self) -> wasmtime.Store:
-        self._stdout = _HeadBuffer()  # the Store made last is the one run next
+        self._stdout = HeadLog(STDOUT_LIMIT_BYTES)  # the Store made last is the one run next
         return self._loaded._new_store(TIMEOUT_S, self._stdin, self._stdout, TailBuffer())
 
     def instantiate(self, store: wasmtime.Store) -> Any:

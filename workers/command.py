@@ -15,7 +15,7 @@ import ctypes
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import structlog
 import wasmtime
@@ -33,7 +33,7 @@ from workers.component import LOAD_CHECK_TIMEOUT_S
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
-from workers.guest_output import TailBuffer
+from workers.guest_output import HeadLog, TailBuffer
 from workers.interrupts import InterruptibleStore
 from workers.limits import effective_timeout_s, sandbox_store
 
@@ -51,26 +51,6 @@ WASI_PREVIEW1 = "wasi_snapshot_preview1"
 
 _CORE_MODULE_VERSION = b"\x01\x00\x00\x00"
 """Bytes 4-8 of a core module's header; components carry another version/layer there."""
-
-
-class _HeadBuffer(TailBuffer):
-    """Keeps the first ``limit`` bytes written (a guest's stdout) and notes whether more came."""
-
-    def __init__(self, limit: int = STDOUT_LIMIT_BYTES) -> None:
-        super().__init__(limit)
-        self.overflowed = False
-
-    def write(self, data: bytes) -> None:
-        room = self._limit - len(self._data)
-        if len(data) > room:
-            # Accept and drop the rest: failing the write would only make the guest retry or
-            # crash, and its wall-clock deadline already bounds how long it can keep writing.
-            self.overflowed = True
-            data = data[: max(room, 0)]
-        self._data += data
-
-    def raw(self) -> bytes:
-        return bytes(self._data)
 
 
 class LoadedCommand:
@@ -175,7 +155,7 @@ class LoadedCommand:
             raise UnknownTool(f"command {self.name!r} has no tool {tool_name!r}")
         timeout_s = effective_timeout_s(timeout_s, self.limits)
         self.engine_host.start()  # without the ticker a deadline never arrives
-        stdout = _HeadBuffer()
+        stdout = HeadLog(STDOUT_LIMIT_BYTES)
         stderr = TailBuffer()
         cancelled = context.cancelled if context is not None else None
         store = self._new_store(timeout_s, encode(arguments), stdout, stderr, cancelled)
@@ -188,9 +168,7 @@ class LoadedCommand:
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code  # wasi-libc only calls proc_exit for a non-zero status, but exit(0) exists
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            # A core module's trap is a wasmtime.Trap, not a WasmtimeError as a component's is;
-            # describe_trap only reads the message, which has the same form for both.
-            reason = describe_trap(cast(wasmtime.WasmtimeError, exc), timeout_s, limits=self.limits, stderr=stderr)
+            reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=stderr)
             return error_result(with_stderr(reason, stderr))
         finally:
             # Free the Store now (see LoadedComponent.call): its output callbacks must be released
@@ -203,7 +181,7 @@ class LoadedCommand:
             return error_result(with_stderr(f"guest exited with code {exit_code}", stderr))
         return self._result(stdout, stderr)
 
-    def _result(self, stdout: _HeadBuffer, stderr: TailBuffer) -> CallToolResult:
+    def _result(self, stdout: HeadLog, stderr: TailBuffer) -> CallToolResult:
         if stdout.overflowed:
             return error_result(with_stderr(f"output is larger than {STDOUT_LIMIT_BYTES} bytes", stderr))
         raw = stdout.raw()
@@ -223,7 +201,7 @@ class LoadedCommand:
         self,
         timeout_s: float,
         stdin: bytes,
-        stdout: _HeadBuffer,
+        stdout: HeadLog,
         stderr: TailBuffer,
         cancelled: threading.Event | None = None,
     ) -> InterruptibleStore:
@@ -239,7 +217,7 @@ class LoadedCommand:
     def _check_instantiates(self, label: str) -> None:
         """Instantiate once (without running ``_start``) so a broken start section fails at load."""
         self.engine_host.start()
-        store = self._new_store(LOAD_CHECK_TIMEOUT_S, b"", _HeadBuffer(), TailBuffer())
+        store = self._new_store(LOAD_CHECK_TIMEOUT_S, b"", HeadLog(STDOUT_LIMIT_BYTES), TailBuffer())
         try:
             self._pre.instantiate(store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:

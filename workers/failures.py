@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 
-import wasmtime
-
 from schemas.config import LimitsSettings
 from schemas.wire import CallToolResult, TextContent
 from workers.guest_output import STDERR_LIMIT_BYTES, TailBuffer
-from workers.interrupts import CANCELLED, TIMED_OUT
 from workers.limits import describe_limit_hit
 
 
@@ -26,25 +23,16 @@ def root_cause(text: str) -> str:
     return re.sub(r"^\d+:\s*", "", cause)
 
 
-def describe_trap(
-    exc: wasmtime.WasmtimeError,
-    timeout_s: float,
-    *,
-    limits: LimitsSettings | None = None,
-    stderr: TailBuffer | None = None,
-) -> str:
-    """A readable reason for a failed call: the limit it hit, else the guest's trap."""
+def describe_trap(exc: Exception, timeout_s: float, *, limits: LimitsSettings, stderr: TailBuffer) -> str:
+    """A readable reason for a failed call: the limit it hit, else the guest's trap.
+
+    ``exc`` is the wasmtime error (a component's ``WasmtimeError`` or a core module's ``Trap``:
+    only its message is read, which has the same form for both).
+    """
     cause = root_cause(str(exc))
-    if limits is not None:
-        reason = describe_limit_hit(cause, stderr.text() if stderr else "", limits, timeout_s)
-        if reason is not None:
-            return reason
-    elif cause == TIMED_OUT or cause.endswith("wasm trap: interrupt"):
-        return f"timed out after {timeout_s:g}s"
-    elif cause == CANCELLED:
-        return "cancelled"
-    elif "all fuel consumed" in cause:
-        return "ran out of fuel"
+    reason = describe_limit_hit(cause, stderr.text(), limits, timeout_s)
+    if reason is not None:
+        return reason
     return f"guest trapped: {cause.removeprefix('wasm trap: ')}"
 
 

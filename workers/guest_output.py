@@ -75,13 +75,25 @@ class TailBuffer:
 
 
 class HeadLog(TailBuffer):
-    """Keeps the first ``limit`` bytes written (a guest's stdout, for the log) and counts the rest."""
+    """Keeps the first ``limit`` bytes written (a guest's stdout) and counts the rest.
+
+    Writes past the limit are accepted and dropped: failing them would only make the guest
+    retry or crash, and its wall-clock deadline already bounds how long it can keep writing.
+    """
 
     def write(self, data: bytes) -> None:
         self.total += len(data)
         room = self._limit - len(self._data)
         if room > 0:
             self._data += data[:room]
+
+    @property
+    def overflowed(self) -> bool:
+        """True when more than ``limit`` bytes were written (the rest was dropped)."""
+        return self.total > self._limit
+
+    def raw(self) -> bytes:
+        return bytes(self._data)
 
     def log_text(self) -> str:
         """What was kept, with a marker after it when later bytes were dropped."""
