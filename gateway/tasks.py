@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -64,7 +63,7 @@ from gateway.errors import (
     to_jsonrpc,
 )
 from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
-from registry.tasks import TaskFinished, TaskStore
+from registry.tasks import TaskFinished, TaskStore, UnknownCursor
 from registry.tasks import TaskNotFound as StoreTaskNotFound
 from schemas.codec import DecodeError, decode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
@@ -86,8 +85,6 @@ LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
 RECHECK_S: Final = 15.0
 """A task being waited for (``tasks/result``) or followed (status notifications) is re-read from
 the store this often, in case a status message was lost (NATS reconnecting)."""
-_TASK_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""What a task id can look like (a KV key and a subject token); anything else names no task."""
 
 
 def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:
@@ -347,7 +344,6 @@ class TaskFrontend:
         return modern
 
     async def _record(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
-        _known_id(task_id)
         with _task_errors(task_id):
             return await self._store().get(task_id, principal=principal_of(ctx))
 
@@ -369,11 +365,11 @@ class TaskFrontend:
         self._check(ctx, legacy_only=True)
         principal = principal_of(ctx)
         cursor = params.cursor or ""
-        store = self._store()
-        with _task_errors(cursor):
-            if cursor and not await _is_task_of(store, cursor, principal):
-                raise MCPError(INVALID_PARAMS, f"invalid tasks/list cursor {cursor!r}")
-            tasks, next_cursor = await store.list(principal=principal, cursor=cursor, limit=self.page_size)
+        try:
+            with _task_errors(cursor):
+                tasks, next_cursor = await self._store().list(principal=principal, cursor=cursor, limit=self.page_size)
+        except UnknownCursor:
+            raise MCPError(INVALID_PARAMS, f"invalid tasks/list cursor {cursor!r}") from None
         result: dict[str, Any] = {"tasks": [legacy_task(t) for t in tasks]}
         if next_cursor:
             result["nextCursor"] = next_cursor
@@ -433,7 +429,7 @@ class TaskFrontend:
     ) -> dict[str, Any]:
         """``tasks/cancel``: 2025 → the cancelled ``Task`` (-32602 if it had ended); 2026 → an acknowledgement."""
         modern = self._check(ctx)
-        task_id = _known_id(params.task_id)
+        task_id = params.task_id
         try:
             with _task_errors(task_id):
                 cancelled = await self._store().cancel(task_id, principal=principal_of(ctx))
@@ -456,23 +452,6 @@ class TaskFrontend:
 def _raw_meta(ctx: ServerRequestContext[Any, Any]) -> Any:
     """The request's ``_meta`` as sent (capabilities are read from it untyped, as the SDK received them)."""
     return ctx.params.get("_meta") if isinstance(ctx.params, Mapping) else None
-
-
-def _known_id(task_id: str) -> str:
-    """``task_id``, if it can name a task at all (else the not-found error, without asking the store)."""
-    if not _TASK_ID.match(task_id):
-        raise task_error(TaskNotFound, f"no task {task_id!r}", task_id)
-    return task_id
-
-
-async def _is_task_of(store: TaskStore, task_id: str, principal: str) -> bool:
-    if not _TASK_ID.match(task_id):
-        return False
-    try:
-        await store.get(task_id, principal=principal)
-    except StoreTaskNotFound:
-        return False
-    return True
 
 
 def _newer(current: TaskRecord, sent: TaskRecord) -> bool:

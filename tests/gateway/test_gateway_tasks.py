@@ -366,6 +366,21 @@ async def test_2025_unknown_tasks_and_cursors_are_invalid_params(task_system: Ta
         assert unknown_tool.value.code == INVALID_PARAMS and "'kit_subtract'" in unknown_tool.value.message
 
 
+async def test_2025_ids_that_cannot_be_keys_name_no_task(task_system: TaskSystem) -> None:
+    gateway = await task_system.gateway()
+    async with legacy_client(gateway) as client:
+        for task_id in ("a*b", ".dot", "with space", "x" * 300):
+            for ask in (legacy_get, legacy_result, legacy_cancel):
+                with pytest.raises(MCPError) as caught:
+                    await ask(client, task_id)
+                assert caught.value.code == INVALID_PARAMS
+                assert caught.value.data["reason"] == "TASK_NOT_FOUND" and caught.value.data["taskId"] == task_id
+            with pytest.raises(MCPError) as bad_cursor:
+                await legacy_list(client, cursor=task_id)
+            assert bad_cursor.value.code == INVALID_PARAMS
+            assert bad_cursor.value.message == f"invalid tasks/list cursor {task_id!r}"
+
+
 async def test_2025_tasks_list_pages_newest_first(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway(page_size=2)
     async with legacy_client(gateway) as client:
