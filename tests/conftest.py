@@ -1,10 +1,15 @@
-"""Shared fixtures: a real nats-server per test session, fresh prefixes per test."""
+"""Shared fixtures (a real nats-server per test session, fresh prefixes per test) and the
+helpers that test modules across the packages share."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -15,6 +20,8 @@ from bus.subjects import Subjects
 from schemas.config import ComponentSettings
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +68,25 @@ def kit(engine_host: EngineHost, cache_dir: Path) -> LoadedComponent:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build/compile cache shared by the session (components are built once)."""
     return tmp_path_factory.mktemp("cache")
+
+
+async def eventually(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    timeout_s: float = 5.0,
+    interval_s: float = 0.02,
+    what: str | Callable[[], str] = "condition never held",
+) -> T:
+    """Poll ``condition`` (a plain or an async callable) until it returns something truthy; return that.
+
+    Fails with ``what`` (or what it returns, when it is callable) once ``timeout_s`` has passed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        assert time.monotonic() < deadline, what() if callable(what) else what
+        await asyncio.sleep(interval_s)

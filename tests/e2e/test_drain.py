@@ -28,6 +28,7 @@ from bus.subjects import Header, Subjects, micro_control
 from schemas.codec import decode
 from schemas.micro import MicroStats
 from schemas.wire import CallToolResult, TextContent, WorkerAnnouncement
+from tests.conftest import eventually
 from tests.e2e.conftest import EXAMPLES, REPO
 from workers.discovery import SERVICE_NAME
 from workers.runner import DRAIN_GRACE_S
@@ -137,12 +138,20 @@ async def start_workers(
         worker = spawn_worker(config, config.parent / f"worker-{len(started)}.log")
         started.append(worker)
         new.append(worker)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not all(w.process.pid in announcements.ready_pids() for w in new):
+
+    def all_ready() -> bool:
+        if all(w.process.pid in announcements.ready_pids() for w in new):
+            return True
         for w in new:
             assert w.process.poll() is None, f"worker exited early: {w.log_tail()}"
-        assert time.monotonic() < deadline, f"workers not ready: {[w.log_tail() for w in new]}"
-        await asyncio.sleep(0.05)
+        return False
+
+    await eventually(
+        all_ready,
+        timeout_s=READY_TIMEOUT_S,
+        interval_s=0.05,
+        what=lambda: f"workers not ready: {[w.log_tail() for w in new]}",
+    )
     for w in new:
         w.worker_id = announcements.ready_pids()[w.process.pid]
     return new

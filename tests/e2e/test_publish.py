@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ import mcp.types as types
 import wasmtime
 from mcp import Client, MCPError
 
+from tests.conftest import eventually
 from tests.e2e.conftest import RunningSystem
 
 HEAR_TIMEOUT_S = 20.0
@@ -75,13 +76,6 @@ async def clients(system: RunningSystem) -> AsyncIterator[dict[str, tuple[Client
         yield connected
 
 
-async def until(condition: Callable[[], object], timeout_s: float = HEAR_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.05)
-
-
 def text(result: types.CallToolResult) -> str:
     [block] = result.content
     assert isinstance(block, types.TextContent)
@@ -94,10 +88,12 @@ async def names(client: Client) -> set[str]:
 
 async def listed(client: Client, name: str, *, present: bool) -> None:
     """Wait until ``tools/list`` does (or does not) show ``name``."""
-    deadline = time.monotonic() + HEAR_TIMEOUT_S
-    while (name in await names(client)) != present:
-        assert time.monotonic() < deadline, f"{name} {'never appeared' if present else 'is still listed'}"
-        await asyncio.sleep(0.05)
+
+    async def shown_as_asked() -> bool:
+        return (name in await names(client)) == present
+
+    what = f"{name} {'never appeared' if present else 'is still listed'}"
+    await eventually(shown_as_asked, timeout_s=HEAR_TIMEOUT_S, interval_s=0.05, what=what)
 
 
 async def test_publish_swap_rollback_and_retire_through_mcp(system: RunningSystem, tmp_path: Path) -> None:
@@ -108,7 +104,7 @@ async def test_publish_swap_rollback_and_retire_through_mcp(system: RunningSyste
         before = {mode: inbox.heard for mode, (_, inbox) in connected.items()}
         toolbus(system, "publish", str(v1), "--name", "e2e", "--version", "1.0.0")
         for mode, (client, inbox) in connected.items():
-            await until(lambda inbox=inbox, mode=mode: inbox.heard > before[mode])
+            await eventually(lambda inbox=inbox, mode=mode: inbox.heard > before[mode], timeout_s=HEAR_TIMEOUT_S)
             await listed(client, "e2e_answer", present=True)
             result = await client.call_tool("e2e_answer", {})
             # A 2025 client gets the text only: its structuredContent must be an object.
@@ -133,9 +129,9 @@ async def test_publish_swap_rollback_and_retire_through_mcp(system: RunningSyste
                     answers.append(result.structured_content)
 
         callers = [asyncio.create_task(caller()) for _ in range(20)]
-        await until(lambda: len(answers) >= 50)
+        await eventually(lambda: len(answers) >= 50, timeout_s=HEAR_TIMEOUT_S)
         toolbus(system, "publish", str(v2), "--name", "e2e", "--version", "2.0.0")
-        await until(lambda: answers[-40:] == [2] * 40, timeout_s=60)
+        await eventually(lambda: answers[-40:] == [2] * 40, timeout_s=60)
         stop.set()
         await asyncio.gather(*callers)
         assert failures == []
@@ -143,17 +139,16 @@ async def test_publish_swap_rollback_and_retire_through_mcp(system: RunningSyste
 
         rolled = toolbus(system, "rollback", "e2e", "1.0.0")
         assert "e2e latest → 1.0.0" in rolled
-        for _ in range(200):
-            if (await client.call_tool("e2e_answer", {})).structured_content == 1:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("calls never went back to 1.0.0")
+
+        async def answers_1() -> bool:
+            return (await client.call_tool("e2e_answer", {})).structured_content == 1
+
+        await eventually(answers_1, timeout_s=10, interval_s=0.05, what="calls never went back to 1.0.0")
 
         heard = {mode: inbox.heard for mode, (_, inbox) in connected.items()}
         toolbus(system, "retire", "e2e")
         for mode, (client, inbox) in connected.items():
-            await until(lambda inbox=inbox, mode=mode: inbox.heard > heard[mode])
+            await eventually(lambda inbox=inbox, mode=mode: inbox.heard > heard[mode], timeout_s=HEAR_TIMEOUT_S)
             await listed(client, "e2e_answer", present=False)
 
 
@@ -186,14 +181,14 @@ async def test_a_killed_worker_takes_its_tools_out_of_the_list_and_a_restarted_g
 
     # A gateway restarted while tools exist serves the whole catalogue in its first answer.
     os.kill(system.children()["gateway"], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
+
+    async def first_answer() -> set[str] | None:
         try:
             async with Client(system.mcp_url, mode="auto") as client:
-                first = await names(client)
-            break
+                return await names(client)
         except Exception:  # the gateway is not listening yet
-            assert time.monotonic() < deadline, "the gateway never came back"
-            await asyncio.sleep(0.1)
+            return None
+
+    first = await eventually(first_answer, timeout_s=60, interval_s=0.1, what="the gateway never came back")
     assert first == catalogue
     toolbus(system, "retire", "lone")

@@ -23,6 +23,7 @@ from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord
+from tests.conftest import eventually
 from tests.e2e.conftest import EXAMPLES, start_up, stop_up
 
 PREFIX = "toolbus"
@@ -155,6 +156,6 @@ async def test_200_tasks_survive_a_nats_server_restart_under_real_processes(syst
             return False
         return all(status in TERMINAL_STATUSES for status in statuses.values())
 
-    await until(all_ended, 120, "not every task ended after the restart")
+    await eventually(all_ended, timeout_s=120, interval_s=0.1, what="not every task ended after the restart")
     counts = {status: list(statuses.values()).count(status) for status in set(statuses.values())}
     assert counts == {"completed": 200}, counts

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from gateway.catalogue import Catalogue
 from gateway.changes import ListChanges
 from schemas.wire import ToolDescriptor
+from tests.conftest import eventually
 from tests.gateway.responders import ADD, STATS, RunningGateway, put_tools
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
@@ -89,13 +90,6 @@ async def listening(gateway: RunningGateway, kv: KeyValue, mode: str) -> AsyncIt
             await kv.delete("probe")
             await asyncio.sleep(SETTLE_S)
         yield Listener(mode, client, inbox)
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = HEAR_TIMEOUT_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

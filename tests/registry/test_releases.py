@@ -26,12 +26,15 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, Settings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEvent, ReleaseReply, ReleaseRequest
+from tests.conftest import eventually
 from tests.registry.conftest import OciTestRegistry
 from workers.engine import EngineHost
 from workers.packages import PackageFollower
 from workers.service import WorkerService
 
 ANNOUNCE_INTERVAL_S = 0.2
+SETTLE_TIMEOUT_S = 15.0
+"""How long a release may take to reach the catalogue and the workers."""
 
 
 def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
@@ -84,13 +87,6 @@ class Deployment:
         return {name: tool.version for name, tool in self.registry.catalogue.tools.items()}
 
 
-async def eventually(condition: Callable[[], object], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def deployment(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path
@@ -130,7 +126,9 @@ async def test_publish_serves_the_new_tools_at_their_version(deployment: Deploym
     assert reply.message == "published pkg 1.0.0"
     [summary] = reply.versions
     assert (summary.version, summary.aliases, summary.tools) == ("1.0.0", ["latest"], ["pkg_answer", "pkg_legacy"])
-    await eventually(lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"})
+    await eventually(
+        lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"}, timeout_s=SETTLE_TIMEOUT_S
+    )
     assert (await deployment.call("pkg_answer")).structured_content == 1
     event = decode((await events.next_msg(timeout=5)).data, RegistryEvent)
     assert (event.kind, event.name, event.version, event.tools) == (
@@ -181,7 +179,7 @@ async def test_a_new_version_swaps_in_under_load_with_zero_failed_calls(deployme
     await deployment.start_worker()
     await deployment.start_worker()
     await deployment.publish("pkg", "1.0.0", V1)
-    await eventually(lambda: "pkg_answer" in deployment.offered())
+    await eventually(lambda: "pkg_answer" in deployment.offered(), timeout_s=SETTLE_TIMEOUT_S)
     answers: list[int] = []
     failures: list[str] = []
     stop = asyncio.Event()
@@ -199,10 +197,12 @@ async def test_a_new_version_swaps_in_under_load_with_zero_failed_calls(deployme
                 answers.append(int(result.structured_content))  # type: ignore[call-overload]
 
     callers = [asyncio.create_task(caller()) for _ in range(20)]
-    await eventually(lambda: len(answers) >= 100)
+    await eventually(lambda: len(answers) >= 100, timeout_s=SETTLE_TIMEOUT_S)
     await deployment.publish("pkg", "2.0.0", V2)
-    await eventually(lambda: answers[-40:] == [2] * 40)
-    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    await eventually(lambda: answers[-40:] == [2] * 40, timeout_s=SETTLE_TIMEOUT_S)
+    await eventually(
+        lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"}, timeout_s=SETTLE_TIMEOUT_S
+    )
     stop.set()
     await asyncio.gather(*callers)
     assert failures == []
@@ -215,12 +215,14 @@ async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
     _, follower, _ = await deployment.start_worker()
     await deployment.publish("pkg", "1.0.0", V1)
     await deployment.publish("pkg", "2.0.0", V2)
-    await eventually(lambda: deployment.offered().get("pkg_answer") == "2.0.0")
+    await eventually(lambda: deployment.offered().get("pkg_answer") == "2.0.0", timeout_s=SETTLE_TIMEOUT_S)
 
     reply = await deployment.release("rollback", "pkg", "1.0.0")
     assert reply.message == "pkg latest → 1.0.0"
     assert {v.version: v.aliases for v in reply.versions} == {"1.0.0": ["latest"], "2.0.0": []}
-    await eventually(lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"})
+    await eventually(
+        lambda: deployment.offered() == {"pkg_answer": "1.0.0", "pkg_legacy": "1.0.0"}, timeout_s=SETTLE_TIMEOUT_S
+    )
     assert (await deployment.call("pkg_answer")).structured_content == 1
 
     await deployment.release("deprecate", "pkg", "1.0.0", reason="use 2.0.0")
@@ -229,7 +231,8 @@ async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
         lambda: (
             deployment.registry.catalogue is not None
             and deployment.registry.catalogue.tools["pkg_answer"].description.startswith("DEPRECATED: use 2.0.0.")
-        )
+        ),
+        timeout_s=SETTLE_TIMEOUT_S,
     )
 
     reply = await deployment.release("retire", "pkg", "1.0.0")
@@ -237,14 +240,16 @@ async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
         "1.0.0": ([], True),
         "2.0.0": (["latest"], False),
     }
-    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    await eventually(
+        lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"}, timeout_s=SETTLE_TIMEOUT_S
+    )
     with pytest.raises(RegistryError, match=r"pkg 1\.0\.0 is retired"):
         await deployment.release("rollback", "pkg", "1.0.0")
 
     await deployment.release("retire", "pkg")
-    await eventually(lambda: deployment.offered() == {})
+    await eventually(lambda: deployment.offered() == {}, timeout_s=SETTLE_TIMEOUT_S)
     # The catalogue drops it at once; the worker unsubscribes when it sees the alias go.
-    await eventually(lambda: follower.serving == {})
+    await eventually(lambda: follower.serving == {}, timeout_s=SETTLE_TIMEOUT_S)
     reply_msg = await deployment.nc.request(deployment.subjects.call("pkg_answer"), b"{}", timeout=5)
     assert reply_msg.headers is not None
     assert decode(reply_msg.data, ErrorReply).error.code == ErrorCode.NO_WORKER
@@ -253,7 +258,7 @@ async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
 async def test_a_tool_leaves_the_catalogue_when_its_only_worker_dies(deployment: Deployment) -> None:
     _, _, worker_nc = await deployment.start_worker()
     await deployment.publish("pkg", "1.0.0", V1)
-    await eventually(lambda: "pkg_answer" in deployment.offered())
+    await eventually(lambda: "pkg_answer" in deployment.offered(), timeout_s=SETTLE_TIMEOUT_S)
     started = time.monotonic()
     await worker_nc.close()  # as a kill -9 looks to NATS: the connection is gone, no goodbye
     await eventually(lambda: "pkg_answer" not in deployment.offered(), timeout_s=5)
@@ -274,7 +279,7 @@ async def test_a_restarted_registry_offers_the_same_catalogue_at_once(
 ) -> None:
     await deployment.start_worker()
     await deployment.publish("pkg", "1.0.0", V1)
-    await eventually(lambda: "pkg_answer" in deployment.offered())
+    await eventually(lambda: "pkg_answer" in deployment.offered(), timeout_s=SETTLE_TIMEOUT_S)
     second = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
     await second.start()
     try:
@@ -315,7 +320,9 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
         "--settings", str(prefix),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    await eventually(lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"})
+    await eventually(
+        lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"}, timeout_s=SETTLE_TIMEOUT_S
+    )
     assert (await deployment.call("pkg_answer")).structured_content == 2
     [v1, v2] = (await deployment.release("versions", "pkg")).versions
     assert (v1.version, v2.version, v2.aliases) == ("1.0.0", "2.0.0", ["latest"])
@@ -325,7 +332,7 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     done = await asyncio.to_thread(toolbus, "rollback", "pkg", "1.0.0", "--settings", str(prefix))
     assert done.returncode == 0, done.stderr
     assert "pkg latest → 1.0.0" in done.stdout
-    await eventually(lambda: deployment.offered().get("pkg_answer") == "1.0.0")
+    await eventually(lambda: deployment.offered().get("pkg_answer") == "1.0.0", timeout_s=SETTLE_TIMEOUT_S)
     assert deployment.registry.catalogue is not None
     assert deployment.registry.catalogue.tools["pkg_answer"].description == "Answers."
 

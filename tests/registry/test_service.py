@@ -25,6 +25,7 @@ from schemas.wire import (
     ToolListRequest,
     WorkerAnnouncement,
 )
+from tests.conftest import eventually
 from workers.component import LoadedComponent
 from workers.service import WorkerService
 
@@ -43,13 +44,6 @@ async def registry(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Registry
 async def announce(nc: NatsClient, subjects: Subjects, *tools: ToolDescriptor, state: str = "ready") -> None:
     await nc.publish(subjects.announce, encode(WorkerAnnouncement(worker_id="w1", tools=list(tools), state=state)))  # type: ignore[arg-type]
     await nc.flush()
-
-
-async def eventually(condition: object, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
 
 
 async def test_announced_tools_land_in_kv_and_in_list(

@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, TasksSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+from tests.conftest import eventually
 from workers.component import LoadedComponent
 from workers.service import WorkerService
 from workers.tasks import TaskRunner
@@ -213,17 +215,19 @@ async def test_200_tasks_survive_a_nats_server_restart(
         server.stop()
         await asyncio.sleep(1.0)
         server.start()  # same port, same store directory
-        deadline = time.monotonic() + 90
         statuses: dict[str, str] = {}
-        while time.monotonic() < deadline:
+
+        async def all_ended() -> bool:
+            nonlocal statuses
             try:
                 statuses = {task_id: (await store.get(task_id)).status for task_id in ids}
             except Exception:
-                await asyncio.sleep(0.5)
-                continue
-            if all(status in ("completed", "failed", "cancelled") for status in statuses.values()):
-                break
-            await asyncio.sleep(0.5)
+                return False
+            return all(status in ("completed", "failed", "cancelled") for status in statuses.values())
+
+        await eventually(
+            all_ended, timeout_s=90, interval_s=0.5, what=lambda: f"not every task ended: {Counter(statuses.values())}"
+        )
         counts = {status: list(statuses.values()).count(status) for status in set(statuses.values())}
         assert counts == {"completed": 200}, counts
         await registry.stop()
