@@ -363,12 +363,7 @@ class WorkerService:
         if isinstance(outcome, tuple):
             self._answer(msg.reply, stats, started_ns, outcome)
             return
-        self._accepted += 1
-        stats.in_flight += 1
-        self._idle.clear()
-        if outcome.context.request_id:
-            self._cancellable.setdefault(outcome.context.request_id, []).append(outcome.context)
-        future = self._pool.submit(outcome.run)
+        future = self._submit(outcome)
         future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
 
     @property
@@ -434,12 +429,8 @@ class WorkerService:
         self._loop.call_soon_threadsafe(self._finish, reply_to, job, future)
 
     def _finish(self, reply_to: str, job: _Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
-        self._accepted -= 1
-        if not self._accepted:
-            self._idle.set()
+        self._release(job)
         stats = job.route.stats
-        stats.in_flight -= 1
-        self._forget_cancellable(job.context)
         if future.cancelled():
             return  # the pool shut down after the grace period: the worker is exiting
         error = future.exception()
@@ -473,26 +464,32 @@ class WorkerService:
         if problem is not None:
             return CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
         job = _Job(route, tool, arguments, self._settings.max_call_timeout_s, perf_counter_ns(), context)
-        self._accepted += 1
-        route.stats.in_flight += 1
-        self._idle.clear()
-        self._cancellable.setdefault(context.request_id, []).append(context)
         try:
-            _, result = await asyncio.wrap_future(self._pool.submit(job.run))
+            _, result = await asyncio.wrap_future(self._submit(job))
         finally:
-            self._accepted -= 1
-            if not self._accepted:
-                self._idle.set()
-            route.stats.in_flight -= 1
-            self._forget_cancellable(context)
+            self._release(job)
         return result
 
-    def _forget_cancellable(self, context: CallContext) -> None:
-        contexts = self._cancellable.get(context.request_id)
+    def _submit(self, job: _Job) -> Future[tuple[bytes, CallToolResult]]:
+        """Count ``job`` as accepted (capacity, idleness, its tool's load, cancellable) and run it."""
+        self._accepted += 1
+        job.route.stats.in_flight += 1
+        self._idle.clear()
+        if job.context.request_id:
+            self._cancellable.setdefault(job.context.request_id, []).append(job.context)
+        return self._pool.submit(job.run)
+
+    def _release(self, job: _Job) -> None:
+        """Undo ``_submit``'s accounting once the job has finished."""
+        self._accepted -= 1
+        if not self._accepted:
+            self._idle.set()
+        job.route.stats.in_flight -= 1
+        contexts = self._cancellable.get(job.context.request_id)
         if contexts is not None:
-            contexts.remove(context)
+            contexts.remove(job.context)
             if not contexts:
-                del self._cancellable[context.request_id]
+                del self._cancellable[job.context.request_id]
 
     def _queue_reply(self, reply_to: str, body: bytes, headers: dict[str, str] | None) -> None:
         self._replies.put_nowait((reply_to, body, headers))
