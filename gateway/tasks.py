@@ -403,8 +403,7 @@ class TaskFrontend:
                 record: TaskRecord | None = await store.get(task_id, principal=principal)
                 while record is None or record.status not in TERMINAL_STATUSES:
                     record = await _next_status(subscription, store, task_id)
-                # Terminal records never change again: this one is final.
-                return await store.get(task_id, principal=principal)
+                return record  # terminal records never change again: this one is final
             finally:
                 await _unsubscribe(subscription)
 
