@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig, ObjectStoreConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
-
-from bus.subjects import Subjects
 
 KV_HISTORY = 1
 """The catalogue needs only the latest value of each key; watchers see every change anyway."""
@@ -33,8 +31,14 @@ async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1)
         return await js.create_object_store(bucket, ObjectStoreConfig(replicas=replicas))
 
 
-async def provision(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
-    """Create every bucket the deployment uses."""
-    for bucket in (subjects.tools_bucket, subjects.workers_bucket, subjects.packages_bucket):
-        await ensure_bucket(nc, bucket, replicas=replicas)
-    await ensure_object_store(nc, subjects.artifacts_store, replicas=replicas)
+async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
+    """Create the stream ``config`` describes unless it exists (safe to call from many processes)."""
+    js = nc.jetstream()
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            pass  # created by another process meanwhile

@@ -66,13 +66,13 @@ def _stream_api(streams: Iterable[str], *, admin: bool = False) -> list[str]:
 def role_permissions(subjects: Subjects, role: str) -> Permissions:
     """What ``role`` may publish and subscribe to in the deployment of ``subjects``."""
     p = subjects.prefix
-    tools, workers_kv, packages = subjects.tools_bucket, subjects.workers_bucket, subjects.packages_bucket
+    tools, packages = subjects.tools_bucket, subjects.packages_bucket
     tasks_kv, results, artifacts = subjects.tasks_bucket, subjects.task_results_store, subjects.artifacts_store
     inbox = f"{inbox_prefix(role)}.>"  # a role's connections publish to their own inboxes (bus.connection.caught_up)
     common_sub = [inbox]
     common_pub = [inbox, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
     if role == "registry":
-        streams = [_kv(tools), _kv(workers_kv), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts)]
+        streams = [_kv(tools), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts)]
         return Permissions(
             publish=(
                 *common_pub,

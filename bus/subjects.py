@@ -255,5 +255,6 @@ class Subjects:
 
     @property
     def workers_bucket(self) -> str:
-        """KV bucket: worker id → ``WorkerAnnouncement`` (last one seen)."""
+        """Reserved name of a KV bucket of workers. Not created: the registry keeps worker
+        liveness in memory (``registry.catalogue``), from announcements and pings."""
         return f"{self.prefix}_workers"

@@ -24,10 +24,11 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from bus.connection import connected
 from bus.options import add_common_options, run_verb
+from bus.provisioning import ensure_stream
 from bus.subjects import Subjects
 from schemas.config import Settings
 
@@ -37,23 +38,17 @@ AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 
 async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
     """Create the audit stream if it does not exist (idempotent; many processes may race)."""
-    js = nc.jetstream()
-    name = subjects.audit_stream
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        config = StreamConfig(
-            name=name,
+    await ensure_stream(
+        nc,
+        StreamConfig(
+            name=subjects.audit_stream,
             subjects=subjects.audit_subjects,
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=AUDIT_RETENTION_S,
             num_replicas=replicas,
-        )
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            pass  # created by another process meanwhile
+        ),
+    )
 
 
 async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:

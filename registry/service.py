@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.connection import caught_up
-from bus.provisioning import ensure_bucket, provision
+from bus.provisioning import ensure_bucket
 from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
 from registry.audit import ensure_audit_stream
@@ -84,8 +84,9 @@ class RegistryService:
         self.tasks: TaskDesk | None = None
 
     async def start(self) -> None:
-        """Provision JetStream, load the catalogue, subscribe, and ask workers to announce."""
-        await provision(self._nc, self._subjects)
+        """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
+
+        Each store creates its own buckets and streams if missing (once each)."""
         await ensure_audit_stream(self._nc, self._subjects)
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket)
         self.store = await PackageStore.open(self._nc, self._subjects)

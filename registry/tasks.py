@@ -35,7 +35,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from bus.provisioning import ensure_bucket, ensure_object_store
+from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
 from bus.subjects import Subjects
 from registry.errors import RegistryError
 from schemas.codec import decode, encode
@@ -242,22 +242,17 @@ class TaskFinished(RegistryError):
 
 async def ensure_tasks_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
     """The work-queue stream of tasks (file storage: queued work survives a server restart)."""
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=subjects.tasks_stream,
-        subjects=[subjects.task_work_any],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        duplicate_window=120.0,
+    await ensure_stream(
+        nc,
+        StreamConfig(
+            name=subjects.tasks_stream,
+            subjects=[subjects.task_work_any],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        ),
     )
-    try:
-        await js.stream_info(subjects.tasks_stream)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            pass  # created by another process meanwhile
 
 
 def task_consumer_config(subjects: Subjects, tool: str, settings: TasksSettings) -> ConsumerConfig:
