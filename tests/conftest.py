@@ -17,7 +17,9 @@ from nats.aio.client import Client as NatsClient
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
+from registry.tasks import TaskStore
 from schemas.config import ComponentSettings
+from schemas.wire import TaskRecord
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 
@@ -90,3 +92,29 @@ async def eventually(
             return value  # type: ignore[return-value]
         assert time.monotonic() < deadline, what() if callable(what) else what
         await asyncio.sleep(interval_s)
+
+
+async def task_reaches(
+    store: TaskStore,
+    task_id: str,
+    *statuses: str,
+    running: bool = False,
+    timeout_s: float = 20,
+    what: str | None = None,
+) -> TaskRecord:
+    """The task's record once its status is one of ``statuses`` (any, if none is given) and, with
+    ``running``, it is on a worker."""
+    last: list[TaskRecord] = []
+
+    async def reached() -> TaskRecord | None:
+        record = await store.get(task_id)
+        last[:] = [record]
+        if statuses and record.status not in statuses:
+            return None
+        return record if record.running or not running else None
+
+    def stayed() -> str:
+        record = last[0]
+        return what or f"task stayed {record.status} ({record.status_message}, running={record.running})"
+
+    return await eventually(reached, timeout_s=timeout_s, what=stayed)

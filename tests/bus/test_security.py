@@ -26,6 +26,7 @@ from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import NatsSettings, RegistrySettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult
+from tests.conftest import task_reaches
 from workers.component import LoadedComponent
 from workers.service import WorkerService
 from workers.tasks import TaskRunner
@@ -99,10 +100,8 @@ async def test_each_role_does_its_job_with_its_own_user(system: Roles) -> None:
     # Tasks exercise JetStream for every role: the gateway submits, the worker runs and records.
     store = await TaskStore.open(system.gateway, SUBJECTS, TasksSettings())
     record = await store.submit("kit_add", {"a": 20, "b": 22}, principal="p")
-    deadline = time.monotonic() + 20
-    while (await store.get(record.task_id)).status != "completed":
-        assert time.monotonic() < deadline, "the task never completed under least-privilege users"
-        await asyncio.sleep(0.05)
+    never = "the task never completed under least-privilege users"
+    await task_reaches(store, record.task_id, "completed", timeout_s=20, what=never)
     result = await store.result(record.task_id)
     assert result is not None and decode(result, CallToolResult).structured_content == 42
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord
-from tests.conftest import eventually
+from tests.conftest import eventually, task_reaches
 from tests.e2e.conftest import EXAMPLES, start_up, stop_up
 
 PREFIX = "toolbus"
@@ -98,13 +97,6 @@ def worker_pid(worker_id: str) -> int:
     return int(worker_id.rsplit("-", 2)[-2])
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.slow
 async def test_a_task_whose_worker_is_killed_is_finished_by_another_exactly_once(system: System) -> None:
     terminal: list[str] = []
@@ -117,17 +109,14 @@ async def test_a_task_whose_worker_is_killed_is_finished_by_another_exactly_once
     record = await system.store.submit("kit_burn", BURN_3S, principal="test")
     await system.nc.subscribe(system.subjects.task_status(record.task_id), cb=on_status)
 
-    async def running() -> bool:
-        return (await system.store.get(record.task_id)).running
-
-    await until(running, 30, "the task never started")
-    victim = (await system.store.get(record.task_id)).worker_id
+    started = await task_reaches(
+        system.store, record.task_id, running=True, timeout_s=30, what="the task never started"
+    )
+    victim = started.worker_id
     os.kill(worker_pid(victim), signal.SIGKILL)
 
-    async def ended() -> bool:
-        return (await system.store.get(record.task_id)).status in TERMINAL_STATUSES
-
-    await until(ended, 60, "the task never ended after its worker was killed")
+    never_ended = "the task never ended after its worker was killed"
+    await task_reaches(system.store, record.task_id, *TERMINAL_STATUSES, timeout_s=60, what=never_ended)
     done = await system.store.get(record.task_id)
     assert done.status == "completed", done
     assert done.attempts >= 2 and done.worker_id != victim

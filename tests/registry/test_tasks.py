@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, TasksSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
-from tests.conftest import eventually
+from tests.conftest import eventually, task_reaches
 from workers.component import LoadedComponent
 from workers.service import WorkerService
 from workers.tasks import TaskRunner
@@ -55,15 +54,6 @@ class Tasks:
     async def get(self, task_id: str, principal: str = "") -> TaskRecord | ErrorReply:
         data, error = await self.request("get", TaskQuery(task_id=task_id, principal=principal))
         return error or decode(data, TaskRecord)
-
-    async def until_status(self, task_id: str, *statuses: str, timeout_s: float = 20) -> TaskRecord:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            record = await self.store.get(task_id)
-            if record.status in statuses:
-                return record
-            assert time.monotonic() < deadline, f"task stayed {record.status} ({record.status_message})"
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -97,7 +87,7 @@ async def test_a_task_submitted_over_nats_runs_and_its_result_is_kept(tasks: Tas
     record = await tasks.submit("kit_add", {"a": 2, "b": 3})
     # The record exists before the submitter hears the id.
     assert (record.status, record.status_message, record.principal) == ("working", "queued", "nats")
-    done = await tasks.until_status(record.task_id, "completed")
+    done = await task_reaches(tasks.store, record.task_id, "completed")
     assert (done.attempts, done.result_stored) == (1, True)
     data, error = await tasks.request("result", TaskQuery(task_id=record.task_id))
     assert error is None
@@ -119,7 +109,7 @@ async def test_a_task_belongs_to_its_principal(tasks: Tasks) -> None:
 async def test_a_failing_tool_ends_the_task_failed_with_its_error(tasks: Tasks) -> None:
     await tasks.start_worker()
     record = await tasks.submit("kit_divide", {"a": 1, "b": 0})
-    failed = await tasks.until_status(record.task_id, "failed")
+    failed = await task_reaches(tasks.store, record.task_id, "failed")
     assert failed.status_message == "division by zero"
 
 
@@ -129,7 +119,7 @@ async def test_cancel_a_queued_task(tasks: Tasks) -> None:
     assert error is None and decode(data, TaskRecord).status == "cancelled"
     await tasks.start_worker()
     follow_up = await tasks.submit("kit_add", {"a": 2, "b": 2})
-    await tasks.until_status(follow_up.task_id, "completed")  # the worker took and skipped the cancelled one
+    await task_reaches(tasks.store, follow_up.task_id, "completed")  # the worker took and skipped the cancelled one
     assert (await tasks.store.get(record.task_id)).status == "cancelled"
     _, error = await tasks.request("result", TaskQuery(task_id=record.task_id))
     assert error is not None and error.error.code == ErrorCode.TASK_STATE
@@ -138,23 +128,19 @@ async def test_cancel_a_queued_task(tasks: Tasks) -> None:
 async def test_cancel_a_running_task_stops_its_guest(tasks: Tasks) -> None:
     await tasks.start_worker(concurrency=1)
     record = await tasks.submit("kit_danger_spin", {})
-    await tasks.until_status(record.task_id, "working")
-    deadline = time.monotonic() + 10
-    while not (await tasks.store.get(record.task_id)).running:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await task_reaches(tasks.store, record.task_id, "working", running=True)
     _, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
     assert error is None
     # The only guest thread is free again: the next task runs at once.
     after = await tasks.submit("kit_add", {"a": 1, "b": 2})
-    await tasks.until_status(after.task_id, "completed", timeout_s=5)
+    await task_reaches(tasks.store, after.task_id, "completed", timeout_s=5)
     assert (await tasks.store.get(record.task_id)).status == "cancelled"
 
 
 async def test_cancel_a_finished_task_is_refused(tasks: Tasks) -> None:
     await tasks.start_worker()
     record = await tasks.submit("kit_add", {"a": 1, "b": 1})
-    await tasks.until_status(record.task_id, "completed")
+    await task_reaches(tasks.store, record.task_id, "completed")
     _, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
     assert error is not None and error.error.code == ErrorCode.TASK_STATE
     assert "already ended: completed" in error.error.message
@@ -165,7 +151,7 @@ async def test_a_result_larger_than_a_message_is_stored_whole(tasks: Tasks) -> N
     await tasks.start_worker()
     name = "x" * int(tasks.nc.max_payload * 0.6)  # the result carries it twice: > max payload
     record = await tasks.submit("kit_greet", {"name": name})
-    await tasks.until_status(record.task_id, "completed")
+    await task_reaches(tasks.store, record.task_id, "completed")
     stored = await tasks.store.result(record.task_id)
     assert stored is not None and len(stored) > tasks.nc.max_payload
     assert name in decode(stored, CallToolResult).structured_content  # type: ignore[operator]
@@ -177,13 +163,10 @@ async def test_a_result_larger_than_a_message_is_stored_whole(tasks: Tasks) -> N
 async def test_a_worker_dying_mid_task_loses_nothing(tasks: Tasks) -> None:
     _, _, doomed_nc = await tasks.start_worker(concurrency=1)
     record = await tasks.submit("kit_burn", {"iterations": 2_000_000_000})  # ~3.5 s of guest time
-    deadline = time.monotonic() + 10
-    while not (await tasks.store.get(record.task_id)).running:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await task_reaches(tasks.store, record.task_id, running=True, timeout_s=10)
     await doomed_nc.close()  # the connection is gone: no ack, no heartbeat, as after kill -9
     await tasks.start_worker()
-    done = await tasks.until_status(record.task_id, "completed", "failed", timeout_s=30)
+    done = await task_reaches(tasks.store, record.task_id, "completed", "failed", timeout_s=30)
     assert done.status == "completed" and done.attempts == 2
 
 
@@ -256,7 +239,7 @@ async def test_the_cli_submits_lists_and_reads_tasks(
     submitted = await asyncio.to_thread(toolbus, "tasks", *common, "submit", "kit_add", '{"a":20,"b":22}')
     assert submitted.returncode == 0, submitted.stderr
     task_id = decode(submitted.stdout.encode(), TaskRecord).task_id
-    await tasks.until_status(task_id, "completed")
+    await task_reaches(tasks.store, task_id, "completed")
     listed = await asyncio.to_thread(toolbus, "tasks", *common)
     [row] = [line for line in listed.stdout.splitlines() if line.startswith(task_id)]
     assert row.split()[1:3] == ["kit_add", "completed"]
