@@ -18,10 +18,11 @@ import re
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store
 from bus.subjects import Subjects, is_valid_tool_name
 from registry.errors import ArtifactError, ReleaseError
@@ -166,16 +167,8 @@ class PackageStore:
 
     async def versions(self, name: str) -> list[PackageVersion]:
         """Every version of ``name``, oldest first."""
-        records = []
-        for key in await self._keys(f"version.{name}."):
-            parts = parse_key(key)
-            if parts is not None and (record := await self.version(parts.name, parts.rest)) is not None:
-                records.append(record)
+        records = [decode(value, PackageVersion) for _, value in await snapshot(self.kv, f"version.{name}.>")]
         return sorted(records, key=lambda r: version_order(r.version))
-
-    async def package_names(self) -> list[str]:
-        names = {parts.name for key in await self._keys("version.") if (parts := parse_key(key)) is not None}
-        return sorted(names)
 
     # -- aliases --------------------------------------------------------------------------------
     async def alias(self, name: str, alias: str = LATEST) -> str | None:
@@ -195,16 +188,8 @@ class PackageStore:
     async def aliases(self, name: str) -> dict[str, str]:
         """Alias → version, for every alias of ``name``."""
         found = {}
-        for key in await self._keys(f"alias.{name}."):
+        for key, value in await snapshot(self.kv, f"alias.{name}.*"):
             parts = parse_key(key)
-            if parts is not None and (version := await self.alias(name, parts.rest)) is not None:
-                found[parts.rest] = version
+            if parts is not None:
+                found[parts.rest] = decode(value, Alias).version
         return found
-
-    async def _keys(self, prefix: str) -> list[str]:
-        # nats-py's `keys(filters=…)` matches substrings, not subjects: filter here instead.
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
-        return [key for key in keys if key.startswith(prefix)]

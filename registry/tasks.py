@@ -35,6 +35,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
 from bus.subjects import Subjects
 from registry.errors import RegistryError
@@ -114,18 +115,8 @@ class TaskStore:
         return record
 
     async def records(self) -> list[TaskRecord]:
-        """Every task record, read in one pass over the bucket (one watcher, values included)."""
-        watcher = await self.kv.watchall(ignore_deletes=True)
-        records = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # nats-py's marker: every current value has been delivered
-                    break
-                if entry.value:
-                    records.append(decode(entry.value, TaskRecord))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return records
+        """Every task record, read in one pass over the bucket."""
+        return [decode(value, TaskRecord) for _, value in await snapshot(self.kv)]
 
     async def list(self, *, principal: str | None, cursor: str = "", limit: int = 100) -> tuple[list[TaskRecord], str]:
         """Tasks of ``principal`` (all with None), newest first, one page; and the next cursor.
