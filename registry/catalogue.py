@@ -43,7 +43,7 @@ class Catalogue:
 
     tools_kv: KeyValue
     liveness_window_s: float
-    packages_kv: KeyValue | None = None
+    packages_kv: KeyValue
     tools: dict[str, ToolDescriptor] = field(default_factory=dict)
     _encoded: dict[str, bytes] = field(default_factory=dict)
     workers: dict[str, WorkerEntry] = field(default_factory=dict)
@@ -84,9 +84,6 @@ class Catalogue:
 
     async def watch_packages(self) -> None:
         """Mirror the ``latest`` aliases and version records of published packages until cancelled."""
-        if self.packages_kv is None:
-            self.packages_loaded.set()
-            return
         watcher = await self.packages_kv.watchall()
         try:
             async for entry in watcher:
