@@ -78,8 +78,8 @@ def _refusal(code: ErrorCode, message: str) -> _Answer:
     return body, headers, f"{code.name}: {message}"
 
 
-def _error_text(result: CallToolResult) -> str:
-    """What an ``isError`` result says, for ``last_error``."""
+def error_text(result: CallToolResult) -> str:
+    """What an ``isError`` result says: its text blocks (for STATS' ``last_error``, a task's status)."""
     texts = [block.text for block in result.content if isinstance(block, TextContent)]
     return " ".join(texts) or "isError result without text"
 
@@ -441,7 +441,7 @@ class WorkerService:
                 self._answer(reply_to, stats, job.started_ns, _refusal(ErrorCode.CANCELLED, "cancelled by the caller"))
                 return
             if result.is_error:
-                stats.failed(job.started_ns, _error_text(result), typed=False)
+                stats.failed(job.started_ns, error_text(result), typed=False)
             else:
                 stats.succeeded(job.started_ns)
             self._queue_reply(reply_to, body, None)

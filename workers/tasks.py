@@ -26,7 +26,7 @@ from registry.tasks import TaskStore, task_consumer_config
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
 from workers.call_context import CallContext
-from workers.service import WorkerService
+from workers.service import WorkerService, error_text
 
 log = structlog.get_logger(__name__)
 
@@ -109,20 +109,12 @@ class TaskRunner:
                 await asyncio.sleep(RETRY_S)
                 continue
             for message in messages:
-                await self._acquire_slot(message)
-                running = asyncio.create_task(self._run(message))
+                # "In progress" from the moment the task is ours: while it waits for a slot too.
+                heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
+                await self._slots.acquire()
+                running = asyncio.create_task(self._run(message, heartbeat))
                 self._running.add(running)
                 running.add_done_callback(self._done)
-
-    async def _acquire_slot(self, message: Msg) -> None:
-        """Wait for a free slot, telling the server the task is not abandoned meanwhile."""
-        while True:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self._store.settings.ack_wait_s / 3)
-                return
-            except TimeoutError:
-                with contextlib.suppress(nats.errors.Error):
-                    await message.in_progress()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -132,7 +124,13 @@ class TaskRunner:
             # Not acked: the server delivers the task again after ack_wait_s.
             log.warning("task attempt failed; it will be delivered again", error=repr(error))
 
-    async def _run(self, message: Msg) -> None:
+    async def _run(self, message: Msg, heartbeat: asyncio.Task[None]) -> None:
+        try:
+            await self._attempt(message)
+        finally:
+            heartbeat.cancel()
+
+    async def _attempt(self, message: Msg) -> None:
         try:
             work = decode(message.data, TaskWork)
         except DecodeError as exc:
@@ -150,17 +148,13 @@ class TaskRunner:
         if record is None:  # ended already (cancelled while queued, or finished by an earlier delivery)
             await message.ack()
             return
-        heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
         context = CallContext(request_id=work.task_id)
-        try:
-            result = await self._service.run_task(work.tool, work.arguments, context)
-        finally:
-            heartbeat.cancel()
+        result = await self._service.run_task(work.tool, work.arguments, context)
         if context.cancelled.is_set():
             await message.ack()
             return
-        text = " ".join(getattr(block, "text", "") for block in result.content) if result.is_error else ""
-        await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=text[:200])
+        message_text = error_text(result)[:200] if result.is_error else ""
+        await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=message_text)
         await message.ack()
         log.info("task done", task_id=work.task_id, tool=work.tool, failed=result.is_error, attempt=attempt)
 
