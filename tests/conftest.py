@@ -7,7 +7,8 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,10 +19,12 @@ from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from registry.tasks import TaskStore
-from schemas.config import ComponentSettings
+from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import TaskRecord
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
+from workers.service import CallableComponent, WorkerService
+from workers.tasks import TaskRunner
 
 T = TypeVar("T")
 
@@ -118,3 +121,35 @@ async def task_reaches(
         return what or f"task stayed {record.status} ({record.status_message}, running={record.running})"
 
     return await eventually(reached, timeout_s=timeout_s, what=stayed)
+
+
+FAST_TASKS = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
+"""Short enough that a dead worker's task is redelivered within a test."""
+
+
+@dataclass
+class TaskWorker:
+    """A worker serving components and running tasks on its own connection (``nc``, closed by its owner)."""
+
+    nc: NatsClient
+    service: WorkerService
+    runner: TaskRunner
+
+    async def stop(self) -> None:
+        await self.runner.stop(grace_s=1)
+        await self.service.stop(grace_s=0.5)
+
+
+async def start_task_worker(
+    worker_nc: NatsClient,
+    subjects: Subjects,
+    components: Iterable[CallableComponent],
+    tasks: TasksSettings,
+    concurrency: int = 2,
+) -> TaskWorker:
+    """A started worker with a ``TaskRunner`` taking ``concurrency`` tasks at a time."""
+    service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=concurrency), list(components))
+    await service.start()
+    runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, tasks), service, concurrency)
+    await runner.start()
+    return TaskWorker(worker_nc, service, runner)

@@ -24,12 +24,10 @@ from bus.subjects import Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.codec import decode
-from schemas.config import NatsSettings, RegistrySettings, TasksSettings, WorkerSettings
+from schemas.config import NatsSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
-from tests.conftest import task_reaches
+from tests.conftest import start_task_worker, task_reaches
 from workers.component import LoadedComponent
-from workers.service import WorkerService
-from workers.tasks import TaskRunner
 
 SUBJECTS = Subjects("secure")
 
@@ -80,15 +78,10 @@ async def system(secure_server: SecureServer, kit: LoadedComponent) -> AsyncIter
     registry = RegistryService(registry_nc, SUBJECTS, RegistrySettings(), announce_interval_s=0.5)
     await registry.start()
     worker_nc = await connect(secure_server.as_role("worker"), name="worker")
-    worker = WorkerService(worker_nc, SUBJECTS, WorkerSettings(concurrency=2), [kit])
-    await worker.start()
-    tasks = TaskStore.open(worker_nc, SUBJECTS, TasksSettings())
-    runner = TaskRunner(worker_nc, SUBJECTS, await tasks, worker, 2)
-    await runner.start()
+    worker = await start_task_worker(worker_nc, SUBJECTS, [kit], TasksSettings())
     gateway_nc = await connect(secure_server.as_role("gateway"), name="gateway")
     yield Roles(registry_nc, worker_nc, gateway_nc)
-    await runner.stop(grace_s=1)
-    await worker.stop(grace_s=1)
+    await worker.stop()
     await registry.stop()
     for nc in (gateway_nc, worker_nc, registry_nc):
         await nc.close()

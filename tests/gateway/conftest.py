@@ -21,11 +21,10 @@ from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
-from schemas.config import RegistrySettings, WorkerSettings, load_settings
-from tests.gateway.responders import TASKS, RunningGateway, ScriptedWorker, TaskSystem, running_gateway
+from schemas.config import RegistrySettings, load_settings
+from tests.conftest import FAST_TASKS, start_task_worker
+from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, running_gateway
 from workers.component import LoadedComponent
-from workers.service import WorkerService
-from workers.tasks import TaskRunner
 
 
 @pytest.fixture
@@ -81,16 +80,12 @@ async def task_system(
     kit: LoadedComponent,
     start_gateway: Callable[..., Awaitable[RunningGateway]],
 ) -> AsyncIterator[TaskSystem]:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=TASKS)
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
     await registry.start()
     worker_nc = await connect(nats_server.url, name="task-worker")
-    worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=2), [kit])
-    await worker.start()
-    runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, TASKS), worker, 2)
-    await runner.start()
-    store = await TaskStore.open(nc, subjects, TASKS)
+    worker = await start_task_worker(worker_nc, subjects, [kit], FAST_TASKS)
+    store = await TaskStore.open(nc, subjects, FAST_TASKS)
     yield TaskSystem(nats_server.url, nc, subjects, store, start_gateway)
-    await runner.stop(grace_s=1)
-    await worker.stop(grace_s=0.5)
+    await worker.stop()
     await worker_nc.close()
     await registry.stop()

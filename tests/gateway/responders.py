@@ -25,7 +25,7 @@ from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state
 from registry.tasks import TaskStore
 from schemas.codec import encode
-from schemas.config import Settings, TasksSettings, load_settings
+from schemas.config import Settings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, ToolDescriptor
 
@@ -137,10 +137,6 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
         server.should_exit = True
         await task
         sock.close()
-
-
-TASKS = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
-"""Short enough that a dead worker's task is redelivered within a test."""
 
 
 @dataclass

@@ -21,16 +21,11 @@ from bus.subjects import Header, Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.codec import decode, encode
-from schemas.config import RegistrySettings, TasksSettings, WorkerSettings
+from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
-from tests.conftest import eventually, task_reaches
+from tests.conftest import FAST_TASKS, TaskWorker, eventually, start_task_worker, task_reaches
 from workers.component import LoadedComponent
-from workers.service import WorkerService
-from workers.tasks import TaskRunner
-
-FAST = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
-"""Short enough that a dead worker's task is redelivered within the test."""
 
 
 @dataclass
@@ -38,7 +33,7 @@ class Tasks:
     nc: NatsClient
     subjects: Subjects
     store: TaskStore
-    start_worker: Callable[..., Awaitable[tuple[WorkerService, TaskRunner, NatsClient]]]
+    start_worker: Callable[..., Awaitable[TaskWorker]]
 
     async def request(self, verb: str, body: object) -> tuple[bytes, ErrorReply | None]:
         reply = await self.nc.request(self.subjects.task_request(verb), encode(body), timeout=10)
@@ -60,25 +55,21 @@ class Tasks:
 async def tasks(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> AsyncIterator[Tasks]:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST)
+    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
     await registry.start()
-    store = await TaskStore.open(nc, subjects, FAST)
-    started: list[tuple[WorkerService, TaskRunner, NatsClient]] = []
+    store = await TaskStore.open(nc, subjects, FAST_TASKS)
+    started: list[TaskWorker] = []
 
-    async def start_worker(concurrency: int = 2) -> tuple[WorkerService, TaskRunner, NatsClient]:
+    async def start_worker(concurrency: int = 2) -> TaskWorker:
         worker_nc = await connect(nats_server.url, name="task-worker")
-        service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=concurrency), [kit])
-        await service.start()
-        runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, FAST), service, concurrency)
-        await runner.start()
-        started.append((service, runner, worker_nc))
-        return service, runner, worker_nc
+        worker = await start_task_worker(worker_nc, subjects, [kit], FAST_TASKS, concurrency)
+        started.append(worker)
+        return worker
 
     yield Tasks(nc, subjects, store, start_worker)
-    for service, runner, worker_nc in started:
-        await runner.stop(grace_s=1)
-        await service.stop(grace_s=0.5)
-        await worker_nc.close()
+    for worker in started:
+        await worker.stop()
+        await worker.nc.close()
     await registry.stop()
 
 
@@ -161,10 +152,10 @@ async def test_a_result_larger_than_a_message_is_stored_whole(tasks: Tasks) -> N
 
 
 async def test_a_worker_dying_mid_task_loses_nothing(tasks: Tasks) -> None:
-    _, _, doomed_nc = await tasks.start_worker(concurrency=1)
+    doomed = await tasks.start_worker(concurrency=1)
     record = await tasks.submit("kit_burn", {"iterations": 2_000_000_000})  # ~3.5 s of guest time
     await task_reaches(tasks.store, record.task_id, running=True, timeout_s=10)
-    await doomed_nc.close()  # the connection is gone: no ack, no heartbeat, as after kill -9
+    await doomed.nc.close()  # the connection is gone: no ack, no heartbeat, as after kill -9
     await tasks.start_worker()
     done = await task_reaches(tasks.store, record.task_id, "completed", "failed", timeout_s=30)
     assert done.status == "completed" and done.attempts == 2
@@ -178,21 +169,17 @@ async def test_200_tasks_survive_a_nats_server_restart(
     server.start()
     subjects = Subjects(prefix="restart")
     clients: list[NatsClient] = []
-    services: list[tuple[WorkerService, TaskRunner]] = []
+    workers: list[TaskWorker] = []
     try:
         nc = await connect(server.url, name="test")
         clients.append(nc)
-        registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST)
+        registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
         await registry.start()
-        store = await TaskStore.open(nc, subjects, FAST)
+        store = await TaskStore.open(nc, subjects, FAST_TASKS)
         for _ in range(2):
             worker_nc = await connect(server.url, name="task-worker")
             clients.append(worker_nc)
-            service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=2), [kit])
-            await service.start()
-            runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, FAST), service, 2)
-            await runner.start()
-            services.append((service, runner))
+            workers.append(await start_task_worker(worker_nc, subjects, [kit], FAST_TASKS))
         ids = [(await store.submit("kit_burn", {"iterations": 20_000_000}, principal="p")).task_id for _ in range(200)]
         await asyncio.sleep(0.5)  # some are done, some running, most queued
         server.stop()
@@ -215,9 +202,8 @@ async def test_200_tasks_survive_a_nats_server_restart(
         assert counts == {"completed": 200}, counts
         await registry.stop()
     finally:
-        for service, runner in services:
-            await runner.stop(grace_s=1)
-            await service.stop(grace_s=0.5)
+        for worker in workers:
+            await worker.stop()
         for client in clients:
             await close_settled(client)
         server.stop()
