@@ -1,8 +1,9 @@
 """The gateway's in-memory tool catalogue, kept current by a watch on the tools KV bucket.
 
 No registry round trip per request: ``tools/list`` and argument validation read this. Entries
-are kept sorted by name so pagination is stable, and each carries its compiled argument
-validator. Independent of the mcp SDK.
+are kept sorted by name so pagination is stable, and each carries what serving its tool needs,
+made once when the entry is: the compiled argument validator and the ``Tool`` JSON of each
+protocol era. Independent of the mcp SDK.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import binascii
 import bisect
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import jsonschema
 import nats.errors
@@ -37,10 +38,16 @@ _CURSOR_PREFIX: Final = b"after:"
 
 @dataclass(frozen=True, slots=True)
 class CatalogueEntry:
-    """One tool and its compiled argument validator."""
+    """One tool, with what serving it takes, made once by ``entry_for``."""
 
     descriptor: ToolDescriptor
     validator: ArgumentValidator
+    legacy_tool: dict[str, Any]
+    """The MCP ``Tool`` a 2025-era client sees (``tool_json(modern=False)``); never mutated."""
+    modern_tool: dict[str, Any]
+    """The MCP ``Tool`` a 2026-07-28 client sees (``tool_json(modern=True)``); never mutated."""
+    sdk_tools: dict[bool, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The SDK front end's validated ``Tool`` model by era (``modern``), made there on first use."""
 
     @property
     def name(self) -> str:
@@ -107,9 +114,30 @@ def descriptor_problem(descriptor: ToolDescriptor) -> str | None:
     return None
 
 
+def tool_json(descriptor: ToolDescriptor, *, modern: bool) -> dict[str, Any]:
+    """The MCP ``Tool`` object of a descriptor, as a client of the given era may see it."""
+    tool: dict[str, Any] = {"name": descriptor.name, "inputSchema": descriptor.input_schema}
+    if descriptor.description:
+        tool["description"] = descriptor.description
+    output_schema = descriptor.output_schema
+    # 2025-era clients reject the whole tools/list over one non-object outputSchema.
+    if output_schema is not None and (modern or output_schema.get("type") == "object"):
+        tool["outputSchema"] = output_schema
+    if not modern:
+        # Any tool may run as a 2025 task (gateway.tasks); 2026-07-28 has no such field (the
+        # tasks extension lets the server decide per call).
+        tool["execution"] = {"taskSupport": "optional"}
+    return tool
+
+
 def entry_for(descriptor: ToolDescriptor) -> CatalogueEntry:
-    """A catalogue entry with its validator compiled (cached by schema content)."""
-    return CatalogueEntry(descriptor, compile_validator(descriptor.input_schema))
+    """A catalogue entry: the validator compiled (cached by schema content), the ``Tool`` JSON of both eras."""
+    return CatalogueEntry(
+        descriptor,
+        compile_validator(descriptor.input_schema),
+        legacy_tool=tool_json(descriptor, modern=False),
+        modern_tool=tool_json(descriptor, modern=True),
+    )
 
 
 class Catalogue:
@@ -158,12 +186,22 @@ class Catalogue:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def put(self, descriptor: ToolDescriptor) -> CatalogueChange:
-        """Add or replace one tool; a descriptor that cannot be served removes the name instead."""
+        """Add or replace one tool; a descriptor that cannot be served removes the name instead.
+
+        An unchanged descriptor keeps its entry (and what was made from it).
+        """
         problem = descriptor_problem(descriptor)
         if problem is not None:
             log.warning("tool not served", tool=descriptor.name, problem=problem)
             return self.remove(descriptor.name)
-        change = self._set(entry_for(descriptor))
+        name = descriptor.name
+        old = self._entries.get(name)
+        if old is not None and old.descriptor == descriptor:
+            return CatalogueChange()
+        self._entries[name] = entry_for(descriptor)
+        if old is None:
+            bisect.insort(self._names, name)
+        change = CatalogueChange(added=(name,)) if old is None else CatalogueChange(updated=(name,))
         self._notify(change)
         return change
 
@@ -177,7 +215,10 @@ class Catalogue:
         return change
 
     def replace(self, descriptors: Iterable[ToolDescriptor]) -> CatalogueChange:
-        """Make the catalogue exactly ``descriptors`` (a fresh snapshot); one change for all of it."""
+        """Make the catalogue exactly ``descriptors`` (a fresh snapshot); one change for all of it.
+
+        Unchanged descriptors keep their entries.
+        """
         fresh: dict[str, ToolDescriptor] = {}
         for descriptor in descriptors:
             problem = descriptor_problem(descriptor)
@@ -203,16 +244,6 @@ class Catalogue:
         change = CatalogueChange(tuple(sorted(added)), tuple(sorted(updated)), removed)
         self._notify(change)
         return change
-
-    def _set(self, entry: CatalogueEntry) -> CatalogueChange:
-        old = self._entries.get(entry.name)
-        self._entries[entry.name] = entry
-        if old is None:
-            bisect.insort(self._names, entry.name)
-            return CatalogueChange(added=(entry.name,))
-        if old.descriptor == entry.descriptor:
-            return CatalogueChange()
-        return CatalogueChange(updated=(entry.name,))
 
     def _notify(self, change: CatalogueChange) -> None:
         if not change:

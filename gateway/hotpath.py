@@ -429,7 +429,9 @@ class HotPath:
 
     def _list(self, cursor: str | None, modern: bool) -> dict[str, Any]:
         page = self._service.page(cursor)
-        result: dict[str, Any] = {"tools": [self._service.tool(entry, modern=modern) for entry in page.entries]}
+        entries = page.entries
+        tools = [e.modern_tool for e in entries] if modern else [e.legacy_tool for e in entries]
+        result: dict[str, Any] = {"tools": tools}
         if page.next_cursor is not None:
             result["nextCursor"] = page.next_cursor
         if modern:

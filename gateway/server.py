@@ -33,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from gateway.catalogue import CatalogueEntry
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay
@@ -93,8 +94,7 @@ class ToolFrontend:
         except InvalidCursor as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         modern = is_modern(ctx.protocol_version)
-        tools = [types.Tool.model_validate(self.service.tool(entry, modern=modern)) for entry in page.entries]
-        return types.ListToolsResult(tools=tools, next_cursor=page.next_cursor)
+        return types.ListToolsResult(tools=[sdk_tool(e, modern) for e in page.entries], next_cursor=page.next_cursor)
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -158,6 +158,14 @@ class ToolFrontend:
                 connection.exit_stack.callback(_forget, self.log_levels, session_id)
             self.log_levels[session_id] = params.level
         return types.EmptyResult()
+
+
+def sdk_tool(entry: CatalogueEntry, modern: bool) -> types.Tool:
+    """The SDK's ``Tool`` model of an entry for an era: validated once, kept on the entry (never mutated)."""
+    tool: types.Tool | None = entry.sdk_tools.get(modern)
+    if tool is None:
+        tool = entry.sdk_tools[modern] = types.Tool.model_validate(entry.modern_tool if modern else entry.legacy_tool)
+    return tool
 
 
 def _forget(levels: MutableMapping[str, str], session_id: str) -> None:

@@ -2,7 +2,8 @@
 
 Both front ends — the SDK's handlers (``gateway.server``) and the lean hot path
 (``gateway.hotpath``) — go through this one module, so a tool is looked up, validated,
-called and shaped for the client's protocol era in exactly one way.
+called and shaped for the client's protocol era in exactly one way. What ``tools/list`` shows
+of a tool is made once, on its catalogue entry (``gateway.catalogue.tool_json``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.calls import ToolCaller
-from gateway.catalogue import Catalogue, CatalogueEntry, CataloguePage
+from gateway.catalogue import Catalogue, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.validation import argument_problem
-from schemas.wire import UNSET, CallToolResult, TextContent, ToolDescriptor
+from schemas.wire import UNSET, CallToolResult, TextContent
 
 log = structlog.get_logger(__name__)
 
@@ -29,22 +30,6 @@ UNKNOWN_TOOL_HINT: Final = "tools/list shows the tools this gateway serves"
 def is_modern(protocol_version: str) -> bool:
     """True for the stateless 2026-07-28 era, where any JSON may be structured output."""
     return protocol_version in MODERN_PROTOCOL_VERSIONS
-
-
-def tool_json(descriptor: ToolDescriptor, *, modern: bool) -> dict[str, Any]:
-    """The MCP ``Tool`` object of a descriptor, as a client of the given era may see it."""
-    tool: dict[str, Any] = {"name": descriptor.name, "inputSchema": descriptor.input_schema}
-    if descriptor.description:
-        tool["description"] = descriptor.description
-    output_schema = descriptor.output_schema
-    # 2025-era clients reject the whole tools/list over one non-object outputSchema.
-    if output_schema is not None and (modern or output_schema.get("type") == "object"):
-        tool["outputSchema"] = output_schema
-    if not modern:
-        # Any tool may run as a 2025 task (gateway.tasks); 2026-07-28 has no such field (the
-        # tasks extension lets the server decide per call).
-        tool["execution"] = {"taskSupport": "optional"}
-    return tool
 
 
 def downgrade(result: CallToolResult) -> CallToolResult:
@@ -69,8 +54,6 @@ class ToolService:
         self.catalogue = catalogue
         self.page_size = page_size
         self.caller = caller
-        # name -> (descriptor, 2025-era Tool JSON, 2026-era Tool JSON); rebuilt when the descriptor changes.
-        self._tools: dict[str, tuple[ToolDescriptor, dict[str, Any], dict[str, Any]]] = {}
 
     def page(self, cursor: str | None) -> CataloguePage:
         """One page of the catalogue.
@@ -79,17 +62,6 @@ class ToolService:
             InvalidCursor: the cursor did not come from this catalogue.
         """
         return self.catalogue.page(cursor, self.page_size)
-
-    def tool(self, entry: CatalogueEntry, *, modern: bool) -> dict[str, Any]:
-        """The era-shaped ``Tool`` JSON of a catalogue entry (cached per descriptor)."""
-        cached = self._tools.get(entry.name)
-        if cached is None or cached[0] is not entry.descriptor:
-            descriptor = entry.descriptor
-            cached = (descriptor, tool_json(descriptor, modern=False), tool_json(descriptor, modern=True))
-            self._tools[entry.name] = cached
-            if len(self._tools) > 2 * len(self.catalogue) + 64:
-                self._tools = {k: v for k, v in self._tools.items() if k in self.catalogue}
-        return cached[2] if modern else cached[1]
 
     async def call(
         self,

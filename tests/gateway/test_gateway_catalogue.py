@@ -8,7 +8,14 @@ from collections.abc import Callable
 import pytest
 from nats.js.kv import KeyValue
 
-from gateway.catalogue import Catalogue, CatalogueChange, CatalogueWatcher, decode_cursor, encode_cursor
+from gateway.catalogue import (
+    Catalogue,
+    CatalogueChange,
+    CatalogueWatcher,
+    decode_cursor,
+    encode_cursor,
+    tool_json,
+)
 from gateway.errors import InvalidCursor
 from schemas.codec import encode
 from schemas.wire import ToolDescriptor
@@ -108,6 +115,22 @@ def test_entries_carry_a_compiled_validator() -> None:
     assert entry is not None
     assert entry.validator.is_valid({"a": 1, "b": 2})
     assert not entry.validator.is_valid({"a": 1})
+
+
+def test_entries_carry_each_eras_tool_json_and_survive_unchanged_updates() -> None:
+    catalogue = Catalogue()
+    catalogue.replace([ADD, STATS])
+    entry = catalogue.get("add")
+    assert entry is not None
+    assert entry.legacy_tool == tool_json(ADD, modern=False)
+    assert entry.modern_tool == tool_json(ADD, modern=True)
+    # Unchanged descriptors keep their entries, and so what was made from them.
+    catalogue.put(ADD)
+    catalogue.replace([ADD])
+    assert catalogue.get("add") is entry
+    catalogue.put(ToolDescriptor(name="add", description="changed", input_schema=ADD.input_schema))
+    changed = catalogue.get("add")
+    assert changed is not entry and changed is not None and changed.modern_tool["description"] == "changed"
     assert catalogue.input_schema("add") == ADD.input_schema
     assert catalogue.input_schema("nope") is None
 
