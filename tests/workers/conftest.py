@@ -14,7 +14,7 @@ from schemas.config import WorkerSettings
 from workers.build import build_component
 from workers.c_build import CLANG, DEBIAN_PACKAGES, build_c_command
 from workers.component import LoadedComponent
-from workers.service import WorkerService
+from workers.service import CallableComponent, WorkerService
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -54,16 +54,24 @@ def wordcount_wasm(c_toolchain: str, cache_dir: Path) -> Path:
     return build_c_command(EXAMPLES_DIR / "wordcount", cache_dir)
 
 
-async def start_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent, **settings: int) -> WorkerService:
-    """A worker serving ``kit`` on the test's deployment, started (stop it yourself)."""
-    service = WorkerService(nc, subjects, WorkerSettings(**settings), [kit])
+async def start_worker(
+    nc: NatsClient, subjects: Subjects, *components: CallableComponent, **settings: int
+) -> WorkerService:
+    """A worker serving ``components`` on the test's deployment, started (stop it yourself)."""
+    service = WorkerService(nc, subjects, WorkerSettings(**settings), list(components))
     await service.start()
     return service
 
 
 @pytest.fixture
-async def worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent) -> AsyncIterator[WorkerService]:
-    """A worker serving the testkit with two guest threads, drained after the test."""
-    service = await start_worker(nc, subjects, kit, concurrency=2)
+def served(kit: LoadedComponent) -> list[CallableComponent]:
+    """What the ``worker`` fixture serves: the testkit. A module overrides it to serve more."""
+    return [kit]
+
+
+@pytest.fixture
+async def worker(nc: NatsClient, subjects: Subjects, served: list[CallableComponent]) -> AsyncIterator[WorkerService]:
+    """A worker serving ``served`` with two guest threads, drained after the test."""
+    service = await start_worker(nc, subjects, *served, concurrency=2)
     yield service
     await service.stop(grace_s=1)

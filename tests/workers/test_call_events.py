@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,10 @@ from nats.aio.msg import Msg
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode
-from schemas.config import ComponentSettings, WorkerSettings
+from schemas.config import ComponentSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallEvent, CallToolResult, ErrorReply, LogEvent, ProgressEvent
+from tests.workers.conftest import start_worker
 from tests.workers.test_command import LOOP_WAT, load_wat
 from workers.call_context import CallContext
 from workers.component import LoadedComponent
@@ -34,13 +34,9 @@ def conformance(engine_host: EngineHost, cache_dir: Path, conformance_wasm: Path
 
 
 @pytest.fixture
-async def worker(
-    nc: NatsClient, subjects: Subjects, kit: LoadedComponent, conformance: LoadedComponent
-) -> AsyncIterator[WorkerService]:
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=2), [kit, conformance])
-    await service.start()
-    yield service
-    await service.stop(grace_s=1)
+def served(kit: LoadedComponent, conformance: LoadedComponent) -> list[LoadedComponent]:
+    """The ``worker`` fixture serves the conformance tools next to the testkit."""
+    return [kit, conformance]
 
 
 async def call_with_events(
@@ -121,8 +117,7 @@ async def test_a_cancelled_call_stops_its_guest_within_a_tick_and_others_go_on(
 async def test_a_call_cancelled_while_queued_is_answered_cancelled(
     nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> None:
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit])
-    await service.start()
+    service = await start_worker(nc, subjects, kit, concurrency=1)
     try:
         occupier = await cancelled_call(nc, subjects, "kit_danger_spin", "occupier")
         await asyncio.sleep(0.1)

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Subjects
 from schemas.codec import decode, encode
-from schemas.config import ComponentSettings, Settings, WorkerSettings
+from schemas.config import ComponentSettings, Settings
 from schemas.wire import CallToolResult, TextContent
 from tests.workers.conftest import start_worker
 from workers.build import build_component
@@ -189,13 +189,9 @@ async def calls_flowing(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Flo
 
 
 @pytest.fixture
-async def worker(
-    nc: NatsClient, subjects: Subjects, kit: LoadedComponent, probe: LoadedComponent
-) -> AsyncIterator[WorkerService]:
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=2), [kit, probe])
-    await service.start()
-    yield service
-    await service.stop(grace_s=1)
+def served(kit: LoadedComponent, probe: LoadedComponent) -> list[LoadedComponent]:
+    """The ``worker`` fixture serves the probe next to the testkit (its calls flow during each attempt)."""
+    return [kit, probe]
 
 
 async def call(nc: NatsClient, subjects: Subjects, tool: str, **arguments: Any) -> CallToolResult:

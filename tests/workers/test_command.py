@@ -14,16 +14,16 @@ from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
-from schemas.config import ComponentSettings, LimitsSettings, Settings, WorkerSettings, load_settings
+from schemas.config import ComponentSettings, LimitsSettings, Settings, load_settings
 from schemas.errors import ConfigError
 from schemas.wire import CallToolResult, TextContent
+from tests.workers.conftest import start_worker
 from workers.c_build import build_c_command
 from workers.command import STDOUT_LIMIT_BYTES, LoadedCommand
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import BuildError, ComponentLoadError, UnknownTool
 from workers.loading import load_components, load_one
-from workers.service import WorkerService
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 COMMAND_TOML = EXAMPLES_DIR / "command.toml"
@@ -479,8 +479,7 @@ async def test_a_worker_serves_a_command_next_to_a_component_over_nats(
     tmp_path: Path,
 ) -> None:
     looper = load_wat(engine_host, cache_dir, tmp_path, LOOP_WAT, name="looper")
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=2), [kit, wordcount, looper])
-    await service.start()
+    service = await start_worker(nc, subjects, kit, wordcount, looper, concurrency=2)
     try:
         # Exactly what `nats req PREFIX.call.wordcount '{"text": "…"}'` sends: the body and nothing else.
         reply = await nc.request(subjects.call("wordcount"), b'{"text": "one two\\nthree"}', timeout=5)
