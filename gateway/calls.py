@@ -34,7 +34,7 @@ from gateway.errors import (
     NoWorker,
     PayloadTooLarge,
     WorkerFailed,
-    error_class,
+    call_failed,
 )
 from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
@@ -84,7 +84,7 @@ def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
         # Same words whether NATS or the registry said it, so clients can match one message.
         return NoWorker(no_worker(tool).message, tool=tool, detail=detail)
     message = f"tool {tool!r}: {detail}" if detail else f"tool {tool!r} failed ({code.name})"
-    return error_class(code)(message + _HINTS.get(code, ""), tool=tool, detail=detail)
+    return call_failed(code, message + _HINTS.get(code, ""), tool=tool, detail=detail)
 
 
 def result_from_reply(tool: str, msg: Msg) -> bytes:

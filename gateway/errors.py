@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from schemas.errors import ErrorCode
 
@@ -51,17 +51,21 @@ class GatewayError(Exception):
 class CallFailed(GatewayError):
     """Raised when a tool call fails for a protocol reason; ``code`` says which.
 
-    ``tool`` names the tool; ``detail`` is what the worker (or NATS) said, kept apart from
-    the message a client reads so logs can show both.
+    Each subclass stands for one code; a code without a class of its own is carried by a
+    plain ``CallFailed`` made with ``code=`` (see ``call_failed``). ``tool`` names the tool;
+    ``detail`` is what the worker (or NATS) said, kept apart from the message a client reads
+    so logs can show both.
     """
 
-    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+    code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, *, tool: str, detail: str = "") -> None:
+    def __init__(self, message: str, *, tool: str, detail: str = "", code: ErrorCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.tool = tool
         self.detail = detail
+        if code is not None:
+            self.code = code
 
 
 class UnknownTool(CallFailed):
@@ -116,18 +120,6 @@ class ReleaseRejected(CallFailed):
     code = ErrorCode.RELEASE_REJECTED
 
 
-class TaskNotFound(CallFailed):
-    """Raised when a reply carries TASK_NOT_FOUND."""
-
-    code = ErrorCode.TASK_NOT_FOUND
-
-
-class TaskState(CallFailed):
-    """Raised when a reply carries TASK_STATE."""
-
-    code = ErrorCode.TASK_STATE
-
-
 class WorkerFailed(CallFailed):
     """Raised when a worker reports an internal error or sends a reply that is not a result."""
 
@@ -140,24 +132,29 @@ class InvalidCursor(GatewayError):
 
 _BY_CODE: Final[Mapping[ErrorCode, type[CallFailed]]] = MappingProxyType(
     {
-        ErrorCode.BAD_REQUEST: BadRequest,
-        ErrorCode.UNKNOWN_TOOL: UnknownTool,
-        ErrorCode.NO_WORKER: NoWorker,
-        ErrorCode.OVERLOADED: Overloaded,
-        ErrorCode.CANCELLED: Cancelled,
-        ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-        ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLarge,
-        ErrorCode.RELEASE_REJECTED: ReleaseRejected,
-        ErrorCode.TASK_NOT_FOUND: TaskNotFound,
-        ErrorCode.TASK_STATE: TaskState,
-        ErrorCode.INTERNAL: WorkerFailed,
+        kind.code: kind
+        for kind in (
+            BadRequest,
+            UnknownTool,
+            NoWorker,
+            Overloaded,
+            Cancelled,
+            DeadlineExceeded,
+            PayloadTooLarge,
+            ReleaseRejected,
+            WorkerFailed,
+        )
     }
 )
+"""The class that stands for a bus error code (``BusDisconnected`` is a kind of ``NoWorker``, not listed)."""
 
 
-def error_class(code: ErrorCode) -> type[CallFailed]:
-    """The exception class that stands for a bus error code."""
-    return _BY_CODE[code]
+def call_failed(code: ErrorCode, message: str, *, tool: str, detail: str = "") -> CallFailed:
+    """The exception for a bus error code: its own class, or a ``CallFailed`` carrying the code."""
+    kind = _BY_CODE.get(code)
+    if kind is None:
+        return CallFailed(message, tool=tool, detail=detail, code=code)
+    return kind(message, tool=tool, detail=detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,6 @@ from gateway.errors import (
     BusDisconnected,
     CallFailed,
     Cancelled,
-    TaskNotFound,
-    TaskState,
     UnknownTool,
     WorkerFailed,
     to_jsonrpc,
@@ -66,6 +64,7 @@ from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from registry.tasks import TaskFinished, TaskStore, UnknownCursor
 from registry.tasks import TaskNotFound as StoreTaskNotFound
 from schemas.codec import DecodeError, decode
+from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
 
 log = structlog.get_logger(__name__)
@@ -163,10 +162,10 @@ class UpdateTaskRequestParams(types.RequestParams):
     input_responses: dict[str, Any] | None = None
 
 
-def task_error(kind: type[CallFailed], message: str, task_id: str) -> MCPError:
+def task_error(code: ErrorCode, message: str, task_id: str) -> MCPError:
     """The JSON-RPC error for a task request refused with a bus error code (through ``JSONRPC_ERRORS``)."""
-    data = {"reason": kind.code.name, "retryable": kind.code.retryable, "taskId": task_id}
-    return MCPError(JSONRPC_ERRORS[kind.code], message, data)
+    data = {"reason": code.name, "retryable": code.retryable, "taskId": task_id}
+    return MCPError(JSONRPC_ERRORS[code], message, data)
 
 
 def _call_error(exc: CallFailed, task_id: str | None = None) -> MCPError:
@@ -190,7 +189,7 @@ def _task_errors(task_id: str) -> Iterator[None]:
     try:
         yield
     except StoreTaskNotFound:
-        raise task_error(TaskNotFound, f"no task {task_id!r}", task_id) from None
+        raise task_error(ErrorCode.TASK_NOT_FOUND, f"no task {task_id!r}", task_id) from None
     except nats.errors.Error as exc:
         raise _call_error(
             BusDisconnected(
@@ -411,7 +410,7 @@ class TaskFrontend:
         with _task_errors(record.task_id):
             data = await self._store().result(record.task_id)
         if data is None:
-            raise task_error(TaskNotFound, f"the result of task {record.task_id!r} is gone", record.task_id)
+            raise task_error(ErrorCode.TASK_NOT_FOUND, f"the result of task {record.task_id!r} is gone", record.task_id)
         try:
             result = decode(data, CallToolResult)
         except DecodeError:
@@ -436,7 +435,7 @@ class TaskFrontend:
             if modern:
                 return {}  # cancellation is a request; the task had ended another way
             message = f"Cannot cancel task: already in terminal status {exc.record.status!r}"
-            raise task_error(TaskState, message, task_id) from None
+            raise task_error(ErrorCode.TASK_STATE, message, task_id) from None
         log.info("task cancelled", task_id=task_id, tool=cancelled.tool)
         return {} if modern else legacy_task(cancelled)
 
