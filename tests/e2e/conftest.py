@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,8 @@ import pytest
 
 from bench.apt import AptError, ensure_binary
 from bus.embedded import free_port
-from schemas.config import default_cache_dir
+from schemas.config import TasksSettings, default_cache_dir
+from tests.conftest import TESTKIT_WAT
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -52,38 +53,47 @@ class RunningSystem:
         return found
 
 
-def write_config(directory: Path, *, nats_port: int, mcp_port: int) -> Path:
-    """A toolbus.toml serving the examples plus the WAT testkit on the given ports."""
+COMPONENTS = {
+    "calc": f'source = "{EXAMPLES / "calc"}"',
+    "inventory": f'source = "{EXAMPLES / "inventory"}"',
+    "kit": f'path = "{TESTKIT_WAT}"',
+}
+"""Where each component a test system may serve comes from (``[[components]]`` entries by name)."""
+
+
+def write_config(
+    directory: Path,
+    *,
+    nats_url: str,
+    prefix: str | None = None,
+    mcp_port: int | None = None,
+    cache_dir: Path | None = None,
+    tasks: TasksSettings | None = None,
+    components: Sequence[str] = ("calc", "inventory", "kit"),
+) -> Path:
+    """``directory``/toolbus.toml: two worker threads announcing every second, serving ``components``
+    (see ``COMPONENTS``); a gateway section only with ``mcp_port``, a tasks section only with ``tasks``."""
+    lines = [f'state_dir = "{directory / "state"}"']
+    if cache_dir is not None:
+        lines.append(f'cache_dir = "{cache_dir}"')
+    lines += ["", "[nats]", f'url = "{nats_url}"']
+    if prefix is not None:
+        lines.append(f'prefix = "{prefix}"')
+    if mcp_port is not None:
+        lines += ["", "[gateway]", f"port = {mcp_port}"]
+    lines += ["", "[worker]", "concurrency = 2", "announce_interval_s = 1.0"]
+    if tasks is not None:
+        lines += ["", "[tasks]", f"ack_wait_s = {tasks.ack_wait_s}", f"max_deliver = {tasks.max_deliver}"]
+    for name in components:
+        lines += ["", "[[components]]", f'name = "{name}"', COMPONENTS[name]]
     config = directory / "toolbus.toml"
-    config.write_text(
-        f"""
-state_dir = "{directory / "state"}"
-
-[nats]
-url = "nats://127.0.0.1:{nats_port}"
-
-[gateway]
-port = {mcp_port}
-
-[worker]
-concurrency = 2
-announce_interval_s = 1.0
-
-[[components]]
-name = "calc"
-source = "{EXAMPLES / "calc"}"
-
-[[components]]
-name = "inventory"
-source = "{EXAMPLES / "inventory"}"
-
-[[components]]
-name = "kit"
-path = "{EXAMPLES / "wat" / "testkit.wat"}"
-""",
-        encoding="utf-8",
-    )
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
+
+
+def worker_pid(worker_id: str) -> int:
+    """The pid inside a worker id (``host-pid-suffix``, see workers.service.new_worker_id)."""
+    return int(worker_id.rsplit("-", 2)[-2])
 
 
 def start_up(config: Path, *extra: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
@@ -139,7 +149,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     """``toolbus up`` with the examples, embedded NATS, random ports; stopped at the end."""
     directory = tmp_path_factory.mktemp("system")
     nats_port, mcp_port = free_port(), free_port()
-    config = write_config(directory, nats_port=nats_port, mcp_port=mcp_port)
+    config = write_config(directory, nats_url=f"nats://127.0.0.1:{nats_port}", mcp_port=mcp_port)
     process, banner = start_up(config, log_path=directory / "up.log")
     running = RunningSystem(
         process, f"http://127.0.0.1:{mcp_port}/mcp", f"nats://127.0.0.1:{nats_port}", config, banner

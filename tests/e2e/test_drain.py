@@ -29,7 +29,7 @@ from schemas.codec import decode
 from schemas.micro import MicroStats
 from schemas.wire import CallToolResult, TextContent, WorkerAnnouncement
 from tests.conftest import eventually
-from tests.e2e.conftest import EXAMPLES, REPO
+from tests.e2e.conftest import REPO, worker_pid, write_config
 from workers.discovery import SERVICE_NAME
 from workers.runner import DRAIN_GRACE_S
 
@@ -69,32 +69,14 @@ class Announcements:
 
     def ready_pids(self) -> dict[int, str]:
         """Worker id by process id (the id is ``host-PID-random``)."""
-        return {int(a.worker_id.split("-")[-2]): a.worker_id for a in self.heard if a.state == "ready"}
+        return {worker_pid(a.worker_id): a.worker_id for a in self.heard if a.state == "ready"}
 
 
 @pytest.fixture
 def config(tmp_path: Path, nats_server: EmbeddedNatsServer, subjects: Subjects) -> Path:
-    path = tmp_path / "toolbus.toml"
-    path.write_text(
-        f"""
-state_dir = "{tmp_path / "state"}"
-cache_dir = "{tmp_path / "cache"}"
-
-[nats]
-url = "{nats_server.url}"
-prefix = "{subjects.prefix}"
-
-[worker]
-concurrency = 2
-announce_interval_s = 1.0
-
-[[components]]
-name = "kit"
-path = "{EXAMPLES / "wat" / "testkit.wat"}"
-""",
-        encoding="utf-8",
+    return write_config(
+        tmp_path, nats_url=nats_server.url, prefix=subjects.prefix, cache_dir=tmp_path / "cache", components=["kit"]
     )
-    return path
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from schemas.codec import decode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord
 from tests.conftest import eventually, task_reaches
-from tests.e2e.conftest import EXAMPLES, start_up, stop_up
+from tests.e2e.conftest import start_up, stop_up, worker_pid, write_config
 
 PREFIX = "toolbus"
 TASKS = TasksSettings(ack_wait_s=2.0, max_deliver=5, ttl_s=600)
@@ -39,35 +39,6 @@ class System:
     subjects: Subjects
 
 
-def write_config(directory: Path, nats_url: str) -> Path:
-    config = directory / "toolbus.toml"
-    config.write_text(
-        f"""
-state_dir = "{directory / "state"}"
-
-[nats]
-url = "{nats_url}"
-
-[gateway]
-port = {free_port()}
-
-[worker]
-concurrency = 2
-announce_interval_s = 1.0
-
-[tasks]
-ack_wait_s = {TASKS.ack_wait_s}
-max_deliver = {TASKS.max_deliver}
-
-[[components]]
-name = "kit"
-path = "{EXAMPLES / "wat" / "testkit.wat"}"
-""",
-        encoding="utf-8",
-    )
-    return config
-
-
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
     """A nats-server of this test's own (file storage), so the test may stop and restart it."""
@@ -79,7 +50,7 @@ def nats(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
 
 @pytest.fixture
 async def system(nats: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[System]:
-    config = write_config(tmp_path, nats.url)
+    config = write_config(tmp_path, nats_url=nats.url, mcp_port=free_port(), tasks=TASKS, components=["kit"])
     process, _ = await asyncio.to_thread(
         start_up, config, "--workers", "2", "--nats", nats.url, log_path=tmp_path / "up.log"
     )
@@ -90,11 +61,6 @@ async def system(nats: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Syst
     finally:
         await close_settled(nc)
         await asyncio.to_thread(stop_up, process)
-
-
-def worker_pid(worker_id: str) -> int:
-    """The pid inside a worker id (``host-pid-suffix``, see workers.service.new_worker_id)."""
-    return int(worker_id.rsplit("-", 2)[-2])
 
 
 @pytest.mark.slow
