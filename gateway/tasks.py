@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -116,18 +116,23 @@ def iso8601(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def legacy_task(record: TaskRecord) -> dict[str, Any]:
-    """The 2025-11-25 ``Task`` of a record."""
-    task: dict[str, Any] = {"taskId": record.task_id, "status": record.status}
+def _task_json(record: TaskRecord, status: str, ttl_key: str, poll_key: str) -> dict[str, Any]:
+    """A ``Task`` of a record; the eras differ only in its status and two key names."""
+    task: dict[str, Any] = {"taskId": record.task_id, "status": status}
     if record.status_message:
         task["statusMessage"] = record.status_message
     task |= {
         "createdAt": iso8601(record.created_at),
         "lastUpdatedAt": iso8601(record.updated_at),
-        "ttl": record.ttl_ms,
-        "pollInterval": record.poll_interval_ms,
+        ttl_key: record.ttl_ms,
+        poll_key: record.poll_interval_ms,
     }
     return task
+
+
+def legacy_task(record: TaskRecord) -> dict[str, Any]:
+    """The 2025-11-25 ``Task`` of a record."""
+    return _task_json(record, record.status, "ttl", "pollInterval")
 
 
 def modern_status(record: TaskRecord) -> str:
@@ -143,16 +148,7 @@ def modern_status(record: TaskRecord) -> str:
 
 def modern_task(record: TaskRecord) -> dict[str, Any]:
     """The 2026-07-28 ``Task`` of a record (without ``result``/``error``)."""
-    task: dict[str, Any] = {"taskId": record.task_id, "status": modern_status(record)}
-    if record.status_message:
-        task["statusMessage"] = record.status_message
-    task |= {
-        "createdAt": iso8601(record.created_at),
-        "lastUpdatedAt": iso8601(record.updated_at),
-        "ttlMs": record.ttl_ms,
-        "pollIntervalMs": record.poll_interval_ms,
-    }
-    return task
+    return _task_json(record, modern_status(record), "ttlMs", "pollIntervalMs")
 
 
 class UpdateTaskRequestParams(types.RequestParams):
@@ -208,8 +204,9 @@ class TaskFrontend:
         self.page_size = page_size
         self.store: TaskStore | None = None
         self.nc: NatsClient | None = None
-        self.server_info: Callable[[], dict[str, Any]] = dict
-        """The 2026-era ``serverInfo`` stamp (the SDK server's, once ``register`` ran)."""
+        self._meta: dict[str, Any] = {}
+        """``_meta`` of a 2026-era ``CreateTaskResult``: the SDK server's ``serverInfo`` stamp
+        (set by ``register``; shared by every answer, never mutated)."""
         self._followers: set[asyncio.Task[None]] = set()
         self.created = 0
         """Tasks created through this gateway."""
@@ -229,7 +226,8 @@ class TaskFrontend:
 
     def register(self, server: Any) -> None:
         """Add the ``tasks/*`` handlers and the ``tools/call`` interception to an SDK ``Server``."""
-        self.server_info = lambda: server.server_info_stamp
+        # A middleware's own answer is not stamped by the SDK: intercept_call stamps it.
+        self._meta = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
         server.add_request_handler("tasks/get", types.GetTaskRequestParams, self.get)
         server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, self.result)
         server.add_request_handler("tasks/list", types.PaginatedRequestParams, self.list)
@@ -260,7 +258,7 @@ class TaskFrontend:
         ttl_ms = None if modern or params.task is None else params.task.ttl
         record = await self.create(params.name, params.arguments or {}, principal=principal_of(ctx), ttl_ms=ttl_ms)
         if modern:
-            return {"resultType": "task", **modern_task(record), "_meta": self._stamp()}
+            return {"resultType": "task", **modern_task(record), "_meta": self._meta}
         self.follow(ctx.session._connection, record)  # no public path to the Connection (mcp pinned below 3)
         return {"task": legacy_task(record)}
 
@@ -289,9 +287,6 @@ class TaskFrontend:
         self.created += 1
         log.info("task created", task_id=record.task_id, tool=tool, principal=principal)
         return record
-
-    def _stamp(self) -> dict[str, Any]:
-        return {types.SERVER_INFO_META_KEY: self.server_info()}
 
     # -- 2025-11-25 status notifications ----------------------------------------------------------
     def follow(self, connection: Any, record: TaskRecord) -> None:
