@@ -50,12 +50,11 @@ CLIENT_NAME: Final = "toolbus-gateway"
 
 
 class GatewayState:
-    """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices, tasks."""
+    """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
 
-    def __init__(self, catalogue: Catalogue, changes: ListChanges, tasks: TaskFrontend) -> None:
+    def __init__(self, catalogue: Catalogue, changes: ListChanges) -> None:
         self.catalogue = catalogue
         self.changes = changes
-        self.tasks = tasks
         self.nc: NatsClient | None = None
 
 
@@ -92,7 +91,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
     server = build_server(frontend, changes, tasks)
     session_manager = build_session_manager(server, settings.gateway)
-    state = GatewayState(catalogue, changes, tasks)
+    state = GatewayState(catalogue, changes)
     should_close = nc is None if close_nc is None else close_nc
 
     @contextlib.asynccontextmanager

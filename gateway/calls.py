@@ -109,8 +109,6 @@ class ToolCaller:
         self._subjects = subjects
         self.timeout_s = timeout_s
         self._ids = NUID()  # unique request ids at a fraction of uuid4's cost
-        self.cancels = 0
-        """Cancel messages published so far (client cancellations, disconnects, deadlines)."""
 
     async def call(
         self,
@@ -220,5 +218,3 @@ class ToolCaller:
             await self._nc.publish(self._subjects.cancel(request_id), b"")
         except (nats.errors.Error, ValueError) as exc:
             log.debug("cancel not published", request_id=request_id, error=str(exc) or type(exc).__name__)
-        else:
-            self.cancels += 1

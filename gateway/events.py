@@ -67,10 +67,6 @@ class EventRelay:
         self._handled = 0
         self._caught_up: asyncio.Event | None = None
         self._target = 0
-        self.relayed = 0
-        """Events sent on to the client."""
-        self.dropped = 0
-        """Events received and not sent on (unwanted, not increasing, malformed, or failed to send)."""
 
     @property
     def wanted(self) -> bool:
@@ -80,44 +76,39 @@ class EventRelay:
     async def on_message(self, data: bytes) -> None:
         """Handle one message from the events subject (never raises)."""
         try:
-            if await self._relay(data):
-                self.relayed += 1
-            else:
-                self.dropped += 1
+            await self._relay(data)
         except Exception as exc:  # the client went away, or a sink failed: the call goes on
-            self.dropped += 1
             log.debug("call event not relayed", error=str(exc) or type(exc).__name__)
         finally:
             self._handled += 1
             if self._caught_up is not None and self._handled >= self._target:
                 self._caught_up.set()
 
-    async def _relay(self, data: bytes) -> bool:
+    async def _relay(self, data: bytes) -> None:
         try:
             event = _decoder.decode(data)
         except msgspec.DecodeError:
             log.debug("malformed call event dropped", event=data[:200])
-            return False
+            return
         if isinstance(event, ProgressEvent):
-            return await self._progress(event)
-        return await self._log(event)
+            await self._progress(event)
+        else:
+            await self._log(event)
 
-    async def _progress(self, event: ProgressEvent) -> bool:
+    async def _progress(self, event: ProgressEvent) -> None:
         progress = event.progress
         if self._on_progress is None or not math.isfinite(progress):
-            return False
+            return
         if self._last_progress is not None and progress <= self._last_progress:
-            return False
+            return
         self._last_progress = progress
         await self._on_progress(progress, event.total, event.message)
-        return True
 
-    async def _log(self, event: LogEvent) -> bool:
+    async def _log(self, event: LogEvent) -> None:
         rank = severity(event.level)
         if self._on_log is None or self._min_severity is None or rank is None or rank < self._min_severity:
-            return False
+            return
         await self._on_log(event.level, event.data, event.logger)
-        return True
 
     async def catch_up(self, received: int, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
         """Wait until the first ``received`` messages have been handled (bounded by ``timeout_s``).

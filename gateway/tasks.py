@@ -208,8 +208,6 @@ class TaskFrontend:
         """``_meta`` of a 2026-era ``CreateTaskResult``: the SDK server's ``serverInfo`` stamp
         (set by ``register``; shared by every answer, never mutated)."""
         self._followers: set[asyncio.Task[None]] = set()
-        self.created = 0
-        """Tasks created through this gateway."""
 
     def attach(self, nc: NatsClient, store: TaskStore) -> None:
         self.nc = nc
@@ -284,7 +282,6 @@ class TaskFrontend:
                     detail=type(exc).__name__,
                 )
             ) from None
-        self.created += 1
         log.info("task created", task_id=record.task_id, tool=tool, principal=principal)
         return record
 
