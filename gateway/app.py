@@ -90,7 +90,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     frontend = ToolFrontend(service)
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
     server = build_server(frontend, changes, tasks)
-    session_manager = build_session_manager(server, settings.gateway)
+    security = transport_security(settings.gateway)
+    session_manager = build_session_manager(server, security)
     state = GatewayState(catalogue, changes)
     should_close = nc is None if close_nc is None else close_nc
 
@@ -163,7 +164,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         service=service,
         server=server,
         session_manager=session_manager,
-        security=session_manager.security_settings or transport_security(settings.gateway),
+        security=security,
         path=settings.gateway.path,
         log_levels=frontend.log_levels,
     )

@@ -248,11 +248,14 @@ def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFronte
     return server
 
 
-def build_session_manager(server: Server[Any], settings: GatewaySettings) -> StreamableHTTPSessionManager:
-    """Streamable HTTP for both eras on one URL: stateful sessions for 2025, stateless 2026-07-28."""
+def build_session_manager(server: Server[Any], security: TransportSecuritySettings) -> StreamableHTTPSessionManager:
+    """Streamable HTTP for both eras on one URL: stateful sessions for 2025, stateless 2026-07-28.
+
+    ``security`` is ``transport_security(settings)``; the hot path checks requests with the same.
+    """
     return StreamableHTTPSessionManager(
         app=server,
         stateless=False,
         json_response=False,
-        security_settings=transport_security(settings),
+        security_settings=security,
     )
