@@ -24,6 +24,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from bus.subjects import Header, Subjects
@@ -172,11 +173,7 @@ class ToolCaller:
             await events.catch_up(subscription.delivered)
             return result
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await subscription.unsubscribe()
-                except nats.errors.Error as exc:  # closed or draining: the subscription is gone anyway
-                    log.debug("events subscription not unsubscribed", error=type(exc).__name__)
+            await unsubscribe_quietly(subscription)
 
     async def _request(self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> bytes:
         request_id = headers[Header.REQUEST_ID]
@@ -218,3 +215,12 @@ class ToolCaller:
             await self._nc.publish(self._subjects.cancel(request_id), b"")
         except (nats.errors.Error, ValueError) as exc:
             log.debug("cancel not published", request_id=request_id, error=str(exc) or type(exc).__name__)
+
+
+async def unsubscribe_quietly(subscription: Subscription) -> None:
+    """Unsubscribe, even while being cancelled; a closed or draining connection dropped it anyway."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await subscription.unsubscribe()
+        except nats.errors.Error as exc:
+            log.debug("subscription not unsubscribed", subject=subscription.subject, error=type(exc).__name__)

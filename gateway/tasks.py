@@ -36,7 +36,6 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import anyio
 import mcp_types as types
 import msgspec
 import nats.errors
@@ -49,6 +48,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from bus.subjects import Subjects
+from gateway.calls import unsubscribe_quietly
 from gateway.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -320,7 +320,7 @@ class TaskFrontend:
         except (StoreTaskNotFound, nats.errors.Error) as exc:
             log.debug("task status no longer followed", task_id=record.task_id, error=type(exc).__name__)
         finally:
-            await _unsubscribe(subscription)
+            await unsubscribe_quietly(subscription)
 
     # -- reading --------------------------------------------------------------------------------
     def _check(
@@ -396,7 +396,7 @@ class TaskFrontend:
                     record = await _next_status(subscription, store, task_id)
                 return record  # terminal records never change again: this one is final
             finally:
-                await _unsubscribe(subscription)
+                await unsubscribe_quietly(subscription)
 
     async def _result_of(self, record: TaskRecord, *, modern: bool) -> CallToolResult:
         with _task_errors(record.task_id):
@@ -466,11 +466,3 @@ async def _next_status(subscription: Subscription, store: TaskStore, task_id: st
         return decode(msg.data, TaskRecord)
     except DecodeError:
         return None
-
-
-async def _unsubscribe(subscription: Subscription) -> None:
-    with anyio.CancelScope(shield=True):
-        try:
-            await subscription.unsubscribe()
-        except nats.errors.Error as exc:  # closed or draining: the subscription is gone anyway
-            log.debug("task status subscription not unsubscribed", error=type(exc).__name__)
