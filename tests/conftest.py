@@ -20,7 +20,7 @@ from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from registry.tasks import TaskStore
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
-from schemas.wire import TaskRecord
+from schemas.wire import CallToolResult, TaskRecord, TextContent
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.service import CallableComponent, WorkerService
@@ -153,3 +153,10 @@ async def start_task_worker(
     runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, tasks), service, concurrency)
     await runner.start()
     return TaskWorker(worker_nc, service, runner)
+
+
+def text(result: CallToolResult) -> str:
+    """The text of a result made of one text block."""
+    [block] = result.content
+    assert isinstance(block, TextContent)
+    return block.text

@@ -21,7 +21,8 @@ from nats.aio.client import Client as NatsClient
 from bus.subjects import Subjects
 from schemas.codec import decode, encode
 from schemas.config import ComponentSettings, Settings
-from schemas.wire import CallToolResult, TextContent
+from schemas.wire import CallToolResult
+from tests.conftest import text
 from tests.workers.conftest import start_worker
 from workers.build import build_component
 from workers.capabilities import Grants
@@ -198,12 +199,6 @@ async def call(nc: NatsClient, subjects: Subjects, tool: str, **arguments: Any) 
     async with calls_flowing(nc, subjects):
         reply = await nc.request(subjects.call(f"probe_{tool}"), encode(arguments), timeout=10)
     return decode(reply.data, CallToolResult)
-
-
-def text(result: CallToolResult) -> str:
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def refused(result: CallToolResult) -> str:

@@ -16,7 +16,8 @@ from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings, Settings, load_settings
 from schemas.errors import ConfigError
-from schemas.wire import CallToolResult, TextContent
+from schemas.wire import CallToolResult
+from tests.conftest import text as text_of
 from tests.workers.conftest import start_worker
 from workers.c_build import build_c_command
 from workers.command import STDOUT_LIMIT_BYTES, LoadedCommand
@@ -124,12 +125,6 @@ def load_wat(
         name=name, path=path, kind="command", input_schema=ANY_OBJECT, output_schema=output_schema
     )
     return LoadedCommand.load(engine_host, settings, path, cache_dir)
-
-
-def text_of(result: CallToolResult) -> str:
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from schemas.codec import encode
 from schemas.config import ComponentSettings, ToolOverride
 from schemas.wire import UNSET, CallToolResult, TextContent
+from tests.conftest import text
 from workers.component import LoadedComponent, short_interface_name
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
@@ -31,12 +32,6 @@ def calc(engine_host: EngineHost, calc_wat_path: Path, tmp_path_factory: pytest.
         name="calc", path=calc_wat_path, tools={"add": ToolOverride(description="Adds two numbers.")}
     )
     return LoadedComponent.load(engine_host, settings, calc_wat_path, tmp_path_factory.mktemp("cache"))
-
-
-def text(result: CallToolResult) -> str:
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def test_one_tool_per_exported_function(calc: LoadedComponent) -> None:

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.config import ComponentSettings, LimitsSettings
-from schemas.wire import CallToolResult, TextContent
+from tests.conftest import text
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
@@ -46,12 +46,6 @@ def bad(load: Load) -> LoadedComponent:
 @pytest.fixture(scope="module")
 def metered(load: Load) -> LoadedComponent:
     return load(fuel=5_000_000)
-
-
-def text(result: CallToolResult) -> str:
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def still_serves(component: LoadedComponent) -> None:

@@ -14,18 +14,12 @@ from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ErrorCode
-from schemas.wire import CallToolResult, ErrorBody, ErrorReply, TextContent, WorkerAnnouncement
-from tests.conftest import TESTKIT_WAT
+from schemas.wire import CallToolResult, ErrorBody, ErrorReply, WorkerAnnouncement
+from tests.conftest import TESTKIT_WAT, text
 from tests.workers.conftest import start_worker
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.service import WorkerService
-
-
-def text(result: CallToolResult) -> str:
-    [block] = result.content
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def error_of(reply: Msg) -> ErrorBody:
