@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
-from bus.subjects import Subjects
+from bus.subjects import Header, Subjects
 from registry.tasks import TaskStore
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
@@ -160,3 +160,8 @@ def text(result: CallToolResult) -> str:
     [block] = result.content
     assert isinstance(block, TextContent)
     return block.text
+
+
+def deadline_in(seconds: float) -> dict[str, str]:
+    """Call headers with a deadline ``seconds`` from now."""
+    return {Header.DEADLINE_MS: str(int((time.time() + seconds) * 1000))}

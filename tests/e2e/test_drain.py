@@ -24,11 +24,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from bus.embedded import EmbeddedNatsServer
-from bus.subjects import Header, Subjects, micro_control
+from bus.subjects import Subjects, micro_control
 from schemas.codec import decode
 from schemas.micro import MicroStats
 from schemas.wire import CallToolResult, TextContent, WorkerAnnouncement
-from tests.conftest import eventually
+from tests.conftest import deadline_in, eventually
 from tests.e2e.conftest import REPO, worker_pid, write_config
 from workers.discovery import SERVICE_NAME
 from workers.runner import DRAIN_GRACE_S
@@ -137,10 +137,6 @@ async def start_workers(
     for w in new:
         w.worker_id = announcements.ready_pids()[w.process.pid]
     return new
-
-
-def deadline_in(seconds: float) -> dict[str, str]:
-    return {Header.DEADLINE_MS: str(int((time.time() + seconds) * 1000))}
 
 
 async def add(nc: NatsClient, subjects: Subjects, a: int, b: int) -> int:

@@ -18,6 +18,7 @@ from schemas.codec import decode
 from schemas.config import ComponentSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallEvent, CallToolResult, ErrorReply, LogEvent, ProgressEvent
+from tests.conftest import deadline_in
 from tests.workers.conftest import start_worker
 from tests.workers.test_command import LOOP_WAT, load_wat
 from workers.call_context import CallContext
@@ -94,7 +95,7 @@ async def test_rich_content_arrives_as_mcp_blocks(nc: NatsClient, subjects: Subj
 
 
 async def cancelled_call(nc: NatsClient, subjects: Subjects, tool: str, request_id: str) -> asyncio.Task[Msg]:
-    headers = {Header.REQUEST_ID: request_id, Header.DEADLINE_MS: str(int((time.time() + 30) * 1000))}
+    headers = {Header.REQUEST_ID: request_id, **deadline_in(30)}
     return asyncio.create_task(nc.request(subjects.call(tool), b"{}", timeout=30, headers=headers))
 
 

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bus.subjects import Header, Subjects
+from bus.subjects import Subjects
 from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings, Settings, load_settings
 from schemas.errors import ConfigError
 from schemas.wire import CallToolResult
+from tests.conftest import deadline_in
 from tests.conftest import text as text_of
 from tests.workers.conftest import start_worker
 from workers.c_build import build_c_command
@@ -491,8 +492,7 @@ async def test_a_worker_serves_a_command_next_to_a_component_over_nats(
         assert text_of(result).startswith("invalid arguments: ")
 
         # A runaway command times out on the call's deadline while other calls are answered.
-        deadline = {Header.DEADLINE_MS: str(int((time.time() + 0.5) * 1000))}
-        looping = asyncio.ensure_future(nc.request(subjects.call("looper"), b"{}", timeout=5, headers=deadline))
+        looping = asyncio.ensure_future(nc.request(subjects.call("looper"), b"{}", timeout=5, headers=deadline_in(0.5)))
         for n in range(10):
             reply = await nc.request(subjects.call("kit_add"), f'{{"a": {n}, "b": 1}}'.encode(), timeout=5)
             assert decode(reply.data, CallToolResult).structured_content == n + 1

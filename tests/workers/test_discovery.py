@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,11 +15,12 @@ from nats.micro.service import ServiceInfo, ServiceStats
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
-from bus.subjects import Header, Subjects, micro_control
+from bus.subjects import Subjects, micro_control
 from schemas.codec import decode
 from schemas.config import WorkerSettings
 from schemas.micro import MicroInfo, MicroPing, MicroStats
 from schemas.wire import CallToolResult
+from tests.conftest import deadline_in
 from tests.workers.conftest import start_worker
 from workers.component import LoadedComponent
 from workers.discovery import SERVICE_NAME, SERVICE_VERSION
@@ -52,10 +52,6 @@ async def nc2(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
     client = await connect(nats_server.url, name="test-2")
     yield client
     await client.close()
-
-
-def deadline_in(seconds: float) -> dict[str, str]:
-    return {Header.DEADLINE_MS: str(int((time.time() + seconds) * 1000))}
 
 
 async def call(nc: NatsClient, subjects: Subjects, tool: str, body: bytes, **kw: Any) -> Msg:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, WorkerAnnouncement
-from tests.conftest import TESTKIT_WAT, text
+from tests.conftest import TESTKIT_WAT, deadline_in, text
 from tests.workers.conftest import start_worker
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
@@ -27,10 +26,6 @@ def error_of(reply: Msg) -> ErrorBody:
     error = decode(reply.data, ErrorReply).error
     assert reply.headers[Header.ERROR] == str(error.code)
     return error
-
-
-def deadline_in(seconds: float) -> dict[str, str]:
-    return {Header.DEADLINE_MS: str(int((time.time() + seconds) * 1000))}
 
 
 async def test_a_plain_json_request_without_headers_gets_the_call_tool_result(
