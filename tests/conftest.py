@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -165,3 +167,17 @@ def text(result: CallToolResult) -> str:
 def deadline_in(seconds: float) -> dict[str, str]:
     """Call headers with a deadline ``seconds`` from now."""
     return {Header.DEADLINE_MS: str(int((time.time() + seconds) * 1000))}
+
+
+def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``toolbus`` CLI (the venv's entry point)."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "toolbus"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def nats_settings(directory: Path, url: str, prefix: str) -> Path:
+    """A ``toolbus.toml`` in ``directory`` with only the ``[nats]`` section: where the CLI finds the bus."""
+    path = directory / "toolbus.toml"
+    path.write_text(f'[nats]\nurl = "{url}"\nprefix = "{prefix}"\n')
+    return path

@@ -4,8 +4,6 @@ stream as they happen, and ``toolbus audit`` prints them."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
@@ -18,6 +16,7 @@ from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import RegistrySettings
 from schemas.wire import RegistryEvent
+from tests.conftest import nats_settings, toolbus
 
 
 async def test_events_and_task_transitions_are_kept_and_printed(
@@ -44,15 +43,8 @@ async def test_events_and_task_transitions_are_kept_and_printed(
             (f"tasks.status.{task.task_id}", "working"),
             (f"tasks.status.{task.task_id}", "cancelled"),
         ]
-        settings = tmp_path / "toolbus.toml"
-        settings.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{subjects.prefix}"\n')
-        printed = await asyncio.to_thread(
-            subprocess.run,
-            [str(Path(sys.executable).parent / "toolbus"), "audit", "--config", str(settings)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        settings = nats_settings(tmp_path, nats_server.url, subjects.prefix)
+        printed = await asyncio.to_thread(toolbus, "audit", "--config", str(settings))
         assert printed.returncode == 0, printed.stderr
         lines = printed.stdout.splitlines()
         assert "published name=pkg version=1.0.0" in lines[0]

@@ -4,8 +4,6 @@ real workers (wasmtime) that follow the packages bucket."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, Settings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEvent, ReleaseReply, ReleaseRequest
-from tests.conftest import eventually
+from tests.conftest import eventually, nats_settings, toolbus
 from tests.registry.conftest import OciTestRegistry
 from workers.engine import EngineHost
 from workers.packages import PackageFollower
@@ -289,19 +287,11 @@ async def test_a_restarted_registry_offers_the_same_catalogue_at_once(
         await second.stop()
 
 
-def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real `toolbus` CLI."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "toolbus"), *args], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions(
     deployment: Deployment, nats_server: EmbeddedNatsServer, oci_registry: OciTestRegistry, tmp_path: Path
 ) -> None:
     await deployment.start_worker()
-    prefix = tmp_path / "toolbus.toml"
-    prefix.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{deployment.subjects.prefix}"\n')
+    prefix = nats_settings(tmp_path, nats_server.url, deployment.subjects.prefix)
     wasm = tmp_path / "answer.wasm"
     wasm.write_bytes(V1)
     tool_toml = tmp_path / "tool.toml"

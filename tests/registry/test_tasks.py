@@ -5,8 +5,6 @@ worker dying mid-task."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
-from tests.conftest import FAST_TASKS, TaskWorker, eventually, start_task_worker, task_reaches
+from tests.conftest import FAST_TASKS, TaskWorker, eventually, nats_settings, start_task_worker, task_reaches, toolbus
 from workers.component import LoadedComponent
 
 
@@ -209,18 +207,11 @@ async def test_200_tasks_survive_a_nats_server_restart(
         server.stop()
 
 
-def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "toolbus"), *args], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 async def test_the_cli_submits_lists_and_reads_tasks(
     tasks: Tasks, nats_server: EmbeddedNatsServer, tmp_path: Path
 ) -> None:
     await tasks.start_worker()
-    settings = tmp_path / "toolbus.toml"
-    settings.write_text(f'[nats]\nurl = "{nats_server.url}"\nprefix = "{tasks.subjects.prefix}"\n')
+    settings = nats_settings(tmp_path, nats_server.url, tasks.subjects.prefix)
     common = ("--config", str(settings))
     submitted = await asyncio.to_thread(toolbus, "tasks", *common, "submit", "kit_add", '{"a":20,"b":22}')
     assert submitted.returncode == 0, submitted.stderr
