@@ -130,7 +130,6 @@ async def test_a_burst_of_changes_is_one_or_two_notifications(start_gateway: Sta
     gateway = await start_gateway()
     changes = gateway.state.changes
     async with listening(gateway, kv, "legacy") as legacy, listening(gateway, kv, "auto") as modern:
-        await asyncio.sleep(SETTLE_S)
         listeners = (legacy, modern)
         before = [listener.inbox.heard for listener in listeners]
         rounds = changes.rounds
