@@ -205,7 +205,8 @@ async def test_a_new_version_swaps_in_under_load_with_zero_failed_calls(deployme
     await asyncio.gather(*callers)
     assert failures == []
     assert answers[0] == 1 and set(answers) == {1, 2}
-    # Once a call saw version 2 on both workers, nothing went back to 1 (each worker swapped once).
+    # Every answer came from version 1 or version 2 (the order is not checked: a call may
+    # still get 1 after another got 2, while the workers swap one by one).
     assert answers.count(1) + answers.count(2) == len(answers)
 
 
