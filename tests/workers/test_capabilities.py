@@ -333,9 +333,7 @@ async def test_an_http_response_over_the_size_limit_is_refused(
     assert reason == "fetch failed: response body larger than 1000 bytes"
 
 
-async def test_http_to_a_closed_port_is_an_error_not_a_trap(
-    nc: NatsClient, subjects: Subjects, worker: WorkerService, allowed_site: Site
-) -> None:
+def test_http_to_a_closed_port_is_an_error_not_a_trap() -> None:
     # The allowlist lets it through; the network refuses, and the guest hears why.
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
