@@ -4,7 +4,9 @@ stream as they happen, and ``toolbus audit`` prints them."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
@@ -16,7 +18,7 @@ from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import RegistrySettings
 from schemas.wire import RegistryEvent
-from tests.conftest import nats_settings, toolbus
+from tests.conftest import eventually, nats_settings, toolbus
 
 
 async def test_events_and_task_transitions_are_kept_and_printed(
@@ -31,9 +33,12 @@ async def test_events_and_task_transitions_are_kept_and_printed(
         store = await TaskStore.open(nc, subjects)
         task = await store.submit("kit_add", {"a": 1}, principal="alice")
         await store.cancel(task.task_id, principal="alice")
-        await nc.flush()
-        await asyncio.sleep(0.2)
-        events = await recent(nc, subjects, 10)
+
+        async def three_events() -> list[tuple[datetime, str, dict[str, Any]]] | None:
+            found = await recent(nc, subjects, 10)
+            return found if len(found) >= 3 else None
+
+        events = await eventually(three_events, what="the audit stream never held the three events")
         kinds = [
             (subject.removeprefix(subjects.prefix + "."), body.get("status") or body.get("kind"))
             for _, subject, body in events
