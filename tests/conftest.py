@@ -54,8 +54,11 @@ async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
     await client.close()
 
 
-TESTKIT_WAT = Path(__file__).resolve().parents[1] / "examples" / "wat" / "testkit.wat"
+WAT_DIR = Path(__file__).resolve().parents[1] / "examples" / "wat"
+TESTKIT_WAT = WAT_DIR / "testkit.wat"
 """The hand-written WAT component: instantiates in microseconds, has a trap and an endless loop."""
+HOSTILE_WAT = WAT_DIR / "hostile.wat"
+"""The hand-written WAT component that misbehaves: memory bombs, deep recursion, output floods."""
 
 
 @pytest.fixture(scope="session")

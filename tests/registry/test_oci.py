@@ -14,7 +14,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -33,10 +32,10 @@ from registry.oci import (
     pull_component,
     verify_digest,
 )
+from tests.conftest import TESTKIT_WAT
 from tests.registry.conftest import OciTestRegistry
 from workers.compile_cache import read_wasm
 
-TESTKIT_WAT = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
 SHA = "sha256:" + "ab" * 32
 
 

@@ -17,7 +17,7 @@ from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings, Settings, load_settings
 from schemas.errors import ConfigError
 from schemas.wire import CallToolResult
-from tests.conftest import deadline_in
+from tests.conftest import TESTKIT_WAT, deadline_in
 from tests.conftest import text as text_of
 from tests.workers.conftest import start_worker
 from workers.c_build import build_c_command
@@ -29,7 +29,6 @@ from workers.loading import load_components, load_one
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 COMMAND_TOML = EXAMPLES_DIR / "command.toml"
-TESTKIT_WAT = EXAMPLES_DIR / "wat" / "testkit.wat"
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 

@@ -13,12 +13,10 @@ import pytest
 from schemas.codec import encode
 from schemas.config import ComponentSettings, ToolOverride
 from schemas.wire import UNSET, CallToolResult, TextContent
-from tests.conftest import text
+from tests.conftest import TESTKIT_WAT, text
 from workers.component import LoadedComponent, short_interface_name
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
-
-TESTKIT_WAT = Path(__file__).resolve().parents[2] / "examples" / "wat" / "testkit.wat"
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.config import ComponentSettings, LimitsSettings
-from tests.conftest import text
+from tests.conftest import HOSTILE_WAT, TESTKIT_WAT, text
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError
 from workers.guest_output import GUEST_LOG_LIMIT_BYTES
-
-WAT_DIR = Path(__file__).resolve().parents[2] / "examples" / "wat"
-HOSTILE_WAT = WAT_DIR / "hostile.wat"
-TESTKIT_WAT = WAT_DIR / "testkit.wat"
 
 Load = Callable[..., LoadedComponent]
 

@@ -12,10 +12,9 @@ import pytest
 
 from schemas.config import ComponentSettings
 from schemas.wire import TextContent
+from tests.conftest import HOSTILE_WAT
 from workers.component import WARM_INSTANCES_MAX, LoadedComponent
 from workers.engine import EngineHost
-
-HOSTILE_WAT = Path(__file__).resolve().parents[2] / "examples" / "wat" / "hostile.wat"
 
 
 def load(engine_host: EngineHost, cache_dir: Path, name: str, **settings: object) -> LoadedComponent:
