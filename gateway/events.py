@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from schemas.wire import LOG_LEVELS, CallEvent, LogEvent, ProgressEvent
+from schemas.wire import CallEvent, LogEvent, ProgressEvent, log_severity
 
 log = structlog.get_logger(__name__)
 
@@ -34,13 +34,7 @@ LogSink = Callable[[str, Any, str | None], Awaitable[None]]
 CATCH_UP_TIMEOUT_S: Final = 1.0
 """Longest a finished call waits for its already-received events to reach the client."""
 
-_SEVERITY: Final = {level: rank for rank, level in enumerate(LOG_LEVELS)}
 _decoder: Final = msgspec.json.Decoder(CallEvent)
-
-
-def severity(level: str) -> int | None:
-    """The rank of an MCP log level (``debug`` is 0), or ``None`` for an unknown one."""
-    return _SEVERITY.get(level)
 
 
 class EventRelay:
@@ -59,7 +53,7 @@ class EventRelay:
         log_level: str | None = None,
     ) -> None:
         self._on_progress = on_progress
-        self._min_severity = severity(log_level) if log_level is not None else None
+        self._min_severity = log_severity(log_level)
         self._on_log = on_log if self._min_severity is not None else None
         self.log_level = log_level if self._on_log is not None else None
         """The lowest level wanted (sent to the worker as ``Toolbus-Log-Level``), or ``None``."""
@@ -105,7 +99,7 @@ class EventRelay:
         await self._on_progress(progress, event.total, event.message)
 
     async def _log(self, event: LogEvent) -> None:
-        rank = severity(event.level)
+        rank = log_severity(event.level)
         if self._on_log is None or self._min_severity is None or rank is None or rank < self._min_severity:
             return
         await self._on_log(event.level, event.data, event.logger)

@@ -248,6 +248,12 @@ CallEvent = ProgressEvent | LogEvent
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 """MCP log levels (RFC 5424 severities), least severe first."""
+_SEVERITY = {level: rank for rank, level in enumerate(LOG_LEVELS)}
+
+
+def log_severity(level: str | None) -> int | None:
+    """The rank of an MCP log level (``debug`` = 0), or None for anything else."""
+    return _SEVERITY.get(level) if level is not None else None
 
 
 # -- durable tasks ----------------------------------------------------------------------------------

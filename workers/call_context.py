@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from schemas.wire import LOG_LEVELS, CallEvent, Content, LogEvent, ProgressEvent
+from schemas.wire import CallEvent, Content, LogEvent, ProgressEvent, log_severity
 
 EventSink = Callable[[CallEvent], None]
 """Publishes one event for the caller; thread-safe (called from guest threads)."""
@@ -29,7 +29,7 @@ class CallContext:
     events: EventSink | None = None
     """Where progress and logs go; None when the caller asked for none."""
     log_level: int | None = None
-    """Index in ``LOG_LEVELS`` of the least severe level the caller wants; None: no logs."""
+    """Rank (``schemas.wire.log_severity``) of the least severe level the caller wants; None: no logs."""
     deadline: float = float("inf")
     """``time.monotonic()`` at which the call's time is up (host calls are bounded by it)."""
     content: list[Content] = field(default_factory=list)
@@ -42,11 +42,13 @@ class CallContext:
         if self.events is not None:
             self.events(ProgressEvent(progress=progress, total=total, message=message))
 
-    def log(self, level: str, data: object, logger: str | None = None) -> None:
+    def log(self, level: str, data: object) -> None:
+        """Send a log event if the caller wants ``level``; an unknown level is dropped."""
         if self.events is None or self.log_level is None:
             return
-        if LOG_LEVELS.index(level) >= self.log_level:
-            self.events(LogEvent(level=level, data=data, logger=logger))
+        rank = log_severity(level)
+        if rank is not None and rank >= self.log_level:
+            self.events(LogEvent(level=level, data=data))
 
 
 _local = threading.local()

@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 from schemas.wire import (
-    LOG_LEVELS,
     AudioContent,
     Content,
     EmbeddedResource,
@@ -37,7 +36,7 @@ def _report_progress(_store: Any, progress: float, total: float | None, message:
 
 def _log(_store: Any, level: str, message: str) -> None:
     context = current()
-    if context is not None and level in LOG_LEVELS:
+    if context is not None:
         context.log(level, message)
 
 

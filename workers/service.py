@@ -36,7 +36,7 @@ from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import LimitsSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.validation import ArgumentValidator, argument_problem, compile_validator
-from schemas.wire import LOG_LEVELS, CallEvent, CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement
+from schemas.wire import CallEvent, CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement, log_severity
 from workers.call_context import CallContext
 from workers.discovery import Discovery, ToolStats
 
@@ -407,7 +407,7 @@ class WorkerService:
 
             context.events = publish
             level = headers.get(Header.LOG_LEVEL)
-            context.log_level = LOG_LEVELS.index(level) if level in LOG_LEVELS else None
+            context.log_level = log_severity(level)
         return context
 
     async def _on_cancel(self, msg: Msg) -> None:
