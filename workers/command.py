@@ -29,13 +29,12 @@ from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from workers.call_context import CallContext
 from workers.capabilities import Grants
 from workers.compile_cache import load_module, read_wasm, wasm_digest
-from workers.component import LOAD_CHECK_TIMEOUT_S
 from workers.engine import EngineHost
 from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.guest_output import HeadLog, TailBuffer
 from workers.interrupts import InterruptibleStore
-from workers.limits import effective_timeout_s, sandbox_store
+from workers.limits import LOAD_CHECK_TIMEOUT_S, effective_timeout_s, sandbox_store
 
 log = structlog.get_logger(__name__)
 

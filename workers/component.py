@@ -41,7 +41,7 @@ from workers.errors import ComponentLoadError, UnknownTool
 from workers.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.guest_output import GuestOutput
 from workers.interrupts import InterruptibleStore
-from workers.limits import describe_limit_hit, effective_timeout_s, rearm, sandbox_store
+from workers.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.mcp_host import link_mcp
 
 log = structlog.get_logger(__name__)
@@ -50,8 +50,6 @@ WARM_INSTANCES_MAX = 16
 """Idle warm instances a component keeps (``reuse_instances``) unless its ``max_concurrency``
 says fewer; more threads than this just instantiate afresh."""
 
-LOAD_CHECK_TIMEOUT_S = 10.0
-"""Time allowed for the trial instantiation at load (componentize-py guests need ~1 ms)."""
 
 HIDDEN_EXPORTS = frozenset({"exports"})
 """Top-level exports that are never tools (componentize-py adds an internal ``exports``)."""

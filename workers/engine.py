@@ -66,7 +66,9 @@ class EngineHost:
         return ticker is not None and ticker.is_alive()
 
     def start(self) -> None:
-        """Start the epoch ticker (idempotent)."""
+        """Start the epoch ticker (idempotent; cheap when it runs, as on every call)."""
+        if self.running:
+            return
         root = self._root
         with root._lock:
             if self.running:

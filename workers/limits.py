@@ -19,6 +19,8 @@ from workers.engine import DEFAULT_FUEL, EngineHost
 from workers.interrupts import CANCELLED, TIMED_OUT, InterruptibleStore
 
 MIB = 1 << 20
+LOAD_CHECK_TIMEOUT_S = 10.0
+"""Time allowed for the trial instantiation at load (componentize-py guests need ~1 ms)."""
 
 OUT_OF_MEMORY_MARKERS = ("MemoryError", "out of memory", "memory allocation of")
 """How guests report a failed allocation on stderr (CPython, C/WAT by convention, Rust).
