@@ -123,14 +123,16 @@ def _load_or_compile(
     except wasmtime.WasmtimeError as exc:
         raise ComponentLoadError(f"not a valid {kind}: {exc}") from exc
     try:
-        _write_atomically(path, bytes(compiled.serialize()))
+        write_atomically(path, bytes(compiled.serialize()))
     except (OSError, wasmtime.WasmtimeError) as exc:
         # The cache only saves time; a read-only or full disk must not stop the worker.
         log.warning("compile cache not written", path=str(path), error=str(exc))
     return compiled
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a
+    half-written file, and concurrent writers of the same content are harmless."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from schemas.errors import ErrorCode
 from schemas.wire import Alias, IntrospectReply, IntrospectRequest, ToolDescriptor
 from workers.capabilities import Grants
 from workers.command import LoadedCommand
+from workers.compile_cache import write_atomically
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.errors import WorkersError
@@ -197,10 +197,7 @@ class PackageFollower:
         if path.is_file():
             return path
         data = await self._store.get_artifact(digest)  # checks the hash
-        self._artifacts.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_bytes(data)
-        os.replace(scratch, path)  # readers never see a half-written file
+        await asyncio.to_thread(write_atomically, path, data)  # megabytes: not on the event loop
         return path
 
     async def _on_introspect(self, msg: Msg) -> None:
