@@ -1,0 +1,62 @@
+"""SDK-path ``tools/list`` handler cost on a 100-tool page, against validating every tool per request.
+
+The SDK handler (``gateway.server.ToolFrontend.list_tools``) serves each tool's ``types.Tool``
+model, validated once per catalogue entry and era (``gateway.server.sdk_tool``). The baseline,
+measured in the same run, is what the handler did before: ``types.Tool.model_validate`` of every
+tool's JSON on every request. In-process, no event loop (the handler awaits nothing).
+
+Run: ``.venv/bin/python -m bench.sdk_tools_list``
+"""
+
+from __future__ import annotations
+
+import statistics
+import timeit
+from collections.abc import Callable, Coroutine
+from types import SimpleNamespace
+from typing import Any
+
+import mcp.types as types
+
+from bench.tools_list import descriptor
+from gateway.catalogue import Catalogue
+from gateway.server import ToolFrontend
+from gateway.tools import ToolService
+
+TOOLS = 100
+NUMBER = 300
+REPEAT = 15
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("the handler suspended")
+
+
+def _per_call_us(call: Callable[[], object]) -> float:
+    call()  # the first call fills the per-entry cache
+    return statistics.median(timeit.repeat(call, number=NUMBER, repeat=REPEAT)) / NUMBER * 1e6
+
+
+def main() -> None:
+    catalogue = Catalogue()
+    catalogue.replace(descriptor(i) for i in range(TOOLS))
+    frontend = ToolFrontend(ToolService(catalogue, page_size=TOOLS))
+    entries = [catalogue.get(name) for name in catalogue.names()]
+    print(f"tools/list, one page of {TOOLS} tools, median of {REPEAT} x {NUMBER} calls:")
+    for era, modern in (("2025-11-25", False), ("2026-07-28", True)):
+        ctx = SimpleNamespace(protocol_version=era)
+        now = _per_call_us(lambda ctx=ctx: _run(frontend.list_tools(ctx, None)))  # type: ignore[misc]
+        baseline = _per_call_us(
+            lambda modern=modern: [
+                types.Tool.model_validate(e.modern_tool if modern else e.legacy_tool) for e in entries if e
+            ]
+        )
+        print(f"  {era}: validate every tool (baseline) {baseline:7.1f} us   handler now {now:6.1f} us")
+
+
+if __name__ == "__main__":
+    main()
