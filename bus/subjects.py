@@ -32,6 +32,10 @@ class Header:
     """Subject the worker publishes the call's ``CallEvent``s to (progress, logs); absent: none."""
     LOG_LEVEL: Final = "Toolbus-Log-Level"
     """Lowest MCP log level the caller wants as events (``debug`` … ``emergency``); absent: none."""
+    PRINCIPAL: Final = "Toolbus-Principal"
+    """Who the gateway authenticated; honoured only with a valid ``PRINCIPAL_SIGNATURE``."""
+    PRINCIPAL_SIGNATURE: Final = "Toolbus-Principal-Sig"
+    """A gateway's proof that it set ``PRINCIPAL`` for this request (see ``bus.principal``)."""
 
 
 def as_token(text: str) -> str:

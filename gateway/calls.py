@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
+from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.errors import (
     BusDisconnected,
@@ -105,10 +106,13 @@ def result_from_reply(tool: str, msg: Msg) -> bytes:
 class ToolCaller:
     """Sends tool calls over NATS request/reply; the request timeout is the call's deadline."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, *, timeout_s: float) -> None:
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, *, timeout_s: float, signer: PrincipalSigner | None = None
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
         self.timeout_s = timeout_s
+        self._signer = signer
         self._ids = NUID()  # unique request ids at a fraction of uuid4's cost
 
     async def call(
@@ -120,9 +124,12 @@ class ToolCaller:
         timeout_s: float | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
+        principal: str | None = None,
         events: EventRelay | None = None,
     ) -> bytes:
         """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON.
+
+        ``principal`` travels signed (``bus.principal``) when the caller has a signer.
 
         ``events`` receives the call's progress and log events while it runs, when it wants any.
         ``request_id`` must be a subject token (it names the cancel subject); by default a NUID.
@@ -146,6 +153,8 @@ class ToolCaller:
         }
         if traceparent:
             headers[Header.TRACEPARENT] = traceparent
+        if principal is not None and self._signer is not None:
+            self._signer.stamp(headers, principal, request_id)
         if events is None or not events.wanted:
             return await self._request(tool, payload, headers, timeout_s)
         return await self._request_with_events(tool, payload, headers, timeout_s, events)

@@ -8,16 +8,21 @@ of a tool is made once, on its catalogue entry (``gateway.catalogue.tool_json``)
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from nats.nuid import NUID
 
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
+from gateway.principals import ANONYMOUS, Principal
 from schemas.codec import DecodeError, decode, encode
 from schemas.validation import argument_problem
 from schemas.wire import UNSET, CallToolResult, TextContent
@@ -47,6 +52,40 @@ def invalid_arguments(tool: str, problem: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(f"invalid arguments for tool {tool!r}: {problem}")], is_error=True)
 
 
+OK: Final = "ok"
+"""Outcome of a call the tool answered with a result."""
+TOOL_ERROR: Final = "tool_error"
+"""Outcome of a call the tool answered with ``isError: true``."""
+INVALID_ARGUMENTS: Final = "invalid_arguments"
+CANCELLED: Final = "cancelled"
+"""Outcome of a call its client cancelled or abandoned."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One finished ``tools/call``, as every observer (metrics, audit, the log line) sees it.
+
+    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, or the
+    lower-cased ``ErrorCode`` name of a failed call (``no_worker``, ``deadline_exceeded``…).
+    """
+
+    tool: str
+    principal: Principal
+    era: str
+    request_id: str
+    traceparent: str | None
+    arguments: Any
+    outcome: str
+    error: str | None
+    started_at: float
+    """Unix time the call began."""
+    duration_s: float
+
+
+CallObserver = Callable[[CallRecord], None]
+"""Told of every finished call, on the event loop: must not block (queue slow work)."""
+
+
 class ToolService:
     """Lists the catalogue and runs calls; ``caller`` is attached once NATS is connected."""
 
@@ -54,6 +93,8 @@ class ToolService:
         self.catalogue = catalogue
         self.page_size = page_size
         self.caller = caller
+        self.observers: list[CallObserver] = []
+        self._ids = NUID()  # request ids: unique, subject tokens, a fraction of uuid4's cost
 
     def page(self, cursor: str | None) -> CataloguePage:
         """One page of the catalogue.
@@ -69,24 +110,64 @@ class ToolService:
         arguments: Any,
         *,
         era: str,
+        principal: Principal = ANONYMOUS,
         traceparent: str | None = None,
         events: EventRelay | None = None,
     ) -> CallToolResult:
         """Validate and run one call; the result is shaped for ``era``; ``events`` hears its progress and logs.
 
+        Every call, whatever its end, is reported to ``observers`` as one ``CallRecord``.
+
         Raises:
             CallFailed: the tool is unknown, or the call failed on the bus (no worker, deadline…).
         """
+        request_id = self._ids.next().decode()
+        started_at, started = time.time(), time.perf_counter()
+        outcome, error = CANCELLED, None
+        try:
+            result, outcome = await self._call(name, arguments, era, principal, request_id, traceparent, events)
+            return result
+        except CallFailed as exc:
+            outcome, error = exc.code.name.lower(), exc.message
+            raise
+        finally:
+            if self.observers:
+                duration_s = time.perf_counter() - started
+                record = CallRecord(
+                    name, principal, era, request_id, traceparent, arguments, outcome, error, started_at, duration_s
+                )
+                for observer in self.observers:
+                    observer(record)
+
+    async def _call(
+        self,
+        name: str,
+        arguments: Any,
+        era: str,
+        principal: Principal,
+        request_id: str,
+        traceparent: str | None,
+        events: EventRelay | None,
+    ) -> tuple[CallToolResult, str]:
+        """The call's result and its outcome (see ``CallRecord``)."""
         entry = self.catalogue.get(name)
         if entry is None:
             raise UnknownTool(f"unknown tool {name!r}; {UNKNOWN_TOOL_HINT}", tool=name)
         problem = argument_problem(entry.validator, {} if arguments is None else arguments)
         if problem is not None:
-            return invalid_arguments(name, problem)
+            return invalid_arguments(name, problem), INVALID_ARGUMENTS
         if self.caller is None:
             raise BusDisconnected("the gateway is still starting; retry in a moment", tool=name)
         try:
-            data = await self.caller.call(name, arguments or {}, era=era, traceparent=traceparent, events=events)
+            data = await self.caller.call(
+                name,
+                arguments or {},
+                era=era,
+                request_id=request_id,
+                traceparent=traceparent,
+                principal=principal.subject,
+                events=events,
+            )
         except CallFailed as exc:
             log.info("call failed", tool=name, reason=exc.code.name, detail=exc.detail or exc.message)
             raise
@@ -97,4 +178,4 @@ class ToolService:
             raise WorkerFailed(
                 f"the worker for tool {name!r} sent a reply that is not an MCP CallToolResult", tool=name
             ) from None
-        return result if is_modern(era) else downgrade(result)
+        return (result if is_modern(era) else downgrade(result)), TOOL_ERROR if result.is_error else OK
