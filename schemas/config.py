@@ -83,6 +83,11 @@ def _nats_password_from_env() -> str | None:
     return os.environ.get("TOOLBUS_NATS_PASSWORD") or None
 
 
+def _principal_key_from_env() -> str | None:
+    """``TOOLBUS_PRINCIPAL_KEY``: the key gateways sign principals with (see bus/principal.py)."""
+    return os.environ.get("TOOLBUS_PRINCIPAL_KEY") or None
+
+
 class NatsSettings(_Model):
     url: str = DEFAULT_NATS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
@@ -93,6 +98,12 @@ class NatsSettings(_Model):
     """The user's password; default ``$TOOLBUS_NATS_PASSWORD``."""
     tls_ca_file: Path | None = None
     """CA bundle to verify the server with; setting it turns TLS on."""
+    principal_key: Annotated[str, Field(min_length=16)] | None = Field(
+        default_factory=_principal_key_from_env, repr=False
+    )
+    """Shared by gateways, workers and the registry: gateways sign the principal of each request
+    with it, and the others honour a principal only with a valid signature. Default
+    ``$TOOLBUS_PRINCIPAL_KEY``; unset, principals are not sent (every NATS caller is ``nats``)."""
 
 
 class GatewaySettings(_Model):
@@ -109,6 +120,83 @@ class GatewaySettings(_Model):
     """Extra ``Host`` values accepted besides loopback (DNS-rebinding protection)."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Extra ``Origin`` values accepted besides loopback."""
+
+
+class OAuthSettings(_Model):
+    """OAuth 2.1 resource server: JWT bearer tokens from one authorization server."""
+
+    issuer: str
+    """The authorization server's issuer identifier; tokens' ``iss`` must equal it."""
+    jwks_url: str | None = None
+    """Where the issuer publishes its signing keys (fetched, cached, refetched for unknown key ids)."""
+    jwks_file: Path | None = None
+    """A local JWKS file instead (re-read when it changes)."""
+    audiences: list[str] = Field(default_factory=list)
+    """Accepted ``aud`` values; default: ``[auth] resource`` (RFC 8707)."""
+    required_scopes: list[str] = Field(default_factory=list)
+    """Scopes every token needs for the MCP endpoint at all; missing ones get 403 ``insufficient_scope``."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    """Signature algorithms accepted (never ``none``, never HMAC: the gateway holds no shared secret)."""
+    leeway_s: Annotated[float, Field(ge=0)] = 30.0
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+    jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
+    """How long fetched keys are trusted before being fetched again."""
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of 'jwks_url' or 'jwks_file'")
+        if any(a == "none" or a.startswith("HS") for a in self.algorithms):
+            raise ValueError("algorithms: 'none' and HMAC (HS*) algorithms are not accepted")
+        return self
+
+
+class ApiKeySettings(_Model):
+    """A static API key, stored as its SHA-256 (the key itself never sits in config)."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """Hex SHA-256 of the key: ``printf %s "$KEY" | sha256sum``."""
+    scopes: list[str] = Field(default_factory=list)
+
+
+class PolicyRule(_Model):
+    """One authorization rule: principals it matches may call ``tools`` (globs) and use tasks.
+
+    A rule matches a principal holding every scope in ``scopes``, every claim in ``claims``
+    (equal, or contained in a list claim) and, when ``subjects`` is given, a subject matching
+    one of its globs. A principal may use the union of the tools of every rule it matches.
+    """
+
+    scopes: list[str] = Field(default_factory=list)
+    claims: dict[str, str] = Field(default_factory=dict)
+    subjects: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    tasks: bool = True
+    """May create tasks (task-augmented ``tools/call``) and read, list and cancel its own."""
+
+
+class AuthSettings(_Model):
+    """Authentication and authorization of MCP clients; absent = off (loopback development)."""
+
+    resource: str
+    """The canonical URI of this MCP endpoint (``https://host/mcp``): the token audience and the
+    RFC 9728 ``resource``; its metadata URL is derived from it."""
+    oauth: OAuthSettings | None = None
+    api_keys: dict[Annotated[str, Field(pattern=_NAME.pattern)], ApiKeySettings] = Field(default_factory=dict)
+    """Static keys by name; a key's principal is ``key:NAME``."""
+    policy: list[PolicyRule] | None = None
+    """Who may call what. Absent: every authenticated principal may call every tool."""
+    scopes_supported: list[str] = Field(default_factory=list)
+    """Advertised in the protected-resource metadata (default: the required scopes)."""
+    resource_name: str | None = None
+
+    @model_validator(mode="after")
+    def _some_method(self) -> Self:
+        if self.oauth is None and not self.api_keys:
+            raise ValueError("configure [auth.oauth] or at least one [auth.api_keys.NAME]")
+        if not re.match(r"^https?://[^/]+", self.resource):
+            raise ValueError("resource: must be an absolute http(s) URI such as https://mcp.example.com/mcp")
+        return self
 
 
 class LimitsSettings(_Model):
@@ -300,6 +388,8 @@ class Settings(_Model):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
+    auth: AuthSettings | None = None
+    """MCP client authentication and authorization (docs/security.md); absent = off."""
     components: list[ComponentSettings] = Field(default_factory=list)
     capabilities: dict[Annotated[str, Field(pattern=_NAME.pattern)], Capability] = Field(default_factory=dict)
     """Named grants (directories, environment variables, outbound HTTP) that components opt into."""
