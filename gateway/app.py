@@ -100,7 +100,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         conn = nc or await connect_nats(settings)
         watcher: CatalogueWatcher | None = None
         try:
-            kv = await ensure_bucket(conn, subjects.tools_bucket)
+            kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
             watcher = CatalogueWatcher(kv, catalogue)
             watcher.start()
             try:
@@ -108,7 +108,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             except TimeoutError:
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
             service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
-            tasks.attach(conn, await TaskStore.open(conn, subjects, settings.tasks))
+            tasks.attach(conn, await TaskStore.open(conn, subjects, settings.tasks, replicas=settings.nats.replicas))
             state.nc = conn
             changes.start()
             async with session_manager.run():

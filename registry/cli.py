@@ -27,7 +27,12 @@ async def serve(settings: Settings) -> None:
     """Run the registry until SIGTERM/SIGINT."""
     async with connected(settings.nats, name="toolbus-registry") as nc:
         service = RegistryService(
-            nc, Subjects(settings.nats.prefix), settings.registry, settings.worker.announce_interval_s, settings.tasks
+            nc,
+            Subjects(settings.nats.prefix),
+            settings.registry,
+            settings.worker.announce_interval_s,
+            settings.tasks,
+            replicas=settings.nats.replicas,
         )
         await service.start()
         signal_name = await wait_for_shutdown_signal()

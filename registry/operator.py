@@ -149,7 +149,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply
     subjects = Subjects(settings.nats.prefix)
     aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)
     async with connected(settings.nats, name="toolbus-publish") as nc:
-        store = await PackageStore.open(nc, subjects)
+        store = await PackageStore.open(nc, subjects, replicas=settings.nats.replicas)
         digest = await store.put_artifact(data)
         request = PublishRequest(
             name=args.name, version=args.version, digest=digest, settings=config, source=source, aliases=aliases

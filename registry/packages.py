@@ -100,10 +100,10 @@ class PackageStore:
         self.artifacts = artifacts
 
     @classmethod
-    async def open(cls, nc: NatsClient, subjects: Subjects) -> PackageStore:
-        """The store of ``subjects``' deployment, its buckets created if missing."""
-        kv = await ensure_bucket(nc, subjects.packages_bucket)
-        artifacts = await ensure_object_store(nc, subjects.artifacts_store)
+    async def open(cls, nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> PackageStore:
+        """The store of ``subjects``' deployment, its buckets created if missing (with ``replicas``)."""
+        kv = await ensure_bucket(nc, subjects.packages_bucket, replicas=replicas)
+        artifacts = await ensure_object_store(nc, subjects.artifacts_store, replicas=replicas)
         return cls(kv, artifacts)
 
     # -- artifacts ------------------------------------------------------------------------------

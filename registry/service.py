@@ -68,8 +68,12 @@ class RegistryService:
         settings: RegistrySettings,
         announce_interval_s: float = 5.0,
         tasks: TasksSettings | None = None,
+        *,
+        replicas: int = 1,
     ) -> None:
         self._tasks_settings = tasks or TasksSettings()
+        self._replicas = replicas
+        """JetStream replicas of the streams and buckets this registry creates."""
         self._nc = nc
         self._subjects = subjects
         self._settings = settings
@@ -87,18 +91,17 @@ class RegistryService:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
 
         Each store creates its own buckets and streams if missing (once each)."""
-        await ensure_audit_stream(self._nc, self._subjects)
-        tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket)
-        self.store = await PackageStore.open(self._nc, self._subjects)
+        await ensure_audit_stream(self._nc, self._subjects, replicas=self._replicas)
+        tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket, replicas=self._replicas)
+        self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)
         self._tasks.append(asyncio.create_task(self.catalogue.watch()))
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
         self.releases = Releases(self._nc, self._subjects, self.store)
-        self.tasks = TaskDesk(
-            self._nc, self._subjects, await TaskStore.open(self._nc, self._subjects, self._tasks_settings)
-        )
+        task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
+        self.tasks = TaskDesk(self._nc, self._subjects, task_store)
         await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.

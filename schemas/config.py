@@ -98,6 +98,10 @@ class NatsSettings(_Model):
     """The user's password; default ``$TOOLBUS_NATS_PASSWORD``."""
     tls_ca_file: Path | None = None
     """CA bundle to verify the server with; setting it turns TLS on."""
+    replicas: Annotated[int, Field(ge=1, le=5)] = 1
+    """JetStream replicas of every stream, KV bucket and object store toolbus creates: 1 on a
+    single server, 3 on a 3-node cluster (survives the loss of a node). Buckets that already
+    exist keep theirs."""
     principal_key: Annotated[str, Field(min_length=16)] | None = Field(
         default_factory=_principal_key_from_env, repr=False
     )

@@ -36,13 +36,13 @@ async def serve(settings: Settings) -> None:
             await service.start()
             follower = None
             if settings.worker.follow_packages:
-                store = await PackageStore.open(nc, subjects)
+                store = await PackageStore.open(nc, subjects, replicas=settings.nats.replicas)
                 follower = PackageFollower(nc, subjects, store, service, engine, settings)
                 await follower.start()
             tasks = TaskRunner(
                 nc,
                 subjects,
-                await TaskStore.open(nc, subjects, settings.tasks),
+                await TaskStore.open(nc, subjects, settings.tasks, replicas=settings.nats.replicas),
                 service,
                 slots=settings.worker.concurrency,
             )
