@@ -5,9 +5,18 @@
 --                  (a 2025-11-25 session must not see two requests in flight with one id)
 --   BENCH_HEADERS  "Name: value" lines
 --   BENCH_EXPECT   a response counts as good only with HTTP 200 and this text in its body
+--   BENCH_DELAY_MS optional: each connection waits this many ms after a response (a paced load)
 -- done() prints one line: "BENCH_RESULT " followed by a JSON object.
 
 local threads = {}
+
+-- Defined only for a paced load: wrk schedules a timer per request once the script has delay().
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
+  end
+end
 
 function setup(thread)
   table.insert(threads, thread)

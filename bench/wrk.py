@@ -58,6 +58,10 @@ class Load:
     headers: dict[str, str]
     body: str
     expect: str
+    delay_ms: int = 0
+    """Each connection waits this long after a response before its next request (0: none).
+    A paced load (``bench.soak``) sets it; a load at full speed leaves it at 0, so wrk never
+    sees a ``delay()`` in the script and keeps its fast path."""
 
 
 def run(binary: str, load: Load, connections: int, duration_s: float) -> dict[str, Any]:
@@ -72,6 +76,8 @@ def run(binary: str, load: Load, connections: int, duration_s: float) -> dict[st
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in load.headers.items()),
         "BENCH_EXPECT": load.expect,
     }
+    if load.delay_ms > 0:
+        env["BENCH_DELAY_MS"] = str(load.delay_ms)
     argv = [binary, f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(duration_s))}s"]
     argv += [f"--timeout={TIMEOUT_S}s", "-s", str(SCRIPT), load.url]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False)
