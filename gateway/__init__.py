@@ -42,7 +42,11 @@ _HOMES = {
     "gateway.events": ["EventRelay"],
     "gateway.hotpath": ["HotPath"],
     "gateway.server": ["GatewayServer", "ToolFrontend", "build_server", "build_session_manager", "transport_security"],
-    "gateway.tasks": ["TaskFrontend", "declares_tasks", "principal_of"],
+    "gateway.tasks": ["TaskFrontend", "declares_tasks"],
+    "gateway.principals": ["ANONYMOUS", "Principal", "principal_in", "principal_of"],
+    "gateway.auth": ["AuthFailure", "Authenticator"],
+    "gateway.policy": ["Policy"],
+    "gateway.front_door": ["FrontDoor", "Refusal"],
     "gateway.tools": ["ToolService"],
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}

@@ -21,20 +21,28 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from nats.aio.client import Client as NatsClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bus.connection import connect
+from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
+from bus.telemetry import start_tracing
+from gateway.audit import AuditTrail
+from gateway.call_log import log_call
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueWatcher
 from gateway.changes import ListChanges
+from gateway.front_door import FrontDoor
 from gateway.hotpath import HotPath
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.ratelimit import RateLimiter
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.tasks import TaskFrontend
 from gateway.tools import ToolService
+from gateway.tracing import TracedToolService
 from registry.tasks import TaskStore
 from schemas.config import Settings
 
@@ -56,6 +64,12 @@ class GatewayState:
         self.catalogue = catalogue
         self.changes = changes
         self.nc: NatsClient | None = None
+        self.audit: AuditTrail | None = None
+        """The audit trail (``gateway.audit``) once NATS is connected: auth failures go to ``audit.auth_failure``."""
+        self.rate_limiter: RateLimiter | None = None
+        """The shared rate limits (``gateway.ratelimit``) once NATS is connected."""
+        self.front_door: FrontDoor | None = None
+        """Authentication, authorization and rate limits, when configured."""
 
 
 async def connect_nats(settings: Settings) -> NatsClient:
@@ -85,7 +99,12 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     """
     subjects = Subjects(settings.nats.prefix)
     catalogue = Catalogue()
-    service = ToolService(catalogue, page_size=settings.gateway.page_size)
+    tracing = start_tracing(settings.telemetry, "gateway")
+    service = (
+        ToolService(catalogue, page_size=settings.gateway.page_size)
+        if tracing is None  # no OpenTelemetry code per call unless spans are exported
+        else TracedToolService(catalogue, page_size=settings.gateway.page_size, tracing=tracing)
+    )
     changes = ListChanges(catalogue)
     frontend = ToolFrontend(service)
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
@@ -93,12 +112,24 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     security = transport_security(settings.gateway)
     session_manager = build_session_manager(server, security)
     state = GatewayState(catalogue, changes)
+    metrics = GatewayMetrics(
+        service,
+        catalogue,
+        nats_connected=lambda: state.nc is not None and state.nc.is_connected,
+        task_store=lambda: tasks.store,
+    )
+    service.observers.append(metrics.observe)
+    if settings.telemetry.call_logs:
+        service.observers.append(log_call)
     should_close = nc is None if close_nc is None else close_nc
+    key = settings.nats.principal_key
+    signer = PrincipalSigner(key) if key is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         conn = nc or await connect_nats(settings)
         watcher: CatalogueWatcher | None = None
+        audit: AuditTrail | None = None
         try:
             kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
             watcher = CatalogueWatcher(kv, catalogue)
@@ -107,8 +138,15 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
             except TimeoutError:
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
-            service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s)
+            service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s, signer=signer)
             tasks.attach(conn, await TaskStore.open(conn, subjects, settings.tasks, replicas=settings.nats.replicas))
+            audit = AuditTrail(conn, subjects, settings.audit)
+            audit.start()
+            service.observers.append(audit.observe)
+            state.audit = audit
+            state.rate_limiter = await RateLimiter.open(
+                conn, subjects, settings.rate_limits, replicas=settings.nats.replicas
+            )
             state.nc = conn
             changes.start()
             async with session_manager.run():
@@ -126,8 +164,14 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             await changes.stop()
             if watcher is not None:
                 await watcher.stop()
+            if audit is not None:
+                service.observers.remove(audit.observe)
+                state.audit = state.rate_limiter = None
+                await audit.stop()  # publishes what is queued before NATS drains
             if should_close:
                 await _drain(conn)
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # exports the last spans (bounded by its timeout)
 
     def status() -> tuple[bool, dict[str, object]]:
         connected = state.nc is not None and state.nc.is_connected
@@ -150,29 +194,47 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         ready, body = status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+
     routes = [
         Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
         Route("/healthz", endpoint=healthz, methods=["GET"]),
         Route("/readyz", endpoint=readyz, methods=["GET"]),
+        Route("/metrics", endpoint=metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = state
-    if not settings.gateway.hot_path:
-        return app
-    return HotPath(
-        app,
-        service=service,
-        server=server,
-        session_manager=session_manager,
-        security=security,
+    served: ASGIApp = app
+    if settings.gateway.hot_path:
+        served = HotPath(
+            app,
+            service=service,
+            server=server,
+            session_manager=session_manager,
+            security=security,
+            path=settings.gateway.path,
+            log_levels=frontend.log_levels,
+        )
+        metrics.watch_hot_path(served)
+    if settings.auth is None:
+        return served
+    front_door = FrontDoor(
+        served,
         path=settings.gateway.path,
-        log_levels=frontend.log_levels,
+        max_body_bytes=session_manager.max_request_body_size,
+        auth=settings.auth,
     )
+    service.policy = front_door.policy  # tools/list shows what the front door lets through
+    state.front_door = front_door
+    return front_door
 
 
 def gateway_state(app: ASGIApp) -> GatewayState:
     """The shared state of an app made by ``build_app``."""
-    inner = app.app if isinstance(app, HotPath) else app
+    inner = app
+    while isinstance(inner, FrontDoor | HotPath):
+        inner = inner.app
     if not isinstance(inner, Starlette):
         raise TypeError(f"not an app made by build_app: {type(app).__name__}")
     state: GatewayState = inner.state.gateway

@@ -13,6 +13,7 @@ import base64
 import binascii
 import bisect
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -169,15 +170,22 @@ class Catalogue:
         entry = self._entries.get(name)
         return entry.descriptor.input_schema if entry else None
 
-    def page(self, cursor: str | None, size: int) -> CataloguePage:
-        """Up to ``size`` entries after ``cursor`` (from the start when None).
+    def page(self, cursor: str | None, size: int, allows: Callable[[str], bool] | None = None) -> CataloguePage:
+        """Up to ``size`` entries after ``cursor`` (from the start when None), only those ``allows``
+        (when given) says a principal may see.
 
         Raises:
             InvalidCursor: ``cursor`` was not issued by ``page``.
         """
         start = 0 if cursor is None else bisect.bisect_right(self._names, decode_cursor(cursor))
-        names = self._names[start : start + size]
-        more = start + size < len(self._names)
+        if allows is None:
+            names = self._names[start : start + size]
+            more = start + size < len(self._names)
+        else:
+            visible = (n for n in itertools.islice(self._names, start, None) if allows(n))
+            names = list(itertools.islice(visible, size + 1))
+            more = len(names) > size
+            del names[size:]
         return CataloguePage([self._entries[n] for n in names], encode_cursor(names[-1]) if more and names else None)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:

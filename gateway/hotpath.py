@@ -65,8 +65,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.principals import Principal, principal_in
 from gateway.tasks import declares_tasks
 from gateway.tools import ToolService
+from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.wire import UNSET, CallToolResult, Content
 
@@ -337,12 +339,12 @@ class HotPath:
             await send({"type": "http.response.body", "body": body})
 
         if transport is None:
-            await self._answer(decoded, params, era, modern, headers, receive, respond)
+            await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond)
             return
         # A 2025 client cancels with a notification naming the call: its calls are kept findable.
         key = (transport.mcp_session_id or "", decoded["id"])
         with _holding_session(transport):
-            await self._answer(decoded, params, era, modern, headers, receive, respond, key)
+            await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond, key)
 
     def _cancel_flight(self, transport: StreamableHTTPServerTransport, decoded: Any) -> None:
         """Interrupt the call a 2025 ``notifications/cancelled`` names, if this path serves it."""
@@ -373,6 +375,7 @@ class HotPath:
         era: str,
         modern: bool,
         headers: Mapping[str, str],
+        principal: Principal,
         receive: Receive,
         respond: Respond,
         flight_key: tuple[str, Any] | None = None,
@@ -387,7 +390,11 @@ class HotPath:
                     self._flights[flight_key] = flight  # a reused id: the newer call is the one to cancel
                 try:
                     call = await self._service.call(
-                        params["name"], params.get("arguments"), era=era, traceparent=headers.get("traceparent")
+                        params["name"],
+                        params.get("arguments"),
+                        era=era,
+                        principal=principal,
+                        traceparent=client_traceparent(headers.get(TRACEPARENT_HTTP_HEADER), params.get("_meta")),
                     )
                 except asyncio.CancelledError:
                     if flight.reason is None:
@@ -404,7 +411,7 @@ class HotPath:
                         del self._flights[flight_key]
                 result: Any = self._modern_call(call) if modern else call
             else:
-                result = self._list(params.get("cursor"), modern)
+                result = self._list(params.get("cursor"), modern, principal)
         except CallFailed as exc:
             error = to_jsonrpc(exc)
             await self._error(request_id, error.code, error.message, error.data, modern, respond)
@@ -427,8 +434,8 @@ class HotPath:
             meta=self._stamp,
         )
 
-    def _list(self, cursor: str | None, modern: bool) -> dict[str, Any]:
-        page = self._service.page(cursor)
+    def _list(self, cursor: str | None, modern: bool, principal: Principal) -> dict[str, Any]:
+        page = self._service.page(cursor, principal)
         entries = page.entries
         tools = [e.modern_tool for e in entries] if modern else [e.legacy_tool for e in entries]
         result: dict[str, Any] = {"tools": tools}

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from mcp.server.context import ServerRequestContext
 
 SCOPE_KEY: Final = "toolbus.principal"
 """Where the authentication front leaves the request's ``Principal`` in the ASGI scope."""
@@ -37,3 +42,14 @@ def principal_in(scope: Mapping[str, Any] | None) -> Principal:
         return ANONYMOUS
     principal = scope.get(SCOPE_KEY)
     return principal if isinstance(principal, Principal) else ANONYMOUS
+
+
+def principal_of(ctx: ServerRequestContext[Any, Any]) -> Principal:
+    """Who sent the request an SDK handler serves: what the front door verified for its HTTP request.
+
+    Everything the gateway decides per principal — which tools ``tools/list`` shows, whose tasks
+    a request may read, list and cancel, who a call is audited as — reads it here or, on the hot
+    path, with ``principal_in`` from the same ASGI scope.
+    """
+    request = ctx.request
+    return principal_in(request.scope if isinstance(request, Request) else None)

@@ -37,8 +37,10 @@ from gateway.catalogue import CatalogueEntry
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay
+from gateway.principals import principal_of
 from gateway.tasks import LEGACY_TASKS_CAPABILITY, TASKS_EXTENSION, TaskFrontend
 from gateway.tools import ToolService, is_modern
+from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.config import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -90,7 +92,7 @@ class ToolFrontend:
     ) -> types.ListToolsResult:
         """``tools/list``: one page of the catalogue."""
         try:
-            page = self.service.page(params.cursor if params else None)
+            page = self.service.page(params.cursor if params else None, principal_of(ctx))
         except InvalidCursor as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         modern = is_modern(ctx.protocol_version)
@@ -101,12 +103,14 @@ class ToolFrontend:
     ) -> types.CallToolResult:
         """``tools/call``: validate, forward over NATS, shape the worker's result for the client's era."""
         request = ctx.request
-        traceparent = request.headers.get("traceparent") if isinstance(request, Request) else None
+        header = request.headers.get(TRACEPARENT_HTTP_HEADER) if isinstance(request, Request) else None
+        traceparent = client_traceparent(header, ctx.meta)
         try:
             result = await self.service.call(
                 params.name,
                 params.arguments,
                 era=ctx.protocol_version,
+                principal=principal_of(ctx),
                 traceparent=traceparent,
                 events=self.event_relay(ctx),
             )

@@ -25,7 +25,7 @@ gateway of the deployment — including one started after the task was created �
   ``tasks/cancel`` → an empty acknowledgement; all three need the extension declared;
 - ``server/discover`` advertises the extension (``gateway.server``).
 
-Whose tasks a request sees is decided in one place, ``principal_of``.
+Whose tasks a request sees is decided in one place, ``gateway.principals.principal_of``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from gateway.errors import (
     WorkerFailed,
     to_jsonrpc,
 )
+from gateway.principals import principal_of
 from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from registry.tasks import TaskFinished, TaskStore, UnknownCursor
 from registry.tasks import TaskNotFound as StoreTaskNotFound
@@ -72,8 +73,6 @@ log = structlog.get_logger(__name__)
 TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 """The 2026-07-28 tasks extension's identifier."""
 RELATED_TASK_META_KEY: Final = "io.modelcontextprotocol/related-task"
-ANONYMOUS: Final = "anonymous"
-"""The principal of every request that carries no verified identity (see ``principal_of``)."""
 TASK_STATUS_NOTIFICATION: Final = "notifications/tasks/status"
 LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
     list=types.TasksListCapability(),
@@ -84,18 +83,6 @@ LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
 RECHECK_S: Final = 15.0
 """A task being waited for (``tasks/result``) or followed (status notifications) is re-read from
 the store this often, in case a status message was lost (NATS reconnecting)."""
-
-
-def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:
-    """Who owns the tasks a request creates, and so which tasks it may read, list and cancel.
-
-    Until the gateway authenticates clients (issue 7) no request carries a verified identity,
-    so every request is ``anonymous``: in an unauthenticated deployment, tasks are shared by all
-    its clients, like any unauthenticated API — and they survive gateway restarts and 2025
-    sessions, which a per-session owner would not. Issue 7 returns the verified token's subject
-    here (from ``ctx.request``); nothing else in the gateway decides ownership.
-    """
-    return ANONYMOUS
 
 
 def declares_tasks(meta: Any) -> bool:
@@ -254,7 +241,9 @@ class TaskFrontend:
         except ValidationError as exc:
             raise MCPError(INVALID_PARAMS, f"invalid tools/call params: {exc.errors()[0]['msg']}") from None
         ttl_ms = None if modern or params.task is None else params.task.ttl
-        record = await self.create(params.name, params.arguments or {}, principal=principal_of(ctx), ttl_ms=ttl_ms)
+        record = await self.create(
+            params.name, params.arguments or {}, principal=principal_of(ctx).subject, ttl_ms=ttl_ms
+        )
         if modern:
             return {"resultType": "task", **modern_task(record), "_meta": self._meta}
         self.follow(ctx.session._connection, record)  # no public path to the Connection (mcp pinned below 3)
@@ -336,7 +325,7 @@ class TaskFrontend:
 
     async def _record(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
         with _task_errors(task_id):
-            return await self._store().get(task_id, principal=principal_of(ctx))
+            return await self._store().get(task_id, principal=principal_of(ctx).subject)
 
     async def get(self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskRequestParams) -> dict[str, Any]:
         """``tasks/get``: 2025 → the ``Task``; 2026 → the task with its result or error inlined."""
@@ -354,7 +343,7 @@ class TaskFrontend:
     async def list(self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams) -> dict[str, Any]:
         """``tasks/list`` (2025 only): the principal's tasks, newest first, one page."""
         self._check(ctx, legacy_only=True)
-        principal = principal_of(ctx)
+        principal = principal_of(ctx).subject
         cursor = params.cursor or ""
         try:
             with _task_errors(cursor):
@@ -387,7 +376,7 @@ class TaskFrontend:
     async def _until_ended(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
         assert self.nc is not None
         store = self._store()
-        principal = principal_of(ctx)
+        principal = principal_of(ctx).subject
         with _task_errors(task_id):
             subscription = await self.nc.subscribe(self.subjects.task_status(task_id))
             try:
@@ -422,7 +411,7 @@ class TaskFrontend:
         task_id = params.task_id
         try:
             with _task_errors(task_id):
-                cancelled = await self._store().cancel(task_id, principal=principal_of(ctx))
+                cancelled = await self._store().cancel(task_id, principal=principal_of(ctx).subject)
         except TaskFinished as exc:
             if modern:
                 return {}  # cancellation is a request; the task had ended another way

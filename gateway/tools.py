@@ -22,6 +22,7 @@ from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
+from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, Principal
 from schemas.codec import DecodeError, decode, encode
 from schemas.validation import argument_problem
@@ -93,16 +94,22 @@ class ToolService:
         self.catalogue = catalogue
         self.page_size = page_size
         self.caller = caller
+        self.policy = Policy(None)
+        """Who may see and call what (``gateway.policy``); the front door enforces calls, ``page`` filters."""
         self.observers: list[CallObserver] = []
+        self.in_flight = 0
+        """Calls begun and not yet finished (the metrics read it when scraped)."""
         self._ids = NUID()  # request ids: unique, subject tokens, a fraction of uuid4's cost
 
-    def page(self, cursor: str | None) -> CataloguePage:
-        """One page of the catalogue.
+    def page(self, cursor: str | None, principal: Principal = ANONYMOUS) -> CataloguePage:
+        """One page of the catalogue: the tools ``principal`` may call.
 
         Raises:
             InvalidCursor: the cursor did not come from this catalogue.
         """
-        return self.catalogue.page(cursor, self.page_size)
+        if not self.policy.restricts:
+            return self.catalogue.page(cursor, self.page_size)
+        return self.catalogue.page(cursor, self.page_size, self.policy.grant(principal).allows)
 
     async def call(
         self,
@@ -124,6 +131,7 @@ class ToolService:
         request_id = self._ids.next().decode()
         started_at, started = time.time(), time.perf_counter()
         outcome, error = CANCELLED, None
+        self.in_flight += 1
         try:
             result, outcome = await self._call(name, arguments, era, principal, request_id, traceparent, events)
             return result
@@ -131,6 +139,7 @@ class ToolService:
             outcome, error = exc.code.name.lower(), exc.message
             raise
         finally:
+            self.in_flight -= 1
             if self.observers:
                 duration_s = time.perf_counter() - started
                 record = CallRecord(

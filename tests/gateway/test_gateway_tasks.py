@@ -27,7 +27,8 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.errors import CANCELLED, INVALID_PARAMS
 from gateway.hotpath import HotPath
-from gateway.tasks import ANONYMOUS, TASKS_EXTENSION
+from gateway.principals import ANONYMOUS
+from gateway.tasks import TASKS_EXTENSION
 from schemas.wire import TaskRecord
 from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
 
@@ -271,7 +272,7 @@ async def test_2025_a_task_runs_to_its_result(task_system: TaskSystem) -> None:
         assert created.created_at.endswith("Z") and created.last_updated_at.endswith("Z")
         # The record was in the store before the client heard the id.
         record = await task_system.store.get(created.task_id)
-        assert (record.tool, record.principal) == ("kit_add", ANONYMOUS)
+        assert (record.tool, record.principal) == ("kit_add", ANONYMOUS.subject)
 
         done = await poll_legacy(client, created.task_id, "completed", "failed")
         assert done.status == "completed" and done.task_id == created.task_id
@@ -438,7 +439,7 @@ async def test_2026_a_call_from_a_client_with_the_extension_becomes_a_task(task_
 
 async def test_2026_a_client_without_the_extension_gets_plain_results_and_no_tasks(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway()
-    record = await task_system.store.submit("kit_add", {"a": 1, "b": 1}, principal=ANONYMOUS)
+    record = await task_system.store.submit("kit_add", {"a": 1, "b": 1}, principal=ANONYMOUS.subject)
     async with modern_client(gateway) as client:
         result = await client.call_tool("kit_add", {"a": 2, "b": 3})
         assert result.structured_content == 5

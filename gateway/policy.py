@@ -1,0 +1,92 @@
+"""Authorization: which tools a principal may see and call, and whether it may use tasks.
+
+The rules come from ``[[auth.policy]]`` (``schemas.config.PolicyRule``): a principal may use
+the union of the tools of every rule it matches. No policy at all means every authenticated
+principal may use every tool. Decisions are made per principal *kind* — the matched rules —
+and per tool name, and kept: ``tools/list`` filters a whole catalogue per request, so a
+decision must cost a dict lookup, not a glob match.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.principals import Principal
+from schemas.config import PolicyRule
+
+_CACHE_LIMIT: Final = 100_000
+"""Remembered (rules, tool) decisions; past this the memo starts over."""
+
+
+@dataclass(slots=True)
+class Grant:
+    """What one principal may do: the rules it matched, decided per tool on first use."""
+
+    rules: tuple[int, ...]
+    patterns: re.Pattern[str] | None
+    """All tool globs of the matched rules as one regex; ``None``: no tool at all."""
+    tasks: bool
+    _decided: dict[str, bool] = field(default_factory=dict)
+
+    def allows(self, tool: str) -> bool:
+        allowed = self._decided.get(tool)
+        if allowed is None:
+            allowed = self.patterns is not None and self.patterns.fullmatch(tool) is not None
+            if len(self._decided) >= _CACHE_LIMIT:
+                self._decided.clear()
+            self._decided[tool] = allowed
+        return allowed
+
+
+EVERYTHING: Final = Grant((), re.compile(".*"), tasks=True)
+"""The grant of every principal when no policy is configured (and of ``ANONYMOUS`` with auth off)."""
+
+
+def _matches(rule: PolicyRule, principal: Principal) -> bool:
+    if not principal.scopes.issuperset(rule.scopes):
+        return False
+    for claim, wanted in rule.claims.items():
+        value = principal.claims.get(claim)
+        if not (value == wanted or (isinstance(value, list) and wanted in value)):
+            return False
+    return not rule.subjects or any(fnmatch.fnmatchcase(principal.subject, glob) for glob in rule.subjects)
+
+
+class Policy:
+    """The configured rules, compiled; ``grant`` is what the gateway asks per request."""
+
+    def __init__(self, rules: Sequence[PolicyRule] | None) -> None:
+        self._rules = None if rules is None else list(rules)
+        self._grants: dict[tuple[int, ...], Grant] = {}
+
+    @property
+    def restricts(self) -> bool:
+        """False when there is no policy: every principal may use everything."""
+        return self._rules is not None
+
+    def grant(self, principal: Principal) -> Grant:
+        """What ``principal`` may do."""
+        if self._rules is None:
+            return EVERYTHING
+        matched = tuple(i for i, rule in enumerate(self._rules) if _matches(rule, principal))
+        grant = self._grants.get(matched)
+        if grant is None:
+            globs = [glob for i in matched for glob in self._rules[i].tools]
+            pattern = re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
+            tasks = any(self._rules[i].tasks for i in matched)
+            grant = self._grants[matched] = Grant(matched, pattern, tasks)
+        return grant
+
+    def scopes_granting(self, tool: str) -> list[str]:
+        """Scopes that would let a principal call ``tool`` (the ``scope`` of a 403), most specific first."""
+        if self._rules is None:
+            return []
+        found: list[str] = []
+        for rule in self._rules:
+            if rule.scopes and any(fnmatch.fnmatchcase(tool, glob) for glob in rule.tools):
+                found.extend(s for s in rule.scopes if s not in found)
+        return found

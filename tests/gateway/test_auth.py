@@ -1,0 +1,343 @@
+"""Authentication and authorization at the gateway, against a real deployment.
+
+Real parts: nats-server with JetStream, the registry, a worker serving the testkit component,
+the gateway over HTTP, and the mcp SDK's client in both eras. The one fake is the OAuth
+authorization server, which lives outside the machine: its signing keys are a JWKS file
+written here and its tokens are signed here with PyJWT, exactly as an issuer would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from nats.aio.msg import Msg
+
+from bus.principal import PrincipalSigner
+from bus.subjects import Header
+from schemas.config import load_settings
+from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
+from tests.gateway.test_gateway_tasks import create_legacy, legacy_get, legacy_list
+
+ISSUER = "https://id.example.test"
+RESOURCE = "http://127.0.0.1:3001/mcp"
+METADATA_URL = "http://127.0.0.1:3001/.well-known/oauth-protected-resource/mcp"
+API_KEY = "tbk_4f9a0c2d7e1b48a6b3c5d9e8f7a6b5c4"
+PRINCIPAL_KEY = "a-principal-key-of-enough-length"
+
+
+class Issuer:
+    """The authorization server's half: a signing key published as a JWKS file, and tokens."""
+
+    def __init__(self, directory: Path) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "key-1"
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        self.jwks_file = directory / "jwks.json"
+        self.jwks_file.write_text(json.dumps({"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}))
+
+    def token(
+        self, sub: str = "alice", scope: str = "mcp:tools", signing_key: rsa.RSAPrivateKey | None = None, **claims: Any
+    ) -> str:
+        """A signed access token for this resource; ``claims`` override or add to the defaults."""
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": RESOURCE, "sub": sub, "scope": scope, "iat": now, "exp": now + 300, **claims}
+        return jwt.encode(payload, signing_key or self.key, algorithm="RS256", headers={"kid": self.kid})
+
+
+def auth_settings(issuer: Issuer, **extra: Any) -> dict[str, Any]:
+    return {
+        "resource": RESOURCE,
+        "oauth": {"issuer": ISSUER, "jwks_file": str(issuer.jwks_file), "required_scopes": ["mcp:tools"]},
+        "api_keys": {"ci-bot": {"sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["mcp:tools"]}},
+        **extra,
+    }
+
+
+POLICY = [
+    {"scopes": ["mcp:tools", "kit:math"], "tools": ["kit_add", "kit_divide"]},
+    {"subjects": ["key:*"], "tools": ["kit_greet"], "tasks": False},
+    {"claims": {"group": "ops"}, "tools": ["kit_*"]},
+]
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> Issuer:
+    return Issuer(tmp_path)
+
+
+@pytest.fixture
+async def secured(task_system: TaskSystem, issuer: Issuer) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start gateways with authentication (and any extra ``[auth]`` settings) on the task system."""
+    contexts: list[Any] = []
+
+    async def start(gateway: dict[str, Any] | None = None, **auth: Any) -> RunningGateway:
+        settings = load_settings(
+            None,
+            nats={"url": task_system.nats_url, "prefix": task_system.subjects.prefix, "principal_key": PRINCIPAL_KEY},
+            gateway=gateway or {},
+            auth=auth_settings(issuer, **auth),
+        )
+        context = running_gateway(settings)
+        contexts.append(context)
+        return await ready(await context.__aenter__())
+
+    yield start
+    for context in reversed(contexts):
+        await context.__aexit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def client(
+    url: str, credential: str | None, *, mode: str = "auto", api_key_header: bool = False
+) -> AsyncIterator[Client]:
+    """An mcp SDK client that sends ``credential`` as a bearer token (or as ``X-API-Key``)."""
+    headers = {}
+    if credential is not None:
+        headers = {"X-API-Key": credential} if api_key_header else {"Authorization": f"Bearer {credential}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode) as mcp:  # type: ignore[arg-type]
+            yield mcp
+
+
+@contextlib.asynccontextmanager
+async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]:
+    """Every call of ``tool`` published on the bus meanwhile (a plain subscription beside the
+    workers' queue group sees each one)."""
+    seen: list[Msg] = []
+
+    async def spy(msg: Msg) -> None:
+        seen.append(msg)
+
+    subscription = await task_system.nc.subscribe(task_system.subjects.call(tool), cb=spy)
+    try:
+        yield seen
+    finally:
+        await task_system.nc.flush()
+        await subscription.unsubscribe()
+
+
+async def post_initialize(url: str, headers: dict[str, str]) -> httpx2.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    async with httpx2.AsyncClient() as http:
+        return await http.post(
+            url, json=body, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10
+        )
+
+
+# -- 401 and 403: the exact headers ---------------------------------------------------------------
+
+
+async def test_a_request_without_a_token_gets_401_pointing_at_the_metadata(secured: Any) -> None:
+    gateway = await secured()
+    response = await post_initialize(gateway.url, {})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:tools"'
+
+
+@pytest.mark.parametrize(
+    ("case", "description"),
+    [
+        ("bad_signature", "the token's signature does not verify"),
+        ("expired", "the token has expired"),
+        ("wrong_audience", "the token is not meant for this resource (audience)"),
+        ("wrong_issuer", "the token was not issued by the trusted authorization server"),
+        ("not_a_jwt", "the bearer token is not a JWT or a known API key"),
+    ],
+)
+async def test_a_bad_token_gets_401_invalid_token(secured: Any, issuer: Issuer, case: str, description: str) -> None:
+    gateway = await secured()
+    forged_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = {
+        "bad_signature": lambda: issuer.token(signing_key=forged_key),
+        "expired": lambda: issuer.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
+        "wrong_audience": lambda: issuer.token(aud="https://other.example.test/mcp"),
+        "wrong_issuer": lambda: issuer.token(iss="https://evil.example.test"),
+        "not_a_jwt": lambda: "not-a-token",
+    }[case]()
+    response = await post_initialize(gateway.url, {"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:tools", '
+        f'error="invalid_token", error_description="{description}"'
+    )
+    assert response.json() == {"error": "invalid_token", "error_description": description}
+
+
+async def test_a_token_without_the_required_scope_gets_403_insufficient_scope(secured: Any, issuer: Issuer) -> None:
+    gateway = await secured()
+    response = await post_initialize(gateway.url, {"Authorization": f"Bearer {issuer.token(scope='profile')}"})
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"] == (
+        f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:tools", '
+        'error="insufficient_scope", error_description="the token lacks the scope mcp:tools"'
+    )
+
+
+async def test_the_protected_resource_metadata_is_served_at_both_well_known_paths(secured: Any) -> None:
+    gateway = await secured(scopes_supported=["mcp:tools", "kit:math"], resource_name="toolbus test")
+    async with httpx2.AsyncClient() as http:
+        for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+            response = await http.get(gateway.base_url + path)
+            assert response.status_code == 200, path
+            assert response.json() == {
+                "resource": RESOURCE,
+                "authorization_servers": [ISSUER],
+                "bearer_methods_supported": ["header"],
+                "scopes_supported": ["mcp:tools", "kit:math"],
+                "resource_name": "toolbus test",
+            }
+        # Probes stay open: a load balancer has no token.
+        assert (await http.get(gateway.base_url + "/healthz")).status_code == 200
+
+
+# -- valid credentials: real MCP clients in both eras ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_valid_token_lists_and_calls_tools(secured: Any, issuer: Issuer, mode: str) -> None:
+    gateway = await secured()
+    async with client(gateway.url, issuer.token(), mode=mode) as mcp:
+        tools = {t.name for t in (await mcp.list_tools()).tools}
+        assert {"kit_add", "kit_greet"} <= tools
+        result = await mcp.call_tool("kit_add", {"a": 2, "b": 3})
+        assert result.structured_content == {"result": 5} or "5" in json.dumps(result.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize("api_key_header", [False, True])
+async def test_an_api_key_authenticates_as_a_bearer_token_or_x_api_key(secured: Any, api_key_header: bool) -> None:
+    gateway = await secured()
+    async with client(gateway.url, API_KEY, api_key_header=api_key_header) as mcp:
+        result = await mcp.call_tool("kit_add", {"a": 40, "b": 2})
+        assert not result.is_error
+    response = await post_initialize(gateway.url, {"X-API-Key": API_KEY + "x"})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_the_worker_receives_the_principal_signed_by_the_gateway(
+    secured: Any, issuer: Issuer, task_system: TaskSystem
+) -> None:
+    gateway = await secured()
+    async with spying(task_system, "kit_add") as seen, client(gateway.url, issuer.token(sub="bob")) as mcp:
+        await mcp.call_tool("kit_add", {"a": 1, "b": 1})
+    headers = seen[-1].headers or {}
+    assert headers[Header.PRINCIPAL] == "bob"
+    signer = PrincipalSigner(PRINCIPAL_KEY)
+    assert signer.verified(headers, headers[Header.REQUEST_ID]) == "bob"
+    # The signature binds the principal to this request: on another request id, or claiming
+    # another principal, it proves nothing.
+    assert signer.verified(headers, "another-request") is None
+    assert signer.verified({**headers, Header.PRINCIPAL: "admin"}, headers[Header.REQUEST_ID]) is None
+
+
+# -- authorization: what each principal may see and call ------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_tools_list_shows_each_principal_only_its_tools(secured: Any, issuer: Issuer, mode: str) -> None:
+    gateway = await secured(policy=POLICY)
+    async with client(gateway.url, issuer.token(sub="alice", scope="mcp:tools kit:math"), mode=mode) as mcp:
+        assert {t.name for t in (await mcp.list_tools()).tools} == {"kit_add", "kit_divide"}
+    async with client(gateway.url, API_KEY, mode=mode) as mcp:
+        assert {t.name for t in (await mcp.list_tools()).tools} == {"kit_greet"}
+    async with client(gateway.url, issuer.token(sub="carol", group="ops"), mode=mode) as mcp:
+        everything = {t.name for t in (await mcp.list_tools()).tools}
+        assert {"kit_add", "kit_greet", "kit_burn", "kit_divide"} <= everything
+    async with client(gateway.url, issuer.token(sub="dave"), mode=mode) as mcp:
+        assert (await mcp.list_tools()).tools == []
+
+
+async def test_tools_list_pages_over_the_visible_tools_only(secured: Any, issuer: Issuer) -> None:
+    policy = [{"scopes": ["mcp:tools"], "tools": ["kit_add", "kit_greet", "kit_burn"]}]
+    gateway = await secured(gateway={"page_size": 1}, policy=policy)
+    async with client(gateway.url, issuer.token(), mode="auto") as mcp:
+        names: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            pages += 1
+            page = await mcp.list_tools(cursor=cursor)
+            names += [t.name for t in page.tools]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    assert names == ["kit_add", "kit_burn", "kit_greet"]  # in catalogue order, each once
+    assert pages == 3
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_calling_a_tool_outside_the_policy_gets_403_with_the_scope_that_grants_it(
+    secured: Any, issuer: Issuer, task_system: TaskSystem, mode: str
+) -> None:
+    gateway = await secured(policy=POLICY)
+    token = issuer.token(sub="dave")
+    async with spying(task_system, "kit_divide") as seen:
+        async with client(gateway.url, token, mode=mode) as mcp:
+            with pytest.raises(MCPError):  # the SDK turns any HTTP 4xx into one generic error
+                await mcp.call_tool("kit_divide", {"a": 1, "b": 2})
+        # Raw HTTP shows the exact answer.
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "kit_divide",
+        }
+        body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "kit_divide", "arguments": {}}}
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(gateway.url, json=body, headers=headers)
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"] == (
+        f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:tools kit:math", '
+        'error="insufficient_scope", error_description="not allowed to call tool \'kit_divide\'"'
+    )
+    assert seen == []  # nothing reached the bus
+
+
+async def test_tasks_belong_to_the_principal_that_created_them(
+    secured: Any, issuer: Issuer, task_system: TaskSystem
+) -> None:
+    gateway = await secured()
+    async with client(gateway.url, issuer.token(sub="alice"), mode="legacy") as alice:
+        task = await create_legacy(alice, "kit_add", {"a": 1, "b": 2})
+        assert (await legacy_get(alice, task.task_id)).task_id == task.task_id
+    record = await task_system.store.get(task.task_id)
+    assert record.principal == "alice"
+    async with client(gateway.url, issuer.token(sub="mallory"), mode="legacy") as mallory:
+        with pytest.raises(MCPError):
+            await legacy_get(mallory, task.task_id)
+        assert task.task_id not in {t.task_id for t in (await legacy_list(mallory)).tasks}
+
+
+async def test_a_principal_without_task_access_cannot_create_tasks(secured: Any) -> None:
+    gateway = await secured(policy=POLICY)
+    headers = {"X-API-Key": API_KEY, "Accept": "application/json, text/event-stream"}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "kit_greet", "arguments": {"name": "x"}, "task": {"ttl": 1000}},
+    }
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(gateway.url, json=body, headers=headers)
+    assert response.status_code == 403
+    assert response.json()["error_description"] == "not allowed to use tasks"
