@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx2
 import pytest
 from nats.aio.client import Client as NatsClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
@@ -184,3 +186,31 @@ def nats_settings(directory: Path, url: str, prefix: str) -> Path:
     path = directory / "toolbus.toml"
     path.write_text(f'[nats]\nurl = "{url}"\nprefix = "{prefix}"\n')
     return path
+
+
+@dataclass(frozen=True)
+class MetricSamples:
+    """One Prometheus scrape, parsed with prometheus-client's own parser."""
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The sample ``name`` with exactly ``labels``, or ``None`` when the scrape has none."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.samples}
+
+
+async def scrape(url: str) -> MetricSamples:
+    """GET a Prometheus endpoint and parse the text it answers."""
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.get(url)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain"), response.headers
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return MetricSamples(samples)
