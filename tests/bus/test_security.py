@@ -9,23 +9,25 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js.kv import KeyValue
 
 from bus.connection import caught_up, connect, inbox_prefix
 from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
-from bus.security import new_passwords, server_config
+from bus.security import ROLES, Cluster, env_passwords, new_passwords, password_variable, server_config
 from bus.subjects import Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import NatsSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
-from tests.conftest import start_task_worker, task_reaches
+from tests.conftest import eventually, start_task_worker, task_reaches, toolbus
 from workers.component import LoadedComponent
 
 SUBJECTS = Subjects("secure")
@@ -47,17 +49,26 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSe
     passwords = new_passwords()
     config = directory / "nats.conf"
     config.write_text(server_config(SUBJECTS, passwords, store_dir=directory / "js", port=port))
-    process = subprocess.Popen([str(nats_server_binary()), "-c", str(config)], stderr=subprocess.PIPE)
+    process = launch(config, port)
+    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
+    stop(process)
+
+
+def launch(config: Path, port: int, *arguments: str) -> subprocess.Popen[bytes]:
+    """nats-server with ``config``, once it accepts connections on ``port``."""
+    process = subprocess.Popen([str(nats_server_binary()), "-c", str(config), *arguments], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return process
         except OSError:
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             assert time.monotonic() < deadline, "the secured nats-server did not start"
             time.sleep(0.05)
-    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     process.wait(10)
     if process.stderr is not None:
@@ -151,3 +162,75 @@ async def test_an_anonymous_client_cannot_connect_so_cannot_call_a_tool(secure_s
     with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
         wrong = NatsSettings(url=secure_server.url, user="worker", password="not-the-password")
         await connect(wrong, name="impostor", allow_reconnect=False)
+
+
+async def test_a_cluster_from_the_clustered_config_keeps_r3_buckets_under_the_role_users(tmp_path: Path) -> None:
+    # Three nodes on loopback, each with its own route port, so each gets its own config; the
+    # routes list is the same everywhere and names every node (a node ignores its own).
+    passwords = new_passwords()
+    client_ports = [free_port() for _ in range(3)]
+    route_ports = [free_port() for _ in range(3)]
+    routes = tuple(f"nats://127.0.0.1:{port}" for port in route_ports)
+    nodes = []
+    try:
+        for i, (port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
+            config = tmp_path / f"node-{i}.conf"
+            cluster = Cluster("secure", routes, route_port)
+            store_dir = tmp_path / f"js-{i}"
+            config.write_text(server_config(SUBJECTS, passwords, store_dir=store_dir, port=port, cluster=cluster))
+            nodes.append(launch(config, port, "--server_name", f"secure-{i}"))
+        as_role = {
+            role: NatsSettings(
+                url=f"nats://127.0.0.1:{port}", prefix=SUBJECTS.prefix, user=role, password=passwords[role]
+            )
+            for role, port in (("registry", client_ports[0]), ("gateway", client_ports[2]))
+        }
+        registry = await connect(as_role["registry"], name="registry")
+        gateway = await connect(as_role["gateway"], name="gateway")
+        try:
+            js = registry.jetstream()
+
+            async def r3_bucket() -> KeyValue | None:
+                try:  # refused until the cluster has elected its JetStream meta leader
+                    return await js.create_key_value(bucket=SUBJECTS.tools_bucket, replicas=3)
+                except (nats.errors.Error, TimeoutError):
+                    return None
+
+            kv = await eventually(r3_bucket, timeout_s=60, interval_s=0.5, what="the cluster never made an R3 bucket")
+            info = await js.stream_info(f"KV_{SUBJECTS.tools_bucket}")
+            assert info.cluster is not None and len(info.cluster.replicas or []) == 2  # a leader and two peers
+            await kv.put("calc_add", b"record")
+            # The gateway, on another node and with its own user, reads what the registry wrote.
+            read = await gateway.jetstream().key_value(SUBJECTS.tools_bucket)
+            assert (await read.get("calc_add")).value == b"record"
+        finally:
+            await gateway.close()
+            await registry.close()
+    finally:
+        for node in reversed(nodes):
+            stop(node)
+
+
+def test_a_shared_config_reads_each_password_from_the_environment(tmp_path: Path) -> None:
+    config = server_config(SUBJECTS, env_passwords(), store_dir=tmp_path / "js", http_port=8222)
+    for role in ROLES:
+        assert f'"password": ${password_variable(role)},' in config  # bare: nats-server resolves it
+    path = tmp_path / "nats.conf"
+    path.write_text(config)
+    argv = [str(nats_server_binary()), "-t", "-c", str(path)]
+    variables = {password_variable(role): "not-a-secret" for role in ROLES}
+    accepted = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=variables, check=False)
+    assert accepted.returncode == 0, accepted.stderr
+    variables.pop(password_variable("gateway"))
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=variables, check=False)
+    assert refused.returncode != 0 and password_variable("gateway") in refused.stderr
+
+
+def test_nats_config_wants_a_cluster_name_and_routes_together() -> None:
+    result = toolbus("nats-config", "--route", "nats://nats-1:6222")
+    assert result.returncode == 2
+    assert "--cluster-name" in result.stderr and "--route" in result.stderr
+    clustered = toolbus("nats-config", "--cluster-name", "c", "--route", "nats://a:6222", "--passwords-from-env")
+    assert clustered.returncode == 0
+    assert '"routes": [\n    "nats://a:6222"\n  ]' in clustered.stdout
+    assert "$WORKER_NATS_PASSWORD" in clustered.stderr  # where each role's password comes from
