@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from schemas.errors import ErrorCode
 
+INVALID_REQUEST: Final = -32600
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 NO_WORKER: Final = -32010
@@ -38,6 +39,8 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.RELEASE_REJECTED: INVALID_PARAMS,
         ErrorCode.TASK_NOT_FOUND: INVALID_PARAMS,
         ErrorCode.TASK_STATE: INVALID_PARAMS,
+        # Only plain-NATS task requests get it (the gateway refuses over HTTP, with a 403).
+        ErrorCode.FORBIDDEN: INVALID_REQUEST,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )

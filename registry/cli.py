@@ -9,6 +9,7 @@ import structlog
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.options import add_common_options, run_verb
+from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
 from registry.service import RegistryService
 from schemas.config import Settings
@@ -33,6 +34,7 @@ async def serve(settings: Settings) -> None:
             settings.worker.announce_interval_s,
             settings.tasks,
             replicas=settings.nats.replicas,
+            principal_signer=PrincipalSigner(key) if (key := settings.nats.principal_key) else None,
         )
         await service.start()
         signal_name = await wait_for_shutdown_signal()

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.connection import caught_up
+from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
@@ -70,8 +71,11 @@ class RegistryService:
         tasks: TasksSettings | None = None,
         *,
         replicas: int = 1,
+        principal_signer: PrincipalSigner | None = None,
     ) -> None:
         self._tasks_settings = tasks or TasksSettings()
+        self._principal_signer = principal_signer
+        """Checks the principals task requests claim (``registry.task_desk``)."""
         self._replicas = replicas
         """JetStream replicas of the streams and buckets this registry creates."""
         self._nc = nc
@@ -101,7 +105,7 @@ class RegistryService:
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
         self.releases = Releases(self._nc, self._subjects, self.store)
         task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
-        self.tasks = TaskDesk(self._nc, self._subjects, task_store)
+        self.tasks = TaskDesk(self._nc, self._subjects, task_store, self._principal_signer)
         await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.

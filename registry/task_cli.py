@@ -1,7 +1,8 @@
 """``toolbus tasks``: list, submit, inspect and cancel durable tasks over NATS.
 
 A thin client of the registry's task requests (``registry.task_desk``); the principal is
-``nats`` unless ``--principal`` names another (for operators; issue 7 restricts it).
+``nats`` unless ``--principal`` names another, which the registry accepts only when signed
+with the deployment's principal key (an operator holding ``[nats] principal_key``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import sys
 from datetime import UTC, datetime
 
 import nats.errors
+from nats.nuid import NUID
 
 from bus.connection import connected
 from bus.options import Verb, add_common_options, run_verb
+from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
@@ -49,11 +52,20 @@ def run(args: argparse.Namespace) -> int:
     return run_verb(args, verb)
 
 
-async def _request(settings: Settings, verb: str, body: bytes) -> bytes | None:
+async def _request(settings: Settings, verb: str, body: bytes, principal: str) -> bytes | None:
     subjects = Subjects(settings.nats.prefix)
+    headers: dict[str, str] = {}
+    key = settings.nats.principal_key
+    if principal and key is not None:
+        # An operator holding the principal key speaks for the principal it names, as a gateway does.
+        request_id = NUID().next().decode()
+        headers[Header.REQUEST_ID] = request_id
+        PrincipalSigner(key).stamp(headers, principal, request_id)
     async with connected(settings.nats, name="toolbus-tasks") as nc:
         try:
-            reply = await nc.request(subjects.task_request(verb), body, timeout=REQUEST_TIMEOUT_S)
+            reply = await nc.request(
+                subjects.task_request(verb), body, timeout=REQUEST_TIMEOUT_S, headers=headers or None
+            )
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
             print(f"toolbus: no registry is answering on {subjects.task_request(verb)}", file=sys.stderr)
             return None
@@ -68,7 +80,9 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
     tasks: list[TaskRecord] = []
     cursor = ""
     while True:
-        data = await _request(settings, "list", encode(TaskQuery(principal=args.principal, cursor=cursor)))
+        data = await _request(
+            settings, "list", encode(TaskQuery(principal=args.principal, cursor=cursor)), args.principal
+        )
         if data is None:
             return 1
         page = decode(data, TaskList)
@@ -96,7 +110,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
         print("toolbus: arguments must be a JSON object", file=sys.stderr)
         return 2
     body = encode(TaskSubmit(tool=args.tool, arguments=arguments, principal=args.principal))
-    data = await _request(settings, "submit", body)
+    data = await _request(settings, "submit", body, args.principal)
     if data is None:
         return 1
     print(data.decode())
@@ -105,7 +119,9 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
 
 def _one(verb: str) -> Verb:
     async def act(settings: Settings, args: argparse.Namespace) -> int:
-        data = await _request(settings, verb, encode(TaskQuery(task_id=args.task_id, principal=args.principal)))
+        data = await _request(
+            settings, verb, encode(TaskQuery(task_id=args.task_id, principal=args.principal)), args.principal
+        )
         if data is None:
             return 1
         print(data.decode())

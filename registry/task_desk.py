@@ -6,8 +6,12 @@ group) let any NATS client use tasks the way an MCP client does through a gatewa
     nats req toolbus.tasks.submit '{"tool":"calc_add","arguments":{"a":2,"b":3}}'
     nats req toolbus.tasks.get '{"taskId":"…"}'
 
-A plain NATS submitter has no verified identity: its tasks belong to the principal ``nats``
-unless a trusted gateway sets ``principal`` (issue 7 restricts who may). The desk also:
+A plain NATS submitter has no verified identity: its tasks belong to the principal ``nats``.
+A request may act for another principal (``principal`` in the body; ``*`` lists everyone's)
+only when it is vouched for: with ``[nats] principal_key`` set, the request must carry that
+principal signed for its ``Toolbus-Request-Id`` (``bus.principal``), as gateways and the
+``toolbus tasks`` of an operator holding the key send it; anything else is refused. Without a
+key (a development deployment, like auth off) a claimed principal is taken as said. The desk also:
 
 - fails a task whose work was delivered ``tasks.max_deliver`` times without an ack (every worker
   that took it died): JetStream tells us with a max-deliveries advisory;
@@ -28,8 +32,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.principal import PrincipalSigner
 from bus.replies import send_error
-from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
+from bus.subjects import TASK_VERBS, Header, Subjects, is_valid_tool_name
 from registry.tasks import TaskFinished, TaskNotFound, TaskStore
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
@@ -47,10 +52,13 @@ REPLY_HEADROOM_BYTES = 1024
 class TaskDesk:
     """Answers task requests and keeps the task store tidy, until stopped."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, store: TaskStore) -> None:
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, store: TaskStore, signer: PrincipalSigner | None = None
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
+        self._signer = signer
         self._subscriptions: list[Subscription] = []
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -88,17 +96,17 @@ class TaskDesk:
         if not is_valid_tool_name(request.tool):
             raise ValueError(f"{request.tool!r} is not a tool name")
         record = await self._store.submit(
-            request.tool, request.arguments, principal=request.principal or NATS_PRINCIPAL, ttl_ms=request.ttl_ms
+            request.tool, request.arguments, principal=self._principal(msg, request.principal), ttl_ms=request.ttl_ms
         )
         return encode(record)
 
     async def _get(self, msg: Msg) -> bytes:
         query = decode(msg.data, TaskQuery)
-        return encode(await self._store.get(query.task_id, principal=query.principal or NATS_PRINCIPAL))
+        return encode(await self._store.get(query.task_id, principal=self._principal(msg, query.principal)))
 
     async def _result(self, msg: Msg) -> bytes:
         query = decode(msg.data, TaskQuery)
-        record = await self._store.get(query.task_id, principal=query.principal or NATS_PRINCIPAL)
+        record = await self._store.get(query.task_id, principal=self._principal(msg, query.principal))
         if record.status not in TERMINAL_STATUSES or not record.result_stored:
             raise TaskFinished(record) if record.status in TERMINAL_STATUSES else _NotReady(record.status)
         result = await self._store.result(query.task_id)
@@ -113,14 +121,33 @@ class TaskDesk:
 
     async def _cancel(self, msg: Msg) -> bytes:
         query = decode(msg.data, TaskQuery)
-        return encode(await self._store.cancel(query.task_id, principal=query.principal or NATS_PRINCIPAL))
+        return encode(await self._store.cancel(query.task_id, principal=self._principal(msg, query.principal)))
 
     async def _list(self, msg: Msg) -> bytes:
         query = decode(msg.data, TaskQuery) if msg.data.strip() else TaskQuery()
         # `*` lists every principal's tasks: for operators (`toolbus tasks --all`); issue 7 guards it.
-        principal = None if query.principal == "*" else (query.principal or NATS_PRINCIPAL)
+        claimed = self._principal(msg, query.principal)
+        principal = None if claimed == "*" else claimed
         tasks, cursor = await self._store.list(principal=principal, cursor=query.cursor, limit=query.limit)
         return encode(TaskList(tasks=tasks, next_cursor=cursor))
+
+    def _principal(self, msg: Msg, claimed: str) -> str:
+        """Whose tasks a request acts on: ``nats`` unless it claims a principal it may speak for.
+
+        Raises:
+            UnvouchedPrincipal: the request claims a principal without a valid signature.
+        """
+        if not claimed:
+            return NATS_PRINCIPAL
+        if self._signer is None:
+            return claimed
+        headers = msg.headers or {}
+        if self._signer.verified(headers, headers.get(Header.REQUEST_ID, "")) != claimed:
+            raise UnvouchedPrincipal(
+                f"this request claims principal {claimed!r} without a gateway's signature; only holders of "
+                "the principal key (gateways, operators) may act for a principal"
+            )
+        return claimed
 
     # -- housekeeping ---------------------------------------------------------------------------
     async def _on_max_deliveries(self, msg: Msg) -> None:
@@ -168,6 +195,10 @@ class _TooLarge(Exception):
     pass
 
 
+class UnvouchedPrincipal(Exception):
+    """Raised when a task request claims a principal without a valid gateway signature."""
+
+
 class _NotReady(Exception):
     def __init__(self, status: str) -> None:
         super().__init__(f"the task is still {status}; ask again later")
@@ -178,6 +209,7 @@ _REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode]
     (TaskNotFound, ErrorCode.TASK_NOT_FOUND),
     ((TaskFinished, _NotReady), ErrorCode.TASK_STATE),
     (_TooLarge, ErrorCode.PAYLOAD_TOO_LARGE),
+    (UnvouchedPrincipal, ErrorCode.FORBIDDEN),
 )
 """Which refusal answers which exception; anything else is a bug (INTERNAL, logged)."""
 

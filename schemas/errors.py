@@ -32,6 +32,8 @@ class ErrorCode(IntEnum):
     """No task with that id is visible to the caller."""
     TASK_STATE = 1009
     """The task is not in a state that allows the request (e.g. cancelling a finished task)."""
+    FORBIDDEN = 1010
+    """The caller may not do this: e.g. it claims a principal no gateway vouched for."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import close_settled, connect
 from bus.embedded import EmbeddedNatsServer
+from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
@@ -93,6 +94,48 @@ async def test_a_task_belongs_to_its_principal(tasks: Tasks) -> None:
     assert decode(data, TaskList).tasks == []
     data, _ = await tasks.request("list", TaskQuery(principal="alice"))
     assert [t.task_id for t in decode(data, TaskList).tasks] == [record.task_id]
+
+
+PRINCIPAL_KEY = "registry-test-principal-key"
+
+
+async def test_with_a_principal_key_only_signed_requests_act_for_a_principal(
+    nc: NatsClient, tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    subjects = Subjects("vouched")  # a deployment of its own: this registry is the only one answering
+    signer = PrincipalSigner(PRINCIPAL_KEY)
+    registry = RegistryService(nc, subjects, RegistrySettings(), tasks=FAST_TASKS, principal_signer=signer)
+    await registry.start()
+    try:
+        body = encode(TaskSubmit(tool="kit_add", arguments={"a": 1, "b": 2}, principal="alice"))
+        forged = await nc.request(subjects.task_request("submit"), body, timeout=10)
+        error = decode(forged.data, ErrorReply).error
+        assert error.code == ErrorCode.FORBIDDEN and "principal 'alice'" in error.message
+        # Signed for another request id, the same principal is still refused (no replaying).
+        replayed = {Header.REQUEST_ID: "r2"}
+        signer.stamp(replayed, "alice", "r1")
+        reply = await nc.request(subjects.task_request("submit"), body, timeout=10, headers=replayed)
+        assert decode(reply.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
+        headers = {Header.REQUEST_ID: "r3"}
+        signer.stamp(headers, "alice", "r3")
+        record = decode(
+            (await nc.request(subjects.task_request("submit"), body, timeout=10, headers=headers)).data, TaskRecord
+        )
+        assert record.principal == "alice"
+        # Without a claim a request is plain NATS: it sees none of alice's tasks.
+        listed = await nc.request(subjects.task_request("list"), encode(TaskQuery()), timeout=10)
+        assert decode(listed.data, TaskList).tasks == []
+        # An operator holding the key speaks for alice with the CLI.
+        config = nats_settings(tmp_path, nats_server.url, subjects.prefix)
+        config.write_text(config.read_text() + f'principal_key = "{PRINCIPAL_KEY}"\n')
+        shown = await asyncio.to_thread(toolbus, "tasks", "--config", str(config), "--principal", "alice")
+        assert shown.returncode == 0, shown.stderr
+        assert record.task_id in shown.stdout
+        config.write_text(config.read_text().replace(PRINCIPAL_KEY, "another-key-another-key"))
+        refused = await asyncio.to_thread(toolbus, "tasks", "--config", str(config), "--principal", "alice")
+        assert refused.returncode != 0 and "without a gateway's signature" in refused.stderr
+    finally:
+        await registry.stop()
 
 
 async def test_a_failing_tool_ends_the_task_failed_with_its_error(tasks: Tasks) -> None:
