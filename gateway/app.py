@@ -110,7 +110,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
     server = build_server(frontend, changes, tasks)
     security = transport_security(settings.gateway)
-    session_manager = build_session_manager(server, security)
+    session_manager = build_session_manager(server, security, max_body_bytes=settings.gateway.max_body_bytes)
     state = GatewayState(catalogue, changes)
     metrics = GatewayMetrics(
         service,

@@ -28,7 +28,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -252,7 +252,9 @@ def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFronte
     return server
 
 
-def build_session_manager(server: Server[Any], security: TransportSecuritySettings) -> StreamableHTTPSessionManager:
+def build_session_manager(
+    server: Server[Any], security: TransportSecuritySettings, *, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE
+) -> StreamableHTTPSessionManager:
     """Streamable HTTP for both eras on one URL: stateful sessions for 2025, stateless 2026-07-28.
 
     ``security`` is ``transport_security(settings)``; the hot path checks requests with the same.
@@ -262,4 +264,5 @@ def build_session_manager(server: Server[Any], security: TransportSecuritySettin
         stateless=False,
         json_response=False,
         security_settings=security,
+        max_request_body_size=max_body_bytes,
     )

@@ -138,6 +138,8 @@ class GatewaySettings(_Model):
     """Extra ``Host`` values accepted besides loopback (DNS-rebinding protection)."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Extra ``Origin`` values accepted besides loopback."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413 before they are parsed."""
 
 
 class OAuthSettings(_Model):
@@ -335,7 +337,7 @@ class RateLimitSettings(_Model):
     """Per-tool replacements of ``per_tool``, keyed by exact tool name."""
     on_store_error: Literal["local", "deny"] = "local"
     """When the shared counters (NATS KV) cannot be reached: ``local`` counts on each replica
-    alone (so the total can reach replicas × limit), ``deny`` refuses every call."""
+    alone (so the total can reach replicas x limit), ``deny`` refuses every call."""
     store_timeout_s: Annotated[float, Field(gt=0)] = 0.5
     """Per KV operation; after a failure the counters are not tried again for a second."""
 

@@ -341,3 +341,51 @@ async def test_a_principal_without_task_access_cannot_create_tasks(secured: Any)
         response = await http.post(gateway.url, json=body, headers=headers)
     assert response.status_code == 403
     assert response.json()["error_description"] == "not allowed to use tasks"
+
+
+# -- bad input at the front door -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+async def test_an_oversized_body_gets_413_and_the_gateway_serves_on(
+    secured: Any, start_gateway: Any, issuer: Issuer, authenticated: bool
+) -> None:
+    gateway = await (secured(gateway={"max_body_bytes": 4096}) if authenticated else start_gateway(max_body_bytes=4096))
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if authenticated:
+        headers["Authorization"] = f"Bearer {issuer.token()}"
+    big = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "kit_add", "arguments": {"x": "a" * 5000}},
+    }
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(gateway.url, json=big, headers=headers)
+        assert response.status_code == 413
+        # Streamed without a Content-Length, it is cut off at the limit all the same.
+        chunks = [json.dumps(big).encode()[i : i + 1000] for i in range(0, 6000, 1000)]
+
+        async def stream() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        streamed = await http.post(gateway.url, content=stream(), headers=headers)
+        assert streamed.status_code == 413
+    response = await post_initialize(gateway.url, {k: v for k, v in headers.items() if k == "Authorization"})
+    assert response.status_code == 200
+
+
+async def test_malformed_json_from_an_authenticated_client_gets_the_json_rpc_parse_error(
+    secured: Any, issuer: Issuer
+) -> None:
+    gateway = await secured(policy=POLICY)  # a policy makes the front door read the body too
+    headers = {
+        "Authorization": f"Bearer {issuer.token()}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(gateway.url, content=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32700
