@@ -85,9 +85,12 @@ def _nats_password_from_env() -> str | None:
     return os.environ.get("TOOLBUS_NATS_PASSWORD") or None
 
 
+PRINCIPAL_KEY_VARIABLE = "TOOLBUS_PRINCIPAL_KEY"
+
+
 def _principal_key_from_env() -> str | None:
-    """``TOOLBUS_PRINCIPAL_KEY``: the key gateways sign principals with (see bus/principal.py)."""
-    return os.environ.get("TOOLBUS_PRINCIPAL_KEY") or None
+    """``$TOOLBUS_PRINCIPAL_KEY``: the key gateways sign principals with (see bus/principal.py)."""
+    return os.environ.get(PRINCIPAL_KEY_VARIABLE) or None
 
 
 def _nats_replicas_from_env() -> int:
