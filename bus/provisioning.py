@@ -12,14 +12,18 @@ KV_HISTORY = 1
 """The catalogue needs only the latest value of each key; watchers see every change anyway."""
 
 
-async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1) -> KeyValue:
-    """Return the KV bucket, creating it if it does not exist (safe to call from many processes)."""
+async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s: float | None = None) -> KeyValue:
+    """Return the KV bucket, creating it if it does not exist (safe to call from many processes).
+
+    ``ttl_s``: a key not written for this long is removed (only when the bucket is created).
+    """
     js = nc.jetstream()
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         # Two processes may race here; creating an identical stream twice is accepted by the server.
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas))
+        config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
+        return await js.create_key_value(config)
 
 
 async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1) -> ObjectStore:

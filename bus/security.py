@@ -11,7 +11,8 @@ The permissions follow the bus contract (docs/bus-protocol.md):
 
 - a **worker** takes calls and tasks, answers pings, announces itself, and writes task records
   and results; it cannot publish registry events, answer release requests, or listen to them;
-- a **gateway** sends calls, cancels and tasks and reads the catalogue; it cannot take calls;
+- a **gateway** sends calls, cancels and tasks, reads the catalogue, publishes audit events and
+  keeps the rate-limit counters; it cannot take calls;
 - the **registry** keeps the catalogue and the tasks and provisions JetStream;
 - the **operator** role is for people: release verbs, tasks, calls.
 
@@ -123,7 +124,8 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
             ),
         )
     if role == "gateway":
-        streams = [_kv(tools), _kv(tasks_kv), _obj(results), subjects.tasks_stream]
+        limits = subjects.rate_limits_bucket  # shared by the replicas (gateway.ratelimit)
+        streams = [_kv(tools), _kv(tasks_kv), _obj(results), subjects.tasks_stream, _kv(limits)]
         return Permissions(
             publish=(
                 *common_pub,
@@ -134,6 +136,8 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
                 subjects.task_work_any,
                 subjects.task_status_any,
                 f"$KV.{tasks_kv}.>",
+                f"$KV.{limits}.>",
+                subjects.audit_any,
             ),
             subscribe=(*common_sub, subjects.task_status_any),
         )

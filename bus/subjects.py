@@ -229,7 +229,30 @@ class Subjects:
     @property
     def audit_subjects(self) -> list[str]:
         """Registry events, task transitions, and events published for the trail alone."""
-        return [self.events_any, self.task_status_any, f"{self.prefix}.audit.>"]
+        return [self.events_any, self.task_status_any, self.audit_any]
+
+    @property
+    def audit_any(self) -> str:
+        """Every event published for the audit trail alone (the gateway's calls and auth failures)."""
+        return f"{self.prefix}.audit.>"
+
+    def audit_call(self, tool: str) -> str:
+        """Where the gateway publishes a ``CallAuditEvent`` for a finished call of ``tool``.
+
+        A name that is no tool (a client may call anything) is made a token (``as_token``); the
+        event itself carries the name as sent.
+        """
+        token = tool if is_valid_tool_name(tool) else as_token(tool)[:128] or "-"
+        return f"{self.prefix}.audit.call.{token}"
+
+    def audit_auth(self, reason: str) -> str:
+        """Where the gateway publishes an ``AuthFailureEvent`` (``reason``: ``missing_token``, …)."""
+        return f"{self.prefix}.audit.auth.{as_token(reason)[:64] or '-'}"
+
+    @property
+    def rate_limits_bucket(self) -> str:
+        """KV bucket: one key per rate limit and principal (and tool) → ``RateWindow``."""
+        return f"{self.prefix}_ratelimits"
 
     @property
     def tasks_bucket(self) -> str:

@@ -5,8 +5,9 @@ The stream ``PREFIX_AUDIT`` captures, as they are published:
 - ``PREFIX.events.>``: publish, rollback, retire, deprecate, worker joins and leaves;
 - ``PREFIX.tasks.status.>``: every task transition (the whole record: tool, principal,
   status, attempts, worker);
-- ``PREFIX.audit.>``: events published for the audit trail alone (tool calls and auth
-  failures, from the gateway: issue 7, not built yet).
+- ``PREFIX.audit.>``: events published for the audit trail alone by the gateways
+  (``gateway.audit``): every tool call (``CallAuditEvent``, arguments redacted per ``[audit]``)
+  and every request refused for who sent it (``AuthFailureEvent``).
 
 Nothing publishes twice for the audit: the stream listens to the subjects the system already
 uses, so an event cannot be on the bus and missing from the trail. Retention is by age
@@ -21,6 +22,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -31,6 +33,7 @@ from bus.options import add_common_options, run_verb
 from bus.provisioning import ensure_stream
 from bus.subjects import Subjects
 from schemas.config import Settings
+from schemas.wire import AuthFailureEvent, CallAuditEvent
 
 AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 """Audit events are kept 30 days."""
@@ -83,15 +86,54 @@ def summary(subject: str, body: dict[str, Any], prefix: str) -> str:
             f"task {body.get('taskId', '?')} {body.get('tool', '?')} → {body.get('status', '?')}"
             f" ({body.get('statusMessage', '')}) principal={body.get('principal', '?')}"
         )
+    if kind.startswith("audit."):
+        line = _gateway_summary(kind, body)
+        if line is not None:
+            return line
     if kind.startswith("events."):
         fields = " ".join(f"{k}={v}" for k, v in body.items() if k not in ("kind", "at") and v)
         return f"{body.get('kind', kind)} {fields}"
     return f"{kind} {json.dumps(body, separators=(',', ':'))[:200]}"
 
 
+def _gateway_summary(kind: str, body: dict[str, Any]) -> str | None:
+    """The line of a gateway's audit event (``gateway.audit``), or None if it is not one."""
+    try:
+        if kind.startswith("audit.call."):
+            call = msgspec.convert(body, CallAuditEvent)
+            parts = [
+                f"call {call.tool} → {call.outcome}",
+                f"principal={call.principal} ({call.auth_method})",
+                f"{call.duration_ms:.1f}ms era={call.era} request={call.request_id}",
+            ]
+            if call.trace_id:
+                parts.append(f"trace={call.trace_id}")
+            if call.error:
+                parts.append(f"error={call.error!r}")
+            if call.arguments is not msgspec.UNSET:
+                parts.append(f"arguments={json.dumps(call.arguments, separators=(',', ':'))[:200]}")
+            return " ".join(parts)
+        if kind.startswith("audit.auth."):
+            refused = msgspec.convert(body, AuthFailureEvent)
+            fields = {
+                "subject": refused.subject,
+                "auth": refused.auth_method,
+                "remote": refused.remote,
+                "method": refused.method,
+                "tool": refused.tool,
+            }
+            parts = [f"refused {refused.reason} ({refused.status})", *(f"{k}={v}" for k, v in fields.items() if v)]
+            if refused.detail:
+                parts.append(repr(refused.detail))
+            return " ".join(parts)
+    except msgspec.ValidationError:
+        return None
+    return None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``audit`` verb."""
-    parser = subparsers.add_parser("audit", help="print recent audit events (publishes, task transitions, …)")
+    parser = subparsers.add_parser("audit", help="print recent audit events: calls, refusals, releases, tasks")
     add_common_options(parser)
     parser.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -317,3 +317,58 @@ class TaskQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, r
 class TaskList(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     tasks: list[TaskRecord]
     next_cursor: str = ""
+
+
+# -- the audit trail and rate limits (gateway) ------------------------------------------------------
+
+
+class CallAuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One finished ``tools/call`` through a gateway (``PREFIX.audit.call.<tool>``)."""
+
+    tool: str
+    principal: str
+    auth_method: str
+    """How the principal was verified: ``jwt``, ``api-key`` or ``none``."""
+    era: str
+    request_id: str
+    outcome: str
+    """``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, or a failure (``unknown_tool``…)."""
+    started_at: float
+    """Unix time, seconds."""
+    duration_ms: float
+    trace_id: str = ""
+    """From the call's W3C ``traceparent``, when it had one."""
+    error: str = ""
+    arguments: Any | msgspec.UnsetType = UNSET
+    """As the audit settings allow: redacted, verbatim, or absent (``omit``)."""
+    arguments_redacted: int = 0
+    """How many values were replaced by ``"[redacted]"``."""
+
+
+class AuthFailureEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """A request the gateway refused for who it came from (``PREFIX.audit.auth.<reason>``)."""
+
+    reason: str
+    """``missing_token``, ``invalid_token``, ``expired``, ``wrong_audience``, ``insufficient_scope``,
+    ``forbidden_tool``, ``rate_limited``, …"""
+    status: int
+    """The HTTP status answered (401, 403, 429…)."""
+    at: float
+    """Unix time, seconds."""
+    subject: str = ""
+    """Who the credential claimed to be, if it said; never verified."""
+    auth_method: str = ""
+    remote: str = ""
+    """The client's address (``host:port``)."""
+    method: str = ""
+    """The MCP method (``tools/call``…), or the HTTP method when the body was not read."""
+    tool: str = ""
+    detail: str = ""
+
+
+class RateWindow(msgspec.Struct, frozen=True, array_like=True):
+    """One rate limit's count in KV (``PREFIX_ratelimits``): calls taken in fixed window ``window``."""
+
+    window: int
+    """``floor(unix time / per_s)`` of the window counted."""
+    used: int

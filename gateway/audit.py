@@ -1,0 +1,329 @@
+"""The gateway's audit events: one per finished tool call and one per refused request.
+
+Events go to the audit stream (``PREFIX_AUDIT``, created by the registry, see ``registry.audit``)
+on ``PREFIX.audit.call.<tool>`` (a ``CallAuditEvent``) and ``PREFIX.audit.auth.<reason>`` (an
+``AuthFailureEvent``); ``toolbus audit`` prints them with the registry's events and task
+transitions.
+
+**Off the hot path.** ``AuditTrail.observe`` is a ``ToolService`` call observer: it appends the
+``CallRecord`` to a bounded queue and returns (under a microsecond; ``bench/audit_costs.py``).
+One task drains the queue: it redacts the arguments, encodes the event and publishes it to
+JetStream with ``publish_async`` (pipelined, acknowledged), a batch at a time.
+
+**When the bus is slow or down** a call never waits for its audit event and never fails for it.
+Events whose publish is not acknowledged (no stream, no connection, timeout) are kept and tried
+again with backoff; each carries a ``Nats-Msg-Id`` (the call's request id), so the stream drops
+the copies a retry creates within its duplicate window (2 minutes). The queue holds at most
+``[audit].queue_size`` events: past that the oldest are dropped, counted in ``dropped`` and
+logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds.
+
+**Auth failures** come from the authentication front (``gateway.auth``), which calls::
+
+    trail.auth_failure(
+        reason,                 # "missing_token", "invalid_token", "expired", "wrong_audience",
+                                # "insufficient_scope", "forbidden_tool", "rate_limited", …
+        status=401,             # the HTTP status answered
+        subject=None,           # who the credential claimed to be (never verified), if it said
+        remote="10.0.0.7:51234",  # the client's address
+        method="tools/call",    # the MCP method, or the HTTP method if the body was not read
+        tool=None,              # the tool asked for, if any
+        auth_method=None,       # "jwt" or "api-key", when the credential's kind is known
+        detail=None,            # a short free text (what the client was told)
+    )
+
+It returns at once (the event joins the same queue) and never raises for a full queue or a
+down bus. ``reason`` may be any word; it becomes the last subject token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js.api import Header as JsHeader
+from nats.nuid import NUID
+
+from bus.subjects import Subjects
+from gateway.tools import CallRecord
+from schemas.codec import encode
+from schemas.config import AuditSettings
+from schemas.wire import UNSET, AuthFailureEvent, CallAuditEvent
+
+log = structlog.get_logger(__name__)
+
+REDACTED: Final = "[redacted]"
+"""What a redacted value becomes."""
+BATCH_SIZE: Final = 256
+"""Events published per round; their acks are awaited together."""
+PUBLISH_TIMEOUT_S: Final = 5.0
+"""How long one round waits for the stream's acks before keeping the rest for a retry."""
+RETRY_FIRST_S: Final = 0.2
+RETRY_MAX_S: Final = 5.0
+"""Backoff between rounds that failed (doubling from ``RETRY_FIRST_S``)."""
+FLUSH_TIMEOUT_S: Final = 2.0
+"""How long ``stop`` spends publishing what is left."""
+DROP_LOG_INTERVAL_S: Final = 10.0
+"""At most one warning about dropped events per this interval."""
+_KEY_CACHE_SIZE: Final = 4096
+
+
+class Redactor:
+    """Turns a call's arguments into what the audit trail keeps, as ``[audit]`` says per tool."""
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self.settings = settings
+        self._default = _KeyMatcher(settings.redact_keys)
+        self._matchers = {
+            tool: _KeyMatcher(override.redact_keys)
+            for tool, override in settings.tools.items()
+            if override.redact_keys is not None
+        }
+
+    def apply(self, tool: str, arguments: Any) -> tuple[Any, int]:
+        """(what to keep of ``arguments``, values redacted); ``UNSET`` when nothing is kept."""
+        override = self.settings.tools.get(tool)
+        mode = (override.arguments if override else None) or self.settings.arguments
+        if mode == "omit" or arguments is None:
+            return UNSET, 0
+        if mode == "keep":
+            kept, redacted = arguments, 0
+        else:
+            kept, redacted = _redact(arguments, self._matchers.get(tool, self._default))
+        size = len(encode(kept))
+        if size > self.settings.max_arguments_bytes:
+            return f"[{size} bytes of arguments, not kept]", redacted
+        return kept, redacted
+
+
+class _KeyMatcher:
+    """Does a key match one of the globs? Case-insensitive, remembered per key."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        joined = "|".join(fnmatch.translate(p.lower()) for p in patterns)
+        self._regex = re.compile(joined) if joined else None
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        hit = self._seen.get(key)
+        if hit is None:
+            hit = self._regex is not None and self._regex.match(key.lower()) is not None
+            if len(self._seen) >= _KEY_CACHE_SIZE:
+                self._seen.clear()
+            self._seen[key] = hit
+        return hit
+
+
+def _redact(value: Any, secret: Callable[[str], bool]) -> tuple[Any, int]:
+    """A copy of ``value`` with every value under a secret key replaced, at any depth; and how many."""
+    if isinstance(value, dict):
+        count = 0
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if secret(str(key)):
+                out[key] = REDACTED
+                count += 1
+            else:
+                out[key], n = _redact(item, secret)
+                count += n
+        return out, count
+    if isinstance(value, list):
+        count = 0
+        items = []
+        for item in value:
+            kept, n = _redact(item, secret)
+            items.append(kept)
+            count += n
+        return items, count
+    return value, 0
+
+
+def trace_id(traceparent: str | None) -> str:
+    """The trace id of a W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or ``""``."""
+    if not traceparent:
+        return ""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
+
+
+_Message = tuple[str, bytes, str]
+"""A prepared event: (subject, body, message id)."""
+
+
+class AuditTrail:
+    """Publishes the gateway's audit events from a bounded queue, off the hot path (see the module)."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects, settings: AuditSettings) -> None:
+        self.subjects = subjects
+        self.redactor = Redactor(settings)
+        self.queue_size = settings.queue_size
+        self.published = 0
+        self.dropped = 0
+        """Events lost because the queue was full (the bus was down or slower than the calls)."""
+        self._js = nc.jetstream()
+        self._pending: deque[CallRecord | AuthFailureEvent] = deque()
+        self._retry: deque[_Message] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set by the drain task whenever it has emptied the queue."""
+        self._task: asyncio.Task[None] | None = None
+        self._ids = NUID()
+        self._dropped_logged_at = 0.0
+
+    # -- the producers: called on the event loop, never block ----------------------------------
+    def observe(self, record: CallRecord) -> None:
+        """The ``ToolService`` observer: queue ``record``'s audit event."""
+        if len(self._pending) + len(self._retry) >= self.queue_size:
+            self._drop_oldest()
+        self._pending.append(record)
+        self._wake.set()
+
+    def auth_failure(
+        self,
+        reason: str,
+        *,
+        status: int,
+        subject: str | None = None,
+        remote: str | None = None,
+        method: str | None = None,
+        tool: str | None = None,
+        auth_method: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Queue the audit event of a request refused for who sent it (signature: module docstring)."""
+        event = AuthFailureEvent(
+            reason=reason,
+            status=status,
+            at=time.time(),
+            subject=subject or "",
+            auth_method=auth_method or "",
+            remote=remote or "",
+            method=method or "",
+            tool=tool or "",
+            detail=detail or "",
+        )
+        if len(self._pending) + len(self._retry) >= self.queue_size:
+            self._drop_oldest()
+        self._pending.append(event)
+        self._wake.set()
+
+    def _drop_oldest(self) -> None:
+        if self._retry:
+            self._retry.popleft()  # retries are older than anything pending
+        else:
+            self._pending.popleft()
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= DROP_LOG_INTERVAL_S:
+            self._dropped_logged_at = now
+            log.warning("audit queue full: dropping the oldest events", dropped=self.dropped, queue=self.queue_size)
+
+    @property
+    def backlog(self) -> int:
+        """Events not yet acknowledged by the audit stream."""
+        return len(self._pending) + len(self._retry)
+
+    # -- the drain task -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start publishing (one task)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="audit-trail")
+
+    async def stop(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Publish what is queued (for at most ``timeout_s``), then stop; what is left is logged as lost."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                if self.backlog:
+                    self._idle.clear()
+                    await self._idle.wait()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self.backlog:
+            log.warning("audit events not published at shutdown", lost=self.backlog)
+
+    async def _run(self) -> None:
+        backoff_s = RETRY_FIRST_S
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.backlog:
+                batch = self._take(BATCH_SIZE)
+                failed = await self._publish(batch)
+                if not failed:
+                    backoff_s = RETRY_FIRST_S
+                    continue
+                self._retry.extendleft(reversed(failed))
+                while len(self._retry) + len(self._pending) > self.queue_size:
+                    self._drop_oldest()
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_MAX_S)
+            self._idle.set()
+
+    def _take(self, limit: int) -> list[_Message]:
+        batch: list[_Message] = []
+        while self._retry and len(batch) < limit:
+            batch.append(self._retry.popleft())
+        while self._pending and len(batch) < limit:
+            item = self._pending.popleft()
+            try:
+                batch.append(self._prepare(item))
+            except Exception:  # an event that cannot be encoded must not stop the trail
+                log.exception("audit event could not be encoded; skipped")
+        return batch
+
+    def _prepare(self, item: CallRecord | AuthFailureEvent) -> _Message:
+        if isinstance(item, AuthFailureEvent):
+            return self.subjects.audit_auth(item.reason), encode(item), f"auth-{self._ids.next().decode()}"
+        arguments, redacted = self.redactor.apply(item.tool, item.arguments)
+        event = CallAuditEvent(
+            tool=item.tool,
+            principal=item.principal.subject,
+            auth_method=item.principal.method,
+            era=item.era,
+            request_id=item.request_id,
+            outcome=item.outcome,
+            started_at=item.started_at,
+            duration_ms=round(item.duration_s * 1000, 3),
+            trace_id=trace_id(item.traceparent),
+            error=item.error or "",
+            arguments=arguments,
+            arguments_redacted=redacted,
+        )
+        return self.subjects.audit_call(item.tool), encode(event), f"call-{item.request_id}"
+
+    async def _publish(self, batch: list[_Message]) -> list[_Message]:
+        """Publish ``batch`` and await the acks; return what was not acknowledged."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for subject, body, msg_id in batch:
+                futures.append(await self._js.publish_async(subject, body, headers={JsHeader.MSG_ID: msg_id}))
+        except (nats.errors.Error, OSError) as exc:
+            log.warning("audit events not sent; will retry", error=repr(exc), events=len(batch))
+        if futures:
+            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)
+        failed = [message for message, future in zip(batch, futures, strict=False) if not _acked(future)]
+        failed += batch[len(futures) :]
+        for future in futures:
+            future.cancel()  # an unanswered one would otherwise hold its slot in nats-py forever
+        self.published += len(batch) - len(failed)
+        if failed:
+            first = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+            reason = repr(first.exception()) if first is not None else "no ack in time"
+            log.warning("audit events not acknowledged; will retry", failed=len(failed), reason=reason)
+        return failed
+
+
+def _acked(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None

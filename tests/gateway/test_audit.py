@@ -1,0 +1,222 @@
+"""The gateway's audit events against a real nats-server, registry and worker: every call through
+the gateway (real MCP client) is one event on the audit stream, with its arguments redacted as
+``[audit]`` says; auth failures too; ``toolbus audit`` prints them; a missing stream holds
+events back (bounded), it does not lose the calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from nats.aio.client import Client as NatsClient
+
+from bus.subjects import Subjects
+from gateway.audit import REDACTED, AuditTrail, Redactor, trace_id
+from gateway.principals import Principal
+from gateway.tools import CallRecord
+from registry.audit import ensure_audit_stream, recent
+from schemas.config import DEFAULT_REDACT_KEYS, AuditSettings, load_settings
+from tests.conftest import eventually, nats_settings, toolbus
+from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
+
+Event = tuple[datetime, str, dict[str, Any]]
+
+ITEM = {"name": "hunter2", "color": "red", "count": None, "tags": ["t"]}
+AUDIT = {
+    "redact_keys": [*DEFAULT_REDACT_KEYS, "name"],
+    "tools": {"kit_add": {"arguments": "keep"}, "kit_greet": {"arguments": "omit"}},
+}
+
+
+@asynccontextmanager
+async def audited_gateway(system: TaskSystem, audit: dict[str, Any]) -> AsyncIterator[RunningGateway]:
+    """A gateway of ``system``'s deployment with ``[audit]`` set to ``audit``."""
+    nats = {"url": system.nats_url, "prefix": system.subjects.prefix}
+    async with running_gateway(load_settings(None, nats=nats, audit=audit)) as gateway:
+        yield await ready(gateway)
+
+
+async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int) -> list[Event]:
+    """The first ``count`` events of ``PREFIX.audit.<kind>.>`` on the stream, once there are that many."""
+    prefix = f"{subjects.prefix}.audit.{kind}."
+
+    async def found() -> list[Event] | None:
+        events = [e for e in await recent(nc, subjects, 200) if e[1].startswith(prefix)]
+        return events if len(events) >= count else None
+
+    return await eventually(found, timeout_s=10, what=f"fewer than {count} {kind} events on the audit stream")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_every_call_is_one_redacted_event(task_system: TaskSystem, tmp_path: Path, mode: str) -> None:
+    before = time.time()
+    # Kept verbatim for kit_add, omitted for kit_greet, and every "name" redacted besides the defaults.
+    async with audited_gateway(task_system, AUDIT) as gateway, Client(gateway.url, mode=mode) as client:
+        ok = await client.call_tool("kit_add", {"a": 2, "b": 3})
+        failed = await client.call_tool("kit_divide", {"a": 1, "b": 0})
+        with pytest.raises(MCPError, match="unknown tool"):
+            await client.call_tool("no_such_tool", {"token": "t0k"})
+        invalid = await client.call_tool(
+            "kit_divide", {"a": 1, "b": "x", "auth": {"password": "p", "list": [{"api_key": "k", "x": 1}]}}
+        )
+        echoed = await client.call_tool("kit_echo_item", {"item": ITEM})
+        greeted = await client.call_tool("kit_greet", {"name": "bob"})
+    assert not ok.is_error and failed.is_error and invalid.is_error and not echoed.is_error and not greeted.is_error
+
+    events = await audit_events(task_system.nc, task_system.subjects, "call", 6)
+    assert len(events) == 6, "one event per call, no more"
+    bodies = [body for _, _, body in events]
+    assert [(b["tool"], b["outcome"]) for b in bodies] == [
+        ("kit_add", "ok"),
+        ("kit_divide", "tool_error"),
+        ("no_such_tool", "unknown_tool"),
+        ("kit_divide", "invalid_arguments"),
+        ("kit_echo_item", "ok"),
+        ("kit_greet", "ok"),
+    ]
+    assert [s.removeprefix(f"{task_system.subjects.prefix}.audit.call.") for _, s, _ in events] == [
+        b["tool"] for b in bodies
+    ]
+    era = "2025-11-25" if mode == "legacy" else "2026-07-28"
+    for body in bodies:
+        assert (body["principal"], body["authMethod"], body["era"]) == ("anonymous", "none", era)
+        assert before <= body["startedAt"] <= time.time()
+        assert 0 < body["durationMs"] < 10_000
+    assert len({b["requestId"] for b in bodies}) == 6
+    assert "unknown tool 'no_such_tool'" in bodies[2]["error"]
+    # Arguments: kept verbatim (kit_add), redacted at any depth, omitted (kit_greet).
+    assert bodies[0]["arguments"] == {"a": 2, "b": 3}
+    assert bodies[2]["arguments"] == {"token": REDACTED}
+    assert bodies[3]["arguments"] == {
+        "a": 1,
+        "b": "x",
+        "auth": {"password": REDACTED, "list": [{"api_key": REDACTED, "x": 1}]},
+    }
+    assert bodies[3]["argumentsRedacted"] == 2
+    assert bodies[4]["arguments"] == {"item": {**ITEM, "name": REDACTED}}
+    assert "arguments" not in bodies[5]
+    raw = json.dumps(bodies)
+    for secret in ("t0k", '"p"', '"k"', "hunter2", "bob"):
+        assert secret not in raw
+
+    settings = nats_settings(tmp_path, task_system.nats_url, task_system.subjects.prefix)
+    printed = await asyncio.to_thread(toolbus, "audit", "--config", str(settings))
+    assert printed.returncode == 0, printed.stderr
+    lines = [line for line in printed.stdout.splitlines() if " call " in line]
+    assert len(lines) == 6
+    assert "call kit_add → ok principal=anonymous (none)" in lines[0]
+    assert 'arguments={"a":2,"b":3}' in lines[0]
+    assert "call no_such_tool → unknown_tool" in lines[2] and "error=" in lines[2]
+    assert f"request={bodies[3]['requestId']}" in lines[3]
+    as_json = await asyncio.to_thread(toolbus, "audit", "--json", "--config", str(settings))
+    printed_events = [json.loads(line)["event"] for line in as_json.stdout.splitlines()]
+    assert [e for e in printed_events if e.get("requestId")] == bodies
+
+
+async def test_omit_and_keep_for_every_tool(task_system: TaskSystem) -> None:
+    async with audited_gateway(task_system, {"arguments": "omit"}) as gateway, Client(gateway.url) as client:
+        await client.call_tool("kit_greet", {"name": "omitted"})
+    async with audited_gateway(task_system, {"arguments": "keep"}) as gateway, Client(gateway.url) as client:
+        await client.call_tool("kit_divide", {"a": 1, "b": 2, "password": "kept"})
+    first, second = [body for _, _, body in await audit_events(task_system.nc, task_system.subjects, "call", 2)]
+    assert first["tool"] == "kit_greet" and "arguments" not in first
+    assert second["arguments"] == {"a": 1, "b": 2, "password": "kept"}
+
+
+async def test_auth_failures_are_events_and_printed(task_system: TaskSystem, tmp_path: Path) -> None:
+    gateway = await task_system.gateway()
+    trail = gateway.state.audit
+    assert trail is not None
+    trail.auth_failure("missing_token", status=401, remote="10.0.0.7:5123", method="initialize")
+    trail.auth_failure(
+        "forbidden_tool",
+        status=403,
+        subject="alice",
+        auth_method="jwt",
+        remote="10.0.0.8:1",
+        method="tools/call",
+        tool="kit_burn",
+        detail="needs scope tools:burn",
+    )
+    events = await audit_events(task_system.nc, task_system.subjects, "auth", 2)
+    (_, subject1, missing), (_, subject2, forbidden) = events
+    assert subject1 == task_system.subjects.audit_auth("missing_token")
+    assert subject2 == task_system.subjects.audit_auth("forbidden_tool")
+    assert missing["reason"] == "missing_token" and missing["status"] == 401 and "subject" not in missing
+    assert forbidden["subject"] == "alice" and forbidden["tool"] == "kit_burn" and forbidden["authMethod"] == "jwt"
+    assert abs(forbidden["at"] - time.time()) < 60
+    settings = nats_settings(tmp_path, task_system.nats_url, task_system.subjects.prefix)
+    printed = await asyncio.to_thread(toolbus, "audit", "--config", str(settings))
+    lines = [line for line in printed.stdout.splitlines() if "refused" in line]
+    assert "refused missing_token (401) remote=10.0.0.7:5123 method=initialize" in lines[0]
+    assert (
+        "refused forbidden_tool (403) subject=alice auth=jwt remote=10.0.0.8:1 method=tools/call tool=kit_burn"
+        " 'needs scope tools:burn'"
+    ) in lines[1]
+
+
+def record(n: int, arguments: Any = None) -> CallRecord:
+    return CallRecord(
+        "kit_add", Principal("p"), "2026-07-28", f"req{n}", None, arguments, "ok", None, time.time(), 0.001
+    )
+
+
+async def test_without_a_stream_events_wait_bounded_then_arrive_once(nc: NatsClient, subjects: Subjects) -> None:
+    trail = AuditTrail(nc, subjects, AuditSettings(queue_size=3))
+    trail.start()
+    try:
+        for n in range(5):  # nothing stores them yet: no registry has created the stream
+            trail.observe(record(n))
+        await eventually(lambda: trail.backlog == 3 and not trail.published, what="events were not held back")
+        assert trail.dropped == 2  # the queue keeps the newest queue_size events
+        await ensure_audit_stream(nc, subjects)  # the registry starts
+        events = await audit_events(nc, subjects, "call", 3)
+        await eventually(lambda: trail.backlog == 0, what="the backlog never drained")
+        assert [body["requestId"] for _, _, body in events] == ["req2", "req3", "req4"]
+        trail.observe(record(5))
+        await audit_events(nc, subjects, "call", 4)
+        assert len(await recent(nc, subjects, 100)) == 4, "a retried event is stored once"
+    finally:
+        await trail.stop()
+
+
+async def test_stop_publishes_what_is_queued(nc: NatsClient, subjects: Subjects) -> None:
+    await ensure_audit_stream(nc, subjects)
+    trail = AuditTrail(nc, subjects, AuditSettings())
+    trail.start()
+    for n in range(50):
+        trail.observe(record(n, {"n": n}))
+    await trail.stop()
+    assert trail.published == 50
+    assert len(await recent(nc, subjects, 100)) == 50
+
+
+def test_redaction_defaults_and_limits() -> None:
+    redactor = Redactor(AuditSettings())
+    kept, count = redactor.apply("t", {"API_Key": 1, "Authorization": "b", "keyboard": "k", "city": "Oslo"})
+    assert kept == {"API_Key": REDACTED, "Authorization": REDACTED, "keyboard": REDACTED, "city": "Oslo"}
+    assert count == 3
+    original = {"secret": "s"}
+    redactor.apply("t", original)
+    assert original == {"secret": "s"}, "the call's own arguments are never changed"
+    big, _ = Redactor(AuditSettings(max_arguments_bytes=64)).apply("t", {"text": "x" * 100})
+    assert big == "[111 bytes of arguments, not kept]"
+
+
+def test_trace_id_comes_from_a_w3c_traceparent() -> None:
+    assert trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id("garbage") == "" and trace_id(None) == ""
+
+
+def test_config_refuses_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="arguments"):
+        AuditSettings.model_validate({"arguments": "hash"})
