@@ -22,10 +22,12 @@ from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
 from bus.security import ROLES, Cluster, env_passwords, new_passwords, password_variable, server_config
 from bus.subjects import Subjects
+from gateway.audit import AuditTrail
+from gateway.ratelimit import RateLimiter
 from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.codec import decode
-from schemas.config import NatsSettings, RegistrySettings, TasksSettings
+from schemas.config import AuditSettings, NatsSettings, RateLimit, RateLimitSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
 from tests.conftest import eventually, start_task_worker, task_reaches, toolbus
 from workers.component import LoadedComponent
@@ -234,3 +236,22 @@ def test_nats_config_wants_a_cluster_name_and_routes_together() -> None:
     assert clustered.returncode == 0
     assert '"routes": [\n    "nats://a:6222"\n  ]' in clustered.stdout
     assert "$WORKER_NATS_PASSWORD" in clustered.stderr  # where each role's password comes from
+
+
+@pytest.mark.parametrize("subject", [SUBJECTS.audit_call("kit_add"), SUBJECTS.audit_auth("missing_token")])
+async def test_a_worker_cannot_publish_audit_events(secure_server: SecureServer, subject: str) -> None:
+    found = await violations(secure_server, "worker", "publish", subject)
+    assert found, f"a worker could forge the audit event {subject}"
+    assert subject.lower() in found[0].lower()
+
+
+async def test_a_gateway_audits_and_keeps_rate_limits_with_its_own_user(system: Roles) -> None:
+    trail = AuditTrail(system.gateway, SUBJECTS, AuditSettings())
+    trail.start()
+    trail.auth_failure("missing_token", status=401, remote="127.0.0.1:1")
+    await trail.stop()
+    assert trail.published == 1, "the gateway could not publish to the audit stream"
+    limiter = await RateLimiter.open(system.gateway, SUBJECTS, RateLimitSettings(per_tool=RateLimit(requests=1)))
+    assert await limiter.check("p", "kit_add") is None
+    assert await limiter.check("p", "kit_add") is not None
+    assert limiter.store_failures == 0, "the gateway could not use the rate-limit bucket"
