@@ -123,3 +123,12 @@ async def test_a_closed_connection_falls_back_at_once(nats_server: EmbeddedNatsS
     limiter = await RateLimiter.open(closed, subjects, limits(per_principal={"requests": 2, "per_s": 600}))
     await closed.close()
     assert await allowed(limiter, "judy", None, 3) == 2  # counted locally, no wait for a timeout
+
+
+def test_config_refuses_nonsense_and_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"per_tool\.requests"):
+        RateLimitSettings.model_validate({"per_tool": {"requests": 0}})
+    with pytest.raises(ValueError, match=r"per_principal\.per_s"):
+        RateLimitSettings.model_validate({"per_principal": {"requests": 1, "per_s": 86_401}})
+    assert not RateLimitSettings().enabled
+    assert RateLimitSettings.model_validate({"tools": {"kit_burn": {"requests": 1}}}).enabled
