@@ -34,6 +34,8 @@ class CallContext:
     """``time.monotonic()`` at which the call's time is up (host calls are bounded by it)."""
     content: list[Content] = field(default_factory=list)
     """Blocks the guest added with ``add-content``; they become the result's content."""
+    instantiate_s: float | None = None
+    """How long the guest took to instantiate, set by the component (``None``: a warm instance)."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()

@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("worker", help="serve the configured Wasm components' tools")
     add_common_options(parser)
     parser.add_argument("--concurrency", type=int, help="guests running at once (default: number of cores)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (default from config: off); one port per worker process",
+    )
     parser.set_defaults(run=run)
 
 
@@ -29,8 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from workers.errors import WorkersError
     from workers.runner import serve
 
-    overrides = {"worker": {"concurrency": args.concurrency}} if args.concurrency else {}
-    settings = settings_from_args(args, **overrides)
+    worker: dict[str, int] = {}
+    if args.concurrency:
+        worker["concurrency"] = args.concurrency
+    if args.metrics_port is not None:
+        worker["metrics_port"] = args.metrics_port
+    settings = settings_from_args(args, worker=worker)
     if settings is None:
         return 2
     configure_logging(settings.log_format)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,10 @@ class LoadedCommand:
         store = self._new_store(timeout_s, encode(arguments), stdout, stderr, cancelled)
         exit_code = 0
         try:
+            began = time.perf_counter()
             instance = self._pre.instantiate(store)
+            if context is not None:
+                context.instantiate_s = time.perf_counter() - began  # the worker's instantiate histogram
             start = instance.exports(store)[ENTRY_POINT]
             assert isinstance(start, wasmtime.Func)  # checked at load
             start(store)

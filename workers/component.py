@@ -250,7 +250,7 @@ class LoadedComponent:
             rearm(store, self.engine_host, self.limits, timeout_s, context.cancelled)
         try:
             with running(context):
-                result, instance = self._run(store, instance, tool, args, output, timeout_s)
+                result, instance = self._run(store, instance, tool, args, output, timeout_s, context)
             if context.content and not result.is_error:
                 # Content the guest added replaces the text form of its return value.
                 result = CallToolResult(content=list(context.content), structured_content=result.structured_content)
@@ -278,11 +278,14 @@ class LoadedComponent:
         args: list[Any],
         output: GuestOutput,
         timeout_s: float,
+        context: CallContext,
     ) -> tuple[CallToolResult, Any]:
         """Instantiate (unless warm) and call; the result, and the instance if it is still usable."""
         try:
             if instance is None:
+                began = time.perf_counter()
                 instance = self._linker.instantiate(store, self._component)
+                context.instantiate_s = time.perf_counter() - began  # the worker's instantiate histogram
             func = instance.get_func(store, tool.index)
             value = func(store, *args)
             func.post_return(store)

@@ -17,6 +17,7 @@ from workers.loading import load_components
 from workers.packages import PackageFollower
 from workers.service import WorkerService
 from workers.tasks import TaskRunner
+from workers.telemetry import watch_calls
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,7 @@ async def serve(settings: Settings) -> None:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
             service = WorkerService(nc, subjects, settings.worker, components)
+            telemetry = watch_calls(service, settings)
             await service.start()
             follower = None
             if settings.worker.follow_packages:
@@ -53,5 +55,6 @@ async def serve(settings: Settings) -> None:
             if follower is not None:
                 await follower.stop()
             await service.stop(grace_s=DRAIN_GRACE_S)
+            await asyncio.to_thread(telemetry.stop)
     finally:
         engine.stop()

@@ -16,12 +16,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Final, Protocol
 
 import nats.errors
 import structlog
@@ -84,6 +84,40 @@ def error_text(result: CallToolResult) -> str:
     return " ".join(texts) or "isError result without text"
 
 
+OK: Final = "ok"
+"""Outcome of a call the guest answered with a result."""
+TOOL_ERROR: Final = "tool_error"
+"""Outcome of a call the guest answered with ``isError: true`` (a trap, a limit, its own error)."""
+INVALID_ARGUMENTS: Final = "invalid_arguments"
+"""Outcome of a call whose arguments did not fit the tool's schema (answered without a guest)."""
+_OUTCOME_OF_CODE: Final = {str(int(code)): code.name.lower() for code in ErrorCode}
+"""A typed error reply's ``Header.ERROR`` value -> its outcome (``overloaded``, ``cancelled``…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedCall:
+    """One answered call, as the worker's observers (metrics, the log line, spans) see it.
+
+    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments`` or the lower-cased ``ErrorCode``
+    name of a typed error reply (``overloaded``, ``cancelled``, ``deadline_exceeded``…).
+    """
+
+    tool: str
+    request_id: str
+    traceparent: str | None
+    """The request's ``traceparent`` header as it came (observers check it before use)."""
+    outcome: str
+    error: str | None
+    duration_s: float
+    """From the request's arrival to its reply being queued."""
+    instantiate_s: float | None
+    """Time the guest took to instantiate (``None``: no guest ran, or a warm instance was reused)."""
+
+
+CallObserver = Callable[[FinishedCall], None]
+"""Told of every answered call, on the event loop: must not block."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     """Everything a call to one tool needs, found with one lookup."""
@@ -105,6 +139,8 @@ class _Job:
     timeout_s: float
     started_ns: int
     context: CallContext
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The request's headers (request id, ``traceparent``) for the observers."""
 
     def run(self) -> tuple[bytes, CallToolResult]:
         if self.context.cancelled.is_set():  # cancelled while it waited for a thread
@@ -161,10 +197,22 @@ class WorkerService:
         self._idle.set()
         self._background: list[asyncio.Task[None]] = []
         self._state: str = "ready"
+        self.observers: list[CallObserver] = []
+        """Told of every answered call (metrics, the per-call log line, spans)."""
 
     @property
     def tools(self) -> list[ToolDescriptor]:
         return list(self._tools.values())
+
+    @property
+    def accepted(self) -> int:
+        """Calls and tasks accepted and not yet finished: running, or waiting for a guest thread."""
+        return self._accepted
+
+    @property
+    def queued(self) -> int:
+        """Accepted calls and tasks waiting for a free guest thread (the admission queue)."""
+        return max(0, self._accepted - self._settings.concurrency)
 
     def _add_source(self, source: str, component: CallableComponent, tools: Sequence[ToolDescriptor]) -> None:
         if source in self._sources:
@@ -344,24 +392,26 @@ class WorkerService:
             return
         stats = route.stats
         stats.requests += 1
+        headers = msg.headers or {}
         if self._accepted >= self._capacity:
             stats.overloaded += 1
-            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, self._at_capacity))
+            full = _refusal(ErrorCode.OVERLOADED, self._at_capacity)
+            self._answer(msg.reply, stats, started_ns, full, tool, headers)
             return
         if route.max_concurrency is not None and stats.in_flight >= route.max_concurrency:
             stats.overloaded += 1
             limit = (
                 f"tool {tool!r} is at its limit of {route.max_concurrency} concurrent calls on worker {self.worker_id}"
             )
-            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, limit))
+            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, limit), tool, headers)
             return
         try:
-            outcome = self._prepare(route, tool, msg.data, msg.headers or {}, started_ns)
+            outcome = self._prepare(route, tool, msg.data, headers, started_ns)
         except Exception:  # the one outermost handler: a bug must still produce a reply
             log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
             outcome = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         if isinstance(outcome, tuple):
-            self._answer(msg.reply, stats, started_ns, outcome)
+            self._answer(msg.reply, stats, started_ns, outcome, tool, headers)
             return
         future = self._submit(outcome)
         future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
@@ -392,7 +442,7 @@ class WorkerService:
         if problem is not None:
             message = f"invalid arguments: {problem}"
             return encode(CallToolResult(content=[TextContent(message)], is_error=True)), None, message
-        return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers))
+        return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers), headers)
 
     def _context(self, headers: dict[str, str]) -> CallContext:
         """The call's link to its caller: cancellable by request id, events where it asked."""
@@ -416,13 +466,47 @@ class WorkerService:
             context.cancelled.set()  # the guest's epoch callback stops it within a tick
             log.info("call cancelled", request_id=request_id, worker_id=self.worker_id)
 
-    def _answer(self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer) -> None:
+    def _answer(
+        self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer, tool: str, request: Mapping[str, str]
+    ) -> None:
+        """Reply without a guest's result; ``request`` holds the call's headers."""
         body, headers, error = answer
         if error is None:
             stats.succeeded(started_ns)
         else:
             stats.failed(started_ns, error, typed=headers is not None)
         self._queue_reply(reply_to, body, headers)
+        if self.observers:
+            # An untyped failure answered here is the invalid-arguments result (see _prepare).
+            outcome = (
+                OK
+                if error is None
+                else INVALID_ARGUMENTS
+                if headers is None
+                else _OUTCOME_OF_CODE.get(headers.get(Header.ERROR, ""), "error")
+            )
+            self._observe(tool, request, outcome, error, started_ns, None)
+
+    def _observe(
+        self,
+        tool: str,
+        request: Mapping[str, str],
+        outcome: str,
+        error: str | None,
+        started_ns: int,
+        instantiate_s: float | None,
+    ) -> None:
+        record = FinishedCall(
+            tool,
+            request.get(Header.REQUEST_ID, ""),
+            request.get(Header.TRACEPARENT),
+            outcome,
+            error,
+            (perf_counter_ns() - started_ns) / 1e9,
+            instantiate_s,
+        )
+        for observer in self.observers:
+            observer(record)
 
     def _guest_done(self, reply_to: str, job: _Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         # Runs in the guest's thread: hand the outcome to the event loop.
@@ -438,18 +522,23 @@ class WorkerService:
             body, result = future.result()
             if result.is_error and job.context.cancelled.is_set():
                 # The caller is most likely gone; anyone still listening learns why it ended.
-                self._answer(reply_to, stats, job.started_ns, _refusal(ErrorCode.CANCELLED, "cancelled by the caller"))
+                cancelled = _refusal(ErrorCode.CANCELLED, "cancelled by the caller")
+                self._answer(reply_to, stats, job.started_ns, cancelled, job.tool, job.headers)
                 return
+            failure = None
             if result.is_error:
-                stats.failed(job.started_ns, error_text(result), typed=False)
+                failure = error_text(result)
+                stats.failed(job.started_ns, failure, typed=False)
             else:
                 stats.succeeded(job.started_ns)
             self._queue_reply(reply_to, body, None)
+            if self.observers:
+                outcome = OK if failure is None else TOOL_ERROR
+                self._observe(job.tool, job.headers, outcome, failure, job.started_ns, job.context.instantiate_s)
             return
         log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=error)
-        self._answer(
-            reply_to, stats, job.started_ns, _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
-        )
+        internal = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
+        self._answer(reply_to, stats, job.started_ns, internal, job.tool, job.headers)
 
     async def run_task(self, tool: str, arguments: dict[str, object], context: CallContext) -> CallToolResult:
         """Run one task's guest in the pool, as a call would run (same limits, same accounting).
