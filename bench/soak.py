@@ -23,6 +23,7 @@ Writes bench/soak.json (or ``--out``) and prints the tables.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -39,10 +40,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+import nats
+
 from bench import end_to_end, machine, wrk
 from bench.cpu import CpuMeter, MachineMeter
 from bench.mcp_http import ERA_2025, McpClient, McpHttpError
-from bench.memory import MemorySample, MemorySampler
+from bench.memory import MB, MemorySample, MemorySampler
 from bench.processes import REPO, Children
 from bench.system import CONFIG_DIR, ToolbusSystem
 from bench.targets import AT_CONNECTIONS
@@ -58,6 +61,8 @@ CYCLE_S: Final = 0.02
 rate, and a delay of ~20 ms keeps wrk's whole-millisecond delay within a few % of the aim."""
 CALIBRATION_S: Final = 5.0
 CALIBRATION_RUNS: Final = 2
+SOAK_DAMPING: Final = 0.5
+"""How far each minute re-aims the delay (calibration re-aims all the way)."""
 SAMPLE_INTERVAL_S: Final = 5.0
 SESSION_INTERVAL_S: Final = 1.0
 SESSION_TOOL: Final = "calc_add"
@@ -83,16 +88,19 @@ def delay_for(target_rps: float, connections: int, overhead_ms: float) -> int:
     return max(1, round(connections * 1000 / target_rps - overhead_ms))
 
 
-def next_delay(target_rps: float, connections: int, delay_ms: int, measured_rps: float) -> int:
+def next_delay(target_rps: float, connections: int, delay_ms: int, measured_rps: float, *, damping: float = 1.0) -> int:
     """Re-aim the delay after a run at ``delay_ms`` achieved ``measured_rps``.
 
     A connection's cycle is ``connections / rate``; what it spent beyond the delay is the
-    overhead, assumed to stay the same for the next run.
+    overhead, assumed to stay the same for the next run. ``damping`` (0-1] moves only that
+    share of the way to the new aim: on a shared machine the overhead of one minute says
+    little about the next, and a full correction overshoots.
     """
     if measured_rps <= 0:
         return delay_ms
     overhead_ms = connections * 1000 / measured_rps - delay_ms
-    return delay_for(target_rps, connections, max(0.0, overhead_ms))
+    aim = delay_for(target_rps, connections, max(0.0, overhead_ms))
+    return max(1, round(delay_ms + (aim - delay_ms) * damping))
 
 
 # -- memory growth ---------------------------------------------------------------------------------
@@ -277,6 +285,52 @@ def minutes_table(minutes: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- JetStream ---------------------------------------------------------------------------------------
+
+
+async def _streams(nats_url: str) -> dict[str, dict[str, int]]:
+    nc = await nats.connect(nats_url, name="bench-soak")
+    try:
+        infos = await nc.jsm().streams_info()
+    finally:
+        await nc.close()
+    return {i.config.name or "?": {"messages": i.state.messages, "bytes": i.state.bytes} for i in infos}
+
+
+def stream_sizes(nats_url: str) -> dict[str, dict[str, int]]:
+    """Messages and bytes held by every JetStream stream (nats-server's memory follows them)."""
+    return asyncio.run(_streams(nats_url))
+
+
+def stream_growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Per stream that holds anything at the end: messages and MB before, after, and added."""
+    rows = []
+    for name in sorted(after, key=lambda n: -after[n]["bytes"]):
+        start, end = before.get(name, {"messages": 0, "bytes": 0}), after[name]
+        if not end["messages"]:
+            continue
+        rows.append(
+            {
+                "stream": name,
+                "messages_before": start["messages"],
+                "messages_after": end["messages"],
+                "mb_before": round(start["bytes"] / MB, 2),
+                "mb_after": round(end["bytes"] / MB, 2),
+                "added_mb": round((end["bytes"] - start["bytes"]) / MB, 2),
+            }
+        )
+    return rows
+
+
+def streams_table(rows: Sequence[dict[str, Any]]) -> str:
+    """What the JetStream streams held before and after the soak, as a Markdown table."""
+    lines = ["| stream | messages before | messages after | MB before | MB after |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = [row["messages_before"], row["messages_after"], row["mb_before"], row["mb_after"]]
+        lines.append(f"| {row['stream']} | " + " | ".join(_cell(c, 2) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -326,6 +380,7 @@ class Soak:
         connections, delay, calibration = self.calibrate(load, target, peak["p50_ms"])
         self.progress(f"soak: {self.minutes} min at {target:.0f} calls/s ({connections} connections) + sessions")
 
+        streams_before = stream_sizes(self.system.nats_url)
         sampler = MemorySampler(self.system.processes, SAMPLE_INTERVAL_S)
         sessions = SessionTraffic(self.system.mcp_url)
         minutes: list[dict[str, Any]] = []
@@ -334,10 +389,11 @@ class Soak:
         try:
             for minute in range(1, self.minutes + 1):
                 minutes.append(self._minute(minute, replace(load, delay_ms=delay), connections))
-                delay = next_delay(target, connections, delay, minutes[-1]["rps"])
+                delay = next_delay(target, connections, delay, minutes[-1]["rps"], damping=SOAK_DAMPING)
         finally:
             outcomes = sessions.stop()
             samples = sampler.stop()
+        streams = stream_growth(streams_before, stream_sizes(self.system.nats_url))
         for row, per in zip(minutes, sessions_per_minute(outcomes, self.minutes), strict=True):
             row.update(sessions=per["sessions"], sessions_failed=per["failed"], session_p50_ms=per["p50_ms"])
         return {
@@ -348,6 +404,7 @@ class Soak:
             "minutes": minutes,
             "session_errors": sorted({o.error for o in outcomes if o.error})[:20],
             "memory": {"growth": growth(samples), "samples": [asdict(s) for s in samples]},
+            "streams": streams,
         }
 
     def _minute(self, minute: int, load: wrk.Load, connections: int) -> dict[str, Any]:
@@ -451,6 +508,8 @@ def main() -> int:
     print(minutes_table(results["minutes"]))
     print()
     print(memory_table(results["memory"]["growth"]))
+    print()
+    print(streams_table(results["streams"]))
     progress(f"wrote {args.out}")
     failed = sum(m["failed"] for m in results["minutes"]) + sum(m["sessions_failed"] for m in results["minutes"])
     return 1 if failed else 0

@@ -3,17 +3,21 @@ the RSS sampler on real processes, and a paced wrk against a real local server."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from bench import soak, wrk
 from bench.memory import MB, MemorySample, MemorySampler, rss_bytes
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
 from tests.bench import test_wrk
 
 server = test_wrk.server
@@ -45,6 +49,12 @@ def test_next_delay_shortens_when_the_rate_fell_short_and_keeps_it_when_on_targe
     assert soak.next_delay(1000, 20, 18, measured_rps=1000) == 18
     assert soak.next_delay(1000, 20, 16, measured_rps=1100) > 16
     assert soak.next_delay(1000, 20, 18, measured_rps=0) == 18  # nothing measured: unchanged
+
+
+def test_damping_moves_only_part_of_the_way() -> None:
+    # The full aim is 16 ms (above); half-way from 18 is 17.
+    assert soak.next_delay(1000, 20, 18, measured_rps=900, damping=0.5) == 17
+    assert soak.next_delay(1000, 20, 2, measured_rps=2000, damping=0.5) >= 1
 
 
 # -- memory growth -----------------------------------------------------------------------------------
@@ -162,3 +172,46 @@ def test_a_delay_paces_each_connection(server: str) -> None:
     # the same server answers hundreds; see test_wrk).
     assert 1 <= paced["requests"] <= 11
     assert paced["bad_body"] == 0
+
+
+# -- JetStream streams -------------------------------------------------------------------------------
+
+
+def test_stream_growth_lists_what_each_stream_added_biggest_first() -> None:
+    before = {"AUDIT": {"messages": 10, "bytes": MB}, "EMPTY": {"messages": 0, "bytes": 0}}
+    after = {
+        "AUDIT": {"messages": 1010, "bytes": 11 * MB},
+        "TASKS": {"messages": 3, "bytes": MB // 2},
+        "EMPTY": {"messages": 0, "bytes": 0},
+    }
+    rows = soak.stream_growth(before, after)
+    assert [row["stream"] for row in rows] == ["AUDIT", "TASKS"]  # empty streams are left out
+    assert rows[0] == {
+        "stream": "AUDIT",
+        "messages_before": 10,
+        "messages_after": 1010,
+        "mb_before": 1.0,
+        "mb_after": 11.0,
+        "added_mb": 10.0,
+    }
+    assert rows[1]["messages_before"] == 0 and rows[1]["added_mb"] == 0.5  # created during the soak
+    assert "| AUDIT | 10 | 1010 | 1.00 | 11.00 |" in soak.streams_table(rows)
+
+
+def test_stream_sizes_reads_a_real_server(nats_server: EmbeddedNatsServer) -> None:
+    name = f"SOAK{uuid.uuid4().hex[:8]}"
+
+    async def fill() -> None:
+        nc = await connect(nats_server.url, name="test-soak")
+        try:
+            js = nc.jetstream()
+            await js.add_stream(name=name, subjects=[f"{name}.>"])
+            for i in range(5):
+                await js.publish(f"{name}.x", b"x" * 100 * (i + 1))
+        finally:
+            await nc.close()
+
+    asyncio.run(fill())
+    sizes = soak.stream_sizes(nats_server.url)
+    assert sizes[name]["messages"] == 5
+    assert sizes[name]["bytes"] > 1500  # 1,500 bytes of payload plus headers
