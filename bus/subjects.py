@@ -27,7 +27,7 @@ class Header:
     ERROR: Final = "Toolbus-Error"
     """Set on error replies to the numeric ``ErrorCode``; absent on results."""
     TRACEPARENT: Final = "traceparent"
-    """W3C trace context, passed through unchanged."""
+    """W3C trace context: the client's, or the gateway's own span's when tracing is on."""
     EVENTS: Final = "Toolbus-Events"
     """Subject the worker publishes the call's ``CallEvent``s to (progress, logs); absent: none."""
     LOG_LEVEL: Final = "Toolbus-Log-Level"
