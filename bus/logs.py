@@ -23,7 +23,8 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     """Configure structlog once per process (``json``, ``console`` or ``auto``)."""
     use_console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Fields in the order the code gives them (a call line reads tool, outcome, duration…).
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), sort_keys=False)
         if use_console
         else structlog.processors.JSONRenderer(serializer=_json_line)
     )

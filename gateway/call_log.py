@@ -22,12 +22,12 @@ EVENT: Final = "call"
 def log_call(record: CallRecord) -> None:
     """Write ``record`` as one info line."""
     fields: dict[str, Any] = {
-        "request_id": record.request_id,
         "tool": record.tool,
-        "principal": record.principal.subject,
-        "era": record.era,
         "outcome": record.outcome,
         "duration_ms": round(record.duration_s * 1000, 3),
+        "request_id": record.request_id,
+        "principal": record.principal.subject,
+        "era": record.era,
     }
     if record.traceparent:
         fields["trace_id"] = trace_id(record.traceparent)

@@ -27,10 +27,10 @@ def call_logger(worker_id: str) -> CallObserver:
 
     def log_call(record: FinishedCall) -> None:
         fields: dict[str, Any] = {
-            "request_id": record.request_id,
             "tool": record.tool,
             "outcome": record.outcome,
             "duration_ms": round(record.duration_s * 1000, 3),
+            "request_id": record.request_id,
             "worker_id": worker_id,
         }
         # Any NATS client may send the header: only a well-formed one names a trace.
