@@ -30,6 +30,9 @@ _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 TRACES_PATH: Final = "/v1/traces"
 """Where an OTLP/HTTP collector takes spans, under its base URL."""
+EXPORT_TIMEOUT_S: Final = 3.0
+"""Per export request, retries included. Bounds how long a stopping process waits on a dead
+collector (the exporter's own default, 10 s, would outlast the supervisor's patience)."""
 
 
 def valid_traceparent(value: object) -> str | None:
@@ -114,5 +117,6 @@ def start_tracing(settings: TelemetrySettings, role: str) -> Tracing | None:
         # A client's sampled flag decides for its trace; traces that start here are sampled at the ratio.
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
     )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint))))
+    exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=EXPORT_TIMEOUT_S)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return Tracing(provider, service_name)

@@ -12,10 +12,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from nats.aio.msg import Msg
 
+from bus.embedded import free_port
 from bus.subjects import Header
 from gateway.metrics import UNKNOWN_TOOL_LABEL
 from tests.conftest import eventually, scrape
-from tests.gateway.responders import TaskSystem
+from tests.gateway.responders import TaskSystem, ready, running_gateway
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
@@ -121,3 +122,25 @@ async def test_the_clients_traceparent_reaches_the_worker_from_the_header_or_met
     assert (seen[0].headers or {}).get(Header.TRACEPARENT) == CLIENT_TRACEPARENT
     # Both: the request's own _meta is the more specific (and the one the SDK's client sets).
     assert (seen[1].headers or {}).get(Header.TRACEPARENT) == meta_traceparent
+
+
+async def test_with_tracing_on_the_worker_gets_the_gateways_span_and_a_dead_collector_fails_no_call(
+    task_system: TaskSystem,
+) -> None:
+    settings = task_system.settings()
+    # Nothing listens there: every export fails, in the exporter's own thread.
+    telemetry = settings.telemetry.model_copy(update={"otlp_endpoint": f"http://127.0.0.1:{free_port()}"})
+    settings = settings.model_copy(update={"telemetry": telemetry})
+    async with running_gateway(settings) as gateway:
+        await ready(gateway)
+        async with spying(task_system, "kit_add") as seen, Client(gateway.url, mode="auto") as client:
+            for _ in range(3):
+                result = await client.call_tool("kit_add", {"a": 2, "b": 3}, meta={"traceparent": CLIENT_TRACEPARENT})
+                assert not result.is_error
+            await eventually(lambda: len(seen) == 3, what="the calls never reached the bus")
+    sent = [(msg.headers or {})[Header.TRACEPARENT] for msg in seen]
+    for traceparent in sent:
+        version, trace, parent, flags = traceparent.split("-")
+        assert (version, trace, flags) == ("00", CLIENT_TRACE, "01")  # the client's trace, still sampled
+        assert parent != "00f067aa0ba902b7"  # but the gateway's own span as the parent
+    assert len(set(sent)) == 3  # a span per call
