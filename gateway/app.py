@@ -35,7 +35,7 @@ from gateway.call_log import log_call
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueWatcher
 from gateway.changes import ListChanges
-from gateway.front_door import FrontDoor
+from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.ratelimit import RateLimiter
@@ -147,6 +147,10 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             state.rate_limiter = await RateLimiter.open(
                 conn, subjects, settings.rate_limits, replicas=settings.nats.replicas
             )
+            if state.front_door is not None:
+                state.front_door.on_refusal = audited_refusals(audit)
+                if settings.rate_limits.enabled:
+                    state.front_door.rate_limit = state.rate_limiter
             state.nc = conn
             changes.start()
             async with session_manager.run():
@@ -167,6 +171,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             if audit is not None:
                 service.observers.remove(audit.observe)
                 state.audit = state.rate_limiter = None
+                if state.front_door is not None:
+                    state.front_door.on_refusal = state.front_door.rate_limit = None
                 await audit.stop()  # publishes what is queued before NATS drains
             if should_close:
                 await _drain(conn)
@@ -217,7 +223,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             log_levels=frontend.log_levels,
         )
         metrics.watch_hot_path(served)
-    if settings.auth is None:
+    if settings.auth is None and not settings.rate_limits.enabled:
         return served
     front_door = FrontDoor(
         served,
@@ -228,6 +234,24 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     service.policy = front_door.policy  # tools/list shows what the front door lets through
     state.front_door = front_door
     return front_door
+
+
+def audited_refusals(audit: AuditTrail) -> OnRefusal:
+    """The front door's refusals as audit events (``AuditTrail.auth_failure``)."""
+
+    def refused(refusal: Refusal) -> None:
+        audit.auth_failure(
+            refusal.reason,
+            status=refusal.status,
+            subject=refusal.principal,
+            remote=refusal.remote,
+            method=refusal.method,
+            tool=refusal.tool,
+            auth_method=refusal.auth_method,
+            detail=refusal.description,
+        )
+
+    return refused
 
 
 def gateway_state(app: ASGIApp) -> GatewayState:

@@ -11,8 +11,8 @@ In order:
 3. **Authorization** of ``tools/call`` (``gateway.policy``): a tool the principal may not use →
    403 ``insufficient_scope`` naming the scopes that would grant it; a task (``params.task``, a
    ``tasks/*`` method) from a principal without task access → 403.
-4. **Rate limits** (``gateway.ratelimit``): per principal for every JSON-RPC message posted,
-   and per (principal, tool) for ``tools/call`` → 429 with ``Retry-After``.
+4. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
+   tool), shared by every replica → 429 with ``Retry-After``.
 Each refusal is one audit event (``on_refusal``). Other paths (``/healthz``, ``/readyz``,
 ``/metrics``) pass untouched.
 
@@ -70,6 +70,8 @@ class Refusal:
     """For a 403: the scopes that would allow the request."""
     retry_after_s: float | None = None
     """For a 429: when to try again."""
+    auth_method: str | None = None
+    """How the refused principal authenticated (``jwt``, ``api-key``), when it did."""
 
 
 OnRefusal = Callable[[Refusal], None]
@@ -147,7 +149,7 @@ class FrontDoor:
             return
         refusal = await self._judge(principal, body)
         if refusal is not None:
-            await self._refuse(scope, send, refusal)
+            await self._refuse(scope, send, replace(refusal, auth_method=principal.method))
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -194,8 +196,8 @@ class FrontDoor:
                     return Refusal(
                         "forbidden_tasks", 403, principal.subject, method, tool, description="not allowed to use tasks"
                     )
-            if self.rate_limit is not None and method is not None:
-                retry_after_s = await self.rate_limit.check(principal.subject, tool if method == _TOOLS_CALL else None)
+            if self.rate_limit is not None and method == _TOOLS_CALL:
+                retry_after_s = await self.rate_limit.check(principal.subject, tool)
                 if retry_after_s is not None:
                     return Refusal(
                         "rate_limited",
@@ -203,7 +205,7 @@ class FrontDoor:
                         principal.subject,
                         method,
                         tool,
-                        description="too many requests",
+                        description=f"too many calls; retry in {math.ceil(retry_after_s)} s",
                         retry_after_s=retry_after_s,
                     )
         return None

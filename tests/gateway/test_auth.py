@@ -29,6 +29,7 @@ from bus.principal import PrincipalSigner
 from bus.subjects import Header
 from schemas.config import load_settings
 from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
+from tests.gateway.test_audit import audit_events
 from tests.gateway.test_gateway_tasks import create_legacy, legacy_get, legacy_list
 
 ISSUER = "https://id.example.test"
@@ -83,11 +84,14 @@ async def secured(task_system: TaskSystem, issuer: Issuer) -> AsyncIterator[Call
     """Start gateways with authentication (and any extra ``[auth]`` settings) on the task system."""
     contexts: list[Any] = []
 
-    async def start(gateway: dict[str, Any] | None = None, **auth: Any) -> RunningGateway:
+    async def start(
+        gateway: dict[str, Any] | None = None, rate_limits: dict[str, Any] | None = None, **auth: Any
+    ) -> RunningGateway:
         settings = load_settings(
             None,
             nats={"url": task_system.nats_url, "prefix": task_system.subjects.prefix, "principal_key": PRINCIPAL_KEY},
             gateway=gateway or {},
+            rate_limits=rate_limits or {},
             auth=auth_settings(issuer, **auth),
         )
         context = running_gateway(settings)
@@ -389,3 +393,66 @@ async def test_malformed_json_from_an_authenticated_client_gets_the_json_rpc_par
         response = await http.post(gateway.url, content=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=headers)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == -32700
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+
+
+async def call_status(gateway: RunningGateway, credential: str, tool: str = "kit_add") -> httpx2.Response:
+    """One stateless 2026-07-28 ``tools/call`` over raw HTTP (the status and headers are the point)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": {"a": 1, "b": 2}, "_meta": meta},
+    }
+    headers = {
+        "Authorization": f"Bearer {credential}",
+        "Accept": "application/json, text/event-stream",
+        "Mcp-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    async with httpx2.AsyncClient() as http:
+        return await http.post(gateway.url, json=body, headers=headers, timeout=30)
+
+
+async def test_calls_over_the_limit_get_429_with_retry_after_across_two_gateways(
+    secured: Any, issuer: Issuer, task_system: TaskSystem
+) -> None:
+    limits = {"per_tool": {"requests": 4, "per_s": 600}, "per_principal": {"requests": 50, "per_s": 600}}
+    first, second = await secured(rate_limits=limits), await secured(rate_limits=limits)
+    alice, bob = issuer.token(sub="alice"), issuer.token(sub="bob")
+    statuses = [(await call_status(gateway, alice)).status_code for gateway in (first, second) * 4]
+    # One limit for both replicas: 4 calls of kit_add per window in all (small limits lease one
+    # token at a time, so the count is exact), then 429.
+    assert statuses.count(200) == 4 and statuses[4:] == [429] * 4, statuses
+    refused = await call_status(first, alice)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 600
+    assert refused.json()["error"] == "rate_limited"
+    # Per (principal, tool): another tool, and another principal, still have theirs.
+    assert (await call_status(second, alice, "kit_divide")).status_code == 200
+    assert (await call_status(first, bob)).status_code == 200
+    # A real MCP client is told too (the SDK raises its generic HTTP error).
+    async with client(first.url, alice) as mcp:
+        with pytest.raises(MCPError):
+            await mcp.call_tool("kit_add", {"a": 1, "b": 1})
+
+
+async def test_every_refusal_is_an_audit_event(secured: Any, issuer: Issuer, task_system: TaskSystem) -> None:
+    gateway = await secured(policy=POLICY, rate_limits={"per_tool": {"requests": 1, "per_s": 600}})
+    expired = issuer.token(sub="eve", exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)
+    assert (await post_initialize(gateway.url, {"Authorization": f"Bearer {expired}"})).status_code == 401
+    ops = issuer.token(sub="carol", group="ops")
+    assert (await call_status(gateway, ops, "kit_divide")).status_code == 200
+    assert (await call_status(gateway, ops, "kit_divide")).status_code == 429
+    assert (await call_status(gateway, issuer.token(sub="dave"), "kit_divide")).status_code == 403
+    events = await audit_events(task_system.nc, task_system.subjects, "auth", 3)
+    by_reason = {body["reason"]: body for _, _, body in events}
+    assert by_reason["expired"]["status"] == 401 and by_reason["expired"]["subject"] == "eve"
+    assert by_reason["rate_limited"]["subject"] == "carol" and by_reason["rate_limited"]["tool"] == "kit_divide"
+    assert by_reason["rate_limited"]["authMethod"] == "jwt" and by_reason["rate_limited"]["status"] == 429
+    assert by_reason["forbidden_tool"]["subject"] == "dave" and by_reason["forbidden_tool"]["status"] == 403
+    assert all(body["remote"].startswith("127.0.0.1:") for _, _, body in events)
