@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
-from schemas.config import Settings
+from schemas.config import PRINCIPAL_KEY_VARIABLE, Settings
 from schemas.wire import WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,9 @@ JETSTREAM_READY_TIMEOUT_S = 60.0
 """A fresh 3-node cluster elects its JetStream meta leader in ~5 s here; this is a ceiling."""
 NODE_WATCH_INTERVAL_S = 0.5
 """How often ``--cluster`` checks that every nats-server node is alive."""
+NODE_RESTART_DELAY_S = 10.0
+"""A node that died is started again after this: long enough that the cluster visibly carries
+on without it (R3 keeps a quorum on two nodes), short enough that a dev cluster heals itself."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -188,7 +192,8 @@ async def _keep_nodes_up(cluster: EmbeddedNatsCluster) -> None:
         for node in cluster.nodes:
             if node.running:
                 continue
-            log.warning("nats-server node died; restarting", url=node.url)
+            log.warning("nats-server node died; restarting it", url=node.url, in_s=NODE_RESTART_DELAY_S)
+            await asyncio.sleep(NODE_RESTART_DELAY_S)
             try:
                 await asyncio.to_thread(cluster.restart, node)
             except EmbeddedServerError as exc:
@@ -246,6 +251,10 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         nats_update = {"url": server.url}
     else:
         nats_update = {"url": settings.nats.url}
+    if settings.nats.principal_key is None:
+        # Gateways sign each call's principal for the workers and the registry (bus/principal.py):
+        # one fresh key per run ties this run's processes together.
+        env = {**(env or os.environ), PRINCIPAL_KEY_VARIABLE: secrets.token_urlsafe(32)}
     settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
     nats_url = settings.nats.url
     gw = settings.gateway

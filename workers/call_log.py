@@ -2,8 +2,8 @@
 
 A ``FinishedCall`` observer (``WorkerService.observers``). The fields: ``request_id`` (the same
 as in the gateway's line for the call), ``tool``, ``outcome``, ``duration_ms``, ``worker_id``,
-and when there is one ``trace_id`` (from the request's ``traceparent``), ``instantiate_ms`` and
-``error`` (the start of a failed call's message).
+and when there is one ``trace_id`` (from the request's ``traceparent``), ``principal`` (only
+when a gateway signed it), ``instantiate_ms`` and ``error`` (the start of a failed call's message).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def call_logger(worker_id: str) -> CallObserver:
         traceparent = valid_traceparent(record.traceparent)
         if traceparent is not None:
             fields["trace_id"] = trace_id(traceparent)
+        if record.principal is not None:
+            fields["principal"] = record.principal
         if record.instantiate_s is not None:
             fields["instantiate_ms"] = round(record.instantiate_s * 1000, 3)
         if record.error is not None:

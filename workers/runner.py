@@ -8,6 +8,7 @@ import structlog
 
 from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
+from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
 from registry.packages import PackageStore
 from registry.tasks import TaskStore
@@ -33,7 +34,9 @@ async def serve(settings: Settings) -> None:
         components = await asyncio.to_thread(load_components, settings, engine)
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
-            service = WorkerService(nc, subjects, settings.worker, components)
+            key = settings.nats.principal_key
+            signer = PrincipalSigner(key) if key is not None else None
+            service = WorkerService(nc, subjects, settings.worker, components, principal_signer=signer)
             telemetry = watch_calls(service, settings)
             await service.start()
             follower = None

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.connection import caught_up, drain_subscriptions
+from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
@@ -112,6 +113,8 @@ class FinishedCall:
     """From the request's arrival to its reply being queued."""
     instantiate_s: float | None
     """Time the guest took to instantiate (``None``: no guest ran, or a warm instance was reused)."""
+    principal: str | None = None
+    """Who the call is for, when a gateway vouched for it (``bus.principal``); ``None``: unsigned."""
 
 
 CallObserver = Callable[[FinishedCall], None]
@@ -161,8 +164,11 @@ class WorkerService:
         settings: WorkerSettings,
         components: Sequence[CallableComponent],
         worker_id: str | None = None,
+        principal_signer: PrincipalSigner | None = None,
     ) -> None:
         self._nc = nc
+        self._principal_signer = principal_signer
+        """Checks the principal a call's headers claim; without it no principal is believed."""
         self._subjects = subjects
         self._settings = settings
         self.worker_id = worker_id or new_worker_id()
@@ -496,14 +502,17 @@ class WorkerService:
         started_ns: int,
         instantiate_s: float | None,
     ) -> None:
+        request_id = request.get(Header.REQUEST_ID, "")
+        signer = self._principal_signer
         record = FinishedCall(
             tool,
-            request.get(Header.REQUEST_ID, ""),
+            request_id,
             request.get(Header.TRACEPARENT),
             outcome,
             error,
             (perf_counter_ns() - started_ns) / 1e9,
             instantiate_s,
+            None if signer is None else signer.verified(request, request_id),
         )
         for observer in self.observers:
             observer(record)

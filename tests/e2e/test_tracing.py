@@ -175,10 +175,12 @@ async def test_a_client_trace_id_reaches_the_workers_log_line_and_both_processes
         assert line["duration_ms"] > 0 and line["request_id"]
         # The gateway's line for the same call: same request id, same trace, and the principal.
         [gateway_line] = [
-            e for e in call_lines(traced_system.log) if "principal" in e and e["request_id"] == line["request_id"]
+            e for e in call_lines(traced_system.log) if "worker_id" not in e and e["request_id"] == line["request_id"]
         ]
         assert (gateway_line["trace_id"], gateway_line["tool"], gateway_line["outcome"]) == (trace, tool, outcome)
         assert gateway_line["principal"] == "anonymous"
+        # The worker believes the principal: toolbus up's gateway signed it with the run's key.
+        assert line["principal"] == "anonymous"
 
     collector = traced_system.collector
     for trace, client_span in ((HEADER_TRACE, HEADER_PARENT), (META_TRACE, META_PARENT)):

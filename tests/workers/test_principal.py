@@ -1,0 +1,43 @@
+"""A worker believes the principal of a call only when a gateway signed it for that call.
+
+Real NATS, a real worker serving the testkit; the calls are plain NATS requests, so the test
+plays both a gateway (holding the key) and a client forging headers (not holding it).
+"""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NatsClient
+
+from bus.principal import PrincipalSigner
+from bus.subjects import Header, Subjects
+from schemas.codec import encode
+from schemas.config import WorkerSettings
+from workers.component import LoadedComponent
+from workers.service import FinishedCall, WorkerService
+
+KEY = "worker-test-principal-key"
+
+
+async def test_only_a_signed_principal_reaches_the_workers_observers(
+    nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+) -> None:
+    signer = PrincipalSigner(KEY)
+    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit], principal_signer=signer)
+    seen: list[FinishedCall] = []
+    service.observers.append(seen.append)
+    await service.start()
+    try:
+        signed = {Header.REQUEST_ID: "req-signed"}
+        signer.stamp(signed, "alice", "req-signed")
+        forged = {Header.REQUEST_ID: "req-forged"}
+        PrincipalSigner("not-the-deployment-key").stamp(forged, "admin", "req-forged")
+        moved = {Header.REQUEST_ID: "req-moved"}  # alice's signature, lifted onto another request
+        moved.update({k: v for k, v in signed.items() if k != Header.REQUEST_ID})
+        bare = {Header.REQUEST_ID: "req-bare", Header.PRINCIPAL: "root"}
+        for headers in (signed, forged, moved, bare):
+            reply = await nc.request(subjects.call("kit_add"), encode({"a": 1, "b": 2}), timeout=10, headers=headers)
+            assert reply.headers is None or Header.ERROR not in reply.headers  # every call is served
+    finally:
+        await service.stop(grace_s=1)
+    principals = {record.request_id: record.principal for record in seen}
+    assert principals == {"req-signed": "alice", "req-forged": None, "req-moved": None, "req-bare": None}
