@@ -20,6 +20,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from bus.subjects import Subjects
 from registry.tasks import TaskStore, task_consumer_config
@@ -86,35 +87,43 @@ class TaskRunner:
     async def _take(self, tool: str) -> None:
         js = self._nc.jetstream()
         subscription = None
-        while True:
-            # Ask for work only while a slot is free: a fetched task may then wait for a slot
-            # only briefly (several tools may fetch for the same free slot), never in a backlog.
-            while self._slots.locked():
-                self._room.clear()
-                await self._room.wait()
-            try:
-                if subscription is None:
-                    subscription = await js.pull_subscribe(
-                        self._subjects.task_work(tool),
-                        durable=self._subjects.task_consumer(tool),
-                        stream=self._subjects.tasks_stream,
-                        config=task_consumer_config(self._subjects, tool, self._store.settings),
-                    )
-                messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("taking tasks failed; retrying", tool=tool, error=str(exc))
-                subscription = None
-                await asyncio.sleep(RETRY_S)
-                continue
-            for message in messages:
-                # "In progress" from the moment the task is ours: while it waits for a slot too.
-                heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
-                await self._slots.acquire()
-                running = asyncio.create_task(self._run(message, heartbeat))
-                self._running.add(running)
-                running.add_done_callback(self._done)
+        try:
+            while True:
+                # Ask for work only while a slot is free: a fetched task may then wait for a slot
+                # only briefly (several tools may fetch for the same free slot), never in a backlog.
+                while self._slots.locked():
+                    self._room.clear()
+                    await self._room.wait()
+                try:
+                    if subscription is None:
+                        subscription = await js.pull_subscribe(
+                            self._subjects.task_work(tool),
+                            durable=self._subjects.task_consumer(tool),
+                            stream=self._subjects.tasks_stream,
+                            config=task_consumer_config(self._subjects, tool, self._store.settings),
+                        )
+                    messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("taking tasks failed; retrying", tool=tool, error=str(exc))
+                    await _unsubscribe_quietly(subscription)
+                    subscription = None
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                for message in messages:
+                    # "In progress" from the moment the task is ours: while it waits for a slot too.
+                    heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
+                    await self._slots.acquire()
+                    running = asyncio.create_task(self._run(message, heartbeat))
+                    self._running.add(running)
+                    running.add_done_callback(self._done)
+        finally:
+            # A pull subscription left behind (here, or above after a failed fetch) makes the
+            # connection's drain wait its full timeout: a late status message (a fetch's 408)
+            # sits unread in its queue, and nats-py's drain waits for that queue to empty. A
+            # task message in it is unacked and is delivered again after ack_wait_s.
+            await _unsubscribe_quietly(subscription)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -157,6 +166,13 @@ class TaskRunner:
         await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=message_text)
         await message.ack()
         log.info("task done", task_id=work.task_id, tool=work.tool, failed=result.is_error, attempt=attempt)
+
+
+async def _unsubscribe_quietly(subscription: JetStreamContext.PullSubscription | None) -> None:
+    """Drop a pull subscription; one whose connection is closing or gone needs nothing."""
+    if subscription is not None:
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
 
 
 async def _heartbeat(message: Msg, every_s: float) -> None:
