@@ -70,9 +70,11 @@ def write_config(
     cache_dir: Path | None = None,
     tasks: TasksSettings | None = None,
     components: Sequence[str] = ("calc", "inventory", "kit"),
+    call_timeout_s: float | None = None,
 ) -> Path:
     """``directory``/toolbus.toml: two worker threads announcing every second, serving ``components``
-    (see ``COMPONENTS``); a gateway section only with ``mcp_port``, a tasks section only with ``tasks``."""
+    (see ``COMPONENTS``); a gateway section only with ``mcp_port`` (and its ``call_timeout_s``), a tasks
+    section only with ``tasks``."""
     lines = [f'state_dir = "{directory / "state"}"']
     if cache_dir is not None:
         lines.append(f'cache_dir = "{cache_dir}"')
@@ -81,6 +83,8 @@ def write_config(
         lines.append(f'prefix = "{prefix}"')
     if mcp_port is not None:
         lines += ["", "[gateway]", f"port = {mcp_port}"]
+        if call_timeout_s is not None:
+            lines.append(f"call_timeout_s = {call_timeout_s}")
     lines += ["", "[worker]", "concurrency = 2", "announce_interval_s = 1.0"]
     if tasks is not None:
         lines += ["", "[tasks]", f"ack_wait_s = {tasks.ack_wait_s}", f"max_deliver = {tasks.max_deliver}"]
@@ -242,3 +246,11 @@ def install_conformance(cache: Path) -> ConformanceCli:
 def conformance_cli() -> ConformanceCli:
     """``@modelcontextprotocol/conformance`` on Node 22, cached under the toolbus cache directory."""
     return install_conformance(default_cache_dir() / "npm")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The failure drills' figures (tests/e2e/test_drills.py), so CI logs show them."""
+    drills = sys.modules.get("tests.e2e.drills")  # only when the drills ran
+    if drills is not None and drills.REPORTS:
+        terminalreporter.write_sep("=", "failure drills (toolbus up --cluster 3, under load)")
+        terminalreporter.write_line(drills.table(drills.REPORTS))

@@ -1,0 +1,185 @@
+"""Failure drills: ``toolbus up --cluster 3`` (three clustered nats-servers with JetStream R3,
+two gateways, three workers, the registry) under steady load while one part fails.
+
+Each drill kills or restarts one part while MCP clients call a tool through both gateways and
+tasks are submitted, then checks the invariants: no task whose id a client got is lost, every
+synchronous call ends (success or a clean error) within its deadline, and the calls recover
+(every call after the last failure succeeds). The figures go to the terminal summary and to
+``drills.md`` in the test's directory; docs/deployment.md quotes them. Timings are reported,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from bus.connection import close_settled, connect
+from bus.embedded import free_port
+from bus.subjects import Subjects
+from registry.tasks import TaskStore
+from schemas.config import TasksSettings
+from tests.conftest import eventually
+from tests.e2e.conftest import start_up, stop_up, worker_pid, write_config
+from tests.e2e.drills import (
+    CALL_DEADLINE_S,
+    CALL_TIMEOUT_S,
+    PREFIX,
+    REPORTS,
+    Cluster,
+    DrillReport,
+    Load,
+    healthy,
+    run_drill,
+    table,
+)
+
+pytestmark = pytest.mark.slow
+
+TASKS = TasksSettings(ack_wait_s=2.0, max_deliver=5, ttl_s=600)
+"""A task whose worker died is delivered again after 2 s."""
+
+
+def two_free_ports() -> int:
+    """A port that is free, and the one after it too (the cluster's two gateways)."""
+    while True:
+        port = free_port()
+        if port < 65535 and _free(port + 1):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    directory = tmp_path_factory.mktemp("cluster")
+    config = write_config(
+        directory,
+        nats_url="nats://127.0.0.1:4222",  # the cluster picks its own ports; the host is what counts
+        mcp_port=two_free_ports(),
+        tasks=TASKS,
+        components=["kit"],
+        call_timeout_s=CALL_TIMEOUT_S,
+    )
+    process, banner = start_up(config, "--cluster", "3", log_path=directory / "up.log")
+    running = Cluster(process, banner, directory / "up.log")
+    yield running  # type: ignore[misc]
+    assert stop_up(process) == 0, running.log.read_text()[-3000:]
+
+
+@pytest.fixture
+async def bus(cluster: Cluster) -> AsyncIterator[tuple[NatsClient, TaskStore, Subjects]]:
+    nc = await connect(cluster.nats_url, name="drills")
+    subjects = Subjects(PREFIX)
+    try:
+        store = await TaskStore.open(nc, subjects, TASKS, replicas=3)
+        await healthy(cluster, nc, subjects)
+        yield nc, store, subjects
+    finally:
+        await close_settled(nc)
+
+
+def publish(report: DrillReport, directory: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Write the table so far to ``drills.md`` and to the terminal (CI shows it even without -s)."""
+    (directory / "drills.md").write_text(table(REPORTS) + "\n", encoding="utf-8")
+    with capsys.disabled():
+        print(f"\n{table([report])}\n", flush=True)
+
+
+def check(report: DrillReport) -> None:
+    """The invariants every drill must keep."""
+    assert report.tasks_submitted > 0 and report.count("ok") > 0, "the load did not run"
+    assert report.tasks_lost == 0, {t: s for t, s in report.task_statuses.items() if s != "completed"}
+    lost = [c for c in report.calls if c.outcome == "lost"]
+    assert not lost, [c.detail for c in lost]
+    assert report.slowest_s < CALL_DEADLINE_S
+    other = [c.detail for c in report.calls if c.outcome == "other"]
+    assert not other, other
+    assert report.recovered, "calls kept failing until the load stopped"
+
+
+async def test_kill_a_nats_node(
+    cluster: Cluster, bus: tuple[NatsClient, TaskStore, Subjects], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 the node leading the tasks stream: an election, clients fail over to the others."""
+    nc, store, subjects = bus
+    killed: list[str] = []
+
+    async def fault() -> None:
+        leader = (await nc.jetstream().stream_info(subjects.tasks_stream)).cluster
+        assert leader is not None and leader.leader
+        killed.append(leader.leader)
+        os.kill(cluster.nats_pids()[leader.leader], signal.SIGKILL)
+
+    report = await run_drill("kill -9 a NATS node", Load(cluster.mcp_urls, nc, subjects), store, fault)
+    publish(report, tmp_path, capsys)
+    check(report)
+    # The supervisor starts the node again; it rejoins as the same server.
+    await eventually(lambda: killed[0] in cluster.nats_pids(), timeout_s=60, what="the node was not restarted")
+
+
+async def test_kill_a_worker(
+    cluster: Cluster, bus: tuple[NatsClient, TaskStore, Subjects], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 a worker that is running a task: its calls end at the deadline, the task runs again."""
+    nc, store, subjects = bus
+
+    async def fault() -> None:
+        async def running_worker() -> int | None:
+            for record in await store.records():
+                if record.status == "working" and record.running and record.worker_id:
+                    return worker_pid(record.worker_id)
+            return None
+
+        pid = await eventually(running_worker, timeout_s=20, interval_s=0.05, what="no task ever ran")
+        os.kill(pid, signal.SIGKILL)
+
+    report = await run_drill("kill -9 a worker", Load(cluster.mcp_urls, nc, subjects), store, fault)
+    publish(report, tmp_path, capsys)
+    check(report)
+
+
+async def test_kill_a_gateway(
+    cluster: Cluster, bus: tuple[NatsClient, TaskStore, Subjects], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 a gateway: its clients get a connection error at once and move to the other one."""
+    nc, store, subjects = bus
+
+    async def fault() -> None:
+        os.kill(cluster.gateway_pid(0), signal.SIGKILL)
+
+    report = await run_drill("kill -9 a gateway", Load(cluster.mcp_urls, nc, subjects), store, fault)
+    publish(report, tmp_path, capsys)
+    check(report)
+    # Both eras' clients of the killed gateway (and the second's own) carried on through the other.
+    assert any(c.gateway == 1 and c.started > report.fault_at and c.outcome == "ok" for c in report.calls)
+
+
+async def test_restart_the_registry(
+    cluster: Cluster, bus: tuple[NatsClient, TaskStore, Subjects], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM the registry (the supervisor starts it again): calls never notice, NATS task
+    submissions are refused while it is away, none is lost."""
+    nc, store, subjects = bus
+    [registry] = cluster.pids("registry")
+
+    async def fault() -> None:
+        os.kill(registry, signal.SIGTERM)
+
+    report = await run_drill("restart the registry", Load(cluster.mcp_urls, nc, subjects), store, fault)
+    publish(report, tmp_path, capsys)
+    check(report)
+    assert cluster.pids("registry") and cluster.pids("registry") != [registry]
