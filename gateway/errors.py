@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from schemas.errors import ErrorCode
 
-INVALID_REQUEST: Final = -32600
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 NO_WORKER: Final = -32010
@@ -40,7 +39,7 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.TASK_NOT_FOUND: INVALID_PARAMS,
         ErrorCode.TASK_STATE: INVALID_PARAMS,
         # Only plain-NATS task requests get it (the gateway refuses over HTTP, with a 403).
-        ErrorCode.FORBIDDEN: INVALID_REQUEST,
+        ErrorCode.FORBIDDEN: INVALID_PARAMS,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )
