@@ -1,15 +1,55 @@
-"""Idempotent JetStream provisioning: create the buckets a deployment needs, or reuse them."""
+"""Idempotent JetStream provisioning: create the buckets a deployment needs, or reuse them.
+
+Every process provisions at start-up, often while JetStream is still electing its leaders
+(a fresh or restarting cluster takes seconds): an API request then times out or answers 503.
+So each step is retried until ``PROVISION_TIMEOUT_S``, instead of the process dying and its
+supervisor starting it again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import nats.errors
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+log = structlog.get_logger(__name__)
+
 KV_HISTORY = 1
 """The catalogue needs only the latest value of each key; watchers see every change anyway."""
+PROVISION_TIMEOUT_S: Final = 60.0
+"""How long a step keeps trying while JetStream is not answering (leader elections take seconds)."""
+RETRY_PAUSE_S: Final = 0.5
+T = TypeVar("T")
+
+
+async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """``step()``, tried again while JetStream times out or is unavailable, up to the timeout."""
+    give_up_at = time.monotonic() + PROVISION_TIMEOUT_S
+    attempts = 0
+    while True:
+        try:
+            return await step()
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            if time.monotonic() >= give_up_at:
+                raise
+            if attempts == 0:  # once: a server without JetStream would otherwise fill the log
+                log.warning(
+                    "JetStream is not answering; trying again",
+                    what=what,
+                    error=type(exc).__name__,
+                    for_s=PROVISION_TIMEOUT_S,
+                )
+            attempts += 1
+            await asyncio.sleep(RETRY_PAUSE_S)
 
 
 async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s: float | None = None) -> KeyValue:
@@ -18,31 +58,44 @@ async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s
     ``ttl_s``: a key not written for this long is removed (only when the bucket is created).
     """
     js = nc.jetstream()
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        # Two processes may race here; creating an identical stream twice is accepted by the server.
-        config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
-        return await js.create_key_value(config)
+
+    async def step() -> KeyValue:
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            # Two processes may race here; creating an identical stream twice is accepted by the server.
+            config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
+            return await js.create_key_value(config)
+
+    return await _patiently(f"KV bucket {bucket}", step)
 
 
 async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1) -> ObjectStore:
     """Return the Object Store bucket, creating it if it does not exist (safe from many processes)."""
     js = nc.jetstream()
-    try:
-        return await js.object_store(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        return await js.create_object_store(bucket, ObjectStoreConfig(replicas=replicas))
+
+    async def step() -> ObjectStore:
+        try:
+            return await js.object_store(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            return await js.create_object_store(bucket, ObjectStoreConfig(replicas=replicas))
+
+    return await _patiently(f"object store {bucket}", step)
 
 
 async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
     """Create the stream ``config`` describes unless it exists (safe to call from many processes)."""
     js = nc.jetstream()
-    assert config.name is not None
-    try:
-        await js.stream_info(config.name)
-    except NotFoundError:
+    name = config.name
+    assert name is not None
+
+    async def step() -> None:
         try:
-            await js.add_stream(config)
-        except BadRequestError:
-            pass  # created by another process meanwhile
+            await js.stream_info(name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                pass  # created by another process meanwhile
+
+    await _patiently(f"stream {name}", step)
