@@ -32,15 +32,21 @@ from bus.connection import connected
 from bus.options import add_common_options, run_verb
 from bus.provisioning import ensure_stream
 from bus.subjects import Subjects
-from schemas.config import Settings
+from schemas.config import RegistrySettings, Settings
 from schemas.wire import AuthFailureEvent, CallAuditEvent
 
 AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 """Audit events are kept 30 days."""
+DEFAULT_AUDIT_MAX_BYTES = RegistrySettings().audit_max_bytes
 
 
-async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:
-    """Create the audit stream if it does not exist (idempotent; many processes may race)."""
+async def ensure_audit_stream(
+    nc: NatsClient, subjects: Subjects, *, replicas: int = 1, max_bytes: int = DEFAULT_AUDIT_MAX_BYTES
+) -> None:
+    """Create the audit stream if it does not exist (idempotent; many processes may race).
+
+    Capped by age and by size: with one event per tool call, age alone lets the stream (and
+    nats-server's memory, which follows it: bench/soak.py) grow with traffic."""
     await ensure_stream(
         nc,
         StreamConfig(
@@ -49,6 +55,7 @@ async def ensure_audit_stream(nc: NatsClient, subjects: Subjects, *, replicas: i
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=AUDIT_RETENTION_S,
+            max_bytes=max_bytes,
             num_replicas=replicas,
         ),
     )

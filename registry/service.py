@@ -95,7 +95,9 @@ class RegistryService:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
 
         Each store creates its own buckets and streams if missing (once each)."""
-        await ensure_audit_stream(self._nc, self._subjects, replicas=self._replicas)
+        await ensure_audit_stream(
+            self._nc, self._subjects, replicas=self._replicas, max_bytes=self._settings.audit_max_bytes
+        )
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket, replicas=self._replicas)
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)

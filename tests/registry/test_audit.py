@@ -24,9 +24,12 @@ from tests.conftest import eventually, nats_settings, toolbus
 async def test_events_and_task_transitions_are_kept_and_printed(
     nc: NatsClient, subjects: Subjects, nats_server: EmbeddedNatsServer, tmp_path: Path
 ) -> None:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.5)
+    registry = RegistryService(nc, subjects, RegistrySettings(audit_max_bytes=64 * 1024**2), announce_interval_s=0.5)
     await registry.start()  # creates the audit stream
     try:
+        # Capped by size as well as by age: it holds one event per tool call.
+        config = (await nc.jetstream().stream_info(subjects.audit_stream)).config
+        assert (config.max_bytes, config.max_age) == (64 * 1024**2, 30 * 24 * 3600)
         await nc.publish(
             subjects.event("published"), encode(RegistryEvent(kind="published", name="pkg", version="1.0.0"))
         )
