@@ -7,7 +7,7 @@ Gateway: ``ToolService.call`` of a valid call whose bus round trip is a stub tha
 - metrics + log line: plus ``gateway.call_log`` rendering JSON into /dev/null (the default);
 - spans: ``TracedToolService`` with metrics and the log line (only with ``[telemetry] otlp_endpoint``;
   spans are queued for an exporter aimed at a closed port, as when a collector is down).
-Worker: the ``FinishedCall`` observers timed alone (``WorkerMetrics.observe``, the log line).
+Worker: the ``FinishedCall`` observers timed alone (``WorkerMetrics.observe``, the log line, the span).
 Also the front ends' trace-context lookup (``client_traceparent``) with and without a value.
 
 Run: ``.venv/bin/python -m bench.observability``
@@ -38,6 +38,7 @@ from schemas.wire import CallToolResult, TextContent
 from workers.call_log import call_logger
 from workers.metrics import WorkerMetrics
 from workers.service import FinishedCall
+from workers.tracing import span_recorder
 
 NUMBER = 2000
 REPEAT = 15
@@ -118,6 +119,10 @@ def main() -> None:
     print("worker observers, per call:", file=out)
     print(f"  metrics          {_per_call_us(lambda: worker_metrics.observe(record)):6.2f} us", file=out)
     print(f"  log line         {_per_call_us(lambda: log_line(record)):6.2f} us", file=out)
+    tracing = start_tracing(TelemetrySettings(otlp_endpoint=f"http://127.0.0.1:{free_port()}"), "worker")
+    assert tracing is not None
+    span = span_recorder(tracing, "worker-1")
+    print(f"  span             {_per_call_us(lambda: span(record)):6.2f} us", file=out)
 
 
 if __name__ == "__main__":
