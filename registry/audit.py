@@ -37,15 +37,15 @@ from schemas.wire import AuthFailureEvent, CallAuditEvent
 
 AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 """Audit events are kept 30 days."""
-DEFAULT_AUDIT_MAX_BYTES = RegistrySettings().audit_max_bytes
+DEFAULT_AUDIT_MAX_EVENTS = RegistrySettings().audit_max_events
 
 
 async def ensure_audit_stream(
-    nc: NatsClient, subjects: Subjects, *, replicas: int = 1, max_bytes: int = DEFAULT_AUDIT_MAX_BYTES
+    nc: NatsClient, subjects: Subjects, *, replicas: int = 1, max_events: int = DEFAULT_AUDIT_MAX_EVENTS
 ) -> None:
     """Create the audit stream if it does not exist (idempotent; many processes may race).
 
-    Capped by age and by size: with one event per tool call, age alone lets the stream (and
+    Capped by age and by count: with one event per tool call, age alone lets the stream (and
     nats-server's memory, which follows it: bench/soak.py) grow with traffic."""
     await ensure_stream(
         nc,
@@ -55,7 +55,7 @@ async def ensure_audit_stream(
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=AUDIT_RETENTION_S,
-            max_bytes=max_bytes,
+            max_msgs=max_events,
             num_replicas=replicas,
         ),
     )

@@ -96,7 +96,7 @@ class RegistryService:
 
         Each store creates its own buckets and streams if missing (once each)."""
         await ensure_audit_stream(
-            self._nc, self._subjects, replicas=self._replicas, max_bytes=self._settings.audit_max_bytes
+            self._nc, self._subjects, replicas=self._replicas, max_events=self._settings.audit_max_events
         )
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket, replicas=self._replicas)
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)

@@ -383,9 +383,10 @@ class TelemetrySettings(_Model):
 class RegistrySettings(_Model):
     answer_unknown_tools: bool = True
     """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
-    audit_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024**3
-    """Size cap of the audit stream (one event per call): beyond it the oldest events go, before
-    their 30 days are up. Applies when the registry creates the stream."""
+    audit_max_events: Annotated[int, Field(ge=1000)] = 5_000_000
+    """Cap of the audit stream (one event per call, ~300 bytes each: ~1.5 GB): beyond it the
+    oldest events go, before their 30 days are up. Applies when the registry creates the stream.
+    A count, not bytes, because JetStream reserves a stream's byte cap up front."""
 
 
 class DirCapability(_Model):

@@ -130,6 +130,10 @@ async def task_reaches(
     return await eventually(reached, timeout_s=timeout_s, what=stayed)
 
 
+TEST_ANNOUNCE_INTERVAL_S = 0.5
+"""Workers' announcement interval in in-process test deployments; their registries must be given
+the same (``RegistryService(announce_interval_s=...)``): a registry expecting announcements more
+often than workers send them withdraws their tools between announcements."""
 FAST_TASKS = TasksSettings(ack_wait_s=1.5, max_deliver=3, ttl_s=60)
 """Short enough that a dead worker's task is redelivered within a test."""
 
@@ -155,7 +159,8 @@ async def start_task_worker(
     concurrency: int = 2,
 ) -> TaskWorker:
     """A started worker with a ``TaskRunner`` taking ``concurrency`` tasks at a time."""
-    service = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=concurrency), list(components))
+    settings = WorkerSettings(concurrency=concurrency, announce_interval_s=TEST_ANNOUNCE_INTERVAL_S)
+    service = WorkerService(worker_nc, subjects, settings, list(components))
     await service.start()
     runner = TaskRunner(worker_nc, subjects, await TaskStore.open(worker_nc, subjects, tasks), service, concurrency)
     await runner.start()

@@ -29,7 +29,7 @@ from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import AuditSettings, NatsSettings, RateLimit, RateLimitSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
-from tests.conftest import eventually, start_task_worker, task_reaches, toolbus
+from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, start_task_worker, task_reaches, toolbus
 from workers.component import LoadedComponent
 
 SUBJECTS = Subjects("secure")
@@ -87,7 +87,7 @@ class Roles:
 @pytest.fixture
 async def system(secure_server: SecureServer, kit: LoadedComponent) -> AsyncIterator[Roles]:
     registry_nc = await connect(secure_server.as_role("registry"), name="registry")
-    registry = RegistryService(registry_nc, SUBJECTS, RegistrySettings(), announce_interval_s=0.5)
+    registry = RegistryService(registry_nc, SUBJECTS, RegistrySettings(), announce_interval_s=TEST_ANNOUNCE_INTERVAL_S)
     await registry.start()
     worker_nc = await connect(secure_server.as_role("worker"), name="worker")
     worker = await start_task_worker(worker_nc, SUBJECTS, [kit], TasksSettings())

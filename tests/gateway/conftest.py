@@ -22,7 +22,7 @@ from bus.subjects import Subjects
 from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.config import RegistrySettings, load_settings
-from tests.conftest import FAST_TASKS, start_task_worker
+from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
 from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, running_gateway
 from workers.component import LoadedComponent
 
@@ -80,7 +80,9 @@ async def task_system(
     kit: LoadedComponent,
     start_gateway: Callable[..., Awaitable[RunningGateway]],
 ) -> AsyncIterator[TaskSystem]:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
+    registry = RegistryService(
+        nc, subjects, RegistrySettings(), announce_interval_s=TEST_ANNOUNCE_INTERVAL_S, tasks=FAST_TASKS
+    )
     await registry.start()
     worker_nc = await connect(nats_server.url, name="task-worker")
     worker = await start_task_worker(worker_nc, subjects, [kit], FAST_TASKS)

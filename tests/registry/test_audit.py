@@ -18,18 +18,20 @@ from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import RegistrySettings
 from schemas.wire import RegistryEvent
-from tests.conftest import eventually, nats_settings, toolbus
+from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, nats_settings, toolbus
 
 
 async def test_events_and_task_transitions_are_kept_and_printed(
     nc: NatsClient, subjects: Subjects, nats_server: EmbeddedNatsServer, tmp_path: Path
 ) -> None:
-    registry = RegistryService(nc, subjects, RegistrySettings(audit_max_bytes=64 * 1024**2), announce_interval_s=0.5)
+    registry = RegistryService(
+        nc, subjects, RegistrySettings(audit_max_events=64_000), announce_interval_s=TEST_ANNOUNCE_INTERVAL_S
+    )
     await registry.start()  # creates the audit stream
     try:
-        # Capped by size as well as by age: it holds one event per tool call.
+        # Capped by count as well as by age: it holds one event per tool call.
         config = (await nc.jetstream().stream_info(subjects.audit_stream)).config
-        assert (config.max_bytes, config.max_age) == (64 * 1024**2, 30 * 24 * 3600)
+        assert (config.max_msgs, config.max_age) == (64_000, 30 * 24 * 3600)
         await nc.publish(
             subjects.event("published"), encode(RegistryEvent(kind="published", name="pkg", version="1.0.0"))
         )

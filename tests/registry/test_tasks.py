@@ -23,7 +23,16 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
-from tests.conftest import FAST_TASKS, TaskWorker, eventually, nats_settings, start_task_worker, task_reaches, toolbus
+from tests.conftest import (
+    FAST_TASKS,
+    TEST_ANNOUNCE_INTERVAL_S,
+    TaskWorker,
+    eventually,
+    nats_settings,
+    start_task_worker,
+    task_reaches,
+    toolbus,
+)
 from workers.component import LoadedComponent
 
 
@@ -54,7 +63,9 @@ class Tasks:
 async def tasks(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> AsyncIterator[Tasks]:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
+    registry = RegistryService(
+        nc, subjects, RegistrySettings(), announce_interval_s=TEST_ANNOUNCE_INTERVAL_S, tasks=FAST_TASKS
+    )
     await registry.start()
     store = await TaskStore.open(nc, subjects, FAST_TASKS)
     started: list[TaskWorker] = []
@@ -214,7 +225,9 @@ async def test_200_tasks_survive_a_nats_server_restart(
     try:
         nc = await connect(server.url, name="test")
         clients.append(nc)
-        registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=0.2, tasks=FAST_TASKS)
+        registry = RegistryService(
+            nc, subjects, RegistrySettings(), announce_interval_s=TEST_ANNOUNCE_INTERVAL_S, tasks=FAST_TASKS
+        )
         await registry.start()
         store = await TaskStore.open(nc, subjects, FAST_TASKS)
         for _ in range(2):
