@@ -62,8 +62,18 @@ MAX_CAS_ATTEMPTS: Final = 8
 """Compare-and-set retries when other replicas write the same key at once."""
 STORE_RETRY_S: Final = 1.0
 """After the bucket failed, it is not asked again for this long (calls do not queue behind a timeout)."""
+CONTENDED_RETRY_S: Final = 0.05
+"""A call refused because other replicas kept winning the race for its counter may retry at once
+(``Retry-After`` says 1 s, its smallest value)."""
 SWEEP_EVERY: Final = 4096
 """Checks between sweeps of the counters of windows that have ended."""
+
+
+class _Contended:
+    """Other replicas won every compare-and-set on a counter: refuse this call, count nothing."""
+
+
+CONTENDED: Final = _Contended()
 
 
 def retry_after_header(seconds: float) -> str:
@@ -107,6 +117,8 @@ class RateLimiter:
         self._store_down_until = 0.0
         self.store_failures = 0
         """KV operations that failed (each one sends the limiter to ``on_store_error`` for a while)."""
+        self.contended = 0
+        """Calls refused because other replicas won every compare-and-set on their counter."""
 
     @classmethod
     async def open(
@@ -159,6 +171,8 @@ class RateLimiter:
                     refused = None
                 else:
                     refused = counter.ends_at - now
+            elif took is CONTENDED:
+                refused = CONTENDED_RETRY_S
             else:
                 refused = None if took else counter.ends_at - now
                 if took:
@@ -183,8 +197,9 @@ class RateLimiter:
             self._counters[key] = counter
         return counter
 
-    async def _take(self, key: str, counter: _Counter, limit: RateLimit) -> bool | None:
-        """True: one token spent; False: the window is used up; None: the bucket is unreachable."""
+    async def _take(self, key: str, counter: _Counter, limit: RateLimit) -> bool | _Contended | None:
+        """True: one token spent; False: the window is used up; ``CONTENDED``: other replicas kept
+        winning the race for the key; None: the bucket is unreachable."""
         if counter.leased > 0:
             counter.leased -= 1
             return True
@@ -205,17 +220,21 @@ class RateLimiter:
                 self._store_down_until = time.monotonic() + STORE_RETRY_S
                 log.warning("rate-limit counts unreachable", error=str(exc), fallback=self.settings.on_store_error)
                 return None
+            if isinstance(granted, _Contended):
+                return granted
             if granted == 0:
                 counter.full = True
                 return False
             counter.leased += granted - 1
             return True
 
-    async def _reserve(self, key: str, counter: _Counter, limit: RateLimit) -> int:
-        """Lease tokens of ``counter``'s window from KV (compare-and-set); 0 when none is left.
+    async def _reserve(self, key: str, counter: _Counter, limit: RateLimit) -> int | _Contended:
+        """Lease tokens of ``counter``'s window from KV (compare-and-set); 0 when none is left;
+        ``CONTENDED`` when other replicas won every attempt (the bucket answers: it is busy, not
+        down, so the call is refused rather than counted locally, which could exceed the limit).
 
         Raises:
-            StoreUnavailable: the bucket did not answer, or other replicas kept winning the race.
+            StoreUnavailable: the bucket did not answer.
         """
         assert self._kv is not None
         try:
@@ -242,7 +261,8 @@ class RateLimiter:
                 return lease
         except nats.errors.Error as exc:
             raise StoreUnavailable(repr(exc)) from exc
-        raise StoreUnavailable(f"{MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row on {key}")
+        self.contended += 1
+        return CONTENDED
 
     async def _read(self, key: str) -> tuple[int, RateWindow | None]:
         assert self._kv is not None
