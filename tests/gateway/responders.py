@@ -172,3 +172,20 @@ async def ready(gateway: RunningGateway, tool: str = "kit_add", timeout_s: float
                 await changed.wait()
     finally:
         unsubscribe()
+
+
+@asynccontextmanager
+async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]:
+    """Every call of ``tool`` published on the bus meanwhile (a plain subscription beside the
+    workers' queue group sees each one, headers included)."""
+    seen: list[Msg] = []
+
+    async def spy(msg: Msg) -> None:
+        seen.append(msg)
+
+    subscription = await task_system.nc.subscribe(task_system.subjects.call(tool), cb=spy)
+    try:
+        yield seen
+    finally:
+        await task_system.nc.flush()
+        await subscription.unsubscribe()

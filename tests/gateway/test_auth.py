@@ -23,12 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from nats.aio.msg import Msg
 
 from bus.principal import PrincipalSigner
 from bus.subjects import Header
 from schemas.config import load_settings
-from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
+from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway, spying
 from tests.gateway.test_audit import audit_events
 from tests.gateway.test_gateway_tasks import create_legacy, legacy_get, legacy_list
 
@@ -115,23 +114,6 @@ async def client(
         transport = streamable_http_client(url, http_client=http)
         async with Client(transport, mode=mode) as mcp:  # type: ignore[arg-type]
             yield mcp
-
-
-@contextlib.asynccontextmanager
-async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]:
-    """Every call of ``tool`` published on the bus meanwhile (a plain subscription beside the
-    workers' queue group sees each one)."""
-    seen: list[Msg] = []
-
-    async def spy(msg: Msg) -> None:
-        seen.append(msg)
-
-    subscription = await task_system.nc.subscribe(task_system.subjects.call(tool), cb=spy)
-    try:
-        yield seen
-    finally:
-        await task_system.nc.flush()
-        await subscription.unsubscribe()
 
 
 async def post_initialize(url: str, headers: dict[str, str]) -> httpx2.Response:

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from nats.aio.msg import Msg
 
 from bus.embedded import free_port
 from bus.subjects import Header
 from gateway.metrics import UNKNOWN_TOOL_LABEL
 from tests.conftest import eventually, scrape
-from tests.gateway.responders import TaskSystem, ready, running_gateway
+from tests.gateway.responders import TaskSystem, ready, running_gateway, spying
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
-
-
-@contextlib.asynccontextmanager
-async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]:
-    """Every call of ``tool`` on the bus meanwhile (a plain subscription beside the workers' queue group)."""
-    seen: list[Msg] = []
-
-    async def spy(msg: Msg) -> None:
-        seen.append(msg)
-
-    subscription = await task_system.nc.subscribe(task_system.subjects.call(tool), cb=spy)
-    try:
-        yield seen
-    finally:
-        await task_system.nc.flush()
-        await subscription.unsubscribe()
 
 
 @pytest.mark.parametrize("hot_path", [True, False], ids=["hot-path", "sdk"])
