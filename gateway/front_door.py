@@ -111,15 +111,10 @@ class FrontDoor:
         self.on_refusal = on_refusal
         self._metadata: bytes | None = None
         self._metadata_paths: frozenset[str] = frozenset()
-        self._challenge_base = ""
         if auth is not None:
             self._metadata = json.dumps(protected_resource_metadata(auth)).encode()
             root = "/.well-known/oauth-protected-resource"
             self._metadata_paths = frozenset({root, metadata_path(auth.resource), root + path})
-            scopes = auth.oauth.required_scopes if auth.oauth else []
-            self._challenge_base = f'Bearer resource_metadata="{metadata_url(auth.resource)}"' + (
-                f', scope="{" ".join(scopes)}"' if scopes else ""
-            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
