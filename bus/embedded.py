@@ -161,7 +161,7 @@ class EmbeddedNatsCluster:
 
     def start(self) -> None:
         """Start every node; each is ready for clients when this returns (JetStream may still
-        be electing its meta leader: see ``supervisor.wait_for_jetstream``).
+        be electing its meta leader: see ``provisioning.wait_for_jetstream``).
 
         Raises:
             EmbeddedServerError: a node did not start (the others are stopped again).

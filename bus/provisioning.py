@@ -52,6 +52,11 @@ async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(RETRY_PAUSE_S)
 
 
+async def wait_for_jetstream(nc: NatsClient) -> None:
+    """Return once JetStream answers: a fresh cluster first elects its meta leader (seconds)."""
+    await _patiently("JetStream", nc.jetstream().account_info)
+
+
 async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s: float | None = None) -> KeyValue:
     """Return the KV bucket, creating it if it does not exist (safe to call from many processes).
 

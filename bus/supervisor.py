@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import nats.errors
 import structlog
 
 from bus import lifecycle
@@ -33,6 +32,7 @@ from bus.errors import EmbeddedServerError
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.logs import configure_logging
 from bus.options import add_common_options, settings_from_args
+from bus.provisioning import wait_for_jetstream
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
 from schemas.config import PRINCIPAL_KEY_VARIABLE, Settings
@@ -52,8 +52,6 @@ CLUSTER_WORKERS = 3
 """Worker processes of ``--cluster`` unless ``--workers`` says otherwise."""
 CLUSTER_GATEWAYS = 2
 """Gateways of ``--cluster``, on the MCP port and the ones after it."""
-JETSTREAM_READY_TIMEOUT_S = 60.0
-"""A fresh 3-node cluster elects its JetStream meta leader in ~5 s here; this is a ceiling."""
 NODE_WATCH_INTERVAL_S = 0.5
 """How often ``--cluster`` checks that every nats-server node is alive."""
 NODE_RESTART_DELAY_S = 10.0
@@ -170,21 +168,6 @@ async def _wait_until_ready(settings: Settings, workers: int, gateway_ports: lis
     return tools
 
 
-async def _wait_for_jetstream(settings: Settings) -> None:
-    """Wait until JetStream answers: a fresh cluster first elects its meta leader (seconds)."""
-    deadline = time.monotonic() + JETSTREAM_READY_TIMEOUT_S
-    async with connected(settings.nats, name="toolbus-up") as nc:
-        js = nc.jetstream()
-        while True:
-            try:
-                await js.account_info()
-                return
-            except nats.errors.Error as exc:  # no meta leader yet: a timeout or a 503
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"JetStream not ready after {JETSTREAM_READY_TIMEOUT_S}s: {exc}") from exc
-                await asyncio.sleep(0.2)
-
-
 async def _keep_nodes_up(cluster: EmbeddedNatsCluster) -> None:
     """Start any node of ``cluster`` that died again (same ports, same store) until cancelled."""
     while True:
@@ -267,7 +250,8 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
     try:
         if nodes is not None:
             watcher = asyncio.create_task(_keep_nodes_up(nodes))
-            await _wait_for_jetstream(settings)
+            async with connected(settings.nats, name="toolbus-up") as nc:
+                await wait_for_jetstream(nc)
         for child in children:
             await child.start()
             child.monitor = asyncio.create_task(child.supervise())
