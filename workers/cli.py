@@ -10,9 +10,8 @@ import argparse
 
 import structlog
 
-from bus import lifecycle
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import add_common_options, run_verb
+from schemas.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -32,20 +31,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.errors import WorkersError
-    from workers.runner import serve
-
     worker: dict[str, int] = {}
     if args.concurrency:
         worker["concurrency"] = args.concurrency
     if args.metrics_port is not None:
         worker["metrics_port"] = args.metrics_port
-    settings = settings_from_args(args, worker=worker)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)
+    return run_verb(args, _serve, worker=worker)
+
+
+async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from workers.errors import WorkersError
+    from workers.runner import serve
+
     try:
-        lifecycle.run(serve(settings))
+        await serve(settings)
     except WorkersError as exc:
         log.error("worker cannot start", error=str(exc))
         return 1
