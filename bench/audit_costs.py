@@ -17,11 +17,11 @@ import asyncio
 import statistics
 import tempfile
 import time
-import timeit
 from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
 
+from bench.stats import per_call_us
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
@@ -60,9 +60,7 @@ def observer_costs() -> tuple[float, float]:
         if len(trail._pending) >= NUMBER:  # keep the queue from filling (the drain task would)
             trail._pending.clear()
 
-    base = statistics.median(timeit.repeat(baseline, number=NUMBER, repeat=REPEAT)) / NUMBER * 1e6
-    cost = statistics.median(timeit.repeat(audited, number=NUMBER, repeat=REPEAT)) / NUMBER * 1e6
-    return base, cost
+    return per_call_us(baseline, number=NUMBER, repeat=REPEAT), per_call_us(audited, number=NUMBER, repeat=REPEAT)
 
 
 async def drain_cost(nc: NatsClient) -> tuple[float, float]:

@@ -16,13 +16,12 @@ Run: ``.venv/bin/python -m bench.observability``
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import timeit
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from bench.stats import per_call_us, run_unsuspended
 from bench.tools_list import descriptor
 from bus.embedded import free_port
 from bus.logs import configure_logging
@@ -53,17 +52,8 @@ class _AnswersAtOnce:
         return REPLY
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise RuntimeError("the call suspended")
-
-
 def _per_call_us(call: Callable[[], object]) -> float:
-    call()  # first call: label children, caches
-    return statistics.median(timeit.repeat(call, number=NUMBER, repeat=REPEAT)) / NUMBER * 1e6
+    return per_call_us(call, number=NUMBER, repeat=REPEAT)
 
 
 def _service(catalogue: Catalogue, *, observers: str, traced: bool = False) -> ToolService:
@@ -92,7 +82,9 @@ def main() -> None:
     arguments = {"a": 1, "b": 2}
 
     def timing(service: ToolService, traceparent: str | None = None) -> float:
-        return _per_call_us(lambda: _run(service.call(name, arguments, era="2026-07-28", traceparent=traceparent)))
+        return _per_call_us(
+            lambda: run_unsuspended(service.call(name, arguments, era="2026-07-28", traceparent=traceparent))
+        )
 
     rows = [
         ("baseline: no observers", timing(_service(catalogue, observers=""))),

@@ -10,14 +10,12 @@ Run: ``.venv/bin/python -m bench.sdk_tools_list``
 
 from __future__ import annotations
 
-import statistics
-import timeit
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
 
 import mcp.types as types
 
+from bench.stats import per_call_us, run_unsuspended
 from bench.tools_list import descriptor
 from gateway.catalogue import Catalogue
 from gateway.server import ToolFrontend
@@ -28,17 +26,8 @@ NUMBER = 300
 REPEAT = 15
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise RuntimeError("the handler suspended")
-
-
 def _per_call_us(call: Callable[[], object]) -> float:
-    call()  # the first call fills the per-entry cache
-    return statistics.median(timeit.repeat(call, number=NUMBER, repeat=REPEAT)) / NUMBER * 1e6
+    return per_call_us(call, number=NUMBER, repeat=REPEAT)  # the untimed first call fills the per-entry cache
 
 
 def main() -> None:
@@ -49,7 +38,7 @@ def main() -> None:
     print(f"tools/list, one page of {TOOLS} tools, median of {REPEAT} x {NUMBER} calls:")
     for era, modern in (("2025-11-25", False), ("2026-07-28", True)):
         ctx = SimpleNamespace(protocol_version=era)
-        now = _per_call_us(lambda ctx=ctx: _run(frontend.list_tools(ctx, None)))  # type: ignore[misc]
+        now = _per_call_us(lambda ctx=ctx: run_unsuspended(frontend.list_tools(ctx, None)))  # type: ignore[misc]
         baseline = _per_call_us(
             lambda modern=modern: [
                 types.Tool.model_validate(e.modern_tool if modern else e.legacy_tool) for e in entries if e

@@ -1,10 +1,12 @@
-"""Percentiles of samples and medians of repeated runs: the only arithmetic the report relies on."""
+"""Percentiles of samples and medians of repeated runs: the only arithmetic the report relies on;
+and the per-call timing of in-process micro-benchmarks (``bench.observability``, ``bench.audit_costs``...)."""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+import timeit
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -48,3 +50,23 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or math.isnan(numerator) or math.isnan(denominator):
         return None
     return numerator / denominator if denominator else None
+
+
+def per_call_us(call: Callable[[], object], *, number: int, repeat: int) -> float:
+    """Median µs per call of ``repeat`` timed runs of ``number`` calls, after one untimed call (which
+    fills caches and creates lazily made state, e.g. metric label children)."""
+    call()
+    return statistics.median(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e6
+
+
+def run_unsuspended(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` to its end without an event loop; it must not suspend (await nothing that waits).
+
+    Raises:
+        RuntimeError: the coroutine suspended.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("the coroutine suspended")

@@ -1,10 +1,13 @@
-"""bench.stats: percentiles and medians of runs."""
+"""bench.stats: percentiles and medians of runs, per-call timing."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 
-from bench.stats import median_of_runs, percentile, ratio, summary
+import pytest
+
+from bench.stats import median_of_runs, per_call_us, percentile, ratio, run_unsuspended, summary
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -30,3 +33,25 @@ def test_median_of_runs_and_ratio() -> None:
     assert ratio(50.0, 20.0) == 2.5
     assert ratio(1.0, 0.0) is None
     assert ratio(None, 1.0) is None
+
+
+def test_per_call_us_makes_one_untimed_call_first() -> None:
+    calls: list[None] = []
+    assert per_call_us(lambda: calls.append(None), number=10, repeat=3) > 0
+    assert len(calls) == 1 + 10 * 3
+
+
+async def _answer() -> int:
+    return 42
+
+
+async def _sleeps() -> None:
+    await asyncio.sleep(0)
+
+
+def test_run_unsuspended_returns_what_the_coroutine_returns_and_refuses_one_that_suspends() -> None:
+    assert run_unsuspended(_answer()) == 42
+    suspending = _sleeps()
+    with pytest.raises(RuntimeError, match="suspended"):
+        run_unsuspended(suspending)
+    suspending.close()
