@@ -37,7 +37,7 @@ def main() -> None:
     entries = [catalogue.get(name) for name in catalogue.names()]
     print(f"tools/list, one page of {TOOLS} tools, median of {REPEAT} x {NUMBER} calls:")
     for era, modern in (("2025-11-25", False), ("2026-07-28", True)):
-        ctx = SimpleNamespace(protocol_version=era)
+        ctx = SimpleNamespace(protocol_version=era, request=None)  # no HTTP request: anonymous
         now = _per_call_us(lambda ctx=ctx: run_unsuspended(frontend.list_tools(ctx, None)))  # type: ignore[misc]
         baseline = _per_call_us(
             lambda modern=modern: [
