@@ -25,13 +25,11 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from bus import lifecycle
 from bus.connection import connected
 from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer
 from bus.errors import EmbeddedServerError
 from bus.lifecycle import wait_for_shutdown_signal
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from bus.options import add_common_options, run_verb
 from bus.provisioning import wait_for_jetstream
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
@@ -286,9 +284,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"toolbus: --cluster: {why}", file=sys.stderr)
         return 2
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
-    settings = settings_from_args(args, gateway=gateway)
-    if settings is None:
-        return 2
-    configure_logging(settings.log_format)
     workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else 1)
-    return lifecycle.run(up(settings, config, workers, nats_given=bool(args.nats), cluster=args.cluster))
+    return run_verb(
+        args,
+        lambda settings, _: up(settings, config, workers, nats_given=bool(args.nats), cluster=args.cluster),
+        gateway=gateway,
+    )
