@@ -58,13 +58,6 @@ class AuthFailure(Exception):
     subject: str | None = None
     """Who the credential claimed to be, when it got far enough to say (for the audit trail)."""
 
-    @property
-    def error(self) -> str | None:
-        """The RFC 6750 ``error`` code for ``WWW-Authenticate``: none when no credential was sent."""
-        if self.reason == "missing_token":
-            return None
-        return "insufficient_scope" if self.status == 403 else "invalid_token"
-
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     """A token's scopes: ``scope`` (RFC 9068, space-separated) or ``scp`` (a list, as some issuers do)."""

@@ -73,6 +73,13 @@ class Refusal:
     auth_method: str | None = None
     """How the refused principal authenticated (``jwt``, ``api-key``), when it did."""
 
+    @property
+    def error(self) -> str | None:
+        """The RFC 6750 ``error`` code of a 401/403/503: none when no credential was sent."""
+        if self.reason == "missing_token":
+            return None
+        return "insufficient_scope" if self.status == 403 else "invalid_token"
+
 
 OnRefusal = Callable[[Refusal], None]
 
@@ -213,9 +220,9 @@ class FrontDoor:
             description=failure.description,
             scope=" ".join(sorted(self._authenticator.required_scopes)) if self._authenticator else "",
         )
-        await self._refuse(scope, send, refusal, error=failure.error)
+        await self._refuse(scope, send, refusal)
 
-    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal, *, error: str | None = "") -> None:
+    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
         client = scope.get("client")
         refusal = replace(refusal, remote=f"{client[0]}:{client[1]}" if client else None)
         if self.on_refusal is not None:
@@ -234,12 +241,11 @@ class FrontDoor:
             headers.append((b"retry-after", str(retry_after).encode()))
             body = {"error": "rate_limited", "error_description": refusal.description}
         else:
-            code = ("insufficient_scope" if refusal.status == 403 else "invalid_token") if error == "" else error
-            headers.append((b"www-authenticate", self._challenge(code, refusal).encode("latin-1")))
-            body = {"error": code or "unauthorized", "error_description": refusal.description}
+            headers.append((b"www-authenticate", self._challenge(refusal).encode("latin-1")))
+            body = {"error": refusal.error or "unauthorized", "error_description": refusal.description}
         await _respond(send, refusal.status, json.dumps(body).encode(), headers)
 
-    def _challenge(self, error: str | None, refusal: Refusal) -> str:
+    def _challenge(self, refusal: Refusal) -> str:
         """``WWW-Authenticate`` (RFC 6750 §3, MCP authorization): metadata URL, scope, and why."""
         if self._auth is None:  # a policy refusal without authentication cannot happen; be safe
             return "Bearer"
@@ -247,8 +253,8 @@ class FrontDoor:
         scope = refusal.scope
         if scope:
             parts.append(f'scope="{scope}"')
-        if error:
-            parts.append(f'error="{error}"')
+        if refusal.error:
+            parts.append(f'error="{refusal.error}"')
             parts.append(f'error_description="{_quoted(refusal.description)}"')
         return ", ".join(parts)
 
