@@ -70,13 +70,14 @@ def new_worker_id() -> str:
     return as_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
-_Answer = tuple[bytes, dict[str, str] | None, str | None]
-"""A reply decided without a guest: body, headers, and the error STATS records (None: success)."""
+_Answer = tuple[bytes, dict[str, str] | None, str | None, str]
+"""A reply decided without a guest: body, headers, the error STATS records (None: success), and
+the outcome the observers see (``FinishedCall.outcome``)."""
 
 
 def _refusal(code: ErrorCode, message: str) -> _Answer:
     body, headers = error_reply(code, message)
-    return body, headers, f"{code.name}: {message}"
+    return body, headers, f"{code.name}: {message}", code.name.lower()
 
 
 def error_text(result: CallToolResult) -> str:
@@ -91,8 +92,6 @@ TOOL_ERROR: Final = "tool_error"
 """Outcome of a call the guest answered with ``isError: true`` (a trap, a limit, its own error)."""
 INVALID_ARGUMENTS: Final = "invalid_arguments"
 """Outcome of a call whose arguments did not fit the tool's schema (answered without a guest)."""
-_OUTCOME_OF_CODE: Final = {str(int(code)): code.name.lower() for code in ErrorCode}
-"""A typed error reply's ``Header.ERROR`` value -> its outcome (``overloaded``, ``cancelled``…)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +446,8 @@ class WorkerService:
         problem = argument_problem(route.validator, arguments)
         if problem is not None:
             message = f"invalid arguments: {problem}"
-            return encode(CallToolResult(content=[TextContent(message)], is_error=True)), None, message
+            body = encode(CallToolResult(content=[TextContent(message)], is_error=True))
+            return body, None, message, INVALID_ARGUMENTS
         return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers), headers)
 
     def _context(self, headers: dict[str, str]) -> CallContext:
@@ -476,21 +476,13 @@ class WorkerService:
         self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer, tool: str, request: Mapping[str, str]
     ) -> None:
         """Reply without a guest's result; ``request`` holds the call's headers."""
-        body, headers, error = answer
+        body, headers, error, outcome = answer
         if error is None:
             stats.succeeded(started_ns)
         else:
             stats.failed(started_ns, error, typed=headers is not None)
         self._queue_reply(reply_to, body, headers)
         if self.observers:
-            # An untyped failure answered here is the invalid-arguments result (see _prepare).
-            outcome = (
-                OK
-                if error is None
-                else INVALID_ARGUMENTS
-                if headers is None
-                else _OUTCOME_OF_CODE.get(headers.get(Header.ERROR, ""), "error")
-            )
             self._observe(tool, request, outcome, error, started_ns, None)
 
     def _observe(
