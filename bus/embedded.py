@@ -144,7 +144,7 @@ CLUSTER_NAME = "toolbus"
 class EmbeddedNatsCluster:
     """``size`` nats-servers clustered on loopback, each with JetStream and a store of its own.
 
-    Client and route ports are picked free at start; a node that is started again (``restart``)
+    Client and route ports are picked free at start; a node started again (``node.start()``)
     keeps its ports and its store, so it rejoins the cluster as the same server.
     """
 
@@ -166,9 +166,7 @@ class EmbeddedNatsCluster:
         Raises:
             EmbeddedServerError: a node did not start (the others are stopped again).
         """
-        route_ports = [free_port(self.host) for _ in range(self.size)]
-        # Every node gets every route, its own included: nats-server ignores a route to itself.
-        routes = ",".join(f"nats://{self.host}:{port}" for port in route_ports)
+        routes = [f"nats://{self.host}:{free_port(self.host)}" for _ in range(self.size)]
         self.nodes = [
             EmbeddedNatsServer(self.state_dir / f"node-{i + 1}", host=self.host, extra_args=self._node_args(i, routes))
             for i in range(self.size)
@@ -180,18 +178,14 @@ class EmbeddedNatsCluster:
             self.stop()
             raise
 
-    def _node_args(self, index: int, routes: str) -> list[str]:
-        route_url = routes.split(",")[index]
+    def _node_args(self, index: int, routes: list[str]) -> list[str]:
+        # Every node gets every route, its own included: nats-server ignores a route to itself.
         return [
             "--server_name", f"{self.name}-{index + 1}",
             "--cluster_name", self.name,
-            "--cluster", route_url,
-            "--routes", routes,
+            "--cluster", routes[index],
+            "--routes", ",".join(routes),
         ]  # fmt: skip
-
-    def restart(self, node: EmbeddedNatsServer) -> None:
-        """Start a node that died again, on the same ports and store."""
-        node.start()
 
     def stop(self) -> None:
         """Stop every node (SIGTERM each, last first)."""

@@ -176,7 +176,7 @@ async def _keep_nodes_up(cluster: EmbeddedNatsCluster) -> None:
             log.warning("nats-server node died; restarting it", url=node.url, in_s=NODE_RESTART_DELAY_S)
             await asyncio.sleep(NODE_RESTART_DELAY_S)
             try:
-                await asyncio.to_thread(cluster.restart, node)
+                await asyncio.to_thread(node.start)  # same ports and store: it rejoins as the same server
             except EmbeddedServerError as exc:
                 log.error("nats-server node did not restart; trying again", url=node.url, error=str(exc))
             else:
