@@ -24,7 +24,6 @@ Only when a decision needs the method or the tool is the body parsed.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
@@ -36,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import Authenticator, AuthFailure, metadata_path, metadata_url, protected_resource_metadata
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
+from gateway.ratelimit import retry_after_header
 from schemas.config import AuthSettings
 
 log = structlog.get_logger(__name__)
@@ -207,7 +207,7 @@ class FrontDoor:
                         principal.subject,
                         method,
                         tool,
-                        description=f"too many calls; retry in {math.ceil(retry_after_s)} s",
+                        description=f"too many calls; retry in {retry_after_header(retry_after_s)} s",
                         retry_after_s=retry_after_s,
                     )
         return None
@@ -237,8 +237,7 @@ class FrontDoor:
         )
         headers: list[tuple[bytes, bytes]] = [_JSON]
         if refusal.status == 429:
-            retry_after = max(1, math.ceil(refusal.retry_after_s or 1))
-            headers.append((b"retry-after", str(retry_after).encode()))
+            headers.append((b"retry-after", retry_after_header(refusal.retry_after_s or 1).encode()))
             body = {"error": "rate_limited", "error_description": refusal.description}
         else:
             headers.append((b"www-authenticate", self._challenge(refusal).encode("latin-1")))
