@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import shutil
@@ -12,10 +13,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import mcp.types as types
 import pytest
+import wasmtime
+from mcp import Client
 
 from bench.apt import AptError, ensure_binary
 from bus.embedded import free_port
@@ -160,6 +165,56 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     )
     yield running
     assert stop_up(process) == 0, (directory / "up.log").read_text()[-3000:]
+
+
+# -- MCP clients of a running system, the CLI against it, a component to publish --------------------
+
+LEGACY_STREAM_SETTLE_S = 1.0
+"""A 2025 client opens its GET stream on its own after initialize; a notice before that is lost."""
+
+
+def answer_component(answer: int) -> bytes:
+    return bytes(
+        wasmtime.wat2wasm(
+            f"""(component
+              (core module $m (func (export "answer") (result i32) i32.const {answer}))
+              (core instance $i (instantiate $m))
+              (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"""
+        )
+    )
+
+
+def toolbus(system: RunningSystem, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bus.cli", *args, "--settings", str(system.config)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@dataclass
+class Inbox:
+    heard: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.heard += 1
+            self.changed.set()
+
+
+async def listening_client(stack: AsyncExitStack, url: str, mode: str) -> tuple[Client, Inbox]:
+    """A client of ``url`` in ``mode`` (``legacy``: 2025, ``auto``: 2026-07-28), entered on ``stack``,
+    counting the list changes it hears (a 2025 one only once ``LEGACY_STREAM_SETTLE_S`` has passed)."""
+    inbox = Inbox()
+    client = await stack.enter_async_context(Client(url, mode=mode, message_handler=inbox.handle))
+    if mode == "auto":
+        await stack.enter_async_context(client.listen(tools_list_changed=True))
+    return client, inbox
 
 
 # The official MCP conformance suite runs on Node >= 22, which the machine's Node (if any) may

@@ -39,8 +39,15 @@ from mcp.shared.exceptions import MCPError
 
 from bus.embedded import free_port
 from tests.conftest import eventually
-from tests.e2e.conftest import REPO, RunningSystem
-from tests.e2e.test_publish import LEGACY_STREAM_SETTLE_S, Inbox, answer_component, toolbus
+from tests.e2e.conftest import (
+    LEGACY_STREAM_SETTLE_S,
+    REPO,
+    Inbox,
+    RunningSystem,
+    answer_component,
+    listening_client,
+    toolbus,
+)
 from tests.gateway.test_gateway_tasks import (
     Acknowledged,
     CreatedTask,
@@ -319,10 +326,7 @@ async def test_a_publish_reaches_the_clients_of_both_gateways(
         listening = []
         for gateway, url in (("A", gateways.a), ("B", gateways.b)):
             for mode in ("legacy", "auto"):
-                inbox = Inbox()
-                client = await stack.enter_async_context(Client(url, mode=mode, message_handler=inbox.handle))
-                if mode == "auto":
-                    await stack.enter_async_context(client.listen(tools_list_changed=True))
+                client, inbox = await listening_client(stack, url, mode)
                 listening.append(Listening(gateway, mode, client, inbox))
         await asyncio.sleep(LEGACY_STREAM_SETTLE_S)
         toolbus(system, "publish", str(artifact), "--name", "several", "--version", "1.0.0")

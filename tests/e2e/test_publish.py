@@ -7,58 +7,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mcp.types as types
-import wasmtime
 from mcp import Client, MCPError
 
 from tests.conftest import eventually
-from tests.e2e.conftest import RunningSystem
+from tests.e2e.conftest import (
+    LEGACY_STREAM_SETTLE_S,
+    Inbox,
+    RunningSystem,
+    answer_component,
+    listening_client,
+    toolbus,
+)
 
 HEAR_TIMEOUT_S = 20.0
-LEGACY_STREAM_SETTLE_S = 1.0
-"""A 2025 client opens its GET stream on its own after initialize; a notice before that is lost."""
-
-
-def answer_component(answer: int) -> bytes:
-    return bytes(
-        wasmtime.wat2wasm(
-            f"""(component
-              (core module $m (func (export "answer") (result i32) i32.const {answer}))
-              (core instance $i (instantiate $m))
-              (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"""
-        )
-    )
-
-
-def toolbus(system: RunningSystem, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bus.cli", *args, "--settings", str(system.config)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-@dataclass
-class Inbox:
-    heard: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, message: object) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            self.heard += 1
-            self.changed.set()
 
 
 @asynccontextmanager
@@ -67,11 +34,7 @@ async def clients(system: RunningSystem) -> AsyncIterator[dict[str, tuple[Client
     async with AsyncExitStack() as stack:
         connected = {}
         for mode in ("legacy", "auto"):
-            inbox = Inbox()
-            client = await stack.enter_async_context(Client(system.mcp_url, mode=mode, message_handler=inbox.handle))
-            if mode == "auto":
-                await stack.enter_async_context(client.listen(tools_list_changed=True))
-            connected[mode] = (client, inbox)
+            connected[mode] = await listening_client(stack, system.mcp_url, mode)
         await asyncio.sleep(LEGACY_STREAM_SETTLE_S)
         yield connected
 
