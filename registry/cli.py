@@ -21,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``registry`` verb."""
     parser = subparsers.add_parser("registry", help="run the tool registry against an existing NATS")
     add_common_options(parser)
-    parser.set_defaults(run=lambda args: run_verb(args, _serve))
+    parser.set_defaults(run=lambda args: run_verb(args, serve))
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the registry until SIGTERM/SIGINT."""
     async with connected(settings.nats, name="toolbus-registry") as nc:
         service = RegistryService(
@@ -40,8 +40,4 @@ async def serve(settings: Settings) -> None:
         signal_name = await wait_for_shutdown_signal()
         log.info("registry stopping", signal=signal_name)
         await service.stop()
-
-
-async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    await serve(settings)
     return 0
