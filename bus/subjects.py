@@ -242,8 +242,7 @@ class Subjects:
         A name that is no tool (a client may call anything) is made a token (``as_token``); the
         event itself carries the name as sent.
         """
-        token = tool if is_valid_tool_name(tool) else as_token(tool)[:128] or "-"
-        return f"{self.prefix}.audit.call.{token}"
+        return f"{self.prefix}.audit.call.{as_token(tool)[:128] or '-'}"
 
     def audit_auth(self, reason: str) -> str:
         """Where the gateway publishes an ``AuthFailureEvent`` (``reason``: ``missing_token``, …)."""
