@@ -32,7 +32,14 @@ import msgspec
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Authenticator, AuthFailure, metadata_path, metadata_url, protected_resource_metadata
+from gateway.auth import (
+    API_KEY_HEADER,
+    Authenticator,
+    AuthFailure,
+    metadata_path,
+    metadata_url,
+    protected_resource_metadata,
+)
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
@@ -42,6 +49,7 @@ log = structlog.get_logger(__name__)
 
 _JSON: Final = (b"content-type", b"application/json")
 _TOOLS_CALL: Final = "tools/call"
+_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
 
 
 class RateLimit(Protocol):
@@ -134,11 +142,10 @@ class FrontDoor:
                 return
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         principal = ANONYMOUS
         if self._authenticator is not None:
             try:
-                principal = await self._authenticator.authenticate(headers)
+                principal = await self._authenticator.authenticate(_credential_headers(scope))
             except AuthFailure as failure:
                 await self._refuse_auth(scope, send, failure)
                 return
@@ -261,6 +268,15 @@ class FrontDoor:
 def _quoted(text: str) -> str:
     """Text safe inside an auth-param quoted string (no quotes or backslashes, ASCII only)."""
     return text.replace("\\", "").replace('"', "'").encode("ascii", "replace").decode()
+
+
+def _credential_headers(scope: Scope) -> dict[str, str]:
+    """The request's ``authorization`` and ``x-api-key`` headers: all that authentication reads."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for raw, value in scope["headers"]
+        if (name := raw.lower()) in _CREDENTIAL_HEADERS
+    }
 
 
 def _tool_of(envelope: _Envelope) -> str | None:
