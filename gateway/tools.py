@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -62,9 +61,10 @@ CANCELLED: Final = "cancelled"
 """Outcome of a call its client cancelled or abandoned."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(msgspec.Struct, frozen=True):
     """One finished ``tools/call``, as every observer (metrics, audit, the log line) sees it.
+
+    A msgspec ``Struct``: one is built per call, in ~0.1 µs (a frozen dataclass took ~1 µs).
 
     ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, or the
     lower-cased ``ErrorCode`` name of a failed call (``no_worker``, ``deadline_exceeded``…).
