@@ -22,7 +22,7 @@ import yaml
 from bus.cli import build_parser
 from bus.embedded import nats_server_binary
 from bus.security import ROLES, password_variable
-from schemas.config import Settings, load_settings
+from schemas.config import PRINCIPAL_KEY_VARIABLE, Settings, load_settings
 from tests.conftest import toolbus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,6 @@ COMPOSE_SCHEMA = REPO.parent / "shared" / "data" / "compose-spec.json"
 IMAGE_ROOT = Path("/app")
 """Where the Dockerfile puts the repo's examples/ and deploy/ in the image."""
 CLUSTER_PORT = 6222
-PRINCIPAL_KEY_VARIABLE = "TOOLBUS_PRINCIPAL_KEY"
 
 
 @pytest.fixture(scope="module")
