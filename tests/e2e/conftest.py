@@ -46,16 +46,23 @@ class RunningSystem:
 
     def children(self) -> dict[str, int]:
         """Pids of the supervised children by role (``registry``, ``worker``, ``gateway``)."""
-        found: dict[str, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == self.process.pid and b"bus.cli" in cmdline:
-                found[cmdline[cmdline.index(b"bus.cli") + 1].decode()] = int(stat.parent.name)
-        return found
+        return {
+            argv[argv.index("bus.cli") + 1]: pid for pid, argv in child_processes(self.process.pid) if "bus.cli" in argv
+        }
+
+
+def child_processes(parent: int) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process whose parent is ``parent``, read from ``/proc``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = [a.decode() for a in (stat.parent / "cmdline").read_bytes().split(b"\0") if a]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append((int(stat.parent.name), argv))
+    return found
 
 
 COMPONENTS = {

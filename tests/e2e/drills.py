@@ -33,6 +33,7 @@ from registry.tasks import TaskStore
 from schemas.codec import decode, encode
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskSubmit, WorkerAnnouncement
 from tests.conftest import eventually
+from tests.e2e.conftest import child_processes
 from tests.gateway.test_gateway_tasks import raw_request
 
 PREFIX = "toolbus"
@@ -350,16 +351,7 @@ class Cluster:
 
     def children(self) -> list[tuple[int, list[str]]]:
         """(pid, argv) of every child process of ``toolbus up``."""
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                argv = [a.decode() for a in (stat.parent / "cmdline").read_bytes().split(b"\0") if a]
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == self.process.pid:
-                found.append((int(stat.parent.name), argv))
-        return found
+        return child_processes(self.process.pid)
 
     def pids(self, verb: str) -> list[int]:
         """Pids of the ``toolbus <verb>`` children (``worker``, ``gateway``, ``registry``)."""
