@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.plan import SECTION_HELP, Plan
-from bench.targets import AT_CONNECTIONS, TIMES, evaluate
+from bench.targets import AT_CONNECTIONS, TIMES, cancel_row, evaluate
 
 
 def _n(value: float | None, digits: int = 2) -> str:
@@ -322,13 +322,6 @@ def _spread(stats: dict[str, Any], *keys: str, digits: int = 1) -> str:
     return " / ".join(_n(stats.get(key), digits) for key in keys)
 
 
-def _cancel_row(cancel: dict[str, Any], path: str, age: str) -> dict[str, Any]:
-    for row in cancel["summary"]:
-        if row["path"] == path and row["age"] == age:
-            return dict(row)
-    return {}
-
-
 def _cancel_section(results: dict[str, Any]) -> list[str]:
     cancel = results.get("cancel")
     if not cancel:
@@ -391,11 +384,11 @@ def _cancel_explanation(cancel: dict[str, Any], ages: dict[str, str]) -> str:
     """One paragraph: where the time between a cancel and the guest's stop goes, in this run's numbers."""
 
     def p50(path: str, age: str, key: str) -> float | None:
-        value = _cancel_row(cancel, path, age).get(key, {}).get("p50")
+        value = cancel_row(cancel, path, age).get(key, {}).get("p50")
         return None if value is None else float(value)
 
     def row_p90(path: str, age: str) -> float | None:
-        value = _cancel_row(cancel, path, age).get("guest_stopped_ms", {}).get("p90")
+        value = cancel_row(cancel, path, age).get("guest_stopped_ms", {}).get("p90")
         return None if value is None else float(value)
 
     worst = max(

@@ -73,12 +73,18 @@ CANCEL_AGES: Final = ("early", "late")
 """When in a call the cancel section cancels it (``bench.cancel.AGES``)."""
 
 
+def cancel_row(cancel: dict[str, Any], path: str, age: str) -> dict[str, Any]:
+    """The cancel section's summary row for ``path`` (an era, or ``bus``) and ``age`` ({} if none)."""
+    for row in cancel.get("summary", []):
+        if row["path"] == path and row["age"] == age:
+            return dict(row)
+    return {}
+
+
 def _cancel_value(results: dict[str, Any], era: str, age: str) -> float | None:
     """p90 of the time from a client's cancel to its guest no longer using CPU."""
-    for row in results.get("cancel", {}).get("summary", []):
-        if row["path"] == era and row["age"] == age:
-            return float(row["guest_stopped_ms"]["p90"])
-    return None
+    row = cancel_row(results.get("cancel", {}), era, age)
+    return float(row["guest_stopped_ms"]["p90"]) if row else None
 
 
 def evaluate(results: dict[str, Any]) -> list[Target]:
