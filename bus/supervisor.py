@@ -33,7 +33,7 @@ from bus.options import add_common_options, run_verb
 from bus.provisioning import wait_for_jetstream
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
-from schemas.config import PRINCIPAL_KEY_VARIABLE, Settings
+from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, Settings
 from schemas.wire import WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
@@ -221,7 +221,7 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         log.info("embedded nats cluster started", urls=nodes.url, pids=[node.pid for node in nodes.nodes])
         # A replica count written in the config wins; otherwise every node holds a copy.
         replicas = settings.nats.replicas if "replicas" in settings.nats.model_fields_set else cluster
-        env = {**os.environ, "TOOLBUS_NATS_REPLICAS": str(replicas)}
+        env = {**os.environ, NATS_REPLICAS_VARIABLE: str(replicas)}
         nats_update: dict[str, object] = {"url": nodes.url, "replicas": replicas}
     elif not nats_given:
         server = EmbeddedNatsServer(

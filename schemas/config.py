@@ -93,15 +93,18 @@ def _principal_key_from_env() -> str | None:
     return os.environ.get(PRINCIPAL_KEY_VARIABLE) or None
 
 
+NATS_REPLICAS_VARIABLE = "TOOLBUS_NATS_REPLICAS"
+
+
 def _nats_replicas_from_env() -> int:
     """``TOOLBUS_NATS_REPLICAS``: how ``toolbus up --cluster`` tells its children the replica count.
 
     Raises:
         ConfigError: the variable is set but is not a whole number from 1 to 5.
     """
-    value = os.environ.get("TOOLBUS_NATS_REPLICAS") or "1"
+    value = os.environ.get(NATS_REPLICAS_VARIABLE) or "1"
     if not value.isdigit() or not 1 <= int(value) <= MAX_NATS_REPLICAS:
-        raise ConfigError(f"TOOLBUS_NATS_REPLICAS: {value!r} is not a whole number from 1 to {MAX_NATS_REPLICAS}")
+        raise ConfigError(f"{NATS_REPLICAS_VARIABLE}: {value!r} is not a whole number from 1 to {MAX_NATS_REPLICAS}")
     return int(value)
 
 
