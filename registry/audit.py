@@ -11,7 +11,7 @@ The stream ``PREFIX_AUDIT`` captures, as they are published:
 
 Nothing publishes twice for the audit: the stream listens to the subjects the system already
 uses, so an event cannot be on the bus and missing from the trail. Retention is by age
-(``AUDIT_RETENTION_S``), on file storage.
+(``AUDIT_RETENTION_S``) and by count (``[registry] audit_max_events``), on file storage.
 """
 
 from __future__ import annotations
