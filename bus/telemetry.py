@@ -87,14 +87,9 @@ class Tracing:
     Export failures are the exporter's to log; they never reach a call.
     """
 
-    def __init__(self, provider: TracerProvider, service_name: str) -> None:
+    def __init__(self, provider: TracerProvider) -> None:
         self._provider = provider
-        self.service_name = service_name
         self.tracer: Tracer = provider.get_tracer("toolbus")
-
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Export every finished span now; False when the exporter did not finish in time."""
-        return self._provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self) -> None:
         """Export what is left and stop the exporter (at process or app shutdown)."""
@@ -111,12 +106,11 @@ def start_tracing(settings: TelemetrySettings, role: str) -> Tracing | None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    service_name = settings.service_name or f"toolbus-{role}"
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name}),
+        resource=Resource.create({"service.name": settings.service_name or f"toolbus-{role}"}),
         # A client's sampled flag decides for its trace; traces that start here are sampled at the ratio.
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
     )
     exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=EXPORT_TIMEOUT_S)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    return Tracing(provider, service_name)
+    return Tracing(provider)
