@@ -20,6 +20,8 @@ from schemas.config import PolicyRule
 
 _CACHE_LIMIT: Final = 100_000
 """Remembered (rules, tool) decisions; past this the memo starts over."""
+_PRINCIPAL_LIMIT: Final = 10_000
+"""Remembered principals' grants; past this that memo starts over."""
 
 
 @dataclass(slots=True)
@@ -62,6 +64,9 @@ class Policy:
     def __init__(self, rules: Sequence[PolicyRule] | None) -> None:
         self._rules = None if rules is None else list(rules)
         self._grants: dict[tuple[int, ...], Grant] = {}
+        self._granted: dict[int, tuple[Principal, Grant]] = {}
+        """Grants by principal object (the authenticator hands out one per token or API key), so a
+        request pays a dict lookup, not a match of every rule; holding the principal keeps its id unique."""
 
     @property
     def restricts(self) -> bool:
@@ -72,6 +77,9 @@ class Policy:
         """What ``principal`` may do."""
         if self._rules is None:
             return EVERYTHING
+        known = self._granted.get(id(principal))
+        if known is not None and known[0] is principal:
+            return known[1]
         matched = tuple(i for i, rule in enumerate(self._rules) if _matches(rule, principal))
         grant = self._grants.get(matched)
         if grant is None:
@@ -79,6 +87,9 @@ class Policy:
             pattern = re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
             tasks = any(self._rules[i].tasks for i in matched)
             grant = self._grants[matched] = Grant(matched, pattern, tasks)
+        if len(self._granted) >= _PRINCIPAL_LIMIT:
+            self._granted.clear()
+        self._granted[id(principal)] = (principal, grant)
         return grant
 
     def scopes_granting(self, tool: str) -> list[str]:
