@@ -18,10 +18,6 @@ from bench import soak, wrk
 from bench.memory import MB, MemorySample, MemorySampler, rss_bytes
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
-from tests.bench import test_wrk
-
-server = test_wrk.server
-"""The local HTTP server of the wrk tests (a fixture), for the paced run below."""
 
 # -- pacing ------------------------------------------------------------------------------------------
 
