@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,7 @@ def _free(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("cluster")
     config = write_config(
         directory,
@@ -76,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     )
     process, banner = start_up(config, "--cluster", "3", log_path=directory / "up.log")
     running = Cluster(process, banner, directory / "up.log")
-    yield running  # type: ignore[misc]
+    yield running
     assert stop_up(process) == 0, running.log.read_text()[-3000:]
 
 
