@@ -181,10 +181,7 @@ class AuditTrail:
     # -- the producers: called on the event loop, never block ----------------------------------
     def observe(self, record: CallRecord) -> None:
         """The ``ToolService`` observer: queue ``record``'s audit event."""
-        if len(self._pending) + len(self._retry) >= self.queue_size:
-            self._drop_oldest()
-        self._pending.append(record)
-        self._wake.set()
+        self._enqueue(record)
 
     def auth_failure(
         self,
@@ -210,9 +207,12 @@ class AuditTrail:
             tool=tool or "",
             detail=detail or "",
         )
+        self._enqueue(event)
+
+    def _enqueue(self, item: CallRecord | AuthFailureEvent) -> None:
         if len(self._pending) + len(self._retry) >= self.queue_size:
             self._drop_oldest()
-        self._pending.append(event)
+        self._pending.append(item)
         self._wake.set()
 
     def _drop_oldest(self) -> None:
