@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.errors import CANCELLED, INVALID_PARAMS
 from gateway.hotpath import HotPath
 from gateway.principals import ANONYMOUS
-from gateway.tasks import TASKS_EXTENSION
+from gateway.tasks import TASKS_EXTENSION, UpdateTaskRequestParams
 from schemas.wire import TaskRecord
 from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
 
@@ -40,8 +40,8 @@ T = TypeVar("T")
 # -- 2026-07-28: the tasks extension on the client side --------------------------------------------
 
 
-class ModernTask(types.Result):
-    """A 2026 ``Task`` as ``tasks/get`` returns it (``result``/``error`` inlined once it ended)."""
+class Task2026(types.Result):
+    """The fields of a 2026 ``Task`` (the SDK's ``types.Task`` is 2025's: ``ttl``, ``pollInterval``)."""
 
     task_id: str
     status: types.TaskStatus
@@ -50,22 +50,20 @@ class ModernTask(types.Result):
     last_updated_at: str
     ttl_ms: int | None
     poll_interval_ms: int | None = None
+
+
+class ModernTask(Task2026):
+    """A 2026 ``Task`` as ``tasks/get`` returns it (``result``/``error`` inlined once it ended)."""
+
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     result_type: str = "complete"
 
 
-class CreatedTask(types.Result):
+class CreatedTask(Task2026):
     """A 2026 ``CreateTaskResult``: the task, tagged ``resultType: "task"``."""
 
     result_type: Literal["task"] = "task"
-    task_id: str
-    status: types.TaskStatus
-    status_message: str | None = None
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None
-    poll_interval_ms: int | None = None
 
 
 class ModernGetTask(types.Request[types.GetTaskRequestParams, Literal["tasks/get"]]):
@@ -80,14 +78,9 @@ class ModernCancelTask(types.Request[types.CancelTaskRequestParams, Literal["tas
     name_param = "taskId"
 
 
-class UpdateParams(types.RequestParams):
-    task_id: str
-    input_responses: dict[str, Any]
-
-
-class ModernUpdateTask(types.Request[UpdateParams, Literal["tasks/update"]]):
+class ModernUpdateTask(types.Request[UpdateTaskRequestParams, Literal["tasks/update"]]):
     method: Literal["tasks/update"] = "tasks/update"
-    params: UpdateParams
+    params: UpdateTaskRequestParams
     name_param = "taskId"
 
 
@@ -471,7 +464,7 @@ async def test_2026_cancel_update_and_unknown_tasks(task_system: TaskSystem) -> 
         spinning = await session.call_tool("kit_danger_spin", {}, allow_claimed=True)
         assert isinstance(spinning, CreatedTask)
         await until_running(task_system, spinning.task_id)
-        update = ModernUpdateTask(params=UpdateParams(task_id=spinning.task_id, input_responses={"x": {}}))
+        update = ModernUpdateTask(params=UpdateTaskRequestParams(task_id=spinning.task_id, input_responses={"x": {}}))
         assert (await session.send_request(update, Acknowledged)).result_type == "complete"
         cancel = ModernCancelTask(params=types.CancelTaskRequestParams(task_id=spinning.task_id))
         assert (await session.send_request(cancel, Acknowledged)).result_type == "complete"
@@ -483,7 +476,7 @@ async def test_2026_cancel_update_and_unknown_tasks(task_system: TaskSystem) -> 
         for request in (
             ModernGetTask(params=types.GetTaskRequestParams(task_id=unknown)),
             ModernCancelTask(params=types.CancelTaskRequestParams(task_id=unknown)),
-            ModernUpdateTask(params=UpdateParams(task_id=unknown, input_responses={})),
+            ModernUpdateTask(params=UpdateTaskRequestParams(task_id=unknown, input_responses={})),
         ):
             with pytest.raises(MCPError) as caught:
                 await session.send_request(request, Acknowledged)
