@@ -215,7 +215,6 @@ class Authenticator:
     """Every way a request may authenticate, with the scopes the endpoint needs from all of them."""
 
     def __init__(self, settings: AuthSettings) -> None:
-        self.settings = settings
         self.required_scopes = frozenset(settings.oauth.required_scopes) if settings.oauth else frozenset()
         self._tokens = TokenVerifier(settings.oauth, settings.resource) if settings.oauth else None
         self._api_keys = {
