@@ -17,7 +17,7 @@ the copies a retry creates within its duplicate window (2 minutes). The queue ho
 ``[audit].queue_size`` events: past that the oldest are dropped, counted in ``dropped`` and
 logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds.
 
-**Auth failures** come from the authentication front (``gateway.auth``), which calls::
+**Auth failures** are the front door's refusals (``gateway.front_door``; ``gateway.app.audited_refusals``), as::
 
     trail.auth_failure(
         reason,                 # "missing_token", "invalid_token", "expired", "wrong_audience",
