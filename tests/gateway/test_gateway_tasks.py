@@ -29,7 +29,7 @@ from gateway.errors import CANCELLED, INVALID_PARAMS
 from gateway.hotpath import HotPath
 from gateway.principals import ANONYMOUS
 from gateway.tasks import TASKS_EXTENSION, UpdateTaskRequestParams
-from schemas.wire import TaskRecord
+from tests.conftest import task_reaches
 from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
 
 BURN_1S = {"iterations": 600_000_000}
@@ -198,22 +198,6 @@ async def poll(get: Callable[[], Awaitable[T]], statuses: Sequence[str], timeout
         await asyncio.sleep(0.05)
 
 
-async def until_running(system: TaskSystem, task_id: str, timeout_s: float = TASK_TIMEOUT_S) -> TaskRecord:
-    """The task's record once a worker runs its guest."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record = await system.store.get(task_id)
-        if record.running:
-            return record
-        assert record.status == "working" and time.monotonic() < deadline, record
-        await asyncio.sleep(0.02)
-
-
-async def until_stored(system: TaskSystem, task_id: str, *statuses: str, timeout_s: float = 5.0) -> TaskRecord:
-    """The task's record (read from the store directly) once its status is one of ``statuses``."""
-    return await poll(lambda: system.store.get(task_id), statuses, timeout_s)
-
-
 def text_of(result: types.CallToolResult) -> str:
     return " ".join(block.text for block in result.content if isinstance(block, types.TextContent))
 
@@ -313,7 +297,7 @@ async def test_2025_cancel_a_running_task(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway()
     async with legacy_client(gateway) as client:
         created = await create_legacy(client, "kit_danger_spin", {})
-        await until_running(task_system, created.task_id)
+        await task_reaches(task_system.store, created.task_id, "working", running=True)
         cancelled = await legacy_cancel(client, created.task_id)
         assert (cancelled.task_id, cancelled.status) == (created.task_id, "cancelled")
         assert (await legacy_get(client, created.task_id)).status == "cancelled"
@@ -329,7 +313,7 @@ async def test_2025_cancel_a_running_task(task_system: TaskSystem) -> None:
     # The guest was stopped: both task slots serve the next tasks at once.
     ids = [(await task_system.store.submit("kit_add", {"a": 1, "b": i}, principal="t")).task_id for i in range(2)]
     for task_id in ids:
-        await until_stored(task_system, task_id, "completed")
+        await task_reaches(task_system.store, task_id, "completed", timeout_s=5)
 
 
 async def test_2025_cancel_a_finished_task_is_invalid_params(task_system: TaskSystem) -> None:
@@ -463,7 +447,7 @@ async def test_2026_cancel_update_and_unknown_tasks(task_system: TaskSystem) -> 
         session = client.session
         spinning = await session.call_tool("kit_danger_spin", {}, allow_claimed=True)
         assert isinstance(spinning, CreatedTask)
-        await until_running(task_system, spinning.task_id)
+        await task_reaches(task_system.store, spinning.task_id, "working", running=True)
         update = ModernUpdateTask(params=UpdateTaskRequestParams(task_id=spinning.task_id, input_responses={"x": {}}))
         assert (await session.send_request(update, Acknowledged)).result_type == "complete"
         cancel = ModernCancelTask(params=types.CancelTaskRequestParams(task_id=spinning.task_id))
@@ -504,7 +488,7 @@ async def test_a_task_outlives_a_gateway_restart(task_system: TaskSystem, mode: 
                 created = await client.session.call_tool("kit_burn", {"iterations": 2_000_000_000}, allow_claimed=True)
                 assert isinstance(created, CreatedTask)
                 task_id = created.task_id
-        await until_running(task_system, task_id)
+        await task_reaches(task_system.store, task_id, "working", running=True)
     # The first gateway is gone; the guest still runs. A new gateway (a new client, a new
     # 2025 session) knows the task: everything about it is in JetStream.
     assert (await task_system.store.get(task_id)).running
