@@ -22,6 +22,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.processes import Children
 from bus.connection import connect
 from bus.embedded import free_port, nats_server_binary
 from bus.security import ROLES, Cluster, env_passwords, password_variable, server_config
@@ -39,34 +40,23 @@ READY_TIMEOUT_S = 240.0
 """Workers may build and compile the example components first (seconds each, minutes on a busy CI)."""
 
 
-class Processes:
-    """Child processes of one test, each logging to its own file, stopped last-started first."""
+class Processes(Children):
+    """Child processes of one test (``bench.processes.Children``: each logging to its own file in
+    ``directory``, stopped last-started first), all given the variables in ``env``."""
 
     def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.directory, self.env, self.running = directory, env, list[subprocess.Popen[bytes]]()
+        super().__init__(directory)
+        self.env = env
 
     def start(self, name: str, argv: list[str], **env: str) -> None:
-        with (self.directory / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(argv, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT)
-        self.running.append(process)
-
-    def stop(self) -> None:
-        for process in reversed(self.running):
-            process.terminate()
-        for process in self.running:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.spawn(name, argv, env={**self.env, **env})
 
 
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     secrets_env = {password_variable(role): secrets.token_hex(16) for role in ROLES}
-    running = Processes(tmp_path, {**os.environ, **secrets_env, "TOOLBUS_PRINCIPAL_KEY": secrets.token_hex(32)})
-    yield running
-    running.stop()
+    with Processes(tmp_path, {**os.environ, **secrets_env, "TOOLBUS_PRINCIPAL_KEY": secrets.token_hex(32)}) as running:
+        yield running
 
 
 async def test_the_compose_roles_serve_an_authenticated_call_on_a_secured_r3_cluster(
