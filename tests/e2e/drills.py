@@ -34,7 +34,7 @@ from schemas.codec import decode, encode
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskSubmit, WorkerAnnouncement
 from tests.conftest import eventually
 from tests.e2e.conftest import child_processes
-from tests.gateway.test_gateway_tasks import raw_request
+from tests.gateway.mcp_tasks import raw_request
 
 PREFIX = "toolbus"
 CALL_TIMEOUT_S = 5.0

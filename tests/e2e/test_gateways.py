@@ -48,7 +48,7 @@ from tests.e2e.conftest import (
     listening_client,
     toolbus,
 )
-from tests.gateway.test_gateway_tasks import (
+from tests.gateway.mcp_tasks import (
     Acknowledged,
     CreatedTask,
     ModernCancelTask,

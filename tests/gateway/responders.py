@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import uvicorn
@@ -23,11 +24,13 @@ from starlette.types import ASGIApp
 
 from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state
+from registry.audit import recent
 from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import Settings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, ToolDescriptor
+from tests.conftest import eventually
 
 START_TIMEOUT_S = 10.0
 
@@ -189,3 +192,18 @@ async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]
     finally:
         await task_system.nc.flush()
         await subscription.unsubscribe()
+
+
+AuditEvent = tuple[datetime, str, dict[str, Any]]
+"""An event of the audit stream as ``registry.audit.recent`` reads it: (time, subject, body)."""
+
+
+async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int) -> list[AuditEvent]:
+    """The first ``count`` events of ``PREFIX.audit.<kind>.>`` on the stream, once there are that many."""
+    prefix = f"{subjects.prefix}.audit.{kind}."
+
+    async def found() -> list[AuditEvent] | None:
+        events = [e for e in await recent(nc, subjects, 200) if e[1].startswith(prefix)]
+        return events if len(events) >= count else None
+
+    return await eventually(found, timeout_s=10, what=f"fewer than {count} {kind} events on the audit stream")

@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,7 @@ from gateway.tools import CallRecord
 from registry.audit import ensure_audit_stream, recent
 from schemas.config import DEFAULT_REDACT_KEYS, AuditSettings, load_settings
 from tests.conftest import eventually, nats_settings, toolbus
-from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway
-
-Event = tuple[datetime, str, dict[str, Any]]
+from tests.gateway.responders import RunningGateway, TaskSystem, audit_events, ready, running_gateway
 
 ITEM = {"name": "hunter2", "color": "red", "count": None, "tags": ["t"]}
 AUDIT = {
@@ -43,17 +40,6 @@ async def audited_gateway(system: TaskSystem, audit: dict[str, Any]) -> AsyncIte
     nats = {"url": system.nats_url, "prefix": system.subjects.prefix}
     async with running_gateway(load_settings(None, nats=nats, audit=audit)) as gateway:
         yield await ready(gateway)
-
-
-async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int) -> list[Event]:
-    """The first ``count`` events of ``PREFIX.audit.<kind>.>`` on the stream, once there are that many."""
-    prefix = f"{subjects.prefix}.audit.{kind}."
-
-    async def found() -> list[Event] | None:
-        events = [e for e in await recent(nc, subjects, 200) if e[1].startswith(prefix)]
-        return events if len(events) >= count else None
-
-    return await eventually(found, timeout_s=10, what=f"fewer than {count} {kind} events on the audit stream")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -27,9 +27,8 @@ from mcp.shared.exceptions import MCPError
 from bus.principal import PrincipalSigner
 from bus.subjects import Header
 from schemas.config import load_settings
-from tests.gateway.responders import RunningGateway, TaskSystem, ready, running_gateway, spying
-from tests.gateway.test_audit import audit_events
-from tests.gateway.test_gateway_tasks import create_legacy, legacy_get, legacy_list
+from tests.gateway.mcp_tasks import create_legacy, legacy_get, legacy_list
+from tests.gateway.responders import RunningGateway, TaskSystem, audit_events, ready, running_gateway, spying
 
 ISSUER = "https://id.example.test"
 RESOURCE = "http://127.0.0.1:3001/mcp"
