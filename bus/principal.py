@@ -30,6 +30,11 @@ class PrincipalSigner:
             raise ValueError("the principal key must be at least 16 bytes")
         self._key = raw
 
+    @classmethod
+    def for_key(cls, key: str | None) -> PrincipalSigner | None:
+        """A signer for a deployment's ``[nats] principal_key``; ``None`` when it has none."""
+        return None if key is None else cls(key)
+
     def signature(self, principal: str, request_id: str) -> str:
         mac = hmac.new(self._key, request_id.encode() + _SEPARATOR + principal.encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()

@@ -122,8 +122,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     if settings.telemetry.call_logs:
         service.observers.append(log_call)
     should_close = nc is None if close_nc is None else close_nc
-    key = settings.nats.principal_key
-    signer = PrincipalSigner(key) if key is not None else None
+    signer = PrincipalSigner.for_key(settings.nats.principal_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

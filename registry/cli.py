@@ -34,7 +34,7 @@ async def serve(settings: Settings, _args: argparse.Namespace) -> int:
             settings.worker.announce_interval_s,
             settings.tasks,
             replicas=settings.nats.replicas,
-            principal_signer=PrincipalSigner(key) if (key := settings.nats.principal_key) else None,
+            principal_signer=PrincipalSigner.for_key(settings.nats.principal_key),
         )
         await service.start()
         signal_name = await wait_for_shutdown_signal()

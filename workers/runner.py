@@ -34,8 +34,7 @@ async def serve(settings: Settings) -> None:
         components = await asyncio.to_thread(load_components, settings, engine)
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
-            key = settings.nats.principal_key
-            signer = PrincipalSigner(key) if key is not None else None
+            signer = PrincipalSigner.for_key(settings.nats.principal_key)
             service = WorkerService(nc, subjects, settings.worker, components, principal_signer=signer)
             telemetry = watch_calls(service, settings)
             await service.start()
