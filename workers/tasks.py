@@ -114,7 +114,11 @@ class TaskRunner:
                 for message in messages:
                     # "In progress" from the moment the task is ours: while it waits for a slot too.
                     heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
-                    await self._slots.acquire()
+                    try:
+                        await self._slots.acquire()
+                    except asyncio.CancelledError:
+                        heartbeat.cancel()  # left unacked and silent: the server delivers it again
+                        raise
                     running = asyncio.create_task(self._run(message, heartbeat))
                     self._running.add(running)
                     running.add_done_callback(self._done)
