@@ -45,9 +45,7 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
             timed out; the message carries clang's own error output.
     """
     files = project_files(source_dir)
-    sources = sorted(
-        p for p in source_dir.rglob("*.c") if not any(part.startswith(".") for part in p.relative_to(source_dir).parts)
-    )
+    sources = [source_dir / relative for relative, _ in files if relative.endswith(".c")]
     if not sources:
         raise BuildError(f"command source {source_dir} holds no .c file")
     clang = shutil.which(CLANG)
