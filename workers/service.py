@@ -71,8 +71,8 @@ def new_worker_id() -> str:
 
 
 _Answer = tuple[bytes, dict[str, str] | None, str | None, str]
-"""A reply decided without a guest: body, headers, the error STATS records (None: success), and
-the outcome the observers see (``FinishedCall.outcome``)."""
+"""A reply: body, headers (None: a ``CallToolResult``), the error STATS records (None: success),
+and the outcome the observers see (``FinishedCall.outcome``)."""
 
 
 def _refusal(code: ErrorCode, message: str) -> _Answer:
@@ -473,9 +473,16 @@ class WorkerService:
             log.info("call cancelled", request_id=request_id, worker_id=self.worker_id)
 
     def _answer(
-        self, reply_to: str, stats: ToolStats, started_ns: int, answer: _Answer, tool: str, request: Mapping[str, str]
+        self,
+        reply_to: str,
+        stats: ToolStats,
+        started_ns: int,
+        answer: _Answer,
+        tool: str,
+        request: Mapping[str, str],
+        instantiate_s: float | None = None,
     ) -> None:
-        """Reply without a guest's result; ``request`` holds the call's headers."""
+        """Queue the reply, count it in STATS, tell the observers; ``request`` holds the call's headers."""
         body, headers, error, outcome = answer
         if error is None:
             stats.succeeded(started_ns)
@@ -483,7 +490,7 @@ class WorkerService:
             stats.failed(started_ns, error, typed=headers is not None)
         self._queue_reply(reply_to, body, headers)
         if self.observers:
-            self._observe(tool, request, outcome, error, started_ns, None)
+            self._observe(tool, request, outcome, error, started_ns, instantiate_s)
 
     def _observe(
         self,
@@ -526,16 +533,9 @@ class WorkerService:
                 cancelled = _refusal(ErrorCode.CANCELLED, "cancelled by the caller")
                 self._answer(reply_to, stats, job.started_ns, cancelled, job.tool, job.headers)
                 return
-            failure = None
-            if result.is_error:
-                failure = error_text(result)
-                stats.failed(job.started_ns, failure, typed=False)
-            else:
-                stats.succeeded(job.started_ns)
-            self._queue_reply(reply_to, body, None)
-            if self.observers:
-                outcome = OK if failure is None else TOOL_ERROR
-                self._observe(job.tool, job.headers, outcome, failure, job.started_ns, job.context.instantiate_s)
+            failure = error_text(result) if result.is_error else None
+            answer = (body, None, failure, OK if failure is None else TOOL_ERROR)
+            self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.context.instantiate_s)
             return
         log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=error)
         internal = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
