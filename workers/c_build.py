@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -88,9 +87,6 @@ def resolve_command_path(settings: ComponentSettings, cache_dir: Path) -> Path:
 @functools.cache
 def _recipe(clang: str) -> str:
     """What, besides the sources, decides the output: compiler version, flags, recipe version."""
-    try:
-        done = subprocess.run([clang, "--version"], capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise BuildError(f"{clang} --version failed: {exc}") from exc
-    version = done.stdout.splitlines()[0] if done.stdout else "unknown"
+    out = run_tool([clang, "--version"], cwd=None, timeout_s=30, what=f"{clang} --version failed")
+    version = out.splitlines()[0] if out else "unknown"
     return f"c-command;{version};{' '.join(C_FLAGS)};{RECIPE_VERSION}"
