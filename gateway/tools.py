@@ -24,6 +24,7 @@ from gateway.events import EventRelay
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, Principal
 from schemas.codec import DecodeError, decode, encode
+from schemas.errors import CANCELLED, INVALID_ARGUMENTS, OK, TOOL_ERROR, failed_outcome
 from schemas.validation import argument_problem
 from schemas.wire import UNSET, CallToolResult, TextContent
 
@@ -50,15 +51,6 @@ def downgrade(result: CallToolResult) -> CallToolResult:
 def invalid_arguments(tool: str, problem: str) -> CallToolResult:
     """The tool-execution error for arguments that do not fit the schema (a model can correct itself)."""
     return CallToolResult(content=[TextContent(f"invalid arguments for tool {tool!r}: {problem}")], is_error=True)
-
-
-OK: Final = "ok"
-"""Outcome of a call the tool answered with a result."""
-TOOL_ERROR: Final = "tool_error"
-"""Outcome of a call the tool answered with ``isError: true``."""
-INVALID_ARGUMENTS: Final = "invalid_arguments"
-CANCELLED: Final = "cancelled"
-"""Outcome of a call its client cancelled or abandoned."""
 
 
 class CallRecord(msgspec.Struct, frozen=True):
@@ -136,7 +128,7 @@ class ToolService:
             result, outcome = await self._call(name, arguments, era, principal, request_id, traceparent, events)
             return result
         except CallFailed as exc:
-            outcome, error = exc.code.name.lower(), exc.message
+            outcome, error = failed_outcome(exc.code), exc.message
             raise
         finally:
             self.in_flight -= 1

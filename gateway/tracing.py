@@ -20,6 +20,7 @@ from bus.telemetry import Tracing, parent_context, traceparent_of, valid_tracepa
 from gateway.catalogue import Catalogue
 from gateway.errors import CallFailed
 from gateway.tools import ToolService
+from schemas.errors import failed_outcome
 from schemas.wire import CallToolResult
 
 log = structlog.get_logger(__name__)
@@ -64,7 +65,7 @@ class TracedToolService(ToolService):
             return result
         except CallFailed as exc:
             status, description = StatusCode.ERROR, exc.message
-            span.set_attribute("error.type", exc.code.name.lower())
+            span.set_attribute("error.type", failed_outcome(exc.code))
             raise
         except BaseException as exc:  # cancelled, or a bug the front end turns into INTERNAL_ERROR
             status = StatusCode.ERROR

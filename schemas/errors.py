@@ -7,6 +7,7 @@ they are unique. The gateway maps each code onto a JSON-RPC error.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 
 class ErrorCode(IntEnum):
@@ -44,6 +45,21 @@ class ErrorCode(IntEnum):
 
 
 _RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED})
+
+# -- call outcomes: how the gateway and the workers label a finished call (metrics, logs, audit) --
+OK: Final = "ok"
+"""The tool answered with a result."""
+TOOL_ERROR: Final = "tool_error"
+"""The tool answered with ``isError: true`` (its own error, a trap, a limit)."""
+INVALID_ARGUMENTS: Final = "invalid_arguments"
+"""The arguments did not fit the tool's schema (answered without running the guest)."""
+CANCELLED: Final = "cancelled"
+"""Its client cancelled or abandoned the call."""
+
+
+def failed_outcome(code: ErrorCode) -> str:
+    """The outcome of a call that failed with a typed error: ``no_worker``, ``deadline_exceeded``…"""
+    return code.name.lower()
 
 
 class SchemasError(Exception):

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter_ns
-from typing import Final, Protocol
+from typing import Protocol
 
 import nats.errors
 import structlog
@@ -35,7 +35,7 @@ from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import LimitsSettings, WorkerSettings
-from schemas.errors import ErrorCode
+from schemas.errors import INVALID_ARGUMENTS, OK, TOOL_ERROR, ErrorCode, failed_outcome
 from schemas.validation import ArgumentValidator, argument_problem, compile_validator
 from schemas.wire import CallEvent, CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement, log_severity
 from workers.call_context import CallContext
@@ -77,21 +77,13 @@ and the outcome the observers see (``FinishedCall.outcome``)."""
 
 def _refusal(code: ErrorCode, message: str) -> _Answer:
     body, headers = error_reply(code, message)
-    return body, headers, f"{code.name}: {message}", code.name.lower()
+    return body, headers, f"{code.name}: {message}", failed_outcome(code)
 
 
 def error_text(result: CallToolResult) -> str:
     """What an ``isError`` result says: its text blocks (for STATS' ``last_error``, a task's status)."""
     texts = [block.text for block in result.content if isinstance(block, TextContent)]
     return " ".join(texts) or "isError result without text"
-
-
-OK: Final = "ok"
-"""Outcome of a call the guest answered with a result."""
-TOOL_ERROR: Final = "tool_error"
-"""Outcome of a call the guest answered with ``isError: true`` (a trap, a limit, its own error)."""
-INVALID_ARGUMENTS: Final = "invalid_arguments"
-"""Outcome of a call whose arguments did not fit the tool's schema (answered without a guest)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ import structlog
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bus.telemetry import Tracing, parent_context, valid_traceparent
-from workers.service import OK, CallObserver, FinishedCall
+from schemas.errors import OK
+from workers.service import CallObserver, FinishedCall
 
 log = structlog.get_logger(__name__)
 
