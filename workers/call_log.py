@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import structlog
 
-from bus.telemetry import trace_id, valid_traceparent
+from bus.telemetry import trace_id
 from workers.service import CallObserver, FinishedCall
 
 log = structlog.get_logger("toolbus.calls")
@@ -33,10 +33,8 @@ def call_logger(worker_id: str) -> CallObserver:
             "request_id": record.request_id,
             "worker_id": worker_id,
         }
-        # Any NATS client may send the header: only a well-formed one names a trace.
-        traceparent = valid_traceparent(record.traceparent)
-        if traceparent is not None:
-            fields["trace_id"] = trace_id(traceparent)
+        if record.traceparent is not None:  # checked when the record was made: any client may send one
+            fields["trace_id"] = trace_id(record.traceparent)
         if record.principal is not None:
             fields["principal"] = record.principal
         if record.instantiate_s is not None:

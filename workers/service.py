@@ -23,6 +23,7 @@ from functools import partial
 from time import perf_counter_ns
 from typing import Protocol
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -33,6 +34,7 @@ from bus.connection import caught_up, drain_subscriptions
 from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
+from bus.telemetry import valid_traceparent
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import LimitsSettings, WorkerSettings
 from schemas.errors import INVALID_ARGUMENTS, OK, TOOL_ERROR, ErrorCode, failed_outcome
@@ -86,8 +88,7 @@ def error_text(result: CallToolResult) -> str:
     return " ".join(texts) or "isError result without text"
 
 
-@dataclass(frozen=True, slots=True)
-class FinishedCall:
+class FinishedCall(msgspec.Struct, frozen=True):
     """One answered call, as the worker's observers (metrics, the log line, spans) see it.
 
     ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments`` or the lower-cased ``ErrorCode``
@@ -97,7 +98,7 @@ class FinishedCall:
     tool: str
     request_id: str
     traceparent: str | None
-    """The request's ``traceparent`` header as it came (observers check it before use)."""
+    """The request's ``traceparent`` when it is a valid one (checked once, here, for every observer)."""
     outcome: str
     error: str | None
     duration_s: float
@@ -498,7 +499,7 @@ class WorkerService:
         record = FinishedCall(
             tool,
             request_id,
-            request.get(Header.TRACEPARENT),
+            valid_traceparent(request.get(Header.TRACEPARENT)),
             outcome,
             error,
             (perf_counter_ns() - started_ns) / 1e9,

@@ -13,7 +13,7 @@ import time
 import structlog
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bus.telemetry import Tracing, parent_context, valid_traceparent
+from bus.telemetry import Tracing, parent_context
 from schemas.errors import OK
 from workers.service import CallObserver, FinishedCall
 
@@ -29,7 +29,7 @@ def span_recorder(tracing: Tracing, worker_id: str) -> CallObserver:
             end_ns = time.time_ns()
             span = tracer.start_span(
                 f"tools/call {record.tool}",
-                context=parent_context(valid_traceparent(record.traceparent)),
+                context=parent_context(record.traceparent),
                 kind=SpanKind.SERVER,
                 attributes={
                     "gen_ai.operation.name": "execute_tool",
