@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
@@ -31,15 +32,19 @@ from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from bus.telemetry import start_tracing
 from gateway.audit import AuditTrail
+from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CatalogueWatcher
 from gateway.changes import ListChanges
+from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.ratelimit import RateLimiter
+from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
+from gateway.sessions import SessionOwners
 from gateway.tasks import TaskFrontend
 from gateway.tools import ToolService
 from gateway.tracing import TracedToolService
@@ -69,7 +74,7 @@ class GatewayState:
         self.rate_limiter: RateLimiter | None = None
         """The shared rate limits (``gateway.ratelimit``) once NATS is connected."""
         self.front_door: FrontDoor | None = None
-        """Authentication, authorization and rate limits, when configured."""
+        """One reading and every decision per request: authentication, sessions, policy, rate limits."""
 
 
 async def connect_nats(settings: Settings) -> NatsClient:
@@ -222,17 +227,22 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             log_levels=frontend.log_levels,
         )
         metrics.watch_hot_path(served)
-    if settings.auth is None and not settings.rate_limits.enabled:
-        return served
+    # Always in front, auth or not: it reads and judges every POST, once (gateway.inbound).
     front_door = FrontDoor(
         served,
         path=settings.gateway.path,
         max_body_bytes=session_manager.max_request_body_size,
+        body_timeout_s=settings.gateway.body_timeout_s,
         auth=settings.auth,
+        sessions=SessionOwners(
+            alive=functools.partial(session_alive, session_manager),
+            max_per_principal=settings.gateway.max_sessions_per_principal,
+            initializes_per_minute=settings.gateway.initializes_per_minute,
+        ),
     )
     service.policy = front_door.policy  # tools/list shows what the front door lets through
     state.front_door = front_door
-    return front_door
+    return ErrorBoundary(front_door)
 
 
 def audited_refusals(audit: AuditTrail) -> OnRefusal:
@@ -253,24 +263,35 @@ def audited_refusals(audit: AuditTrail) -> OnRefusal:
     return refused
 
 
+def _layers(app: ASGIApp) -> list[ASGIApp]:
+    """The layers of an app made by ``build_app``, outermost first, down to its Starlette app."""
+    layers = [app]
+    while isinstance(layers[-1], ErrorBoundary | FrontDoor | HotPath):
+        layers.append(layers[-1].app)
+    return layers
+
+
 def gateway_state(app: ASGIApp) -> GatewayState:
     """The shared state of an app made by ``build_app``."""
-    inner = app
-    while isinstance(inner, FrontDoor | HotPath):
-        inner = inner.app
+    inner = _layers(app)[-1]
     if not isinstance(inner, Starlette):
         raise TypeError(f"not an app made by build_app: {type(app).__name__}")
     state: GatewayState = inner.state.gateway
     return state
 
 
+def hot_path(app: ASGIApp) -> HotPath | None:
+    """The hot path of an app made by ``build_app`` (``None`` with ``hot_path = false``)."""
+    return next((layer for layer in _layers(app) if isinstance(layer, HotPath)), None)
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
-    """uvicorn settings for the gateway: httptools when installed, quiet logs, bounded shutdown."""
+    """uvicorn settings for the gateway: httptools with a header deadline, quiet logs, bounded shutdown."""
     return uvicorn.Config(
         app,
         host=settings.gateway.host,
         port=settings.gateway.port,
-        http="httptools",
+        http=guarded_protocol(settings.gateway.header_timeout_s),
         ws="none",
         lifespan="on",
         log_level="warning",

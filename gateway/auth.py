@@ -5,9 +5,9 @@ Two kinds of credential, both in ``Authorization: Bearer <credential>`` (API key
 - **JWT access tokens** from one OAuth 2.1 authorization server (``[auth.oauth]``), verified as
   the MCP authorization spec asks of a resource server: signature against the issuer's JWKS,
   ``iss``, ``aud`` (this resource, RFC 8707), ``exp``/``nbf`` with some leeway, and ``sub``.
-  The principal is ``sub``; scopes come from ``scope`` (space-separated) or ``scp`` (a list).
+  The principal is ``jwt:ISSUER#SUB``; scopes come from ``scope`` (space-separated) or ``scp`` (a list).
 - **Static API keys** (``[auth.api_keys.NAME]``), kept in config only as SHA-256 digests. The
-  principal is ``key:NAME``, so a key can never pass for a token's subject.
+  principal is ``key:NAME``; the two namespaces never meet (``gateway.principals``).
 
 A verified token is remembered until it expires (bounded), so a client sending the same token
 on every request pays for one signature check, not one per request (bench: ``auth``).
@@ -27,7 +27,7 @@ from typing import Any, Final
 import jwt
 import structlog
 
-from gateway.principals import Principal
+from gateway.principals import Principal, api_key_principal, token_principal
 from schemas.config import AuthSettings, OAuthSettings
 
 log = structlog.get_logger(__name__)
@@ -198,7 +198,7 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthFailure("invalid_token", "the token's subject is not a string")
-        principal = Principal(subject, scopes_of(claims), claims, method="jwt")
+        principal = token_principal(self._settings.issuer, subject, scopes_of(claims), claims)
         return principal, float(claims["exp"])
 
 
@@ -218,8 +218,7 @@ class Authenticator:
         self.required_scopes = frozenset(settings.oauth.required_scopes) if settings.oauth else frozenset()
         self._tokens = TokenVerifier(settings.oauth, settings.resource) if settings.oauth else None
         self._api_keys = {
-            key.sha256: Principal(f"key:{name}", frozenset(key.scopes), {}, method="api-key")
-            for name, key in settings.api_keys.items()
+            key.sha256: api_key_principal(name, frozenset(key.scopes)) for name, key in settings.api_keys.items()
         }
         self._verified: dict[str, tuple[Principal, float]] = {}
 

@@ -32,6 +32,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
 from gateway.catalogue import Catalogue, CatalogueChange
+from gateway.sdk_adapter import connection_of
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +123,7 @@ class ListChanges:
 
     async def on_initialized(self, ctx: ServerRequestContext[Any, Any], _params: types.NotificationParams) -> None:
         """``notifications/initialized`` handler: the 2025-era session hears of changes from now on."""
-        # The SDK gives handlers no public path to their Connection (mcp is pinned below 3).
-        self.add_session(ctx.session._connection)
+        self.add_session(connection_of(ctx))
 
     def add_session(self, session: LegacySession) -> None:
         """Notify ``session`` of changes until its exit stack unwinds (the session ended)."""

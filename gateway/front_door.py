@@ -1,4 +1,4 @@
-"""The front door: every HTTP request to the MCP endpoint passes here before MCP sees it.
+"""The front door: every HTTP request to the MCP endpoint passes here, and every decision about it is made here.
 
 In order:
 1. **Protected-resource metadata** (RFC 9728) is served at ``/.well-known/oauth-protected-resource``
@@ -8,27 +8,33 @@ In order:
    and a description when a credential was sent); a token without the endpoint's required scopes
    → 403 ``error="insufficient_scope"``; keys unreachable → 503. The principal goes into the ASGI
    scope (``gateway.principals``) for everything behind.
-3. **Authorization** of ``tools/call`` (``gateway.policy``): a tool the principal may not use →
-   403 ``insufficient_scope`` naming the scopes that would grant it; a task (``params.task``, a
-   ``tasks/*`` method) from a principal without task access → 403.
-4. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
+3. **Session ownership** (``gateway.sessions``): a request naming a 2025 session another
+   principal opened → 404 ``Session not found``, for every verb.
+4. **One reading of the body** (``gateway.inbound``): a POST body is read once, within the
+   endpoint's size limit (413 beyond it, as the SDK answers) and ``body_timeout_s`` (400, and the
+   connection closed, for a late or short body), and parsed once; a body the parser refuses is
+   answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further.
+5. **Authorization** (``gateway.policy``) from that reading: a tool the principal may not use →
+   403 ``insufficient_scope`` naming the scopes that would grant it; a task (either era's form,
+   or a ``tasks/*`` method) from a principal without task access → 403.
+6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
+   per-minute share → 429.
+7. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
    tool), shared by every replica → 429 with ``Retry-After``.
-Each refusal is one audit event (``on_refusal``). Other paths (``/healthz``, ``/readyz``,
-``/metrics``) pass untouched.
-
-A POST body is read here once, within the endpoint's size limit (413 beyond it, as the SDK
-answers), and replayed as one message to the app behind, which serves it as if read itself.
-Only when a decision needs the method or the tool is the body parsed.
+Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
+scope (``INBOUND_KEY``) for the hot path, and with the *canonical* body — the reading, encoded
+again — for the SDK, which so parses exactly what was judged. Other paths (``/healthz``,
+``/readyz``, ``/metrics``) pass untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-import msgspec
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,15 +46,20 @@ from gateway.auth import (
     metadata_url,
     protected_resource_metadata,
 )
+from gateway.inbound import INBOUND_KEY, INVALID_REQUEST, TOOLS_CALL, Inbound, ParseRejected, parse
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
+from gateway.sessions import SessionOwners
+from schemas.codec import encode
 from schemas.config import AuthSettings
 
 log = structlog.get_logger(__name__)
 
 _JSON: Final = (b"content-type", b"application/json")
-_TOOLS_CALL: Final = "tools/call"
+_CLOSE: Final = (b"connection", b"close")
+_VERSION_HEADER: Final = b"mcp-protocol-version"
+_SESSION_HEADER: Final = b"mcp-session-id"
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
 
 
@@ -92,17 +103,6 @@ class Refusal:
 OnRefusal = Callable[[Refusal], None]
 
 
-class _Envelope(msgspec.Struct):
-    """The parts of a JSON-RPC message a decision needs (the rest is not decoded)."""
-
-    method: str | None = None
-    params: dict[str, Any] | None = None
-
-
-_decode_one = msgspec.json.Decoder(_Envelope).decode
-_decode_many = msgspec.json.Decoder(list[_Envelope]).decode
-
-
 class FrontDoor:
     """ASGI middleware in front of the gateway app (the hot path or the Starlette app)."""
 
@@ -113,15 +113,19 @@ class FrontDoor:
         path: str,
         max_body_bytes: int,
         auth: AuthSettings | None,
+        sessions: SessionOwners,
+        body_timeout_s: float,
         rate_limit: RateLimit | None = None,
         on_refusal: OnRefusal | None = None,
     ) -> None:
         self.app = app
         self._path = path
         self._max_body_bytes = max_body_bytes
+        self._body_timeout_s = body_timeout_s
         self._auth = auth
         self._authenticator = Authenticator(auth) if auth is not None else None
         self.policy = Policy(auth.policy if auth is not None else None)
+        self.sessions = sessions
         self.rate_limit = rate_limit
         self.on_refusal = on_refusal
         self._metadata: bytes | None = None
@@ -150,74 +154,107 @@ class FrontDoor:
                 await self._refuse_auth(scope, send, failure)
                 return
             scope[SCOPE_KEY] = principal
-        if scope["method"] != "POST" or (not self.policy.restricts and self.rate_limit is None):
+        protocol_version, session_id = _routing_headers(scope)
+        if session_id is not None:
+            owner = self.sessions.owner(session_id)
+            if owner is not None and owner != principal.subject:
+                # Word for word the SDK's answer for a session that does not exist.
+                await _respond(send, 404, _SESSION_NOT_FOUND, [_JSON])
+                return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         body = await self._read_body(receive, send)
         if body is None:
             return
-        refusal = await self._judge(principal, body)
+        try:
+            inbound = parse(body, protocol_version, session_id)
+        except ParseRejected as rejected:
+            await _respond(send, 400, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
+            return
+        refusal = await self._judge(principal, inbound)
         if refusal is not None:
             await self._refuse(scope, send, replace(refusal, auth_method=principal.method))
             return
-        await self.app(scope, _replay(body, receive), send)
+        scope[INBOUND_KEY] = inbound
+        if inbound.opens_session:
+            send = self._binding_session(send, principal.subject)
+        await self.app(scope, _replay(inbound, receive), send)
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or ``None`` once a 413 (over the limit) has been sent."""
+        """The whole body, or ``None`` once it has been refused (413 over the limit, 400 too slow)."""
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                await _respond(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _judge(self, principal: Principal, body: bytes) -> Refusal | None:
-        """Why this POST must be refused (policy, then rate limits), or ``None``."""
         try:
-            envelopes = _decode_many(body) if body.lstrip()[:1] == b"[" else [_decode_one(body)]
-        except msgspec.DecodeError:
-            envelopes = []  # not ours to judge: the app behind answers malformed JSON-RPC
-        grant = self.policy.grant(principal) if self.policy.restricts else None
-        for envelope in envelopes:
-            method = envelope.method
-            tool = _tool_of(envelope)
-            if grant is not None:
-                if method == _TOOLS_CALL and tool is not None and not grant.allows(tool):
-                    scopes = self.policy.scopes_granting(tool)
-                    return Refusal(
-                        "forbidden_tool",
-                        403,
-                        principal.subject,
-                        method,
-                        tool,
-                        description=f"not allowed to call tool {tool!r}",
-                        scope=" ".join(scopes),
-                    )
-                if not grant.tasks and _is_task_request(method, envelope.params):
-                    return Refusal(
-                        "forbidden_tasks", 403, principal.subject, method, tool, description="not allowed to use tasks"
-                    )
-            if self.rate_limit is not None and method == _TOOLS_CALL:
-                retry_after_s = await self.rate_limit.check(principal.subject, tool)
-                if retry_after_s is not None:
-                    return Refusal(
-                        "rate_limited",
-                        429,
-                        principal.subject,
-                        method,
-                        tool,
-                        description=f"too many calls; retry in {retry_after_header(retry_after_s)} s",
-                        retry_after_s=retry_after_s,
-                    )
+            async with asyncio.timeout(self._body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None  # the client went away
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        await _respond(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            # Late, trickled, or shorter than its Content-Length: the connection is closed after
+            # this answer, so the rest of the body can never be read as a next request.
+            late = f"Request body incomplete after {self._body_timeout_s:g} s"
+            await _respond(send, 400, _jsonrpc_error(None, INVALID_REQUEST, late), [_JSON, _CLOSE])
+            return None
+
+    async def _judge(self, principal: Principal, inbound: Inbound) -> Refusal | None:
+        """Why this POST must be refused (policy, tasks, sessions, then rate limits), or ``None``."""
+        method = inbound.method
+        tool = inbound.tool
+        if self.policy.restricts:
+            grant = self.policy.grant(principal)
+            if tool is not None and not grant.allows(tool):
+                return Refusal(
+                    "forbidden_tool",
+                    403,
+                    principal.subject,
+                    method,
+                    tool,
+                    description=f"not allowed to call tool {tool!r}",
+                    scope=" ".join(self.policy.scopes_granting(tool)),
+                )
+            if not grant.tasks and inbound.uses_tasks:
+                return Refusal(
+                    "forbidden_tasks", 403, principal.subject, method, tool, description="not allowed to use tasks"
+                )
+        if inbound.opens_session:
+            refused = self.sessions.admit(principal.subject)
+            if refused is not None:
+                return Refusal("too_many_sessions", 429, principal.subject, method, description=refused)
+        if self.rate_limit is not None and method == TOOLS_CALL and inbound.kind == "request":
+            retry_after_s = await self.rate_limit.check(principal.subject, tool)
+            if retry_after_s is not None:
+                return Refusal(
+                    "rate_limited",
+                    429,
+                    principal.subject,
+                    method,
+                    tool,
+                    description=f"too many calls; retry in {retry_after_header(retry_after_s)} s",
+                    retry_after_s=retry_after_s,
+                )
         return None
+
+    def _binding_session(self, send: Send, principal: str) -> Send:
+        """``send`` that binds the session an ``initialize`` answer opens to ``principal``."""
+
+        async def binding(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                for name, value in message.get("headers", ()):
+                    if name.lower() == _SESSION_HEADER:
+                        self.sessions.bind(value.decode("latin-1"), principal)
+            await send(message)
+
+        return binding
 
     async def _refuse_auth(self, scope: Scope, send: Send, failure: AuthFailure) -> None:
         refusal = Refusal(
@@ -245,7 +282,7 @@ class FrontDoor:
         headers: list[tuple[bytes, bytes]] = [_JSON]
         if refusal.status == 429:
             headers.append((b"retry-after", retry_after_header(refusal.retry_after_s or 1).encode()))
-            body = {"error": "rate_limited", "error_description": refusal.description}
+            body = {"error": refusal.reason, "error_description": refusal.description}
         else:
             headers.append((b"www-authenticate", self._challenge(refusal).encode("latin-1")))
             body = {"error": refusal.error or "unauthorized", "error_description": refusal.description}
@@ -279,24 +316,26 @@ def _credential_headers(scope: Scope) -> dict[str, str]:
     }
 
 
-def _tool_of(envelope: _Envelope) -> str | None:
-    if envelope.method != _TOOLS_CALL or envelope.params is None:
-        return None
-    name = envelope.params.get("name")
-    return name if isinstance(name, str) else None
+def _routing_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """``MCP-Protocol-Version`` and ``Mcp-Session-Id`` (the last of each, as Starlette reads them)."""
+    protocol_version = session_id = None
+    for name, value in scope["headers"]:
+        if name == _VERSION_HEADER:
+            protocol_version = value.decode("latin-1")
+        elif name == _SESSION_HEADER:
+            session_id = value.decode("latin-1")
+    return protocol_version, session_id
 
 
-def _is_task_request(method: str | None, params: dict[str, Any] | None) -> bool:
-    """A task-augmented ``tools/call`` or any ``tasks/*`` request."""
-    if method is None:
-        return False
-    if method.startswith("tasks/"):
-        return True
-    return method == _TOOLS_CALL and params is not None and params.get("task") is not None
+def _jsonrpc_error(request_id: Any, code: int, message: str) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the whole body once, then whatever the connection says next."""
+_SESSION_NOT_FOUND: Final = _jsonrpc_error(None, INVALID_REQUEST, "Session not found")
+
+
+def _replay(inbound: Inbound, receive: Receive) -> Receive:
+    """A ``receive`` that yields the canonical body once (encoded only if read), then the connection's messages."""
     sent = False
 
     async def replay() -> Message:
@@ -304,7 +343,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         if sent:
             return await receive()
         sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": inbound.canonical, "more_body": False}
 
     return replay
 

@@ -31,45 +31,41 @@ publishes the cancel message when the call is cancelled):
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import anyio
 import mcp_types as types
 import msgspec
 import structlog
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import (
-    MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
     StreamableHTTPServerTransport,
     check_accept_headers,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import (
-    RequestBodyLimitMiddleware,
     TransportSecurityMiddleware,
     TransportSecuritySettings,
 )
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    X_MCP_HEADER_KEY,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
 )
 from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.errors import INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.inbound import INBOUND_KEY, Inbound
 from gateway.principals import Principal, principal_in
-from gateway.tasks import declares_tasks
+from gateway.sdk_adapter import hand_to_session_manager, holding_session, session_transport
 from gateway.tools import ToolService
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
-from schemas.codec import DecodeError, decode_json, encode
+from schemas.codec import encode
 from schemas.wire import UNSET, CallToolResult, Content
 
 log = structlog.get_logger(__name__)
@@ -105,19 +101,6 @@ class _ModernCallResult(msgspec.Struct, rename="camel"):
     meta: dict[str, Any] = msgspec.field(name="_meta", default_factory=dict)
 
 
-class _Handover(Exception):
-    """Raised inside the hot path when the SDK must answer this request instead."""
-
-
-def _is_request(decoded: Any) -> bool:
-    """A single JSON-RPC request object with a usable id (anything else is the SDK's to judge)."""
-    if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0" or not isinstance(decoded.get("method"), str):
-        return False
-    request_id = decoded.get("id")
-    params = decoded.get("params", {})
-    return isinstance(request_id, str | int) and not isinstance(request_id, bool) and isinstance(params, dict)
-
-
 def _plain_params(method: str, params: Mapping[str, Any]) -> bool:
     """Params the hot path can serve as the SDK would: known keys, right types, no progress
     token, and for a call no log level (2026-07-28 asks for logs per request in ``_meta``)."""
@@ -136,27 +119,31 @@ def _plain_params(method: str, params: Mapping[str, Any]) -> bool:
     return params.keys() <= _LIST_PARAMS and (cursor is None or isinstance(cursor, str))
 
 
-@contextmanager
-def _holding_session(transport: StreamableHTTPServerTransport) -> Iterator[None]:
-    """Keep a 2025 session alive while we serve one of its requests.
+class _ParamHeaders:
+    """Which tools declare ``x-mcp-header`` parameters (2026 calls of those go to the SDK, which checks
+    the ``Mcp-Param-*`` headers against the body: 400 / -32020 when one is missing or differs).
 
-    Mirrors ``StreamableHTTPServerTransport.handle_request``'s idle bookkeeping (its private
-    counters; mcp is pinned below 3): a request in flight suspends the idle countdown, and the
-    last one to finish restarts it.
+    Any mention of the annotation counts, valid or not: erring towards the SDK costs only speed.
+    Decided once per tool and schema (a new version of the tool brings a new schema object).
     """
-    idle_scope = transport.idle_scope
-    idle_timeout = transport._idle_timeout
-    if idle_scope is None or idle_timeout is None:
-        yield
-        return
-    transport._requests_in_flight += 1
-    idle_scope.deadline = math.inf
-    try:
-        yield
-    finally:
-        transport._requests_in_flight -= 1
-        if not transport._requests_in_flight:
-            idle_scope.deadline = anyio.current_time() + idle_timeout
+
+    def __init__(self, input_schema: Callable[[str], Any]) -> None:
+        self._input_schema = input_schema
+        self._decided: dict[str, tuple[Any, bool]] = {}
+
+    def declared(self, tool: str) -> bool:
+        schema = self._input_schema(tool)
+        known = self._decided.get(tool)
+        if known is not None and known[0] is schema:
+            return known[1]
+        declared = schema is not None and X_MCP_HEADER_KEY.encode() in encode(schema)
+        if len(self._decided) >= _DECIDED_LIMIT:
+            self._decided.clear()
+        self._decided[tool] = (schema, declared)
+        return declared
+
+
+_DECIDED_LIMIT: Final = 100_000
 
 
 class _Flight:
@@ -268,70 +255,67 @@ class HotPath:
         """Requests answered here."""
         self.handed_over = 0
         """Hot-endpoint POSTs replayed to the SDK (rejections, progress, other methods)."""
-        # Same body limit, same 413 as the SDK's own endpoint.
-        self._limited = RequestBodyLimitMiddleware(self._handle, session_manager.max_request_body_size)
+        self._param_headers = _ParamHeaders(service.catalogue.input_schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._path:
-            await self._limited(scope, receive, send)
+            inbound = scope.get(INBOUND_KEY)
+            if not isinstance(inbound, Inbound):
+                await self.app(scope, receive, send)  # not read by a front door: the SDK's own endpoint
+                return
+            if not await self._serve(scope, inbound, receive, send):
+                self.handed_over += 1
+                # Straight to the session manager: the front door has applied the body limit, and
+                # ``receive`` yields the canonical body (gateway.front_door).
+                await hand_to_session_manager(self._manager, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request if it is a plain hot one; otherwise replay it to the SDK."""
-        message = await receive()
-        replay = _replaying(message, receive)
-        try:
-            await self._serve(scope, message, receive, send)
-        except _Handover:
-            self.handed_over += 1
-            # Straight to the session manager: the body limit has been applied already.
-            await self._manager._handle_request(scope, replay, send)
-
-    async def _serve(self, scope: Scope, message: Message, receive: Receive, send: Send) -> None:
+    async def _serve(self, scope: Scope, inbound: Inbound, receive: Receive, send: Send) -> bool:
+        """Serve the request if it is one the hot path fully validates; ``False`` hands it to the SDK."""
+        method = inbound.method
+        if inbound.kind != "request" or method not in HOT_METHODS:
+            if inbound.method == _CANCELLED and inbound.kind == "notification" and inbound.session_id is not None:
+                self._cancel_flight(inbound)
+            return False
         # Decoded once: the pairs keep repeated lines (for the duplicated-routing-header check),
         # the dict serves every lookup.
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = dict(pairs)
-        version = headers.get("mcp-protocol-version")
-        modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
-        transport = None if modern else self._session(headers.get(MCP_SESSION_ID_HEADER.lower()))
-        if message.get("more_body") or (modern and headers.get("mcp-method") not in HOT_METHODS):
-            raise _Handover
+        modern = inbound.modern
+        if modern and headers.get("mcp-method") not in HOT_METHODS:
+            return False
+        transport = None if modern or inbound.session_id is None else self._session(inbound.session_id)
+        if not modern and transport is None:
+            return False  # no session, or one the SDK must answer for (404)
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=True)
         if refusal is not None:
             await refusal(scope, _nothing, send)
-            return
+            return True
         has_json, has_sse = check_accept_headers(request)
         if not (has_json and has_sse):
-            raise _Handover  # the SDK answers 406 (its session manager streams SSE, so it needs both)
-        try:
-            decoded = decode_json(message.get("body", b""))
-        except DecodeError:
-            raise _Handover from None  # -32700 with the SDK's exact wording
-        if not _is_request(decoded) or decoded["method"] not in HOT_METHODS:
-            if transport is not None:
-                self._cancel_flight(transport, decoded)
-            raise _Handover
-        params: dict[str, Any] = decoded.get("params") or {}
-        if not _plain_params(decoded["method"], params):
-            raise _Handover
+            return False  # the SDK answers 406 (its session manager streams SSE, so it needs both)
+        params: dict[str, Any] = inbound.params or {}
+        if not _plain_params(method, params):
+            return False
+        decoded = inbound.message
         if modern:
             if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
-                raise _Handover
-            if decoded["method"] == "tools/call" and declares_tasks(params.get("_meta")):
-                raise _Handover  # the client takes tasks: this call becomes one (gateway.tasks)
+                return False
+            if inbound.creates_task:
+                return False  # the client takes tasks: this call becomes one (gateway.tasks)
+            if method == "tools/call" and self._param_headers.declared(params["name"]):
+                return False  # the SDK checks the tool's Mcp-Param-* headers (400 / -32020)
             verdict = classify_inbound_request(decoded, headers=headers)
             if isinstance(verdict, InboundLadderRejection):
-                raise _Handover
+                return False
             era = verdict.protocol_version
         else:
-            if transport is None:
-                raise _Handover  # no session, or one the SDK must answer for (404, owner check)
-            if decoded["method"] == "tools/call" and transport.mcp_session_id in self._log_levels:
-                raise _Handover  # the client wants logs: the SDK streams them
-            era = version or ""
+            assert transport is not None
+            if method == "tools/call" and transport.mcp_session_id in self._log_levels:
+                return False  # the client wants logs: the SDK streams them
+            era = inbound.protocol_version or ""
 
         async def respond(status: int, body: bytes) -> None:
             extra = [] if transport is None else [(b"mcp-session-id", transport.mcp_session_id.encode())]  # type: ignore[union-attr]
@@ -340,33 +324,25 @@ class HotPath:
 
         if transport is None:
             await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond)
-            return
+            return True
         # A 2025 client cancels with a notification naming the call: its calls are kept findable.
         key = (transport.mcp_session_id or "", decoded["id"])
-        with _holding_session(transport):
+        with holding_session(transport):
             await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond, key)
+        return True
 
-    def _cancel_flight(self, transport: StreamableHTTPServerTransport, decoded: Any) -> None:
+    def _cancel_flight(self, inbound: Inbound) -> None:
         """Interrupt the call a 2025 ``notifications/cancelled`` names, if this path serves it."""
-        if not isinstance(decoded, dict) or decoded.get("method") != _CANCELLED or "id" in decoded:
-            return
-        params = decoded.get("params")
-        request_id = params.get("requestId") if isinstance(params, dict) else None
-        if isinstance(request_id, str | int) and not isinstance(request_id, bool):
-            flight = self._flights.get((transport.mcp_session_id or "", request_id))
+        params = inbound.params
+        request_id = params.get("requestId") if params is not None else None
+        if type(request_id) is str or type(request_id) is int:
+            flight = self._flights.get((inbound.session_id or "", request_id))
             if flight is not None:
                 flight.interrupt("cancelled")
 
-    def _session(self, session_id: str | None) -> StreamableHTTPServerTransport | None:
-        """The live 2025 session named by the request, if the hot path may serve it."""
-        if session_id is None or self._manager._session_owners:
-            # Sessions bound to a credential: the SDK checks the owner.
-            return None
-        transport = self._manager._server_instances.get(session_id)
-        if transport is None or transport.is_terminated:
-            return None
-        idle_scope = transport.idle_scope
-        return None if idle_scope is not None and idle_scope.cancel_called else transport
+    def _session(self, session_id: str) -> StreamableHTTPServerTransport | None:
+        """The live 2025 session named by the request (its owner was checked by the front door)."""
+        return session_transport(self._manager, session_id)
 
     async def _answer(
         self,
@@ -419,11 +395,6 @@ class HotPath:
         except InvalidCursor as exc:
             await self._error(request_id, INVALID_PARAMS, str(exc), None, modern, respond)
             return
-        except Exception:  # the outermost handler: a bug is an INTERNAL_ERROR, never a traceback
-            log.exception("hot path failed", method=decoded["method"])
-            message = "internal error in the gateway; see the gateway's logs"
-            await self._error(request_id, INTERNAL_ERROR, message, None, modern, respond)
-            return
         await respond(200, encode({"jsonrpc": "2.0", "id": request_id, "result": result}))
 
     def _modern_call(self, call: CallToolResult) -> _ModernCallResult:
@@ -457,16 +428,6 @@ class HotPath:
         # The 2026 transport maps error codes to HTTP statuses; 2025 answers always say 200.
         status = ERROR_CODE_HTTP_STATUS.get(code, 200) if modern else 200
         await respond(status, encode({"jsonrpc": "2.0", "id": request_id, "error": error}))
-
-
-def _replaying(first: Message, receive: Receive) -> Receive:
-    """A ``receive`` that yields ``first`` again before reading on (for handing a request over)."""
-    pending = [first]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
 
 
 async def _nothing() -> Message:

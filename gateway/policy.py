@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.principals import Principal
+from gateway.principals import ANONYMOUS, API_KEY_NAMESPACE, JWT_NAMESPACE, Principal
 from schemas.config import PolicyRule
 
 _CACHE_LIMIT: Final = 100_000
@@ -55,7 +55,23 @@ def _matches(rule: PolicyRule, principal: Principal) -> bool:
         value = principal.claims.get(claim)
         if not (value == wanted or (isinstance(value, list) and wanted in value)):
             return False
-    return not rule.subjects or any(fnmatch.fnmatchcase(principal.subject, glob) for glob in rule.subjects)
+    return not rule.subjects or any(subject_matches(glob, principal) for glob in rule.subjects)
+
+
+def subject_matches(glob: str, principal: Principal) -> bool:
+    """Whether a rule's ``subjects`` glob names ``principal``, within the glob's namespace.
+
+    ``key:GLOB`` matches API keys by name; ``jwt:GLOB`` — or a GLOB with no namespace, the form
+    older configurations use — matches token subjects; ``anonymous`` the anonymous principal.
+    The glob is matched against the credential's own name, never across namespaces, so no token
+    ``sub`` (``key:ci-bot`` included) can match a ``key:`` rule, and no key a token rule.
+    """
+    if glob.startswith(API_KEY_NAMESPACE):
+        return principal.method == "api-key" and fnmatch.fnmatchcase(principal.name, glob[len(API_KEY_NAMESPACE) :])
+    if glob == ANONYMOUS.subject:
+        return principal.method == "none"
+    sub_glob = glob[len(JWT_NAMESPACE) :] if glob.startswith(JWT_NAMESPACE) else glob
+    return principal.method == "jwt" and fnmatch.fnmatchcase(principal.name, sub_glob)
 
 
 class Policy:

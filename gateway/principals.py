@@ -20,15 +20,37 @@ SCOPE_KEY: Final = "toolbus.principal"
 """Where the authentication front leaves the request's ``Principal`` in the ASGI scope."""
 
 
+API_KEY_NAMESPACE: Final = "key:"
+JWT_NAMESPACE: Final = "jwt:"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: ``subject`` names it (a token's ``sub``, an API key's name)."""
+    """An authenticated caller. ``subject`` is its namespaced identity, unique across every kind of
+    credential: ``key:NAME`` (an API key), ``jwt:ISSUER#SUB`` (a token's ``sub`` from that issuer)
+    or ``anonymous``. Tasks, rate limits, sessions, the audit trail and the bus read ``subject``,
+    so a token whose ``sub`` is ``key:ci-bot`` is ``jwt:ISSUER#key:ci-bot``, never the key."""
 
     subject: str
     scopes: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
     method: str = "none"
     """How it was verified: ``jwt``, ``api-key`` or ``none``."""
+    name: str = ""
+    """What the credential itself calls it: the API key's name, the token's ``sub``."""
+
+
+def api_key_principal(name: str, scopes: frozenset[str]) -> Principal:
+    """The principal of the configured API key ``name``."""
+    return Principal(API_KEY_NAMESPACE + name, scopes, {}, method="api-key", name=name)
+
+
+def token_principal(issuer: str, sub: str, scopes: frozenset[str], claims: Mapping[str, Any]) -> Principal:
+    """The principal of a verified token: its ``sub`` within its issuer's namespace.
+
+    ``#`` separates them unambiguously: an issuer identifier has no fragment (RFC 8414 §2).
+    """
+    return Principal(f"{JWT_NAMESPACE}{issuer}#{sub}", scopes, claims, method="jwt", name=sub)
 
 
 ANONYMOUS: Final = Principal("anonymous")

@@ -33,12 +33,15 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from gateway.boundary import INTERNAL_ERROR_MESSAGE
 from gateway.catalogue import CatalogueEntry
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay
+from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
-from gateway.tasks import LEGACY_TASKS_CAPABILITY, TASKS_EXTENSION, TaskFrontend
+from gateway.sdk_adapter import connection_of
+from gateway.tasks import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tools import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.config import GatewaySettings
@@ -123,7 +126,7 @@ class ToolFrontend:
         if is_modern(ctx.protocol_version):
             level = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
             return level if isinstance(level, str) else None
-        session_id = ctx.session._connection.session_id  # no public path (mcp is pinned below 3)
+        session_id = connection_of(ctx).session_id
         return None if session_id is None else self.log_levels.get(session_id)
 
     def event_relay(self, ctx: ServerRequestContext[Any, Any]) -> EventRelay | None:
@@ -155,7 +158,7 @@ class ToolFrontend:
         self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         """``logging/setLevel`` (2025 era): the session's calls relay logs at ``level`` and above."""
-        connection = ctx.session._connection  # no public path (mcp is pinned below 3)
+        connection = connection_of(ctx)
         session_id = connection.session_id
         if session_id is not None:
             if session_id not in self.log_levels:
@@ -177,9 +180,10 @@ def _forget(levels: MutableMapping[str, str], session_id: str) -> None:
 
 
 async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """The outermost handler: a bug becomes a plain INTERNAL_ERROR, never a traceback on the wire.
+    """Inside the SDK, a bug becomes a plain INTERNAL_ERROR, never a traceback on the wire.
 
-    Without it the SDK's 2025-era dispatcher answers ``code: 0`` with ``str(exc)`` as the message.
+    The SDK answers a handler's exception itself, so it never reaches ``gateway.boundary``; without
+    this its 2025-era dispatcher answers ``code: 0`` with ``str(exc)`` as the message.
     """
     try:
         return await call_next(ctx)
@@ -187,7 +191,7 @@ async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: C
         raise  # already JSON-RPC errors (the SDK maps ValidationError to INVALID_PARAMS)
     except Exception:
         log.exception("request handler failed", method=ctx.method)
-        raise MCPError(INTERNAL_ERROR, "internal error in the gateway; see the gateway's logs") from None
+        raise MCPError(INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE) from None
 
 
 class GatewayServer(Server[Any]):

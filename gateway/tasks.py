@@ -42,7 +42,7 @@ import nats.errors
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp_types import METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
@@ -60,7 +60,9 @@ from gateway.errors import (
     WorkerFailed,
     to_jsonrpc,
 )
+from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
+from gateway.sdk_adapter import connection_of
 from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from registry.tasks import TaskFinished, TaskStore, UnknownCursor
 from registry.tasks import TaskNotFound as StoreTaskNotFound
@@ -70,8 +72,6 @@ from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
 
 log = structlog.get_logger(__name__)
 
-TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
-"""The 2026-07-28 tasks extension's identifier."""
 RELATED_TASK_META_KEY: Final = "io.modelcontextprotocol/related-task"
 TASK_STATUS_NOTIFICATION: Final = "notifications/tasks/status"
 LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
@@ -83,19 +83,6 @@ LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
 RECHECK_S: Final = 15.0
 """A task being waited for (``tasks/result``) or followed (status notifications) is re-read from
 the store this often, in case a status message was lost (NATS reconnecting)."""
-
-
-def declares_tasks(meta: Any) -> bool:
-    """True when a 2026-07-28 request's ``_meta`` (decoded JSON) declares the tasks extension in
-    its client capabilities. On the hot path for every 2026 call: plain ``dict`` checks, as an
-    ``isinstance`` against ``Mapping`` costs a quarter of a microsecond each."""
-    if type(meta) is not dict:
-        return False
-    capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY)
-    if type(capabilities) is not dict:
-        return False
-    extensions = capabilities.get("extensions")
-    return type(extensions) is dict and TASKS_EXTENSION in extensions
 
 
 def iso8601(unix_s: float) -> str:
@@ -234,7 +221,7 @@ class TaskFrontend:
             return await call_next(ctx)
         raw = ctx.params if isinstance(ctx.params, Mapping) else {}
         modern = is_modern(ctx.protocol_version)
-        if not (declares_tasks(_raw_meta(ctx)) if modern else raw.get("task") is not None):
+        if not creates_task(dict(raw), modern=modern):
             return await call_next(ctx)
         try:
             params = types.CallToolRequestParams.model_validate(raw, by_name=False)
@@ -246,7 +233,7 @@ class TaskFrontend:
         )
         if modern:
             return {"resultType": "task", **modern_task(record), "_meta": self._meta}
-        self.follow(ctx.session._connection, record)  # no public path to the Connection (mcp pinned below 3)
+        self.follow(connection_of(ctx), record)
         return {"task": legacy_task(record)}
 
     async def create(

@@ -146,6 +146,17 @@ class GatewaySettings(_Model):
     """Extra ``Origin`` values accepted besides loopback."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     """Largest request body accepted; larger ones get 413 before they are parsed."""
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """A connection must finish sending a request's headers this soon after it opens (or after its
+    previous answer): a client trickling headers, or connecting and saying nothing, is dropped."""
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A request's whole body must arrive this soon after its headers; a body that is late or
+    shorter than its ``Content-Length`` gets 400 and the connection is closed."""
+    max_sessions_per_principal: Annotated[int, Field(ge=1)] = 1000
+    """2025-era sessions one principal may hold open at once (the gateway holds at most 10,000 in
+    all): one more ``initialize`` gets 429, so a single principal cannot shut the others out."""
+    initializes_per_minute: Annotated[int, Field(ge=1)] = 600
+    """``initialize`` requests one principal may send in any minute; more get 429."""
 
 
 class OAuthSettings(_Model):

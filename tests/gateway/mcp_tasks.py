@@ -20,7 +20,8 @@ import mcp_types as types
 from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, NotificationBinding, ResultClaim
 
-from gateway.tasks import TASKS_EXTENSION, UpdateTaskRequestParams
+from gateway.inbound import TASKS_EXTENSION
+from gateway.tasks import UpdateTaskRequestParams
 
 TASK_TIMEOUT_S = 20.0
 T = TypeVar("T")

@@ -23,7 +23,8 @@ from nats.js.kv import KeyValue
 from starlette.types import ASGIApp
 
 from bus.subjects import Header, Subjects
-from gateway.app import GatewayState, HttpServer, build_app, gateway_state
+from gateway.app import GatewayState, HttpServer, build_app, gateway_state, hot_path
+from gateway.hotpath import HotPath
 from registry.audit import recent
 from registry.tasks import TaskStore
 from schemas.codec import encode
@@ -70,6 +71,13 @@ class RunningGateway:
     def state(self) -> GatewayState:
         """The running gateway's NATS connection, catalogue and change notices."""
         return gateway_state(self.app)
+
+    @property
+    def hot(self) -> HotPath:
+        """The running gateway's hot path (the test fails when it has none)."""
+        hot = hot_path(self.app)
+        assert hot is not None, "this gateway runs without the hot path"
+        return hot
 
     @property
     def base_url(self) -> str:

@@ -225,9 +225,9 @@ async def test_the_worker_receives_the_principal_signed_by_the_gateway(
     async with spying(task_system, "kit_add") as seen, client(gateway.url, issuer.token(sub="bob")) as mcp:
         await mcp.call_tool("kit_add", {"a": 1, "b": 1})
     headers = seen[-1].headers or {}
-    assert headers[Header.PRINCIPAL] == "bob"
+    assert headers[Header.PRINCIPAL] == f"jwt:{ISSUER}#bob"
     signer = PrincipalSigner(PRINCIPAL_KEY)
-    assert signer.verified(headers, headers[Header.REQUEST_ID]) == "bob"
+    assert signer.verified(headers, headers[Header.REQUEST_ID]) == f"jwt:{ISSUER}#bob"
     # The signature binds the principal to this request: on another request id, or claiming
     # another principal, it proves nothing.
     assert signer.verified(headers, "another-request") is None
@@ -306,7 +306,7 @@ async def test_tasks_belong_to_the_principal_that_created_them(
         task = await create_legacy(alice, "kit_add", {"a": 1, "b": 2})
         assert (await legacy_get(alice, task.task_id)).task_id == task.task_id
     record = await task_system.store.get(task.task_id)
-    assert record.principal == "alice"
+    assert record.principal == f"jwt:{ISSUER}#alice"
     async with client(gateway.url, issuer.token(sub="mallory"), mode="legacy") as mallory:
         with pytest.raises(MCPError):
             await legacy_get(mallory, task.task_id)
@@ -433,7 +433,9 @@ async def test_every_refusal_is_an_audit_event(secured: Any, issuer: Issuer, tas
     events = await audit_events(task_system.nc, task_system.subjects, "auth", 3)
     by_reason = {body["reason"]: body for _, _, body in events}
     assert by_reason["expired"]["status"] == 401 and by_reason["expired"]["subject"] == "eve"
-    assert by_reason["rate_limited"]["subject"] == "carol" and by_reason["rate_limited"]["tool"] == "kit_divide"
+    assert by_reason["rate_limited"]["subject"] == f"jwt:{ISSUER}#carol"
+    assert by_reason["rate_limited"]["tool"] == "kit_divide"
     assert by_reason["rate_limited"]["authMethod"] == "jwt" and by_reason["rate_limited"]["status"] == 429
-    assert by_reason["forbidden_tool"]["subject"] == "dave" and by_reason["forbidden_tool"]["status"] == 403
+    assert by_reason["forbidden_tool"]["subject"] == f"jwt:{ISSUER}#dave"
+    assert by_reason["forbidden_tool"]["status"] == 403
     assert all(body["remote"].startswith("127.0.0.1:") for _, _, body in events)

@@ -26,7 +26,6 @@ from nats.js.kv import KeyValue
 
 from bus.subjects import Header, Subjects
 from gateway.errors import DEADLINE_EXCEEDED
-from gateway.hotpath import HotPath
 from schemas.codec import encode
 from schemas.wire import (
     AudioContent,
@@ -122,8 +121,7 @@ class Started:
 
 
 def hot_served(gateway: RunningGateway) -> int:
-    assert isinstance(gateway.app, HotPath)
-    return gateway.app.served
+    return gateway.hot.served
 
 
 async def ignore(_progress: float, _total: float | None, _message: str | None) -> None:
@@ -325,8 +323,7 @@ async def test_a_client_cancel_reaches_the_worker(
         cancel = await cancels.wait_for(request_id)
     assert cancel.data == b""
     assert len(cancels.of(request_id)) == 1
-    assert isinstance(gateway.app, HotPath)
-    assert gateway.app.interrupted == (1 if path == "hot" else 0)
+    assert gateway.hot.interrupted == (1 if path == "hot" else 0)
 
 
 async def test_the_deadline_passing_cancels_the_call(
@@ -387,8 +384,7 @@ async def test_the_hot_path_answers_a_2025_cancelled_call_as_the_sdk_does(
         await cancels.wait_for(request_id)
     assert answered.status_code == 200
     assert answered.json() == {"jsonrpc": "2.0", "id": "c-1", "error": {"code": -32800, "message": "Request cancelled"}}
-    assert isinstance(gateway.app, HotPath)
-    assert gateway.app.interrupted == 1
+    assert gateway.hot.interrupted == 1
 
 
 # -- content blocks -------------------------------------------------------------------------------------------

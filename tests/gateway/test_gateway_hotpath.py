@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from bus.subjects import Subjects
+from gateway.app import hot_path
 from gateway.hotpath import HotPath
 from schemas.config import WorkerSettings
 from schemas.wire import ToolDescriptor
@@ -44,8 +45,7 @@ class Endpoint:
 
     @property
     def hot(self) -> HotPath | None:
-        app = self.gateway.app
-        return app if isinstance(app, HotPath) else None
+        return hot_path(self.gateway.app)
 
 
 async def open_endpoint(gateway: RunningGateway) -> Endpoint:

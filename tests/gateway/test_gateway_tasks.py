@@ -14,9 +14,9 @@ from mcp.client.extension import ClientExtension
 from mcp.shared.exceptions import MCPError
 
 from gateway.errors import CANCELLED, INVALID_PARAMS
-from gateway.hotpath import HotPath
+from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import ANONYMOUS
-from gateway.tasks import TASKS_EXTENSION, UpdateTaskRequestParams
+from gateway.tasks import UpdateTaskRequestParams
 from tests.conftest import task_reaches
 from tests.gateway.mcp_tasks import (
     Acknowledged,
@@ -215,8 +215,7 @@ async def test_2025_tasks_list_pages_newest_first(task_system: TaskSystem) -> No
 
 async def test_the_hot_path_hands_tasks_to_the_sdk_and_serves_plain_calls(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway()
-    hot = gateway.app
-    assert isinstance(hot, HotPath)
+    hot = gateway.hot
     async with legacy_client(gateway) as client:
         await client.list_tools()  # also: notifications/initialized has reached the gateway
         served, handed_over = hot.served, hot.handed_over

@@ -1,0 +1,223 @@
+"""One reading of a POST to the MCP endpoint: the typed request every layer of the gateway decides on.
+
+The front door (``gateway.front_door``) parses each POST body here, once. Authentication's
+neighbours — policy, task access, rate limits, session ownership, the audit trail — the lean hot
+path (``gateway.hotpath``) and the hand-over to the mcp SDK all read the same ``Inbound``; none
+parses the body again. The SDK is handed ``Inbound.canonical`` — the JSON *we* decoded, encoded
+again — never the client's bytes, so it cannot read anything other than what was judged.
+
+What this parser accepts, decided here and nowhere else (each case has a test in
+tests/gateway/test_inbound.py, and a differential one against the SDK's parsers):
+
+- **strict JSON** (msgspec): ``NaN``, ``Infinity`` and numbers that overflow a double (``1e400``)
+  are a parse error (-32700); Python's ``json`` and pydantic would read them as floats.
+- **integers**: exact, up to Python's 4300-digit limit (beyond: -32700), re-encoded exactly.
+- **duplicate keys**: the last one wins, as in every JSON parser the SDK uses; since the SDK
+  gets our re-encoding, which holds each key once, every layer sees the same value.
+- **escaped names** (``"na\\u006de"``): decoded once, so policy sees the tool the worker runs.
+- **nesting** deeper than ``MAX_DEPTH``: -32700 (a 10^5-deep body never reaches a recursive
+  parser's limit: msgspec stops at ~1000 with a RecursionError, caught here too).
+- **a byte-order mark** or any non-UTF-8 byte: -32700 (RFC 8259 §8.1: a BOM is not JSON text).
+- **batches** (a top-level array): -32600; MCP dropped JSON-RPC batching in 2025-06-18 and the
+  SDK serves none in either era.
+- **a ``tools/call`` request** names its tool with a string (else -32602), so every layer
+  knows the tool of every call it lets through.
+- **the envelope**: one object with ``"jsonrpc": "2.0"``; a request (``method`` + ``id``, a
+  string or a non-boolean integer), a notification (``method``, no ``id``) or a response
+  (``id`` + ``result``/``error``); ``params``, when present, an object. Anything else: -32600.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import msgspec
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from schemas.codec import encode
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+INVALID_PARAMS: Final = -32602
+MAX_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects accepted, envelope included (the SDK's 2025-era parser,
+pydantic-core, stops at 200; a tool's arguments rarely go past a dozen)."""
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+"""The 2026-07-28 tasks extension's identifier."""
+TOOLS_CALL: Final = "tools/call"
+INITIALIZE: Final = "initialize"
+
+INBOUND_KEY: Final = "toolbus.inbound"
+"""Where the front door leaves a POST's ``Inbound`` in the ASGI scope (for the hot path)."""
+
+_decode = msgspec.json.Decoder().decode
+
+Kind = Literal["request", "notification", "response"]
+
+
+class ParseRejected(Exception):
+    """Raised when a POST body is not one JSON-RPC message this gateway serves; ``code`` says which error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One POST to the MCP endpoint, as every layer reads it."""
+
+    message: dict[str, Any]
+    """The decoded JSON-RPC message (never mutated)."""
+    kind: Kind
+    method: str | None
+    params: dict[str, Any] | None
+    modern: bool
+    """2026-07-28 (stateless) era: the ``MCP-Protocol-Version`` header names a non-handshake version,
+    exactly as the SDK's session manager routes it."""
+    protocol_version: str | None
+    """The ``MCP-Protocol-Version`` header as sent."""
+    session_id: str | None
+    """The ``Mcp-Session-Id`` header (2025 era)."""
+    _canonical: bytes | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> Any:
+        """The JSON-RPC id (``None`` for a notification)."""
+        return self.message.get("id")
+
+    @property
+    def tool(self) -> str | None:
+        """The tool a ``tools/call`` names (``None`` for anything else, or a name that is not a string)."""
+        if self.method != TOOLS_CALL or self.params is None:
+            return None
+        name = self.params.get("name")
+        return name if type(name) is str else None
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """``params._meta`` when it is an object."""
+        meta = self.params.get("_meta") if self.params is not None else None
+        return meta if type(meta) is dict else None
+
+    @property
+    def creates_task(self) -> bool:
+        """A ``tools/call`` this gateway serves as a task (``creates_task``)."""
+        return self.method == TOOLS_CALL and creates_task(self.params, modern=self.modern)
+
+    @property
+    def asks_for_task(self) -> bool:
+        """A ``tools/call`` in either era's task form, whatever its era: what a ``tasks = false``
+        rule refuses, so no mismatch between header and body can slip a task past it."""
+        if self.method != TOOLS_CALL or self.params is None:
+            return False
+        return self.params.get("task") is not None or declares_tasks(self.meta)
+
+    @property
+    def uses_tasks(self) -> bool:
+        """Creates a task, or reads, lists, updates or cancels one (``tasks/*``)."""
+        return self.asks_for_task or (self.method is not None and self.method.startswith("tasks/"))
+
+    @property
+    def opens_session(self) -> bool:
+        """A 2025-era ``initialize`` without a session: the SDK would open a session for it."""
+        return self.method == INITIALIZE and not self.modern and self.session_id is None
+
+    @property
+    def canonical(self) -> bytes:
+        """The message encoded again: what the SDK is handed instead of the client's bytes."""
+        if self._canonical is None:
+            self._canonical = encode(self.message)
+        return self._canonical
+
+
+def creates_task(params: dict[str, Any] | None, *, modern: bool) -> bool:
+    """Whether a ``tools/call`` with these params becomes a task: the one rule, for both eras.
+
+    2025-11-25: ``params.task`` is present. 2026-07-28: ``params._meta`` declares the tasks
+    extension in the client's capabilities (the server decides; toolbus always makes a task).
+    """
+    if params is None:
+        return False
+    return declares_tasks(params.get("_meta")) if modern else params.get("task") is not None
+
+
+def declares_tasks(meta: Any) -> bool:
+    """True when a request's ``_meta`` declares the 2026 tasks extension in its client capabilities.
+
+    On the hot path for every 2026 call: plain ``dict`` checks, as an ``isinstance`` against
+    ``Mapping`` costs a quarter of a microsecond each.
+    """
+    if type(meta) is not dict:
+        return False
+    capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY)
+    if type(capabilities) is not dict:
+        return False
+    extensions = capabilities.get("extensions")
+    return type(extensions) is dict and TASKS_EXTENSION in extensions
+
+
+def parse(body: bytes, protocol_version: str | None, session_id: str | None) -> Inbound:
+    """The one reading of a POST body (with its era and session headers).
+
+    Raises:
+        ParseRejected: not JSON this gateway accepts (-32700) or not one JSON-RPC message (-32600).
+    """
+    try:
+        decoded = _decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        # DecodeError covers malformed JSON, NaN/Infinity, overflowing numbers and bad UTF-8
+        # (a BOM included); RecursionError, nesting beyond msgspec's own limit.
+        raise ParseRejected(PARSE_ERROR, "Parse error") from None
+    if (body.count(b"[") + body.count(b"{")) > MAX_DEPTH and _too_deep(decoded):
+        raise ParseRejected(PARSE_ERROR, f"Parse error: JSON nested deeper than {MAX_DEPTH} levels")
+    if type(decoded) is list:
+        raise ParseRejected(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported")
+    if type(decoded) is not dict or decoded.get("jsonrpc") != "2.0":
+        raise ParseRejected(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
+    kind = _kind(decoded)
+    method = decoded.get("method")
+    params = decoded.get("params")
+    if params is not None and type(params) is not dict:
+        raise ParseRejected(INVALID_REQUEST, "Invalid Request: params must be an object")
+    if method == TOOLS_CALL and kind == "request" and type((params or {}).get("name")) is not str:
+        # Decided here so every layer knows the tool of every call it lets through.
+        raise ParseRejected(INVALID_PARAMS, "Invalid params: tools/call needs the tool's name, a string")
+    modern = protocol_version is not None and protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
+    return Inbound(decoded, kind, method, params, modern, protocol_version, session_id)
+
+
+def _kind(message: dict[str, Any]) -> Kind:
+    """Request, notification or response, by which members are present (JSON-RPC 2.0 §4, §5).
+
+    Raises:
+        ParseRejected: none of the three shapes.
+    """
+    method = message.get("method")
+    has_id = "id" in message
+    if has_id:
+        request_id = message["id"]
+        if not (type(request_id) is str or type(request_id) is int or (request_id is None and method is None)):
+            raise ParseRejected(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
+    if type(method) is str:
+        return "request" if has_id else "notification"
+    if method is None and has_id and (("result" in message) != ("error" in message)):
+        return "response"
+    raise ParseRejected(INVALID_REQUEST, "Invalid Request: not a request, notification or response")
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether a decoded value nests arrays/objects deeper than ``MAX_DEPTH`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if type(node) is dict:
+            stack.extend((child, depth + 1) for child in node.values() if type(child) in (dict, list))
+        elif type(node) is list:
+            stack.extend((child, depth + 1) for child in node if type(child) in (dict, list))
+    return False
