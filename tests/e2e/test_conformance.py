@@ -56,6 +56,41 @@ def failed_checks(results: Path) -> str:
     return "\n".join(lines)
 
 
+NEXT_SCENARIOS = ("http-custom-header-server-validation",)
+"""Scenarios of the newest suite (``CONFORMANCE_NEXT_VERSION``) that must pass. The custom-header
+one calls the first tool whose schema has an ``x-mcp-header`` property (``echo_region`` in
+examples/toolbus.toml) with matching, mismatched, base64-mangled and missing ``Mcp-Param-Region``
+headers: the gateway must hand such calls to the SDK's check (gateway.hotpath), never serve them."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", NEXT_SCENARIOS)
+def test_the_newest_suite_s_header_scenarios_pass(
+    conformance_next_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path, scenario: str
+) -> None:
+    done = subprocess.run(
+        [
+            *conformance_next_cli.argv,
+            "server",
+            "--url",
+            default_system.mcp_url,
+            "--scenario",
+            scenario,
+            "--output-dir",
+            str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    stdout = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    report = f"exit {done.returncode}\n{stdout[-3000:]}\n{failed_checks(tmp_path / 'results')}"
+    assert re.search(r"Passed: (\d+)/\1, 0 failed", stdout), report
+    assert done.returncode == 0, report
+
+
 @pytest.mark.slow
 def test_the_official_conformance_suite_passes_but_for_unoffered_features(
     conformance_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path

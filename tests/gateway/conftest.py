@@ -8,6 +8,7 @@ workers with a ``TaskRunner``, serving the testkit component.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ from registry.service import RegistryService
 from registry.tasks import TaskStore
 from schemas.config import RegistrySettings, load_settings
 from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
-from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, running_gateway
+from tests.gateway.auth_kit import PRINCIPAL_KEY, Issuer, auth_settings
+from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, ready, running_gateway
 from workers.component import LoadedComponent
 
 
@@ -91,3 +93,33 @@ async def task_system(
     await worker.stop()
     await worker_nc.close()
     await registry.stop()
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> Issuer:
+    """The OAuth authorization server's half: a JWKS file and tokens signed with its key."""
+    return Issuer(tmp_path)
+
+
+@pytest.fixture
+async def secured(task_system: TaskSystem, issuer: Issuer) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start gateways with authentication (and any extra ``[auth]`` settings) on the task system."""
+    contexts: list[Any] = []
+
+    async def start(
+        gateway: dict[str, Any] | None = None, rate_limits: dict[str, Any] | None = None, **auth: Any
+    ) -> RunningGateway:
+        settings = load_settings(
+            None,
+            nats={"url": task_system.nats_url, "prefix": task_system.subjects.prefix, "principal_key": PRINCIPAL_KEY},
+            gateway=gateway or {},
+            rate_limits=rate_limits or {},
+            auth=auth_settings(issuer, **auth),
+        )
+        context = running_gateway(settings)
+        contexts.append(context)
+        return await ready(await context.__aenter__())
+
+    yield start
+    for context in reversed(contexts):
+        await context.__aexit__(None, None, None)

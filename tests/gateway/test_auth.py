@@ -2,131 +2,37 @@
 
 Real parts: nats-server with JetStream, the registry, a worker serving the testkit component,
 the gateway over HTTP, and the mcp SDK's client in both eras. The one fake is the OAuth
-authorization server, which lives outside the machine: its signing keys are a JWKS file
-written here and its tokens are signed here with PyJWT, exactly as an issuer would.
+authorization server (tests/gateway/auth_kit.py); ``secured`` starts gateways (conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from bus.principal import PrincipalSigner
 from bus.subjects import Header
-from schemas.config import load_settings
+from tests.gateway.auth_kit import (
+    API_KEY,
+    ISSUER,
+    METADATA_URL,
+    POLICY,
+    PRINCIPAL_KEY,
+    RESOURCE,
+    Issuer,
+    call_status,
+    client,
+    post_initialize,
+)
 from tests.gateway.mcp_tasks import create_legacy, legacy_get, legacy_list
-from tests.gateway.responders import RunningGateway, TaskSystem, audit_events, ready, running_gateway, spying
-
-ISSUER = "https://id.example.test"
-RESOURCE = "http://127.0.0.1:3001/mcp"
-METADATA_URL = "http://127.0.0.1:3001/.well-known/oauth-protected-resource/mcp"
-API_KEY = "tbk_4f9a0c2d7e1b48a6b3c5d9e8f7a6b5c4"
-PRINCIPAL_KEY = "a-principal-key-of-enough-length"
-
-
-class Issuer:
-    """The authorization server's half: a signing key published as a JWKS file, and tokens."""
-
-    def __init__(self, directory: Path) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "key-1"
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        self.jwks_file = directory / "jwks.json"
-        self.jwks_file.write_text(json.dumps({"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}))
-
-    def token(
-        self, sub: str = "alice", scope: str = "mcp:tools", signing_key: rsa.RSAPrivateKey | None = None, **claims: Any
-    ) -> str:
-        """A signed access token for this resource; ``claims`` override or add to the defaults."""
-        now = int(time.time())
-        payload = {"iss": ISSUER, "aud": RESOURCE, "sub": sub, "scope": scope, "iat": now, "exp": now + 300, **claims}
-        return jwt.encode(payload, signing_key or self.key, algorithm="RS256", headers={"kid": self.kid})
-
-
-def auth_settings(issuer: Issuer, **extra: Any) -> dict[str, Any]:
-    return {
-        "resource": RESOURCE,
-        "oauth": {"issuer": ISSUER, "jwks_file": str(issuer.jwks_file), "required_scopes": ["mcp:tools"]},
-        "api_keys": {"ci-bot": {"sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["mcp:tools"]}},
-        **extra,
-    }
-
-
-POLICY = [
-    {"scopes": ["mcp:tools", "kit:math"], "tools": ["kit_add", "kit_divide"]},
-    {"subjects": ["key:*"], "tools": ["kit_greet"], "tasks": False},
-    {"claims": {"group": "ops"}, "tools": ["kit_*"]},
-]
-
-
-@pytest.fixture
-def issuer(tmp_path: Path) -> Issuer:
-    return Issuer(tmp_path)
-
-
-@pytest.fixture
-async def secured(task_system: TaskSystem, issuer: Issuer) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
-    """Start gateways with authentication (and any extra ``[auth]`` settings) on the task system."""
-    contexts: list[Any] = []
-
-    async def start(
-        gateway: dict[str, Any] | None = None, rate_limits: dict[str, Any] | None = None, **auth: Any
-    ) -> RunningGateway:
-        settings = load_settings(
-            None,
-            nats={"url": task_system.nats_url, "prefix": task_system.subjects.prefix, "principal_key": PRINCIPAL_KEY},
-            gateway=gateway or {},
-            rate_limits=rate_limits or {},
-            auth=auth_settings(issuer, **auth),
-        )
-        context = running_gateway(settings)
-        contexts.append(context)
-        return await ready(await context.__aenter__())
-
-    yield start
-    for context in reversed(contexts):
-        await context.__aexit__(None, None, None)
-
-
-@contextlib.asynccontextmanager
-async def client(
-    url: str, credential: str | None, *, mode: str = "auto", api_key_header: bool = False
-) -> AsyncIterator[Client]:
-    """An mcp SDK client that sends ``credential`` as a bearer token (or as ``X-API-Key``)."""
-    headers = {}
-    if credential is not None:
-        headers = {"X-API-Key": credential} if api_key_header else {"Authorization": f"Bearer {credential}"}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode) as mcp:  # type: ignore[arg-type]
-            yield mcp
-
-
-async def post_initialize(url: str, headers: dict[str, str]) -> httpx2.Response:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    async with httpx2.AsyncClient() as http:
-        return await http.post(
-            url, json=body, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10
-        )
-
+from tests.gateway.responders import TaskSystem, audit_events, spying
 
 # -- 401 and 403: the exact headers ---------------------------------------------------------------
 
@@ -377,26 +283,6 @@ async def test_malformed_json_from_an_authenticated_client_gets_the_json_rpc_par
 
 
 # -- rate limits -----------------------------------------------------------------------------------
-
-
-async def call_status(gateway: RunningGateway, credential: str, tool: str = "kit_add") -> httpx2.Response:
-    """One stateless 2026-07-28 ``tools/call`` over raw HTTP (the status and headers are the point)."""
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": {"a": 1, "b": 2}, "_meta": meta},
-    }
-    headers = {
-        "Authorization": f"Bearer {credential}",
-        "Accept": "application/json, text/event-stream",
-        "Mcp-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": tool,
-    }
-    async with httpx2.AsyncClient() as http:
-        return await http.post(gateway.url, json=body, headers=headers, timeout=30)
 
 
 async def test_calls_over_the_limit_get_429_with_retry_after_across_two_gateways(
