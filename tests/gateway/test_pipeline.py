@@ -10,6 +10,7 @@ the token ``dave`` (no tools, no tasks), ``alice`` with ``kit:math`` (kit_add, k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -19,11 +20,14 @@ import httpx2
 import jwt
 import pytest
 from mcp.shared.exceptions import MCPError
+from nats.js.kv import KeyValue
 
 from gateway.inbound import TASKS_EXTENSION
+from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from tests.conftest import eventually
 from tests.gateway.auth_kit import API_KEY, POLICY, Issuer, client
 from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, jsonrpc_error, open_session
-from tests.gateway.responders import TaskSystem, spying
+from tests.gateway.responders import TaskSystem, put_tools, result_reply, spying
 from tests.gateway.test_inbound import ODD_BODIES
 
 TASKS_META = {"io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
@@ -108,12 +112,14 @@ async def test_a_token_whose_sub_names_an_api_key_is_not_that_key(
             await mcp.call_tool("kit_greet", {"name": "x"})
     async with client(gateway.url, API_KEY, mode=mode) as mcp:
         assert {t.name for t in (await mcp.list_tools()).tools} == {"kit_greet", "kit_burn"}
-    # The key's tasks are not the impostor's: the store keeps them apart.
+    # The key's tasks are not the impostor's, even where everyone may use tasks (no policy).
+    open_gateway = await secured()
     record = await task_system.store.submit("kit_greet", {"name": "x"}, principal="key:ci-bot")
-    raw = RawMcp(gateway.url, LEGACY, impostor)
-    get = {"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {"taskId": record.task_id}}
-    response = await raw.post(json.dumps(get).encode(), method="tasks/get")
-    assert jsonrpc_error(response) is not None, response.text
+    get = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {"taskId": record.task_id}})
+    as_impostor = await RawMcp(open_gateway.url, LEGACY, impostor).post(get.encode(), method="tasks/get")
+    assert as_impostor.status_code == 200 and jsonrpc_error(as_impostor) is not None, as_impostor.text
+    as_key = await RawMcp(open_gateway.url, LEGACY, API_KEY).post(get.encode(), method="tasks/get")
+    assert jsonrpc_error(as_key) is None and record.task_id in as_key.text, as_key.text
     assert record.task_id not in await tasks_of(task_system, f"jwt:{issuer_of(impostor)}#key:ci-bot")
 
 
@@ -239,34 +245,35 @@ async def closed_within(sock: socket.socket, seconds: float) -> tuple[float, byt
 
 async def test_slow_clients_are_dropped_and_a_short_body_gets_400(start_gateway: Any) -> None:
     gateway = await start_gateway(header_timeout_s=0.5, body_timeout_s=0.5)
-    # Connects and says nothing.
-    silent = raw_socket(gateway.port)
-    await closed_within(silent, 3)
-    # Trickles its headers, a byte at a time, never finishing.
-    trickler = raw_socket(gateway.port)
-    trickler.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    with contextlib.ExitStack() as sockets:
+        # Connects and says nothing.
+        silent = sockets.enter_context(raw_socket(gateway.port))
+        await closed_within(silent, 3)
+        # Trickles its headers, a byte at a time, never finishing.
+        trickler = sockets.enter_context(raw_socket(gateway.port))
+        trickler.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
-    async def trickle() -> None:
-        for byte in b"X-Slow: " + b"a" * 100:
-            try:
-                trickler.send(bytes([byte]))
-            except OSError:
-                return
-            await asyncio.sleep(0.05)
+        async def trickle() -> None:
+            for byte in b"X-Slow: " + b"a" * 100:
+                try:
+                    trickler.send(bytes([byte]))
+                except OSError:
+                    return
+                await asyncio.sleep(0.05)
 
-    dripping = asyncio.create_task(trickle())
-    await closed_within(trickler, 3)
-    dripping.cancel()
-    # A body shorter than its Content-Length: 400 within the body timeout, then the connection closes.
-    short = raw_socket(gateway.port)
-    head = (
-        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n"
-    )
-    short.sendall(head + b'{"jsonrpc":')
-    took, answer = await closed_within(short, 3)
-    assert answer.startswith(b"HTTP/1.1 400"), answer
-    assert b"-32600" in answer and b"Request body incomplete" in answer
+        dripping = asyncio.create_task(trickle())
+        await closed_within(trickler, 3)
+        dripping.cancel()
+        # A body shorter than its Content-Length: 400 within the body timeout, then the connection closes.
+        short = sockets.enter_context(raw_socket(gateway.port))
+        head = (
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n"
+        )
+        short.sendall(head + b'{"jsonrpc":')
+        _, answer = await closed_within(short, 3)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert b"-32600" in answer and b"Request body incomplete" in answer
     # The gateway serves everyone else meanwhile.
     assert (await open_session(gateway.url)).status_code == 200
 
@@ -301,3 +308,37 @@ async def test_no_odd_body_reaches_a_forbidden_tool_or_passes_a_rate_limit(
     assert added == [] and divided == [], [m.subject for m in added + divided]
     assert len(greeted) == 1
     assert await tasks_of(task_system, "key:ci-bot") == []
+
+
+# -- 5. a 2026 call of a tool with x-mcp-header parameters is checked as the SDK checks it ------------
+
+REGION = ToolDescriptor(
+    name="region_echo",
+    description="Echo, with the region mirrored in a header.",
+    input_schema={
+        "type": "object",
+        "properties": {"region": {"type": "string", "x-mcp-header": "Region"}, "n": {"type": "integer"}},
+        "required": ["region"],
+    },
+)
+
+
+@pytest.mark.parametrize("hot_path", [True, False])
+async def test_a_missing_or_mismatched_mcp_param_header_is_refused_on_every_path(
+    kv: KeyValue, worker: Any, start_gateway: Any, hot_path: bool
+) -> None:
+    await put_tools(kv, REGION)
+    scripted = await worker("region_echo", result_reply(CallToolResult(content=[TextContent(text="ok")])))
+    gateway = await start_gateway(hot_path=hot_path)
+    await eventually(lambda: gateway.state.catalogue.get("region_echo") is not None)
+    raw = RawMcp(gateway.url, MODERN)
+    body = raw.call_body("region_echo", {"region": "eu-west", "n": 1})
+    for header in ({}, {"Mcp-Param-Region": "us-east"}, {"Mcp-Param-Region": "=?base64?SGVsbG8?="}):
+        response = await raw.post(body, tool="region_echo", **header)
+        assert response.status_code == 400 and jsonrpc_error(response) == -32020, (header, response.text)
+    assert scripted.messages == []
+    response = await raw.post(body, tool="region_echo", **{"Mcp-Param-Region": "eu-west"})
+    assert response.status_code == 200 and jsonrpc_error(response) is None, response.text
+    assert len(scripted.messages) == 1
+    if hot_path:
+        assert gateway.hot.served == 0  # every one of them went to the SDK's check
