@@ -26,9 +26,7 @@ def test_the_pinned_sdk_is_installed() -> None:
 
 
 def test_every_private_name_exists_on_the_installed_sdk() -> None:
-    manager = build_session_manager(
-        build_server.__globals__["GatewayServer"]("t"), transport_security(GatewaySettings())
-    )
+    manager = build_session_manager(GatewayServer("t"), transport_security(GatewaySettings()))
     transport = StreamableHTTPServerTransport(mcp_session_id="s", idle_timeout=60)
     live = {StreamableHTTPSessionManager: manager, StreamableHTTPServerTransport: transport}
     for kind, names in PRIVATE_NAMES.items():
