@@ -13,7 +13,7 @@ from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from gateway.sdk_adapter import PRIVATE_NAMES
-from gateway.server import build_session_manager, transport_security
+from gateway.server import GatewayServer, build_session_manager, transport_security
 from schemas.config import GatewaySettings
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
