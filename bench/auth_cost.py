@@ -136,8 +136,9 @@ async def main() -> None:
         off = _app(_settings(directory, key, auth=False))
         secured = _app(_settings(directory, key, auth=True))
         with_policy = _app(_settings(directory, key, auth=True, policy=True))
-        assert isinstance(secured, FrontDoor)
-        forget = secured._authenticator._verified.clear  # type: ignore[union-attr]
+        front_door = gateway_state(secured).front_door
+        assert isinstance(front_door, FrontDoor)
+        forget = front_door._authenticator._verified.clear  # type: ignore[union-attr]
         cases = [
             ("off (baseline)", off, None, None),
             ("api-key", secured, API_KEY, None),

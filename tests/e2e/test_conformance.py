@@ -56,6 +56,21 @@ def failed_checks(results: Path) -> str:
     return "\n".join(lines)
 
 
+def run_suite(
+    cli: ConformanceCli, system: RunningSystem, tmp_path: Path, *arguments: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``conformance server`` against ``system`` (results under ``tmp_path/results``), and its output uncoloured."""
+    done = subprocess.run(
+        [*cli.argv, "server", "--url", system.mcp_url, *arguments, "--output-dir", str(tmp_path / "results")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    return done, re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # the suite colours its output unconditionally
+
+
 NEXT_SCENARIOS = ("http-custom-header-server-validation",)
 """Scenarios of the newest suite (``CONFORMANCE_NEXT_VERSION``) that must pass. The custom-header
 one calls the first tool whose schema has an ``x-mcp-header`` property (``echo_region`` in
@@ -68,24 +83,7 @@ headers: the gateway must hand such calls to the SDK's check (gateway.hotpath), 
 def test_the_newest_suite_s_header_scenarios_pass(
     conformance_next_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path, scenario: str
 ) -> None:
-    done = subprocess.run(
-        [
-            *conformance_next_cli.argv,
-            "server",
-            "--url",
-            default_system.mcp_url,
-            "--scenario",
-            scenario,
-            "--output-dir",
-            str(tmp_path / "results"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    stdout = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    done, stdout = run_suite(conformance_next_cli, default_system, tmp_path, "--scenario", scenario)
     report = f"exit {done.returncode}\n{stdout[-3000:]}\n{failed_checks(tmp_path / 'results')}"
     assert re.search(r"Passed: (\d+)/\1, 0 failed", stdout), report
     assert done.returncode == 0, report
@@ -96,27 +94,10 @@ def test_the_official_conformance_suite_passes_but_for_unoffered_features(
     conformance_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    done = subprocess.run(
-        [
-            *conformance_cli.argv,
-            "server",
-            "--url",
-            default_system.mcp_url,
-            "--suite",
-            "all",
-            "--expected-failures",
-            str(BASELINE),
-            "--output-dir",
-            str(tmp_path / "results"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
+    done, stdout = run_suite(
+        conformance_cli, default_system, tmp_path, "--suite", "all", "--expected-failures", str(BASELINE)
     )
     took_s = time.monotonic() - started
-    stdout = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # the suite colours its output unconditionally
     summary = stdout[stdout.find("=== SUMMARY ===") :]
     report = f"exit {done.returncode} after {took_s:.1f} s\n{summary}\n{failed_checks(tmp_path / 'results')}"
     assert "=== SUMMARY ===" in stdout, f"the suite did not run:\n{stdout[-3000:]}\n{done.stderr[-3000:]}"
