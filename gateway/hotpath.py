@@ -1,19 +1,25 @@
 """The lean hot path: ``tools/call`` and ``tools/list`` answered without the SDK's per-request machinery.
 
 Profiling showed the mcp SDK spends most of a call in its own plumbing (task groups, memory
-streams, pydantic round trips, SSE framing). This ASGI front serves the two hot methods
-directly for well-formed requests — stateless 2026-07-28 requests, and 2025-era requests on
-a session the SDK already established — and hands everything else to the SDK untouched.
+streams, pydantic round trips, SSE framing). This ASGI layer serves the two hot methods
+directly — stateless 2026-07-28 requests, and 2025-era requests on a session the SDK already
+established — and hands everything else to the SDK.
 
-Sameness with the SDK by construction:
-- security, Accept and envelope checks call the SDK's own functions
-  (``TransportSecurityMiddleware``, ``check_accept_headers``, ``classify_inbound_request``);
-- anything the SDK would reject — or that needs more than a plain request/response (progress
-  tokens, a requested log level, ``Mcp-Param-*`` headers, duplicated routing headers,
-  notifications, other methods, tasks: a 2025 ``params.task``, a 2026 client declaring the
-  tasks extension, ``tasks/*``) — is replayed to the SDK, so the SDK produces every rejection
-  itself, streams every progress report and log message, and creates every task;
-- results go through the same ``ToolService`` as the SDK handlers.
+**Defined by inclusion**: it serves exactly the requests it fully validates, and nothing else.
+It reads the front door's one parse of the body (``gateway.inbound.Inbound``, never the bytes)
+and serves a request only when all of these hold:
+- a JSON-RPC request (not a notification or a response) for ``tools/call`` or ``tools/list``;
+- the SDK's own transport checks pass (``TransportSecurityMiddleware``, ``check_accept_headers``);
+- its params are known keys of the right types, with no progress token and no log level;
+- 2026-07-28: ``Mcp-Method`` names a hot method, no ``Mcp-Param-*`` header, no duplicated
+  routing header, no task requested, a tool whose schema declares no ``x-mcp-header`` (the SDK
+  checks those headers against the body: 400 / -32020), and ``classify_inbound_request`` accepts
+  the envelope;
+- 2025-11-25: a live session (whose owner the front door has checked) that asked for no logs.
+Anything else — other methods, notifications, every rejection, progress and logs to relay, tasks
+(``gateway.tasks``) — is handed to the SDK with the canonical body, so the SDK produces every
+rejection itself. Results go through the same ``ToolService`` as the SDK handlers. The SDK's
+private names this needs are in ``gateway.sdk_adapter``.
 The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
 session transport would frame the same JSON-RPC message as an SSE event. The 2025-11-25
 transport lets the server choose either, and every client must accept both.
