@@ -291,7 +291,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.gateway.host,
         port=settings.gateway.port,
-        http=guarded_protocol(settings.gateway.header_timeout_s),
+        http=guarded_protocol(settings.gateway.header_timeout_s, settings.gateway.max_header_bytes),
         ws="none",
         lifespan="on",
         log_level="warning",

@@ -149,6 +149,9 @@ class GatewaySettings(_Model):
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """A connection must finish sending a request's headers this soon after it opens (or after its
     previous answer): a client trickling headers, or connecting and saying nothing, is dropped."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    """Largest request head (request line and headers) accepted; larger ones get 431 and the
+    connection is closed (uvicorn's httptools parser sets no limit of its own)."""
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """A request's whole body must arrive this soon after its headers; a body that is late or
     shorter than its ``Content-Length`` gets 400 and the connection is closed."""
