@@ -77,7 +77,8 @@ class Refusal:
 
     reason: str
     """``missing_token``, ``invalid_token``, ``expired``, … (``gateway.auth.AuthFailure``),
-    ``forbidden_tool``, ``forbidden_tasks`` or ``rate_limited``."""
+    ``forbidden_tool``, ``forbidden_tasks``, ``rate_limited``, ``too_many_sessions``,
+    ``foreign_session`` (another principal's session id) or ``malformed_request`` (the body)."""
     status: int
     principal: str | None
     """Who was refused: the verified subject, or what a failed credential claimed."""
@@ -159,6 +160,7 @@ class FrontDoor:
             owner = self.sessions.owner(session_id)
             if owner is not None and owner != principal.subject:
                 # Word for word the SDK's answer for a session that does not exist.
+                self._record(scope, Refusal("foreign_session", 404, principal.subject, auth_method=principal.method))
                 await _respond(send, 404, _SESSION_NOT_FOUND, [_JSON])
                 return
         if scope["method"] != "POST":
@@ -170,6 +172,10 @@ class FrontDoor:
         try:
             inbound = parse(body, protocol_version, session_id)
         except ParseRejected as rejected:
+            malformed = Refusal(
+                "malformed_request", 400, principal.subject, description=rejected.message, auth_method=principal.method
+            )
+            self._record(scope, malformed)
             await _respond(send, 400, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
             return
         refusal = await self._judge(principal, inbound)
@@ -266,7 +272,8 @@ class FrontDoor:
         )
         await self._refuse(scope, send, refusal)
 
-    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
+    def _record(self, scope: Scope, refusal: Refusal) -> Refusal:
+        """Log a refusal and put it on the audit trail; the refusal with its remote address."""
         client = scope.get("client")
         refusal = replace(refusal, remote=f"{client[0]}:{client[1]}" if client else None)
         if self.on_refusal is not None:
@@ -279,6 +286,10 @@ class FrontDoor:
             tool=refusal.tool,
             remote=refusal.remote,
         )
+        return refusal
+
+    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
+        refusal = self._record(scope, refusal)
         headers: list[tuple[bytes, bytes]] = [_JSON]
         if refusal.status == 429:
             headers.append((b"retry-after", retry_after_header(refusal.retry_after_s or 1).encode()))
