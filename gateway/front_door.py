@@ -155,7 +155,11 @@ class FrontDoor:
                 await self._refuse_auth(scope, send, failure)
                 return
             scope[SCOPE_KEY] = principal
-        protocol_version, session_id = _routing_headers(scope)
+        try:
+            protocol_version, session_id = _routing_headers(scope)
+        except ParseRejected as rejected:
+            await self._reject_malformed(scope, send, principal, rejected)
+            return
         if session_id is not None:
             owner = self.sessions.owner(session_id)
             if owner is not None and owner != principal.subject:
@@ -172,11 +176,7 @@ class FrontDoor:
         try:
             inbound = parse(body, protocol_version, session_id)
         except ParseRejected as rejected:
-            malformed = Refusal(
-                "malformed_request", 400, principal.subject, description=rejected.message, auth_method=principal.method
-            )
-            self._record(scope, malformed)
-            await _respond(send, 400, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
+            await self._reject_malformed(scope, send, principal, rejected)
             return
         refusal = await self._judge(principal, inbound)
         if refusal is not None:
@@ -272,6 +272,14 @@ class FrontDoor:
         )
         await self._refuse(scope, send, refusal)
 
+    async def _reject_malformed(self, scope: Scope, send: Send, principal: Principal, rejected: ParseRejected) -> None:
+        """Answer a request the parser refused with its JSON-RPC error (an audit event too)."""
+        malformed = Refusal(
+            "malformed_request", 400, principal.subject, description=rejected.message, auth_method=principal.method
+        )
+        self._record(scope, malformed)
+        await _respond(send, 400, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
+
     def _record(self, scope: Scope, refusal: Refusal) -> Refusal:
         """Log a refusal and put it on the audit trail; the refusal with its remote address."""
         client = scope.get("client")
@@ -328,12 +336,23 @@ def _credential_headers(scope: Scope) -> dict[str, str]:
 
 
 def _routing_headers(scope: Scope) -> tuple[str | None, str | None]:
-    """``MCP-Protocol-Version`` and ``Mcp-Session-Id`` (the last of each, as Starlette reads them)."""
+    """``MCP-Protocol-Version`` and ``Mcp-Session-Id``, each at most once.
+
+    The SDK reads the *first* of a repeated header (Starlette's ``headers.get``); a reader of the
+    last could judge one session or era while the SDK serves another. So neither may repeat.
+
+    Raises:
+        ParseRejected: one of them is sent twice.
+    """
     protocol_version = session_id = None
     for name, value in scope["headers"]:
         if name == _VERSION_HEADER:
+            if protocol_version is not None:
+                raise ParseRejected(INVALID_REQUEST, "Invalid Request: MCP-Protocol-Version sent more than once")
             protocol_version = value.decode("latin-1")
         elif name == _SESSION_HEADER:
+            if session_id is not None:
+                raise ParseRejected(INVALID_REQUEST, "Invalid Request: Mcp-Session-Id sent more than once")
             session_id = value.decode("latin-1")
     return protocol_version, session_id
 

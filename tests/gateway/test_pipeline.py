@@ -178,6 +178,21 @@ async def test_another_principal_gets_404_for_every_verb_on_a_session(
         modern = {**as_bob, "Mcp-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}
         assert (await http.post(gateway.url, json=tools_list, headers={**base, **modern})).status_code == 404
         assert (await http.get(gateway.url, headers={**base, **as_bob})).status_code == 404
+        # Naming bob's own session beside alice's: the SDK would serve the first, so neither is read.
+        bobs = (await open_session(gateway.url, bob)).headers["mcp-session-id"]
+        twice = [
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+            ("Authorization", f"Bearer {bob}"),
+            ("Mcp-Protocol-Version", LEGACY),
+            ("Mcp-Session-Id", session_id),
+            ("Mcp-Session-Id", bobs),
+        ]
+        doubled = await http.post(gateway.url, json=ping, headers=twice)
+        assert doubled.status_code == 400 and doubled.json()["error"]["code"] == -32600, doubled.text
+        versions = [*twice[:3], ("Mcp-Protocol-Version", LEGACY), ("Mcp-Protocol-Version", MODERN)]
+        initialize = {"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {}}
+        assert (await http.post(gateway.url, json=initialize, headers=versions)).status_code == 400
         assert (await http.delete(gateway.url, headers={**base, **as_bob})).status_code == 404
         # The owner's session is untouched: its requests, on both paths, and its DELETE.
         as_alice = {"Authorization": f"Bearer {alice}"}
