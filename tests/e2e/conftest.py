@@ -23,8 +23,9 @@ import wasmtime
 from mcp import Client
 
 from bench.apt import AptError, ensure_binary
+from bus.credentials import with_local_credentials
 from bus.embedded import free_port
-from schemas.config import TasksSettings, default_cache_dir
+from schemas.config import NatsSettings, TasksSettings, default_cache_dir, load_settings
 from tests.conftest import TESTKIT_WAT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +106,13 @@ def write_config(
     config = directory / "toolbus.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
+
+
+def nats_as(config: Path, role: str, url: str | None = None) -> NatsSettings:
+    """``[nats]`` of ``config`` as ``role``, with the credentials ``toolbus up`` made under its state dir."""
+    settings = with_local_credentials(load_settings(config), role)
+    nats = settings.nats
+    return nats if url is None else nats.model_copy(update={"url": url})
 
 
 def worker_pid(worker_id: str) -> int:
