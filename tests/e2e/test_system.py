@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import nats
 import nats.errors
 import pytest
 from mcp import Client
@@ -16,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from bus.connection import connect
-from bus.credentials import credentials_dir
+from bus.credentials import credentials_dir, credentials_file
 from bus.errors import BusUnavailable
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
@@ -114,7 +116,16 @@ async def test_a_trapping_guest_is_a_tool_error_and_the_worker_keeps_serving(sys
 
 
 async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(system: RunningSystem) -> None:
-    nc = await connect(nats_as(system.config, "operator"), name="e2e")  # the CLI's user on this machine
+    # As docs/security.md tells a `nats` CLI user: the operator's user and password from its file
+    # under the state dir, replies under the operator's inbox prefix. No toolbus code involved.
+    credentials = json.loads(credentials_file(load_settings(system.config).state_dir, "operator").read_text())
+    nc = await nats.connect(
+        system.nats_url,
+        user=credentials["user"],
+        password=credentials["password"],
+        inbox_prefix="_INBOX_operator",
+        allow_reconnect=False,
+    )
     try:
         reply = await nc.request(Subjects().call("calc_add"), b'{"a":2,"b":3}', timeout=10)
         unknown = await nc.request(Subjects().call("calc_subtract"), b'{"a":2,"b":3}', timeout=10)
