@@ -120,8 +120,12 @@ def worker_pid(worker_id: str) -> int:
     return int(worker_id.rsplit("-", 2)[-2])
 
 
-def start_up(config: Path, *extra: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """Run ``toolbus up`` and wait for its banner; return the process and the banner text."""
+def start_up(config: Path, *extra: str, log_path: Path, new_session: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Run ``toolbus up`` and wait for its banner; return the process and the banner text.
+
+    ``new_session``: in a process group of its own, so a test can signal the whole group (as a
+    terminal's Ctrl-C does) without signalling pytest.
+    """
     with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "bus.cli", "up", "--config", str(config), *extra],
@@ -129,6 +133,7 @@ def start_up(config: Path, *extra: str, log_path: Path) -> tuple[subprocess.Pope
             stderr=log,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=new_session,
         )
     lines: queue.Queue[str | None] = queue.Queue()
 
