@@ -7,6 +7,7 @@ embedded nats-server, a scratch state directory and the checkout's path, then ru
 
 from __future__ import annotations
 
+import json
 import string
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from bench import cpu
 from bench.processes import REPO, Child, Children
+from bus.credentials import credentials_file
 from bus.embedded import free_port
 from bus.subjects import Subjects
 
@@ -51,8 +53,23 @@ class ToolbusSystem:
     child: Child | None = None
 
     @property
-    def nats_url(self) -> str:
+    def nats_address(self) -> str:
+        """The embedded server's URL alone (what its config names)."""
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.scratch / f"{self.name}-state"
+
+    @property
+    def nats_url(self) -> str:
+        """The embedded server's URL, with the operator's credentials once ``toolbus up`` has made
+        them (its NATS refuses anonymous clients): what every bench client connects with."""
+        credentials = credentials_file(self.state_dir, "operator")
+        if not credentials.exists():
+            return self.nats_address
+        login = json.loads(credentials.read_text(encoding="utf-8"))
+        return f"nats://{login['user']}:{login['password']}@127.0.0.1:{self.nats_port}"
 
     @property
     def mcp_url(self) -> str:
@@ -71,8 +88,8 @@ class ToolbusSystem:
         config = render_config(
             self.template,
             self.scratch / f"{self.name}.toml",
-            nats_url=self.nats_url,
-            state_dir=str(self.scratch / f"{self.name}-state"),
+            nats_url=self.nats_address,
+            state_dir=str(self.state_dir),
         )
         argv = [*toolbus_command(), "up", "--config", str(config), "--workers", str(self.workers)]
         argv += ["--host", "127.0.0.1", "--port", str(self.http_port)]

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "instead of writing fresh ones into the config",
     )
     secure.add_argument(
-        "--table", action="store_true", help="print the role × subject/stream table (docs/security.md) instead"
+        "--table", action="store_true", help="print the role by subject/stream table (docs/security.md) instead"
     )
     secure.set_defaults(run=print_nats_config)
 

@@ -26,6 +26,8 @@ from bus.connection import inbox_prefix
 from bus.subjects import MICRO_API_PREFIX, RELEASE_VERBS, Subjects
 
 ROLES: Final = ("registry", "worker", "gateway", "operator")
+DEFAULT_INBOX: Final = "_INBOX"
+"""Where NATS clients receive replies unless told otherwise."""
 """One NATS user per role. ``operator`` is for people and the operator verbs of the CLI."""
 
 
@@ -182,6 +184,11 @@ def role_permissions(subjects: Subjects, role: str) -> Permissions:
     # Account info and stream names reveal no data; nats-py asks for them to find a stream.
     publish = [inbox, "$JS.API.INFO", "$JS.API.STREAM.NAMES"]
     subscribe = [inbox]
+    if role == "operator":
+        # The default prefix of the `nats` CLI and of plain nats-py clients, so tools work without
+        # an --inbox-prefix: every other role replies under its own prefix, so none is exposed.
+        publish.append(f"{DEFAULT_INBOX}.>")
+        subscribe.append(f"{DEFAULT_INBOX}.>")
     for row in core_rows(subjects):
         if row.allows(role, "p"):
             publish.append(row.subject)

@@ -117,13 +117,12 @@ async def test_a_trapping_guest_is_a_tool_error_and_the_worker_keeps_serving(sys
 
 async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(system: RunningSystem) -> None:
     # As docs/security.md tells a `nats` CLI user: the operator's user and password from its file
-    # under the state dir, replies under the operator's inbox prefix. No toolbus code involved.
+    # under the state dir, nats-py's default inbox prefix. No toolbus code involved.
     credentials = json.loads(credentials_file(load_settings(system.config).state_dir, "operator").read_text())
     nc = await nats.connect(
         system.nats_url,
         user=credentials["user"],
         password=credentials["password"],
-        inbox_prefix="_INBOX_operator",
         allow_reconnect=False,
     )
     try:
