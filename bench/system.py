@@ -1,13 +1,17 @@
 """A toolbus system under ``toolbus up``, started the way a user starts it, on free ports.
 
 The config comes from a template in ``bench/config/``; this module fills in a free port for the
-embedded nats-server, a scratch state directory and the checkout's path, then runs
-``toolbus up --config FILE --workers N --port P`` and waits for its "toolbus is up" banner.
+nats-server, a scratch state directory and the checkout's path, then runs
+``toolbus up --config FILE --nats URL --workers N --port P`` and waits for its "toolbus is up" banner.
+
+The nats-server is the bench's own and open (no users): the bench's probes do what no role of a
+deployment may — the cancel bench taps calls, cancels and other clients' replies, the bus
+section serves an echo subject outside the catalogue. ``toolbus up``'s embedded server is
+never open (docs/security.md), so the bench starts the same binary itself and hands it to ``up``.
 """
 
 from __future__ import annotations
 
-import json
 import string
 import sys
 from dataclasses import dataclass, field
@@ -15,8 +19,7 @@ from pathlib import Path
 
 from bench import cpu
 from bench.processes import REPO, Child, Children
-from bus.credentials import credentials_file
-from bus.embedded import free_port
+from bus.embedded import free_port, nats_server_binary
 from bus.subjects import Subjects
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -51,25 +54,11 @@ class ToolbusSystem:
     nats_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     child: Child | None = None
-
-    @property
-    def nats_address(self) -> str:
-        """The embedded server's URL alone (what its config names)."""
-        return f"nats://127.0.0.1:{self.nats_port}"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.scratch / f"{self.name}-state"
+    nats: Child | None = None
 
     @property
     def nats_url(self) -> str:
-        """The embedded server's URL, with the operator's credentials once ``toolbus up`` has made
-        them (its NATS refuses anonymous clients): what every bench client connects with."""
-        credentials = credentials_file(self.state_dir, "operator")
-        if not credentials.exists():
-            return self.nats_address
-        login = json.loads(credentials.read_text(encoding="utf-8"))
-        return f"nats://{login['user']}:{login['password']}@127.0.0.1:{self.nats_port}"
+        return f"nats://127.0.0.1:{self.nats_port}"
 
     @property
     def mcp_url(self) -> str:
@@ -88,18 +77,23 @@ class ToolbusSystem:
         config = render_config(
             self.template,
             self.scratch / f"{self.name}.toml",
-            nats_url=self.nats_address,
-            state_dir=str(self.state_dir),
+            nats_url=self.nats_url,
+            state_dir=str(self.scratch / f"{self.name}-state"),
         )
-        argv = [*toolbus_command(), "up", "--config", str(config), "--workers", str(self.workers)]
+        store = self.scratch / f"{self.name}-jetstream"
+        server = [str(nats_server_binary()), "--addr", "127.0.0.1", "--port", str(self.nats_port), "--jetstream"]
+        self.nats = children.spawn(f"{self.name}-nats", [*server, "--store_dir", str(store)])
+        self.nats.wait_for_output("Server is ready", READY_TIMEOUT_S)
+        argv = [*toolbus_command(), "up", "--config", str(config), "--nats", self.nats_url]
+        argv += ["--workers", str(self.workers)]
         argv += ["--host", "127.0.0.1", "--port", str(self.http_port)]
         self.child = children.spawn(self.name, argv)
         self.child.wait_for_output(READY_BANNER, READY_TIMEOUT_S)
 
     def processes(self) -> dict[int, str]:
         """Every process of the system (supervisor, nats-server, registry, workers, gateway) by role."""
-        assert self.child is not None
-        return cpu.labelled(cpu.descendants(self.child.pid))
+        assert self.child is not None and self.nats is not None
+        return cpu.labelled([*cpu.descendants(self.child.pid), self.nats.pid])
 
     def pid_of(self, role: str) -> int:
         """The pid of the first process with ``role`` (e.g. ``gateway``)."""
@@ -112,3 +106,6 @@ class ToolbusSystem:
         if self.child is not None:
             children.stop(self.child)
             self.child = None
+        if self.nats is not None:
+            children.stop(self.nats)
+            self.nats = None
