@@ -17,7 +17,7 @@ import nats
 import nats.errors
 import pytest
 
-from bus.connection import caught_up, connect, inbox_prefix
+from bus.connection import connect
 from bus.embedded import free_port
 from bus.permissions import ROLES, StoreRow, core_rows, markdown_table, store_rows
 from bus.provisioning import ensure_bucket, ensure_object_store
@@ -26,7 +26,7 @@ from bus.subjects import Subjects
 from registry.audit import ensure_audit_stream
 from registry.tasks import TaskStore
 from schemas.config import NatsSettings, TasksSettings
-from tests.bus.test_security import SecureServer, launch, stop
+from tests.bus.test_security import SecureServer, launch, permission_errors, stop
 
 SUBJECTS = Subjects("walk")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -94,34 +94,13 @@ def store_probes(row: StoreRow) -> dict[str, list[str]]:
 
 
 async def refused_subjects(server: SecureServer, role: str, publish: list[str], subscribe: list[str]) -> set[str]:
-    """The subjects among ``publish`` and ``subscribe`` the server refuses ``role``."""
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(
-        server.url,
-        user=role,
-        password=server.passwords[role],
-        inbox_prefix=inbox_prefix(role),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
-    try:
-        for subject in publish:
-            await nc.publish(subject, b"not json")
-        for subject in subscribe:
-            await nc.subscribe(subject)
-        await caught_up(nc)  # every -ERR came before the echo
-    finally:
-        await nc.close()
+    """``act subject`` for each of ``publish`` and ``subscribe`` the server refuses ``role``."""
     refused = set()
-    for error in errors:
+    for error in await permission_errors(server, role, publish, subscribe):
         match = re.search(r'permissions violation for (publish|subscription) to "([^"]+)"', error, re.IGNORECASE)
         assert match, error
-        refused.add(("publish" if match.group(1).lower() == "publish" else "subscribe", match.group(2)))
-    return {f"{act} {subject}" for act, subject in refused}
+        refused.add(f"{'publish' if match.group(1).lower() == 'publish' else 'subscribe'} {match.group(2)}")
+    return refused
 
 
 @pytest.mark.parametrize("role", ROLES)
