@@ -290,8 +290,14 @@ def minutes_table(minutes: Sequence[dict[str, Any]]) -> str:
 
 async def _streams(nats_url: str) -> dict[str, dict[str, int]]:
     nc = await nats.connect(nats_url, name="bench-soak")
+    infos: list[Any] = []
     try:
-        infos = await nc.jsm().streams_info()
+        # The server answers one page (256 streams) per request: ask from each offset until all came.
+        while True:
+            page = await nc.jsm().streams_info(offset=len(infos))
+            infos += page
+            if not page:
+                break
     finally:
         await nc.close()
     return {i.config.name or "?": {"messages": i.state.messages, "bytes": i.state.bytes} for i in infos}

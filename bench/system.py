@@ -1,8 +1,13 @@
 """A toolbus system under ``toolbus up``, started the way a user starts it, on free ports.
 
 The config comes from a template in ``bench/config/``; this module fills in a free port for the
-embedded nats-server, a scratch state directory and the checkout's path, then runs
-``toolbus up --config FILE --workers N --port P`` and waits for its "toolbus is up" banner.
+nats-server, a scratch state directory and the checkout's path, then runs
+``toolbus up --config FILE --nats URL --workers N --port P`` and waits for its "toolbus is up" banner.
+
+The nats-server is the bench's own and open (no users): the bench's probes do what no role of a
+deployment may — the cancel bench taps calls, cancels and other clients' replies, the bus
+section serves an echo subject outside the catalogue. ``toolbus up``'s embedded server is
+never open (docs/security.md), so the bench starts the same binary itself and hands it to ``up``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from bench import cpu
 from bench.processes import REPO, Child, Children
-from bus.embedded import free_port
+from bus.embedded import free_port, nats_server_binary
 from bus.subjects import Subjects
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -49,6 +54,7 @@ class ToolbusSystem:
     nats_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     child: Child | None = None
+    nats: Child | None = None
 
     @property
     def nats_url(self) -> str:
@@ -74,15 +80,20 @@ class ToolbusSystem:
             nats_url=self.nats_url,
             state_dir=str(self.scratch / f"{self.name}-state"),
         )
-        argv = [*toolbus_command(), "up", "--config", str(config), "--workers", str(self.workers)]
+        store = self.scratch / f"{self.name}-jetstream"
+        server = [str(nats_server_binary()), "--addr", "127.0.0.1", "--port", str(self.nats_port), "--jetstream"]
+        self.nats = children.spawn(f"{self.name}-nats", [*server, "--store_dir", str(store)])
+        self.nats.wait_for_output("Server is ready", READY_TIMEOUT_S)
+        argv = [*toolbus_command(), "up", "--config", str(config), "--nats", self.nats_url]
+        argv += ["--workers", str(self.workers)]
         argv += ["--host", "127.0.0.1", "--port", str(self.http_port)]
         self.child = children.spawn(self.name, argv)
         self.child.wait_for_output(READY_BANNER, READY_TIMEOUT_S)
 
     def processes(self) -> dict[int, str]:
         """Every process of the system (supervisor, nats-server, registry, workers, gateway) by role."""
-        assert self.child is not None
-        return cpu.labelled(cpu.descendants(self.child.pid))
+        assert self.child is not None and self.nats is not None
+        return cpu.labelled([*cpu.descendants(self.child.pid), self.nats.pid])
 
     def pid_of(self, role: str) -> int:
         """The pid of the first process with ``role`` (e.g. ``gateway``)."""
@@ -95,3 +106,6 @@ class ToolbusSystem:
         if self.child is not None:
             children.stop(self.child)
             self.child = None
+        if self.nats is not None:
+            children.stop(self.nats)
+            self.nats = None

@@ -56,6 +56,9 @@ class EmbeddedNatsServer:
     port: int = 0
     """0 picks a free port."""
     extra_args: list[str] = field(default_factory=list)
+    config_file: Path | None = None
+    """A nats-server config (``toolbus up``: the users of ``bus.security.authorization``); the
+    command-line flags (address, port, JetStream store) take precedence over it."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -84,8 +87,10 @@ class EmbeddedNatsServer:
         log_file = self.state_dir / "nats-server.log"
         if log_file.exists():  # a restart: "Server is ready" must come from this run
             log_file.replace(log_file.with_suffix(".log.old"))
+        config = ["-c", str(self.config_file)] if self.config_file is not None else []
         args = [
             str(nats_server_binary()),
+            *config,
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",
@@ -93,7 +98,11 @@ class EmbeddedNatsServer:
             "--log", str(log_file),
             *self.extra_args,
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C or a signal to `toolbus up`'s process group must not stop
+        # the server under the children that are still draining through it; its owner stops it last.
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         self._wait_ready(log_file)
 
     def _wait_ready(self, log_file: Path) -> None:
@@ -152,6 +161,8 @@ class EmbeddedNatsCluster:
     size: int = 3
     host: str = "127.0.0.1"
     name: str = CLUSTER_NAME
+    config_file: Path | None = None
+    """Given to every node (see ``EmbeddedNatsServer.config_file``)."""
     nodes: list[EmbeddedNatsServer] = field(default_factory=list, init=False)
 
     @property
@@ -168,7 +179,12 @@ class EmbeddedNatsCluster:
         """
         routes = [f"nats://{self.host}:{free_port(self.host)}" for _ in range(self.size)]
         self.nodes = [
-            EmbeddedNatsServer(self.state_dir / f"node-{i + 1}", host=self.host, extra_args=self._node_args(i, routes))
+            EmbeddedNatsServer(
+                self.state_dir / f"node-{i + 1}",
+                host=self.host,
+                extra_args=self._node_args(i, routes),
+                config_file=self.config_file,
+            )
             for i in range(self.size)
         ]
         try:

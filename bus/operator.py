@@ -12,6 +12,7 @@ import nats.errors
 
 from bus.connection import connected
 from bus.options import add_common_options, run_verb
+from bus.permissions import markdown_table
 from bus.security import Cluster, EnvReference, env_passwords, new_passwords, server_config
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from schemas.codec import DecodeError, decode, decode_json, encode
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="read each role's password from $ROLE_NATS_PASSWORD in nats-server's environment "
         "instead of writing fresh ones into the config",
+    )
+    secure.add_argument(
+        "--table", action="store_true", help="print the role by subject/stream table (docs/security.md) instead"
     )
     secure.set_defaults(run=print_nats_config)
 
@@ -124,7 +128,11 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def print_nats_config(args: argparse.Namespace) -> int:
-    """Print the server config on stdout, and how each role gets its credentials on stderr."""
+    """Print the server config on stdout, and how each role gets its credentials on stderr
+    (with ``--table``: what each role may do, as Markdown)."""
+    if args.table:
+        print(markdown_table(Subjects(args.prefix)))
+        return 0
     if bool(args.cluster_name) != bool(args.route):
         print("toolbus: a cluster needs both --cluster-name and at least one --route", file=sys.stderr)
         return 2

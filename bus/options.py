@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import lifecycle
+from bus.credentials import role_of_verb, with_local_credentials
 from bus.errors import BusUnavailable
 from bus.logs import configure_logging
 from schemas.config import Settings, load_settings
@@ -35,14 +36,17 @@ def add_common_options(parser: argparse.ArgumentParser, *, config_option: str = 
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
-    """Load settings named by the common options; print the problem and return None on error."""
+    """Load settings named by the common options (with this machine's credentials for the verb's
+    role, ``bus.credentials``); print the problem and return None on error."""
     if args.nats:
         overrides.setdefault("nats", {})["url"] = args.nats
     try:
-        return load_settings(args.settings_file, **overrides)
+        settings = load_settings(args.settings_file, **overrides)
     except ConfigError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
+    # On a machine where `toolbus up` made credentials, every verb finds its role's.
+    return with_local_credentials(settings, role_of_verb(getattr(args, "command", None)))
 
 
 def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) -> int:

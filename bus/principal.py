@@ -1,11 +1,21 @@
 """Principals on the bus: a gateway vouches for who a request is; workers and the registry check.
 
 A NATS header alone proves nothing: anyone allowed to publish a call could write any
-``Toolbus-Principal``. So a gateway signs the principal together with the request's id (HMAC-
-SHA256 under a key only gateways, workers and the registry hold: ``[security] principal_key``
-or ``$TOOLBUS_PRINCIPAL_KEY``), and the receiver honours the header only when the signature
-matches. An unsigned or forged principal is treated as no principal at all (a plain NATS
-caller). The request id in the signature stops a signature being replayed onto another request.
+``Toolbus-Principal``. So a gateway signs the principal (HMAC-SHA256 under a key only gateways,
+workers and the registry hold: ``[nats] principal_key`` or ``$TOOLBUS_PRINCIPAL_KEY``), and the
+receiver honours the header only when the signature matches. An unsigned or forged principal is
+treated as no principal at all (a plain NATS caller).
+
+The signature binds everything it authorises, so it cannot be lifted onto anything else:
+
+- the **subject**: a call's signature does not open ``tasks.list`` or ``tasks.result``;
+- the **request id**: it does not vouch for another request;
+- the **principal**;
+- an **expiry**: it is worthless once the request's time is over (plus ``CLOCK_SKEW_S``);
+- a **digest of the body**: the same headers on other arguments prove nothing.
+
+``Toolbus-Principal-Sig`` carries ``EXPIRES_MS.MAC``: the expiry travels in the clear (the MAC
+covers it), so no second header is needed.
 """
 
 from __future__ import annotations
@@ -13,12 +23,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
 from typing import Final
 
 from bus.subjects import Header
 
-_SEPARATOR: Final = b"\n"  # cannot occur in a request id (a subject token)
+CLOCK_SKEW_S: Final = 5.0
+"""How far the signer's clock may run behind the verifier's: hosts of one deployment run NTP."""
+_CONTEXT: Final = b"toolbus-principal-v2"
+"""Domain separation: a MAC made for anything else under the same key never matches."""
 
 
 class PrincipalSigner:
@@ -35,21 +49,40 @@ class PrincipalSigner:
         """A signer for a deployment's ``[nats] principal_key``; ``None`` when it has none."""
         return None if key is None else cls(key)
 
-    def signature(self, principal: str, request_id: str) -> str:
-        mac = hmac.new(self._key, request_id.encode() + _SEPARATOR + principal.encode(), hashlib.sha256)
+    def _mac(self, subject: str, request_id: str, principal: str, expires_ms: int, body: bytes) -> str:
+        mac = hmac.new(self._key, _CONTEXT, hashlib.sha256)
+        # Each field length-prefixed: no choice of values can make two field lists collide.
+        for field in (subject, request_id, principal, str(expires_ms)):
+            encoded = field.encode()
+            mac.update(len(encoded).to_bytes(4, "big") + encoded)
+        mac.update(hashlib.sha256(body).digest())
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
-    def stamp(self, headers: dict[str, str], principal: str, request_id: str) -> None:
-        """Add the principal and its signature to a request's headers."""
-        headers[Header.PRINCIPAL] = principal
-        headers[Header.PRINCIPAL_SIGNATURE] = self.signature(principal, request_id)
+    def stamp(self, headers: dict[str, str], principal: str, *, subject: str, body: bytes, valid_for_s: float) -> None:
+        """Add ``principal`` and its signature to the headers of a request to ``subject`` with
+        ``body``; the headers must already hold the request id. The signature expires after
+        ``valid_for_s`` (a call's timeout: nobody should act on the request after that).
 
-    def verified(self, headers: Mapping[str, str] | None, request_id: str) -> str | None:
-        """The principal in ``headers`` when a gateway signed it for ``request_id``; else ``None``."""
+        Raises:
+            KeyError: ``headers`` has no ``Toolbus-Request-Id``.
+        """
+        expires_ms = int((time.time() + valid_for_s) * 1000)
+        mac = self._mac(subject, headers[Header.REQUEST_ID], principal, expires_ms, body)
+        headers[Header.PRINCIPAL] = principal
+        headers[Header.PRINCIPAL_SIGNATURE] = f"{expires_ms}.{mac}"
+
+    def verified(self, headers: Mapping[str, str] | None, subject: str, body: bytes) -> str | None:
+        """The principal in ``headers`` when a gateway signed it for this request id, this
+        ``subject`` and this ``body``, and the signature has not expired; else ``None``."""
         if not headers:
             return None
         principal = headers.get(Header.PRINCIPAL)
         signature = headers.get(Header.PRINCIPAL_SIGNATURE)
-        if principal is None or signature is None:
+        request_id = headers.get(Header.REQUEST_ID)
+        if principal is None or signature is None or request_id is None:
             return None
-        return principal if hmac.compare_digest(signature, self.signature(principal, request_id)) else None
+        expires_text, _, mac = signature.partition(".")
+        if not expires_text.isdigit() or int(expires_text) / 1000 + CLOCK_SKEW_S < time.time():
+            return None
+        expected = self._mac(subject, request_id, principal, int(expires_text), body)
+        return principal if hmac.compare_digest(mac, expected) else None

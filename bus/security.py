@@ -1,165 +1,35 @@
-"""NATS security: one user per role, each allowed only the subjects its role uses.
+"""NATS security: one user per role, each allowed only what ``bus.permissions`` grants it.
 
 ``server_config`` renders a nats-server configuration for a deployment's prefix: JetStream on,
-and users ``registry``, ``worker`` and ``gateway`` (plus ``operator`` for the CLI verbs) with the
-permissions below. Nobody else may connect: an anonymous client is refused at connect, so it
+and users ``registry``, ``worker`` and ``gateway`` (plus ``operator`` for the CLI verbs) with
+their permissions. Nobody else may connect: an anonymous client is refused at connect, so it
 can call no tool. ``toolbus nats-config`` prints it with fresh passwords, or (for a config that
 is committed or shared by the nodes of a cluster) with ``$ROLE_NATS_PASSWORD`` references that
-nats-server fills in from its environment.
-
-The permissions follow the bus contract (docs/bus-protocol.md):
-
-- a **worker** takes calls and tasks, answers pings, announces itself, and writes task records
-  and results; it cannot publish registry events, answer release requests, or listen to them;
-- a **gateway** sends calls, cancels and tasks, reads the catalogue, publishes audit events and
-  keeps the rate-limit counters; it cannot take calls;
-- the **registry** keeps the catalogue and the tasks and provisions JetStream;
-- the **operator** role is for people: release verbs, tasks, calls.
-
-JetStream's API is per stream: each role may use the API of the streams behind its buckets
-(info, consumers, reads, create-if-missing), and only the registry may delete, purge or update a
-stream. Replies to requests a role received are allowed by ``allow_responses``.
+nats-server fills in from its environment; ``toolbus up`` writes one with the passwords of
+``bus.credentials``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.connection import inbox_prefix
+from bus.permissions import ROLES, role_permissions
 from bus.subjects import Subjects
 
-ROLES = ("registry", "worker", "gateway", "operator")
-
-
-@dataclass(frozen=True)
-class Permissions:
-    publish: tuple[str, ...]
-    subscribe: tuple[str, ...]
-
-    def as_config(self) -> dict[str, object]:
-        return {
-            "publish": {"allow": list(self.publish)},
-            "subscribe": {"allow": list(self.subscribe)},
-            "allow_responses": True,
-        }
-
-
-def _kv(bucket: str) -> str:
-    return f"KV_{bucket}"
-
-
-def _obj(bucket: str) -> str:
-    return f"OBJ_{bucket}"
-
-
-def _stream_api(streams: Iterable[str], *, admin: bool = False) -> list[str]:
-    """JetStream API subjects for ``streams``: everything but delete/purge/update unless ``admin``."""
-    verbs = (
-        ["$JS.API.STREAM.INFO.{s}", "$JS.API.STREAM.CREATE.{s}", "$JS.API.STREAM.MSG.GET.{s}"]
-        + ["$JS.API.DIRECT.GET.{s}", "$JS.API.DIRECT.GET.{s}.>", "$JS.API.CONSUMER.>"]
-        + (["$JS.API.STREAM.>"] if admin else [])
-    )
-    return sorted({verb.format(s=stream) for stream in streams for verb in verbs})
-
-
-def role_permissions(subjects: Subjects, role: str) -> Permissions:
-    """What ``role`` may publish and subscribe to in the deployment of ``subjects``."""
-    p = subjects.prefix
-    tools, packages = subjects.tools_bucket, subjects.packages_bucket
-    tasks_kv, results, artifacts = subjects.tasks_bucket, subjects.task_results_store, subjects.artifacts_store
-    inbox = f"{inbox_prefix(role)}.>"  # a role's connections publish to their own inboxes (bus.connection.caught_up)
-    common_sub = [inbox]
-    common_pub = [inbox, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
-    if role == "registry":
-        streams = [_kv(tools), _kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts)]
-        return Permissions(
-            publish=(
-                *common_pub,
-                *_stream_api([*streams, subjects.tasks_stream, subjects.audit_stream], admin=True),
-                f"{p}.registry.>",
-                subjects.events_any,
-                subjects.worker_ping_any,
-                subjects.worker_introspect,
-                subjects.cancel_any,
-                subjects.task_status_any,
-                subjects.task_work_any,
-                f"$KV.{tools}.>",
-                f"$KV.{packages}.>",
-                f"$KV.{tasks_kv}.>",
-                f"$O.{results}.>",
-                f"$O.{artifacts}.>",
-            ),
-            subscribe=(
-                *common_sub,
-                f"{p}.registry.>",
-                subjects.call_any,
-                f"{p}.tasks.*",
-                subjects.tasks_max_deliveries_advisory,
-            ),
-        )
-    if role == "worker":
-        streams = [_kv(packages), _kv(tasks_kv), _obj(results), _obj(artifacts), subjects.tasks_stream]
-        return Permissions(
-            publish=(
-                *common_pub,
-                *_stream_api(streams),
-                f"$JS.ACK.{subjects.tasks_stream}.>",
-                subjects.announce,
-                subjects.task_status_any,
-                f"$KV.{tasks_kv}.>",
-                f"$O.{results}.>",
-            ),
-            subscribe=(
-                *common_sub,
-                subjects.call_any,
-                subjects.cancel_any,
-                subjects.worker_ping_any,
-                subjects.registry_hello,
-                subjects.worker_introspect,
-                "$SRV.>",
-            ),
-        )
-    if role == "gateway":
-        limits = subjects.rate_limits_bucket  # shared by the replicas (gateway.ratelimit)
-        streams = [_kv(tools), _kv(tasks_kv), _obj(results), subjects.tasks_stream, _kv(limits)]
-        return Permissions(
-            publish=(
-                *common_pub,
-                *_stream_api(streams),
-                subjects.call_any,
-                subjects.cancel_any,
-                f"{p}.registry.tools.*",
-                subjects.task_work_any,
-                subjects.task_status_any,
-                f"$KV.{tasks_kv}.>",
-                f"$KV.{limits}.>",
-                subjects.audit_any,
-            ),
-            subscribe=(*common_sub, subjects.task_status_any),
-        )
-    if role == "operator":
-        streams = [
-            *(_kv(b) for b in (tools, packages, tasks_kv)),
-            *(_obj(b) for b in (results, artifacts)),
-            subjects.tasks_stream,
-            subjects.audit_stream,  # `toolbus audit` reads it
-        ]
-        return Permissions(
-            publish=(
-                *common_pub,
-                *_stream_api(streams),
-                subjects.call_any,
-                f"{p}.registry.>",
-                f"{p}.tasks.*",
-                f"$O.{artifacts}.>",
-            ),
-            subscribe=(*common_sub, subjects.events_any),
-        )
-    raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+__all__ = [
+    "ROLES",
+    "Cluster",
+    "EnvReference",
+    "authorization",
+    "env_passwords",
+    "new_passwords",
+    "password_variable",
+    "server_config",
+]
 
 
 def new_passwords() -> dict[str, str]:
@@ -209,10 +79,6 @@ def server_config(
     ``http_port`` turns on the monitoring endpoint (``/healthz``); ``cluster`` makes the server
     one node of a cluster (its name, ``server_name``, comes from the command line).
     """
-    users = [
-        {"user": role, "password": passwords[role], "permissions": role_permissions(subjects, role).as_config()}
-        for role in ROLES
-    ]
     lines = [f"host: {_render(host)}", f"port: {port}"]
     if http_port is not None:
         lines.append(f"http_port: {http_port}")
@@ -221,10 +87,20 @@ def server_config(
         lines.append(f"cluster {_render(block)}")
     lines += [
         f"jetstream {{ store_dir: {_render(str(store_dir))} }}",
-        f"authorization {{ users: {_render(users)} }}",
+        authorization(subjects, passwords),
         "",
     ]
     return "\n".join(lines)
+
+
+def authorization(subjects: Subjects, passwords: Mapping[str, str | EnvReference]) -> str:
+    """The ``authorization`` block alone: one user per role with its permissions, nobody else
+    (what ``toolbus up`` gives its embedded server; ports and store come from its command line)."""
+    users = [
+        {"user": role, "password": passwords[role], "permissions": role_permissions(subjects, role).as_config()}
+        for role in ROLES
+    ]
+    return f"authorization {{ users: {_render(users)} }}"
 
 
 def _render(value: object, indent: str = "") -> str:

@@ -2,8 +2,18 @@
 
 Starts the embedded nats-server (unless ``--nats`` names one), then the registry, the
 workers and the gateway — each the same ``toolbus`` verb an operator would run — restarts any
-child that dies, waits until every worker has announced, prints where everything is, and
-stops it all in reverse order on Ctrl-C or SIGTERM.
+child that dies, the nats-server included (same port, same store), waits until every worker has
+announced, prints where everything is, and stops it all on Ctrl-C or SIGTERM.
+
+The embedded server is never open: it runs with one user per role (``bus.permissions``), their
+passwords made once and kept 0600 under the state dir (``bus.credentials``), where every verb
+run on this machine finds its role's.
+
+Stopping is final: the moment a shutdown signal arrives (to ``up`` alone, or to its whole
+process group, as Ctrl-C sends it), nothing is restarted any more — a child that exits because
+it got the signal too is simply gone. Children are stopped together (``CHILD_STOP_TIMEOUT_S``,
+then killed), the nats-server last: it runs in a session of its own, so a signal to the group
+does not pull it away from children still draining through it.
 
 ``toolbus up --cluster 3`` runs the scale-out shape on one machine instead: three nats-servers
 clustered on loopback (restarted if one dies), JetStream R3, two gateways on neighbouring
@@ -26,11 +36,13 @@ from urllib.parse import urlsplit
 import structlog
 
 from bus.connection import connected
+from bus.credentials import credentials_dir, ensure_credentials, with_local_credentials, write_server_config
 from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer
 from bus.errors import EmbeddedServerError
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.options import add_common_options, run_verb
 from bus.provisioning import wait_for_jetstream
+from bus.security import authorization
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
 from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, Settings
@@ -45,16 +57,19 @@ READY_TIMEOUT_S = 600.0
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Pauses before restarting a child that keeps dying; a child up for a minute resets it."""
 STABLE_AFTER_S = 60.0
-STOP_TIMEOUT_S = 15.0
+CHILD_STOP_TIMEOUT_S = 3.5
+"""A child still running this long after SIGTERM is killed: with the nats-server's own stop,
+everything is down within 5 s (an idle child exits in well under a second)."""
 CLUSTER_WORKERS = 3
 """Worker processes of ``--cluster`` unless ``--workers`` says otherwise."""
 CLUSTER_GATEWAYS = 2
 """Gateways of ``--cluster``, on the MCP port and the ones after it."""
 NODE_WATCH_INTERVAL_S = 0.5
-"""How often ``--cluster`` checks that every nats-server node is alive."""
+"""How often the supervisor checks that every nats-server it started is alive."""
 NODE_RESTART_DELAY_S = 10.0
-"""A node that died is started again after this: long enough that the cluster visibly carries
-on without it (R3 keeps a quorum on two nodes), short enough that a dev cluster heals itself."""
+"""A cluster node that died is started again after this: long enough that the cluster visibly
+carries on without it (R3 keeps a quorum on two nodes), short enough that a dev cluster heals
+itself. A lone server is started again at once: nothing works without it."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,38 +101,49 @@ class Child:
 
     env: dict[str, str] | None = None
     """The child's environment (default: ours)."""
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the whole system is shutting down (shared by every child): restart nothing."""
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.DEVNULL, env=self.env)
         log.info("started", child=self.name, pid=self.process.pid)
 
+    @property
+    def _halting(self) -> bool:
+        return self.stopping or self.halt.is_set()
+
     async def supervise(self) -> None:
-        """Restart the child whenever it exits, with backoff, until ``stop``."""
-        while not self.stopping:
+        """Restart the child whenever it exits, with backoff, until ``stop`` or the halt."""
+        while not self._halting:
             assert self.process is not None
             started = time.monotonic()
             code = await self.process.wait()
-            if self.stopping:
-                return
             if time.monotonic() - started > STABLE_AFTER_S:
                 self.restarts = 0
             pause = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
-            log.warning("child exited; restarting", child=self.name, code=code, in_s=pause)
+            # Decide only after the pause: a signal sent to the whole group reaches the child and
+            # us at once, and the child's exit may be noticed before our own signal handler runs.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.halt.wait(), pause)
+            if self._halting:
+                return
+            log.warning("child exited; restarting", child=self.name, code=code, after_s=pause)
             self.restarts += 1
-            await asyncio.sleep(pause)
-            if not self.stopping:
-                await self.start()
+            await self.start()
 
     async def stop(self) -> None:
+        """SIGTERM the child (unless it is gone), kill it after ``CHILD_STOP_TIMEOUT_S``."""
         self.stopping = True
         if self.monitor:
             self.monitor.cancel()
         if self.process is None or self.process.returncode is not None:
             return
-        self.process.terminate()
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the signal
+            self.process.terminate()
         try:
-            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self.process.wait(), CHILD_STOP_TIMEOUT_S)
         except TimeoutError:
+            log.warning("child did not stop in time; killing it", child=self.name, after_s=CHILD_STOP_TIMEOUT_S)
             self.process.kill()
             await self.process.wait()
 
@@ -166,21 +192,22 @@ async def _wait_until_ready(settings: Settings, workers: int, gateway_ports: lis
     return tools
 
 
-async def _keep_nodes_up(cluster: EmbeddedNatsCluster) -> None:
-    """Start any node of ``cluster`` that died again (same ports, same store) until cancelled."""
+async def _keep_servers_up(servers: list[EmbeddedNatsServer], delay_s: float) -> None:
+    """Start any of ``servers`` that died again after ``delay_s`` (same port, same store: a
+    cluster node rejoins as the same server) until cancelled, which the shutdown does first."""
     while True:
         await asyncio.sleep(NODE_WATCH_INTERVAL_S)
-        for node in cluster.nodes:
-            if node.running:
+        for server in servers:
+            if server.running:
                 continue
-            log.warning("nats-server node died; restarting it", url=node.url, in_s=NODE_RESTART_DELAY_S)
-            await asyncio.sleep(NODE_RESTART_DELAY_S)
+            log.warning("nats-server died; restarting it", url=server.url, in_s=delay_s)
+            await asyncio.sleep(delay_s)
             try:
-                await asyncio.to_thread(node.start)  # same ports and store: it rejoins as the same server
+                await asyncio.to_thread(server.start)
             except EmbeddedServerError as exc:
-                log.error("nats-server node did not restart; trying again", url=node.url, error=str(exc))
+                log.error("nats-server did not restart; trying again", url=server.url, error=str(exc))
             else:
-                log.info("nats-server node restarted", url=node.url, pid=node.pid)
+                log.info("nats-server restarted", url=server.url, pid=server.pid)
 
 
 def _gateway_urls(settings: Settings, ports: list[int]) -> list[str]:
@@ -194,6 +221,8 @@ def _banner(settings: Settings, tools: list[str], gateway_ports: list[int], clus
     lines = ["", "toolbus is up"]
     lines += [f"  MCP endpoint  {url}" for url in endpoints]
     lines.append(f"  NATS          {settings.nats.url}")
+    if settings.nats.user is not None:
+        lines.append(f"  credentials   {credentials_dir(settings.state_dir)} (one file per role, 0600)")
     if cluster:
         lines.append(f"  cluster       {cluster} nats-servers, JetStream replicas {settings.nats.replicas}")
     lines += [
@@ -210,50 +239,67 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
 
     With ``cluster``, the embedded NATS is that many clustered nodes and there are two gateways.
     """
-    server: EmbeddedNatsServer | None = None
+    halt = asyncio.Event()
+    shutdown = asyncio.create_task(wait_for_shutdown_signal())
+    shutdown.add_done_callback(lambda _: halt.set())
+    await asyncio.sleep(0)  # the signal handlers are in place before anything is started
     nodes: EmbeddedNatsCluster | None = None
+    servers: list[EmbeddedNatsServer] = []
     watcher: asyncio.Task[None] | None = None
+    children: list[Child] = []
     env: dict[str, str] | None = None
     parsed = urlsplit(settings.nats.url.split(",")[0])
-    if cluster:
-        nodes = EmbeddedNatsCluster(settings.state_dir / "cluster", size=cluster, host=parsed.hostname or "127.0.0.1")
-        await asyncio.to_thread(nodes.start)
-        log.info("embedded nats cluster started", urls=nodes.url, pids=[node.pid for node in nodes.nodes])
-        # A replica count written in the config wins; otherwise every node holds a copy.
-        replicas = settings.nats.replicas if "replicas" in settings.nats.model_fields_set else cluster
-        env = {**os.environ, NATS_REPLICAS_VARIABLE: str(replicas)}
-        nats_update: dict[str, object] = {"url": nodes.url, "replicas": replicas}
-    elif not nats_given:
-        server = EmbeddedNatsServer(
-            settings.state_dir / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
-        )
-        server.start()
-        log.info("embedded nats-server ready", url=server.url, pid=server.pid)
-        nats_update = {"url": server.url}
-    else:
-        nats_update = {"url": settings.nats.url}
-    if settings.nats.principal_key is None:
-        # Gateways sign each call's principal for the workers and the registry (bus/principal.py):
-        # one fresh key per run ties this run's processes together.
-        env = {**(env or os.environ), PRINCIPAL_KEY_VARIABLE: secrets.token_urlsafe(32)}
-    settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
-    nats_url = settings.nats.url
-    gw = settings.gateway
-    gateway_ports = [gw.port + i for i in range(CLUSTER_GATEWAYS if cluster else 1)]
-    children = [Child("registry", _toolbus("registry", config, nats_url), env=env)]
-    children += [Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url), env=env) for i in range(workers)]
-    for i, port in enumerate(gateway_ports):
-        argv = _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(port))
-        children.append(Child(f"gateway-{i + 1}" if cluster else "gateway", argv, env=env))
+    host = parsed.hostname or "127.0.0.1"
     try:
+        if cluster or not nats_given:
+            passwords = ensure_credentials(settings.state_dir)
+            auth = write_server_config(settings.state_dir, authorization(Subjects(settings.nats.prefix), passwords))
+        if cluster:
+            nodes = EmbeddedNatsCluster(settings.state_dir / "cluster", size=cluster, host=host, config_file=auth)
+            await asyncio.to_thread(nodes.start)
+            servers = nodes.nodes
+            log.info("embedded nats cluster started", urls=nodes.url, pids=[node.pid for node in nodes.nodes])
+            # A replica count written in the config wins; otherwise every node holds a copy.
+            replicas = settings.nats.replicas if "replicas" in settings.nats.model_fields_set else cluster
+            env = {**os.environ, NATS_REPLICAS_VARIABLE: str(replicas)}
+            nats_update: dict[str, object] = {"url": nodes.url, "replicas": replicas}
+        elif not nats_given:
+            server = EmbeddedNatsServer(
+                settings.state_dir / "nats", host=host, port=parsed.port or 4222, config_file=auth
+            )
+            await asyncio.to_thread(server.start)
+            servers = [server]
+            log.info("embedded nats-server ready", url=server.url, pid=server.pid)
+            nats_update = {"url": server.url}
+        else:
+            nats_update = {"url": settings.nats.url}
+        if settings.nats.principal_key is None:
+            # Gateways sign each call's principal for the workers and the registry (bus/principal.py):
+            # one fresh key per run ties this run's processes together.
+            env = {**(env or os.environ), PRINCIPAL_KEY_VARIABLE: secrets.token_urlsafe(32)}
+        settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
+        settings = with_local_credentials(settings, "operator")  # `up`'s own connections (readiness)
+        nats_url = settings.nats.url
+        gw = settings.gateway
+        gateway_ports = [gw.port + i for i in range(CLUSTER_GATEWAYS if cluster else 1)]
+        children = [Child("registry", _toolbus("registry", config, nats_url), env=env, halt=halt)]
+        children += [
+            Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url), env=env, halt=halt) for i in range(workers)
+        ]
+        for i, port in enumerate(gateway_ports):
+            argv = _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(port))
+            children.append(Child(f"gateway-{i + 1}" if cluster else "gateway", argv, env=env, halt=halt))
+        if servers:
+            delay_s = NODE_RESTART_DELAY_S if cluster else 0.0
+            watcher = asyncio.create_task(_keep_servers_up(servers, delay_s))
         if nodes is not None:
-            watcher = asyncio.create_task(_keep_nodes_up(nodes))
             async with connected(settings.nats, name="toolbus-up") as nc:
                 await wait_for_jetstream(nc)
         for child in children:
+            if halt.is_set():
+                break
             await child.start()
             child.monitor = asyncio.create_task(child.supervise())
-        shutdown = asyncio.create_task(wait_for_shutdown_signal())
         ready = asyncio.create_task(_wait_until_ready(settings, workers, gateway_ports))
         done, _ = await asyncio.wait({shutdown, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
@@ -263,16 +309,19 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
             ready.cancel()
         return 0
     finally:
-        for child in reversed(children):
-            await child.stop()
+        halt.set()  # from here on nothing is restarted, whatever exits
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # Together, not one by one: a group signal has reached them all already anyway.
+        await asyncio.gather(*(child.stop() for child in children))
         if nodes is not None:
             await asyncio.to_thread(nodes.stop)
-        if server:
-            server.stop()
+        else:
+            for server in servers:
+                await asyncio.to_thread(server.stop)
+        shutdown.cancel()
         log.info("toolbus stopped")
 
 

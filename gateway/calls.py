@@ -154,7 +154,9 @@ class ToolCaller:
         if traceparent:
             headers[Header.TRACEPARENT] = traceparent
         if principal is not None and self._signer is not None:
-            self._signer.stamp(headers, principal, request_id)
+            self._signer.stamp(
+                headers, principal, subject=self._subjects.call(tool), body=payload, valid_for_s=timeout_s
+            )
         if events is None or not events.wanted:
             return await self._request(tool, payload, headers, timeout_s)
         return await self._request_with_events(tool, payload, headers, timeout_s, events)

@@ -60,7 +60,8 @@ async def _request(settings: Settings, verb: str, body: bytes, principal: str) -
         # An operator holding the principal key speaks for the principal it names, as a gateway does.
         request_id = NUID().next().decode()
         headers[Header.REQUEST_ID] = request_id
-        PrincipalSigner(key).stamp(headers, principal, request_id)
+        subject = subjects.task_request(verb)
+        PrincipalSigner(key).stamp(headers, principal, subject=subject, body=body, valid_for_s=REQUEST_TIMEOUT_S)
     async with connected(settings.nats, name="toolbus-tasks") as nc:
         try:
             reply = await nc.request(

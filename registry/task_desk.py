@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
-from bus.subjects import TASK_VERBS, Header, Subjects, is_valid_tool_name
+from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
 from registry.tasks import TaskFinished, TaskNotFound, TaskStore
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
@@ -142,7 +142,8 @@ class TaskDesk:
         if self._signer is None:
             return claimed
         headers = msg.headers or {}
-        if self._signer.verified(headers, headers.get(Header.REQUEST_ID, "")) != claimed:
+        # Bound to this subject and body: a signature lifted from a call proves nothing here.
+        if self._signer.verified(headers, msg.subject, msg.data) != claimed:
             raise UnvouchedPrincipal(
                 f"this request claims principal {claimed!r} without a gateway's signature; only holders of "
                 "the principal key (gateways, operators) may act for a principal"

@@ -268,6 +268,11 @@ class WorkerSettings(_Model):
     """Guests running at once (threads)."""
     queue_depth: Annotated[int, Field(ge=0)] = 256
     """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
+    calls_per_principal: Annotated[int, Field(ge=1)] | None = None
+    """Calls of one principal a worker holds at once (running or queued); more get OVERLOADED
+    (retryable). Below ``concurrency``, one principal's slow calls can never take every guest
+    thread: another principal's call starts at once. Unset: no per-principal share — the right
+    default without ``[auth]``, where every MCP client is the one principal ``anonymous``."""
     max_call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_MAX_CALL_TIMEOUT_S
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

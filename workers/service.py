@@ -4,6 +4,11 @@ Admission is bounded: a worker holds at most ``concurrency`` running guests plus
 ``queue_depth`` accepted calls waiting for a thread; past that it answers OVERLOADED at once
 instead of queueing without bound. Every request gets exactly one reply.
 
+Admission is also fair when ``calls_per_principal`` is set: one principal (as a gateway signed
+it, ``bus.principal``; unsigned callers count as one) holds at most that many calls at once, so
+with ``calls_per_principal < concurrency`` its slow calls can never take every guest thread and
+another principal's call starts at once. Its next call is refused OVERLOADED (retryable).
+
 The worker is also one instance of the NATS micro service ``toolbus-worker`` (see
 ``workers.discovery``): its call subscriptions are the service's endpoints, and the counters
 behind ``$SRV.STATS`` are kept here, on the path every call takes.
@@ -136,6 +141,10 @@ class _Job:
     context: CallContext
     headers: Mapping[str, str] = field(default_factory=dict)
     """The request's headers (request id, ``traceparent``) for the observers."""
+    principal: str | None = None
+    """Who the call is for, as a gateway signed it; ``None``: unsigned (or a task)."""
+    share: str | None = None
+    """The key this call counts under in the per-principal share; ``None``: not counted."""
 
     def run(self) -> tuple[bytes, CallToolResult]:
         if self.context.cancelled.is_set():  # cancelled while it waited for a thread
@@ -172,6 +181,8 @@ class WorkerService:
             self._add_source(component.name, component, component.tools)
         self._capacity = settings.concurrency + settings.queue_depth
         self._accepted = 0
+        self._shares: dict[str, int] = {}
+        """Principal (``""``: unsigned callers) → its calls accepted and not yet finished."""
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
         self._cancellable: dict[str, list[CallContext]] = {}
         """Request id → the accepted calls carrying it (normally one), for cancel messages."""
@@ -391,25 +402,23 @@ class WorkerService:
         stats = route.stats
         stats.requests += 1
         headers = msg.headers or {}
-        if self._accepted >= self._capacity:
+        signer = self._principal_signer
+        principal = None
+        if signer is not None and Header.PRINCIPAL in headers:
+            principal = signer.verified(headers, msg.subject, msg.data)
+        refusal = self._admission_refusal(route, tool, principal)
+        if refusal is not None:
             stats.overloaded += 1
-            full = _refusal(ErrorCode.OVERLOADED, self._at_capacity)
-            self._answer(msg.reply, stats, started_ns, full, tool, headers)
-            return
-        if route.max_concurrency is not None and stats.in_flight >= route.max_concurrency:
-            stats.overloaded += 1
-            limit = (
-                f"tool {tool!r} is at its limit of {route.max_concurrency} concurrent calls on worker {self.worker_id}"
-            )
-            self._answer(msg.reply, stats, started_ns, _refusal(ErrorCode.OVERLOADED, limit), tool, headers)
+            overloaded = _refusal(ErrorCode.OVERLOADED, refusal)
+            self._answer(msg.reply, stats, started_ns, overloaded, tool, headers, principal)
             return
         try:
-            outcome = self._prepare(route, tool, msg.data, headers, started_ns)
+            outcome = self._prepare(route, tool, msg.data, headers, started_ns, principal)
         except Exception:  # the one outermost handler: a bug must still produce a reply
             log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
             outcome = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         if isinstance(outcome, tuple):
-            self._answer(msg.reply, stats, started_ns, outcome, tool, headers)
+            self._answer(msg.reply, stats, started_ns, outcome, tool, headers, principal)
             return
         future = self._submit(outcome)
         future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
@@ -418,8 +427,22 @@ class WorkerService:
     def _at_capacity(self) -> str:
         return f"worker {self.worker_id} is at capacity"
 
+    def _admission_refusal(self, route: _Route, tool: str, principal: str | None) -> str | None:
+        """Why a call cannot be accepted now (worker full, tool at its limit, principal at its
+        share), or ``None`` when it can."""
+        if self._accepted >= self._capacity:
+            return self._at_capacity
+        if route.max_concurrency is not None and route.stats.in_flight >= route.max_concurrency:
+            limit = route.max_concurrency
+            return f"tool {tool!r} is at its limit of {limit} concurrent calls on worker {self.worker_id}"
+        share = self._settings.calls_per_principal
+        if share is not None and self._shares.get(principal or "", 0) >= share:
+            who = repr(principal) if principal is not None else "unsigned callers"
+            return f"principal {who} has its share of {share} calls in flight on worker {self.worker_id}"
+        return None
+
     def _prepare(
-        self, route: _Route, tool: str, data: bytes, headers: dict[str, str], started_ns: int
+        self, route: _Route, tool: str, data: bytes, headers: dict[str, str], started_ns: int, principal: str | None
     ) -> _Job | _Answer:
         """The guest job for a call, or the reply when the call ends before reaching a guest."""
         timeout_s = self._settings.max_call_timeout_s
@@ -441,7 +464,8 @@ class WorkerService:
             message = f"invalid arguments: {problem}"
             body = encode(CallToolResult(content=[TextContent(message)], is_error=True))
             return body, None, message, INVALID_ARGUMENTS
-        return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers), headers)
+        share = None if self._settings.calls_per_principal is None else principal or ""
+        return _Job(route, tool, arguments, timeout_s, started_ns, self._context(headers), headers, principal, share)
 
     def _context(self, headers: dict[str, str]) -> CallContext:
         """The call's link to its caller: cancellable by request id, events where it asked."""
@@ -473,9 +497,11 @@ class WorkerService:
         answer: _Answer,
         tool: str,
         request: Mapping[str, str],
+        principal: str | None = None,
         instantiate_s: float | None = None,
     ) -> None:
-        """Queue the reply, count it in STATS, tell the observers; ``request`` holds the call's headers."""
+        """Queue the reply, count it in STATS, tell the observers; ``request`` holds the call's
+        headers, ``principal`` who it was for (when signed)."""
         body, headers, error, outcome = answer
         if error is None:
             stats.succeeded(started_ns)
@@ -483,19 +509,19 @@ class WorkerService:
             stats.failed(started_ns, error, typed=headers is not None)
         self._queue_reply(reply_to, body, headers)
         if self.observers:
-            self._observe(tool, request, outcome, error, started_ns, instantiate_s)
+            self._observe(tool, request, principal, outcome, error, started_ns, instantiate_s)
 
     def _observe(
         self,
         tool: str,
         request: Mapping[str, str],
+        principal: str | None,
         outcome: str,
         error: str | None,
         started_ns: int,
         instantiate_s: float | None,
     ) -> None:
         request_id = request.get(Header.REQUEST_ID, "")
-        signer = self._principal_signer
         record = FinishedCall(
             tool,
             request_id,
@@ -504,7 +530,7 @@ class WorkerService:
             error,
             (perf_counter_ns() - started_ns) / 1e9,
             instantiate_s,
-            None if signer is None else signer.verified(request, request_id),
+            principal,
         )
         for observer in self.observers:
             observer(record)
@@ -524,15 +550,16 @@ class WorkerService:
             if result.is_error and job.context.cancelled.is_set():
                 # The caller is most likely gone; anyone still listening learns why it ended.
                 cancelled = _refusal(ErrorCode.CANCELLED, "cancelled by the caller")
-                self._answer(reply_to, stats, job.started_ns, cancelled, job.tool, job.headers)
+                self._answer(reply_to, stats, job.started_ns, cancelled, job.tool, job.headers, job.principal)
                 return
             failure = error_text(result) if result.is_error else None
             answer = (body, None, failure, OK if failure is None else TOOL_ERROR)
-            self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.context.instantiate_s)
+            instantiate_s = job.context.instantiate_s
+            self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.principal, instantiate_s)
             return
         log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=error)
         internal = _refusal(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
-        self._answer(reply_to, stats, job.started_ns, internal, job.tool, job.headers)
+        self._answer(reply_to, stats, job.started_ns, internal, job.tool, job.headers, job.principal)
 
     async def run_task(self, tool: str, arguments: dict[str, object], context: CallContext) -> CallToolResult:
         """Run one task's guest in the pool, as a call would run (same limits, same accounting).
@@ -557,6 +584,8 @@ class WorkerService:
         """Count ``job`` as accepted (capacity, idleness, its tool's load, cancellable) and run it."""
         self._accepted += 1
         job.route.stats.in_flight += 1
+        if job.share is not None:
+            self._shares[job.share] = self._shares.get(job.share, 0) + 1
         self._idle.clear()
         if job.context.request_id:
             self._cancellable.setdefault(job.context.request_id, []).append(job.context)
@@ -568,6 +597,12 @@ class WorkerService:
         if not self._accepted:
             self._idle.set()
         job.route.stats.in_flight -= 1
+        if job.share is not None:
+            left = self._shares[job.share] - 1
+            if left:
+                self._shares[job.share] = left
+            else:
+                del self._shares[job.share]
         contexts = self._cancellable.get(job.context.request_id)
         if contexts is not None:
             contexts.remove(job.context)

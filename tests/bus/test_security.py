@@ -111,8 +111,11 @@ async def test_each_role_does_its_job_with_its_own_user(system: Roles) -> None:
     assert result is not None and decode(result, CallToolResult).structured_content == 42
 
 
-async def violations(secure_server: SecureServer, role: str, act: str, subject: str) -> list[str]:
-    """The permission errors the server reports when ``role`` publishes to or subscribes on ``subject``."""
+async def permission_errors(
+    secure_server: SecureServer, role: str, publish: list[str], subscribe: list[str]
+) -> list[str]:
+    """The permission errors the server reports when ``role`` publishes to every subject of
+    ``publish`` and subscribes on every one of ``subscribe``."""
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
@@ -127,14 +130,20 @@ async def violations(secure_server: SecureServer, role: str, act: str, subject: 
         allow_reconnect=False,
     )
     try:
-        if act == "publish":
-            await nc.publish(subject, b"{}")
-        else:
+        for subject in publish:
+            await nc.publish(subject, b"{}")  # an API request without a reply subject: nothing happens
+        for subject in subscribe:
             await nc.subscribe(subject)
-        await caught_up(nc)  # the server has handled the command, and its -ERR came before the echo
+        await caught_up(nc)  # the server has handled the commands, and each -ERR came before the echo
     finally:
         await nc.close()
     return [e for e in errors if "ermissions" in e]
+
+
+async def violations(secure_server: SecureServer, role: str, act: str, subject: str) -> list[str]:
+    """The permission errors the server reports when ``role`` publishes to or subscribes on ``subject``."""
+    publish, subscribe = ([subject], []) if act == "publish" else ([], [subject])
+    return await permission_errors(secure_server, role, publish, subscribe)
 
 
 @pytest.mark.parametrize(

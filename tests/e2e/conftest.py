@@ -23,8 +23,9 @@ import wasmtime
 from mcp import Client
 
 from bench.apt import AptError, ensure_binary
+from bus.credentials import with_local_credentials
 from bus.embedded import free_port
-from schemas.config import TasksSettings, default_cache_dir
+from schemas.config import NatsSettings, TasksSettings, default_cache_dir, load_settings
 from tests.conftest import TESTKIT_WAT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,13 +108,24 @@ def write_config(
     return config
 
 
+def nats_as(config: Path, role: str, url: str | None = None) -> NatsSettings:
+    """``[nats]`` of ``config`` as ``role``, with the credentials ``toolbus up`` made under its state dir."""
+    settings = with_local_credentials(load_settings(config), role)
+    nats = settings.nats
+    return nats if url is None else nats.model_copy(update={"url": url})
+
+
 def worker_pid(worker_id: str) -> int:
     """The pid inside a worker id (``host-pid-suffix``, see workers.service.new_worker_id)."""
     return int(worker_id.rsplit("-", 2)[-2])
 
 
-def start_up(config: Path, *extra: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """Run ``toolbus up`` and wait for its banner; return the process and the banner text."""
+def start_up(config: Path, *extra: str, log_path: Path, new_session: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Run ``toolbus up`` and wait for its banner; return the process and the banner text.
+
+    ``new_session``: in a process group of its own, so a test can signal the whole group (as a
+    terminal's Ctrl-C does) without signalling pytest.
+    """
     with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "bus.cli", "up", "--config", str(config), *extra],
@@ -121,6 +133,7 @@ def start_up(config: Path, *extra: str, log_path: Path) -> tuple[subprocess.Pope
             stderr=log,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=new_session,
         )
     lines: queue.Queue[str | None] = queue.Queue()
 

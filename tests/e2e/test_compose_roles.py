@@ -25,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from bench.processes import Children
 from bus.connection import connect
 from bus.embedded import free_port, nats_server_binary
+from bus.errors import BusUnavailable
 from bus.security import ROLES, Cluster, env_passwords, password_variable, server_config
 from bus.subjects import Subjects
 from schemas.config import NatsSettings
@@ -145,3 +146,8 @@ async def test_the_compose_roles_serve_an_authenticated_call_on_a_secured_r3_clu
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2
     finally:
         await nc.close()
+    # The deploy config lets nobody else in: an anonymous client is refused by every node.
+    for node_port in client_ports:
+        with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
+            anonymous = NatsSettings(url=f"nats://127.0.0.1:{node_port}", password=None)
+            await connect(anonymous, name="anonymous", allow_reconnect=False)

@@ -1,5 +1,7 @@
 """Failure drills: ``toolbus up --cluster 3`` (three clustered nats-servers with JetStream R3,
-two gateways, three workers, the registry) under steady load while one part fails.
+two gateways, three workers, the registry) under steady load while one part fails; and
+``toolbus up`` on a single node, whose one nats-server is killed, and whose process group is
+signalled to stop.
 
 Each drill kills or restarts one part while MCP clients call a tool through both gateways and
 tasks are submitted, then checks the invariants: no task whose id a client got is lost, every
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from bus.subjects import Subjects
 from registry.tasks import TaskStore
 from schemas.config import TasksSettings
 from tests.conftest import eventually
-from tests.e2e.conftest import start_up, stop_up, worker_pid, write_config
+from tests.e2e.conftest import nats_as, start_up, stop_up, worker_pid, write_config
 from tests.e2e.drills import (
     CALL_DEADLINE_S,
     CALL_TIMEOUT_S,
@@ -82,7 +85,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def bus(cluster: Cluster) -> AsyncIterator[tuple[NatsClient, TaskStore, Subjects]]:
-    nc = await connect(cluster.nats_url, name="drills")
+    nc = await connect(nats_as(cluster.log.parent / "toolbus.toml", "operator", cluster.nats_url), name="drills")
     subjects = Subjects(PREFIX)
     try:
         store = await TaskStore.open(nc, subjects, TASKS, replicas=3)
@@ -183,3 +186,99 @@ async def test_restart_the_registry(
     publish(report, tmp_path, capsys)
     check(report)
     assert cluster.pids("registry") and cluster.pids("registry") != [registry]
+
+
+# -- a single node: `toolbus up` without --cluster ---------------------------------------------------
+
+GROUP_STOP_S = 5.0
+"""The whole system must be gone this long after a shutdown signal (the issue's bound)."""
+
+
+def nats_server_pids(up: Cluster) -> list[int]:
+    """Pids of the nats-servers ``toolbus up`` runs (a single node: one)."""
+    return [pid for pid, argv in up.children() if argv and argv[0].endswith("nats-server")]
+
+
+def single_node(directory: Path, *, new_session: bool = False) -> Cluster:
+    config = write_config(
+        directory,
+        nats_url=f"nats://127.0.0.1:{free_port()}",
+        mcp_port=free_port(),
+        tasks=TASKS,
+        components=["kit"],
+        call_timeout_s=CALL_TIMEOUT_S,
+    )
+    process, banner = start_up(config, log_path=directory / "up.log", new_session=new_session)
+    return Cluster(process, banner, directory / "up.log")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = single_node(tmp_path_factory.mktemp("single"))
+    yield running
+    assert stop_up(running.process) == 0, running.log.read_text()[-3000:]
+
+
+async def test_kill_the_nats_server_of_a_single_node(
+    single: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 the only nats-server mid-task: `up` starts it again (same port, same store), calls
+    fail fast meanwhile and recover, every task a client got an id for ends completed."""
+    nc = await connect(nats_as(single.log.parent / "toolbus.toml", "operator", single.nats_url), name="drills")
+    subjects = Subjects(PREFIX)
+    try:
+        store = await TaskStore.open(nc, subjects, TASKS)
+        [killed] = nats_server_pids(single)
+
+        async def fault() -> None:
+            async def running_task() -> bool:
+                return any(r.status == "working" and r.running for r in await store.records())
+
+            await eventually(running_task, timeout_s=20, interval_s=0.05, what="no task ever ran")
+            os.kill(killed, signal.SIGKILL)
+
+        # One gateway: both of the load's "gateways" are it.
+        load = Load([single.mcp_urls[0], single.mcp_urls[0]], nc, subjects)
+        report = await run_drill("kill -9 the nats-server (single node)", load, store, fault)
+        publish(report, tmp_path, capsys)
+        check(report)
+        restarted = nats_server_pids(single)
+        assert restarted and restarted != [killed], "the nats-server was not started again"
+        assert "nats-server restarted" in single.log.read_text()
+    finally:
+        await close_settled(nc)
+
+
+@pytest.mark.parametrize(
+    ("sig", "to_group"),
+    [(signal.SIGTERM, True), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["SIGTERM to the group", "Ctrl-C (SIGINT to the group)", "SIGTERM to up alone"],
+)
+def test_a_shutdown_signal_stops_everything_within_5s_and_restarts_nothing(
+    tmp_path: Path, sig: signal.Signals, to_group: bool
+) -> None:
+    up = single_node(tmp_path, new_session=True)
+    everything = [pid for pid, _ in up.children()]
+    assert nats_server_pids(up) and len(everything) >= 4  # nats-server, registry, worker, gateway
+    started = time.monotonic()
+    if to_group:
+        os.killpg(up.process.pid, sig)
+    else:
+        up.process.send_signal(sig)
+    code = up.process.wait(GROUP_STOP_S * 3)
+    waited = time.monotonic() - started
+    if up.process.stdout:
+        up.process.stdout.close()
+    alive = [pid for pid in everything if Path(f"/proc/{pid}").exists() and not zombie(pid)]
+    log = up.log.read_text()
+    print(f"\n{sig.name} {'to the group' if to_group else 'to up'}: everything stopped in {waited:.2f} s")
+    assert waited < GROUP_STOP_S, f"took {waited:.1f} s: {log[-3000:]}"
+    assert code == 0 and not alive, (code, alive)
+    assert "restarting" not in log, log[-3000:]
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import nats
+import nats.errors
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from bus.connection import connect
+from bus.credentials import credentials_dir, credentials_file
+from bus.errors import BusUnavailable
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
+from schemas.config import NatsSettings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import ErrorReply
-from tests.e2e.conftest import RunningSystem
+from tests.e2e.conftest import RunningSystem, nats_as
 
 ERAS = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -110,7 +116,15 @@ async def test_a_trapping_guest_is_a_tool_error_and_the_worker_keeps_serving(sys
 
 
 async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(system: RunningSystem) -> None:
-    nc = await connect(system.nats_url, name="e2e")
+    # As docs/security.md tells a `nats` CLI user: the operator's user and password from its file
+    # under the state dir, nats-py's default inbox prefix. No toolbus code involved.
+    credentials = json.loads(credentials_file(load_settings(system.config).state_dir, "operator").read_text())
+    nc = await nats.connect(
+        system.nats_url,
+        user=credentials["user"],
+        password=credentials["password"],
+        allow_reconnect=False,
+    )
     try:
         reply = await nc.request(Subjects().call("calc_add"), b'{"a":2,"b":3}', timeout=10)
         unknown = await nc.request(Subjects().call("calc_subtract"), b'{"a":2,"b":3}', timeout=10)
@@ -163,3 +177,45 @@ async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: Running
         else:
             pytest.fail(f"worker never came back: {outcomes[-5:]}")
     assert system.children()["worker"] != worker_pid
+
+
+# -- the bus of `toolbus up` is closed: per-role users, their credentials 0600 -----------------------
+
+REFUSED_API_TIMEOUT_S = 2.0
+"""A JetStream request the server refuses for permissions gets no answer; how long to wait for none."""
+
+
+async def test_the_embedded_nats_refuses_anonymous_and_wrong_users(system: RunningSystem) -> None:
+    with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
+        await connect(NatsSettings(url=system.nats_url, password=None), name="anonymous", allow_reconnect=False)
+    with pytest.raises(BusUnavailable, match=r"[Aa]uthorization"):
+        impostor = NatsSettings(url=system.nats_url, user="operator", password="guessed")
+        await connect(impostor, name="impostor", allow_reconnect=False)
+
+
+def test_the_credentials_are_readable_by_their_owner_only(system: RunningSystem) -> None:
+    directory = credentials_dir(load_settings(system.config).state_dir)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    files = sorted(path.name for path in directory.iterdir())
+    assert files == ["gateway.json", "nats-server.conf", "operator.json", "registry.json", "worker.json"]
+    for path in directory.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+async def test_a_worker_user_cannot_read_the_audit_stream_the_operator_can(system: RunningSystem) -> None:
+    subjects = Subjects()
+    worker = await connect(nats_as(system.config, "worker"), name="e2e-worker", allow_reconnect=False)
+    try:
+        js = worker.jetstream(timeout=REFUSED_API_TIMEOUT_S)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.subscribe(subjects.audit_any, stream=subjects.audit_stream)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.stream_info(subjects.audit_stream)
+    finally:
+        await worker.close()
+    operator = await connect(nats_as(system.config, "operator"), name="e2e-operator", allow_reconnect=False)
+    try:
+        info = await operator.jetstream(timeout=10).stream_info(subjects.audit_stream)
+        assert info.config.name == subjects.audit_stream
+    finally:
+        await operator.close()

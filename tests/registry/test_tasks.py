@@ -123,12 +123,14 @@ async def test_with_a_principal_key_only_signed_requests_act_for_a_principal(
         error = decode(forged.data, ErrorReply).error
         assert error.code == ErrorCode.FORBIDDEN and "principal 'alice'" in error.message
         # Signed for another request id, the same principal is still refused (no replaying).
-        replayed = {Header.REQUEST_ID: "r2"}
-        signer.stamp(replayed, "alice", "r1")
-        reply = await nc.request(subjects.task_request("submit"), body, timeout=10, headers=replayed)
+        submit = subjects.task_request("submit")
+        replayed = {Header.REQUEST_ID: "r1"}
+        signer.stamp(replayed, "alice", subject=submit, body=body, valid_for_s=10)
+        replayed[Header.REQUEST_ID] = "r2"
+        reply = await nc.request(submit, body, timeout=10, headers=replayed)
         assert decode(reply.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
         headers = {Header.REQUEST_ID: "r3"}
-        signer.stamp(headers, "alice", "r3")
+        signer.stamp(headers, "alice", subject=submit, body=body, valid_for_s=10)
         record = decode(
             (await nc.request(subjects.task_request("submit"), body, timeout=10, headers=headers)).data, TaskRecord
         )

@@ -27,15 +27,16 @@ async def test_only_a_signed_principal_reaches_the_workers_observers(
     service.observers.append(seen.append)
     await service.start()
     try:
+        subject, body = subjects.call("kit_add"), encode({"a": 1, "b": 2})
         signed = {Header.REQUEST_ID: "req-signed"}
-        signer.stamp(signed, "alice", "req-signed")
+        signer.stamp(signed, "alice", subject=subject, body=body, valid_for_s=10)
         forged = {Header.REQUEST_ID: "req-forged"}
-        PrincipalSigner("not-the-deployment-key").stamp(forged, "admin", "req-forged")
+        PrincipalSigner("not-the-deployment-key").stamp(forged, "admin", subject=subject, body=body, valid_for_s=10)
         moved = {Header.REQUEST_ID: "req-moved"}  # alice's signature, lifted onto another request
         moved.update({k: v for k, v in signed.items() if k != Header.REQUEST_ID})
         bare = {Header.REQUEST_ID: "req-bare", Header.PRINCIPAL: "root"}
         for headers in (signed, forged, moved, bare):
-            reply = await nc.request(subjects.call("kit_add"), encode({"a": 1, "b": 2}), timeout=10, headers=headers)
+            reply = await nc.request(subject, body, timeout=10, headers=headers)
             assert reply.headers is None or Header.ERROR not in reply.headers  # every call is served
     finally:
         await service.stop(grace_s=1)

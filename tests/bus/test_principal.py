@@ -1,0 +1,139 @@
+"""A principal signature binds what it authorises: subject, request id, principal, expiry, body.
+
+The attacks are the issue's: a NATS subscriber copies a gateway-signed call's headers onto
+``tasks.list`` / ``tasks.result`` to read another principal's tasks; or onto another body, or
+keeps them for later. Against a real nats-server, a real registry and the gateway's real
+``ToolCaller``; every attempt must fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from bus.principal import CLOCK_SKEW_S, PrincipalSigner
+from bus.subjects import Header, Subjects
+from gateway.calls import ToolCaller
+from registry.service import RegistryService
+from schemas.codec import decode, encode
+from schemas.config import RegistrySettings
+from schemas.errors import ErrorCode
+from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S
+
+KEY = "principal-test-key-principal-test-key"
+SIGNER = PrincipalSigner(KEY)
+
+
+def signed(subject: str, body: bytes, principal: str = "alice", valid_for_s: float = 30.0) -> dict[str, str]:
+    headers = {Header.REQUEST_ID: "req-1"}
+    SIGNER.stamp(headers, principal, subject=subject, body=body, valid_for_s=valid_for_s)
+    return headers
+
+
+def test_the_signature_holds_only_for_what_it_was_made_for() -> None:
+    subject, body = "toolbus.call.kit_add", b'{"a":1,"b":2}'
+    headers = signed(subject, body)
+    assert SIGNER.verified(headers, subject, body) == "alice"
+    assert SIGNER.verified(headers, "toolbus.tasks.list", body) is None  # another subject
+    assert SIGNER.verified(headers, subject, b'{"a":1,"b":3}') is None  # another body
+    assert SIGNER.verified({**headers, Header.REQUEST_ID: "req-2"}, subject, body) is None  # another request
+    assert SIGNER.verified({**headers, Header.PRINCIPAL: "bob"}, subject, body) is None  # another principal
+    expires, _, mac = headers[Header.PRINCIPAL_SIGNATURE].partition(".")
+    later = f"{int(expires) + 3_600_000}.{mac}"  # the expiry pushed out by an hour
+    assert SIGNER.verified({**headers, Header.PRINCIPAL_SIGNATURE: later}, subject, body) is None
+    for malformed in ("", mac, f"soon.{mac}", f"{expires}.", "."):
+        assert SIGNER.verified({**headers, Header.PRINCIPAL_SIGNATURE: malformed}, subject, body) is None
+    assert PrincipalSigner("another-key-another-key").verified(headers, subject, body) is None
+
+
+def test_an_expired_signature_is_refused() -> None:
+    subject, body = "toolbus.call.kit_add", b"{}"
+    # Expired longer ago than the clock skew a deployment is allowed.
+    headers = signed(subject, body, valid_for_s=-(CLOCK_SKEW_S + 1))
+    assert SIGNER.verified(headers, subject, body) is None
+    assert SIGNER.verified(signed(subject, body, valid_for_s=1), subject, body) == "alice"
+    assert time.time() > 0  # the clock is the real one: nothing here is patched
+
+
+@pytest.fixture
+async def registry(nc: NatsClient, subjects: Subjects) -> AsyncIterator[RegistryService]:
+    service = RegistryService(
+        nc,
+        subjects,
+        RegistrySettings(),
+        announce_interval_s=TEST_ANNOUNCE_INTERVAL_S,
+        tasks=FAST_TASKS,
+        principal_signer=SIGNER,
+    )
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def captured_call(nc: NatsClient, subjects: Subjects, principal: str) -> Msg:
+    """A call the gateway's ``ToolCaller`` signs for ``principal``, as a subscriber sees it."""
+    heard: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+    async def answer(msg: Msg) -> None:
+        if not heard.done():
+            heard.set_result(msg)
+        await msg.respond(b'{"content":[]}')
+
+    tool = "replay_target"
+    subscription = await nc.subscribe(subjects.call(tool), cb=answer)
+    try:
+        caller = ToolCaller(nc, subjects, timeout_s=10, signer=SIGNER)
+        await caller.call(tool, {"a": 1}, era="2025-11-25", principal=principal)
+        return await asyncio.wait_for(heard, 10)
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_a_signed_call_replayed_onto_task_subjects_is_refused(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
+    # alice has a task (submitted the way an operator holding the key does).
+    submit_subject, submit_body = (
+        subjects.task_request("submit"),
+        encode(TaskSubmit(tool="kit_add", arguments={"a": 1, "b": 2}, principal="alice")),
+    )
+    reply = await nc.request(submit_subject, submit_body, timeout=10, headers=signed(submit_subject, submit_body))
+    task = decode(reply.data, TaskRecord)
+    assert task.principal == "alice"
+
+    call = await captured_call(nc, subjects, "alice")
+    assert call.headers is not None and call.headers[Header.PRINCIPAL] == "alice"
+    lifted = dict(call.headers)
+    for verb, query in (
+        ("list", TaskQuery(principal="alice")),
+        ("result", TaskQuery(task_id=task.task_id, principal="alice")),
+        ("get", TaskQuery(task_id=task.task_id, principal="alice")),
+        ("cancel", TaskQuery(task_id=task.task_id, principal="alice")),
+    ):
+        replayed = await nc.request(subjects.task_request(verb), encode(query), timeout=10, headers=lifted)
+        assert replayed.headers is not None and Header.ERROR in replayed.headers, (verb, replayed.data)
+        assert decode(replayed.data, ErrorReply).error.code == ErrorCode.FORBIDDEN, verb
+    # The same headers with the call's own body, on a task subject: a request claiming no
+    # principal is plain NATS, which sees none of alice's tasks.
+    replayed = await nc.request(subjects.task_request("list"), call.data, timeout=10, headers=lifted)
+    assert task.task_id not in replayed.data.decode()
+
+    # Signed for what it is, the request is served: the refusals above were the binding.
+    list_subject, list_body = subjects.task_request("list"), encode(TaskQuery(principal="alice"))
+    honest = await nc.request(list_subject, list_body, timeout=10, headers=signed(list_subject, list_body))
+    assert [t.task_id for t in decode(honest.data, TaskList).tasks] == [task.task_id]
+
+
+async def test_a_signed_task_request_is_refused_once_expired(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
+    subject, body = subjects.task_request("list"), encode(TaskQuery(principal="alice"))
+    stale = signed(subject, body, valid_for_s=-(CLOCK_SKEW_S + 1))
+    reply = await nc.request(subject, body, timeout=10, headers=stale)
+    assert decode(reply.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
