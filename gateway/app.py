@@ -232,7 +232,6 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         served,
         path=settings.gateway.path,
         max_body_bytes=session_manager.max_request_body_size,
-        body_timeout_s=settings.gateway.body_timeout_s,
         auth=settings.auth,
         sessions=SessionOwners(
             alive=functools.partial(session_alive, session_manager),
@@ -291,7 +290,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.gateway.host,
         port=settings.gateway.port,
-        http=guarded_protocol(settings.gateway.header_timeout_s, settings.gateway.max_header_bytes),
+        http=guarded_protocol(
+            settings.gateway.header_timeout_s, settings.gateway.max_header_bytes, settings.gateway.body_timeout_s
+        ),
         ws="none",
         lifespan="on",
         log_level="warning",

@@ -3,11 +3,17 @@
 uvicorn (with httptools) arms its keep-alive timer only after an answer, and no timer at all while
 a request's headers arrive, so a client that connects and says nothing, or trickles a header a
 byte at a time, holds its connection (and a file descriptor) for as long as it likes; nor does it
-bound the headers' size (10 MB of headers were accepted). This protocol gives every request
-``header_timeout_s`` from the moment the connection opens (or its previous answer is complete)
-to the end of its headers, and at most ``max_header_bytes`` of them; past either the connection
-is closed (after a 431 for the size). The body has its own deadline, ``body_timeout_s``, and size
-limit, kept by the front door (``gateway.front_door``).
+bound the headers' size (10 MB of headers were accepted), nor wait for a body for a bounded time.
+This protocol gives every request:
+- ``header_timeout_s`` from the moment the connection opens (or its previous answer is complete)
+  to the end of its headers, and at most ``max_header_bytes`` of them: past either the
+  connection is closed (after a 431 for the size);
+- ``body_timeout_s`` from the end of its headers to the end of its body: a body that is late,
+  trickled, or shorter than its ``Content-Length`` is answered 400 (JSON-RPC -32600) and the
+  connection closed; the app's pending ``receive`` hears the disconnect.
+The deadlines are timers of the event loop, armed and cancelled per request (an ``asyncio.timeout``
+around the app's body read cost ~5 µs a request; a timer handle costs a tenth of that). The body's
+size limit is the front door's (``gateway.front_door``).
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gateway.inbound import INVALID_REQUEST
+from schemas.codec import encode
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on each request's headers."""
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
-    """Both set per server by ``guarded_protocol``."""
+    body_timeout_s: float = 30.0
+    """All three set per server by ``guarded_protocol``."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, server_state, app_state, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
         self._in_headers = True
         self._header_bytes = 0
 
@@ -57,7 +68,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._header_bytes = 0
         self._disarm_header_deadline()
+        self._body_deadline = self.loop.call_later(self.body_timeout_s, self._body_too_slow)
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_body_deadline()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -68,6 +84,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        self._disarm_body_deadline()
         super().connection_lost(exc)
 
     def _arm_header_deadline(self) -> None:
@@ -84,11 +101,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def _disarm_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_too_slow(self) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            body = _incomplete(self.body_timeout_s)
+            self.transport.write(_INCOMPLETE_HEAD % len(body) + body)
+        self.transport.close()
+
 
 _TOO_LARGE: Final = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-def guarded_protocol(header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for one server, with its header deadline and size limit."""
-    limits = {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes}
+_INCOMPLETE_HEAD: Final = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+)
+
+
+def _incomplete(timeout_s: float) -> bytes:
+    """The JSON-RPC error answering a body that did not arrive in time."""
+    message = f"Request body incomplete after {timeout_s:g} s"
+    return encode({"jsonrpc": "2.0", "id": None, "error": {"code": INVALID_REQUEST, "message": message}})
+
+
+def guarded_protocol(
+    header_timeout_s: float, max_header_bytes: int, body_timeout_s: float
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for one server, with its deadlines and header size limit."""
+    limits = {
+        "header_timeout_s": header_timeout_s,
+        "max_header_bytes": max_header_bytes,
+        "body_timeout_s": body_timeout_s,
+    }
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), limits)

@@ -11,8 +11,8 @@ In order:
 3. **Session ownership** (``gateway.sessions``): a request naming a 2025 session another
    principal opened → 404 ``Session not found``, for every verb.
 4. **One reading of the body** (``gateway.inbound``): a POST body is read once, within the
-   endpoint's size limit (413 beyond it, as the SDK answers) and ``body_timeout_s`` (400, and the
-   connection closed, for a late or short body), and parsed once; a body the parser refuses is
+   endpoint's size limit (413 beyond it, as the SDK answers; its deadline is the connection's,
+   ``gateway.connections``), and parsed once; a body the parser refuses is
    answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further.
 5. **Authorization** (``gateway.policy``) from that reading: a tool the principal may not use →
    403 ``insufficient_scope`` naming the scopes that would grant it; a task (either era's form,
@@ -29,7 +29,6 @@ again — for the SDK, which so parses exactly what was judged. Other paths (``/
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -57,7 +56,6 @@ from schemas.config import AuthSettings
 log = structlog.get_logger(__name__)
 
 _JSON: Final = (b"content-type", b"application/json")
-_CLOSE: Final = (b"connection", b"close")
 _VERSION_HEADER: Final = b"mcp-protocol-version"
 _SESSION_HEADER: Final = b"mcp-session-id"
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
@@ -115,14 +113,12 @@ class FrontDoor:
         max_body_bytes: int,
         auth: AuthSettings | None,
         sessions: SessionOwners,
-        body_timeout_s: float,
         rate_limit: RateLimit | None = None,
         on_refusal: OnRefusal | None = None,
     ) -> None:
         self.app = app
         self._path = path
         self._max_body_bytes = max_body_bytes
-        self._body_timeout_s = body_timeout_s
         self._auth = auth
         self._authenticator = Authenticator(auth) if auth is not None else None
         self.policy = Policy(auth.policy if auth is not None else None)
@@ -188,29 +184,25 @@ class FrontDoor:
         await self.app(scope, _replay(inbound, receive), send)
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or ``None`` once it has been refused (413 over the limit, 400 too slow)."""
+        """The whole body, or ``None`` once it has been refused (413 over the limit) or the client left.
+
+        A body that never completes is the connection's to end (``gateway.connections``: 400 after
+        ``body_timeout_s``); ``receive`` then says the client disconnected.
+        """
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(self._body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return None  # the client went away
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self._max_body_bytes:
-                        await _respond(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
-                        return None
-                    chunks.append(chunk)
-                    if not message.get("more_body"):
-                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        except TimeoutError:
-            # Late, trickled, or shorter than its Content-Length: the connection is closed after
-            # this answer, so the rest of the body can never be read as a next request.
-            late = f"Request body incomplete after {self._body_timeout_s:g} s"
-            await _respond(send, 400, _jsonrpc_error(None, INVALID_REQUEST, late), [_JSON, _CLOSE])
-            return None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away (or was timed out)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                await _respond(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _judge(self, principal: Principal, inbound: Inbound) -> Refusal | None:
         """Why this POST must be refused (policy, tasks, sessions, then rate limits), or ``None``."""
