@@ -11,7 +11,6 @@ JSON is an ``isError`` result.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 from collections.abc import Mapping
@@ -20,7 +19,6 @@ from typing import Any
 
 import structlog
 import wasmtime
-from wasmtime import _ffi as wasmtime_ffi
 
 from bus.subjects import is_valid_tool_name
 from schemas.codec import DecodeError, decode_json, encode
@@ -36,6 +34,7 @@ from workers.failures import describe_trap, error_result, root_cause, with_stder
 from workers.guest_output import HeadLog, TailBuffer
 from workers.interrupts import InterruptibleStore
 from workers.limits import LOAD_CHECK_TIMEOUT_S, effective_timeout_s, sandbox_store
+from workers.wasmtime_adapter import set_stdin_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -210,7 +209,7 @@ class LoadedCommand:
     ) -> InterruptibleStore:
         wasi = self.grants.wasi()  # its capabilities' env and directories; no network, nothing inherited
         wasi.argv = [self.name]
-        _set_stdin_bytes(wasi, stdin)
+        set_stdin_bytes(wasi, stdin)
         wasi.stdout_custom = stdout.write
         wasi.stderr_custom = stderr.write
         # The one Store factory: WASI, the epoch deadline, memory and fuel limits, all before
@@ -240,14 +239,3 @@ def _check_interface(module: wasmtime.Module, label: str) -> None:
     entry = exports.get(ENTRY_POINT)
     if not isinstance(entry, wasmtime.FuncType) or entry.params or entry.results:
         raise ComponentLoadError(f"{label} exports no `{ENTRY_POINT}: () -> ()`, so it is not a WASI command")
-
-
-def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    """Give the guest ``data`` as its whole stdin.
-
-    wasmtime-py only offers a stdin *file*; the C API's ``wasi_config_set_stdin_bytes`` takes the
-    bytes directly and halves the cost of a small call (a temp file costs ~0.25 ms). wasmtime
-    takes ownership of the vector's buffer (it leaves the vector empty), so nothing is freed here.
-    """
-    vec = wasmtime_ffi.bytes_to_capi(data)
-    wasmtime_ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))

@@ -23,7 +23,6 @@ from typing import Any
 import structlog
 import wasmtime
 from wasmtime import component as wc
-from wasmtime.component import _types as wc_types
 
 from bus.subjects import is_valid_tool_name
 from schemas.codec import encode
@@ -43,6 +42,7 @@ from workers.guest_output import GuestOutput
 from workers.interrupts import InterruptibleStore
 from workers.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.mcp_host import link_mcp
+from workers.wasmtime_adapter import install_per_thread_scratch
 
 log = structlog.get_logger(__name__)
 
@@ -57,34 +57,7 @@ HIDDEN_EXPORTS = frozenset({"exports"})
 _MISSING_IMPORT = re.compile(r"imports \w+ `([^`]+)`")
 
 
-class _PerThreadSet:
-    """Per-thread stand-in for wasmtime-py's module-global scratch set.
-
-    wasmtime-py lowers an untagged variant (e.g. ``option<string>``) by clearing, filling and
-    reading one global set, and the GIL can switch threads in between; with several calls in
-    flight that picks the wrong case. Only ``clear``, ``add`` and iteration are used on it.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _set(self) -> set[type[Any]]:
-        scratch: set[type[Any]] | None = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = set()
-        return scratch
-
-    def clear(self) -> None:
-        self._set().clear()
-
-    def add(self, cls: type[Any]) -> None:
-        self._set().add(cls)
-
-    def __iter__(self) -> Any:
-        return iter(self._set())
-
-
-wc_types.case_test_cache = _PerThreadSet()  # type: ignore[assignment]
+install_per_thread_scratch()  # before any guest call lowers a variant
 
 
 @dataclass(frozen=True)

@@ -10,42 +10,19 @@ from the thread running it. The check is a few attribute reads, once per 10 ms o
 
 from __future__ import annotations
 
-import ctypes
 import math
 import threading
 import time
 from typing import Any
 
 import wasmtime
-from wasmtime import _ffi as ffi
+
+from workers.wasmtime_adapter import CONTINUE, epoch_callback, set_epoch_deadline_callback, trap
 
 TIMED_OUT = "toolbus: deadline reached"
 """The root cause of the trap that ends a guest at its deadline."""
 CANCELLED = "toolbus: call cancelled"
 """The root cause of the trap that ends a guest whose call was cancelled."""
-
-_CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE: keep running, deadline moved by `delta` ticks
-_Callback = ctypes.CFUNCTYPE(
-    ctypes.c_size_t,
-    ctypes.POINTER(ffi.wasmtime_context_t),
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_uint64),
-    ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t),
-)
-_Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-def _finalize(_data: Any) -> None:
-    return None
-
-
-_no_finalizer = _Finalizer(_finalize)
-
-
-def _trap(message: str) -> int:
-    """A ``wasmtime_error_t*`` for wasmtime to raise in the guest (it takes ownership)."""
-    error = ffi.wasmtime_error_new(ctypes.create_string_buffer(message.encode()))
-    return ctypes.cast(error, ctypes.c_void_p).value or 0
 
 
 class Interrupts:
@@ -57,11 +34,11 @@ class Interrupts:
         self.deadline = math.inf
         """``time.monotonic()`` value at which the guest is stopped."""
         self.cancelled: threading.Event | None = None
-        self._callback = _Callback(self._on_tick)  # kept alive as long as the Store is
+        self._callback = epoch_callback(self._on_tick)  # kept alive as long as the Store is
 
     def install(self, store: wasmtime.Store) -> None:
         """Make ``store`` consult these interrupts every epoch tick (once, at creation)."""
-        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, _no_finalizer)
+        set_epoch_deadline_callback(store, self._callback)
 
     def arm(self, store: wasmtime.Store, timeout_s: float, cancelled: threading.Event | None) -> None:
         """Stop the guest ``timeout_s`` from now, or as soon as ``cancelled`` is set."""
@@ -73,11 +50,11 @@ class Interrupts:
     def _on_tick(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
         cancelled = self.cancelled
         if cancelled is not None and cancelled.is_set():
-            return _trap(CANCELLED)
+            return trap(CANCELLED)
         if time.monotonic() >= self.deadline:
-            return _trap(TIMED_OUT)
+            return trap(TIMED_OUT)
         delta[0] = 1
-        kind[0] = _CONTINUE
+        kind[0] = CONTINUE
         return 0
 
 
