@@ -38,7 +38,7 @@ from registry.releases import Releases
 from registry.task_desk import TaskDesk
 from registry.tasks import TaskStore
 from schemas.codec import DecodeError, decode, encode
-from schemas.config import RegistrySettings, TasksSettings
+from schemas.config import MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
 from schemas.errors import ErrorCode
 from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
 
@@ -99,6 +99,11 @@ class RegistryService:
             self._nc, self._subjects, replicas=self._replicas, max_events=self._settings.audit_max_events
         )
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket, replicas=self._replicas)
+        # Only the registry may create streams (bus.permissions): the gateways' rate-limit bucket
+        # too, whether or not a limit is set (keys idle for the longest window expire).
+        await ensure_bucket(
+            self._nc, self._subjects.rate_limits_bucket, replicas=self._replicas, ttl_s=MAX_RATE_WINDOW_S
+        )
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)
         self._tasks.append(asyncio.create_task(self.catalogue.watch()))
