@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -80,6 +81,19 @@ async def close_settled(nc: NatsClient, timeout_s: float = 5.0) -> None:
     await nc.close()
 
 
+_DISCONNECT_LISTENERS: weakref.WeakKeyDictionary[NatsClient, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+
+
+def on_disconnect(nc: NatsClient, listener: Callable[[], None]) -> None:
+    """Call ``listener`` (on the event loop) each time ``nc``, made by ``connect``, loses its
+    server, before it starts reconnecting; not when it is closed or drained on purpose.
+
+    A request sent before the loss waits for a reply that the dead server can no longer route:
+    this is where its sender learns so at once instead of at its timeout (``gateway.calls``).
+    """
+    _DISCONNECT_LISTENERS.setdefault(nc, []).append(listener)
+
+
 def inbox_prefix(user: str) -> str:
     """Where a connection of ``user`` receives replies (``_INBOX`` for anonymous connections)."""
     return f"_INBOX_{user}"
@@ -110,6 +124,8 @@ async def _connect(
         if client and (client[0].is_closed or client[0].is_draining):
             return  # our own drain/close: not news
         log.warning("nats disconnected", name=name)
+        for listener in _DISCONNECT_LISTENERS.get(client[0], []) if client else []:
+            listener()
 
     async def on_reconnected() -> None:
         log.info("nats reconnected", name=name)
