@@ -6,20 +6,25 @@ so a probe that cannot reach the server never passes for a refusal.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats.errors
 import pytest
-from nats.js.api import StreamConfig, StreamSource
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, StreamConfig, StreamSource
 
-from bus.connection import connect
+from bus.connection import caught_up, connect, published_only
 from bus.embedded import free_port
 from bus.permissions import ROLES, store_rows
+from bus.provisioning import ensure_bucket
 from bus.security import new_passwords, server_config
+from bus.subjects import subject_matches
 from registry.audit import ensure_audit_stream
 from tests.bus.test_permissions import API_TIMEOUT_S, SUBJECTS, as_role
 from tests.bus.test_security import SecureServer, launch, permission_errors, stop
+from tests.conftest import eventually
 
 REFUSED_WAIT_S = 0.5
 """A refused API request gets no answer; an allowed one on loopback answers in milliseconds."""
@@ -120,3 +125,61 @@ async def test_no_role_forges_a_reply_to_another_role(bare_server: SecureServer,
     forged += [] if role == "operator" else ["_INBOX.forged.1"]
     errors = await permission_errors(bare_server, role, forged, [])
     assert len(errors) == len(forged), (forged, errors)
+
+
+async def test_a_push_consumer_cannot_deliver_into_a_subject_its_creator_may_not_publish(
+    bare_server: SecureServer,
+) -> None:
+    # A worker may read and write the task records, so it may create a push consumer on them:
+    # nats-server delivers to any deliver_subject, checked against nobody's permissions. Aimed
+    # at a release verb, the registry's subscription hears it (seen: it would retire a tool).
+    # Every subscription of the registry and the workers drops such a delivery: it keeps its
+    # stream subject ($KV.…), which the subscription does not name (bus.connection.published_only).
+    registry = await connect(as_role(bare_server, "registry"), name="registry", allow_reconnect=False)
+    worker = await connect(as_role(bare_server, "worker"), name="worker", allow_reconnect=False)
+    operator = await connect(as_role(bare_server, "operator"), name="operator", allow_reconnect=False)
+    try:
+        await ensure_bucket(registry, SUBJECTS.tasks_bucket)
+        retire = SUBJECTS.registry_release("retire")
+        raw: asyncio.Queue[Msg] = asyncio.Queue()
+        handled: list[Msg] = []
+
+        async def hear(msg: Msg) -> None:
+            await raw.put(msg)
+
+        async def handle(msg: Msg) -> None:
+            handled.append(msg)
+
+        await registry.subscribe(retire, cb=hear)
+        await registry.subscribe(retire, cb=published_only(retire, handle))
+        await caught_up(registry)
+        js = worker.jetstream(timeout=API_TIMEOUT_S)
+        await js.publish(f"$KV.{SUBJECTS.tasks_bucket}.forged", b'{"tool":"victim"}')
+        await js.add_consumer(f"KV_{SUBJECTS.tasks_bucket}", ConsumerConfig(deliver_subject=retire))
+        delivered = await asyncio.wait_for(raw.get(), 10)  # the attack reaches the subject…
+        assert delivered.data == b'{"tool":"victim"}' and delivered.subject.startswith("$KV.")
+        await caught_up(registry)
+        assert handled == []  # …and is dropped
+        await operator.publish(retire, b'{"tool":"genuine"}')  # a real publish still gets through
+        await eventually(lambda: len(handled) == 1, what="the operator's genuine request was dropped")
+        assert handled[0].data == b'{"tool":"genuine"}'
+    finally:
+        await operator.close()
+        await worker.close()
+        await registry.close()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("a.b", "a.b", True),
+        ("a.*", "a.b", True),
+        ("a.*", "a.b.c", False),
+        ("a.>", "a.b.c", True),
+        ("a.>", "a", False),
+        ("a.b", "$KV.a.b", False),
+        ("toolbus.registry.retire", "$KV.toolbus_tasks.forged", False),
+    ],
+)
+def test_subject_matching_is_nats_matching(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches
