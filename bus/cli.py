@@ -11,6 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
+from bus.lifecycle import stop_with_supervisor
+from schemas.config import supervisor_pid_from_env
+
 COMMAND_GROUP = "toolbus.commands"
 
 
@@ -27,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if not stop_with_supervisor(supervisor_pid_from_env()):
+        return 1  # started by a `toolbus up` that is gone already
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

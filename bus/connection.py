@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -16,9 +17,11 @@ import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.errors import BusUnavailable
+from bus.subjects import subject_matches
 from schemas.config import NatsSettings
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,41 @@ async def close_settled(nc: NatsClient, timeout_s: float = 5.0) -> None:
     await nc.close()
 
 
+_DISCONNECT_LISTENERS: weakref.WeakKeyDictionary[NatsClient, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+
+
+def on_disconnect(nc: NatsClient, listener: Callable[[], None]) -> None:
+    """Call ``listener`` (on the event loop) each time ``nc``, made by ``connect``, loses its
+    server, before it starts reconnecting; not when it is closed or drained on purpose.
+
+    A request sent before the loss waits for a reply that the dead server can no longer route:
+    this is where its sender learns so at once instead of at its timeout (``gateway.calls``).
+    """
+    _DISCONNECT_LISTENERS.setdefault(nc, []).append(listener)
+
+
+MessageHandler = Callable[[Msg], Awaitable[None]]
+
+
+def published_only(pattern: str, handler: MessageHandler) -> MessageHandler:
+    """``handler`` for messages published to a subject ``pattern`` matches; any other is dropped.
+
+    A JetStream push consumer delivers a stream's messages to whatever subject its creator
+    names, and nats-server checks that subject against no permission: a role that may read and
+    write one stream (a worker on the task records) could have its own messages delivered to
+    ``toolbus.registry.retire`` or ``toolbus.tasks.cancel``. Such a delivery keeps the stream
+    message's own subject (``$KV.…``), which no subscription of ours names: that is the tell.
+    """
+
+    async def checked(msg: Msg) -> None:
+        if subject_matches(pattern, msg.subject):
+            await handler(msg)
+        else:
+            log.warning("dropped a message delivered under another subject", subscribed=pattern, subject=msg.subject)
+
+    return checked
+
+
 def inbox_prefix(user: str) -> str:
     """Where a connection of ``user`` receives replies (``_INBOX`` for anonymous connections)."""
     return f"_INBOX_{user}"
@@ -110,6 +148,8 @@ async def _connect(
         if client and (client[0].is_closed or client[0].is_draining):
             return  # our own drain/close: not news
         log.warning("nats disconnected", name=name)
+        for listener in _DISCONNECT_LISTENERS.get(client[0], []) if client else []:
+            listener()
 
     async def on_reconnected() -> None:
         log.info("nats reconnected", name=name)

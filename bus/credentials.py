@@ -13,12 +13,15 @@ deployment (compose, deploy/) is unaffected.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Final
 
+from bus.errors import CredentialsError
 from bus.permissions import ROLES
 from schemas.config import Settings
 
@@ -37,16 +40,28 @@ def credentials_file(state_dir: Path, role: str) -> Path:
 
 
 def ensure_credentials(state_dir: Path) -> dict[str, str]:
-    """Each role's password, made (and written, 0600) for the roles that have none yet."""
+    """Each role's password, made (and written, 0600) for the roles that have none yet.
+
+    Raises:
+        CredentialsError: the directory or a file in it is a symlink, another user's, or open to others.
+    """
     directory = credentials_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = os.lstat(directory)
+    if stat.S_ISDIR(status.st_mode) and status.st_uid == os.geteuid():
+        os.chmod(directory, 0o700, follow_symlinks=False)  # ours: close it whatever the umask was
+        status = os.lstat(directory)
+    _check_private(directory, status, directory=True)
     passwords = {}
     for role in ROLES:
         path = credentials_file(state_dir, role)
-        if not path.exists():
-            # O_EXCL and the mode at creation: the secret is never readable by others, not even briefly.
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # O_EXCL (no symlink is followed either) and the mode at creation: the secret is
+            # never readable by others, not even briefly.
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
             with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 json.dump({"user": role, "password": secrets.token_urlsafe(24)}, file)
         passwords[role] = _read(path)[1]
@@ -54,17 +69,55 @@ def ensure_credentials(state_dir: Path) -> dict[str, str]:
 
 
 def write_server_config(state_dir: Path, text: str) -> Path:
-    """Write the embedded nats-server's config (it holds every password) beside the credentials, 0600."""
+    """Write the embedded nats-server's config (it holds every password) beside the credentials, 0600.
+
+    Raises:
+        CredentialsError: a symlink or another user's file is in its place.
+    """
     path = credentials_dir(state_dir) / "nats-server.conf"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # a file left by an older run keeps its mode otherwise
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:  # ELOOP: a symlink, which would have us write the passwords elsewhere
+        raise CredentialsError(f"{path}: cannot be written safely ({exc.strerror}); remove it") from exc
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        if os.fstat(descriptor).st_uid != os.geteuid():
+            raise CredentialsError(f"{path} belongs to another user; remove it")
+        os.fchmod(descriptor, 0o600)  # a file left by an older run keeps its mode otherwise
+        file.truncate()
         file.write(text)
     return path
 
 
+def _check_private(path: Path, status: os.stat_result, *, directory: bool) -> None:
+    """Refuse ``path`` unless it is a real directory / regular file of ours that nobody else may
+    read or write: a password read from a file another user could write is one they chose."""
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    if not kind(status.st_mode):
+        raise CredentialsError(f"{path} is not a {'directory' if directory else 'regular file'} (a symlink?)")
+    if status.st_uid != os.geteuid():
+        raise CredentialsError(f"{path} belongs to user id {status.st_uid}, not to us; remove it")
+    if status.st_mode & 0o077:
+        raise CredentialsError(
+            f"{path} is open to other users (mode {stat.S_IMODE(status.st_mode):o}); "
+            f"chmod {'700' if directory else '600'} it, and change the passwords if others could read them"
+        )
+
+
 def _read(path: Path) -> tuple[str, str]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """The user and password of a credentials file, once it is shown to be private.
+
+    Raises:
+        CredentialsError: see ``_check_private``.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise CredentialsError(f"{path} is a symlink; remove it") from exc
+        raise
+    with os.fdopen(descriptor, encoding="utf-8") as file:
+        _check_private(path, os.fstat(descriptor), directory=False)
+        data = json.loads(file.read())
     return str(data["user"]), str(data["password"])
 
 

@@ -13,3 +13,8 @@ class BusUnavailable(BusError):
 
 class EmbeddedServerError(BusError):
     """Raised when the embedded nats-server cannot be found, started, or does not become ready."""
+
+
+class CredentialsError(BusError):
+    """Raised when the credentials directory or a file in it could be someone else's: a symlink,
+    owned by another user, or readable or writable by others."""

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvloop
 
 T = TypeVar("T")
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal the kernel sends this process when the thread that started it dies."""
+
+
+def stop_with_supervisor(supervisor_pid: int | None) -> bool:
+    """Have the kernel SIGTERM this process when ``toolbus up`` (``supervisor_pid``, its parent)
+    dies, even by kill -9, so no role runs on unsupervised (Linux; elsewhere nothing). Returns
+    False when the supervisor is already gone: nobody would signal us, so the caller exits."""
+    if supervisor_pid is None or not sys.platform.startswith("linux"):
+        return True
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return os.getppid() == supervisor_pid  # checked after the request: no window in between
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bus import lifecycle
 from bus.credentials import role_of_verb, with_local_credentials
-from bus.errors import BusUnavailable
+from bus.errors import BusUnavailable, CredentialsError
 from bus.logs import configure_logging
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
@@ -46,7 +46,11 @@ def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) ->
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
     # On a machine where `toolbus up` made credentials, every verb finds its role's.
-    return with_local_credentials(settings, role_of_verb(getattr(args, "command", None)))
+    try:
+        return with_local_credentials(settings, role_of_verb(getattr(args, "command", None)))
+    except CredentialsError as exc:
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return None
 
 
 def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) -> int:
@@ -61,6 +65,6 @@ def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) 
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
     try:
         return lifecycle.run(verb(settings, args))
-    except BusUnavailable as exc:
+    except (BusUnavailable, CredentialsError) as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return 1

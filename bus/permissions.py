@@ -8,13 +8,21 @@ Two tables, both built from the subject catalogue (``bus.subjects``):
   object store (each is a stream) — and, per role, ``r`` (read: stream info, get a message,
   create consumers and ack or flow-control their deliveries), ``w`` (write: publish to the
   stream's subjects; for an object store also purge, which replacing an object does) and ``a``
-  (administer: update, delete, purge, delete messages).
+  (administer: create the stream — each has exactly one such provisioner, the registry — purge it,
+  delete messages).
 
 ``role_permissions`` turns a role's column into nats-server ``permissions`` (publish and
 subscribe allow-lists); ``markdown_table`` renders both tables for docs/security.md (a test
 checks the two agree); tests/bus/test_permissions.py walks every row against a real nats-server.
 JetStream API subjects are named per stream, never ``$JS.API.CONSUMER.>``: a role that may
 not read a stream cannot create a consumer on it, so it cannot read it.
+
+Creating a stream is reading everything: a stream may *source* any other stream of the account
+(the audit trail included) and capture any subject (another role's replies), and nats-server
+checks neither against the creator's permissions. So only a stream's provisioner may create it;
+every other role may only look it up (``STREAM.INFO``) and waits for it (``bus.provisioning``).
+No role may update or delete a stream (changing its subjects or sources is the same power, and
+toolbus never does it at run time): an operator changes a stream with the server's own tools.
 """
 
 from __future__ import annotations
@@ -99,7 +107,9 @@ def store_rows(subjects: Subjects) -> list[StoreRow]:
         kv(s.tools_bucket, "the tool catalogue", {"registry": "rwa", "gateway": "r", "operator": "r"}),
         kv(s.packages_bucket, "package versions", {"registry": "rwa", "worker": "r", "operator": "r"}),
         kv(s.tasks_bucket, "task records", {"registry": "rwa", "worker": "rw", "gateway": "rw", "operator": "r"}),
-        kv(s.rate_limits_bucket, "rate-limit windows", {"gateway": "rw"}),
+        # The registry provisions it even where no rate limit is set: a missing bucket is one a
+        # gateway could otherwise create with sources or subjects of its choosing.
+        kv(s.rate_limits_bucket, "rate-limit windows", {"gateway": "rw", "registry": "a"}),
         obj(s.task_results_store, "task results", {"registry": "rwa", "worker": "rw", "gateway": "r", "operator": "r"}),
         obj(s.artifacts_store, "Wasm artifacts", {"registry": "rwa", "worker": "r", "operator": "rw"}),
         StoreRow(
@@ -125,8 +135,8 @@ def stream_api(row: StoreRow, role: str) -> list[str]:
     stream = row.stream
     granted: list[str] = []
     if row.access.get(role):
-        # Any use opens the stream, creating it if missing (an identical create is a no-op).
-        granted += [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}"]
+        # Any use looks the stream up first; only the provisioner ("a") may create it.
+        granted.append(f"$JS.API.STREAM.INFO.{stream}")
     if row.allows(role, "r"):
         granted += [
             f"$JS.API.STREAM.MSG.GET.{stream}",
@@ -149,8 +159,7 @@ def stream_api(row: StoreRow, role: str) -> list[str]:
             granted.append(f"$JS.API.STREAM.PURGE.{stream}")
     if row.allows(role, "a"):
         granted += [
-            f"$JS.API.STREAM.UPDATE.{stream}",
-            f"$JS.API.STREAM.DELETE.{stream}",
+            f"$JS.API.STREAM.CREATE.{stream}",
             f"$JS.API.STREAM.PURGE.{stream}",
             f"$JS.API.STREAM.MSG.DELETE.{stream}",
         ]

@@ -28,6 +28,10 @@ KV_HISTORY = 1
 PROVISION_TIMEOUT_S: Final = 60.0
 """How long a step keeps trying while JetStream is not answering (leader elections take seconds)."""
 RETRY_PAUSE_S: Final = 0.5
+CREATE_TIMEOUT_S: Final = 2.0
+"""How long a create waits for an answer. Only a stream's provisioner (the registry) may create
+it (``bus.permissions``): nats-server drops a create from any other role unanswered, so that
+role waits this long, looks again, and finds the stream once the registry has made it."""
 T = TypeVar("T")
 
 
@@ -43,7 +47,7 @@ async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
                 raise
             if attempts == 0:  # once: a server without JetStream would otherwise fill the log
                 log.warning(
-                    "JetStream is not answering; trying again",
+                    "JetStream is not answering (or only the registry may create this); trying again",
                     what=what,
                     error=type(exc).__name__,
                     for_s=PROVISION_TIMEOUT_S,
@@ -70,7 +74,7 @@ async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s
         except BucketNotFoundError:
             # Two processes may race here; creating an identical stream twice is accepted by the server.
             config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
-            return await js.create_key_value(config)
+            return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_key_value(config)
 
     return await _patiently(f"KV bucket {bucket}", step)
 
@@ -83,7 +87,9 @@ async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1)
         try:
             return await js.object_store(bucket)
         except (BucketNotFoundError, NotFoundError):
-            return await js.create_object_store(bucket, ObjectStoreConfig(replicas=replicas))
+            return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_object_store(
+                bucket, ObjectStoreConfig(replicas=replicas)
+            )
 
     return await _patiently(f"object store {bucket}", step)
 
@@ -99,7 +105,7 @@ async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
             await js.stream_info(name)
         except NotFoundError:
             try:
-                await js.add_stream(config)
+                await nc.jetstream(timeout=CREATE_TIMEOUT_S).add_stream(config)
             except BadRequestError:
                 pass  # created by another process meanwhile
 

@@ -43,6 +43,18 @@ def as_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", text)
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """True when NATS would deliver a message published to ``subject`` to a subscription on
+    ``pattern`` (``*`` one token, a last ``>`` one or more)."""
+    wanted, got = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(got) > index
+        if index >= len(got) or (token != "*" and token != got[index]):
+            return False
+    return len(got) == len(wanted)
+
+
 def is_valid_tool_name(name: str) -> bool:
     """True when ``name`` is an MCP tool name that is also one NATS subject token.
 

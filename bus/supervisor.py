@@ -45,7 +45,7 @@ from bus.provisioning import wait_for_jetstream
 from bus.security import authorization
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
-from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, Settings
+from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE, Settings
 from schemas.wire import WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
@@ -202,8 +202,15 @@ async def _keep_servers_up(servers: list[EmbeddedNatsServer], delay_s: float) ->
                 continue
             log.warning("nats-server died; restarting it", url=server.url, in_s=delay_s)
             await asyncio.sleep(delay_s)
+            # A shutdown cancelling us mid-start must wait for the start: the thread would
+            # otherwise spawn the server after the shutdown stopped it, leaving it running alone.
+            starting = asyncio.ensure_future(asyncio.to_thread(server.start))
             try:
-                await asyncio.to_thread(server.start)
+                await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                with contextlib.suppress(EmbeddedServerError):
+                    await starting
+                raise
             except EmbeddedServerError as exc:
                 log.error("nats-server did not restart; trying again", url=server.url, error=str(exc))
             else:
@@ -277,6 +284,8 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
             # Gateways sign each call's principal for the workers and the registry (bus/principal.py):
             # one fresh key per run ties this run's processes together.
             env = {**(env or os.environ), PRINCIPAL_KEY_VARIABLE: secrets.token_urlsafe(32)}
+        # Each child stops when we die, even by kill -9 (bus.lifecycle.stop_with_supervisor).
+        env = {**(env or os.environ), SUPERVISOR_PID_VARIABLE: str(os.getpid())}
         settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
         settings = with_local_credentials(settings, "operator")  # `up`'s own connections (readiness)
         nats_url = settings.nats.url

@@ -11,6 +11,10 @@ Around the request:
 - cancellation: when the caller is cancelled (the client cancelled, or went away) or the
   deadline passes, an empty message on ``PREFIX.cancel.<Toolbus-Request-Id>`` tells the worker
   to stop the guest. It is published from a shielded scope, then the cancellation goes on.
+- a lost connection: when the gateway's NATS server dies, the replies to the calls in flight
+  can no longer reach it. Those calls end at once with the retryable ``BusDisconnected``
+  (``bus.connection.on_disconnect``) instead of at their deadline; the cancel for each is sent
+  when the connection is back, so the worker stops the guest whose answer nobody awaits.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
+from bus.connection import on_disconnect
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.errors import (
@@ -114,6 +119,27 @@ class ToolCaller:
         self.timeout_s = timeout_s
         self._signer = signer
         self._ids = NUID()  # unique request ids at a fraction of uuid4's cost
+        self._waiting: set[asyncio.Task[Any]] = set()
+        """Tasks awaiting a reply right now (a set add and discard per call: no task of its own)."""
+        self._lost: set[asyncio.Task[Any]] = set()
+        """Tasks of ``_waiting`` cancelled because the connection was lost."""
+        on_disconnect(nc, self._connection_lost)
+
+    def _connection_lost(self) -> None:
+        """No reply to a request sent before now can come: end every call waiting for one."""
+        waiting, self._waiting = self._waiting, set()
+        for task in waiting:
+            self._lost.add(task)
+            task.cancel()
+
+    def _forget_loss(self, task: asyncio.Task[Any]) -> bool:
+        """True when ``task`` was cancelled by ``_connection_lost``; that cancellation is undone
+        (a reply that arrived meanwhile wins, and nobody above sees a cancellation of ours)."""
+        if task not in self._lost:
+            return False
+        self._lost.discard(task)
+        task.uncancel()
+        return True
 
     async def call(
         self,
@@ -188,14 +214,29 @@ class ToolCaller:
 
     async def _request(self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> bytes:
         request_id = headers[Header.REQUEST_ID]
+        task = asyncio.current_task()
+        assert task is not None
+        lost = False
         try:
-            msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
+            self._waiting.add(task)
+            try:
+                msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
+            finally:
+                self._waiting.discard(task)
+                lost = self._forget_loss(task)
         except nats.errors.NoRespondersError:
             raise no_worker(tool) from None
         except nats.errors.TimeoutError:
             await self.cancel(request_id)  # a worker may still be running it
             raise deadline_exceeded(tool, timeout_s) from None
         except asyncio.CancelledError:
+            if lost and not task.cancelling():  # ours alone: the connection died under the call
+                await self.cancel(request_id)  # nats-py sends it once reconnected
+                raise BusDisconnected(
+                    f"the gateway lost its NATS connection while calling tool {tool!r}; retry later",
+                    tool=tool,
+                    detail="connection lost",
+                ) from None
             # The client cancelled or went away: stop the guest, then let the cancellation go on.
             with anyio.CancelScope(shield=True):
                 await self.cancel(request_id)

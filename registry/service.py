@@ -26,7 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.connection import caught_up
+from bus.connection import caught_up, published_only
 from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.replies import send_error
@@ -38,7 +38,7 @@ from registry.releases import Releases
 from registry.task_desk import TaskDesk
 from registry.tasks import TaskStore
 from schemas.codec import DecodeError, decode, encode
-from schemas.config import RegistrySettings, TasksSettings
+from schemas.config import MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
 from schemas.errors import ErrorCode
 from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
 
@@ -99,6 +99,11 @@ class RegistryService:
             self._nc, self._subjects, replicas=self._replicas, max_events=self._settings.audit_max_events
         )
         tools_kv = await ensure_bucket(self._nc, self._subjects.tools_bucket, replicas=self._replicas)
+        # Only the registry may create streams (bus.permissions): the gateways' rate-limit bucket
+        # too, whether or not a limit is set (keys idle for the longest window expire).
+        await ensure_bucket(
+            self._nc, self._subjects.rate_limits_bucket, replicas=self._replicas, ttl_s=MAX_RATE_WINDOW_S
+        )
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)
         self._tasks.append(asyncio.create_task(self.catalogue.watch()))
@@ -111,16 +116,28 @@ class RegistryService:
         await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.
-        self._subscriptions.append(await self._nc.subscribe(s.announce, cb=self._on_announce))
-        self._subscriptions.append(await self._nc.subscribe(s.registry_list, queue=q, cb=self._on_list))
-        self._subscriptions.append(await self._nc.subscribe(s.registry_get, queue=q, cb=self._on_get))
+        self._subscriptions.append(
+            await self._nc.subscribe(s.announce, cb=published_only(s.announce, self._on_announce))
+        )
+        self._subscriptions.append(
+            await self._nc.subscribe(s.registry_list, queue=q, cb=published_only(s.registry_list, self._on_list))
+        )
+        self._subscriptions.append(
+            await self._nc.subscribe(s.registry_get, queue=q, cb=published_only(s.registry_get, self._on_get))
+        )
         for verb in RELEASE_VERBS:
             self._subscriptions.append(
-                await self._nc.subscribe(s.registry_release(verb), queue=q, cb=self.releases.handler(verb))
+                await self._nc.subscribe(
+                    s.registry_release(verb),
+                    queue=q,
+                    cb=published_only(s.registry_release(verb), self.releases.handler(verb)),
+                )
             )
         self._answering_since = time.monotonic() + STARTUP_GRACE_S
         if self._settings.answer_unknown_tools:
-            self._subscriptions.append(await self._nc.subscribe(s.call_any, queue=q, cb=self._on_call))
+            self._subscriptions.append(
+                await self._nc.subscribe(s.call_any, queue=q, cb=published_only(s.call_any, self._on_call))
+            )
         self._tasks.append(asyncio.create_task(self._probe_periodically()))
         # Not nc.flush(): its PING can overtake our SUBs (see bus.connection.caught_up).
         await caught_up(self._nc)

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.connection import published_only
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
@@ -74,10 +75,18 @@ class TaskDesk:
         assert set(handlers) == TASK_VERBS
         for verb, handler in handlers.items():
             self._subscriptions.append(
-                await self._nc.subscribe(self._subjects.task_request(verb), queue=q, cb=_guarded(self._nc, handler))
+                await self._nc.subscribe(
+                    self._subjects.task_request(verb),
+                    queue=q,
+                    cb=published_only(self._subjects.task_request(verb), _guarded(self._nc, handler)),
+                )
             )
         self._subscriptions.append(
-            await self._nc.subscribe(self._subjects.tasks_max_deliveries_advisory, queue=q, cb=self._on_max_deliveries)
+            await self._nc.subscribe(
+                self._subjects.tasks_max_deliveries_advisory,
+                queue=q,
+                cb=published_only(self._subjects.tasks_max_deliveries_advisory, self._on_max_deliveries),
+            )
         )
         self._sweeper = asyncio.create_task(self._sweep_periodically())
 

@@ -93,6 +93,16 @@ def _principal_key_from_env() -> str | None:
     return os.environ.get(PRINCIPAL_KEY_VARIABLE) or None
 
 
+SUPERVISOR_PID_VARIABLE = "TOOLBUS_SUPERVISOR_PID"
+
+
+def supervisor_pid_from_env() -> int | None:
+    """``$TOOLBUS_SUPERVISOR_PID``: set by ``toolbus up`` for its children (``bus.lifecycle``);
+    taken out of the environment, so a process the child starts does not take it for its own."""
+    value = os.environ.pop(SUPERVISOR_PID_VARIABLE, "")
+    return int(value) if value.isdigit() else None
+
+
 NATS_REPLICAS_VARIABLE = "TOOLBUS_NATS_REPLICAS"
 
 

@@ -32,7 +32,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from wasmtime import component as wc
@@ -71,10 +71,37 @@ def _address(text: str) -> Address | None:
     return address
 
 
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+"""The NAT64 well-known prefix: its last 32 bits are an IPv4 address that a NAT64 gateway reaches."""
+_NEVER_GLOBAL: Final = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated): a tunnel may carry it to the IPv4
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215): translated inside a site
+)
+"""IPv6 ranges Python counts as global (3.11) that can only lead to an embedded IPv4 address."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a 6to4 (2002::/16) or NAT64 (64:ff9b::/96) address leads to, if any."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_special(address: Address) -> bool:
     """True for an address a guest must not reach by name: loopback, private, link-local (cloud
-    metadata 169.254.169.254), shared (100.64/10), multicast, reserved, unspecified…"""
-    return not address.is_global or address.is_multicast
+    metadata 169.254.169.254), shared (100.64/10), multicast, reserved, unspecified… and an IPv6
+    address that leads to such an IPv4 one through a translator or tunnel (NAT64, 6to4,
+    IPv4-compatible): ``64:ff9b::a00:7`` is 10.0.0.7 behind a NAT64 gateway."""
+    if not address.is_global or address.is_multicast:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NEVER_GLOBAL):
+            return True
+        inner = embedded_ipv4(address)
+        return inner is not None and is_special(inner)
+    return False
 
 
 def _seconds_left() -> float | None:

@@ -35,7 +35,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.connection import caught_up, drain_subscriptions
+from bus.connection import caught_up, drain_subscriptions, published_only
 from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
@@ -273,7 +273,9 @@ class WorkerService:
         for name in self._routes:
             if name not in self._calls:
                 self._calls[name] = await self._nc.subscribe(
-                    self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
+                    self._subjects.call(name),
+                    queue=self._subjects.worker_queue,
+                    cb=published_only(self._subjects.call(name), self._on_call),
                 )
         self.discovery.update(self._endpoints(), {name: route.stats for name, route in self._routes.items()})
         await caught_up(self._nc)  # the new subscriptions are in place before anyone hears of them
@@ -297,11 +299,18 @@ class WorkerService:
         self._background.append(asyncio.create_task(self._send_replies()))
         for name in self._routes:
             self._calls[name] = await self._nc.subscribe(
-                self._subjects.call(name), queue=self._subjects.worker_queue, cb=self._on_call
+                self._subjects.call(name),
+                queue=self._subjects.worker_queue,
+                cb=published_only(self._subjects.call(name), self._on_call),
             )
-        ping = await self._nc.subscribe(self._subjects.worker_ping(self.worker_id), cb=self._on_ping)
-        self._subscriptions.append(await self._nc.subscribe(self._subjects.cancel_any, cb=self._on_cancel))
-        hello = await self._nc.subscribe(self._subjects.registry_hello, cb=self._on_registry_hello)
+        s = self._subjects
+        ping = await self._nc.subscribe(
+            s.worker_ping(self.worker_id), cb=published_only(s.worker_ping(self.worker_id), self._on_ping)
+        )
+        self._subscriptions.append(
+            await self._nc.subscribe(s.cancel_any, cb=published_only(s.cancel_any, self._on_cancel))
+        )
+        hello = await self._nc.subscribe(s.registry_hello, cb=published_only(s.registry_hello, self._on_registry_hello))
         self._subscriptions += [ping, hello]
         await self.discovery.start()
         # Not nc.flush(): in nats-py its PING can overtake the SUBs, and a caller acting on our

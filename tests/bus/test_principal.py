@@ -9,6 +9,7 @@ keeps them for later. Against a real nats-server, a real registry and the gatewa
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from bus.embedded import EmbeddedNatsServer
 from bus.principal import CLOCK_SKEW_S, PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.calls import ToolCaller
@@ -137,3 +139,68 @@ async def test_a_signed_task_request_is_refused_once_expired(
     stale = signed(subject, body, valid_for_s=-(CLOCK_SKEW_S + 1))
     reply = await nc.request(subject, body, timeout=10, headers=stale)
     assert decode(reply.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
+
+
+# -- header tricks: NATS headers may repeat and differ in case; the MAC input is framed ----------
+
+
+def raw_publish(url: str, subject: str, header_lines: list[str], body: bytes) -> None:
+    """Publish with headers exactly as written (repeats included), over a bare NATS socket."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    head = ("NATS/1.0\r\n" + "".join(f"{line}\r\n" for line in header_lines) + "\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.recv(4096)  # INFO
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
+        sock.sendall(f"HPUB {subject} {len(head)} {len(head) + len(body)}\r\n".encode() + head + body + b"\r\n")
+        sock.sendall(b"PING\r\n")
+        answer = b""
+        while b"PONG" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert b"-ERR" not in answer, answer
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["Toolbus-Principal: mallory"],  # a second principal after the signed one
+        ["toolbus-principal: mallory"],  # another case
+        ["TOOLBUS-PRINCIPAL: mallory", "Toolbus-Principal: mallory"],
+    ],
+    ids=["repeated", "lower case", "upper case and repeated"],
+)
+async def test_a_repeated_or_recased_principal_header_never_names_another_principal(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, extra: list[str]
+) -> None:
+    subject, body = subjects.call("kit_add"), b'{"a":1,"b":2}'
+    headers = signed(subject, body)
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        await heard.put(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    for arrangement in (lines + extra, extra + lines):
+        await asyncio.to_thread(raw_publish, nats_server.url, subject, arrangement, body)
+        msg = await asyncio.wait_for(heard.get(), 5)
+        # Whichever copy the client keeps, the verified principal is the signed one or none.
+        assert SIGNER.verified(msg.headers, msg.subject, msg.data) in ("alice", None), msg.headers
+
+
+def test_the_signed_fields_are_framed_so_no_two_splits_collide() -> None:
+    # Plain concatenation would make these pairs sign the same bytes; length prefixes do not.
+    body = b"{}"
+    headers = {Header.REQUEST_ID: "b.c"}
+    SIGNER.stamp(headers, "alice", subject="toolbus.call.a", body=body, valid_for_s=30)
+    moved = {**headers, Header.REQUEST_ID: "c"}
+    assert SIGNER.verified(moved, "toolbus.call.a.b", body) is None
+    assert SIGNER.verified(moved, "toolbus.call.a.b.", body) is None
+    separators = {Header.REQUEST_ID: "req"}
+    SIGNER.stamp(separators, "a|b", subject="s", body=body, valid_for_s=30)
+    assert SIGNER.verified({**separators, Header.PRINCIPAL: "a", Header.REQUEST_ID: "req|b"}, "s", body) is None
+    assert SIGNER.verified({**separators, Header.PRINCIPAL: "a|b"}, "s", body) == "a|b"
+    # The body is digested, not appended: moving bytes between the principal and the body fails.
+    assert SIGNER.verified({**separators, Header.PRINCIPAL: "a|b{}"}, "s", b"") is None

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -20,12 +21,13 @@ from mcp_types import INVALID_PARAMS
 from bus.connection import connect
 from bus.credentials import credentials_dir, credentials_file
 from bus.errors import BusUnavailable
+from bus.permissions import ROLES
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
 from schemas.config import NatsSettings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import ErrorReply
-from tests.e2e.conftest import RunningSystem, nats_as
+from tests.e2e.conftest import RunningSystem, child_processes, nats_as
 
 ERAS = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -200,6 +202,28 @@ def test_the_credentials_are_readable_by_their_owner_only(system: RunningSystem)
     assert files == ["gateway.json", "nats-server.conf", "operator.json", "registry.json", "worker.json"]
     for path in directory.iterdir():
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_no_password_reaches_an_argv_an_environment_or_a_log(system: RunningSystem) -> None:
+    # Any local user can read every process's argv (ps); logs get shared. The passwords live in
+    # the 0600 files only: not in the argv or environment of up, the nats-server or any child.
+    state_dir = load_settings(system.config).state_dir
+    passwords = [json.loads(credentials_file(state_dir, role).read_text())["password"] for role in ROLES]
+    processes = [
+        (system.process.pid, "up"),
+        *((pid, " ".join(argv)) for pid, argv in child_processes(system.process.pid)),
+    ]
+    assert len(processes) >= 5, processes  # up, nats-server, registry, worker, gateway
+    for pid, what in processes:
+        visible = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+        leaked = [p for p in passwords if p.encode() in visible]
+        assert not leaked, f"a password is in the argv or environment of {what}"
+    logs = [system.banner, (system.config.parent / "up.log").read_text(), *read_logs(state_dir)]
+    assert not [p for p in passwords if any(p in log for log in logs)], "a password is in a log"
+
+
+def read_logs(state_dir: Path) -> list[str]:
+    return [path.read_text(errors="replace") for path in state_dir.rglob("*.log*")]
 
 
 async def test_a_worker_user_cannot_read_the_audit_stream_the_operator_can(system: RunningSystem) -> None:

@@ -33,6 +33,12 @@ def internal() -> Iterator[Internal]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             site.hosts.append(self.headers.get("Host", ""))
+            if self.path == "/redirect":  # to the cloud metadata address: a guest must not be taken there
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Length", "8")
             self.end_headers()
@@ -134,3 +140,98 @@ def test_a_name_that_does_not_resolve_is_an_error_not_a_trap() -> None:
     resolver = StubResolver({"nowhere.example.test": []})
     answer = policy(["*.example.test"], resolver).fetch(Request("http://nowhere.example.test/"))
     assert isinstance(answer, str) and answer.startswith("request failed: OSError"), answer
+
+
+# -- attacks: every way to spell an internal address -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 well-known prefix → 127.0.0.1 behind the translator
+        "64:ff9b::a00:7",  # NAT64 → 10.0.0.7
+        "64:ff9b::a9fe:a9fe",  # NAT64 → 169.254.169.254 (cloud metadata)
+        "64:ff9b:1::a00:7",  # local-use NAT64 prefix
+        "2002:7f00:1::1",  # 6to4 → 127.0.0.1
+        "2002:a00:7::1",  # 6to4 → 10.0.0.7
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "::a00:7",
+        "fe80::1",  # link-local
+        "fe80::1%eth0",  # with a zone
+        "fc00::1",  # unique local
+        "fd12:3456::1",
+        "ff02::1",  # multicast
+        "::",
+        "2001:db8::1",  # documentation
+        "100::1",  # discard-only
+    ],
+)
+def test_no_ipv6_spelling_of_an_internal_address_is_reached(address: str) -> None:
+    resolver = StubResolver({"v6.example.test": [address]})
+    answer = policy(["*.example.test"], resolver).fetch(Request("http://v6.example.test/"))
+    assert isinstance(answer, str) and answer.startswith("refused: v6.example.test resolves to "), answer
+
+
+def test_a_public_address_behind_nat64_or_6to4_is_still_reachable() -> None:
+    # 93.184.215.14 is public: its NAT64 and 6to4 forms are too (checked without connecting).
+    for address in ["64:ff9b::5db8:d70e", "2002:5db8:d70e::1"]:
+        resolver = StubResolver({"public.example.test": [address]})
+        assert policy(["*.example.test"], resolver).checked_address("http://public.example.test/") == address
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["2130706433", "0x7f.1", "0x7f000001", "017700000001", "0177.0.0.1", "127.1", "LOCALHOST", "localhost."],
+)
+def test_numeric_and_odd_spellings_of_loopback_are_refused(internal: Internal, host: str) -> None:
+    # Even an allow entry naming the odd spelling itself only passes the name check: the system
+    # resolver turns each into 127.0.0.1 (inet_aton accepts them), which the address check refuses.
+    before = len(internal.hosts)
+    url = f"http://{host}:{internal.port}/"
+    for allow in (["*.example.test"], [f"{host.rstrip('.').lower()}:{internal.port}"]):
+        answer = policy(allow).fetch(Request(url))
+        assert isinstance(answer, str) and answer.startswith("refused:"), (allow, answer)
+    assert len(internal.hosts) == before, "a connection was made"
+
+
+def test_userinfo_does_not_smuggle_a_host_past_the_allowlist(internal: Internal) -> None:
+    before = len(internal.hosts)
+    resolver = StubResolver({"allowed.example.test": ["93.184.215.14"]})
+    for url in [
+        f"http://allowed.example.test@127.0.0.1:{internal.port}/",
+        f"http://allowed.example.test:80@127.0.0.1:{internal.port}/",
+    ]:
+        answer = policy(["allowed.example.test", f"allowed.example.test:{internal.port}"], resolver).fetch(Request(url))
+        assert isinstance(answer, str) and answer.startswith("refused: 127.0.0.1:"), answer
+    assert len(internal.hosts) == before and resolver.lookups == []
+
+
+def test_a_port_not_on_the_allowlist_is_refused(internal: Internal) -> None:
+    resolver = StubResolver({"pinned.example.test": ["127.0.0.1"]})
+    allow = [f"pinned.example.test:{internal.port}", f"127.0.0.1:{internal.port}"]
+    answer = policy(allow, resolver).fetch(Request(f"http://pinned.example.test:{internal.port + 1}/"))
+    assert isinstance(answer, str) and "is not on the allowlist" in answer, answer
+    assert resolver.lookups == []
+
+
+def test_a_redirect_to_an_internal_address_is_not_followed(internal: Internal) -> None:
+    resolver = StubResolver({"pinned.example.test": ["127.0.0.1"]})
+    allow = [f"pinned.example.test:{internal.port}", f"127.0.0.1:{internal.port}"]
+    before = len(internal.hosts)
+    answer = policy(allow, resolver).fetch(Request(f"http://pinned.example.test:{internal.port}/redirect"))
+    assert not isinstance(answer, str), answer
+    assert answer.status == 302  # the guest sees it; its next fetch is checked on its own
+    assert len(internal.hosts) == before + 1 and resolver.lookups == ["pinned.example.test"]
+
+
+def test_proxy_variables_of_the_worker_are_not_honoured(internal: Internal, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy in the worker's environment would carry the request somewhere the check never saw;
+    # this one is a closed port, so only a direct connection to the checked address succeeds.
+    closed = internal.port + 1
+    for variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{closed}")
+    resolver = StubResolver({"pinned.example.test": ["127.0.0.1"]})
+    allow = [f"pinned.example.test:{internal.port}", f"127.0.0.1:{internal.port}"]
+    answer = policy(allow, resolver).fetch(Request(f"http://pinned.example.test:{internal.port}/"))
+    assert not isinstance(answer, str), answer
+    assert answer.status == 200 and internal.hosts[-1] == f"pinned.example.test:{internal.port}"

@@ -100,3 +100,37 @@ async def test_unsigned_callers_share_one_allowance(nc: NatsClient, subjects: Su
         await first
     finally:
         await service.stop(grace_s=SLOW_S)
+
+
+async def test_unsigned_callers_cannot_starve_a_signed_principal(
+    nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+) -> None:
+    """A raw NATS caller (any holder of call-publishing credentials) sends a slow call for every
+    slot, each under another forged principal: together they are the one unsigned caller, held to
+    its share, and a principal the gateway signed still starts at once."""
+    settings = WorkerSettings(concurrency=CONCURRENCY, calls_per_principal=CONCURRENCY - 1)
+    service = WorkerService(nc, subjects, settings, [kit], principal_signer=SIGNER)
+    await service.start()
+    try:
+        flood = [
+            asyncio.create_task(
+                nc.request(
+                    subjects.call("kit_danger_spin"),
+                    b"{}",
+                    timeout=SLOW_S * 4,
+                    headers={**deadline_in(SLOW_S), Header.PRINCIPAL: f"forged-{i}", Header.REQUEST_ID: f"f{i}"},
+                )
+            )
+            for i in range(CONCURRENCY + 1)
+        ]
+        await eventually(lambda: service.accepted == CONCURRENCY - 1, what="the unsigned flood was not admitted")
+        started = time.monotonic()
+        reply = await signed_call(nc, subjects, "kit_add", encode({"a": 2, "b": 3}), "victim")
+        delay = time.monotonic() - started
+        assert decode(reply.data, CallToolResult).structured_content == 5
+        assert delay < SLOW_S / 4, delay
+        replies = await asyncio.gather(*flood)
+        refused = [decode(r.data, ErrorReply).error for r in replies if r.headers and Header.ERROR in r.headers]
+        assert len(refused) == 2 and all("unsigned callers" in e.message for e in refused), refused
+    finally:
+        await service.stop(grace_s=SLOW_S * 2)
