@@ -16,15 +16,14 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig, StreamSource
 
 from bus.connection import caught_up, connect, published_only
-from bus.embedded import free_port
 from bus.permissions import ROLES, store_rows
 from bus.provisioning import ensure_bucket
-from bus.security import new_passwords, server_config
-from bus.subjects import subject_matches
+from bus.subjects import Subjects, subject_matches
 from registry.audit import ensure_audit_stream
-from tests.bus.test_permissions import API_TIMEOUT_S, SUBJECTS, as_role
-from tests.bus.test_security import SecureServer, launch, permission_errors, stop
+from tests.bus.secure_nats import API_TIMEOUT_S, SecureServer, permission_errors, secure_nats
 from tests.conftest import eventually
+
+SUBJECTS = Subjects("attack")
 
 REFUSED_WAIT_S = 0.5
 """A refused API request gets no answer; an allowed one on loopback answers in milliseconds."""
@@ -33,13 +32,8 @@ REFUSED_WAIT_S = 0.5
 @pytest.fixture
 def bare_server(tmp_path: Path) -> Iterator[SecureServer]:
     """A secured nats-server on which nothing is provisioned yet: every stream is missing."""
-    port = free_port()
-    passwords = new_passwords()
-    config = tmp_path / "nats.conf"
-    config.write_text(server_config(SUBJECTS, passwords, store_dir=tmp_path / "js", port=port))
-    process = launch(config, port)
-    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
-    stop(process)
+    with secure_nats(tmp_path, SUBJECTS) as server:
+        yield server
 
 
 def stealing_stream(name: str) -> StreamConfig:
@@ -61,8 +55,8 @@ async def test_only_the_registry_creates_streams(bare_server: SecureServer) -> N
         assert len(errors) == len(creates), (role, errors)
     assert await permission_errors(bare_server, "registry", creates, []) == []
     # The attack itself, end to end: the worker's stealing stream is never made, the registry's is.
-    registry = await connect(as_role(bare_server, "registry"), name="registry", allow_reconnect=False)
-    worker = await connect(as_role(bare_server, "worker"), name="worker", allow_reconnect=False)
+    registry = await connect(bare_server.as_role("registry"), name="registry", allow_reconnect=False)
+    worker = await connect(bare_server.as_role("worker"), name="worker", allow_reconnect=False)
     try:
         await ensure_audit_stream(registry, SUBJECTS)
         with pytest.raises(nats.errors.TimeoutError):  # refused: no answer
@@ -135,9 +129,9 @@ async def test_a_push_consumer_cannot_deliver_into_a_subject_its_creator_may_not
     # at a release verb, the registry's subscription hears it (seen: it would retire a tool).
     # Every subscription of the registry and the workers drops such a delivery: it keeps its
     # stream subject ($KV.…), which the subscription does not name (bus.connection.published_only).
-    registry = await connect(as_role(bare_server, "registry"), name="registry", allow_reconnect=False)
-    worker = await connect(as_role(bare_server, "worker"), name="worker", allow_reconnect=False)
-    operator = await connect(as_role(bare_server, "operator"), name="operator", allow_reconnect=False)
+    registry = await connect(bare_server.as_role("registry"), name="registry", allow_reconnect=False)
+    worker = await connect(bare_server.as_role("worker"), name="worker", allow_reconnect=False)
+    operator = await connect(bare_server.as_role("operator"), name="operator", allow_reconnect=False)
     try:
         await ensure_bucket(registry, SUBJECTS.tasks_bucket)
         retire = SUBJECTS.registry_release("retire")

@@ -18,43 +18,29 @@ import nats.errors
 import pytest
 
 from bus.connection import connect
-from bus.embedded import free_port
 from bus.permissions import ROLES, StoreRow, core_rows, markdown_table, store_rows
 from bus.provisioning import ensure_bucket, ensure_object_store
-from bus.security import new_passwords, server_config
 from bus.subjects import Subjects
 from registry.audit import ensure_audit_stream
 from registry.tasks import TaskStore
-from schemas.config import NatsSettings, TasksSettings
-from tests.bus.test_security import SecureServer, launch, permission_errors, stop
+from schemas.config import TasksSettings
+from tests.bus.secure_nats import API_TIMEOUT_S, SecureServer, permission_errors, secure_nats
 
 SUBJECTS = Subjects("walk")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
-API_TIMEOUT_S = 2.0
-"""A JetStream API request the server refuses gets no reply; this is how long to wait for none."""
 
 
 @pytest.fixture(scope="module")
 def walk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
-    directory = tmp_path_factory.mktemp("walk-nats")
-    port = free_port()
-    passwords = new_passwords()
-    config = directory / "nats.conf"
-    config.write_text(server_config(SUBJECTS, passwords, store_dir=directory / "js", port=port))
-    process = launch(config, port)
-    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
-    stop(process)
-
-
-def as_role(server: SecureServer, role: str) -> NatsSettings:
-    return NatsSettings(url=server.url, prefix=SUBJECTS.prefix, user=role, password=server.passwords[role])
+    with secure_nats(tmp_path_factory.mktemp("walk-nats"), SUBJECTS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 async def provisioned(walk_server: SecureServer) -> AsyncIterator[SecureServer]:
     """Every stream of the catalogue exists, each created by a role that may create it."""
-    registry = await connect(as_role(walk_server, "registry"), name="registry")
-    gateway = await connect(as_role(walk_server, "gateway"), name="gateway")
+    registry = await connect(walk_server.as_role("registry"), name="registry")
+    gateway = await connect(walk_server.as_role("gateway"), name="gateway")
     try:
         await TaskStore.open(registry, SUBJECTS, TasksSettings())
         await ensure_audit_stream(registry, SUBJECTS)
@@ -141,7 +127,7 @@ async def test_the_walk_covers_every_role_of_every_row() -> None:
 
 @pytest.mark.parametrize("role", ["worker", "gateway"])
 async def test_only_the_operator_reads_the_audit_stream(provisioned: SecureServer, role: str) -> None:
-    nc = await connect(as_role(provisioned, role), name=role, allow_reconnect=False)
+    nc = await connect(provisioned.as_role(role), name=role, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=API_TIMEOUT_S)
         with pytest.raises(nats.errors.TimeoutError):  # refused: the server never answers
@@ -152,7 +138,7 @@ async def test_only_the_operator_reads_the_audit_stream(provisioned: SecureServe
             await js.add_consumer(SUBJECTS.audit_stream, durable_name="stolen")
     finally:
         await nc.close()
-    operator = await connect(as_role(provisioned, "operator"), name="operator", allow_reconnect=False)
+    operator = await connect(provisioned.as_role("operator"), name="operator", allow_reconnect=False)
     try:
         js = operator.jetstream(timeout=API_TIMEOUT_S)
         event = await js.get_last_msg(SUBJECTS.audit_stream, SUBJECTS.audit_call("kit_add"))
@@ -171,7 +157,7 @@ async def test_only_the_operator_reads_the_audit_stream(provisioned: SecureServe
     ],
 )
 async def test_a_role_cannot_read_another_roles_bucket(provisioned: SecureServer, role: str, bucket: str) -> None:
-    nc = await connect(as_role(provisioned, role), name=role, allow_reconnect=False)
+    nc = await connect(provisioned.as_role(role), name=role, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=API_TIMEOUT_S)
         with pytest.raises(nats.errors.TimeoutError):
@@ -183,7 +169,7 @@ async def test_a_role_cannot_read_another_roles_bucket(provisioned: SecureServer
 
 
 async def test_the_gateway_writes_tasks_but_cannot_read_the_work_queue(provisioned: SecureServer) -> None:
-    nc = await connect(as_role(provisioned, "gateway"), name="gateway", allow_reconnect=False)
+    nc = await connect(provisioned.as_role("gateway"), name="gateway", allow_reconnect=False)
     try:
         with pytest.raises(nats.errors.TimeoutError):
             await nc.jetstream(timeout=API_TIMEOUT_S).pull_subscribe(

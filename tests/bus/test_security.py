@@ -4,9 +4,7 @@ it has no business; an anonymous client cannot even connect, so it cannot call a
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
-from bus.connection import caught_up, connect, inbox_prefix
+from bus.connection import connect
 from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
 from bus.security import ROLES, Cluster, env_passwords, new_passwords, password_variable, server_config
@@ -29,52 +27,17 @@ from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import AuditSettings, NatsSettings, RateLimit, RateLimitSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
+from tests.bus.secure_nats import SecureServer, launch, permission_errors, secure_nats, stop
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, start_task_worker, task_reaches, toolbus
 from workers.component import LoadedComponent
 
 SUBJECTS = Subjects("secure")
 
 
-@dataclass
-class SecureServer:
-    url: str
-    passwords: dict[str, str]
-
-    def as_role(self, role: str) -> NatsSettings:
-        return NatsSettings(url=self.url, prefix=SUBJECTS.prefix, user=role, password=self.passwords[role])
-
-
 @pytest.fixture(scope="module")
 def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
-    directory = tmp_path_factory.mktemp("secure-nats")
-    port = free_port()
-    passwords = new_passwords()
-    config = directory / "nats.conf"
-    config.write_text(server_config(SUBJECTS, passwords, store_dir=directory / "js", port=port))
-    process = launch(config, port)
-    yield SecureServer(f"nats://127.0.0.1:{port}", passwords)
-    stop(process)
-
-
-def launch(config: Path, port: int, *arguments: str) -> subprocess.Popen[bytes]:
-    """nats-server with ``config``, once it accepts connections on ``port``."""
-    process = subprocess.Popen([str(nats_server_binary()), "-c", str(config), *arguments], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, "the secured nats-server did not start"
-            time.sleep(0.05)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(10)
-    if process.stderr is not None:
-        process.stderr.close()
+    with secure_nats(tmp_path_factory.mktemp("secure-nats"), SUBJECTS) as server:
+        yield server
 
 
 @dataclass
@@ -109,35 +72,6 @@ async def test_each_role_does_its_job_with_its_own_user(system: Roles) -> None:
     await task_reaches(store, record.task_id, "completed", timeout_s=20, what=never)
     result = await store.result(record.task_id)
     assert result is not None and decode(result, CallToolResult).structured_content == 42
-
-
-async def permission_errors(
-    secure_server: SecureServer, role: str, publish: list[str], subscribe: list[str]
-) -> list[str]:
-    """The permission errors the server reports when ``role`` publishes to every subject of
-    ``publish`` and subscribes on every one of ``subscribe``."""
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(
-        secure_server.url,
-        user=role,
-        password=secure_server.passwords[role],
-        inbox_prefix=inbox_prefix(role),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
-    try:
-        for subject in publish:
-            await nc.publish(subject, b"{}")  # an API request without a reply subject: nothing happens
-        for subject in subscribe:
-            await nc.subscribe(subject)
-        await caught_up(nc)  # the server has handled the commands, and each -ERR came before the echo
-    finally:
-        await nc.close()
-    return [e for e in errors if "ermissions" in e]
 
 
 async def violations(secure_server: SecureServer, role: str, act: str, subject: str) -> list[str]:
