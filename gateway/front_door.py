@@ -21,7 +21,8 @@ In order:
 6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
    per-minute share → 429.
 7. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
-   tool), shared by every replica → 429 with ``Retry-After``.
+   tool), shared by every replica → 429 with ``Retry-After``. A request refused as malformed
+   (step 4, or a repeated routing header) counts against the per-principal limit too.
 Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
 scope (``INBOUND_KEY``) for the hot path, and with the *canonical* body — the reading, encoded
 again — for the SDK, which so parses exactly what was judged. Other paths (``/healthz``,
@@ -287,7 +288,24 @@ class FrontDoor:
         await self._refuse(scope, send, refusal)
 
     async def _reject_malformed(self, scope: Scope, send: Send, principal: Principal, rejected: ParseRejected) -> None:
-        """Answer a request the parser refused with its JSON-RPC error (an audit event too)."""
+        """Answer a request the parser refused with its JSON-RPC error (an audit event too).
+
+        A refused body still cost a read, a parse and an audit event: it counts against the
+        principal's ``per_principal`` limit like a call, so a flood of them ends in 429s.
+        """
+        if self.rate_limit is not None:
+            retry_after_s = await self.rate_limit.check(principal.subject, None)
+            if retry_after_s is not None:
+                refusal = Refusal(
+                    "rate_limited",
+                    429,
+                    principal.subject,
+                    description=f"too many requests; retry in {retry_after_header(retry_after_s)} s",
+                    retry_after_s=retry_after_s,
+                    auth_method=principal.method,
+                )
+                await self._refuse(scope, send, refusal)
+                return
         malformed = Refusal(
             "malformed_request",
             rejected.status,

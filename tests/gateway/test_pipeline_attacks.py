@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 from typing import Any
 
 import httpx2
@@ -20,7 +22,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.gateway.auth_kit import API_KEY, ISSUER, POLICY, Issuer
-from tests.gateway.raw_mcp import ACCEPT, ERAS, LEGACY, MODERN, MODERN_META, RawMcp, jsonrpc_error
+from tests.gateway.raw_mcp import ACCEPT, ERAS, LEGACY, MODERN, MODERN_META, RawMcp, jsonrpc_error, open_session
 from tests.gateway.responders import TaskSystem, spying
 
 FORBIDDEN = "kit_divide"
@@ -51,7 +53,7 @@ ODD_IDS = {"-0": b"-0", "1E2": b"1E2", "1.0": b"1.0", "true": b"true", "object":
 async def test_odd_ids_names_and_methods_never_reach_a_forbidden_tool(
     secured: Any, task_system: TaskSystem, era: str
 ) -> None:
-    gateway = await secured(policy=POLICY, rate_limits={"per_principal": {"requests": 3, "per_s": 600}})
+    gateway = await secured(policy=POLICY, rate_limits={"per_tool": {"requests": 3, "per_s": 600}})
     raw = RawMcp(gateway.url, era, API_KEY)
     meta = {"_meta": MODERN_META} if raw.modern else {}
     bodies: dict[str, bytes] = {}
@@ -78,7 +80,7 @@ async def test_odd_ids_names_and_methods_never_reach_a_forbidden_tool(
         response = await raw.post(json.dumps(beside).encode(), tool=ALLOWED)
         assert response.status_code == 200 and jsonrpc_error(response) is None, response.text
     assert forbidden == []
-    # None of the others spent one of the principal's three calls (refused before the limit).
+    # None of the others spent one of the tool's three calls (refused before the limit).
     for _ in range(2):
         assert (await raw.call(ALLOWED, {"name": "x"})).status_code == 200
     assert (await raw.call(ALLOWED, {"name": "x"})).status_code == 429
@@ -286,3 +288,126 @@ async def test_a_cancellation_names_only_the_senders_own_requests(
         ):
             response = await raw.post(json.dumps(response_message).encode(), method="tools/list")
             well_formed(response)
+
+
+# -- d. sessions -------------------------------------------------------------------------------------
+
+
+async def test_sessions_cannot_be_borrowed_by_header_case_or_multiplied_by_reinitialising(
+    secured: Any, issuer: Issuer
+) -> None:
+    gateway = await secured(gateway={"max_sessions_per_principal": 1, "initializes_per_minute": 100})
+    alice, bob = issuer.token(sub="alice"), issuer.token(sub="bob")
+    opened = await open_session(gateway.url, alice)
+    session_id = opened.headers["mcp-session-id"]
+    initialize = envelope("initialize", {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": INFO})
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for name in ("MCP-SESSION-ID", "mcp-session-id", "Mcp-Session-ID"):
+            headers = {**ACCEPT, "Authorization": f"Bearer {bob}", "Mcp-Protocol-Version": LEGACY, name: session_id}
+            response = await http.post(gateway.url, json=envelope("ping"), headers=headers)
+            assert response.status_code == 404, (name, response.text)
+        # Re-initialising inside one's own session opens no second one; nor does naming an unknown id.
+        mine = {**ACCEPT, "Authorization": f"Bearer {alice}", "Mcp-Protocol-Version": LEGACY}
+        for _ in range(3):
+            response = await http.post(gateway.url, json=initialize, headers={**mine, "Mcp-Session-Id": session_id})
+            well_formed(response)
+            assert response.headers.get("mcp-session-id") in (None, session_id)
+        unknown = await http.post(gateway.url, json=initialize, headers={**mine, "Mcp-Session-Id": "f" * 32})
+        assert unknown.status_code == 404, unknown.text
+        # A GET or DELETE with no session id opens nothing either.
+        assert (await http.get(gateway.url, headers=mine)).status_code == 400
+        assert (await http.delete(gateway.url, headers=mine)).status_code == 400
+    refused = await open_session(gateway.url, alice)
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_sessions"
+    assert (await open_session(gateway.url, bob)).status_code == 200
+
+
+INFO = {"name": "attacker", "version": "1"}
+
+
+# -- e. rate limits: a flood of refused bodies is limited too ------------------------------------------
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_flood_of_malformed_bodies_hits_the_per_principal_limit(
+    secured: Any, task_system: TaskSystem, era: str
+) -> None:
+    gateway = await secured(policy=POLICY, rate_limits={"per_principal": {"requests": 5, "per_s": 600}})
+    raw = RawMcp(gateway.url, era, API_KEY)
+    await raw.headers()  # a 2025 session opened first: initialize is not a call
+    statuses = []
+    for body in (b"{", b"[]", b"\xef\xbb\xbf{}", b'{"jsonrpc":"2.0","id":1,"method":"x","params":[]}') * 2:
+        response = await raw.post(body)
+        well_formed(response)
+        statuses.append(response.status_code)
+    assert statuses == [400] * 5 + [429] * 3, statuses
+    assert (await raw.call(ALLOWED, {"name": "x"})).status_code == 429
+
+
+# -- f./g. raw HTTP: framing tricks, sizes, pipelining; never a 500 -----------------------------------
+
+
+def exchange(port: int, data: bytes, *, until: bytes = b"", timeout_s: float = 10) -> bytes:
+    """Send ``data`` on a fresh connection and read until ``until`` has been seen (or the server closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        received = b""
+        while not until or until not in received:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def request(body: bytes, *, key: str = API_KEY, extra: bytes = b"", length: bool = True) -> bytes:
+    head = (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2026-07-28\r\n"
+        b"Mcp-Method: tools/call\r\nMcp-Name: kit_divide\r\nAuthorization: Bearer " + key.encode() + b"\r\n" + extra
+    )
+    return head + (b"Content-Length: %d\r\n" % len(body) if length else b"") + b"\r\n" + body
+
+
+async def test_framing_tricks_sizes_and_pipelining_fail_closed(secured: Any, task_system: TaskSystem) -> None:
+    gateway = await secured(policy=POLICY, gateway={"max_body_bytes": 4096, "body_timeout_s": 2})
+    body = RawMcp(gateway.url, MODERN).call_body(FORBIDDEN, {"a": 1, "b": 2})
+    port = gateway.port
+    loop = asyncio.get_running_loop()
+
+    async def send(data: bytes, until: bytes = b"\r\n\r\n") -> bytes:
+        return await loop.run_in_executor(None, lambda: exchange(port, data, until=until))
+
+    async with spying(task_system, FORBIDDEN) as forbidden:
+        # Two Content-Lengths, or Content-Length beside chunked: the parser refuses the framing.
+        for extra in (b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"):
+            answer = await send(request(body, extra=extra))
+            assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:200]
+        # Chunked, in odd pieces with an extension and a trailer: one body, judged as any other.
+        chunked = b"".join(
+            b"%x;ext=1\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7)
+        )
+        answer = await send(
+            request(chunked + b"0\r\nX-Trailer: 1\r\n\r\n", extra=b"Transfer-Encoding: chunked\r\n", length=False)
+        )
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+        # At the size limit the body is judged; one byte past it is 413, also when the client
+        # waits for a 100 Continue (nothing is read for it).
+        padded = body[:-1] + b',"pad":"' + b"x" * (4096 - len(body) - 9) + b'"}'
+        assert len(padded) == 4096
+        assert (await send(request(padded), until=b"}}")).startswith(b"HTTP/1.1 403")
+        over = padded[:-2] + b'x"}'
+        assert (await send(request(over))).startswith(b"HTTP/1.1 413")
+        expecting = request(over, extra=b"Expect: 100-continue\r\n")
+        answer = await send(expecting[: expecting.index(b"\r\n\r\n") + 4])
+        assert answer.startswith(b"HTTP/1.1 100") or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        # Pipelined: three requests in one write, each answered, in order, each judged on its own.
+        allowed = RawMcp(gateway.url, MODERN).call_body(ALLOWED, {"name": "x"})
+        pipelined = request(body) + request(b"{") + request(allowed).replace(b"kit_divide", ALLOWED.encode())
+        answer = await send(pipelined, until=b'"text":"x"')
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+        assert statuses == [b"403", b"400", b"200"], answer
+    assert forbidden == []
