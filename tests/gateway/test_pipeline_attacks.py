@@ -411,3 +411,30 @@ async def test_framing_tricks_sizes_and_pipelining_fail_closed(secured: Any, tas
         statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
         assert statuses == [b"403", b"400", b"200"], answer
     assert forbidden == []
+
+
+async def test_odd_verbs_paths_and_header_bytes_never_yield_a_500(secured: Any, issuer: Issuer) -> None:
+    gateway = await secured(policy=POLICY)
+    alice = issuer.token(sub="alice")
+    session_id = (await open_session(gateway.url, alice)).headers["mcp-session-id"]
+    as_alice = {**ACCEPT, "Authorization": f"Bearer {alice}", "Mcp-Protocol-Version": LEGACY}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for verb in ("PUT", "PATCH", "OPTIONS", "HEAD", "TRACE"):
+            for headers in (as_alice, {**as_alice, "Mcp-Session-Id": session_id}):
+                well_formed(await http.request(verb, gateway.url, headers=headers))
+        for url in (gateway.url + "/", gateway.url + "?x=1", gateway.url.replace("/mcp", "/MCP")):
+            well_formed(await http.post(url, json=envelope("ping"), headers=as_alice))
+        for value in (b"\xff\xfe", b"x" * 4000, b"../../etc", b"a b"):
+            headers = [*as_alice.items(), ("Mcp-Session-Id", value)]
+            well_formed(await http.post(gateway.url, json=envelope("ping"), headers=headers))
+            headers = [*as_alice.items(), ("Mcp-Protocol-Version", value)]
+            well_formed(await http.post(gateway.url, json=envelope("ping"), headers=headers))
+        headers = [*as_alice.items(), ("Authorization", b"Bearer \xff\xfe")]
+        well_formed(await http.post(gateway.url, json=envelope("ping"), headers=headers[1:]))
+        # A GET stream while one is open on the same session is the SDK's 409, not a crash.
+        get = {**as_alice, "Mcp-Session-Id": session_id}
+        async with http.stream("GET", gateway.url, headers=get) as first:
+            assert first.status_code == 200
+            second = await http.get(gateway.url, headers=get)
+            well_formed(second)
+            assert second.status_code == 409, second.text
