@@ -47,8 +47,9 @@ class AuthFailure(Exception):
 
     ``reason`` is a stable word for audit and metrics (``missing_token``, ``invalid_token``,
     ``expired``, ``bad_signature``, ``wrong_audience``, ``wrong_issuer``, ``unknown_key``,
-    ``insufficient_scope``, ``keys_unavailable``); ``description`` is what the client reads in
-    ``error_description``. ``status`` 401 asks for (new) credentials, 403 for more scope, 503
+    ``insufficient_scope``, ``keys_unavailable``, ``invalid_request``); ``description`` is what the client reads in
+    ``error_description``. ``status`` 400 refuses a request that sends two credentials
+    (``invalid_request``), 401 asks for (new) credentials, 403 for more scope, 503
     means the gateway could not check (the issuer's keys are unreachable).
     """
 

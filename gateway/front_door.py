@@ -10,7 +10,8 @@ In order:
    scope (``gateway.principals``) for everything behind.
 3. **Session ownership** (``gateway.sessions``): a request naming a 2025 session another
    principal opened → 404 ``Session not found``, for every verb.
-4. **One reading of the body** (``gateway.inbound``): a POST body is read once, within the
+4. **One reading of the body** (``gateway.inbound``): a POST declared anything but
+   ``application/json`` is refused (415) unread; a POST body is read once, within the
    endpoint's size limit (413 beyond it, as the SDK answers; its deadline is the connection's,
    ``gateway.connections``), and parsed once; a body the parser refuses is
    answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further.
@@ -20,7 +21,8 @@ In order:
 6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
    per-minute share → 429.
 7. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
-   tool), shared by every replica → 429 with ``Retry-After``.
+   tool), shared by every replica → 429 with ``Retry-After``. A request refused as malformed
+   (step 4, or a repeated routing header) counts against the per-principal limit too.
 Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
 scope (``INBOUND_KEY``) for the hot path, and with the *canonical* body — the reading, encoded
 again — for the SDK, which so parses exactly what was judged. Other paths (``/healthz``,
@@ -45,7 +47,15 @@ from gateway.auth import (
     metadata_url,
     protected_resource_metadata,
 )
-from gateway.inbound import INBOUND_KEY, INVALID_REQUEST, TOOLS_CALL, Inbound, ParseRejected, parse
+from gateway.inbound import (
+    INBOUND_KEY,
+    INVALID_REQUEST,
+    TOOLS_CALL,
+    Inbound,
+    ParseRejected,
+    check_content_type,
+    parse,
+)
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
@@ -58,6 +68,12 @@ log = structlog.get_logger(__name__)
 _JSON: Final = (b"content-type", b"application/json")
 _VERSION_HEADER: Final = b"mcp-protocol-version"
 _SESSION_HEADER: Final = b"mcp-session-id"
+_CONTENT_TYPE_HEADER: Final = b"content-type"
+_ROUTING_HEADERS: Final = {
+    _VERSION_HEADER: "MCP-Protocol-Version",
+    _SESSION_HEADER: "Mcp-Session-Id",
+    _CONTENT_TYPE_HEADER: "Content-Type",
+}
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
 
 
@@ -93,9 +109,11 @@ class Refusal:
 
     @property
     def error(self) -> str | None:
-        """The RFC 6750 ``error`` code of a 401/403/503: none when no credential was sent."""
+        """The RFC 6750 ``error`` code of a 400/401/403/503: none when no credential was sent."""
         if self.reason == "missing_token":
             return None
+        if self.status == 400:
+            return "invalid_request"
         return "insufficient_scope" if self.status == 403 else "invalid_token"
 
 
@@ -152,7 +170,7 @@ class FrontDoor:
                 return
             scope[SCOPE_KEY] = principal
         try:
-            protocol_version, session_id = _routing_headers(scope)
+            protocol_version, session_id, content_type = _routing_headers(scope)
         except ParseRejected as rejected:
             await self._reject_malformed(scope, send, principal, rejected)
             return
@@ -165,6 +183,11 @@ class FrontDoor:
                 return
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
+            return
+        try:
+            check_content_type(content_type)
+        except ParseRejected as rejected:
+            await self._reject_malformed(scope, send, principal, rejected)
             return
         body = await self._read_body(receive, send)
         if body is None:
@@ -265,12 +288,33 @@ class FrontDoor:
         await self._refuse(scope, send, refusal)
 
     async def _reject_malformed(self, scope: Scope, send: Send, principal: Principal, rejected: ParseRejected) -> None:
-        """Answer a request the parser refused with its JSON-RPC error (an audit event too)."""
+        """Answer a request the parser refused with its JSON-RPC error (an audit event too).
+
+        A refused body still cost a read, a parse and an audit event: it counts against the
+        principal's ``per_principal`` limit like a call, so a flood of them ends in 429s.
+        """
+        if self.rate_limit is not None:
+            retry_after_s = await self.rate_limit.check(principal.subject, None)
+            if retry_after_s is not None:
+                refusal = Refusal(
+                    "rate_limited",
+                    429,
+                    principal.subject,
+                    description=f"too many requests; retry in {retry_after_header(retry_after_s)} s",
+                    retry_after_s=retry_after_s,
+                    auth_method=principal.method,
+                )
+                await self._refuse(scope, send, refusal)
+                return
         malformed = Refusal(
-            "malformed_request", 400, principal.subject, description=rejected.message, auth_method=principal.method
+            "malformed_request",
+            rejected.status,
+            principal.subject,
+            description=rejected.message,
+            auth_method=principal.method,
         )
         self._record(scope, malformed)
-        await _respond(send, 400, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
+        await _respond(send, rejected.status, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
 
     def _record(self, scope: Scope, refusal: Refusal) -> Refusal:
         """Log a refusal and put it on the audit trail; the refusal with its remote address."""
@@ -319,34 +363,44 @@ def _quoted(text: str) -> str:
 
 
 def _credential_headers(scope: Scope) -> dict[str, str]:
-    """The request's ``authorization`` and ``x-api-key`` headers: all that authentication reads."""
-    return {
-        name.decode("latin-1"): value.decode("latin-1")
-        for raw, value in scope["headers"]
-        if (name := raw.lower()) in _CREDENTIAL_HEADERS
-    }
+    """The request's ``authorization`` or ``x-api-key`` header: all that authentication reads.
+
+    At most one credential line (RFC 6750 §2: one method per request): of two — the same header
+    twice, or both headers — a reader of the other one (a proxy's log, its rate limit) would see
+    another principal than the one judged here.
+
+    Raises:
+        AuthFailure: more than one credential header (400 ``invalid_request``).
+    """
+    found: dict[str, str] = {}
+    for raw, value in scope["headers"]:
+        name = raw.lower()
+        if name in _CREDENTIAL_HEADERS:
+            if found:
+                raise AuthFailure("invalid_request", _TWO_CREDENTIALS, 400)
+            found[name.decode("latin-1")] = value.decode("latin-1")
+    return found
 
 
-def _routing_headers(scope: Scope) -> tuple[str | None, str | None]:
-    """``MCP-Protocol-Version`` and ``Mcp-Session-Id``, each at most once.
+_TWO_CREDENTIALS: Final = "send one credential: a single Authorization or X-API-Key header"
+
+
+def _routing_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """``MCP-Protocol-Version``, ``Mcp-Session-Id`` and ``Content-Type``, each at most once.
 
     The SDK reads the *first* of a repeated header (Starlette's ``headers.get``); a reader of the
-    last could judge one session or era while the SDK serves another. So neither may repeat.
+    last could judge one session, era or media type while the SDK serves another. So none may repeat.
 
     Raises:
         ParseRejected: one of them is sent twice.
     """
-    protocol_version = session_id = None
+    found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name == _VERSION_HEADER:
-            if protocol_version is not None:
-                raise ParseRejected(INVALID_REQUEST, "Invalid Request: MCP-Protocol-Version sent more than once")
-            protocol_version = value.decode("latin-1")
-        elif name == _SESSION_HEADER:
-            if session_id is not None:
-                raise ParseRejected(INVALID_REQUEST, "Invalid Request: Mcp-Session-Id sent more than once")
-            session_id = value.decode("latin-1")
-    return protocol_version, session_id
+        if name in _ROUTING_HEADERS:
+            if name in found:
+                raise ParseRejected(INVALID_REQUEST, f"Invalid Request: {_ROUTING_HEADERS[name]} sent more than once")
+            found[name] = value.decode("latin-1")
+    return found.get(_VERSION_HEADER), found.get(_SESSION_HEADER), found.get(_CONTENT_TYPE_HEADER)
 
 
 def _jsonrpc_error(request_id: Any, code: int, message: str) -> bytes:

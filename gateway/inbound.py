@@ -18,6 +18,8 @@ tests/gateway/test_inbound.py, and a differential one against the SDK's parsers)
 - **nesting** deeper than ``MAX_DEPTH``: -32700 (a 10^5-deep body never reaches a recursive
   parser's limit: msgspec stops at ~1000 with a RecursionError, caught here too).
 - **a byte-order mark** or any non-UTF-8 byte: -32700 (RFC 8259 §8.1: a BOM is not JSON text).
+- **the media type** (``check_content_type``): ``application/json``, with no charset but UTF-8;
+  anything else is 415 before the body is read.
 - **batches** (a top-level array): -32600; MCP dropped JSON-RPC batching in 2025-06-18 and the
   SDK serves none in either era.
 - **a ``tools/call`` request** names its tool with a string (else -32602), so every layer
@@ -58,12 +60,40 @@ Kind = Literal["request", "notification", "response"]
 
 
 class ParseRejected(Exception):
-    """Raised when a POST body is not one JSON-RPC message this gateway serves; ``code`` says which error."""
+    """Raised when a POST body is not one JSON-RPC message this gateway serves; ``code`` says which
+    error, ``status`` the HTTP status (400, or 415 for a body that is not declared JSON)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
+
+
+JSON_MEDIA_TYPE: Final = "application/json"
+
+
+def check_content_type(content_type: str | None) -> None:
+    """A POST body must be declared ``application/json`` (UTF-8, the only charset it may name).
+
+    One decision for every path: the SDK's 2025 transport answers 415 to anything but that media
+    type, while its transport-security check — all the hot path and the 2026 path apply — accepts
+    any type that merely *starts* with it (``application/jsonx``). A ``text/plain`` POST is also
+    what a browser page may send cross-origin without a preflight.
+
+    Raises:
+        ParseRejected: another media type, a charset other than UTF-8, or none (415, -32600).
+    """
+    if content_type is not None:
+        media_type, *parameters = content_type.split(";")
+        if media_type.strip().lower() == JSON_MEDIA_TYPE and all(_utf8_parameter(p) for p in parameters):
+            return
+    raise ParseRejected(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json", 415)
+
+
+def _utf8_parameter(parameter: str) -> bool:
+    name, _, value = parameter.partition("=")
+    return name.strip().lower() != "charset" or value.strip().strip('"').lower() in ("utf-8", "utf8")
 
 
 @dataclass(slots=True)
