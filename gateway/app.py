@@ -285,7 +285,7 @@ def hot_path(app: ASGIApp) -> HotPath | None:
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
-    """uvicorn settings for the gateway: httptools with a header deadline, quiet logs, bounded shutdown."""
+    """uvicorn settings for the gateway: httptools with deadlines, a connection cap, quiet logs, bounded shutdown."""
     return uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -294,6 +294,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
             settings.gateway.header_timeout_s, settings.gateway.max_header_bytes, settings.gateway.body_timeout_s
         ),
         ws="none",
+        limit_concurrency=settings.gateway.max_connections,
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

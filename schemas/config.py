@@ -165,6 +165,9 @@ class GatewaySettings(_Model):
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """A request's whole body must arrive this soon after its headers; a body that is late or
     shorter than its ``Content-Length`` gets 400 and the connection is closed."""
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+    """Open HTTP connections (or requests in progress) the gateway serves at once; a request beyond
+    them gets 503 at once, so idle or slow connections cannot exhaust the process's file descriptors."""
     max_sessions_per_principal: Annotated[int, Field(ge=1)] = 1000
     """2025-era sessions one principal may hold open at once (the gateway holds at most 10,000 in
     all): one more ``initialize`` gets 429, so a single principal cannot shut the others out."""

@@ -318,6 +318,25 @@ async def test_slow_or_flooding_clients_are_dropped_and_a_short_body_gets_400(st
     assert (await open_session(gateway.url)).status_code == 200
 
 
+async def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_on(start_gateway: Any) -> None:
+    # Idle connections hold a file descriptor each until the header deadline; past max_connections
+    # a request is answered 503 at once instead of the process running out of descriptors.
+    gateway = await start_gateway(max_connections=3)
+    with contextlib.ExitStack() as sockets:
+        for _ in range(3):
+            sockets.enter_context(raw_socket(gateway.port))
+        await eventually(
+            lambda: _status_of_initialize(gateway.url, 503),
+            timeout_s=5,
+            what="a request past the connection cap was not refused with 503",
+        )
+    assert (await open_session(gateway.url)).status_code == 200
+
+
+async def _status_of_initialize(url: str, expected: int) -> bool:
+    return (await open_session(url)).status_code == expected
+
+
 # -- the corpus, through a deployment: no odd body reaches a tool it may not, or passes a limit -------
 
 
