@@ -225,16 +225,26 @@ class RegistryService:
             await self._answer_lost(tool)
         while True:
             await asyncio.sleep(PROBE_INTERVAL_S)
-            ids = list(self.catalogue.workers)
-            outcomes = await asyncio.gather(*(self._ping(w) for w in ids))
-            for worker_id, alive in zip(ids, outcomes, strict=True):
-                if not alive:
-                    tools = self.catalogue.forget(worker_id)
-                    await self._worker_event("worker_left", worker_id, tools)
-                    for tool in tools:
-                        await self._answer_lost(tool)
-            # Also catches workers that went silent without dying (their liveness window passed).
-            await self.catalogue.sync()
+            try:
+                await self._probe_once()
+            except Exception:
+                # A KV write that timed out under load must not end probing for good: without it
+                # a dead worker's tools stay listed until its liveness window passes, and a
+                # restarted worker can announce them again before that.
+                log.exception("probing workers failed; trying again next round")
+
+    async def _probe_once(self) -> None:
+        assert self.catalogue is not None
+        ids = list(self.catalogue.workers)
+        outcomes = await asyncio.gather(*(self._ping(w) for w in ids))
+        for worker_id, alive in zip(ids, outcomes, strict=True):
+            if not alive:
+                tools = self.catalogue.forget(worker_id)
+                await self._worker_event("worker_left", worker_id, tools)
+                for tool in tools:
+                    await self._answer_lost(tool)
+        # Also catches workers that went silent without dying (their liveness window passed).
+        await self.catalogue.sync()
 
     async def _worker_event(self, kind: str, worker_id: str, tools: list[str]) -> None:
         """Publish a worker's arrival or departure (each registry replica publishes its own)."""
