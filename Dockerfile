@@ -31,7 +31,7 @@ RUN cd / && /opt/toolbus/bin/python - <<'EOF'
 from pathlib import Path
 
 from schemas.config import load_settings
-from workers.build import resolve_component_path
+from workers.toolchains.componentize import resolve_component_path
 
 settings = load_settings(Path("/app/deploy/toolbus/worker.toml"))
 for component in settings.components:

@@ -18,13 +18,13 @@ import wasmtime
 
 from schemas.codec import decode_json, encode
 from schemas.config import ComponentSettings
-from workers.build import resolve_component_path
-from workers.c_build import resolve_command_path
-from workers.command import ENTRY_POINT, STDOUT_LIMIT_BYTES, LoadedCommand
-from workers.compile_cache import load_component, load_module
-from workers.component import LoadedComponent, _bind_arguments
-from workers.engine import EngineHost
-from workers.guest_output import GuestOutput, HeadLog, TailBuffer
+from workers.sandbox.compile_cache import load_component, load_module
+from workers.sandbox.component import LoadedComponent, _bind_arguments
+from workers.sandbox.engine import EngineHost
+from workers.sandbox.guest_output import GuestOutput, HeadLog, TailBuffer
+from workers.sandbox.wasi_command import ENTRY_POINT, STDOUT_LIMIT_BYTES, LoadedCommand
+from workers.toolchains.clang import resolve_command_path
+from workers.toolchains.componentize import resolve_component_path
 
 TIMEOUT_S: Final = 30.0
 """Deadline of every measured call (none comes near it)."""

@@ -25,8 +25,8 @@ from bus.subjects import Header, Subjects
 from registry.tasks import TaskStore
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
-from workers.component import LoadedComponent
-from workers.engine import EngineHost
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 from workers.service import CallableComponent, WorkerService
 from workers.tasks import TaskRunner
 

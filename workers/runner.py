@@ -13,10 +13,10 @@ from bus.subjects import Subjects
 from registry.packages import PackageStore
 from registry.tasks import TaskStore
 from schemas.config import Settings
-from workers.engine import EngineHost
-from workers.loading import load_components
-from workers.packages import PackageFollower
+from workers.package_follower import PackageFollower
+from workers.sandbox import EngineHost
 from workers.service import WorkerService
+from workers.sources import load_components
 from workers.tasks import TaskRunner
 from workers.telemetry import watch_calls
 

@@ -45,8 +45,8 @@ from schemas.config import LimitsSettings, WorkerSettings
 from schemas.errors import INVALID_ARGUMENTS, OK, TOOL_ERROR, ErrorCode, failed_outcome
 from schemas.validation import ArgumentValidator, argument_problem, compile_validator
 from schemas.wire import CallEvent, CallToolResult, TextContent, ToolDescriptor, WorkerAnnouncement, log_severity
-from workers.call_context import CallContext
 from workers.discovery import Discovery, ToolStats
+from workers.sandbox import CallContext
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ DRAIN_TOOL_GRACE_S = 5.0
 
 
 class CallableComponent(Protocol):
-    """What the service needs from a loaded component (see ``workers.component``)."""
+    """What the service needs from a loaded component (see ``workers.sandbox.component``)."""
 
     @property
     def name(self) -> str: ...

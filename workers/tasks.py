@@ -26,7 +26,7 @@ from bus.subjects import Subjects
 from registry.tasks import TaskStore, task_consumer_config
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
-from workers.call_context import CallContext
+from workers.sandbox import CallContext
 from workers.service import WorkerService, error_text
 
 log = structlog.get_logger(__name__)
@@ -80,7 +80,7 @@ class TaskRunner:
             self._loops[tool] = asyncio.create_task(self._take(tool))
 
     async def _follow_tools(self) -> None:
-        while True:  # published packages come and go (workers.packages)
+        while True:  # published packages come and go (workers.package_follower)
             await asyncio.sleep(1.0)
             self._sync_tools()
 

@@ -11,10 +11,10 @@ from nats.aio.client import Client as NatsClient
 from bench.apt import AptError, ensure_binary
 from bus.subjects import Subjects
 from schemas.config import WorkerSettings
-from workers.build import build_component
-from workers.c_build import CLANG, DEBIAN_PACKAGES, build_c_command
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 from workers.service import CallableComponent, WorkerService
+from workers.toolchains.clang import CLANG, DEBIAN_PACKAGES, build_c_command
+from workers.toolchains.componentize import build_component
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 

@@ -12,7 +12,7 @@ from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import encode
 from schemas.config import WorkerSettings
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 from workers.service import FinishedCall, WorkerService
 
 KEY = "worker-test-principal-key"

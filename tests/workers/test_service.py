@@ -16,8 +16,8 @@ from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, WorkerAnnouncement
 from tests.conftest import TESTKIT_WAT, deadline_in, text
 from tests.workers.conftest import start_worker
-from workers.component import LoadedComponent
-from workers.engine import EngineHost
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
 
