@@ -26,8 +26,9 @@ from bus.subjects import Subjects
 from registry.tasks import TaskStore, task_consumer_config
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
+from workers.answers import error_text
 from workers.sandbox import CallContext
-from workers.service import WorkerService, error_text
+from workers.service import WorkerService
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,9 @@ from nats.aio.client import Client as NatsClient
 from bench.apt import AptError, ensure_binary
 from bus.subjects import Subjects
 from schemas.config import WorkerSettings
+from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent
-from workers.service import CallableComponent, WorkerService
+from workers.service import WorkerService
 from workers.toolchains.clang import CLANG, DEBIAN_PACKAGES, build_c_command
 from workers.toolchains.componentize import build_component
 

@@ -1,6 +1,6 @@
 """What a worker tells operators about its calls: metrics, one log line per call, spans.
 
-Each is an observer of the service's answered calls (``workers.service.FinishedCall``);
+Each is an observer of the service's answered calls (``workers.answers.FinishedCall``);
 ``wiring`` attaches the ones the settings ask for.
 """
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 import structlog
 
 from bus.telemetry import trace_id
-from workers.service import CallObserver, FinishedCall
+from workers.answers import CallObserver, FinishedCall
 
 log = structlog.get_logger("toolbus.calls")
 

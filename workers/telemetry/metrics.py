@@ -18,7 +18,8 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from workers.service import FinishedCall, WorkerService
+from workers.answers import FinishedCall
+from workers.service import WorkerService
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bus.telemetry import Tracing, parent_context
 from schemas.errors import OK
-from workers.service import CallObserver, FinishedCall
+from workers.answers import CallObserver, FinishedCall
 
 log = structlog.get_logger(__name__)
 
