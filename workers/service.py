@@ -4,7 +4,8 @@
 (``workers.routes``), admitted or refused OVERLOADED (``workers.admission``), checked (deadline,
 JSON, arguments), run in a guest thread, and answered through the outbox (``workers.outbox``).
 Every request gets exactly one reply; every answer is told to the observers (``FinishedCall``).
-What the worker serves is announced (``workers.announcer``) and swapped source by source.
+What the worker serves is announced (``workers.announcer``) and swapped source by source, and
+whoever follows the tool set (the task runner) is told at once of every change.
 
 The worker is also one instance of the NATS micro service ``toolbus-worker`` (see
 ``workers.discovery``): its call subscriptions are the service's endpoints, and the counters
@@ -18,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from time import perf_counter_ns
@@ -56,6 +57,11 @@ def new_worker_id() -> str:
     """A worker id that is unique across hosts and restarts and still readable."""
     # Host names may hold dots; the id is a subject token (see Subjects.worker_ping).
     return as_token(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+
+ToolSetListener = Callable[[frozenset[str]], None]
+"""Told the names of the tools the worker serves each time that set changes (a package published,
+swapped or retired), on the event loop: must not block."""
 
 
 class WorkerService:
@@ -105,6 +111,8 @@ class WorkerService:
         self._background: list[asyncio.Task[None]] = []
         self.observers: list[CallObserver] = []
         """Told of every answered call (metrics, the per-call log line, spans)."""
+        self.tool_listeners: list[ToolSetListener] = []
+        """Told of every change of the tool set (the task runner takes tasks of exactly these tools)."""
 
     @property
     def tools(self) -> list[ToolDescriptor]:
@@ -134,16 +142,24 @@ class WorkerService:
             ValueError: another source serves one of ``tools`` (nothing changes).
         """
         dropped = self._table.replace(source, component, tools)
+        self._tools_changed(frozenset(self._routes))
         for name in dropped:
             await self._unsubscribe_calls(name)
         await self._after_change()
 
     async def remove_source(self, source: str) -> None:
         """Stop serving ``source``'s tools (calls already delivered are still answered)."""
-        for name in self._table.pop_source(source):
+        names = self._table.pop_source(source)
+        if names:  # told now, not after the drains below: no new task is taken for these tools
+            self._tools_changed(frozenset(self._routes.keys() - set(names)))
+        for name in names:
             self._table.drop(name)
             await self._unsubscribe_calls(name)
         await self._after_change()
+
+    def _tools_changed(self, names: frozenset[str]) -> None:
+        for listener in self.tool_listeners:
+            listener(names)
 
     async def _after_change(self) -> None:
         if self._announcer.state != "ready":
