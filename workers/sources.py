@@ -1,21 +1,90 @@
-"""Loading tool sources: build (if from source) and load components and command modules by kind."""
+"""Tool source kinds: how a configured (or published) tool source becomes loaded tools.
+
+A source's ``kind`` (``component`` or ``command`` in config) decides two things: how its Wasm
+is built when it is given as ``source`` (componentize-py or clang, ``workers.toolchains``), and
+how the Wasm is loaded into the sandbox (``LoadedComponent.load`` or ``LoadedCommand.load``).
+Each kind is one ``ToolSourceKind``; what every kind does alike (a ``path`` is used as given,
+a ``source`` is built and cached) is written once, in ``ToolSourceKind.resolve``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal, Protocol
 
 import structlog
 
 from schemas.config import ComponentSettings, LimitsSettings, Settings
 from workers.sandbox import EngineHost, Grants, LoadedCommand, LoadedComponent
-from workers.toolchains.clang import resolve_command_path
-from workers.toolchains.componentize import resolve_component_path
+from workers.toolchains import build_c_command, build_component
 
 log = structlog.get_logger(__name__)
 
+LoadedTool = LoadedComponent | LoadedCommand
+"""A loaded tool source of either kind: what the worker serves."""
 
-def load_components(settings: Settings, engine: EngineHost) -> list[LoadedComponent | LoadedCommand]:
+
+class _Load(Protocol):
+    def __call__(
+        self,
+        engine_host: EngineHost,
+        settings: ComponentSettings,
+        wasm_path: Path,
+        cache_dir: Path,
+        *,
+        defaults: LimitsSettings | None = None,
+        grants: Grants | None = None,
+    ) -> LoadedTool: ...
+
+
+@dataclass(frozen=True)
+class ToolSourceKind:
+    """One kind of tool source: where its Wasm comes from, and how it is loaded."""
+
+    name: Literal["component", "command"]
+    """As ``kind =`` in config."""
+    build: Callable[[Path, ComponentSettings, Path], Path]
+    """``(source, settings, cache_dir)`` → the built ``.wasm`` (a cached build when unchanged)."""
+    load: _Load
+    """Read, compile (or load from the compile cache), check and derive the tools.
+
+    Raises ``ComponentLoadError`` naming the source."""
+
+    def resolve(self, settings: ComponentSettings, cache_dir: Path) -> Path:
+        """Path of the source's ``.wasm``: ``settings.path`` as given, or a (cached) build of ``source``.
+
+        Raises:
+            BuildError: building ``settings.source`` failed.
+        """
+        if settings.path is not None:
+            return settings.path
+        assert settings.source is not None  # ComponentSettings guarantees exactly one of the two
+        return self.build(settings.source, settings, cache_dir)
+
+
+COMPONENT: Final = ToolSourceKind(
+    "component",
+    # `world` defaults to the component's name.
+    build=lambda source, settings, cache_dir: build_component(source, settings.world or settings.name, cache_dir),
+    load=LoadedComponent.load,
+)
+"""A Wasm component, one tool per exported function; ``source`` is a componentize-py project."""
+
+COMMAND: Final = ToolSourceKind(
+    "command",
+    build=lambda source, _settings, cache_dir: build_c_command(source, cache_dir),
+    load=LoadedCommand.load,
+)
+"""A WASI command module, one tool; ``source`` is a C project built with clang and wasi-libc."""
+
+KINDS: Final = {kind.name: kind for kind in (COMPONENT, COMMAND)}
+"""Every tool source kind by its ``kind =`` name."""
+
+
+def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
     """Build (if from source) and load every configured component and command module.
 
     Raises:
@@ -49,7 +118,7 @@ def load_one(
     *,
     defaults: LimitsSettings | None = None,
     grants: Grants | None = None,
-) -> LoadedComponent | LoadedCommand:
+) -> LoadedTool:
     """Build (if from source) and load one configured tool source, by its ``kind``.
 
     ``defaults`` are the worker's limits (``[worker.limits]``), which the entry's own override;
@@ -58,8 +127,6 @@ def load_one(
     Raises:
         WorkersError: it cannot be built or loaded; the message names it.
     """
-    if configured.kind == "command":
-        wasm_path = resolve_command_path(configured, cache_dir)
-        return LoadedCommand.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)
-    wasm_path = resolve_component_path(configured, cache_dir)
-    return LoadedComponent.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)
+    kind = KINDS[configured.kind]
+    wasm_path = kind.resolve(configured, cache_dir)
+    return kind.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)

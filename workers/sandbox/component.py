@@ -31,9 +31,10 @@ from schemas.errors import ArgumentError, WitTypeError
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
+from workers.sandbox.artifact import Artifact
 from workers.sandbox.call_context import CallContext, running
 from workers.sandbox.capabilities import Grants
-from workers.sandbox.compile_cache import load_component, read_wasm, wasm_digest
+from workers.sandbox.compile_cache import load_component
 from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError, UnknownTool
 from workers.sandbox.failures import describe_trap, error_result, root_cause, with_stderr
@@ -156,14 +157,9 @@ class LoadedComponent:
                 import the sandbox does not grant (the message names it), it cannot start
                 within its limits, or it exports no function usable as a tool.
         """
-        limits = (defaults or LimitsSettings()).merged(settings.limits)
-        engine_host = engine_host.variant(consume_fuel=limits.fuel is not None)
-        wasm = read_wasm(wasm_path)
-        try:
-            component = load_component(engine_host, wasm, cache_dir)
-        except ComponentLoadError as exc:
-            raise ComponentLoadError(f"component {settings.name!r} ({wasm_path}): {exc}") from exc
-        digest = wasm_digest(wasm)
+        artifact = Artifact.read(engine_host, settings, wasm_path, defaults)
+        component = artifact.compile(load_component, cache_dir, f"component {settings.name!r} ({wasm_path})")
+        engine_host, limits, wasm, digest = artifact.engine_host, artifact.limits, artifact.wasm, artifact.digest
         grants = grants or Grants()
         grants.check_imports(list(component.type.imports(engine_host.engine)), f"component {settings.name!r}")
         linker = wc.Linker(engine_host.engine)

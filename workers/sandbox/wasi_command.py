@@ -25,9 +25,10 @@ from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.validation import compile_validator
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from workers.sandbox.artifact import Artifact
 from workers.sandbox.call_context import CallContext
 from workers.sandbox.capabilities import Grants
-from workers.sandbox.compile_cache import load_module, read_wasm, wasm_digest
+from workers.sandbox.compile_cache import load_module
 from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError, UnknownTool
 from workers.sandbox.failures import describe_trap, error_result, root_cause, with_stderr
@@ -105,15 +106,11 @@ class LoadedCommand:
             raise ComponentLoadError(f"{label}: input_schema is required for a command")
         if not is_valid_tool_name(settings.name):
             raise ComponentLoadError(f"{label}: {settings.name!r} is not a valid tool name")
-        limits = (defaults or LimitsSettings()).merged(settings.limits)
-        engine_host = engine_host.variant(consume_fuel=limits.fuel is not None)
-        wasm = read_wasm(wasm_path)
+        artifact = Artifact.read(engine_host, settings, wasm_path, defaults)
+        engine_host, limits, wasm = artifact.engine_host, artifact.limits, artifact.wasm
         if wasm[:4] == b"\0asm" and wasm[4:8] != _CORE_MODULE_VERSION:
             raise ComponentLoadError(f"{label} is a component, not a core module; use kind = 'component'")
-        try:
-            module = load_module(engine_host, wasm, cache_dir)
-        except ComponentLoadError as exc:
-            raise ComponentLoadError(f"{label}: {exc}") from exc
+        module = artifact.compile(load_module, cache_dir, label)
         _check_interface(module, label)
         linker = wasmtime.Linker(engine_host.engine)
         linker.define_wasi()
@@ -128,7 +125,7 @@ class LoadedCommand:
             output_schema=settings.output_schema,
             component=settings.name,
             export=ENTRY_POINT,
-            digest=wasm_digest(wasm),
+            digest=artifact.digest,
         )
         loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)

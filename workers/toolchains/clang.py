@@ -18,7 +18,6 @@ from pathlib import Path
 
 import structlog
 
-from schemas.config import ComponentSettings
 from workers.toolchains.errors import BuildError
 from workers.toolchains.projects import content_key, project_files, run_tool
 
@@ -70,18 +69,6 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
         Path(scratch).unlink(missing_ok=True)
     log.info("command built", source=str(source_dir), path=str(output), duration_s=round(time.monotonic() - started, 3))
     return output
-
-
-def resolve_command_path(settings: ComponentSettings, cache_dir: Path) -> Path:
-    """Path of a command module: ``settings.path`` as given, or a (cached) build of the C ``source``.
-
-    Raises:
-        BuildError: building ``settings.source`` failed.
-    """
-    if settings.path is not None:
-        return settings.path
-    assert settings.source is not None  # ComponentSettings guarantees exactly one of the two
-    return build_c_command(settings.source, cache_dir)
 
 
 @functools.cache

@@ -30,7 +30,6 @@ from typing import Any
 import structlog
 
 import schemas
-from schemas.config import ComponentSettings
 from workers.toolchains.errors import BuildError
 from workers.toolchains.projects import content_key, project_files, run_tool
 from workers.toolchains.wit_docs import docs_section, extract_docs
@@ -99,18 +98,6 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
         duration_s=round(time.monotonic() - started, 3),
     )
     return output
-
-
-def resolve_component_path(settings: ComponentSettings, cache_dir: Path) -> Path:
-    """Path of the component's ``.wasm``: ``settings.path`` as given, or a (cached) build of ``source``.
-
-    Raises:
-        BuildError: building ``settings.source`` failed.
-    """
-    if settings.path is not None:
-        return settings.path
-    assert settings.source is not None  # ComponentSettings guarantees exactly one of the two
-    return build_component(settings.source, settings.world or settings.name, cache_dir)
 
 
 def source_key(source_dir: Path, world: str) -> str:

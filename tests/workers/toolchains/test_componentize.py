@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Instance, Linker
 
-from schemas.config import ComponentSettings, load_settings
-from workers.toolchains.componentize import build_component, resolve_component_path, source_key
+from schemas.config import load_settings
+from workers.toolchains.componentize import build_component, source_key
 from workers.toolchains.errors import BuildError
 from workers.toolchains.wit_docs import read_docs
 
@@ -128,15 +128,6 @@ def test_broken_app_raises_build_error_with_the_compiler_message(tmp_path: Path)
 def test_missing_source_raises_build_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="not a directory"):
         build_component(tmp_path / "nowhere", "calc", tmp_path / "cache")
-
-
-@pytest.mark.slow
-def test_resolve_component_path(calc_wasm: Path, cache_dir: Path, tmp_path: Path) -> None:
-    built = tmp_path / "given.wasm"
-    assert resolve_component_path(ComponentSettings(name="x", path=built), cache_dir) == built
-    # `world` defaults to the component's name.
-    from_source = ComponentSettings(name="calc", source=EXAMPLES_DIR / "calc")
-    assert resolve_component_path(from_source, cache_dir) == calc_wasm
 
 
 def test_example_config_lists_the_examples_and_the_conformance_tools() -> None:
