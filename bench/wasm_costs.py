@@ -226,7 +226,7 @@ def measure_in_process(
     ``only`` names the tools to measure (all four by default); ``cache_dir`` defaults to the
     worker's (``TOOLBUS_CACHE_DIR`` or ``~/.cache/toolbus``), where earlier builds are.
     """
-    from schemas.config import default_cache_dir
+    from schemas.environment import default_cache_dir
     from workers.toolchains.errors import BuildError
 
     cache_dir = cache_dir or default_cache_dir()

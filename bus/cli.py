@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from bus.lifecycle import stop_with_supervisor
-from schemas.config import supervisor_pid_from_env
+from schemas.environment import supervisor_pid_from_env
 
 COMMAND_GROUP = "toolbus.commands"
 

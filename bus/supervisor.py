@@ -45,7 +45,8 @@ from bus.provisioning import wait_for_jetstream
 from bus.security import authorization
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode
-from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE, Settings
+from schemas.config import Settings
+from schemas.environment import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE
 from schemas.wire import WorkerAnnouncement
 
 log = structlog.get_logger(__name__)

@@ -25,7 +25,8 @@ from mcp import Client
 from bench.apt import AptError, ensure_binary
 from bus.credentials import with_local_credentials
 from bus.embedded import free_port
-from schemas.config import NatsSettings, TasksSettings, default_cache_dir, load_settings
+from schemas.config import NatsSettings, TasksSettings, load_settings
+from schemas.environment import default_cache_dir
 from tests.conftest import TESTKIT_WAT
 
 REPO = Path(__file__).resolve().parents[2]

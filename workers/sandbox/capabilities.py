@@ -19,7 +19,8 @@ from typing import Any
 
 import wasmtime
 
-from schemas.config import Capability, ComponentSettings, DirCapability, EnvCapability, HttpCapability
+from schemas.capabilities import Capability, DirCapability, EnvCapability, HttpCapability
+from schemas.config import ComponentSettings
 from schemas.errors import ConfigError
 from workers.sandbox.errors import ComponentLoadError
 from workers.sandbox.http_host import HTTP_INTERFACE, HTTP_INTERFACE_UNVERSIONED, HttpPolicy, link_http
