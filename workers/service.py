@@ -37,7 +37,7 @@ from bus.subjects import Header, Subjects, as_token
 from schemas.codec import DecodeError, decode_json, encode
 from schemas.config import WorkerSettings
 from schemas.errors import INVALID_ARGUMENTS, OK, TOOL_ERROR, ErrorCode
-from schemas.validation import argument_problem
+from schemas.validation import argument_problem, invalid_arguments_message
 from schemas.wire import CallEvent, CallToolResult, TextContent, ToolDescriptor, log_severity
 from workers.admission import Admission, Job
 from workers.announcer import Announcer
@@ -329,7 +329,7 @@ class WorkerService:
             return error_answer(ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {exc}")
         problem = argument_problem(route.validator, arguments)
         if problem is not None:
-            message = f"invalid arguments: {problem}"
+            message = invalid_arguments_message(problem)
             body = encode(CallToolResult(content=[TextContent(message)], is_error=True))
             return body, None, message, INVALID_ARGUMENTS
         share = self._admission.share_of(principal)
@@ -428,7 +428,7 @@ class WorkerService:
             return CallToolResult(content=[TextContent(f"unknown tool {tool!r} on this worker")], is_error=True)
         problem = argument_problem(route.validator, arguments)
         if problem is not None:
-            return CallToolResult(content=[TextContent(f"invalid arguments: {problem}")], is_error=True)
+            return CallToolResult(content=[TextContent(invalid_arguments_message(problem))], is_error=True)
         job = Job(route, tool, arguments, self._settings.max_call_timeout_s, perf_counter_ns(), context)
         try:
             _, result = await asyncio.wrap_future(self._submit(job))

@@ -28,6 +28,7 @@ from bus.subjects import is_valid_tool_name
 from schemas.codec import encode
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ArgumentError, WitTypeError
+from schemas.validation import invalid_arguments_message
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
@@ -204,7 +205,7 @@ class LoadedComponent:
         try:
             args = _bind_arguments(tool.params, arguments)
         except ArgumentError as exc:
-            return error_result(f"invalid arguments: {exc}")
+            return error_result(invalid_arguments_message(str(exc)))
         timeout_s = effective_timeout_s(timeout_s, self.limits)
         context = context or CallContext()
         context.deadline = min(context.deadline, time.monotonic() + timeout_s)
@@ -266,7 +267,7 @@ class LoadedComponent:
         except (TypeError, ValueError) as exc:
             # wasmtime-py could not lower a value we produced: a corner of its untagged
             # variants. The instance may hold a half-done call, so it is not reused.
-            return error_result(f"invalid arguments: {exc}"), None
+            return error_result(invalid_arguments_message(str(exc))), None
         return _to_result(tool, value), instance
 
     def _new_store(
