@@ -100,15 +100,6 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
     return output
 
 
-def source_key(source_dir: Path, world: str) -> str:
-    """The cache key of building ``source_dir`` against ``world`` (the built file's stem).
-
-    Raises:
-        BuildError: ``source_dir`` is not a directory.
-    """
-    return _componentize_key(_componentize_inputs(source_dir), world)
-
-
 def _componentize_inputs(source_dir: Path) -> list[tuple[str, bytes]]:
     """What componentize-py builds from: the project, plus toolbus's WIT packages it lacks."""
     files = project_files(source_dir)
