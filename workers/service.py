@@ -375,21 +375,9 @@ class WorkerService:
             stats.failed(started_ns, error, typed=headers is not None)
         self._outbox.put(reply_to, body, headers)
         if self.observers:
-            self._observe(tool, request, principal, outcome, error, started_ns, instantiate_s)
-
-    def _observe(
-        self,
-        tool: str,
-        request: Mapping[str, str],
-        principal: str | None,
-        outcome: str,
-        error: str | None,
-        started_ns: int,
-        instantiate_s: float | None,
-    ) -> None:
-        record = finished_call(tool, request, principal, outcome, error, started_ns, instantiate_s)
-        for observer in self.observers:
-            observer(record)
+            record = finished_call(tool, request, principal, outcome, error, started_ns, instantiate_s)
+            for observer in self.observers:
+                observer(record)
 
     def _guest_done(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         # Runs in the guest's thread: hand the outcome to the event loop.

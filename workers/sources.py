@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 import structlog
 
@@ -27,19 +27,6 @@ LoadedTool = LoadedComponent | LoadedCommand
 """A loaded tool source of either kind: what the worker serves."""
 
 
-class _Load(Protocol):
-    def __call__(
-        self,
-        engine_host: EngineHost,
-        settings: ComponentSettings,
-        wasm_path: Path,
-        cache_dir: Path,
-        *,
-        defaults: LimitsSettings | None = None,
-        grants: Grants | None = None,
-    ) -> LoadedTool: ...
-
-
 @dataclass(frozen=True)
 class ToolSourceKind:
     """One kind of tool source: where its Wasm comes from, and how it is loaded."""
@@ -48,10 +35,9 @@ class ToolSourceKind:
     """As ``kind =`` in config."""
     build: Callable[[Path, ComponentSettings, Path], Path]
     """``(source, settings, cache_dir)`` → the built ``.wasm`` (a cached build when unchanged)."""
-    load: _Load
-    """Read, compile (or load from the compile cache), check and derive the tools.
-
-    Raises ``ComponentLoadError`` naming the source."""
+    load: Callable[..., LoadedTool]
+    """``LoadedComponent.load`` or ``LoadedCommand.load`` (one signature): read, compile (or load
+    from the compile cache), check and derive the tools; raises ``ComponentLoadError`` naming the source."""
 
     def resolve(self, settings: ComponentSettings, cache_dir: Path) -> Path:
         """Path of the source's ``.wasm``: ``settings.path`` as given, or a (cached) build of ``source``.
