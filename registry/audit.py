@@ -128,6 +128,7 @@ def _gateway_summary(kind: str, body: dict[str, Any]) -> str | None:
                 "remote": refused.remote,
                 "method": refused.method,
                 "tool": refused.tool,
+                "repeated": refused.repeated,
             }
             parts = [f"refused {refused.reason} ({refused.status})", *(f"{k}={v}" for k, v in fields.items() if v)]
             if refused.detail:
