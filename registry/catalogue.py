@@ -23,7 +23,6 @@ from schemas.wire import Alias, PackageVersion, ToolDescriptor, WorkerAnnounceme
 
 log = structlog.get_logger(__name__)
 
-KV_PUT = None  # nats-py reports a plain put with operation None
 KV_GONE = frozenset({"DEL", "PURGE"})
 
 
