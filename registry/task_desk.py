@@ -36,10 +36,10 @@ from bus.connection import published_only
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
-from registry.tasks import TaskFinished, TaskNotFound, TaskStore
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
+from stores import TaskFinished, TaskNotFound, TaskStore
 
 log = structlog.get_logger(__name__)
 

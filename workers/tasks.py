@@ -23,9 +23,9 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from bus.subjects import Subjects
-from registry.tasks import TaskStore, task_consumer_config
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
+from stores import TaskStore, task_consumer_config
 from workers.call_context import CallContext
 from workers.service import WorkerService, error_text
 

@@ -18,11 +18,11 @@ from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from registry.service import RegistryService
-from registry.tasks import TaskStore
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+from stores import TaskStore
 from tests.conftest import (
     FAST_TASKS,
     TEST_ANNOUNCE_INTERVAL_S,
