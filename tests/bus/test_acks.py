@@ -4,6 +4,7 @@ task runner uses, so each fate is seen where it matters (redelivery, max deliver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ class Queue:
         return await self.pending_acks() == 0
 
 
-async def open_queue(nc: NatsClient, subjects: Subjects, settings: TasksSettings) -> Queue:
+@contextlib.asynccontextmanager
+async def open_queue(nc: NatsClient, subjects: Subjects, settings: TasksSettings) -> AsyncIterator[Queue]:
+    """The tasks stream and ``TOOL``'s consumer, configured as the task runner configures them."""
     await ensure_tasks_stream(nc, subjects)
     js = nc.jetstream()
     subscription = await js.pull_subscribe(
@@ -73,15 +76,17 @@ async def open_queue(nc: NatsClient, subjects: Subjects, settings: TasksSettings
         stream=subjects.tasks_stream,
         config=task_consumer_config(subjects, TOOL, settings),
     )
-    return Queue(nc, js, subjects, subscription)
+    try:
+        yield Queue(nc, js, subjects, subscription)
+    finally:
+        await subscription.unsubscribe()
 
 
 @pytest.fixture
 async def queue(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Queue]:
     """A queue whose ack_wait is long: any redelivery seen within a test is the scope's doing."""
-    opened = await open_queue(nc, subjects, TasksSettings(ack_wait_s=30.0, max_deliver=5))
-    yield opened
-    await opened.subscription.unsubscribe()
+    async with open_queue(nc, subjects, TasksSettings(ack_wait_s=30.0, max_deliver=5)) as opened:
+        yield opened
 
 
 def scope(message: Msg, *, retry_delay_s: float = 1.0, in_progress_every_s: float = 10.0) -> Acknowledgement:
@@ -124,23 +129,19 @@ async def test_a_give_up_terms_the_message_and_ends_in_the_scope(queue: Queue) -
 
 
 async def test_in_progress_keeps_a_long_block_from_being_delivered_again(nc: NatsClient, subjects: Subjects) -> None:
-    queue = await open_queue(nc, subjects, TasksSettings(ack_wait_s=1.0, max_deliver=5))
-    try:
+    async with open_queue(nc, subjects, TasksSettings(ack_wait_s=1.0, max_deliver=5)) as queue:
         await queue.put()
         async with scope(await queue.take(), in_progress_every_s=0.3):
             assert await queue.nothing_delivered()
             assert await queue.nothing_delivered()
             assert await queue.nothing_delivered()  # 1.5 s in all: past ack_wait, still ours
         await eventually(queue.emptied, what="the acked message is still in the stream")
-    finally:
-        await queue.subscription.unsubscribe()
 
 
 async def test_a_cancelled_block_settles_nothing_and_ack_wait_brings_the_message_back(
     nc: NatsClient, subjects: Subjects
 ) -> None:
-    queue = await open_queue(nc, subjects, TasksSettings(ack_wait_s=1.0, max_deliver=5))
-    try:
+    async with open_queue(nc, subjects, TasksSettings(ack_wait_s=1.0, max_deliver=5)) as queue:
         await queue.put()
         message = await queue.take()
 
@@ -158,21 +159,18 @@ async def test_a_cancelled_block_settles_nothing_and_ack_wait_brings_the_message
         assert again.metadata.num_delivered == 2
         async with scope(again):
             pass
-    finally:
-        await queue.subscription.unsubscribe()
 
 
 async def test_a_failed_last_delivery_is_announced_and_its_exhausted_scope_deletes_it(
     nc: NatsClient, subjects: Subjects
 ) -> None:
-    queue = await open_queue(nc, subjects, TasksSettings(ack_wait_s=30.0, max_deliver=2))
     announced: asyncio.Queue[int] = asyncio.Queue()
 
     async def on_advisory(msg: Msg) -> None:
         await announced.put(int(json.loads(msg.data)["stream_seq"]))
 
     advisories = await nc.subscribe(subjects.tasks_max_deliveries_advisory, cb=on_advisory)
-    try:
+    async with open_queue(nc, subjects, TasksSettings(ack_wait_s=30.0, max_deliver=2)) as queue:
         await queue.put()
         for delivery in (1, 2):
             message = await queue.take()
@@ -194,6 +192,4 @@ async def test_a_failed_last_delivery_is_announced_and_its_exhausted_scope_delet
         async with Exhausted(queue.js, subjects.tasks_stream, sequence):
             pass
         assert await queue.stored() == 0
-    finally:
-        await advisories.unsubscribe()
-        await queue.subscription.unsubscribe()
+    await advisories.unsubscribe()
