@@ -20,6 +20,7 @@ COPY bus/ bus/
 COPY gateway/ gateway/
 COPY registry/ registry/
 COPY schemas/ schemas/
+COPY stores/ stores/
 COPY workers/ workers/
 RUN --mount=type=cache,target=/root/.cache/pip /opt/toolbus/bin/pip install .
 

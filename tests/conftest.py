@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
-from registry.tasks import TaskStore
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
+from stores import TaskStore
 from workers.component import LoadedComponent
 from workers.engine import EngineHost
 from workers.service import CallableComponent, WorkerService

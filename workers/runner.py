@@ -10,9 +10,8 @@ from bus.connection import connected
 from bus.lifecycle import wait_for_shutdown_signal
 from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
-from registry.packages import PackageStore
-from registry.tasks import TaskStore
 from schemas.config import Settings
+from stores import PackageStore, TaskStore
 from workers.engine import EngineHost
 from workers.loading import load_components
 from workers.packages import PackageFollower

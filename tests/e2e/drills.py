@@ -29,9 +29,9 @@ from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Header, Subjects
-from registry.tasks import TaskStore
 from schemas.codec import decode, encode
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskSubmit, WorkerAnnouncement
+from stores import TaskStore
 from tests.conftest import eventually
 from tests.e2e.conftest import child_processes
 from tests.gateway.mcp_tasks import raw_request

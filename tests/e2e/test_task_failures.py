@@ -18,10 +18,10 @@ from nats.aio.msg import Msg
 from bus.connection import close_settled, connect
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.subjects import Subjects
-from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord
+from stores import TaskStore
 from tests.conftest import eventually, task_reaches
 from tests.e2e.conftest import start_up, stop_up, worker_pid, write_config
 
