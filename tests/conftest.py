@@ -56,6 +56,20 @@ async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
     await client.close()
 
 
+async def close_settled(nc: NatsClient, timeout_s: float = 5.0) -> None:
+    """Close ``nc`` once it is not in the middle of reconnecting (tests that restart a server).
+
+    nats-py can leave the socket of a reconnect attempt open when the client is closed during
+    it (seen after a server restart): wait (bounded) for the attempt to settle first.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while nc.is_reconnecting:
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.05)  # nats-py offers no event for "reconnect attempt over"
+    await nc.close()
+
+
 WAT_DIR = Path(__file__).resolve().parents[1] / "examples" / "wat"
 TESTKIT_WAT = WAT_DIR / "testkit.wat"
 """The hand-written WAT component: instantiates in microseconds, has a trap and an endless loop."""

@@ -28,12 +28,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import close_settled, connect
+from bus.connection import connect
 from bus.embedded import free_port
 from bus.subjects import Subjects
 from registry.tasks import TaskStore
 from schemas.config import TasksSettings
-from tests.conftest import eventually
+from tests.conftest import close_settled, eventually
 from tests.e2e.conftest import nats_as, start_up, stop_up, worker_pid, write_config
 from tests.e2e.drills import (
     CALL_DEADLINE_S,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import close_settled, connect
+from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
@@ -27,6 +27,7 @@ from tests.conftest import (
     FAST_TASKS,
     TEST_ANNOUNCE_INTERVAL_S,
     TaskWorker,
+    close_settled,
     eventually,
     nats_settings,
     start_task_worker,
