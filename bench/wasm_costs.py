@@ -273,7 +273,7 @@ def run(cold_compiles: int, instantiations: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    from bus.logs import configure_logging
+    from cli.logs import configure_logging
 
     parser = argparse.ArgumentParser(description="Wasm cost measurements; prints one JSON line")
     parser.add_argument("cold_compiles", type=int)

@@ -371,7 +371,7 @@ def test_kill_9_of_up_takes_its_toolbus_children_with_it(tmp_path: Path) -> None
     (a Go binary, started in a session of its own) outlives it: a known gap (issue 18)."""
     up = single_node(tmp_path, new_session=True)
     children = up.children()
-    roles = [pid for pid, argv in children if "bus.cli" in argv]
+    roles = [pid for pid, argv in children if "cli.main" in argv]
     servers = [pid for pid, argv in children if argv and argv[0].endswith("nats-server")]
     assert len(roles) >= 3 and servers, children
     try:

@@ -8,10 +8,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bus import lifecycle
 from bus.credentials import role_of_verb, with_local_credentials
 from bus.errors import BusUnavailable, CredentialsError
-from bus.logs import configure_logging
+from cli import lifecycle
+from cli.logs import configure_logging
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
 
