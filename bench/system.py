@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import cpu
-from bench.processes import REPO, Child, Children
 from bus.embedded import free_port, nats_server_binary
 from bus.subjects import Subjects
+from harness.processes import REPO, Child, Children
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 READY_TIMEOUT_S = 600.0

@@ -1,5 +1,5 @@
-"""Shared fixtures (a real nats-server per test session, fresh prefixes per test) and the
-helpers that test modules across the packages share."""
+"""Shared fixtures (fresh prefixes per test, a client of the session's nats-server, which the
+repository's conftest.py starts) and the helpers that test modules across the packages share."""
 
 from __future__ import annotations
 
@@ -31,15 +31,6 @@ from workers.service import CallableComponent, WorkerService
 from workers.tasks import TaskRunner
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
-    """A real nats-server (JetStream on) on a random port, shared by the session."""
-    server = EmbeddedNatsServer(state_dir=tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

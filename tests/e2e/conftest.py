@@ -22,9 +22,10 @@ import pytest
 import wasmtime
 from mcp import Client
 
-from bench.apt import AptError, ensure_binary
 from bus.credentials import with_local_credentials
 from bus.embedded import free_port
+from harness.apt import ensure_binary
+from harness.errors import AptError
 from schemas.config import NatsSettings, TasksSettings, default_cache_dir, load_settings
 from tests.conftest import TESTKIT_WAT
 
