@@ -17,6 +17,7 @@ RUN python -m venv /opt/toolbus
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bus/ bus/
+COPY cli/ cli/
 COPY gateway/ gateway/
 COPY registry/ registry/
 COPY schemas/ schemas/

@@ -7,8 +7,8 @@ import asyncio
 import structlog
 
 from bus.connection import connected
-from bus.lifecycle import wait_for_shutdown_signal
 from bus.principal import PrincipalSigner
+from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from schemas.config import Settings
 from stores import PackageStore, TaskStore

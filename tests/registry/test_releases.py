@@ -16,8 +16,8 @@ from nats.aio.client import Client as NatsClient
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
+from cli.releases import request_release
 from registry.errors import RegistryError
-from registry.operator import request_release
 from registry.service import RegistryService
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, Settings, WorkerSettings

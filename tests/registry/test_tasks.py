@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from bus.acks import Acknowledgement
-from bus.connection import close_settled, connect
+from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
@@ -29,6 +29,7 @@ from tests.conftest import (
     FAST_TASKS,
     TEST_ANNOUNCE_INTERVAL_S,
     TaskWorker,
+    close_settled,
     eventually,
     nats_settings,
     start_task_worker,

@@ -23,8 +23,8 @@ import nats.errors
 from pydantic import ValidationError
 
 from bus.connection import connected
-from bus.options import add_common_options, run_verb
 from bus.subjects import Header, Subjects
+from cli.options import add_common_options, run_verb
 from registry.errors import RegistryError
 from registry.oci import OCI_SCHEME, parse_reference, pull_component
 from schemas.codec import decode, encode
