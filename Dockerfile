@@ -17,9 +17,11 @@ RUN python -m venv /opt/toolbus
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bus/ bus/
+COPY cli/ cli/
 COPY gateway/ gateway/
 COPY registry/ registry/
 COPY schemas/ schemas/
+COPY stores/ stores/
 COPY workers/ workers/
 RUN --mount=type=cache,target=/root/.cache/pip /opt/toolbus/bin/pip install .
 

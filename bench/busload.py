@@ -23,9 +23,9 @@ import nats
 import nats.errors
 import uvloop
 
-from bench.processes import REPO
 from bench.stats import summary
 from bus.subjects import Header
+from harness.processes import REPO
 
 REQUEST_TIMEOUT_S = 10.0
 

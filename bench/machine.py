@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import MachineMeter
-from bench.processes import REPO
+from harness.processes import REPO
 
 BACKGROUND_SAMPLE_S = 2.0
 PACKAGES = ("wasmtime", "nats-py", "mcp", "uvicorn", "uvloop", "httptools", "starlette", "msgspec", "componentize-py")

@@ -24,8 +24,8 @@ from typing import Any
 from bench.stats import per_call_us, run_unsuspended
 from bench.tools_list import descriptor
 from bus.embedded import free_port
-from bus.logs import configure_logging
 from bus.telemetry import start_tracing
+from cli.logs import configure_logging
 from gateway.call_log import log_call
 from gateway.catalogue import Catalogue
 from gateway.metrics import GatewayMetrics

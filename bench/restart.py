@@ -27,9 +27,9 @@ import nats
 from nats.aio.msg import Msg
 
 from bench.plan import Plan
-from bench.processes import REPO, Child, Children
 from bench.system import CONFIG_DIR, render_config, toolbus_command
 from bus.subjects import Subjects
+from harness.processes import REPO, Child, Children
 from schemas.codec import DecodeError, decode
 from schemas.wire import WorkerAnnouncement
 

@@ -18,8 +18,8 @@ from typing import Any, Final
 from bench import busload
 from bench.cpu import CpuMeter
 from bench.plan import Plan
-from bench.processes import Children
 from bench.system import CONFIG_DIR, ToolbusSystem
+from harness.processes import Children
 
 TOOL: Final = "kit_burn"
 WORKER_COUNTS: Final = (1, 2)

@@ -46,9 +46,9 @@ from bench import end_to_end, machine, wrk
 from bench.cpu import CpuMeter, MachineMeter
 from bench.mcp_http import ERA_2025, McpClient, McpHttpError
 from bench.memory import MB, MemorySample, MemorySampler
-from bench.processes import REPO, Children
 from bench.system import CONFIG_DIR, ToolbusSystem
 from bench.targets import AT_CONNECTIONS
+from harness.processes import REPO, Children
 
 DEFAULT_MINUTES: Final = 10
 DEFAULT_WORKERS: Final = 2

@@ -37,12 +37,12 @@ from bench import (
 )
 from bench.cpu import labelled
 from bench.plan import Plan
-from bench.processes import Child, Children
 from bench.servers import READY
 from bench.servers.echo import SUBJECT as ECHO_SUBJECT
 from bench.system import CONFIG_DIR, ToolbusSystem
 from bench.targets import AT_CONNECTIONS
 from bus.embedded import free_port
+from harness.processes import Child, Children
 
 SERVER_READY_TIMEOUT_S = 30.0
 BACKGROUND_WARNING_CORES = 0.2

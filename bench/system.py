@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import cpu
-from bench.processes import REPO, Child, Children
 from bus.embedded import free_port, nats_server_binary
 from bus.subjects import Subjects
+from harness.processes import REPO, Child, Children
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 READY_TIMEOUT_S = 600.0
@@ -29,9 +29,9 @@ READY_BANNER = "toolbus is up"
 
 
 def toolbus_command() -> list[str]:
-    """The ``toolbus`` console script installed beside this Python (else ``python -m bus.cli``)."""
+    """The ``toolbus`` console script installed beside this Python (else ``python -m cli.main``)."""
     script = Path(sys.executable).parent / "toolbus"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "bus.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli.main"]
 
 
 def render_config(template: Path, target: Path, **values: str) -> Path:

@@ -18,9 +18,9 @@ from pathlib import Path
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
-from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.wire import TaskRecord
+from stores import TaskStore
 
 TASKS = 500
 PAGE = 100

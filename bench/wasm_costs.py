@@ -21,7 +21,7 @@ that the bench's orchestrator never hosts a wasmtime Engine or its epoch ticker 
 - **call**: the whole per-call path a worker thread runs (``LoadedComponent.call`` /
   ``LoadedCommand.call``: arguments in, fresh Store, instantiate, run, result out).
 
-The C toolchain is installed with apt-get when it is missing (``bench.apt``); when that fails,
+The C toolchain is installed with apt-get when it is missing (``harness.apt``); when that fails,
 the C row is skipped and the result says why.
 """
 
@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from bench import apt
-from bench.processes import REPO
 from bench.stats import summary
+from harness import apt
+from harness.errors import AptError
+from harness.processes import REPO
 
 if TYPE_CHECKING:  # the orchestrator imports this module; only the measuring child imports wasmtime
     from bench.wasm_kinds import Steps, ToolKind
@@ -239,7 +240,7 @@ def measure_in_process(
             if subject.toolchain is not None:
                 apt.ensure_binary(*subject.toolchain)
             wasm_path, build = _build(subject, cache_dir)
-        except (apt.AptError, BuildError) as exc:
+        except (AptError, BuildError) as exc:
             if subject.toolchain is None:
                 raise
             reason = str(exc)
@@ -273,7 +274,7 @@ def run(cold_compiles: int, instantiations: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    from bus.logs import configure_logging
+    from cli.logs import configure_logging
 
     parser = argparse.ArgumentParser(description="Wasm cost measurements; prints one JSON line")
     parser.add_argument("cold_compiles", type=int)

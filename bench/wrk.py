@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import apt
+from harness import apt
+from harness.errors import AptError
 
 SCRIPT: Final = Path(__file__).resolve().parent / "post.lua"
 RESULT_MARK: Final = "BENCH_RESULT "
@@ -35,7 +36,7 @@ def ensure_wrk() -> str:
     """
     try:
         return apt.ensure_binary("wrk", ("wrk",), timeout_s=300)
-    except apt.AptError as exc:
+    except AptError as exc:
         raise WrkError(
             f"wrk is required for the HTTP benchmarks: {exc}. Install it yourself (Debian/Ubuntu: "
             "apt-get install wrk; macOS: brew install wrk), or leave the HTTP sections out: "

@@ -69,20 +69,6 @@ async def connect(
         raise BusUnavailable(f"NATS at {url} refused the connection: {exc}") from exc
 
 
-async def close_settled(nc: NatsClient, timeout_s: float = 5.0) -> None:
-    """Close ``nc`` once it is not in the middle of reconnecting.
-
-    nats-py can leave the socket of a reconnect attempt open when the client is closed during
-    it (seen after a server restart): wait (bounded) for the attempt to settle first.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while nc.is_reconnecting:
-        if asyncio.get_running_loop().time() >= deadline:
-            break
-        await asyncio.sleep(0.05)  # nats-py offers no event for "reconnect attempt over"
-    await nc.close()
-
-
 _DISCONNECT_LISTENERS: weakref.WeakKeyDictionary[NatsClient, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
 
 

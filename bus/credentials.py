@@ -26,8 +26,6 @@ from bus.permissions import ROLES
 from schemas.config import Settings
 
 CREDENTIALS_DIR: Final = "credentials"
-SERVER_ROLES: Final = ("gateway", "worker", "registry")
-"""Verbs that run a role of their own name; every other verb is the ``operator``."""
 
 
 def credentials_dir(state_dir: Path) -> Path:
@@ -119,11 +117,6 @@ def _read(path: Path) -> tuple[str, str]:
         _check_private(path, os.fstat(descriptor), directory=False)
         data = json.loads(file.read())
     return str(data["user"]), str(data["password"])
-
-
-def role_of_verb(verb: str | None) -> str:
-    """The NATS role a ``toolbus`` verb connects as."""
-    return verb if verb in SERVER_ROLES else "operator"
 
 
 def with_local_credentials(settings: Settings, role: str) -> Settings:

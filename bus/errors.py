@@ -18,3 +18,8 @@ class EmbeddedServerError(BusError):
 class CredentialsError(BusError):
     """Raised when the credentials directory or a file in it could be someone else's: a symlink,
     owned by another user, or readable or writable by others."""
+
+
+class GiveUp(BusError):
+    """Raised inside an acknowledgement scope (``bus.acks``) when its message can never be handled,
+    such as one that cannot be decoded: the scope terminates it instead of having it delivered again."""

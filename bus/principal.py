@@ -42,7 +42,8 @@ class PrincipalSigner:
         raw = key.encode() if isinstance(key, str) else key
         if len(raw) < 16:
             raise ValueError("the principal key must be at least 16 bytes")
-        self._key = raw
+        self._keyed = hmac.new(raw, _CONTEXT, hashlib.sha256)
+        """The MAC state after the key and the context: each message's MAC starts from a copy."""
 
     @classmethod
     def for_key(cls, key: str | None) -> PrincipalSigner | None:
@@ -50,11 +51,10 @@ class PrincipalSigner:
         return None if key is None else cls(key)
 
     def _mac(self, subject: str, request_id: str, principal: str, expires_ms: int, body: bytes) -> str:
-        mac = hmac.new(self._key, _CONTEXT, hashlib.sha256)
+        mac = self._keyed.copy()  # the key's two padded blocks hashed once, not per message
         # Each field length-prefixed: no choice of values can make two field lists collide.
-        for field in (subject, request_id, principal, str(expires_ms)):
-            encoded = field.encode()
-            mac.update(len(encoded).to_bytes(4, "big") + encoded)
+        fields = [field.encode() for field in (subject, request_id, principal, str(expires_ms))]
+        mac.update(b"".join(len(encoded).to_bytes(4, "big") + encoded for encoded in fields))
         mac.update(hashlib.sha256(body).digest())
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 

@@ -48,8 +48,8 @@ from gateway.sessions import SessionOwners
 from gateway.tasks import TaskFrontend
 from gateway.tools import ToolService
 from gateway.tracing import TracedToolService
-from registry.tasks import TaskStore
 from schemas.config import Settings
+from stores import TaskStore
 
 log = structlog.get_logger(__name__)
 

@@ -17,6 +17,12 @@ the copies a retry creates within its duplicate window (2 minutes). The queue ho
 ``[audit].queue_size`` events: past that the oldest are dropped, counted in ``dropped`` and
 logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds.
 
+**Refusals are coalesced** (``Refusals``): a refused request costs its sender nothing, so
+without this anyone could send 401s at line rate and the stream's limit (``audit_max_events``)
+would push genuine history out. The first refusal of each kind in a window of
+``REFUSALS_WINDOW_S`` is an event at once; alike ones after it are counted, and one more event
+carries the count (``repeated``) when the window ends.
+
 **Auth failures** are the front door's refusals (``gateway.front_door``; ``gateway.app.audited_refusals``), as::
 
     trail.auth_failure(
@@ -46,6 +52,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -74,6 +81,11 @@ FLUSH_TIMEOUT_S: Final = 2.0
 DROP_LOG_INTERVAL_S: Final = 10.0
 """At most one warning about dropped events per this interval."""
 _KEY_CACHE_SIZE: Final = 4096
+REFUSALS_WINDOW_S: Final = 10.0
+"""Refusals alike within this window are one event, then one more with their count."""
+MAX_REFUSAL_KINDS: Final = 256
+"""Kinds of refusal told apart in one window; past it, new kinds are counted per (reason, status)
+only, so varying the claimed subject or the tool buys an attacker no more events."""
 
 
 class Redactor:
@@ -154,6 +166,68 @@ def trace_id(traceparent: str | None) -> str:
     return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
 
 
+class Refusals:
+    """Coalesces refusal events: per window, the first of each kind at once, the rest as a count.
+
+    A kind is (reason, status, client host, claimed subject, auth method, method, tool): the
+    client's port is left out, so opening new connections makes no new kind. A sustained flood of
+    one kind costs the stream two events per window.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[AuthFailureEvent], None],
+        *,
+        window_s: float = REFUSALS_WINDOW_S,
+        max_kinds: int = MAX_REFUSAL_KINDS,
+    ) -> None:
+        self._emit = emit
+        self.window_s = window_s
+        self._max_kinds = max_kinds
+        self._kinds: dict[tuple[Any, ...], list[Any]] = {}
+        """kind → [its first event, refusals alike since]."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, event: AuthFailureEvent) -> None:
+        """Record one refusal: emitted if it is the first of its kind in this window, else counted."""
+        host = event.remote.rpartition(":")[0] or event.remote
+        kind: tuple[Any, ...] = (
+            event.reason,
+            event.status,
+            host,
+            event.subject,
+            event.auth_method,
+            event.method,
+            event.tool,
+        )
+        if kind not in self._kinds and len(self._kinds) >= self._max_kinds:
+            kind = (event.reason, event.status)
+            event = AuthFailureEvent(
+                reason=event.reason, status=event.status, at=event.at, detail="many kinds of refusal, counted together"
+            )
+        seen = self._kinds.get(kind)
+        if seen is not None:
+            seen[1] += 1
+            return
+        self._kinds[kind] = [event, 0]
+        self._emit(event)
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.window_s, self.flush)
+            except RuntimeError:
+                pass  # no loop (a caller outside one): ``flush`` at stop tells the counts
+
+    def flush(self) -> None:
+        """End the window: emit one event per kind refused again, with its count."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        kinds, self._kinds = self._kinds, {}
+        for first, repeated in kinds.values():
+            if repeated:
+                self._emit(msgspec.structs.replace(first, at=time.time(), repeated=repeated))
+
+
 _Message = tuple[str, bytes, str]
 """A prepared event: (subject, body, message id)."""
 
@@ -177,6 +251,7 @@ class AuditTrail:
         self._task: asyncio.Task[None] | None = None
         self._ids = NUID()
         self._dropped_logged_at = 0.0
+        self.refusals = Refusals(self._enqueue)
 
     # -- the producers: called on the event loop, never block ----------------------------------
     def observe(self, record: CallRecord) -> None:
@@ -207,7 +282,7 @@ class AuditTrail:
             tool=tool or "",
             detail=detail or "",
         )
-        self._enqueue(event)
+        self.refusals.add(event)
 
     def _enqueue(self, item: CallRecord | AuthFailureEvent) -> None:
         if len(self._pending) + len(self._retry) >= self.queue_size:
@@ -241,6 +316,7 @@ class AuditTrail:
         """Publish what is queued (for at most ``timeout_s``), then stop; what is left is logged as lost."""
         if self._task is None:
             return
+        self.refusals.flush()  # the counts of the window still open
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 if self.backlog:

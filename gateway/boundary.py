@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import INTERNAL_ERROR
 from schemas.codec import encode
@@ -35,20 +35,16 @@ class ErrorBoundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive, tracking)
-        except Exception:
+            await self.app(scope, receive, send)
+        except Exception as exc:
             log.exception("request failed", path=scope.get("path"), method=scope.get("method"))
-            if started:
-                raise  # half an answer is out: the server ends the connection
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())]
-            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            try:
+                await send({"type": "http.response.start", "status": 500, "headers": headers})
+            except RuntimeError:
+                # Half an answer is out already (the server refuses a second start): let the
+                # server end the connection. Asking the server beats wrapping every ``send`` of
+                # every request to track whether the response started.
+                raise exc from None
             await send({"type": "http.response.body", "body": _BODY})

@@ -47,7 +47,7 @@ TASK_STATES: Final[tuple[str, ...]] = get_args(TaskStatus)
 
 
 class TaskRecords(Protocol):
-    """What the task counts are read from (``registry.tasks.TaskStore``)."""
+    """What the task counts are read from (``stores.TaskStore``)."""
 
     async def records(self) -> list[TaskRecord]: ...
 

@@ -1,4 +1,4 @@
-"""Durable MCP tasks at the gateway, in both protocol eras, over ``registry.tasks.TaskStore``.
+"""Durable MCP tasks at the gateway, in both protocol eras, over ``stores.TaskStore``.
 
 A task is a ``tools/call`` that runs in the background: the gateway records it with
 ``TaskStore.submit`` (the record is in KV before the client hears the id), a worker takes the
@@ -64,11 +64,11 @@ from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
 from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
-from registry.tasks import TaskFinished, TaskStore, UnknownCursor
-from registry.tasks import TaskNotFound as StoreTaskNotFound
 from schemas.codec import DecodeError, decode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
+from stores import TaskFinished, TaskStore, UnknownCursor
+from stores import TaskNotFound as StoreTaskNotFound
 
 log = structlog.get_logger(__name__)
 

@@ -17,13 +17,12 @@ import msgspec
 import structlog
 from nats.js.kv import KeyValue
 
-from registry.packages import LATEST, parse_key
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import Alias, PackageVersion, ToolDescriptor, WorkerAnnouncement
+from stores import LATEST, parse_key
 
 log = structlog.get_logger(__name__)
 
-KV_PUT = None  # nats-py reports a plain put with operation None
 KV_GONE = frozenset({"DEL", "PURGE"})
 
 

@@ -8,8 +8,4 @@ class RegistryError(Exception):
 
 
 class ReleaseError(RegistryError):
-    """A publish, rollback, retire or deprecate request that cannot be done (the message says why)."""
-
-
-class ArtifactError(RegistryError):
-    """An artifact is missing from the store, or its bytes do not match its digest."""
+    """Raised when a publish, rollback, retire or deprecate request cannot be done (the message says why)."""

@@ -26,7 +26,6 @@ from nats.aio.msg import Msg
 from bus.replies import send_error
 from bus.subjects import Header, Subjects
 from registry.errors import ReleaseError
-from registry.packages import LATEST, PackageStore, check_alias, check_name, check_version, version_order
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import (
@@ -40,6 +39,16 @@ from schemas.wire import (
     ReleaseRequest,
     ToolDescriptor,
     VersionSummary,
+)
+from stores import (
+    LATEST,
+    InvalidName,
+    PackageStore,
+    VersionExists,
+    check_alias,
+    check_name,
+    check_version,
+    version_order,
 )
 
 log = structlog.get_logger(__name__)
@@ -74,7 +83,7 @@ class Releases:
                 return
             try:
                 reply = await chosen(msg.data)
-            except (ReleaseError, DecodeError) as exc:
+            except (ReleaseError, InvalidName, VersionExists, DecodeError) as exc:
                 await send_error(self._nc, msg.reply, ErrorCode.RELEASE_REJECTED, f"{verb}: {exc}")
                 return
             except Exception:  # the outermost handler: a bug must still produce a reply

@@ -33,14 +33,13 @@ from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
 from registry.audit import ensure_audit_stream
 from registry.catalogue import Catalogue
-from registry.packages import PackageStore
 from registry.releases import Releases
 from registry.task_desk import TaskDesk
-from registry.tasks import TaskStore
 from schemas.codec import DecodeError, decode, encode
 from schemas.config import MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
 from schemas.errors import ErrorCode
 from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
+from stores import PackageStore, TaskStore
 
 log = structlog.get_logger(__name__)
 

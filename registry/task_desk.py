@@ -14,7 +14,8 @@ principal signed for its ``Toolbus-Request-Id`` (``bus.principal``), as gateways
 key (a development deployment, like auth off) a claimed principal is taken as said. The desk also:
 
 - fails a task whose work was delivered ``tasks.max_deliver`` times without an ack (every worker
-  that took it died): JetStream tells us with a max-deliveries advisory;
+  that took it died or failed): JetStream tells us with a max-deliveries advisory, and the work's
+  acknowledgement scope (``bus.acks.Exhausted``) removes it from the stream once that is recorded;
 - deletes finished tasks and their results once their TTL has passed.
 """
 
@@ -32,14 +33,15 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.acks import Exhausted
 from bus.connection import published_only
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
-from registry.tasks import TaskFinished, TaskNotFound, TaskStore
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
+from stores import TaskFinished, TaskNotFound, TaskStore
 
 log = structlog.get_logger(__name__)
 
@@ -161,24 +163,25 @@ class TaskDesk:
 
     # -- housekeeping ---------------------------------------------------------------------------
     async def _on_max_deliveries(self, msg: Msg) -> None:
+        js = self._nc.jetstream()
         try:
             advisory = json.loads(msg.data)
-            stored = await self._nc.jetstream().get_msg(self._subjects.tasks_stream, int(advisory["stream_seq"]))
+            sequence = int(advisory["stream_seq"])
+            stored = await js.get_msg(self._subjects.tasks_stream, sequence)
             work = decode(stored.data or b"", TaskWork)
         except (ValueError, KeyError, DecodeError, nats.errors.Error) as exc:
             log.warning("max-deliveries advisory not understood", error=str(exc))
             return
-        deliveries = self._store.settings.max_deliver
-        message = f"failed: delivered {deliveries} times and never finished (its workers stopped running it)"
-        failed = await self._store.update(
-            work.task_id, lambda r: msgspec.structs.replace(r, status="failed", status_message=message, running=False)
-        )
-        if failed is not None:
-            log.error("task failed after its last delivery", task_id=work.task_id, tool=work.tool)
-        try:
-            await self._nc.jetstream().delete_msg(self._subjects.tasks_stream, int(advisory["stream_seq"]))
-        except nats.errors.Error:
-            pass
+        # Its scope deletes the work from the stream once the failure is recorded (bus.acks).
+        async with Exhausted(js, self._subjects.tasks_stream, sequence):
+            deliveries = self._store.settings.max_deliver
+            message = f"failed: delivered {deliveries} times and never finished (its workers stopped running it)"
+            failed = await self._store.update(
+                work.task_id,
+                lambda r: msgspec.structs.replace(r, status="failed", status_message=message, running=False),
+            )
+            if failed is not None:
+                log.error("task failed after its last delivery", task_id=work.task_id, tool=work.tool)
 
     async def _sweep_periodically(self) -> None:
         while True:

@@ -1,16 +1,18 @@
 """Error codes that travel on the bus, and the exceptions of the schemas package.
 
-The code table is the wire contract: codes are stable, never reused, and a test checks that
-they are unique. The gateway maps each code onto a JSON-RPC error.
+The code table is the wire contract: codes are stable, never reused, and unique (``@enum.unique``
+refuses a duplicate at import; tests/schemas/test_errors.py checks the table). The gateway maps
+each code onto a JSON-RPC error.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+import enum
 from typing import Final
 
 
-class ErrorCode(IntEnum):
+@enum.unique
+class ErrorCode(enum.IntEnum):
     """Stable numeric codes of typed error replies (``ErrorReply``) on the bus."""
 
     BAD_REQUEST = 1000

@@ -1,5 +1,5 @@
-"""Shared fixtures (a real nats-server per test session, fresh prefixes per test) and the
-helpers that test modules across the packages share."""
+"""Shared fixtures (fresh prefixes per test, a client of the session's nats-server, which the
+repository's conftest.py starts) and the helpers that test modules across the packages share."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
-from registry.tasks import TaskStore
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
+from stores import TaskStore
 from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -32,15 +32,6 @@ from workers.service import WorkerService
 from workers.tasks import TaskRunner
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
-    """A real nats-server (JetStream on) on a random port, shared by the session."""
-    server = EmbeddedNatsServer(state_dir=tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -55,6 +46,20 @@ async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
     client = await connect(nats_server.url, name="test")
     yield client
     await client.close()
+
+
+async def close_settled(nc: NatsClient, timeout_s: float = 5.0) -> None:
+    """Close ``nc`` once it is not in the middle of reconnecting (tests that restart a server).
+
+    nats-py can leave the socket of a reconnect attempt open when the client is closed during
+    it (seen after a server restart): wait (bounded) for the attempt to settle first.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while nc.is_reconnecting:
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.05)  # nats-py offers no event for "reconnect attempt over"
+    await nc.close()
 
 
 WAT_DIR = Path(__file__).resolve().parents[1] / "examples" / "wat"

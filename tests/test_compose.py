@@ -19,9 +19,9 @@ import jsonschema
 import pytest
 import yaml
 
-from bus.cli import build_parser
 from bus.embedded import nats_server_binary
 from bus.security import ROLES, password_variable
+from cli.main import build_parser
 from schemas.config import Settings, load_settings
 from schemas.environment import PRINCIPAL_KEY_VARIABLE
 from tests.conftest import toolbus

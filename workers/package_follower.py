@@ -30,12 +30,11 @@ from pydantic import ValidationError
 
 from bus.replies import send_error
 from bus.subjects import Subjects
-from registry.errors import RegistryError
-from registry.packages import LATEST, PackageStore, parse_key
 from schemas.codec import DecodeError, decode, encode
 from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ErrorCode
 from schemas.wire import Alias, IntrospectReply, IntrospectRequest, ToolDescriptor
+from stores import LATEST, PackageStore, StoreError, parse_key
 from workers.errors import PublishedSettingsError, WorkersError
 from workers.sandbox import EngineHost, Grants, LoadedCommand, LoadedComponent
 from workers.sandbox.compile_cache import write_atomically
@@ -149,7 +148,7 @@ class PackageFollower:
                 try:
                     await self._apply(name, version)
                     self._failed.pop(name, None)
-                except (RegistryError, WorkersError, OSError) as exc:
+                except (StoreError, WorkersError, OSError) as exc:
                     # This worker keeps what it served before (the registry offers a version
                     # only where a worker announces it), and retries at the alias's next change.
                     log.error("package version not served", package=name, version=version, error=str(exc))
@@ -164,7 +163,7 @@ class PackageFollower:
             return
         record = await self._store.version(name, version)
         if record is None:
-            raise RegistryError(f"{name} {version}: the alias points at a version that is not published")
+            raise StoreError(f"{name} {version}: the alias points at a version that is not published")
         loaded = await self._load(name, record.digest, record.settings)
         tools = [msgspec.structs.replace(t, version=version) for t in loaded.tools]
         await self._service.set_source(name, loaded, tools)
@@ -199,7 +198,7 @@ class PackageFollower:
         try:
             request = decode(msg.data, IntrospectRequest)
             loaded = await self._load(request.name, request.digest, request.settings)
-        except (DecodeError, RegistryError, WorkersError, OSError) as exc:
+        except (DecodeError, StoreError, WorkersError, OSError) as exc:
             await send_error(self._nc, msg.reply, ErrorCode.RELEASE_REJECTED, str(exc))
             return
         except Exception:  # the outermost handler: a bug must still produce a reply

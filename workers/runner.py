@@ -7,12 +7,11 @@ import asyncio
 import structlog
 
 from bus.connection import connected
-from bus.lifecycle import wait_for_shutdown_signal
 from bus.principal import PrincipalSigner
+from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
-from registry.packages import PackageStore
-from registry.tasks import TaskStore
 from schemas.config import Settings
+from stores import PackageStore, TaskStore
 from workers.package_follower import PackageFollower
 from workers.sandbox import EngineHost
 from workers.service import WorkerService

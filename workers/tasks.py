@@ -2,12 +2,15 @@
 
 One durable pull consumer per tool is shared by every worker serving that tool, so work is
 spread across them. A worker fetches one message per tool at a time and only while it has a free
-task slot (bounded prefetch: at most one task per tool waits in a worker's memory, briefly), says "in progress" every
-``tasks.ack_wait_s / 3`` while the guest runs, and acks only once the outcome is recorded. A worker
-that dies mid-task stops heartbeating: after ``ack_wait_s`` the server delivers the task again,
-to this worker's replacement or another one, up to ``max_deliver`` times (then the registry
-fails it). The record's compare-and-set makes every outcome but the first a no-op, so a task
-ends in exactly one terminal status.
+task slot (bounded prefetch: at most one task per tool waits in a worker's memory, briefly). Each
+message's fate is its acknowledgement scope's (``bus.acks``): "in progress" every
+``tasks.ack_wait_s / 3`` from the moment it is fetched, an ack only once the outcome is recorded,
+a term for work that cannot be decoded, and a nak with ``ack_wait_s`` of delay for an attempt
+that failed (the pause a worker that died would have left). A worker that dies mid-task stops
+heartbeating: after ``ack_wait_s`` the server delivers the task again, to this worker's
+replacement or another one, up to ``max_deliver`` times (then the registry fails it). The
+record's compare-and-set makes every outcome but the first a no-op, so a task ends in exactly
+one terminal status.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
+from bus.acks import Acknowledgement
+from bus.errors import GiveUp
 from bus.subjects import Subjects
-from registry.tasks import TaskStore, task_consumer_config
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
+from stores import TaskStore, task_consumer_config
 from workers.answers import error_text
 from workers.sandbox import CallContext
 from workers.service import WorkerService
@@ -109,14 +114,19 @@ class TaskRunner:
                     await asyncio.sleep(RETRY_S)
                     continue
                 for message in messages:
+                    acknowledgement = Acknowledgement(
+                        message,
+                        in_progress_every_s=self._store.settings.ack_wait_s / 3,
+                        retry_delay_s=self._store.settings.ack_wait_s,
+                    )
                     # "In progress" from the moment the task is ours: while it waits for a slot too.
-                    heartbeat = asyncio.create_task(_heartbeat(message, self._store.settings.ack_wait_s / 3))
+                    acknowledgement.keep_alive()
                     try:
                         await self._slots.acquire()
                     except asyncio.CancelledError:
-                        heartbeat.cancel()  # left unacked and silent: the server delivers it again
+                        acknowledgement.abandon()  # left unacked and silent: the server delivers it again
                         raise
-                    running = asyncio.create_task(self._run(message, heartbeat))
+                    running = asyncio.create_task(self._run(acknowledgement))
                     self._running.add(running)
                     running.add_done_callback(self._done)
         finally:
@@ -131,22 +141,19 @@ class TaskRunner:
         self._slots.release()
         self._room.set()
         if not task.cancelled() and (error := task.exception()) is not None:
-            # Not acked: the server delivers the task again after ack_wait_s.
+            # Nak'ed by its scope: the server delivers the task again after ack_wait_s.
             log.warning("task attempt failed; it will be delivered again", error=repr(error))
 
-    async def _run(self, message: Msg, heartbeat: asyncio.Task[None]) -> None:
-        try:
-            await self._attempt(message)
-        finally:
-            heartbeat.cancel()
+    async def _run(self, acknowledgement: Acknowledgement) -> None:
+        async with acknowledgement:  # returning acks; GiveUp terms; any other exception naks
+            await self._attempt(acknowledgement.msg)
 
     async def _attempt(self, message: Msg) -> None:
         try:
             work = decode(message.data, TaskWork)
         except DecodeError as exc:
             log.error("undecodable task dropped", error=str(exc))
-            await message.term()
-            return
+            raise GiveUp(f"undecodable task: {exc}") from exc
         attempt = message.metadata.num_delivered or 1
         worker_id = self._service.worker_id
         record = await self._store.update(
@@ -156,16 +163,13 @@ class TaskRunner:
             ),
         )
         if record is None:  # ended already (cancelled while queued, or finished by an earlier delivery)
-            await message.ack()
             return
         context = CallContext(request_id=work.task_id)
         result = await self._service.run_task(work.tool, work.arguments, context)
         if context.cancelled.is_set():
-            await message.ack()
             return
         message_text = error_text(result)[:200] if result.is_error else ""
         await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=message_text)
-        await message.ack()
         log.info("task done", task_id=work.task_id, tool=work.tool, failed=result.is_error, attempt=attempt)
 
 
@@ -174,10 +178,3 @@ async def _unsubscribe_quietly(subscription: JetStreamContext.PullSubscription |
     if subscription is not None:
         with contextlib.suppress(nats.errors.Error):
             await subscription.unsubscribe()
-
-
-async def _heartbeat(message: Msg, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
-        with contextlib.suppress(nats.errors.Error):
-            await message.in_progress()

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from bus.connection import close_settled, connect, on_disconnect
+from bus.connection import connect, on_disconnect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.calls import ToolCaller
 from gateway.errors import BusDisconnected
-from tests.conftest import eventually
+from tests.conftest import close_settled, eventually
 
 CALL_TIMEOUT_S = 30.0
 """The calls' deadline: a call that waits for it instead of failing fast fails the test."""

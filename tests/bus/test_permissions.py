@@ -22,8 +22,8 @@ from bus.permissions import ROLES, StoreRow, core_rows, markdown_table, store_ro
 from bus.provisioning import ensure_bucket, ensure_object_store
 from bus.subjects import Subjects
 from registry.audit import ensure_audit_stream
-from registry.tasks import TaskStore
 from schemas.config import TasksSettings
+from stores import TaskStore
 from tests.bus.secure_nats import API_TIMEOUT_S, SecureServer, permission_errors, secure_nats
 
 SUBJECTS = Subjects("walk")

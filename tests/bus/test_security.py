@@ -23,10 +23,10 @@ from bus.subjects import Subjects
 from gateway.audit import AuditTrail
 from gateway.ratelimit import RateLimiter
 from registry.service import RegistryService
-from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import AuditSettings, NatsSettings, RateLimit, RateLimitSettings, RegistrySettings, TasksSettings
 from schemas.wire import CallToolResult
+from stores import TaskStore
 from tests.bus.secure_nats import SecureServer, launch, permission_errors, secure_nats, stop
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, start_task_worker, task_reaches, toolbus
 from workers.sandbox.component import LoadedComponent

@@ -22,9 +22,10 @@ import pytest
 import wasmtime
 from mcp import Client
 
-from bench.apt import AptError, ensure_binary
 from bus.credentials import with_local_credentials
 from bus.embedded import free_port
+from harness.apt import ensure_binary
+from harness.errors import AptError
 from schemas.config import NatsSettings, TasksSettings, load_settings
 from schemas.environment import default_cache_dir
 from tests.conftest import TESTKIT_WAT
@@ -49,7 +50,9 @@ class RunningSystem:
     def children(self) -> dict[str, int]:
         """Pids of the supervised children by role (``registry``, ``worker``, ``gateway``)."""
         return {
-            argv[argv.index("bus.cli") + 1]: pid for pid, argv in child_processes(self.process.pid) if "bus.cli" in argv
+            argv[argv.index("cli.main") + 1]: pid
+            for pid, argv in child_processes(self.process.pid)
+            if "cli.main" in argv
         }
 
 
@@ -129,7 +132,7 @@ def start_up(config: Path, *extra: str, log_path: Path, new_session: bool = Fals
     """
     with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "up", "--config", str(config), *extra],
+            [sys.executable, "-m", "cli.main", "up", "--config", str(config), *extra],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -207,7 +210,7 @@ def answer_component(answer: int) -> bytes:
 
 def toolbus(system: RunningSystem, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bus.cli", *args, "--settings", str(system.config)],
+        [sys.executable, "-m", "cli.main", *args, "--settings", str(system.config)],
         capture_output=True,
         text=True,
         timeout=180,

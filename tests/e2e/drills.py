@@ -29,9 +29,9 @@ from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Header, Subjects
-from registry.tasks import TaskStore
 from schemas.codec import decode, encode
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskSubmit, WorkerAnnouncement
+from stores import TaskStore
 from tests.conftest import eventually
 from tests.e2e.conftest import child_processes
 from tests.gateway.mcp_tasks import raw_request
@@ -355,7 +355,7 @@ class Cluster:
 
     def pids(self, verb: str) -> list[int]:
         """Pids of the ``toolbus <verb>`` children (``worker``, ``gateway``, ``registry``)."""
-        return [pid for pid, argv in self.children() if "bus.cli" in argv and argv[argv.index("bus.cli") + 1] == verb]
+        return [pid for pid, argv in self.children() if "cli.main" in argv and argv[argv.index("cli.main") + 1] == verb]
 
     def gateway_pid(self, index: int) -> int:
         """Pid of the gateway serving ``mcp_urls[index]``."""
@@ -363,7 +363,7 @@ class Cluster:
         [pid] = [
             pid
             for pid, argv in self.children()
-            if "bus.cli" in argv and "gateway" in argv and argv[argv.index("--port") + 1] == port
+            if "cli.main" in argv and "gateway" in argv and argv[argv.index("--port") + 1] == port
         ]
         return pid
 

@@ -22,12 +22,12 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.processes import Children
 from bus.connection import connect
 from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
 from bus.security import ROLES, Cluster, env_passwords, password_variable, server_config
 from bus.subjects import Subjects
+from harness.processes import Children
 from schemas.config import NatsSettings
 from tests.conftest import eventually
 
@@ -42,7 +42,7 @@ READY_TIMEOUT_S = 240.0
 
 
 class Processes(Children):
-    """Child processes of one test (``bench.processes.Children``: each logging to its own file in
+    """Child processes of one test (``harness.processes.Children``: each logging to its own file in
     ``directory``, stopped last-started first), all given the variables in ``env``."""
 
     def __init__(self, directory: Path, env: dict[str, str]) -> None:

@@ -102,7 +102,7 @@ def spawn_worker(config: Path, log: Path) -> WorkerProcess:
     """Start ``toolbus worker`` (it takes no time to start; readiness is awaited separately)."""
     with log.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "worker", "--config", str(config)],
+            [sys.executable, "-m", "cli.main", "worker", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             cwd=REPO,

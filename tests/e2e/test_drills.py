@@ -28,12 +28,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import close_settled, connect
+from bus.connection import connect
 from bus.embedded import free_port
 from bus.subjects import Subjects
-from registry.tasks import TaskStore
 from schemas.config import TasksSettings
-from tests.conftest import eventually
+from stores import TaskStore
+from tests.conftest import close_settled, eventually
 from tests.e2e.conftest import nats_as, start_up, stop_up, worker_pid, write_config
 from tests.e2e.drills import (
     CALL_DEADLINE_S,
@@ -371,7 +371,7 @@ def test_kill_9_of_up_takes_its_toolbus_children_with_it(tmp_path: Path) -> None
     (a Go binary, started in a session of its own) outlives it: a known gap (issue 18)."""
     up = single_node(tmp_path, new_session=True)
     children = up.children()
-    roles = [pid for pid, argv in children if "bus.cli" in argv]
+    roles = [pid for pid, argv in children if "cli.main" in argv]
     servers = [pid for pid, argv in children if argv and argv[0].endswith("nats-server")]
     assert len(roles) >= 3 and servers, children
     try:

@@ -93,7 +93,7 @@ def gateways(system: RunningSystem, tmp_path_factory: pytest.TempPathFactory) ->
     log_path = tmp_path_factory.mktemp("gateway-b") / "gateway.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "gateway", "--config", str(system.config), "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "gateway", "--config", str(system.config), "--port", str(port)],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

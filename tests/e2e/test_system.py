@@ -143,7 +143,7 @@ async def test_a_plain_nats_request_with_only_json_gets_the_call_tool_result(sys
 
 def toolbus(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bus.cli", *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout_s, check=False
     )
 
 

@@ -15,14 +15,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from bus.connection import close_settled, connect
+from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.subjects import Subjects
-from registry.tasks import TaskStore
 from schemas.codec import decode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord
-from tests.conftest import eventually, task_reaches
+from stores import TaskStore
+from tests.conftest import close_settled, eventually, task_reaches
 from tests.e2e.conftest import start_up, stop_up, worker_pid, write_config
 
 PREFIX = "toolbus"

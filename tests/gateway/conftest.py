@@ -21,8 +21,8 @@ from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from registry.service import RegistryService
-from registry.tasks import TaskStore
 from schemas.config import RegistrySettings, load_settings
+from stores import TaskStore
 from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
 from tests.gateway.auth_kit import PRINCIPAL_KEY, Issuer, auth_settings
 from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, ready, running_gateway

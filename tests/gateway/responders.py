@@ -26,11 +26,11 @@ from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state, hot_path
 from gateway.hotpath import HotPath
 from registry.audit import recent
-from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import Settings, load_settings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, ToolDescriptor
+from stores import TaskStore
 from tests.conftest import eventually
 
 START_TIMEOUT_S = 10.0

@@ -13,17 +13,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Subjects
-from gateway.audit import REDACTED, AuditTrail, Redactor, trace_id
+from gateway.audit import REDACTED, AuditTrail, Redactor, Refusals, trace_id
 from gateway.principals import Principal
 from gateway.tools import CallRecord
 from registry.audit import ensure_audit_stream, recent
 from schemas.config import DEFAULT_REDACT_KEYS, AuditSettings, load_settings
+from schemas.wire import AuthFailureEvent
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.gateway.responders import RunningGateway, TaskSystem, audit_events, ready, running_gateway
 
@@ -206,3 +208,58 @@ def test_trace_id_comes_from_a_w3c_traceparent() -> None:
 def test_config_refuses_an_unknown_mode() -> None:
     with pytest.raises(ValueError, match="arguments"):
         AuditSettings.model_validate({"arguments": "hash"})
+
+
+# -- a flood of refusals cannot flood the audit stream --------------------------------------------
+
+
+def refusal(reason: str = "missing_token", remote: str = "10.0.0.7:5123", **fields: Any) -> AuthFailureEvent:
+    return AuthFailureEvent(reason=reason, status=401, at=time.time(), remote=remote, **fields)
+
+
+async def test_refusals_alike_are_one_event_then_one_count_per_window() -> None:
+    emitted: list[AuthFailureEvent] = []
+    refusals = Refusals(emitted.append, window_s=0.2, max_kinds=3)
+    for port in range(100):  # new connections (ports) from one host are one kind
+        refusals.add(refusal(remote=f"10.0.0.7:{port}"))
+    refusals.add(refusal(reason="invalid_token", subject="bob"))
+    assert [(e.reason, e.repeated) for e in emitted] == [("missing_token", 0), ("invalid_token", 0)]
+    await eventually(lambda: len(emitted) == 3, timeout_s=5, what="the window never ended")
+    assert (emitted[2].reason, emitted[2].repeated, emitted[2].remote) == ("missing_token", 99, "10.0.0.7:0")
+    # A new window: the first one is told at once again.
+    refusals.add(refusal())
+    assert len(emitted) == 4 and emitted[3].repeated == 0
+    # Past max_kinds, varying the claimed subject makes no new events: counted per (reason, status).
+    for n in range(50):
+        refusals.add(refusal(reason="invalid_token", subject=f"forged-{n}"))
+    assert len(emitted) == 7  # forged-0 and forged-1 as kinds of their own, then one folded kind
+    assert emitted[-1].subject == "" and "counted together" in emitted[-1].detail
+    refusals.flush()
+    assert emitted[-1].repeated == 47
+
+
+async def test_a_flood_of_bad_tokens_reaches_the_stream_as_one_event_and_its_count(
+    secured: Any, issuer: Any, task_system: TaskSystem
+) -> None:
+    gateway = await secured()
+    trail = gateway.state.audit
+    assert trail is not None
+    trail.refusals.window_s = 3600  # the flood is one window however slow this machine is
+    claimed = f"flooder-{time.monotonic_ns()}"
+    forged = issuer.token(sub=claimed, aud="https://elsewhere.example/mcp")
+    headers = {"Authorization": f"Bearer {forged}", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            answer = await http.post(gateway.url, headers=headers, content=b"{}")
+            assert answer.status_code == 401
+    trail.refusals.flush()  # end the window now rather than in REFUSALS_WINDOW_S
+
+    async def floods() -> list[dict[str, Any]] | None:
+        events = [body for _, _, body in await recent(task_system.nc, task_system.subjects, 1000)]
+        mine = [e for e in events if e.get("subject") == claimed]
+        return mine if len(mine) >= 2 else None
+
+    first, summary = await eventually(floods, timeout_s=10, what="the flood's events never reached the stream")
+    assert "repeated" not in first and summary["repeated"] == 99
+    await asyncio.sleep(0.5)
+    assert len(await floods() or []) == 2

@@ -26,6 +26,9 @@ async def serve(app: ErrorBoundary) -> list[Message]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
     async def send(message: Message) -> None:
+        # As uvicorn (and every ASGI server) does: a second response start is a protocol error.
+        if message["type"] == "http.response.start" and any(m["type"] == message["type"] for m in sent):
+            raise RuntimeError("Unexpected ASGI message 'http.response.start' sent, after response already started.")
         sent.append(message)
 
     await app({"type": "http", "method": "POST", "path": "/mcp", "headers": []}, receive, send)
@@ -41,5 +44,5 @@ async def test_an_exception_becomes_a_json_rpc_internal_error() -> None:
 
 
 async def test_after_the_answer_started_the_connection_is_ended_instead() -> None:
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="secret detail"):  # the app's own error, for the server to end on
         await serve(ErrorBoundary(failing_midway))

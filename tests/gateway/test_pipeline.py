@@ -26,9 +26,9 @@ from gateway.inbound import TASKS_EXTENSION
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from tests.conftest import eventually
 from tests.gateway.auth_kit import API_KEY, POLICY, Issuer, client
+from tests.gateway.odd_json import ODD_BODIES
 from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, jsonrpc_error, open_session
 from tests.gateway.responders import TaskSystem, audit_events, put_tools, result_reply, spying
-from tests.gateway.test_inbound import ODD_BODIES
 
 TASKS_META = {"io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import oras.client
 import pytest
 
-from bench.apt import AptError, ensure_binary
 from bus.embedded import free_port
+from harness.apt import ensure_binary
+from harness.errors import AptError
 from registry.oci import WASM_CONFIG, WASM_LAYER, compute_digest
 
 DOCKER_REGISTRY = "docker-registry"

@@ -14,10 +14,10 @@ from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from registry.audit import recent
 from registry.service import RegistryService
-from registry.tasks import TaskStore
 from schemas.codec import encode
 from schemas.config import RegistrySettings
 from schemas.wire import RegistryEvent
+from stores import TaskStore
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, nats_settings, toolbus
 
 

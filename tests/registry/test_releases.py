@@ -16,14 +16,14 @@ from nats.aio.client import Client as NatsClient
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
+from cli.releases import request_release
 from registry.errors import RegistryError
-from registry.operator import request_release
-from registry.packages import PackageStore
 from registry.service import RegistryService
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, Settings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEvent, ReleaseReply, ReleaseRequest
+from stores import PackageStore
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.registry.conftest import OciTestRegistry
 from workers.package_follower import PackageFollower

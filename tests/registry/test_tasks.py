@@ -10,23 +10,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import close_settled, connect
+from bus.acks import Acknowledgement
+from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from registry.service import RegistryService
-from registry.tasks import TaskStore
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
+from stores import TaskStore, task_consumer_config
 from tests.conftest import (
     FAST_TASKS,
     TEST_ANNOUNCE_INTERVAL_S,
     TaskWorker,
+    close_settled,
     eventually,
     nats_settings,
     start_task_worker,
@@ -213,6 +216,37 @@ async def test_a_worker_dying_mid_task_loses_nothing(tasks: Tasks) -> None:
     await tasks.start_worker()
     done = await task_reaches(tasks.store, record.task_id, "completed", "failed", timeout_s=30)
     assert done.status == "completed" and done.attempts == 2
+
+
+async def test_a_task_whose_every_delivery_fails_is_failed_by_the_registry_and_its_work_deleted(tasks: Tasks) -> None:
+    record = await tasks.submit("kit_add", {"a": 1, "b": 1})  # no worker: this test takes the work
+    js = tasks.nc.jetstream()
+    taker = await js.pull_subscribe(
+        tasks.subjects.task_work("kit_add"),
+        durable=tasks.subjects.task_consumer("kit_add"),
+        stream=tasks.subjects.tasks_stream,
+        config=task_consumer_config(tasks.subjects, "kit_add", FAST_TASKS),
+    )
+    try:
+        for _ in range(FAST_TASKS.max_deliver):
+            [message] = await taker.fetch(1, timeout=10)
+            with pytest.raises(RuntimeError):
+                async with Acknowledgement(message, in_progress_every_s=1.0, retry_delay_s=0.1):
+                    raise RuntimeError("every attempt fails")
+        with pytest.raises(nats.errors.TimeoutError):  # asking again: no delivery is left
+            await taker.fetch(1, timeout=1)
+    finally:
+        await taker.unsubscribe()
+    failed = await task_reaches(tasks.store, record.task_id, "failed", "completed", "cancelled")
+    assert failed.status == "failed"
+    assert failed.status_message == (
+        f"failed: delivered {FAST_TASKS.max_deliver} times and never finished (its workers stopped running it)"
+    )
+
+    async def work_deleted() -> bool:
+        return (await js.stream_info(tasks.subjects.tasks_stream)).state.messages == 0
+
+    await eventually(work_deleted, what="the exhausted work is still in the stream")
 
 
 async def test_200_tasks_survive_a_nats_server_restart(

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bench.apt import AptError, ensure_binary
 from bus.subjects import Subjects
+from harness.apt import ensure_binary
+from harness.errors import AptError
 from schemas.config import WorkerSettings
 from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent

@@ -95,7 +95,7 @@ def test_pool_size_follows_max_concurrency(engine_host: EngineHost, cache_dir: P
 # the warm Stores must be closed before the interpreter goes, or wasmtime's I/O thread panics.
 EXIT_SCRIPT = """import sys
 from pathlib import Path
-from bus.logs import configure_logging
+from cli.logs import configure_logging
 from schemas.config import ComponentSettings
 from schemas.wire import TextContent
 from workers.sandbox.component import LoadedComponent

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli import build_parser
 from bus.embedded import free_port
+from cli.main import build_parser
 
 VERBS = ["up", "gateway", "worker", "registry", "tools", "call"]
 
 
 def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bus.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -77,7 +77,7 @@ def test_building_the_parser_loads_no_role_machinery() -> None:
     # Every `toolbus` command builds the whole parser: a worker must not pay for the mcp SDK
     # (and a gateway not for wasmtime) just to start.
     probe = (
-        "import sys; from bus.cli import build_parser; build_parser(); "
+        "import sys; from cli.main import build_parser; build_parser(); "
         "print(sorted(m for m in ('mcp', 'wasmtime', 'starlette', 'uvicorn') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)

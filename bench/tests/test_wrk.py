@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bench import wrk
-from tests.bench.conftest import WrkHandler
+from bench.tests.conftest import WrkHandler
 
 LINE = (
     'BENCH_RESULT {"requests":1000,"responses":1000,"duration_us":2000000,"non_200":3,"bad_body":2,'

@@ -1,9 +1,9 @@
-"""Child processes of a bench run: each in its own process group, every one stopped on the way out.
+"""Child processes of a bench run or a test: each in its own process group, every one stopped on the way out.
 
-A child gets a new session, so the terminal's Ctrl-C reaches only the bench, which then stops
+A child gets a new session, so the terminal's Ctrl-C reaches only the bench (or pytest), which then stops
 its children in reverse order of starting: SIGTERM to the leader (``toolbus up`` stops its own
 children on SIGTERM), then SIGKILL to whatever is left in the group. On Linux a child also gets
-SIGTERM if the bench itself dies without cleaning up.
+SIGTERM if its parent itself dies without cleaning up.
 """
 
 from __future__ import annotations
@@ -20,21 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from harness.errors import ChildFailed
+
 REPO = Path(__file__).resolve().parents[1]
-"""The checkout the bench runs from (children start here, so ``python -m bench.x`` works)."""
+"""The checkout the bench and the tests run from (children start here, so ``python -m bench.x`` works)."""
 STOP_TIMEOUT_S = 20.0
 """How long a child gets to exit after SIGTERM (``toolbus up`` stops four processes in turn)."""
 _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the bench process dies."""
+    """In the child before exec: ask Linux for SIGTERM when its parent (the bench, pytest) dies."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class ChildFailed(RuntimeError):
-    """Raised when a child exits or does not become ready; the message ends with its log tail."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Fixtures the bench tests share: a local HTTP server for runs of the real wrk."""
+"""Fixtures the bench tests share: a local HTTP server for runs of the real wrk (the nats-server is
+the repository's conftest.py)."""
 
 from __future__ import annotations
 

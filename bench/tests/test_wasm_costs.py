@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import apt, report, wasm_costs
+from bench import report, wasm_costs
+from harness import apt
+from harness.errors import AptError
 
 SMALL_TOOLS = frozenset({"kit", "wordcount", "echo"})
 """Everything but calc: a componentize-py build and cold compile take seconds, and calc goes
@@ -37,7 +39,7 @@ def test_each_kind_is_measured_step_by_step_and_reported(tmp_path: Path) -> None
 
 def test_a_missing_c_toolchain_skips_the_c_row_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def no_apt(binary: str, packages: tuple[str, ...]) -> str:
-        raise apt.AptError(f"{binary} is missing and apt-get is not here")
+        raise AptError(f"{binary} is missing and apt-get is not here")
 
     monkeypatch.setattr(apt, "ensure_binary", no_apt)
     measured = wasm_costs.measure_in_process(1, 1, tmp_path, only=frozenset({"wordcount"}))

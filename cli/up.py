@@ -39,11 +39,11 @@ from bus.connection import connected
 from bus.credentials import credentials_dir, ensure_credentials, with_local_credentials, write_server_config
 from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer
 from bus.errors import EmbeddedServerError
-from bus.lifecycle import wait_for_shutdown_signal
-from bus.options import add_common_options, run_verb
 from bus.provisioning import wait_for_jetstream
 from bus.security import authorization
+from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
+from cli.options import add_common_options, run_verb
 from schemas.codec import DecodeError, decode
 from schemas.config import Settings
 from schemas.environment import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE
@@ -150,7 +150,7 @@ class Child:
 
 
 def _toolbus(verb: str, config: Path, nats_url: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bus.cli", verb, "--config", str(config), "--nats", nats_url, *extra]
+    return [sys.executable, "-m", "cli.main", verb, "--config", str(config), "--nats", nats_url, *extra]
 
 
 async def _wait_for_workers(settings: Settings, count: int) -> list[str]:
@@ -285,7 +285,7 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
             # Gateways sign each call's principal for the workers and the registry (bus/principal.py):
             # one fresh key per run ties this run's processes together.
             env = {**(env or os.environ), PRINCIPAL_KEY_VARIABLE: secrets.token_urlsafe(32)}
-        # Each child stops when we die, even by kill -9 (bus.lifecycle.stop_with_supervisor).
+        # Each child stops when we die, even by kill -9 (cli.lifecycle.stop_with_supervisor).
         env = {**(env or os.environ), SUPERVISOR_PID_VARIABLE: str(os.getpid())}
         settings = settings.model_copy(update={"nats": settings.nats.model_copy(update=nats_update)})
         settings = with_local_credentials(settings, "operator")  # `up`'s own connections (readiness)

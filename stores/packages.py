@@ -25,9 +25,9 @@ from nats.js.object_store import ObjectStore
 from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store
 from bus.subjects import Subjects, is_valid_tool_name
-from registry.errors import ArtifactError, ReleaseError
 from schemas.codec import decode, encode
 from schemas.wire import Alias, PackageVersion
+from stores.errors import ArtifactError, InvalidName, VersionExists
 
 LATEST = "latest"
 VERSION_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
@@ -38,18 +38,33 @@ NAME_LIMIT = 32
 
 
 def check_name(name: str) -> None:
+    """Refuse a package name that cannot be a tool-name prefix.
+
+    Raises:
+        InvalidName: it is not 1-``NAME_LIMIT`` letters, digits, '_' or '-'.
+    """
     if not is_valid_tool_name(name) or len(name) > NAME_LIMIT:
-        raise ReleaseError(f"package name {name!r} must be 1-{NAME_LIMIT} letters, digits, '_' or '-'")
+        raise InvalidName(f"package name {name!r} must be 1-{NAME_LIMIT} letters, digits, '_' or '-'")
 
 
 def check_version(version: str) -> None:
+    """Refuse a version that is not a semantic version (``VERSION_PATTERN``).
+
+    Raises:
+        InvalidName: it is not.
+    """
     if not VERSION_PATTERN.match(version):
-        raise ReleaseError(f"version {version!r} is not a semantic version such as 1.2.0 or 2.0.0-rc.1")
+        raise InvalidName(f"version {version!r} is not a semantic version such as 1.2.0 or 2.0.0-rc.1")
 
 
 def check_alias(alias: str) -> None:
+    """Refuse an alias that cannot be a key token (``ALIAS_PATTERN``).
+
+    Raises:
+        InvalidName: it cannot.
+    """
     if not ALIAS_PATTERN.match(alias):
-        raise ReleaseError(f"alias {alias!r} must be lowercase letters, digits and '-', starting with a letter")
+        raise InvalidName(f"alias {alias!r} must be lowercase letters, digits and '-', starting with a letter")
 
 
 def version_order(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
@@ -154,12 +169,14 @@ class PackageStore:
         """Write a new version; fails if that version exists (versions are immutable).
 
         Raises:
-            ReleaseError: the version exists already.
+            VersionExists: the version exists already.
         """
         try:
             await self.kv.create(version_key(record.name, record.version), encode(record))
         except KeyWrongLastSequenceError:
-            raise ReleaseError(f"{record.name} {record.version} is already published; versions are immutable") from None
+            raise VersionExists(
+                f"{record.name} {record.version} is already published; versions are immutable"
+            ) from None
 
     async def update_version(self, record: PackageVersion) -> None:
         """Rewrite a version's mutable fields (deprecation, retirement)."""

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from bus import lifecycle
 from bus.errors import BusUnavailable
-from bus.logs import configure_logging
-from bus.options import add_common_options, settings_from_args
+from cli import lifecycle
+from cli.logs import configure_logging
+from cli.options import add_common_options, settings_from_args
 
 EXIT_CONFIG = 2
 """Exit status for a config problem (argparse uses 2 for usage errors too)."""

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-import gateway.cli
+import cli.gateway
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.subjects import Subjects
-from gateway.cli import register
+from cli.gateway import register
 
 START_TIMEOUT_S = 20.0
 
-# Runs the verb the way bus.cli does, without loading the other packages' verbs.
+# Runs the verb the way cli.main does, without loading the other packages' verbs.
 HARNESS = """
 import argparse, sys
-import gateway.cli
-from gateway.cli import register
+import cli.gateway
+from cli.gateway import register
 parser = argparse.ArgumentParser(prog="toolbus")
 register(parser.add_subparsers(dest="command", required=True))
 args = parser.parse_args(sys.argv[1:])
@@ -39,7 +39,7 @@ except KeyboardInterrupt:
 @pytest.fixture(autouse=True)
 def keep_logging_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process runs must not point structlog at pytest's capture file (closed after the test)."""
-    monkeypatch.setattr(gateway.cli, "configure_logging", lambda _format: None)
+    monkeypatch.setattr(cli.gateway, "configure_logging", lambda _format: None)
 
 
 def parse(*argv: str) -> argparse.Namespace:

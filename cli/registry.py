@@ -7,10 +7,10 @@ import argparse
 import structlog
 
 from bus.connection import connected
-from bus.lifecycle import wait_for_shutdown_signal
-from bus.options import add_common_options, run_verb
 from bus.principal import PrincipalSigner
+from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
+from cli.options import add_common_options, run_verb
 from registry.service import RegistryService
 from schemas.config import Settings
 

@@ -9,12 +9,10 @@ import subprocess
 from collections.abc import Sequence
 from typing import Final
 
+from harness.errors import AptError
+
 APT_TIMEOUT_S: Final = 600
 """Upper bound of one apt-get run (an update plus clang and wasi-libc take ~15 s on a warm mirror)."""
-
-
-class AptError(RuntimeError):
-    """Raised when a program is missing and apt-get could not install the packages that bring it."""
 
 
 def ensure_binary(binary: str, packages: Sequence[str], *, timeout_s: float = APT_TIMEOUT_S) -> str:

@@ -10,7 +10,7 @@ import argparse
 
 import structlog
 
-from bus.options import add_common_options, run_verb
+from cli.options import add_common_options, run_verb
 from schemas.config import Settings
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,4 @@
-"""Operator verbs that only need the bus: ``toolbus tools``, ``toolbus call``, ``toolbus nats-config``."""
+"""``toolbus tools`` and ``toolbus call``: what the catalogue holds, and calling one tool over NATS."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import argparse
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import nats.errors
 
 from bus.connection import connected
-from bus.options import add_common_options, run_verb
-from bus.permissions import markdown_table
-from bus.security import Cluster, EnvReference, env_passwords, new_passwords, server_config
 from bus.subjects import Header, Subjects, is_valid_tool_name
+from cli.options import add_common_options, run_verb
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
 from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
@@ -35,34 +32,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     call.set_defaults(run=lambda args: run_verb(args, call_tool))
-
-    secure = subparsers.add_parser(
-        "nats-config", help="print a nats-server config with one least-privilege user per role (docs/security.md)"
-    )
-    secure.add_argument("--prefix", default="toolbus", help="the deployment's subject prefix (default toolbus)")
-    secure.add_argument("--host", default="127.0.0.1")
-    secure.add_argument("--port", type=int, default=4222)
-    secure.add_argument("--store-dir", type=Path, default=Path("jetstream"), help="JetStream storage directory")
-    secure.add_argument("--http-port", type=int, help="monitoring port, for /healthz (default: off)")
-    secure.add_argument("--cluster-name", help="make the server a node of this cluster (with --route)")
-    secure.add_argument("--cluster-port", type=int, default=6222, help="port for routes from peers (default 6222)")
-    secure.add_argument(
-        "--route",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a cluster peer, nats://host:6222; repeat for each (a node ignores its own)",
-    )
-    secure.add_argument(
-        "--passwords-from-env",
-        action="store_true",
-        help="read each role's password from $ROLE_NATS_PASSWORD in nats-server's environment "
-        "instead of writing fresh ones into the config",
-    )
-    secure.add_argument(
-        "--table", action="store_true", help="print the role by subject/stream table (docs/security.md) instead"
-    )
-    secure.set_defaults(run=print_nats_config)
 
 
 async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,32 +94,3 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
         print(f"toolbus: error {error.code}: {error.message}", file=sys.stderr)
         return 1
     return 1 if decode(reply.data, CallToolResult).is_error else 0
-
-
-def print_nats_config(args: argparse.Namespace) -> int:
-    """Print the server config on stdout, and how each role gets its credentials on stderr
-    (with ``--table``: what each role may do, as Markdown)."""
-    if args.table:
-        print(markdown_table(Subjects(args.prefix)))
-        return 0
-    if bool(args.cluster_name) != bool(args.route):
-        print("toolbus: a cluster needs both --cluster-name and at least one --route", file=sys.stderr)
-        return 2
-    cluster = Cluster(args.cluster_name, tuple(args.route), args.cluster_port) if args.cluster_name else None
-    passwords: dict[str, str] | dict[str, EnvReference] = (
-        env_passwords() if args.passwords_from_env else new_passwords()
-    )
-    config = server_config(
-        Subjects(args.prefix),
-        passwords,
-        store_dir=args.store_dir,
-        host=args.host,
-        port=args.port,
-        http_port=args.http_port,
-        cluster=cluster,
-    )
-    print(config)
-    for role, password in passwords.items():
-        secret = f"${password.name} (set it for nats-server too)" if isinstance(password, EnvReference) else password
-        print(f'# {role}: [nats] user = "{role}", and TOOLBUS_NATS_PASSWORD={secret}', file=sys.stderr)
-    return 0

@@ -23,15 +23,15 @@ import nats.errors
 from pydantic import ValidationError
 
 from bus.connection import connected
-from bus.options import add_common_options, run_verb
 from bus.subjects import Header, Subjects
+from cli.options import add_common_options, run_verb
 from registry.errors import RegistryError
 from registry.oci import OCI_SCHEME, parse_reference, pull_component
-from registry.packages import LATEST, PackageStore
 from schemas.codec import decode, encode
 from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ConfigError
 from schemas.wire import ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
+from stores import LATEST, PackageStore
 
 RELEASE_TIMEOUT_S = 180.0
 """Publishing waits for a worker to compile the component (~6 s for componentize-py output)."""

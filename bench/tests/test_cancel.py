@@ -10,9 +10,9 @@ import pytest
 
 from bench import cancel, report
 from bench.plan import QUICK
-from bench.processes import Children
 from bench.system import CONFIG_DIR, ToolbusSystem
 from bench.targets import evaluate
+from harness.processes import Children
 from schemas.errors import ErrorCode
 
 MS = 1_000_000

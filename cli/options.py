@@ -6,14 +6,17 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from bus import lifecycle
-from bus.credentials import role_of_verb, with_local_credentials
+from bus.credentials import with_local_credentials
 from bus.errors import BusUnavailable, CredentialsError
-from bus.logs import configure_logging
+from cli import lifecycle
+from cli.logs import configure_logging
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
+
+SERVER_ROLES: Final = ("gateway", "worker", "registry")
+"""Verbs that run a role of their own name; every other verb is the ``operator``."""
 
 Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 """An operator verb: given the settings and its arguments, do the work and return the exit code."""
@@ -35,9 +38,14 @@ def add_common_options(parser: argparse.ArgumentParser, *, config_option: str = 
     parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
 
 
+def role_of_verb(verb: str | None) -> str:
+    """The NATS role a ``toolbus`` verb connects as."""
+    return verb if verb in SERVER_ROLES else "operator"
+
+
 def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
     """Load settings named by the common options (with this machine's credentials for the verb's
-    role, ``bus.credentials``); print the problem and return None on error."""
+    role, ``role_of_verb`` and ``bus.credentials``); print the problem and return None on error."""
     if args.nats:
         overrides.setdefault("nats", {})["url"] = args.nats
     try:

@@ -15,9 +15,9 @@ import nats.errors
 from nats.nuid import NUID
 
 from bus.connection import connected
-from bus.options import Verb, add_common_options, run_verb
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
+from cli.options import Verb, add_common_options, run_verb
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
 from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit

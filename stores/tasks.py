@@ -12,7 +12,8 @@
 - Every status change is also published on ``PREFIX.tasks.status.<id>`` (the gateway turns it
   into ``notifications/tasks/status``).
 
-Readers and writers — gateways, workers, the registry, the CLI — all use this module.
+Readers and writers — gateways, workers, the registry, the CLI — all use this module (``stores``
+belongs to no role, so a role imports it, never another role).
 """
 
 from __future__ import annotations
@@ -38,17 +39,13 @@ from nats.js.object_store import ObjectStore
 from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
 from bus.subjects import Subjects
-from registry.errors import RegistryError
 from schemas.codec import decode, encode
 from schemas.config import TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskWork
+from stores.errors import ChangeConflict, TaskFinished, TaskNotFound, UnknownCursor
 
 MAX_TTL_MS = 7 * 24 * 60 * 60 * 1000
 CAS_ATTEMPTS = 20
-
-
-class TaskNotFound(RegistryError):
-    """No task with that id is visible to that principal."""
 
 
 def new_task_id() -> str:
@@ -149,6 +146,9 @@ class TaskStore:
 
         ``change`` returns the new record, or None to leave it as is. A terminal record is never
         changed (``change`` is not called). Returns the record written, or None.
+
+        Raises:
+            ChangeConflict: every one of ``CAS_ATTEMPTS`` writes lost to a concurrent change.
         """
         for _ in range(CAS_ATTEMPTS):
             record, revision = await self._read(task_id)
@@ -164,7 +164,7 @@ class TaskStore:
                 continue  # someone else changed it first: look again
             await self._announce(changed)
             return changed
-        raise RegistryError(f"task {task_id}: too many concurrent changes")
+        raise ChangeConflict(f"task {task_id}: too many concurrent changes")
 
     async def finish(self, task_id: str, result: bytes, *, failed: bool, message: str = "") -> TaskRecord | None:
         """Store the result, then end the task (unless it already ended, e.g. cancelled)."""
@@ -217,18 +217,6 @@ class TaskStore:
 
     async def _announce(self, record: TaskRecord) -> None:
         await self._nc.publish(self._subjects.task_status(record.task_id), encode(record))
-
-
-class UnknownCursor(RegistryError, ValueError):
-    """A ``list`` cursor that is not one of the principal's tasks."""
-
-
-class TaskFinished(RegistryError):
-    """The task had already ended; ``record`` says how."""
-
-    def __init__(self, record: TaskRecord) -> None:
-        super().__init__(f"task {record.task_id} has already ended: {record.status}")
-        self.record = record
 
 
 async def ensure_tasks_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:

@@ -1,0 +1,43 @@
+"""The ``toolbus`` command: a thin dispatcher over the verbs of the modules in ``VERB_MODULES``.
+
+Run as the console script or as ``python -m cli.main`` (how ``toolbus up`` starts its children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from cli import audit, gateway, lifecycle, nats_config, registry, releases, tasks, tools, up, worker
+from schemas.environment import supervisor_pid_from_env
+
+VERB_MODULES = (audit, gateway, tools, nats_config, registry, releases, tasks, up, worker)
+"""Each module's ``register`` adds its verbs, in this order in ``--help``. A plain list: the CLI
+sits above the roles and may import them, so no plug-in discovery is needed. Registering imports
+nothing heavy; a verb loads its role's machinery (the mcp SDK, wasmtime) only when it runs."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every verb (used by ``main`` and by tests)."""
+    parser = argparse.ArgumentParser(prog="toolbus", description="Run WebAssembly components as MCP tools on NATS.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in VERB_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    if not lifecycle.stop_with_supervisor(supervisor_pid_from_env()):
+        return 1  # started by a `toolbus up` that is gone already
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The JetStream stores that several roles share: durable tasks and published packages.
+
+A store belongs to no role: gateways, workers, the registry and the CLI all read and write
+through it, so a role imports ``stores`` and never another role's package.
+"""
+
+from stores.errors import (
+    ArtifactError,
+    ChangeConflict,
+    InvalidName,
+    StoreError,
+    TaskFinished,
+    TaskNotFound,
+    UnknownCursor,
+    VersionExists,
+)
+from stores.packages import (
+    LATEST,
+    KeyParts,
+    PackageStore,
+    artifact_digest,
+    check_alias,
+    check_name,
+    check_version,
+    parse_key,
+    version_order,
+)
+from stores.tasks import TaskStore, ensure_tasks_stream, task_consumer_config
+
+__all__ = [
+    "LATEST",
+    "ArtifactError",
+    "ChangeConflict",
+    "InvalidName",
+    "KeyParts",
+    "PackageStore",
+    "StoreError",
+    "TaskFinished",
+    "TaskNotFound",
+    "TaskStore",
+    "UnknownCursor",
+    "VersionExists",
+    "artifact_digest",
+    "check_alias",
+    "check_name",
+    "check_version",
+    "ensure_tasks_stream",
+    "parse_key",
+    "task_consumer_config",
+    "version_order",
+]
