@@ -50,7 +50,7 @@ SUPERVISOR_PID_VARIABLE = "TOOLBUS_SUPERVISOR_PID"
 
 
 def supervisor_pid_from_env() -> int | None:
-    """``$TOOLBUS_SUPERVISOR_PID``: set by ``toolbus up`` for its children (``bus.lifecycle``);
+    """``$TOOLBUS_SUPERVISOR_PID``: set by ``toolbus up`` for its children (``cli.lifecycle``);
     taken out of the environment, so a process the child starts does not take it for its own."""
     value = os.environ.pop(SUPERVISOR_PID_VARIABLE, "")
     return int(value) if value.isdigit() else None
