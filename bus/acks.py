@@ -30,11 +30,10 @@ import contextlib
 import enum
 from types import TracebackType
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
-from bus.errors import GiveUp
+from bus.errors import BusError, GiveUp, nats_boundary
 
 
 class Fate(enum.Enum):
@@ -58,7 +57,11 @@ def fate_of(error: BaseException | None) -> Fate:
 
 
 class Acknowledgement:
-    """The scope of one delivered message: settles it by how the block ends (see the module)."""
+    """The scope of one delivered message: settles it by how the block ends (see the module).
+
+    Raises:
+        BusError: (on leaving) the ack or term could not be sent, such as ``ConnectionClosed``.
+    """
 
     def __init__(self, msg: Msg, *, in_progress_every_s: float, retry_delay_s: float) -> None:
         self.msg = msg
@@ -86,20 +89,22 @@ class Acknowledgement:
         self.abandon()
         fate = fate_of(exc)
         if fate is Fate.DONE:
-            await self.msg.ack()
+            with nats_boundary:
+                await self.msg.ack()
         elif fate is Fate.GIVE_UP:
-            await self.msg.term()
+            with nats_boundary:
+                await self.msg.term()
         elif fate is Fate.RETRY:
             # The caller needs to hear the block's exception, not the nak's: a nak that cannot be
             # sent changes nothing, as the server delivers the message again after ack_wait anyway.
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(BusError), nats_boundary:
                 await self.msg.nak(delay=self._retry_delay_s)
         return fate is Fate.GIVE_UP  # a give-up is settled here; anything else goes on to the caller
 
     async def _say_in_progress(self) -> None:
         while True:
             await asyncio.sleep(self._in_progress_every_s)
-            with contextlib.suppress(nats.errors.Error):  # a lost connection: the message is redelivered
+            with contextlib.suppress(BusError), nats_boundary:  # a lost connection: the message is redelivered
                 await self.msg.in_progress()
 
 
@@ -121,6 +126,6 @@ class Exhausted:
         if fate in (Fate.DONE, Fate.GIVE_UP):
             # Its outcome is recorded: what a work queue still keeps of it is garbage (and a
             # message already gone needs nothing).
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(BusError), nats_boundary:
                 await self._js.delete_msg(self._stream, self._sequence)
         return fate is Fate.GIVE_UP

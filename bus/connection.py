@@ -13,14 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import nats
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.errors import BusUnavailable
+from bus.errors import BusError, BusUnavailable, ConnectionClosed, ConnectionDraining, SubscriptionGone, nats_boundary
 from bus.subjects import subject_matches
 from schemas.config import NatsSettings
 
@@ -60,12 +58,13 @@ async def connect(
     try:
         # nats-py retries the *first* connect forever when reconnect is on; cap it so a process
         # pointed at the wrong URL says so instead of hanging.
-        return await asyncio.wait_for(
-            _connect(servers, name, timeout_s, allow_reconnect, _auth(nats_settings)), timeout_s
-        )
-    except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+        with nats_boundary:
+            return await asyncio.wait_for(
+                _connect(servers, name, timeout_s, allow_reconnect, _auth(nats_settings)), timeout_s
+            )
+    except (TimeoutError, BusUnavailable, OSError) as exc:  # BusUnavailable: nats-py's "no servers"
         raise BusUnavailable(f"cannot reach NATS at {url}: {str(exc) or 'timed out'}") from exc
-    except nats.errors.Error as exc:  # e.g. "Authorization Violation"
+    except BusError as exc:  # e.g. "Authorization Violation"
         raise BusUnavailable(f"NATS at {url} refused the connection: {exc}") from exc
 
 
@@ -180,9 +179,25 @@ async def connected(
     finally:
         if not nc.is_closed:
             try:
-                await nc.drain()
-            except (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
+                with nats_boundary:
+                    await nc.drain()
+            except (TimeoutError, ConnectionClosed):  # TimeoutError: a flush timeout (BusTimeout) too
                 await nc.close()
+
+
+async def send_request(
+    nc: NatsClient, subject: str, payload: bytes, *, timeout_s: float, headers: dict[str, str] | None = None
+) -> Msg:
+    """``nc.request``, its failures as bus errors.
+
+    Raises:
+        NoResponders: nothing subscribes to ``subject``.
+        BusTimeout: no reply within ``timeout_s``.
+        ConnectionLost: the connection cannot carry the request now.
+        MessageTooLarge: ``payload`` exceeds the server's maximum.
+    """
+    with nats_boundary:
+        return await nc.request(subject, payload, timeout=timeout_s, headers=headers)
 
 
 async def caught_up(nc: NatsClient, timeout_s: float = ROUND_TRIP_TIMEOUT_S) -> None:
@@ -198,19 +213,28 @@ async def caught_up(nc: NatsClient, timeout_s: float = ROUND_TRIP_TIMEOUT_S) -> 
 
     Raises:
         ValueError: the connection was opened with ``no_echo``.
-        nats.errors.TimeoutError: the message did not come back within ``timeout_s``.
-        nats.errors.ConnectionClosedError: the connection closed.
+        BusTimeout: the message did not come back within ``timeout_s``.
+        ConnectionClosed: the connection closed.
     """
     if nc.options.get("no_echo"):
         raise ValueError("caught_up needs a connection with echo on")
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    with nats_boundary:
+        sub = await nc.subscribe(inbox)
+        try:
+            await nc.publish(inbox, b"")
+            await sub.next_msg(timeout=timeout_s)
+        finally:
+            await unsubscribe_quietly(sub)
+
+
+async def unsubscribe_quietly(sub: Subscription) -> None:
+    """Unsubscribe ``sub``; a closed connection or a subscription already gone needs nothing."""
     try:
-        await nc.publish(inbox, b"")
-        await sub.next_msg(timeout=timeout_s)
-    finally:
-        with suppress(nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+        with nats_boundary:
             await sub.unsubscribe()
+    except (ConnectionClosed, SubscriptionGone):
+        pass
 
 
 async def drain_subscriptions(
@@ -229,19 +253,21 @@ async def drain_subscriptions(
     the subscription. The callbacks of the queued messages have all returned when this does.
 
     Raises:
-        nats.errors.TimeoutError: the server did not catch up within ``timeout_s``.
-        nats.errors.ConnectionClosedError: the connection closed (nothing more is delivered).
+        BusTimeout: the server did not catch up within ``timeout_s``.
+        ConnectionClosed: the connection closed (nothing more is delivered).
     """
     for sub in subscriptions:
         # nats-py has no public "tell the server, keep handling what is queued"; this is the
         # call its own drain makes first.
-        await nc._send_unsubscribe(sub._id)
+        with nats_boundary:
+            await nc._send_unsubscribe(sub._id)
     await caught_up(nc, timeout_s)
     await asyncio.gather(*(_drain_quietly(sub) for sub in subscriptions))
 
 
 async def _drain_quietly(sub: Subscription) -> None:
     try:
-        await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
-    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError, nats.errors.BadSubscriptionError):
+        with nats_boundary:
+            await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+    except (ConnectionClosed, ConnectionDraining, SubscriptionGone):
         pass  # the connection is going away or the subscription is already gone: nothing more comes

@@ -7,6 +7,8 @@ from typing import Final
 
 from nats.js.kv import KeyValue
 
+from bus.errors import nats_boundary
+
 SNAPSHOT_TIMEOUT_S: Final = 30.0
 """Upper bound on reading a bucket's current values (a bucket of 10,000 keys takes well under 1 s)."""
 
@@ -25,24 +27,26 @@ async def snapshot(kv: KeyValue, pattern: str = ">") -> list[tuple[str, bytes]]:
 
     Raises:
         TimeoutError: the values did not arrive within ``SNAPSHOT_TIMEOUT_S``.
+        BusError: NATS failed the watch, such as ``ConnectionClosed``.
     """
-    watcher = await kv.watch(pattern)
-    entries: dict[str, bytes] = {}
-    try:
-        async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
-            async for entry in watcher:
-                if entry is None:
-                    if not entries and await _nothing_delivered(watcher):
-                        break  # the bucket holds nothing matching
-                    continue
-                if entry.operation is None and entry.value:
-                    entries[entry.key] = entry.value
-                else:
-                    entries.pop(entry.key, None)
-                if entry.delta == 0:
-                    break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    with nats_boundary:
+        watcher = await kv.watch(pattern)
+        entries: dict[str, bytes] = {}
+        try:
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
+                async for entry in watcher:
+                    if entry is None:
+                        if not entries and await _nothing_delivered(watcher):
+                            break  # the bucket holds nothing matching
+                        continue
+                    if entry.operation is None and entry.value:
+                        entries[entry.key] = entry.value
+                    else:
+                        entries.pop(entry.key, None)
+                    if entry.delta == 0:
+                        break
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
     return list(entries.items())
 
 

@@ -13,13 +13,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+
+from bus.errors import BucketNotFound, BusTimeout, JetStreamUnavailable, NotFound, RequestRejected, nats_boundary
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +36,19 @@ T = TypeVar("T")
 
 
 async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
-    """``step()``, tried again while JetStream times out or is unavailable, up to the timeout."""
+    """``step()``, tried again while JetStream times out or is unavailable, up to the timeout.
+
+    Raises:
+        BusTimeout, JetStreamUnavailable: still so when the timeout passed.
+        BusError: any other failure of the step, at once.
+    """
     give_up_at = time.monotonic() + PROVISION_TIMEOUT_S
     attempts = 0
     while True:
         try:
-            return await step()
-        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            with nats_boundary:
+                return await step()
+        except (BusTimeout, JetStreamUnavailable) as exc:
             if time.monotonic() >= give_up_at:
                 raise
             if attempts == 0:  # once: a server without JetStream would otherwise fill the log
@@ -70,8 +76,9 @@ async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s
 
     async def step() -> KeyValue:
         try:
-            return await js.key_value(bucket)
-        except BucketNotFoundError:
+            with nats_boundary:
+                return await js.key_value(bucket)
+        except BucketNotFound:
             # Two processes may race here; creating an identical stream twice is accepted by the server.
             config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
             return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_key_value(config)
@@ -85,8 +92,9 @@ async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1)
 
     async def step() -> ObjectStore:
         try:
-            return await js.object_store(bucket)
-        except (BucketNotFoundError, NotFoundError):
+            with nats_boundary:
+                return await js.object_store(bucket)
+        except NotFound:  # BucketNotFound among them
             return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_object_store(
                 bucket, ObjectStoreConfig(replicas=replicas)
             )
@@ -102,11 +110,13 @@ async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
 
     async def step() -> None:
         try:
-            await js.stream_info(name)
-        except NotFoundError:
+            with nats_boundary:
+                await js.stream_info(name)
+        except NotFound:
             try:
-                await nc.jetstream(timeout=CREATE_TIMEOUT_S).add_stream(config)
-            except BadRequestError:
+                with nats_boundary:
+                    await nc.jetstream(timeout=CREATE_TIMEOUT_S).add_stream(config)
+            except RequestRejected:
                 pass  # created by another process meanwhile
 
     await _patiently(f"stream {name}", step)
