@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol, get_args
 
-import nats.errors
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bus.errors import BusError
 from gateway.catalogue import Catalogue
 from gateway.tools import CallRecord, ToolService
 from schemas.wire import TaskRecord, TaskStatus
@@ -159,7 +159,7 @@ class GatewayMetrics:
     async def _refresh_tasks(self, store: TaskRecords) -> None:
         try:
             read = await asyncio.wait_for(store.records(), TASKS_READ_TIMEOUT_S)
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, BusError) as exc:
             log.debug("task counts not refreshed", error=type(exc).__name__)
             return
         counts = dict.fromkeys(TASK_STATES, 0)

@@ -38,7 +38,6 @@ from typing import Any, Final
 
 import mcp_types as types
 import msgspec
-import nats.errors
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -47,6 +46,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
+from bus.errors import BusError, BusTimeout, nats_boundary
 from bus.subjects import Subjects
 from gateway.calls import unsubscribe_quietly
 from gateway.errors import (
@@ -157,10 +157,11 @@ def _method_not_found(method: str) -> MCPError:
 def _task_errors(task_id: str) -> Iterator[None]:
     """Store and bus failures of a task request as the client's JSON-RPC errors."""
     try:
-        yield
+        with nats_boundary:
+            yield
     except StoreTaskNotFound:
         raise task_error(ErrorCode.TASK_NOT_FOUND, f"no task {task_id!r}", task_id) from None
-    except nats.errors.Error as exc:
+    except BusError as exc:
         raise _call_error(
             BusDisconnected(
                 "the gateway cannot reach the task store right now; retry later", tool="", detail=type(exc).__name__
@@ -250,7 +251,7 @@ class TaskFrontend:
         store = self._store()
         try:
             record = await store.submit(tool, arguments, principal=principal, ttl_ms=ttl_ms)
-        except nats.errors.Error as exc:
+        except BusError as exc:
             raise _call_error(
                 BusDisconnected(
                     f"the gateway cannot queue a task for tool {tool!r} right now; retry later",
@@ -278,8 +279,9 @@ class TaskFrontend:
         assert self.nc is not None
         store = self._store()
         try:
-            subscription = await self.nc.subscribe(self.subjects.task_status(record.task_id))
-        except nats.errors.Error as exc:
+            with nats_boundary:
+                subscription = await self.nc.subscribe(self.subjects.task_status(record.task_id))
+        except BusError as exc:
             log.debug("task status not followed", task_id=record.task_id, error=type(exc).__name__)
             return
         sent = record  # the client has this one (the CreateTaskResult)
@@ -293,7 +295,7 @@ class TaskFrontend:
                 if sent.status in TERMINAL_STATUSES:
                     return
                 current = await _next_status(subscription, store, record.task_id)
-        except (StoreTaskNotFound, nats.errors.Error) as exc:
+        except (StoreTaskNotFound, BusError) as exc:
             log.debug("task status no longer followed", task_id=record.task_id, error=type(exc).__name__)
         finally:
             await unsubscribe_quietly(subscription)
@@ -435,8 +437,9 @@ def _newer(current: TaskRecord, sent: TaskRecord) -> bool:
 async def _next_status(subscription: Subscription, store: TaskStore, task_id: str) -> TaskRecord | None:
     """The next status message of a task, or its stored record after ``RECHECK_S`` of silence."""
     try:
-        msg = await subscription.next_msg(timeout=RECHECK_S)
-    except nats.errors.TimeoutError:
+        with nats_boundary:
+            msg = await subscription.next_msg(timeout=RECHECK_S)
+    except BusTimeout:
         return await store.get(task_id)
     try:
         return decode(msg.data, TaskRecord)

@@ -27,14 +27,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.acks import Exhausted
-from bus.connection import published_only
+from bus.connection import published_only, unsubscribe_quietly
+from bus.errors import BusError, nats_boundary
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
@@ -94,10 +94,7 @@ class TaskDesk:
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass
+            await unsubscribe_quietly(sub)
         if self._sweeper is not None:
             self._sweeper.cancel()
 
@@ -167,9 +164,10 @@ class TaskDesk:
         try:
             advisory = json.loads(msg.data)
             sequence = int(advisory["stream_seq"])
-            stored = await js.get_msg(self._subjects.tasks_stream, sequence)
+            with nats_boundary:
+                stored = await js.get_msg(self._subjects.tasks_stream, sequence)
             work = decode(stored.data or b"", TaskWork)
-        except (ValueError, KeyError, DecodeError, nats.errors.Error) as exc:
+        except (ValueError, KeyError, DecodeError, BusError) as exc:
             log.warning("max-deliveries advisory not understood", error=str(exc))
             return
         # Its scope deletes the work from the stream once the failure is recorded (bus.acks).
@@ -188,7 +186,7 @@ class TaskDesk:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 await self.sweep()
-            except nats.errors.Error as exc:
+            except BusError as exc:
                 log.warning("task sweep failed", error=str(exc))
 
     async def sweep(self) -> int:

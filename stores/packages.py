@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.errors import KeyDeleted, KeyNotFound, NotFound, WrongLastSequence, nats_boundary
 from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store
 from bus.subjects import Subjects, is_valid_tool_name
@@ -108,7 +108,11 @@ def artifact_digest(data: bytes) -> str:
 
 
 class PackageStore:
-    """The packages bucket and the artifact store of one deployment."""
+    """The packages bucket and the artifact store of one deployment.
+
+    Besides what each method names, any of them raises a ``bus.errors.BusError`` (such as
+    ``ConnectionClosed`` or ``BusTimeout``) when NATS fails one of its reads or writes.
+    """
 
     def __init__(self, kv: KeyValue, artifacts: ObjectStore) -> None:
         self.kv = kv
@@ -126,18 +130,21 @@ class PackageStore:
         """Store ``data`` under its digest (once: an existing artifact is not uploaded again)."""
         digest = artifact_digest(data)
         try:
-            info = await self.artifacts.get_info(digest)
+            with nats_boundary:
+                info = await self.artifacts.get_info(digest)
             if info.size == len(data) and not info.deleted:
                 return digest
-        except NotFoundError:
+        except NotFound:
             pass
-        await self.artifacts.put(digest, data)
+        with nats_boundary:
+            await self.artifacts.put(digest, data)
         return digest
 
     async def has_artifact(self, digest: str) -> bool:
         try:
-            info = await self.artifacts.get_info(digest)
-        except NotFoundError:
+            with nats_boundary:
+                info = await self.artifacts.get_info(digest)
+        except NotFound:
             return False
         return not info.deleted
 
@@ -148,8 +155,9 @@ class PackageStore:
             ArtifactError: there is no such artifact, or its bytes do not hash to ``digest``.
         """
         try:
-            result = await self.artifacts.get(digest)
-        except NotFoundError:
+            with nats_boundary:
+                result = await self.artifacts.get(digest)
+        except NotFound:
             raise ArtifactError(f"artifact {digest} is not in the artifact store") from None
         data = bytes(result.data or b"")
         actual = artifact_digest(data)
@@ -160,8 +168,9 @@ class PackageStore:
     # -- versions -------------------------------------------------------------------------------
     async def version(self, name: str, version: str) -> PackageVersion | None:
         try:
-            entry = await self.kv.get(version_key(name, version))
-        except (KeyNotFoundError, KeyDeletedError):
+            with nats_boundary:
+                entry = await self.kv.get(version_key(name, version))
+        except (KeyNotFound, KeyDeleted):
             return None
         return decode(entry.value, PackageVersion) if entry.value else None
 
@@ -172,15 +181,17 @@ class PackageStore:
             VersionExists: the version exists already.
         """
         try:
-            await self.kv.create(version_key(record.name, record.version), encode(record))
-        except KeyWrongLastSequenceError:
+            with nats_boundary:
+                await self.kv.create(version_key(record.name, record.version), encode(record))
+        except WrongLastSequence:
             raise VersionExists(
                 f"{record.name} {record.version} is already published; versions are immutable"
             ) from None
 
     async def update_version(self, record: PackageVersion) -> None:
         """Rewrite a version's mutable fields (deprecation, retirement)."""
-        await self.kv.put(version_key(record.name, record.version), encode(record))
+        with nats_boundary:
+            await self.kv.put(version_key(record.name, record.version), encode(record))
 
     async def versions(self, name: str) -> list[PackageVersion]:
         """Every version of ``name``, oldest first."""
@@ -191,16 +202,19 @@ class PackageStore:
     async def alias(self, name: str, alias: str = LATEST) -> str | None:
         """The version ``alias`` points at, or None."""
         try:
-            entry = await self.kv.get(alias_key(name, alias))
-        except (KeyNotFoundError, KeyDeletedError):
+            with nats_boundary:
+                entry = await self.kv.get(alias_key(name, alias))
+        except (KeyNotFound, KeyDeleted):
             return None
         return decode(entry.value, Alias).version if entry.value else None
 
     async def set_alias(self, name: str, alias: str, version: str, *, at: float) -> None:
-        await self.kv.put(alias_key(name, alias), encode(Alias(version=version, updated_at=at)))
+        with nats_boundary:
+            await self.kv.put(alias_key(name, alias), encode(Alias(version=version, updated_at=at)))
 
     async def delete_alias(self, name: str, alias: str) -> None:
-        await self.kv.delete(alias_key(name, alias))
+        with nats_boundary:
+            await self.kv.delete(alias_key(name, alias))
 
     async def aliases(self, name: str) -> dict[str, str]:
         """Alias → version, for every alias of ``name``."""

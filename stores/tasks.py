@@ -25,17 +25,10 @@ from collections.abc import Callable
 import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import (
-    BadRequestError,
-    InvalidKeyError,
-    KeyDeletedError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NotFoundError,
-)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.errors import InvalidKey, KeyDeleted, KeyNotFound, NotFound, RequestRejected, nats_boundary
 from bus.kv import snapshot
 from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
 from bus.subjects import Subjects
@@ -53,7 +46,11 @@ def new_task_id() -> str:
 
 
 class TaskStore:
-    """The tasks of one deployment."""
+    """The tasks of one deployment.
+
+    Besides what each method names, any of them raises a ``bus.errors.BusError`` (such as
+    ``ConnectionClosed`` or ``BusTimeout``) when NATS fails one of its reads or writes.
+    """
 
     def __init__(
         self, nc: NatsClient, subjects: Subjects, kv: KeyValue, results: ObjectStore, settings: TasksSettings
@@ -90,12 +87,13 @@ class TaskStore:
             updated_at=now,
             ttl_ms=min(ttl_ms if ttl_ms and ttl_ms > 0 else int(self.settings.ttl_s * 1000), MAX_TTL_MS),
         )
-        await self.kv.create(record.task_id, encode(record))
         work = TaskWork(task_id=record.task_id, tool=tool, arguments=arguments)
-        # The message id makes a retried publish of the same task a no-op (stream de-duplication).
-        await self._nc.jetstream().publish(
-            self._subjects.task_work(tool), encode(work), headers={"Nats-Msg-Id": record.task_id}
-        )
+        with nats_boundary:
+            await self.kv.create(record.task_id, encode(record))
+            # The message id makes a retried publish of the same task a no-op (stream de-duplication).
+            await self._nc.jetstream().publish(
+                self._subjects.task_work(tool), encode(work), headers={"Nats-Msg-Id": record.task_id}
+            )
         await self._announce(record)
         return record
 
@@ -135,8 +133,9 @@ class TaskStore:
     async def result(self, task_id: str) -> bytes | None:
         """The stored ``CallToolResult`` JSON of a finished task, if it has one."""
         try:
-            found = await self.results.get(task_id)
-        except NotFoundError:
+            with nats_boundary:
+                found = await self.results.get(task_id)
+        except NotFound:
             return None
         return bytes(found.data or b"")
 
@@ -159,8 +158,9 @@ class TaskStore:
                 return None
             changed = msgspec.structs.replace(changed, updated_at=time.time())
             try:
-                await self.kv.update(task_id, encode(changed), last=revision)
-            except (KeyWrongLastSequenceError, BadRequestError):
+                with nats_boundary:
+                    await self.kv.update(task_id, encode(changed), last=revision)
+            except RequestRejected:  # WrongLastSequence among them
                 continue  # someone else changed it first: look again
             await self._announce(changed)
             return changed
@@ -168,7 +168,8 @@ class TaskStore:
 
     async def finish(self, task_id: str, result: bytes, *, failed: bool, message: str = "") -> TaskRecord | None:
         """Store the result, then end the task (unless it already ended, e.g. cancelled)."""
-        await self.results.put(task_id, result)
+        with nats_boundary:
+            await self.results.put(task_id, result)
         status = "failed" if failed else "completed"
         return await self.update(
             task_id,
@@ -195,28 +196,33 @@ class TaskStore:
         )
         if cancelled is None:  # it ended meanwhile
             raise TaskFinished(await self.get(task_id))
-        await self._nc.publish(self._subjects.cancel(task_id), b"")
+        with nats_boundary:
+            await self._nc.publish(self._subjects.cancel(task_id), b"")
         return cancelled
 
     async def forget(self, task_id: str) -> None:
         """Delete a task's record and result (its TTL has passed)."""
-        await self.kv.delete(task_id)
+        with nats_boundary:
+            await self.kv.delete(task_id)
         try:
-            await self.results.delete(task_id)
-        except NotFoundError:
+            with nats_boundary:
+                await self.results.delete(task_id)
+        except NotFound:
             pass
 
     async def _read(self, task_id: str) -> tuple[TaskRecord | None, int]:
         try:
-            entry = await self.kv.get(task_id)
-        except (KeyNotFoundError, KeyDeletedError, InvalidKeyError):
+            with nats_boundary:
+                entry = await self.kv.get(task_id)
+        except (KeyNotFound, KeyDeleted, InvalidKey):
             return None, 0  # an id that cannot even be a key names no task
         if not entry.value:
             return None, 0
         return decode(entry.value, TaskRecord), entry.revision or 0
 
     async def _announce(self, record: TaskRecord) -> None:
-        await self._nc.publish(self._subjects.task_status(record.task_id), encode(record))
+        with nats_boundary:
+            await self._nc.publish(self._subjects.task_status(record.task_id), encode(record))
 
 
 async def ensure_tasks_stream(nc: NatsClient, subjects: Subjects, *, replicas: int = 1) -> None:

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from bus.errors import ConnectionClosed, OutboundBufferFull, nats_boundary
 from bus.subjects import Subjects
 from schemas.codec import encode
 from schemas.config import WorkerSettings
@@ -46,7 +46,11 @@ class Announcer:
         self.state: WorkerState = "ready"
 
     async def announce(self) -> None:
-        """Publish what this worker serves and how loaded it is."""
+        """Publish what this worker serves and how loaded it is.
+
+        Raises:
+            ConnectionLost: the connection cannot carry it now (closed, draining, buffer full…).
+        """
         announcement = WorkerAnnouncement(
             worker_id=self._worker_id,
             tools=self._tools(),
@@ -54,7 +58,8 @@ class Announcer:
             in_flight=self._in_flight(),
             state=self.state,
         )
-        await self._nc.publish(self._subjects.announce, encode(announcement))
+        with nats_boundary:
+            await self._nc.publish(self._subjects.announce, encode(announcement))
 
     async def announce_periodically(self) -> None:
         """Announce every ``announce_interval_s`` until cancelled; a failed one is logged, not fatal."""
@@ -62,5 +67,5 @@ class Announcer:
             await asyncio.sleep(self._settings.announce_interval_s)
             try:
                 await self.announce()
-            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            except (ConnectionClosed, OutboundBufferFull) as exc:
                 log.warning("announce failed", error=str(exc))

@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.connection import unsubscribe_quietly
+from bus.errors import ConnectionClosed, nats_boundary
 from bus.subjects import MICRO_VERBS, micro_control
 from schemas.codec import encode
 from schemas.micro import MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats, ToolLoad
@@ -147,10 +148,7 @@ class Discovery:
         """Stop answering: a stopped or draining worker is no longer discoverable."""
         subscriptions, self._subscriptions = self._subscriptions, []
         for sub in subscriptions:
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass
+            await unsubscribe_quietly(sub)
 
     def stats(self) -> MicroStats:
         """The STATS reply as of now."""
@@ -201,6 +199,7 @@ class Discovery:
         if not msg.reply:
             return
         try:
-            await self._nc.publish(msg.reply, body)
-        except nats.errors.ConnectionClosedError:
+            with nats_boundary:
+                await self._nc.publish(msg.reply, body)
+        except ConnectionClosed:
             log.warning("discovery reply lost: connection closed")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from bus.errors import ConnectionClosed, MessageTooLarge, nats_boundary
 from bus.replies import error_reply
 from schemas.errors import ErrorCode
 
@@ -49,13 +49,15 @@ class Outbox:
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
         try:
-            await self._nc.publish(subject, body, headers=headers)
-        except nats.errors.MaxPayloadError:
+            with nats_boundary:
+                await self._nc.publish(subject, body, headers=headers)
+        except MessageTooLarge:
             size = len(body)
             limit = self._nc.max_payload
             body, headers = error_reply(
                 ErrorCode.PAYLOAD_TOO_LARGE, f"result is {size} bytes; the bus allows at most {limit} per message"
             )
-            await self._nc.publish(subject, body, headers=headers)
-        except nats.errors.ConnectionClosedError:
+            with nats_boundary:
+                await self._nc.publish(subject, body, headers=headers)
+        except ConnectionClosed:
             log.warning("reply lost: connection closed")

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
+from bus.errors import BusError, nats_boundary
 from bus.replies import send_error
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode, encode
@@ -104,7 +104,8 @@ class PackageFollower:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+            # A task ended by a NATS failure raised nats-py's error: translated as it surfaces here.
+            with contextlib.suppress(asyncio.CancelledError, BusError), nats_boundary:
                 await task
 
     @property
@@ -135,7 +136,7 @@ class PackageFollower:
                 if not initial:
                     self._changed.set()
         finally:
-            with contextlib.suppress(nats.errors.Error):  # e.g. the connection is already closed
+            with contextlib.suppress(BusError), nats_boundary:  # e.g. the connection is already closed
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _apply_changes(self) -> None:

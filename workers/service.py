@@ -24,13 +24,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from time import perf_counter_ns
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.connection import caught_up, drain_subscriptions, published_only
+from bus.connection import caught_up, drain_subscriptions, published_only, unsubscribe_quietly
+from bus.errors import ConnectionClosed
 from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
@@ -182,7 +182,7 @@ class WorkerService:
         if sub is not None:
             try:
                 await drain_subscriptions(self._nc, [sub], DRAIN_TOOL_GRACE_S)
-            except nats.errors.ConnectionClosedError:
+            except ConnectionClosed:
                 pass
 
     async def start(self) -> None:
@@ -225,7 +225,7 @@ class WorkerService:
         # Say so before unsubscribing, so the registry stops counting on us for new calls.
         try:
             await self.announce()
-        except nats.errors.ConnectionClosedError:
+        except ConnectionClosed:
             pass
         await self.discovery.stop()
         calls, self._calls = list(self._calls.values()), {}
@@ -235,13 +235,10 @@ class WorkerService:
             await asyncio.wait_for(drain_subscriptions(self._nc, calls, grace_s), grace_s)
         except TimeoutError:
             log.warning("draining call subscriptions timed out")
-        except nats.errors.ConnectionClosedError:
+        except ConnectionClosed:
             pass  # nothing more will be delivered anyway
         for sub in self._subscriptions:
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass
+            await unsubscribe_quietly(sub)
         try:
             await asyncio.wait_for(self._admission.idle.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -256,13 +253,17 @@ class WorkerService:
         self._announcer.state = "stopped"
         try:
             await self.announce()
-        except nats.errors.ConnectionClosedError:
+        except ConnectionClosed:
             pass
         # Guests still running past the grace period are interrupted by their epoch deadline.
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def announce(self) -> None:
-        """Publish what this worker serves and how loaded it is."""
+        """Publish what this worker serves and how loaded it is.
+
+        Raises:
+            ConnectionLost: the connection cannot carry it now (closed, draining, buffer full…).
+        """
         await self._announcer.announce()
 
     async def _on_ping(self, msg: Msg) -> None:

@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from bus.acks import Acknowledgement
-from bus.errors import GiveUp
+from bus.errors import BusError, BusTimeout, GiveUp, nats_boundary
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
@@ -97,17 +96,18 @@ class TaskRunner:
                     self._room.clear()
                     await self._room.wait()
                 try:
-                    if subscription is None:
-                        subscription = await js.pull_subscribe(
-                            self._subjects.task_work(tool),
-                            durable=self._subjects.task_consumer(tool),
-                            stream=self._subjects.tasks_stream,
-                            config=task_consumer_config(self._subjects, tool, self._store.settings),
-                        )
-                    messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
+                    with nats_boundary:
+                        if subscription is None:
+                            subscription = await js.pull_subscribe(
+                                self._subjects.task_work(tool),
+                                durable=self._subjects.task_consumer(tool),
+                                stream=self._subjects.tasks_stream,
+                                config=task_consumer_config(self._subjects, tool, self._store.settings),
+                            )
+                        messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
+                except BusTimeout:
                     continue
-                except (nats.errors.Error, OSError) as exc:
+                except (BusError, OSError) as exc:
                     log.warning("taking tasks failed; retrying", tool=tool, error=str(exc))
                     await _unsubscribe_quietly(subscription)
                     subscription = None
@@ -176,5 +176,5 @@ class TaskRunner:
 async def _unsubscribe_quietly(subscription: JetStreamContext.PullSubscription | None) -> None:
     """Drop a pull subscription; one whose connection is closing or gone needs nothing."""
     if subscription is not None:
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(BusError), nats_boundary:
             await subscription.unsubscribe()
