@@ -15,7 +15,6 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
-import nats.errors
 import structlog
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
@@ -27,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bus.connection import connect
+from bus.errors import BusError, nats_boundary
 from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
@@ -90,8 +90,9 @@ async def _drain(nc: NatsClient) -> None:
     if nc.is_closed:
         return
     try:
-        await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
-    except (TimeoutError, nats.errors.Error):
+        with nats_boundary:
+            await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
+    except (TimeoutError, BusError):
         await nc.close()
 
 

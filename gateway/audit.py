@@ -53,12 +53,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js.api import Header as JsHeader
 from nats.nuid import NUID
 
+from bus.errors import BusError, nats_boundary
 from bus.subjects import Subjects
 from gateway.tools import CallRecord
 from schemas.codec import encode
@@ -383,9 +383,10 @@ class AuditTrail:
         """Publish ``batch`` and await the acks; return what was not acknowledged."""
         futures: list[asyncio.Future[Any]] = []
         try:
-            for subject, body, msg_id in batch:
-                futures.append(await self._js.publish_async(subject, body, headers={JsHeader.MSG_ID: msg_id}))
-        except (nats.errors.Error, OSError) as exc:
+            with nats_boundary:
+                for subject, body, msg_id in batch:
+                    futures.append(await self._js.publish_async(subject, body, headers={JsHeader.MSG_ID: msg_id}))
+        except (BusError, OSError) as exc:
             log.warning("audit events not sent; will retry", error=repr(exc), events=len(batch))
         if futures:
             await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)

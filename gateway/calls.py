@@ -24,7 +24,6 @@ import time
 from typing import Any, Final
 
 import anyio
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -32,6 +31,7 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from bus.connection import on_disconnect
+from bus.errors import BusError, BusTimeout, ConnectionLost, MessageTooLarge, NoResponders, nats_boundary
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.errors import (
@@ -220,13 +220,14 @@ class ToolCaller:
         try:
             self._waiting.add(task)
             try:
-                msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
+                with nats_boundary:  # costs two plain calls when nothing is raised
+                    msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
             finally:
                 self._waiting.discard(task)
                 lost = self._forget_loss(task)
-        except nats.errors.NoRespondersError:
+        except NoResponders:
             raise no_worker(tool) from None
-        except nats.errors.TimeoutError:
+        except BusTimeout:
             await self.cancel(request_id)  # a worker may still be running it
             raise deadline_exceeded(tool, timeout_s) from None
         except asyncio.CancelledError:
@@ -241,19 +242,14 @@ class ToolCaller:
             with anyio.CancelScope(shield=True):
                 await self.cancel(request_id)
             raise
-        except nats.errors.MaxPayloadError as exc:
+        except MessageTooLarge as exc:
             raise PayloadTooLarge(
                 f"the arguments for tool {tool!r} are {len(payload)} bytes; the bus allows at most "
                 f"{self._nc.max_payload}",
                 tool=tool,
                 detail=str(exc),
             ) from exc
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-        ) as exc:
+        except ConnectionLost as exc:  # closed, draining, reconnecting, or its buffer full
             raise BusDisconnected(
                 f"the gateway lost its NATS connection while calling tool {tool!r}; retry later",
                 tool=tool,
@@ -264,8 +260,9 @@ class ToolCaller:
     async def cancel(self, request_id: str) -> None:
         """Tell the worker running the call ``request_id`` to stop it (best effort, never raises)."""
         try:
-            await self._nc.publish(self._subjects.cancel(request_id), b"")
-        except (nats.errors.Error, ValueError) as exc:
+            with nats_boundary:
+                await self._nc.publish(self._subjects.cancel(request_id), b"")
+        except (BusError, ValueError) as exc:
             log.debug("cancel not published", request_id=request_id, error=str(exc) or type(exc).__name__)
 
 
@@ -273,6 +270,7 @@ async def unsubscribe_quietly(subscription: Subscription) -> None:
     """Unsubscribe, even while being cancelled; a closed or draining connection dropped it anyway."""
     with anyio.CancelScope(shield=True):
         try:
-            await subscription.unsubscribe()
-        except nats.errors.Error as exc:
+            with nats_boundary:
+                await subscription.unsubscribe()
+        except BusError as exc:
             log.debug("subscription not unsubscribed", subject=subscription.subject, error=type(exc).__name__)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jsonschema
-import nats.errors
 import structlog
 from nats.js.kv import KeyValue
 
+from bus.errors import BusError, nats_boundary
 from bus.subjects import is_valid_tool_name
 from gateway.errors import InvalidCursor
 from schemas.codec import DecodeError, decode
@@ -308,7 +308,7 @@ class CatalogueWatcher:
     async def _close_watch(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+            with contextlib.suppress(BusError, asyncio.TimeoutError), nats_boundary:
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _run(self) -> None:

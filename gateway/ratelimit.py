@@ -42,12 +42,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from bus.errors import BusError, KeyNotFound, WrongLastSequence, nats_boundary
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects, is_valid_tool_name
 from schemas.codec import DecodeError, decode, encode
@@ -253,13 +252,14 @@ class RateLimiter:
                 lease = min(free, math.ceil(free / LEASE_DIVISOR))
                 value = RateWindow(window, used + lease)
                 try:
-                    counter.revision = await self._kv.update(key, encode(value), last=counter.revision)
-                except KeyWrongLastSequenceError:  # another replica wrote first: read and try again
+                    with nats_boundary:
+                        counter.revision = await self._kv.update(key, encode(value), last=counter.revision)
+                except WrongLastSequence:  # another replica wrote first: read and try again
                     counter.revision, counter.stored = await self._read(key)
                     continue
                 counter.stored = value
                 return lease
-        except nats.errors.Error as exc:
+        except BusError as exc:
             raise StoreUnavailable(repr(exc)) from exc
         self.contended += 1
         return CONTENDED
@@ -267,8 +267,9 @@ class RateLimiter:
     async def _read(self, key: str) -> tuple[int, RateWindow | None]:
         assert self._kv is not None
         try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
+            with nats_boundary:
+                entry = await self._kv.get(key)
+        except KeyNotFound:
             return 0, None
         try:
             return entry.revision or 0, decode(entry.value or b"", RateWindow)
