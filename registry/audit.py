@@ -22,8 +22,8 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
+from bus.errors import NotFound, nats_boundary
 from bus.provisioning import ensure_stream
 from bus.subjects import Subjects
 from schemas.config import RegistrySettings
@@ -55,10 +55,16 @@ async def ensure_audit_stream(
 
 
 async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
-    """The last ``limit`` audit events, oldest first: (time, subject, body)."""
+    """The last ``limit`` audit events, oldest first: (time, subject, body).
+
+    Raises:
+        NotFound: there is no audit stream.
+        BusError: NATS failed the read (a user without access to the stream gets ``BusTimeout``).
+    """
     js = nc.jetstream()
     name = subjects.audit_stream
-    info = await js.stream_info(name)
+    with nats_boundary:
+        info = await js.stream_info(name)
     last = info.state.last_seq or 0
     if last == 0:
         return []
@@ -66,8 +72,9 @@ async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[d
     events = []
     for seq in range(first, last + 1):
         try:
-            msg = await js.get_msg(name, seq)
-        except NotFoundError:
+            with nats_boundary:
+                msg = await js.get_msg(name, seq)
+        except NotFound:
             continue  # aged out meanwhile
         when = msg.time or datetime.now(UTC)
         try:

@@ -18,11 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from bus.connection import send_request
+from bus.errors import BusTimeout, NoResponders
 from bus.replies import send_error
 from bus.subjects import Header, Subjects
 from registry.errors import ReleaseError
@@ -198,10 +199,10 @@ class Releases:
     async def _introspect(self, request: PublishRequest) -> list[ToolDescriptor]:
         body = encode(IntrospectRequest(name=request.name, digest=request.digest, settings=request.settings))
         try:
-            reply = await self._nc.request(self._subjects.worker_introspect, body, timeout=INTROSPECT_TIMEOUT_S)
-        except nats.errors.NoRespondersError:
+            reply = await send_request(self._nc, self._subjects.worker_introspect, body, timeout_s=INTROSPECT_TIMEOUT_S)
+        except NoResponders:
             raise ReleaseError("no worker is running to load and check the component; start one") from None
-        except nats.errors.TimeoutError:
+        except BusTimeout:
             raise ReleaseError(f"no worker loaded the component within {INTROSPECT_TIMEOUT_S:g} s") from None
         if reply.headers and Header.ERROR in reply.headers:
             raise ReleaseError(decode(reply.data, ErrorReply).error.message)

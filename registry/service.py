@@ -20,13 +20,13 @@ import asyncio
 import time
 from collections import deque
 
-import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.connection import caught_up, published_only
+from bus.connection import caught_up, published_only, send_request
+from bus.errors import BusTimeout, ConnectionClosed, NoResponders, nats_boundary
 from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.replies import send_error
@@ -149,8 +149,9 @@ class RegistryService:
             await self.tasks.stop()
         for sub in self._subscriptions:
             try:
-                await sub.unsubscribe()
-            except nats.errors.ConnectionClosedError:
+                with nats_boundary:
+                    await sub.unsubscribe()
+            except ConnectionClosed:
                 pass
         for task in self._tasks:
             task.cancel()
@@ -253,11 +254,11 @@ class RegistryService:
     async def _ping(self, worker_id: str) -> bool:
         """False only when the worker's connection is gone (NATS says no responders)."""
         try:
-            await self._nc.request(self._subjects.worker_ping(worker_id), b"", timeout=PROBE_TIMEOUT_S)
-        except nats.errors.NoRespondersError:
+            await send_request(self._nc, self._subjects.worker_ping(worker_id), b"", timeout_s=PROBE_TIMEOUT_S)
+        except NoResponders:
             log.warning("worker gone", worker_id=worker_id)
             return False
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, ValueError):
+        except (BusTimeout, ConnectionClosed, ValueError):
             pass  # slow or unreachable from here is not proof of death; announcements decide
         return True
 
