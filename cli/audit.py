@@ -8,10 +8,9 @@ import sys
 from typing import Any
 
 import msgspec
-import nats.errors
-from nats.js.errors import NotFoundError
 
 from bus.connection import connected
+from bus.errors import BusError, NotFound
 from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
 from registry.audit import recent
@@ -87,10 +86,10 @@ async def _print(settings: Settings, args: argparse.Namespace) -> int:
     async with connected(settings.nats, name="toolbus-audit") as nc:
         try:
             events = await recent(nc, subjects, args.limit)
-        except NotFoundError:
+        except NotFound:
             print(f"toolbus: no audit stream {subjects.audit_stream} (is a registry running?)", file=sys.stderr)
             return 1
-        except nats.errors.Error as exc:  # e.g. a user without access to the stream: the server does not answer
+        except BusError as exc:  # e.g. a user without access to the stream: the server does not answer
             print(f"toolbus: cannot read the audit stream {subjects.audit_stream}: {exc!r}", file=sys.stderr)
             return 1
     for when, subject, body in events:

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nats.errors
 from pydantic import ValidationError
 
-from bus.connection import connected
+from bus.connection import connected, send_request
+from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects
 from cli.options import add_common_options, run_verb
 from registry.errors import RegistryError
@@ -179,8 +179,8 @@ async def request_release(nc: Any, subject: str, body: bytes) -> ReleaseReply:
         RegistryError: no registry answered, or it refused (its message says why).
     """
     try:
-        reply = await nc.request(subject, body, timeout=RELEASE_TIMEOUT_S)
-    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        reply = await send_request(nc, subject, body, timeout_s=RELEASE_TIMEOUT_S)
+    except (NoResponders, BusTimeout):
         raise RegistryError(f"no registry is answering on {subject}") from None
     if reply.headers and Header.ERROR in reply.headers:
         raise RegistryError(decode(reply.data, ErrorReply).error.message)

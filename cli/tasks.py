@@ -11,10 +11,10 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-import nats.errors
 from nats.nuid import NUID
 
-from bus.connection import connected
+from bus.connection import connected, send_request
+from bus.errors import BusTimeout, NoResponders
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from cli.options import Verb, add_common_options, run_verb
@@ -64,10 +64,10 @@ async def _request(settings: Settings, verb: str, body: bytes, principal: str) -
         PrincipalSigner(key).stamp(headers, principal, subject=subject, body=body, valid_for_s=REQUEST_TIMEOUT_S)
     async with connected(settings.nats, name="toolbus-tasks") as nc:
         try:
-            reply = await nc.request(
-                subjects.task_request(verb), body, timeout=REQUEST_TIMEOUT_S, headers=headers or None
+            reply = await send_request(
+                nc, subjects.task_request(verb), body, timeout_s=REQUEST_TIMEOUT_S, headers=headers or None
             )
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        except (NoResponders, BusTimeout):
             print(f"toolbus: no registry is answering on {subjects.task_request(verb)}", file=sys.stderr)
             return None
     if reply.headers and Header.ERROR in reply.headers:

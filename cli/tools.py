@@ -7,9 +7,8 @@ import sys
 import time
 import uuid
 
-import nats.errors
-
-from bus.connection import connected
+from bus.connection import connected, send_request
+from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from cli.options import add_common_options, run_verb
 from schemas.codec import DecodeError, decode, decode_json, encode
@@ -41,10 +40,10 @@ async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
         tools, live, cursor = [], {}, None
         while True:
             try:
-                reply = await nc.request(
-                    subjects.registry_list, encode(ToolListRequest(cursor=cursor)), timeout=REQUEST_TIMEOUT_S
+                reply = await send_request(
+                    nc, subjects.registry_list, encode(ToolListRequest(cursor=cursor)), timeout_s=REQUEST_TIMEOUT_S
                 )
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            except (NoResponders, BusTimeout):
                 print("toolbus: no registry is answering on", subjects.registry_list, file=sys.stderr)
                 return 1
             page = decode(reply.data, ToolList)
@@ -79,13 +78,13 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
     }
     async with connected(settings.nats, name="toolbus-cli") as nc:
         try:
-            reply = await nc.request(
-                subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers
+            reply = await send_request(
+                nc, subjects.call(args.tool), args.arguments.encode(), timeout_s=args.timeout, headers=headers
             )
-        except nats.errors.NoRespondersError:
+        except NoResponders:
             print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
             return 1
-        except nats.errors.TimeoutError:
+        except BusTimeout:
             print(f"toolbus: no reply within {args.timeout}s", file=sys.stderr)
             return 1
     print(reply.data.decode())
