@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import uuid
 
 import nats.errors
 
+from bus.call_request import CallRequests
 from bus.connection import connected
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from cli.options import add_common_options, run_verb
@@ -72,16 +71,13 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
         return 2
-    subjects = Subjects(settings.nats.prefix)
-    headers = {
-        Header.REQUEST_ID: uuid.uuid4().hex,
-        Header.DEADLINE_MS: str(int((time.time() + args.timeout) * 1000)),
-    }
+    # No era and no principal: an operator's call is a plain NATS caller's, as `nats req` would send.
+    request = CallRequests(Subjects(settings.nats.prefix)).build(
+        args.tool, args.arguments.encode(), timeout_s=args.timeout
+    )
     async with connected(settings.nats, name="toolbus-cli") as nc:
         try:
-            reply = await nc.request(
-                subjects.call(args.tool), args.arguments.encode(), timeout=args.timeout, headers=headers
-            )
+            reply = await nc.request(request.subject, request.body, timeout=args.timeout, headers=request.headers)
         except nats.errors.NoRespondersError:
             print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
             return 1

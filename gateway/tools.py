@@ -15,8 +15,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from nats.nuid import NUID
 
+from bus.call_request import new_request_id
 from gateway.calls import ToolCaller
 from gateway.catalogue import Catalogue, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
@@ -91,7 +91,6 @@ class ToolService:
         self.observers: list[CallObserver] = []
         self.in_flight = 0
         """Calls begun and not yet finished (the metrics read it when scraped)."""
-        self._ids = NUID()  # request ids: unique, subject tokens, a fraction of uuid4's cost
 
     def page(self, cursor: str | None, principal: Principal = ANONYMOUS) -> CataloguePage:
         """One page of the catalogue: the tools ``principal`` may call.
@@ -120,7 +119,7 @@ class ToolService:
         Raises:
             CallFailed: the tool is unknown, or the call failed on the bus (no worker, deadline…).
         """
-        request_id = self._ids.next().decode()
+        request_id = new_request_id()  # here, not in the caller: the record names it even when no call is sent
         started_at, started = time.time(), time.perf_counter()
         outcome, error = CANCELLED, None
         self.in_flight += 1
