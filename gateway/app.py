@@ -45,7 +45,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.sessions import SessionOwners
-from gateway.tasks import TaskFrontend
+from gateway.task_frontend import TaskFrontend
 from gateway.tools import ToolService
 from gateway.tracing import TracedToolService
 from schemas.config import Settings

@@ -125,7 +125,7 @@ def tool_json(descriptor: ToolDescriptor, *, modern: bool) -> dict[str, Any]:
     if output_schema is not None and (modern or output_schema.get("type") == "object"):
         tool["outputSchema"] = output_schema
     if not modern:
-        # Any tool may run as a 2025 task (gateway.tasks); 2026-07-28 has no such field (the
+        # Any tool may run as a 2025 task (gateway.task_frontend); 2026-07-28 has no such field (the
         # tasks extension lets the server decide per call).
         tool["execution"] = {"taskSupport": "optional"}
     return tool
