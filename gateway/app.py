@@ -35,7 +35,7 @@ from gateway.audit import AuditTrail
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
-from gateway.catalogue import Catalogue, CatalogueWatcher
+from gateway.catalogue_mirror import CatalogueMirror, CatalogueMirrorWatcher
 from gateway.changes import ListChanges
 from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
@@ -65,7 +65,7 @@ CLIENT_NAME: Final = "toolbus-gateway"
 class GatewayState:
     """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
 
-    def __init__(self, catalogue: Catalogue, changes: ListChanges) -> None:
+    def __init__(self, catalogue: CatalogueMirror, changes: ListChanges) -> None:
         self.catalogue = catalogue
         self.changes = changes
         self.nc: NatsClient | None = None
@@ -103,7 +103,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     only when the lifespan connected) drains the connection at shutdown.
     """
     subjects = Subjects(settings.nats.prefix)
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     tracing = start_tracing(settings.telemetry, "gateway")
     service = (
         ToolService(catalogue, page_size=settings.gateway.page_size)
@@ -132,11 +132,11 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         conn = nc or await connect_nats(settings)
-        watcher: CatalogueWatcher | None = None
+        watcher: CatalogueMirrorWatcher | None = None
         audit: AuditTrail | None = None
         try:
             kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
-            watcher = CatalogueWatcher(kv, catalogue)
+            watcher = CatalogueMirrorWatcher(kv, catalogue)
             watcher.start()
             try:
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)

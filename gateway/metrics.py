@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.catalogue import Catalogue
+from gateway.catalogue_mirror import CatalogueMirror
 from gateway.tools import CallRecord, ToolService
 from schemas.wire import TaskRecord, TaskStatus
 
@@ -85,7 +85,7 @@ class GatewayMetrics:
     def __init__(
         self,
         service: ToolService,
-        catalogue: Catalogue,
+        catalogue: CatalogueMirror,
         *,
         nats_connected: Callable[[], bool],
         task_store: Callable[[], TaskRecords | None],

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from gateway.boundary import INTERNAL_ERROR_MESSAGE
-from gateway.catalogue import CatalogueEntry
+from gateway.catalogue_mirror import CatalogueEntry
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay

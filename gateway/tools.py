@@ -3,7 +3,7 @@
 Both front ends — the SDK's handlers (``gateway.server``) and the lean hot path
 (``gateway.hotpath``) — go through this one module, so a tool is looked up, validated,
 called and shaped for the client's protocol era in exactly one way. What ``tools/list`` shows
-of a tool is made once, on its catalogue entry (``gateway.catalogue.tool_json``).
+of a tool is made once, on its catalogue entry (``gateway.catalogue_mirror.tool_json``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bus.call_request import new_request_id
 from gateway.calls import ToolCaller
-from gateway.catalogue import Catalogue, CataloguePage
+from gateway.catalogue_mirror import CatalogueMirror, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
 from gateway.policy import Policy
@@ -82,7 +82,7 @@ CallObserver = Callable[[CallRecord], None]
 class ToolService:
     """Lists the catalogue and runs calls; ``caller`` is attached once NATS is connected."""
 
-    def __init__(self, catalogue: Catalogue, *, page_size: int, caller: ToolCaller | None = None) -> None:
+    def __init__(self, catalogue: CatalogueMirror, *, page_size: int, caller: ToolCaller | None = None) -> None:
         self.catalogue = catalogue
         self.page_size = page_size
         self.caller = caller
