@@ -31,7 +31,7 @@ from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from bus.telemetry import start_tracing
-from gateway.audit import AuditTrail
+from gateway.audit_trail import AuditTrail
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
@@ -70,7 +70,8 @@ class GatewayState:
         self.changes = changes
         self.nc: NatsClient | None = None
         self.audit: AuditTrail | None = None
-        """The audit trail (``gateway.audit``) once NATS is connected: auth failures go to ``audit.auth_failure``."""
+        """The audit trail (``gateway.audit_trail``) once NATS is connected: auth failures go to
+        ``audit.auth_failure``."""
         self.rate_limiter: RateLimiter | None = None
         """The shared rate limits (``gateway.ratelimit``) once NATS is connected."""
         self.front_door: FrontDoor | None = None
