@@ -77,7 +77,7 @@ _ROUTING_HEADERS: Final = {
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
 
 
-class RateLimit(Protocol):
+class RateLimitCheck(Protocol):
     """What the front door asks of a rate limiter (``gateway.ratelimit``)."""
 
     async def check(self, principal: str, tool: str | None) -> float | None:
@@ -131,7 +131,7 @@ class FrontDoor:
         max_body_bytes: int,
         auth: AuthSettings | None,
         sessions: SessionOwners,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimitCheck | None = None,
         on_refusal: OnRefusal | None = None,
     ) -> None:
         self.app = app
