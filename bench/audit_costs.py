@@ -28,7 +28,7 @@ from bus.subjects import Subjects
 from gateway.audit_trail import AuditTrail
 from gateway.principals import Principal
 from gateway.ratelimit import RateLimiter
-from gateway.tools import CallRecord
+from gateway.tool_service import CallRecord
 from registry.audit_stream import ensure_audit_stream
 from schemas.config import AuditSettings, RateLimit, RateLimitSettings
 

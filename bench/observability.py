@@ -29,7 +29,7 @@ from cli.logs import configure_logging
 from gateway.call_log import log_call
 from gateway.catalogue_mirror import CatalogueMirror
 from gateway.metrics import GatewayMetrics
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService, client_traceparent
 from schemas.codec import encode
 from schemas.config import TelemetrySettings

@@ -19,7 +19,7 @@ from bench.stats import per_call_us, run_unsuspended
 from bench.tools_list import descriptor
 from gateway.catalogue_mirror import CatalogueMirror
 from gateway.server import ToolFrontend
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 
 TOOLS = 100
 NUMBER = 300

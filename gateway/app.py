@@ -46,7 +46,7 @@ from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.sessions import SessionOwners
 from gateway.task_frontend import TaskFrontend
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService
 from schemas.config import Settings
 from stores import TaskStore

@@ -61,7 +61,7 @@ from nats.js.api import Header as JsHeader
 from nats.nuid import NUID
 
 from bus.subjects import Subjects
-from gateway.tools import CallRecord
+from gateway.tool_service import CallRecord
 from schemas.codec import encode
 from schemas.config import AuditSettings
 from schemas.wire import UNSET, AuthFailureEvent, CallAuditEvent

@@ -69,7 +69,7 @@ from gateway.errors import INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.inbound import INBOUND_KEY, Inbound
 from gateway.principals import Principal, principal_in
 from gateway.sdk_adapter import hand_to_session_manager, holding_session, session_transport
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.codec import encode
 from schemas.wire import UNSET, CallToolResult, Content

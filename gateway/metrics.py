@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.catalogue_mirror import CatalogueMirror
-from gateway.tools import CallRecord, ToolService
+from gateway.tool_service import CallRecord, ToolService
 from schemas.wire import TaskRecord, TaskStatus
 
 log = structlog.get_logger(__name__)

@@ -3,7 +3,7 @@
 These handlers serve every request the lean hot path (``gateway.hotpath``) hands over: all
 methods other than ``tools/call`` and ``tools/list``, and those two whenever a request is
 unusual (a rejection to produce, progress or logs to relay, a task to create). Both go through
-``gateway.tools``; tasks (``tasks/*``, task-augmented ``tools/call``) through ``gateway.task_frontend``.
+``gateway.tool_service``; tasks (``tasks/*``, task-augmented ``tools/call``) through ``gateway.task_frontend``.
 Tool-list changes reach clients through ``gateway.changes`` (``subscriptions/listen`` and the
 2025-era GET stream), both served here.
 
@@ -42,7 +42,7 @@ from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
-from gateway.tools import ToolService, is_modern
+from gateway.tool_service import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.config import GatewaySettings
 

@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from bus.telemetry import Tracing, parent_context, traceparent_of, valid_traceparent
 from gateway.catalogue_mirror import CatalogueMirror
 from gateway.errors import CallFailed
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from schemas.errors import failed_outcome
 from schemas.wire import CallToolResult
 
