@@ -33,12 +33,12 @@ RUN cd / && /opt/toolbus/bin/python - <<'EOF'
 from pathlib import Path
 
 from schemas.config import load_settings
-from workers.build import resolve_component_path
+from workers.sources import COMPONENT
 
 settings = load_settings(Path("/app/deploy/toolbus/worker.toml"))
 for component in settings.components:
     if component.kind == "component":
-        print("built", component.name, resolve_component_path(component, settings.cache_dir))
+        print("built", component.name, COMPONENT.resolve(component, settings.cache_dir))
 EOF
 
 FROM ${PYTHON_IMAGE}

@@ -60,7 +60,7 @@ TARGET_MS: Final = 100.0
 """Issue 6: the guest stops using CPU at most this long after the client's cancel."""
 
 EPOCH_TICK_S: Final = 0.010
-"""The worker's epoch tick (``workers/engine.py``): a cancelled guest stops at the next one."""
+"""The worker's epoch tick (``workers/sandbox/engine.py``): a cancelled guest stops at the next one."""
 SAMPLE_INTERVAL_S: Final = 0.0005
 SETTLE_S: Final = 0.05
 """How long the sampler goes on after the worker's reply, to see that the guest stays stopped."""

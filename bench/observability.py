@@ -34,10 +34,10 @@ from gateway.tracing import TracedToolService, client_traceparent
 from schemas.codec import encode
 from schemas.config import TelemetrySettings
 from schemas.wire import CallToolResult, TextContent
-from workers.call_log import call_logger
-from workers.metrics import WorkerMetrics
-from workers.service import FinishedCall
-from workers.tracing import span_recorder
+from workers.answers import FinishedCall
+from workers.telemetry.call_log import call_logger
+from workers.telemetry.metrics import WorkerMetrics
+from workers.telemetry.tracing import span_recorder
 
 NUMBER = 2000
 REPEAT = 15

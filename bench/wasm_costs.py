@@ -94,7 +94,7 @@ def subjects() -> list[Subject]:
     """The four tools, components first."""
     from bench.wasm_kinds import COMMAND, COMPONENT
     from schemas.config import ComponentSettings, load_settings
-    from workers.c_build import CLANG, DEBIAN_PACKAGES
+    from workers.toolchains.clang import CLANG, DEBIAN_PACKAGES
 
     example = {c.name: c for c in load_settings(COMMAND_TOML).components}
     echo = ComponentSettings(name="echo", kind="command", path=ECHO_WAT, input_schema={"type": "object"})
@@ -173,8 +173,8 @@ def _live_instance(subject: Subject, steps: Steps, count: int) -> list[float]:
 
 def _costs(subject: Subject, wasm_path: Path, cache_dir: Path, counts: Counts) -> dict[str, Any]:
     from bench.wasm_kinds import TIMEOUT_S
-    from workers.compile_cache import read_wasm
-    from workers.engine import EngineHost
+    from workers.sandbox.compile_cache import read_wasm
+    from workers.sandbox.engine import EngineHost
 
     kind = subject.kind
     engine_host = EngineHost()
@@ -227,8 +227,8 @@ def measure_in_process(
     ``only`` names the tools to measure (all four by default); ``cache_dir`` defaults to the
     worker's (``TOOLBUS_CACHE_DIR`` or ``~/.cache/toolbus``), where earlier builds are.
     """
-    from schemas.config import default_cache_dir
-    from workers.errors import BuildError
+    from schemas.environment import default_cache_dir
+    from workers.toolchains.errors import BuildError
 
     cache_dir = cache_dir or default_cache_dir()
     tools: list[dict[str, Any]] = []

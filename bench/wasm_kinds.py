@@ -18,13 +18,12 @@ import wasmtime
 
 from schemas.codec import decode_json, encode
 from schemas.config import ComponentSettings
-from workers.build import resolve_component_path
-from workers.c_build import resolve_command_path
-from workers.command import ENTRY_POINT, STDOUT_LIMIT_BYTES, LoadedCommand
-from workers.compile_cache import load_component, load_module
-from workers.component import LoadedComponent, _bind_arguments
-from workers.engine import EngineHost
-from workers.guest_output import GuestOutput, HeadLog, TailBuffer
+from workers import sources
+from workers.sandbox.compile_cache import load_component, load_module
+from workers.sandbox.component import LoadedComponent, _bind_arguments
+from workers.sandbox.engine import EngineHost
+from workers.sandbox.guest_output import GuestOutput, HeadLog, TailBuffer
+from workers.sandbox.wasi_command import ENTRY_POINT, STDOUT_LIMIT_BYTES, LoadedCommand
 
 TIMEOUT_S: Final = 30.0
 """Deadline of every measured call (none comes near it)."""
@@ -122,5 +121,7 @@ class ToolKind:
     """``Steps`` for one tool of a loaded source, with the arguments every measured call gets."""
 
 
-COMPONENT: Final = ToolKind("component", resolve_component_path, load_component, LoadedComponent.load, _ComponentSteps)
-COMMAND: Final = ToolKind("command", resolve_command_path, load_module, LoadedCommand.load, _CommandSteps)
+COMPONENT: Final = ToolKind(
+    "component", sources.COMPONENT.resolve, load_component, sources.COMPONENT.load, _ComponentSteps
+)
+COMMAND: Final = ToolKind("command", sources.COMMAND.resolve, load_module, sources.COMMAND.load, _CommandSteps)

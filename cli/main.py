@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import audit, gateway, lifecycle, nats_config, registry, releases, tasks, tools, up, worker
-from schemas.config import supervisor_pid_from_env
+from schemas.environment import supervisor_pid_from_env
 
 VERB_MODULES = (audit, gateway, tools, nats_config, registry, releases, tasks, up, worker)
 """Each module's ``register`` adds its verbs, in this order in ``--help``. A plain list: the CLI

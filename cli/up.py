@@ -45,7 +45,8 @@ from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
 from schemas.codec import DecodeError, decode
-from schemas.config import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE, Settings
+from schemas.config import Settings
+from schemas.environment import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE
 from schemas.wire import WorkerAnnouncement
 
 log = structlog.get_logger(__name__)

@@ -25,7 +25,7 @@ from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, Principal
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import CANCELLED, INVALID_ARGUMENTS, OK, TOOL_ERROR, failed_outcome
-from schemas.validation import argument_problem
+from schemas.validation import argument_problem, invalid_arguments_message
 from schemas.wire import UNSET, CallToolResult, TextContent
 
 log = structlog.get_logger(__name__)
@@ -46,11 +46,6 @@ def downgrade(result: CallToolResult) -> CallToolResult:
     # The value stays readable as text; the spec asks tools to mirror structured output there anyway.
     content = result.content or [TextContent(encode(structured).decode())]
     return msgspec.structs.replace(result, structured_content=UNSET, content=content)
-
-
-def invalid_arguments(tool: str, problem: str) -> CallToolResult:
-    """The tool-execution error for arguments that do not fit the schema (a model can correct itself)."""
-    return CallToolResult(content=[TextContent(f"invalid arguments for tool {tool!r}: {problem}")], is_error=True)
 
 
 class CallRecord(msgspec.Struct, frozen=True):
@@ -155,7 +150,9 @@ class ToolService:
             raise UnknownTool(f"unknown tool {name!r}; {UNKNOWN_TOOL_HINT}", tool=name)
         problem = argument_problem(entry.validator, {} if arguments is None else arguments)
         if problem is not None:
-            return invalid_arguments(name, problem), INVALID_ARGUMENTS
+            # A tool-execution error, not a protocol one: a model can correct itself.
+            message = invalid_arguments_message(problem, tool=name)
+            return CallToolResult(content=[TextContent(message)], is_error=True), INVALID_ARGUMENTS
         if self.caller is None:
             raise BusDisconnected("the gateway is still starting; retry in a moment", tool=name)
         try:

@@ -1,7 +1,12 @@
 """Settings of every toolbus process, loaded once from ``toolbus.toml`` and passed down.
 
-This is the only module that reads the environment. Errors name the file, the field and the
-problem, e.g. ``toolbus.toml: components[0].path: file not found``.
+The environment is read by ``schemas.environment`` alone (every default that comes from a
+variable), the capability grants are modelled in ``schemas.capabilities``. Errors name the file,
+the field and the problem, e.g. ``toolbus.toml: components[0].path: file not found``.
+
+One module for the whole file (~540 lines): its sections read top to bottom as ``toolbus.toml``
+does, and the file's one reader, ``load_settings``, sits with the models whose field paths its
+errors name.
 """
 
 from __future__ import annotations
@@ -13,9 +18,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import jsonschema
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from schemas.capabilities import Capability, DirCapability, HttpCapability
+from schemas.environment import (
+    MAX_NATS_REPLICAS,
+    default_cache_dir,
+    default_state_dir,
+    nats_password_from_env,
+    nats_replicas_from_env,
+    otel_service_name_from_env,
+    otlp_endpoint_from_env,
+    principal_key_from_env,
+)
 from schemas.errors import ConfigError
+from schemas.settings_model import SettingsModel
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MCP_PORT = 3001
@@ -29,46 +46,7 @@ DEFAULT_MEMORY_MIB = 64
 """Per linear memory: a componentize-py guest needs ~12.3 MiB just to start, so 64 leaves it room."""
 MAX_MEMORY_MIB = 4096
 """A wasm32 linear memory cannot be larger than 4 GiB."""
-MAX_NATS_REPLICAS = 5
-"""JetStream's own ceiling on a stream's replicas."""
-
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HTTP_ALLOW = re.compile(r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> Any:
-    """A validator that refuses strings not matching ``pattern``, saying what was expected."""
-
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-_EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name (letters, digits, _)")]
-_AllowEntry = Annotated[str, _matching(_HTTP_ALLOW, "a host, host:port, [v6]:port or *.domain (no scheme or path)")]
-_GuestPath = Annotated[str, _matching(re.compile(r"^/"), "an absolute guest path such as /data")]
-
-
-def default_state_dir() -> Path:
-    """Where embedded NATS data and caches live unless config says otherwise."""
-    override = os.environ.get("TOOLBUS_STATE_DIR")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "toolbus"
-
-
-def default_cache_dir() -> Path:
-    """Where built and compiled components are cached (content-addressed, safe to share)."""
-    override = os.environ.get("TOOLBUS_CACHE_DIR")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "toolbus"
 
 
 def default_concurrency() -> int:
@@ -76,71 +54,29 @@ def default_concurrency() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _nats_password_from_env() -> str | None:
-    """``TOOLBUS_NATS_PASSWORD``: keeps the role's secret out of the config file."""
-    return os.environ.get("TOOLBUS_NATS_PASSWORD") or None
-
-
-PRINCIPAL_KEY_VARIABLE = "TOOLBUS_PRINCIPAL_KEY"
-
-
-def _principal_key_from_env() -> str | None:
-    """``$TOOLBUS_PRINCIPAL_KEY``: the key gateways sign principals with (see bus/principal.py)."""
-    return os.environ.get(PRINCIPAL_KEY_VARIABLE) or None
-
-
-SUPERVISOR_PID_VARIABLE = "TOOLBUS_SUPERVISOR_PID"
-
-
-def supervisor_pid_from_env() -> int | None:
-    """``$TOOLBUS_SUPERVISOR_PID``: set by ``toolbus up`` for its children (``bus.lifecycle``);
-    taken out of the environment, so a process the child starts does not take it for its own."""
-    value = os.environ.pop(SUPERVISOR_PID_VARIABLE, "")
-    return int(value) if value.isdigit() else None
-
-
-NATS_REPLICAS_VARIABLE = "TOOLBUS_NATS_REPLICAS"
-
-
-def _nats_replicas_from_env() -> int:
-    """``TOOLBUS_NATS_REPLICAS``: how ``toolbus up --cluster`` tells its children the replica count.
-
-    Raises:
-        ConfigError: the variable is set but is not a whole number from 1 to 5.
-    """
-    value = os.environ.get(NATS_REPLICAS_VARIABLE) or "1"
-    if not value.isdigit() or not 1 <= int(value) <= MAX_NATS_REPLICAS:
-        raise ConfigError(f"{NATS_REPLICAS_VARIABLE}: {value!r} is not a whole number from 1 to {MAX_NATS_REPLICAS}")
-    return int(value)
-
-
-class NatsSettings(_Model):
+class NatsSettings(SettingsModel):
     url: str = DEFAULT_NATS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     user: str | None = None
     """This process's NATS user: one per role (gateway, worker, registry), see docs/security.md."""
-    password: str | None = Field(default_factory=_nats_password_from_env, repr=False)
+    password: str | None = Field(default_factory=nats_password_from_env, repr=False)
     """The user's password; default ``$TOOLBUS_NATS_PASSWORD``."""
     tls_ca_file: Path | None = None
     """CA bundle to verify the server with; setting it turns TLS on."""
-    replicas: Annotated[int, Field(ge=1, le=MAX_NATS_REPLICAS)] = Field(default_factory=_nats_replicas_from_env)
+    replicas: Annotated[int, Field(ge=1, le=MAX_NATS_REPLICAS)] = Field(default_factory=nats_replicas_from_env)
     """JetStream replicas of every stream, KV bucket and object store toolbus creates: 1 on a
     single server, 3 on a 3-node cluster (survives the loss of a node). Buckets that already
     exist keep theirs. Default ``$TOOLBUS_NATS_REPLICAS``, else 1."""
     principal_key: Annotated[str, Field(min_length=16)] | None = Field(
-        default_factory=_principal_key_from_env, repr=False
+        default_factory=principal_key_from_env, repr=False
     )
     """Shared by gateways, workers and the registry: gateways sign the principal of each request
     with it, and the others honour a principal only with a valid signature. Default
     ``$TOOLBUS_PRINCIPAL_KEY``; unset, principals are not sent (every NATS caller is ``nats``)."""
 
 
-class GatewaySettings(_Model):
+class GatewaySettings(SettingsModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_MCP_PORT
     path: str = "/mcp"
@@ -175,7 +111,7 @@ class GatewaySettings(_Model):
     """``initialize`` requests one principal may send in any minute; more get 429."""
 
 
-class OAuthSettings(_Model):
+class OAuthSettings(SettingsModel):
     """OAuth 2.1 resource server: JWT bearer tokens from one authorization server."""
 
     issuer: str
@@ -204,7 +140,7 @@ class OAuthSettings(_Model):
         return self
 
 
-class ApiKeySettings(_Model):
+class ApiKeySettings(SettingsModel):
     """A static API key, stored as its SHA-256 (the key itself never sits in config)."""
 
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -212,7 +148,7 @@ class ApiKeySettings(_Model):
     scopes: list[str] = Field(default_factory=list)
 
 
-class PolicyRule(_Model):
+class PolicyRule(SettingsModel):
     """One authorization rule: principals it matches may call ``tools`` (globs) and use tasks.
 
     A rule matches a principal holding every scope in ``scopes``, every claim in ``claims``
@@ -228,7 +164,7 @@ class PolicyRule(_Model):
     """May create tasks (task-augmented ``tools/call``) and read, list and cancel its own."""
 
 
-class AuthSettings(_Model):
+class AuthSettings(SettingsModel):
     """Authentication and authorization of MCP clients; absent = off (loopback development)."""
 
     resource: str
@@ -252,7 +188,7 @@ class AuthSettings(_Model):
         return self
 
 
-class LimitsSettings(_Model):
+class LimitsSettings(SettingsModel):
     """What one call of a tool may use; a call over a limit ends as ``isError`` with the reason.
 
     As ``[worker.limits]`` these are the defaults of every tool; as a component's ``limits``
@@ -276,7 +212,7 @@ class LimitsSettings(_Model):
         return self.model_copy(update={f: getattr(override, f) for f in override.model_fields_set})
 
 
-class WorkerSettings(_Model):
+class WorkerSettings(SettingsModel):
     concurrency: Annotated[int, Field(ge=1)] = Field(default_factory=default_concurrency)
     """Guests running at once (threads)."""
     queue_depth: Annotated[int, Field(ge=0)] = 256
@@ -300,7 +236,7 @@ class WorkerSettings(_Model):
     """Address the metrics server listens on (``0.0.0.0`` to be scraped from other hosts)."""
 
 
-class TasksSettings(_Model):
+class TasksSettings(SettingsModel):
     """Durable tasks (docs/tasks.md)."""
 
     ack_wait_s: Annotated[float, Field(gt=0)] = 30.0
@@ -328,7 +264,7 @@ DEFAULT_REDACT_KEYS = (
 purpose: redacting ``keyboard`` too is cheaper than keeping one ``api_key``."""
 
 
-class AuditToolSettings(_Model):
+class AuditToolSettings(SettingsModel):
     """How one tool's arguments are audited; a field left out keeps ``[audit]``'s."""
 
     arguments: Literal["redact", "omit", "keep"] | None = None
@@ -336,7 +272,7 @@ class AuditToolSettings(_Model):
     """Replaces ``[audit].redact_keys`` for this tool."""
 
 
-class AuditSettings(_Model):
+class AuditSettings(SettingsModel):
     """What the gateway writes to the audit trail about each tool call (docs/security.md)."""
 
     arguments: Literal["redact", "omit", "keep"] = "redact"
@@ -357,14 +293,14 @@ MAX_RATE_WINDOW_S = 86_400.0
 """The longest rate-limit window: a day (the counters' bucket keeps idle keys this long)."""
 
 
-class RateLimit(_Model):
+class RateLimit(SettingsModel):
     """At most ``requests`` calls in each window of ``per_s`` seconds."""
 
     requests: Annotated[int, Field(ge=1)]
     per_s: Annotated[float, Field(gt=0, le=MAX_RATE_WINDOW_S)] = 1.0
 
 
-class RateLimitSettings(_Model):
+class RateLimitSettings(SettingsModel):
     """Call limits shared by every gateway replica of a deployment (docs/security.md); off unless set."""
 
     per_principal: RateLimit | None = None
@@ -384,28 +320,15 @@ class RateLimitSettings(_Model):
         return self.per_principal is not None or self.per_tool is not None or bool(self.tools)
 
 
-def _otlp_endpoint_from_env() -> str | None:
-    """The standard OpenTelemetry variables, when set: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (a
-    full traces URL), else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL); ``OTEL_SDK_DISABLED=true``
-    turns export off."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
-
-
-def _otel_service_name_from_env() -> str | None:
-    return os.environ.get("OTEL_SERVICE_NAME") or None
-
-
-class TelemetrySettings(_Model):
+class TelemetrySettings(SettingsModel):
     """Traces and per-call log lines (docs/operations.md); metrics need no settings on the gateway."""
 
-    otlp_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = Field(default_factory=_otlp_endpoint_from_env)
+    otlp_endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = Field(default_factory=otlp_endpoint_from_env)
     """The collector's OTLP/HTTP URL, e.g. ``http://collector:4318``: spans go to its ``/v1/traces``
     (a URL already ending in ``/v1/traces`` is used as it is). Unset: no spans are made at all
     and the client's ``traceparent`` is passed to the worker unchanged. Default:
     ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else ``$OTEL_EXPORTER_OTLP_ENDPOINT``."""
-    service_name: str | None = Field(default_factory=_otel_service_name_from_env)
+    service_name: str | None = Field(default_factory=otel_service_name_from_env)
     """``service.name`` of the spans; default ``$OTEL_SERVICE_NAME``, else ``toolbus-gateway`` /
     ``toolbus-worker`` by role."""
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
@@ -415,7 +338,7 @@ class TelemetrySettings(_Model):
     """One info line per finished call on the gateway and the worker."""
 
 
-class RegistrySettings(_Model):
+class RegistrySettings(SettingsModel):
     answer_unknown_tools: bool = True
     """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
     audit_max_events: Annotated[int, Field(ge=1000)] = 5_000_000
@@ -424,67 +347,13 @@ class RegistrySettings(_Model):
     A count, not bytes, because JetStream reserves a stream's byte cap up front."""
 
 
-class DirCapability(_Model):
-    """A host directory the guest sees at ``guest`` (WASI preopen); read-only unless ``writable``."""
-
-    kind: Literal["dir"]
-    host: Path
-    """The directory on the worker's host (relative paths: to the config file)."""
-    guest: _GuestPath
-    """Where the guest sees it: an absolute guest path such as ``/data``."""
-    writable: bool = False
-    """Off: the guest may list and read, and every create, write, rename or delete fails."""
-
-
-class EnvCapability(_Model):
-    """Environment variables the guest sees; nothing is ever inherited from the worker's own."""
-
-    kind: Literal["env"]
-    vars: dict[_EnvName, str] = Field(default_factory=dict)
-    """Variables with the value written here."""
-    from_host: list[_EnvName] = Field(default_factory=list)
-    """Variables copied, by name, from the worker's environment when the component loads."""
-
-    def values(self) -> dict[str, str]:
-        """The variables and their values; ``from_host`` ones are read from this process's env.
-
-        Raises:
-            ConfigError: a ``from_host`` variable is not set in this process's environment.
-        """
-        values = dict(self.vars)
-        for name in self.from_host:
-            value = os.environ.get(name)
-            if value is None:
-                raise ConfigError(f"from_host: {name} is not set in the worker's environment")
-            values[name] = value
-        return values
-
-
-class HttpCapability(_Model):
-    """Outbound HTTP(S) through toolbus's policed host interface, to the listed hosts only."""
-
-    kind: Literal["http"]
-    allow: Annotated[list[_AllowEntry], Field(min_length=1)]
-    """``host`` (on the scheme's default port), ``host:port``, ``[v6 address]:port``, or ``*.domain``
-    (any subdomain, default port). Matched against the URL's host name; IP addresses only match
-    entries that spell them."""
-    timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    """Per request, and never past the call's own deadline."""
-    max_response_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024
-    """A larger response body is refused (the guest gets an error), not truncated."""
-
-
-Capability = Annotated[DirCapability | EnvCapability | HttpCapability, Field(discriminator="kind")]
-"""A named grant in ``[capabilities.NAME]`` that components list in their ``capabilities``."""
-
-
-class ToolOverride(_Model):
+class ToolOverride(SettingsModel):
     """Per-function settings of a component, keyed by the export name in config."""
 
     description: str | None = None
 
 
-class ComponentSettings(_Model):
+class ComponentSettings(SettingsModel):
     """One Wasm component to serve: a built file (``path``) or a source tree to build (``source``)."""
 
     name: Annotated[str, Field(pattern=_NAME.pattern)]
@@ -550,7 +419,7 @@ class ComponentSettings(_Model):
         return self
 
 
-class Settings(_Model):
+class Settings(SettingsModel):
     """Everything a toolbus process needs; built once at start."""
 
     nats: NatsSettings = Field(default_factory=NatsSettings)

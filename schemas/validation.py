@@ -1,7 +1,9 @@
 """Tool argument validation against a tool's inputSchema, with messages that name the field.
 
 The gateway validates before publishing; the worker validates again for direct NATS callers.
-Both use this module so a client sees the same words whichever path it took.
+Both use this module, and word the refusal with ``invalid_arguments_message`` (as does a
+component binding the arguments to its WIT types), so a client sees the same words whichever
+path it took.
 
 Validation is on every call's hot path, so each schema is compiled twice: jsonschema (the
 authority, and the author of every message) and, for the common flat shapes (objects of
@@ -70,6 +72,16 @@ def compile_validator(schema: JsonSchema) -> ArgumentValidator:
 def argument_problem(validator: ArgumentValidator, arguments: Any) -> str | None:
     """A message naming the offending field and why, or None when the arguments fit."""
     return validator.problem(arguments)
+
+
+def invalid_arguments_message(problem: str, tool: str | None = None) -> str:
+    """How every role words arguments that do not fit: ``invalid arguments[ for tool 'x']: <problem>``.
+
+    The gateway names the tool (its client may have several calls going); a worker, and a guest's
+    own binding of the arguments, answer for the one tool they were called as.
+    """
+    where = "" if tool is None else f" for tool {tool!r}"
+    return f"invalid arguments{where}: {problem}"
 
 
 def _describe(error: jsonschema.ValidationError | None) -> str | None:

@@ -103,7 +103,7 @@ def parse_key(key: str) -> KeyParts | None:
 
 
 def artifact_digest(data: bytes) -> str:
-    """``sha256:<hex>``: the same identity ``workers.compile_cache.wasm_digest`` gives."""
+    """``sha256:<hex>``: the same identity ``workers.sandbox.compile_cache.wasm_digest`` gives."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -25,9 +25,10 @@ from bus.subjects import Header, Subjects
 from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
 from stores import TaskStore
-from workers.component import LoadedComponent
-from workers.engine import EngineHost
-from workers.service import CallableComponent, WorkerService
+from workers.routes import CallableComponent
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
+from workers.service import WorkerService
 from workers.tasks import TaskRunner
 
 T = TypeVar("T")

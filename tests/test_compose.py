@@ -22,7 +22,8 @@ import yaml
 from bus.embedded import nats_server_binary
 from bus.security import ROLES, password_variable
 from cli.main import build_parser
-from schemas.config import PRINCIPAL_KEY_VARIABLE, Settings, load_settings
+from schemas.config import Settings, load_settings
+from schemas.environment import PRINCIPAL_KEY_VARIABLE
 from tests.conftest import toolbus
 
 REPO = Path(__file__).resolve().parents[1]

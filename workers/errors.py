@@ -1,4 +1,9 @@
-"""Exceptions of the workers package."""
+"""Exceptions of the workers package: the base every worker error derives from.
+
+The sandbox (``workers.sandbox.errors``) and the toolchains (``workers.toolchains.errors``) keep
+their own exceptions beside their code; all of them are ``WorkersError``, which is what the
+worker process catches to refuse to start with a readable message.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,5 @@ class WorkersError(Exception):
     """Base of the exceptions raised by the workers package."""
 
 
-class UnknownTool(WorkersError, KeyError):
-    """Raised when a call names a tool that the loaded component does not export."""
-
-    def __str__(self) -> str:
-        # KeyError would print the repr of its argument; keep the message readable.
-        return str(self.args[0]) if self.args else "unknown tool"
-
-
-class ComponentLoadError(WorkersError):
-    """Raised when a component cannot be read, compiled, or needs an import the sandbox does not grant."""
-
-
-class BuildError(WorkersError):
-    """Raised when componentize-py cannot build a component from a ``source`` project."""
+class PublishedSettingsError(WorkersError):
+    """Raised when a package's published settings are not valid component settings."""

@@ -12,10 +12,10 @@ from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from schemas.config import Settings
 from stores import PackageStore, TaskStore
-from workers.engine import EngineHost
-from workers.loading import load_components
-from workers.packages import PackageFollower
+from workers.package_follower import PackageFollower
+from workers.sandbox import EngineHost
 from workers.service import WorkerService
+from workers.sources import load_components
 from workers.tasks import TaskRunner
 from workers.telemetry import watch_calls
 

@@ -31,8 +31,9 @@ from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode, encode
 from schemas.wire import TaskWork
 from stores import TaskStore, task_consumer_config
-from workers.call_context import CallContext
-from workers.service import WorkerService, error_text
+from workers.answers import error_text
+from workers.sandbox import CallContext
+from workers.service import WorkerService
 
 log = structlog.get_logger(__name__)
 
@@ -57,37 +58,33 @@ class TaskRunner:
         """Set when a slot frees up (the fetch loops wait on it while every slot is busy)."""
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Take tasks for every tool the worker serves now, and follow changes to that set."""
-        self._sync_tools()
-        self._watch = asyncio.create_task(self._follow_tools())
+        """Take tasks for every tool the worker serves now, and for each tool it serves later."""
+        # The service tells us the moment its tool set changes (as dramatiq's worker adds a
+        # consumer when it hears a queue declared), so nothing polls it.
+        self._service.tool_listeners.append(self._sync_tools)
+        self._sync_tools(frozenset(tool.name for tool in self._service.tools))
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking tasks; let running ones finish (unacked ones are redelivered otherwise)."""
-        for task in [self._watch, *self._loops.values()]:
-            if task is not None:
-                task.cancel()
-        for task in [self._watch, *self._loops.values()]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        with contextlib.suppress(ValueError):  # never started
+            self._service.tool_listeners.remove(self._sync_tools)
+        for task in self._loops.values():
+            task.cancel()
+        for task in self._loops.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._loops.clear()
         if self._running:
             await asyncio.wait(self._running, timeout=grace_s)
 
-    def _sync_tools(self) -> None:
-        tools = {tool.name for tool in self._service.tools}
+    def _sync_tools(self, tools: frozenset[str]) -> None:
+        """Take tasks of exactly ``tools``: a fetch loop per new tool, none for a dropped one."""
         for tool in set(self._loops) - tools:
             self._loops.pop(tool).cancel()
         for tool in tools - set(self._loops):
             self._loops[tool] = asyncio.create_task(self._take(tool))
-
-    async def _follow_tools(self) -> None:
-        while True:  # published packages come and go (workers.packages)
-            await asyncio.sleep(1.0)
-            self._sync_tools()
 
     async def _take(self, tool: str) -> None:
         js = self._nc.jetstream()

@@ -29,7 +29,7 @@ from schemas.wire import CallToolResult
 from stores import TaskStore
 from tests.bus.secure_nats import SecureServer, launch, permission_errors, secure_nats, stop
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually, start_task_worker, task_reaches, toolbus
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 
 SUBJECTS = Subjects("secure")
 

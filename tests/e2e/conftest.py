@@ -26,7 +26,8 @@ from bus.credentials import with_local_credentials
 from bus.embedded import free_port
 from harness.apt import ensure_binary
 from harness.errors import AptError
-from schemas.config import NatsSettings, TasksSettings, default_cache_dir, load_settings
+from schemas.config import NatsSettings, TasksSettings, load_settings
+from schemas.environment import default_cache_dir
 from tests.conftest import TESTKIT_WAT
 
 REPO = Path(__file__).resolve().parents[2]

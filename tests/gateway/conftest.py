@@ -26,7 +26,7 @@ from stores import TaskStore
 from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
 from tests.gateway.auth_kit import PRINCIPAL_KEY, Issuer, auth_settings
 from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, ready, running_gateway
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 
 
 @pytest.fixture

@@ -215,3 +215,25 @@ async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int
         return events if len(events) >= count else None
 
     return await eventually(found, timeout_s=10, what=f"fewer than {count} {kind} events on the audit stream")
+
+
+async def refusals_told(nc: NatsClient, subjects: Subjects, reason: str, principal: str, count: int) -> None:
+    """Wait until the audit stream tells ``count`` refusals of ``principal`` for ``reason``.
+
+    Refusals alike are one event and then one with their count (``gateway.audit.Refusals``): a
+    first event stands for itself, a summary for the ``repeated`` alike ones after it. Fails when
+    more than ``count`` are told.
+    """
+
+    async def told() -> int:
+        return sum(
+            body.get("repeated", 1)
+            for _, subject, body in await recent(nc, subjects, 200)
+            if subject == subjects.audit_auth(reason) and body.get("subject") == principal
+        )
+
+    async def all_told() -> bool:
+        return await told() >= count
+
+    await eventually(all_told, timeout_s=10, what=f"fewer than {count} {reason} refusals of {principal} told")
+    assert await told() == count

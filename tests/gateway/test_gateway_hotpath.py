@@ -23,7 +23,7 @@ from gateway.hotpath import HotPath
 from schemas.config import WorkerSettings
 from schemas.wire import ToolDescriptor
 from tests.gateway.responders import RunningGateway, put_tools
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 MODERN = "2026-07-28"

@@ -34,7 +34,7 @@ from registry.oci import (
 )
 from tests.conftest import TESTKIT_WAT
 from tests.registry.conftest import OciTestRegistry
-from workers.compile_cache import read_wasm
+from workers.sandbox.compile_cache import read_wasm
 
 SHA = "sha256:" + "ab" * 32
 

@@ -26,8 +26,8 @@ from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEve
 from stores import PackageStore
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.registry.conftest import OciTestRegistry
-from workers.engine import EngineHost
-from workers.packages import PackageFollower
+from workers.package_follower import PackageFollower
+from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
 ANNOUNCE_INTERVAL_S = 0.2

@@ -26,7 +26,7 @@ from schemas.wire import (
     WorkerAnnouncement,
 )
 from tests.conftest import eventually
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 ADD = ToolDescriptor(name="calc_add", input_schema={"type": "object"}, component="calc", export="add")

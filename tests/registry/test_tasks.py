@@ -36,7 +36,7 @@ from tests.conftest import (
     task_reaches,
     toolbus,
 )
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 
 
 @dataclass

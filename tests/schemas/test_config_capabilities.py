@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import DirCapability, EnvCapability, HttpCapability, load_settings
+from schemas.capabilities import DirCapability, EnvCapability, HttpCapability
+from schemas.config import load_settings
 from schemas.errors import ConfigError
 
 

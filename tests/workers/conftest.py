@@ -12,10 +12,11 @@ from bus.subjects import Subjects
 from harness.apt import ensure_binary
 from harness.errors import AptError
 from schemas.config import WorkerSettings
-from workers.build import build_component
-from workers.c_build import CLANG, DEBIAN_PACKAGES, build_c_command
-from workers.component import LoadedComponent
-from workers.service import CallableComponent, WorkerService
+from workers.routes import CallableComponent
+from workers.sandbox.component import LoadedComponent
+from workers.service import WorkerService
+from workers.toolchains.clang import CLANG, DEBIAN_PACKAGES, build_c_command
+from workers.toolchains.componentize import build_component
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 

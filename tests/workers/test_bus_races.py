@@ -25,7 +25,7 @@ from bus.subjects import Subjects
 from schemas.codec import decode
 from schemas.wire import CallToolResult
 from tests.workers.conftest import start_worker
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 
 START_ROUNDS = 150
 """Workers started in a row; before the fix about 1 % of first calls were refused (~0.5 s)."""

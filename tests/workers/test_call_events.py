@@ -20,10 +20,10 @@ from schemas.errors import ErrorCode
 from schemas.wire import CallEvent, CallToolResult, ErrorReply, LogEvent, ProgressEvent
 from tests.conftest import deadline_in
 from tests.workers.conftest import start_worker
-from tests.workers.test_command import LOOP_WAT, load_wat
-from workers.call_context import CallContext
-from workers.component import LoadedComponent
-from workers.engine import EngineHost
+from tests.workers.sandbox.test_wasi_command import LOOP_WAT, load_wat
+from workers.sandbox.call_context import CallContext
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
 

@@ -22,8 +22,8 @@ from schemas.micro import MicroInfo, MicroPing, MicroStats
 from schemas.wire import CallToolResult
 from tests.conftest import deadline_in
 from tests.workers.conftest import start_worker
-from workers.component import LoadedComponent
 from workers.discovery import SERVICE_NAME, SERVICE_VERSION
+from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 QUIET_S = 0.3

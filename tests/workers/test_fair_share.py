@@ -21,7 +21,7 @@ from schemas.config import WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply
 from tests.conftest import deadline_in, eventually
-from workers.component import LoadedComponent
+from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 SIGNER = PrincipalSigner("fair-share-test-key-fair-share")

@@ -12,8 +12,9 @@ from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import encode
 from schemas.config import WorkerSettings
-from workers.component import LoadedComponent
-from workers.service import FinishedCall, WorkerService
+from workers.answers import FinishedCall
+from workers.sandbox.component import LoadedComponent
+from workers.service import WorkerService
 
 KEY = "worker-test-principal-key"
 

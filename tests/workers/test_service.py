@@ -16,8 +16,8 @@ from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorBody, ErrorReply, WorkerAnnouncement
 from tests.conftest import TESTKIT_WAT, deadline_in, text
 from tests.workers.conftest import start_worker
-from workers.component import LoadedComponent
-from workers.engine import EngineHost
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
 
@@ -189,3 +189,15 @@ async def test_a_tool_at_its_concurrency_limit_answers_overloaded(
         assert decode((await busy).data, CallToolResult).is_error
     finally:
         await service.stop(grace_s=1)
+
+
+async def test_tool_listeners_are_told_of_each_change_of_the_tool_set(
+    worker: WorkerService, kit: LoadedComponent
+) -> None:
+    # The task runner follows the tool set this way: told at once, never polling.
+    told: list[frozenset[str]] = []
+    worker.tool_listeners.append(told.append)
+    first = kit.tools[0]
+    await worker.set_source(kit.name, kit, [first])
+    await worker.remove_source(kit.name)
+    assert told == [frozenset({first.name}), frozenset()]

@@ -1,0 +1,67 @@
+"""Stopping a running guest: at its wall-clock deadline, or when its call is cancelled.
+
+Each Store's epoch deadline is one tick (10 ms) ahead, always; when it is reached wasmtime calls
+``Interrupts.on_tick`` (through the C API's epoch-deadline callback, which wasmtime-py does not
+wrap), which either grants one more tick or ends the guest with a trap naming the reason. So a
+guest is stopped within a tick of its deadline — as with a plain epoch deadline — and also within
+a tick of a cancellation, which a plain deadline cannot do: a Store's deadline can only be set
+from the thread running it. The check is a few attribute reads, once per 10 ms of guest time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import wasmtime
+
+from workers.sandbox.wasmtime_adapter import CONTINUE, epoch_callback, set_epoch_deadline_callback, trap
+
+TIMED_OUT = "toolbus: deadline reached"
+"""The root cause of the trap that ends a guest at its deadline."""
+CANCELLED = "toolbus: call cancelled"
+"""The root cause of the trap that ends a guest whose call was cancelled."""
+
+
+class Interrupts:
+    """When one Store's guest must stop. Re-armed before each call that uses the Store."""
+
+    __slots__ = ("_callback", "cancelled", "deadline")
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        """``time.monotonic()`` value at which the guest is stopped."""
+        self.cancelled: threading.Event | None = None
+        self._callback = epoch_callback(self._on_tick)  # kept alive as long as the Store is
+
+    def install(self, store: wasmtime.Store) -> None:
+        """Make ``store`` consult these interrupts every epoch tick (once, at creation)."""
+        set_epoch_deadline_callback(store, self._callback)
+
+    def arm(self, store: wasmtime.Store, timeout_s: float, cancelled: threading.Event | None) -> None:
+        """Stop the guest ``timeout_s`` from now, or as soon as ``cancelled`` is set."""
+        self.deadline = time.monotonic() + timeout_s
+        self.cancelled = cancelled
+        # The deadline must exist before instantiate: guests run code while instantiating.
+        store.set_epoch_deadline(1)
+
+    def _on_tick(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        cancelled = self.cancelled
+        if cancelled is not None and cancelled.is_set():
+            return trap(CANCELLED)
+        if time.monotonic() >= self.deadline:
+            return trap(TIMED_OUT)
+        delta[0] = 1
+        kind[0] = CONTINUE
+        return 0
+
+
+class InterruptibleStore(wasmtime.Store):
+    """A Store that carries its ``Interrupts`` (and so keeps their C callback alive)."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        super().__init__(engine)
+        self.interrupts = Interrupts()
+        self.interrupts.install(self)

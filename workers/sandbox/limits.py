@@ -1,0 +1,84 @@
+"""The one Store factory, and the limits every Store is bound by.
+
+Every Store a worker creates comes from ``sandbox_store``, which gives it WASI and its
+interrupts (deadline and cancellation, see ``workers.sandbox.interrupts``) before the caller can touch
+it: a Store without WASI aborts the whole process at the guest's first WASI call, and one
+without an epoch deadline traps at once (or, with a stale one, runs forever). Memory and fuel
+limits are set in the same place, so no call path can forget them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import wasmtime
+
+from schemas.config import LimitsSettings
+from workers.sandbox.engine import DEFAULT_FUEL, EngineHost
+from workers.sandbox.interrupts import CANCELLED, TIMED_OUT, InterruptibleStore
+
+MIB = 1 << 20
+LOAD_CHECK_TIMEOUT_S = 10.0
+"""Time allowed for the trial instantiation at load (componentize-py guests need ~1 ms)."""
+
+OUT_OF_MEMORY_MARKERS = ("MemoryError", "out of memory", "memory allocation of")
+"""How guests report a failed allocation on stderr (CPython, C/WAT by convention, Rust).
+
+The host cannot see a refused ``memory.grow``: wasmtime's store limiter returns -1 to the
+guest and tells nobody, and what the guest does next (a trap, an exception) is its own
+business. A trap whose stderr says one of these is reported as a memory-limit hit.
+"""
+
+_INSTANTIATE_OVER_LIMIT = re.compile(r"memory minimum size of \d+ pages exceeds memory limits")
+
+
+def sandbox_store(
+    engine_host: EngineHost,
+    wasi: wasmtime.WasiConfig,
+    limits: LimitsSettings,
+    timeout_s: float,
+    cancelled: threading.Event | None = None,
+) -> InterruptibleStore:
+    """A Store on ``engine_host`` with WASI, interrupts, memory limits and (if metered) fuel.
+
+    The WASI config is required, not optional: it is what keeps the process alive. The guest
+    is stopped after ``timeout_s`` or once ``cancelled`` is set.
+    """
+    store = InterruptibleStore(engine_host.engine)
+    store.set_wasi(wasi)
+    store.set_limits(memory_size=limits.memory_mib * MIB)
+    rearm(store, engine_host, limits, timeout_s, cancelled)
+    return store
+
+
+def rearm(
+    store: InterruptibleStore,
+    engine_host: EngineHost,
+    limits: LimitsSettings,
+    timeout_s: float,
+    cancelled: threading.Event | None = None,
+) -> None:
+    """Give a Store a fresh deadline and a full tank before a call (warm instances reuse Stores)."""
+    store.interrupts.arm(store, timeout_s, cancelled)
+    if engine_host.consume_fuel:
+        # Stores start with 0 fuel, which would trap at the first instruction.
+        store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
+
+
+def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, timeout_s: float) -> str | None:
+    """The readable reason when a wasmtime error ``cause`` is a limit being hit, else None."""
+    if cause == TIMED_OUT or cause.endswith("wasm trap: interrupt"):
+        return f"timed out after {timeout_s:g}s"
+    if cause == CANCELLED:
+        return "cancelled"
+    if "all fuel consumed" in cause:
+        return f"ran out of fuel (limit: {limits.fuel:,} units)" if limits.fuel is not None else "ran out of fuel"
+    if _INSTANTIATE_OVER_LIMIT.search(cause) or any(marker in stderr_tail for marker in OUT_OF_MEMORY_MARKERS):
+        return f"exceeded its memory limit of {limits.memory_mib} MiB"
+    return None
+
+
+def effective_timeout_s(deadline_s: float, limits: LimitsSettings) -> float:
+    """A call's wall-clock budget: its deadline, but never more than the tool's own limit."""
+    return min(deadline_s, limits.timeout_s)
