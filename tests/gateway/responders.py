@@ -220,7 +220,7 @@ async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int
 async def refusals_told(nc: NatsClient, subjects: Subjects, reason: str, principal: str, count: int) -> None:
     """Wait until the audit stream tells ``count`` refusals of ``principal`` for ``reason``.
 
-    Refusals alike are one event and then one with their count (``gateway.audit.Refusals``): a
+    Refusals alike are one event and then one with their count (``gateway.audit_trail.Refusals``): a
     first event stands for itself, a summary for the ``repeated`` alike ones after it. Fails when
     more than ``count`` are told.
     """

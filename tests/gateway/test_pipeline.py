@@ -65,7 +65,7 @@ async def test_a_non_finite_number_is_a_parse_error_not_a_way_around_policy(
     assert forbidden == []
     assert len(allowed) == 1
     assert await tasks_of(task_system, "key:ci-bot") == []
-    # Refusals alike are one event and then a count (gateway.audit.Refusals): end the window now.
+    # Refusals alike are one event and then a count (gateway.audit_trail.Refusals): end the window now.
     trail = gateway.state.audit
     assert trail is not None
     trail.refusals.flush()
