@@ -260,6 +260,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 max_per_principal=settings.gateway.max_sessions_per_principal,
                 initializes_per_minute=settings.gateway.initializes_per_minute,
             ),
+            max_waiting_per_principal=settings.gateway.max_waiting_per_principal,
         ),
     ]
     if settings.gateway.hot_path:
