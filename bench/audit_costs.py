@@ -25,11 +25,11 @@ from bench.stats import per_call_us
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
-from gateway.audit import AuditTrail
+from gateway.audit_trail import AuditTrail
 from gateway.principals import Principal
 from gateway.ratelimit import RateLimiter
-from gateway.tools import CallRecord
-from registry.audit import ensure_audit_stream
+from gateway.tool_service import CallRecord
+from registry.audit_stream import ensure_audit_stream
 from schemas.config import AuditSettings, RateLimit, RateLimitSettings
 
 NUMBER = 20_000

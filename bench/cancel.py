@@ -43,6 +43,7 @@ from nats.aio.msg import Msg
 from bench.mcp_http import ERA_2025, ERA_2026
 from bench.plan import Plan
 from bench.stats import summary
+from bus.call_request import CallRequests
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, encode
 from schemas.errors import ErrorCode
@@ -374,12 +375,11 @@ def _bus_cancel(nc: NatsClient, subjects: Subjects) -> Cancel:
 
 
 def _bus_call(nc: NatsClient, subjects: Subjects, tool: str, arguments: Any) -> Callable[[], Awaitable[Msg]]:
+    requests = CallRequests(subjects)
+
     def call() -> Awaitable[Msg]:
-        headers = {
-            Header.REQUEST_ID: nc.new_inbox().rpartition(".")[2],
-            Header.DEADLINE_MS: str(int((time.time() + 30) * 1000)),
-        }
-        return nc.request(subjects.call(tool), encode(arguments), timeout=30, headers=headers)
+        request = requests.build(tool, encode(arguments), timeout_s=30)
+        return nc.request(request.subject, request.body, timeout=30, headers=request.headers)
 
     return call
 

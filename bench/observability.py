@@ -27,9 +27,9 @@ from bus.embedded import free_port
 from bus.telemetry import start_tracing
 from cli.logs import configure_logging
 from gateway.call_log import log_call
-from gateway.catalogue import Catalogue
+from gateway.catalogue_mirror import CatalogueMirror
 from gateway.metrics import GatewayMetrics
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService, client_traceparent
 from schemas.codec import encode
 from schemas.config import TelemetrySettings
@@ -56,7 +56,7 @@ def _per_call_us(call: Callable[[], object]) -> float:
     return per_call_us(call, number=NUMBER, repeat=REPEAT)
 
 
-def _service(catalogue: Catalogue, *, observers: str, traced: bool = False) -> ToolService:
+def _service(catalogue: CatalogueMirror, *, observers: str, traced: bool = False) -> ToolService:
     if traced:
         tracing = start_tracing(TelemetrySettings(otlp_endpoint=f"http://127.0.0.1:{free_port()}"), "gateway")
         assert tracing is not None
@@ -76,7 +76,7 @@ def main() -> None:
     # The log lines go where a production gateway's go (JSON on stderr), here into /dev/null.
     sys.stderr = open(os.devnull, "w")  # for the whole run
     configure_logging("json")
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace([descriptor(0)])
     [name] = catalogue.names()
     arguments = {"a": 1, "b": 2}

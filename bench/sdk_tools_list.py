@@ -17,9 +17,9 @@ import mcp.types as types
 
 from bench.stats import per_call_us, run_unsuspended
 from bench.tools_list import descriptor
-from gateway.catalogue import Catalogue
+from gateway.catalogue_mirror import CatalogueMirror
 from gateway.server import ToolFrontend
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 
 TOOLS = 100
 NUMBER = 300
@@ -31,7 +31,7 @@ def _per_call_us(call: Callable[[], object]) -> float:
 
 
 def main() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace(descriptor(i) for i in range(TOOLS))
     frontend = ToolFrontend(ToolService(catalogue, page_size=TOOLS))
     entries = [catalogue.get(name) for name in catalogue.names()]

@@ -235,7 +235,7 @@ class Subjects:
 
     @property
     def audit_stream(self) -> str:
-        """Stream of the audit trail (``registry.audit``), capturing ``audit_subjects``."""
+        """Stream of the audit trail (``registry.audit_stream``), capturing ``audit_subjects``."""
         return f"{self.prefix}_AUDIT"
 
     @property

@@ -1,4 +1,4 @@
-"""``toolbus audit``: print recent events of the audit trail (``registry.audit``), one readable line each."""
+"""``toolbus audit``: print recent events of the audit trail (``registry.audit_stream``), one readable line each."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bus.connection import connected
 from bus.errors import BusError, NotFound
 from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
-from registry.audit import recent
+from registry.audit_stream import recent
 from schemas.config import Settings
 from schemas.wire import AuthFailureEvent, CallAuditEvent
 
@@ -37,7 +37,7 @@ def summary(subject: str, body: dict[str, Any], prefix: str) -> str:
 
 
 def _gateway_summary(kind: str, body: dict[str, Any]) -> str | None:
-    """The line of a gateway's audit event (``gateway.audit``), or None if it is not one."""
+    """The line of a gateway's audit event (``gateway.audit_trail``), or None if it is not one."""
     try:
         if kind.startswith("audit.call."):
             call = msgspec.convert(body, CallAuditEvent)

@@ -11,8 +11,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from nats.nuid import NUID
-
+from bus.call_request import new_request_id
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.principal import PrincipalSigner
@@ -58,8 +57,7 @@ async def _request(settings: Settings, verb: str, body: bytes, principal: str) -
     key = settings.nats.principal_key
     if principal and key is not None:
         # An operator holding the principal key speaks for the principal it names, as a gateway does.
-        request_id = NUID().next().decode()
-        headers[Header.REQUEST_ID] = request_id
+        headers[Header.REQUEST_ID] = new_request_id()
         subject = subjects.task_request(verb)
         PrincipalSigner(key).stamp(headers, principal, subject=subject, body=body, valid_for_s=REQUEST_TIMEOUT_S)
     async with connected(settings.nats, name="toolbus-tasks") as nc:

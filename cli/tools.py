@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import uuid
 
+from bus.call_request import CallRequests
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects, is_valid_tool_name
@@ -71,15 +70,14 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
         return 2
-    subjects = Subjects(settings.nats.prefix)
-    headers = {
-        Header.REQUEST_ID: uuid.uuid4().hex,
-        Header.DEADLINE_MS: str(int((time.time() + args.timeout) * 1000)),
-    }
+    # No era and no principal: an operator's call is a plain NATS caller's, as `nats req` would send.
+    request = CallRequests(Subjects(settings.nats.prefix)).build(
+        args.tool, args.arguments.encode(), timeout_s=args.timeout
+    )
     async with connected(settings.nats, name="toolbus-cli") as nc:
         try:
             reply = await send_request(
-                nc, subjects.call(args.tool), args.arguments.encode(), timeout_s=args.timeout, headers=headers
+                nc, request.subject, request.body, timeout_s=args.timeout, headers=request.headers
             )
         except NoResponders:
             print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)

@@ -1,4 +1,9 @@
-"""The gateway's ASGI app (Starlette) and its uvicorn runner.
+"""The gateway's ASGI app (Starlette), its middleware stack, and its uvicorn runner.
+
+The middleware is one declared list, outermost first, built by ``build_stack`` the way
+Starlette's ``build_middleware_stack`` builds its own: the error boundary, the front door, the
+hot path, then the Starlette app. Code that needs a layer later (tests, the bench, the server's
+shutdown) asks ``gateway_state`` for what the build recorded instead of walking ``.app`` links.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
 starts the catalogue watch and the tool-list change notices, opens the task store (its
@@ -12,14 +17,16 @@ import asyncio
 import contextlib
 import functools
 import socket
+import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from nats.aio.client import Client as NatsClient
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,11 +38,11 @@ from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from bus.telemetry import start_tracing
-from gateway.audit import AuditTrail
+from gateway.audit_trail import AuditTrail
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
-from gateway.catalogue import Catalogue, CatalogueWatcher
+from gateway.catalogue_mirror import CatalogueMirror, CatalogueMirrorWatcher
 from gateway.changes import ListChanges
 from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
@@ -45,8 +52,8 @@ from gateway.ratelimit import RateLimiter
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.sessions import SessionOwners
-from gateway.tasks import TaskFrontend
-from gateway.tools import ToolService
+from gateway.task_frontend import TaskFrontend
+from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService
 from schemas.config import Settings
 from stores import TaskStore
@@ -61,20 +68,46 @@ DRAIN_TIMEOUT_S: Final = 10.0
 """Upper bound on draining NATS at shutdown."""
 CLIENT_NAME: Final = "toolbus-gateway"
 
+_Layer = TypeVar("_Layer")
+
 
 class GatewayState:
     """What the routes and the lifespan share: the NATS connection, the catalogue, its change notices."""
 
-    def __init__(self, catalogue: Catalogue, changes: ListChanges) -> None:
+    def __init__(self, catalogue: CatalogueMirror, changes: ListChanges) -> None:
         self.catalogue = catalogue
         self.changes = changes
         self.nc: NatsClient | None = None
         self.audit: AuditTrail | None = None
-        """The audit trail (``gateway.audit``) once NATS is connected: auth failures go to ``audit.auth_failure``."""
+        """The audit trail (``gateway.audit_trail``) once NATS is connected: auth failures go to
+        ``audit.auth_failure``."""
         self.rate_limiter: RateLimiter | None = None
         """The shared rate limits (``gateway.ratelimit``) once NATS is connected."""
         self.front_door: FrontDoor | None = None
         """One reading and every decision per request: authentication, sessions, policy, rate limits."""
+        self.hot_path: HotPath | None = None
+        """The lean ``tools/call`` and ``tools/list`` (``None`` with ``gateway.hot_path = false``)."""
+
+
+_BUILT: Final[weakref.WeakKeyDictionary[ASGIApp, GatewayState]] = weakref.WeakKeyDictionary()
+"""The state of each app ``build_app`` returned, by the app: weak, so a dropped app frees it."""
+
+
+def build_stack(app: ASGIApp, middleware: Sequence[Middleware]) -> list[ASGIApp]:
+    """``app`` wrapped in ``middleware``, listed outermost first (as Starlette lists its own).
+
+    Returns every layer, outermost first, ending with ``app``: the first is what to serve.
+    """
+    layers = [app]
+    for cls, args, kwargs in reversed(middleware):
+        layers.append(cls(layers[-1], *args, **kwargs))
+    layers.reverse()
+    return layers
+
+
+def _layer(layers: Sequence[ASGIApp], kind: type[_Layer]) -> _Layer | None:
+    """The layer of type ``kind`` in a built stack (read once, when the gateway is built)."""
+    return next((layer for layer in layers if isinstance(layer, kind)), None)
 
 
 async def connect_nats(settings: Settings) -> NatsClient:
@@ -104,7 +137,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     only when the lifespan connected) drains the connection at shutdown.
     """
     subjects = Subjects(settings.nats.prefix)
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     tracing = start_tracing(settings.telemetry, "gateway")
     service = (
         ToolService(catalogue, page_size=settings.gateway.page_size)
@@ -133,11 +166,11 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         conn = nc or await connect_nats(settings)
-        watcher: CatalogueWatcher | None = None
+        watcher: CatalogueMirrorWatcher | None = None
         audit: AuditTrail | None = None
         try:
             kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
-            watcher = CatalogueWatcher(kv, catalogue)
+            watcher = CatalogueMirrorWatcher(kv, catalogue)
             watcher.start()
             try:
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
@@ -214,35 +247,46 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         Route("/readyz", endpoint=readyz, methods=["GET"]),
         Route("/metrics", endpoint=metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.gateway = state
-    served: ASGIApp = app
-    if settings.gateway.hot_path:
-        served = HotPath(
-            app,
-            service=service,
-            server=server,
-            session_manager=session_manager,
-            security=security,
+    middleware = [
+        # Outermost: an exception anywhere below becomes a JSON-RPC error, never a traceback.
+        Middleware(ErrorBoundary),
+        # Always in front, auth or not: it reads and judges every POST, once (gateway.inbound).
+        Middleware(
+            FrontDoor,
             path=settings.gateway.path,
-            log_levels=frontend.log_levels,
-        )
-        metrics.watch_hot_path(served)
-    # Always in front, auth or not: it reads and judges every POST, once (gateway.inbound).
-    front_door = FrontDoor(
-        served,
-        path=settings.gateway.path,
-        max_body_bytes=session_manager.max_request_body_size,
-        auth=settings.auth,
-        sessions=SessionOwners(
-            alive=functools.partial(session_alive, session_manager),
-            max_per_principal=settings.gateway.max_sessions_per_principal,
-            initializes_per_minute=settings.gateway.initializes_per_minute,
+            max_body_bytes=session_manager.max_request_body_size,
+            auth=settings.auth,
+            sessions=SessionOwners(
+                alive=functools.partial(session_alive, session_manager),
+                max_per_principal=settings.gateway.max_sessions_per_principal,
+                initializes_per_minute=settings.gateway.initializes_per_minute,
+            ),
+            max_waiting_per_principal=settings.gateway.max_waiting_per_principal,
         ),
-    )
-    service.policy = front_door.policy  # tools/list shows what the front door lets through
+    ]
+    if settings.gateway.hot_path:
+        middleware.append(
+            Middleware(
+                HotPath,
+                service=service,
+                server=server,
+                session_manager=session_manager,
+                security=security,
+                path=settings.gateway.path,
+                log_levels=frontend.log_levels,
+            )
+        )
+    layers = build_stack(Starlette(routes=routes, lifespan=lifespan), middleware)
+    front_door = _layer(layers, FrontDoor)
+    assert front_door is not None  # declared above, whatever the settings
     state.front_door = front_door
-    return ErrorBoundary(front_door)
+    state.hot_path = _layer(layers, HotPath)
+    if state.hot_path is not None:
+        metrics.watch_hot_path(state.hot_path)
+    service.policy = front_door.policy  # tools/list shows what the front door lets through
+    served = layers[0]
+    _BUILT[served] = state
+    return served
 
 
 def audited_refusals(audit: AuditTrail) -> OnRefusal:
@@ -263,26 +307,21 @@ def audited_refusals(audit: AuditTrail) -> OnRefusal:
     return refused
 
 
-def _layers(app: ASGIApp) -> list[ASGIApp]:
-    """The layers of an app made by ``build_app``, outermost first, down to its Starlette app."""
-    layers = [app]
-    while isinstance(layers[-1], ErrorBoundary | FrontDoor | HotPath):
-        layers.append(layers[-1].app)
-    return layers
-
-
 def gateway_state(app: ASGIApp) -> GatewayState:
-    """The shared state of an app made by ``build_app``."""
-    inner = _layers(app)[-1]
-    if not isinstance(inner, Starlette):
-        raise TypeError(f"not an app made by build_app: {type(app).__name__}")
-    state: GatewayState = inner.state.gateway
-    return state
+    """The shared state of an app made by ``build_app``.
+
+    Raises:
+        TypeError: ``app`` is not one ``build_app`` returned.
+    """
+    try:
+        return _BUILT[app]
+    except (KeyError, TypeError):  # TypeError: an app that cannot be weakly referenced
+        raise TypeError(f"not an app made by build_app: {type(app).__name__}") from None
 
 
 def hot_path(app: ASGIApp) -> HotPath | None:
     """The hot path of an app made by ``build_app`` (``None`` with ``hot_path = false``)."""
-    return next((layer for layer in _layers(app) if isinstance(layer, HotPath)), None)
+    return gateway_state(app).hot_path
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:

@@ -12,7 +12,7 @@ from typing import Any, Final
 import structlog
 
 from bus.telemetry import trace_id
-from gateway.tools import CallRecord
+from gateway.tool_service import CallRecord
 
 log = structlog.get_logger("toolbus.calls")
 

@@ -20,7 +20,6 @@ Around the request:
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Final
 
 import anyio
@@ -28,8 +27,8 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.nuid import NUID
 
+from bus.call_request import CallRequest, CallRequests
 from bus.connection import on_disconnect
 from bus.errors import BusError, BusTimeout, ConnectionLost, MessageTooLarge, NoResponders, nats_boundary
 from bus.principal import PrincipalSigner
@@ -117,8 +116,7 @@ class ToolCaller:
         self._nc = nc
         self._subjects = subjects
         self.timeout_s = timeout_s
-        self._signer = signer
-        self._ids = NUID()  # unique request ids at a fraction of uuid4's cost
+        self._requests = CallRequests(subjects, signer)
         self._waiting: set[asyncio.Task[Any]] = set()
         """Tasks awaiting a reply right now (a set add and discard per call: no task of its own)."""
         self._lost: set[asyncio.Task[Any]] = set()
@@ -158,37 +156,35 @@ class ToolCaller:
         ``principal`` travels signed (``bus.principal``) when the caller has a signer.
 
         ``events`` receives the call's progress and log events while it runs, when it wants any.
-        ``request_id`` must be a subject token (it names the cancel subject); by default a NUID.
+        ``request_id`` must be a subject token (it names the cancel subject); by default a fresh one
+        (``bus.call_request.new_request_id``).
 
         Raises:
             CallFailed: no worker, deadline passed, or the worker replied with a typed error.
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        payload = encode(arguments)
+        body = encode(arguments)
         if not self._nc.is_connected:
             # While reconnecting nats-py would buffer the request and we would only learn at
             # the deadline; say at once that nothing is reachable.
             raise BusDisconnected(
                 f"the gateway is not connected to NATS, so tool {tool!r} cannot be reached; retry later", tool=tool
             )
-        request_id = request_id or self._ids.next().decode()
-        headers = {
-            Header.REQUEST_ID: request_id,
-            Header.DEADLINE_MS: str(int((time.time() + timeout_s) * 1000)),
-            Header.ERA: era,
-        }
-        if traceparent:
-            headers[Header.TRACEPARENT] = traceparent
-        if principal is not None and self._signer is not None:
-            self._signer.stamp(
-                headers, principal, subject=self._subjects.call(tool), body=payload, valid_for_s=timeout_s
-            )
+        request = self._requests.build(
+            tool,
+            body,
+            timeout_s=timeout_s,
+            era=era,
+            request_id=request_id,
+            traceparent=traceparent,
+            principal=principal,
+        )
         if events is None or not events.wanted:
-            return await self._request(tool, payload, headers, timeout_s)
-        return await self._request_with_events(tool, payload, headers, timeout_s, events)
+            return await self._request(tool, request, timeout_s)
+        return await self._request_with_events(tool, request, timeout_s, events)
 
     async def _request_with_events(
-        self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float, events: EventRelay
+        self, tool: str, request: CallRequest, timeout_s: float, events: EventRelay
     ) -> bytes:
         async def on_event(msg: Msg) -> None:
             await events.on_message(msg.data)
@@ -197,12 +193,12 @@ class ToolCaller:
         # SUB goes out ahead of the request on this connection, so the server has it before
         # any worker sees the call: no round trip needed.
         subscription = await self._nc.subscribe(inbox, cb=on_event)
-        headers[Header.EVENTS] = inbox
+        request.headers[Header.EVENTS] = inbox
         if events.log_level is not None:
-            headers[Header.LOG_LEVEL] = events.log_level
+            request.headers[Header.LOG_LEVEL] = events.log_level
         try:
             try:
-                result = await self._request(tool, payload, headers, timeout_s)
+                result = await self._request(tool, request, timeout_s)
             except CallFailed:
                 await events.catch_up(subscription.delivered)  # logs may say why
                 raise
@@ -212,8 +208,8 @@ class ToolCaller:
         finally:
             await unsubscribe_quietly(subscription)
 
-    async def _request(self, tool: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> bytes:
-        request_id = headers[Header.REQUEST_ID]
+    async def _request(self, tool: str, request: CallRequest, timeout_s: float) -> bytes:
+        request_id = request.request_id
         task = asyncio.current_task()
         assert task is not None
         lost = False
@@ -221,7 +217,9 @@ class ToolCaller:
             self._waiting.add(task)
             try:
                 with nats_boundary:  # costs two plain calls when nothing is raised
-                    msg = await self._nc.request(self._subjects.call(tool), payload, timeout=timeout_s, headers=headers)
+                    msg = await self._nc.request(
+                        request.subject, request.body, timeout=timeout_s, headers=request.headers
+                    )
             finally:
                 self._waiting.discard(task)
                 lost = self._forget_loss(task)
@@ -244,7 +242,7 @@ class ToolCaller:
             raise
         except MessageTooLarge as exc:
             raise PayloadTooLarge(
-                f"the arguments for tool {tool!r} are {len(payload)} bytes; the bus allows at most "
+                f"the arguments for tool {tool!r} are {len(request.body)} bytes; the bus allows at most "
                 f"{self._nc.max_payload}",
                 tool=tool,
                 detail=str(exc),

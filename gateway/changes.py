@@ -31,7 +31,7 @@ import structlog
 from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
-from gateway.catalogue import Catalogue, CatalogueChange
+from gateway.catalogue_mirror import CatalogueChange, CatalogueMirror
 from gateway.sdk_adapter import connection_of
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ class _Mailbox:
 class ListChanges:
     """Tells connected clients, in both protocol eras, that ``tools/list`` changed."""
 
-    def __init__(self, catalogue: Catalogue, *, debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S):
+    def __init__(self, catalogue: CatalogueMirror, *, debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S):
         self._catalogue = catalogue
         self._debounce_s = debounce_s
         self._max_delay_s = max_delay_s

@@ -20,7 +20,9 @@ In order:
    or a ``tasks/*`` method) from a principal without task access → 403.
 6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
    per-minute share → 429.
-7. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
+7. **Waiting requests** (``max_waiting_per_principal``): a GET stream, ``subscriptions/listen``
+   or ``tasks/result`` beyond the principal's share of requests held open → 429.
+8. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
    tool), shared by every replica → 429 with ``Retry-After``. A request refused as malformed
    (step 4, or a repeated routing header) counts against the per-principal limit too.
 Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
@@ -75,9 +77,11 @@ _ROUTING_HEADERS: Final = {
     _CONTENT_TYPE_HEADER: "Content-Type",
 }
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
+_WAITING_METHODS: Final = frozenset({"tasks/result", "subscriptions/listen"})
+"""POSTs answered only when something happens (a task ends, a list changes), not when computed."""
 
 
-class RateLimit(Protocol):
+class RateLimitCheck(Protocol):
     """What the front door asks of a rate limiter (``gateway.ratelimit``)."""
 
     async def check(self, principal: str, tool: str | None) -> float | None:
@@ -92,7 +96,8 @@ class Refusal:
     reason: str
     """``missing_token``, ``invalid_token``, ``expired``, … (``gateway.auth.AuthFailure``),
     ``forbidden_tool``, ``forbidden_tasks``, ``rate_limited``, ``too_many_sessions``,
-    ``foreign_session`` (another principal's session id) or ``malformed_request`` (the body)."""
+    ``foreign_session`` (another principal's session id), ``too_many_waiting`` (requests held
+    open) or ``malformed_request`` (the body)."""
     status: int
     principal: str | None
     """Who was refused: the verified subject, or what a failed credential claimed."""
@@ -131,8 +136,9 @@ class FrontDoor:
         max_body_bytes: int,
         auth: AuthSettings | None,
         sessions: SessionOwners,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimitCheck | None = None,
         on_refusal: OnRefusal | None = None,
+        max_waiting_per_principal: int | None = None,
     ) -> None:
         self.app = app
         self._path = path
@@ -143,6 +149,9 @@ class FrontDoor:
         self.sessions = sessions
         self.rate_limit = rate_limit
         self.on_refusal = on_refusal
+        self._max_waiting = max_waiting_per_principal
+        self._waiting: dict[str, int] = {}
+        """Principal → its requests held open now (only those that wait: see ``_WAITING_METHODS``)."""
         self._metadata: bytes | None = None
         self._metadata_paths: frozenset[str] = frozenset()
         if auth is not None:
@@ -182,7 +191,10 @@ class FrontDoor:
                 await _respond(send, 404, _SESSION_NOT_FOUND, [_JSON])
                 return
         if scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            if scope["method"] == "GET":  # the 2025 era's stream: held open for as long as the client likes
+                await self._waited(scope, receive, send, principal, None)
+            else:
+                await self.app(scope, receive, send)
             return
         try:
             check_content_type(content_type)
@@ -204,7 +216,35 @@ class FrontDoor:
         scope[INBOUND_KEY] = inbound
         if inbound.opens_session:
             send = self._binding_session(send, principal.subject)
-        await self.app(scope, _replay(inbound, receive), send)
+        if inbound.method in _WAITING_METHODS:
+            await self._waited(scope, _replay(inbound, receive), send, principal, inbound.method)
+        else:
+            await self.app(scope, _replay(inbound, receive), send)
+
+    async def _waited(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal, method: str | None
+    ) -> None:
+        """Serve a request that waits (a stream, a result not there yet), counted against the
+        principal's share of requests held open; 429 past it."""
+        if self._max_waiting is None:
+            await self.app(scope, receive, send)
+            return
+        subject = principal.subject
+        held = self._waiting.get(subject, 0)
+        if held >= self._max_waiting:
+            description = f"{held} requests held open already; close one first"
+            refusal = Refusal("too_many_waiting", 429, subject, method, description=description, retry_after_s=1.0)
+            await self._refuse(scope, send, replace(refusal, auth_method=principal.method))
+            return
+        self._waiting[subject] = held + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._waiting[subject] - 1
+            if left:
+                self._waiting[subject] = left
+            else:
+                del self._waiting[subject]
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or ``None`` once it has been refused (413 over the limit) or the client left.

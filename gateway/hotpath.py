@@ -17,7 +17,7 @@ and serves a request only when all of these hold:
   the envelope;
 - 2025-11-25: a live session (whose owner the front door has checked) that asked for no logs.
 Anything else — other methods, notifications, every rejection, progress and logs to relay, tasks
-(``gateway.tasks``) — is handed to the SDK with the canonical body, so the SDK produces every
+(``gateway.task_frontend``) — is handed to the SDK with the canonical body, so the SDK produces every
 rejection itself. Results go through the same ``ToolService`` as the SDK handlers. The SDK's
 private names this needs are in ``gateway.sdk_adapter``.
 The one visible difference: a 2025-era answer is ``application/json`` where the SDK's
@@ -69,7 +69,7 @@ from gateway.errors import INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.inbound import INBOUND_KEY, Inbound
 from gateway.principals import Principal, principal_in
 from gateway.sdk_adapter import hand_to_session_manager, holding_session, session_transport
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.codec import encode
 from schemas.wire import UNSET, CallToolResult, Content
@@ -310,7 +310,7 @@ class HotPath:
             if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
                 return False
             if inbound.creates_task:
-                return False  # the client takes tasks: this call becomes one (gateway.tasks)
+                return False  # the client takes tasks: this call becomes one (gateway.task_frontend)
             if method == "tools/call" and self._param_headers.declared(params["name"]):
                 return False  # the SDK checks the tool's Mcp-Param-* headers (400 / -32020)
             verdict = classify_inbound_request(decoded, headers=headers)

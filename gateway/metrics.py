@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bus.errors import BusError
-from gateway.catalogue import Catalogue
-from gateway.tools import CallRecord, ToolService
+from gateway.catalogue_mirror import CatalogueMirror
+from gateway.tool_service import CallRecord, ToolService
 from schemas.wire import TaskRecord, TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -85,7 +85,7 @@ class GatewayMetrics:
     def __init__(
         self,
         service: ToolService,
-        catalogue: Catalogue,
+        catalogue: CatalogueMirror,
         *,
         nats_connected: Callable[[], bool],
         task_store: Callable[[], TaskRecords | None],

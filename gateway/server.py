@@ -3,7 +3,7 @@
 These handlers serve every request the lean hot path (``gateway.hotpath``) hands over: all
 methods other than ``tools/call`` and ``tools/list``, and those two whenever a request is
 unusual (a rejection to produce, progress or logs to relay, a task to create). Both go through
-``gateway.tools``; tasks (``tasks/*``, task-augmented ``tools/call``) through ``gateway.tasks``.
+``gateway.tool_service``; tasks (``tasks/*``, task-augmented ``tools/call``) through ``gateway.task_frontend``.
 Tool-list changes reach clients through ``gateway.changes`` (``subscriptions/listen`` and the
 2025-era GET stream), both served here.
 
@@ -34,15 +34,15 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from gateway.boundary import INTERNAL_ERROR_MESSAGE
-from gateway.catalogue import CatalogueEntry
+from gateway.catalogue_mirror import CatalogueEntry
 from gateway.changes import ListChanges
 from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
 from gateway.events import EventRelay
 from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
-from gateway.tasks import LEGACY_TASKS_CAPABILITY, TaskFrontend
-from gateway.tools import ToolService, is_modern
+from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
+from gateway.tool_service import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
 from schemas.config import GatewaySettings
 
@@ -200,7 +200,7 @@ class GatewayServer(Server[Any]):
     - The 2025-era ``initialize`` says ``tools.listChanged: true``: the SDK advertises ``false``
       there unless the initialization options say otherwise (the 2026-07-28 ``server/discover``
       derives the flag from the ``subscriptions/listen`` handler).
-    - Tasks (``gateway.tasks``): 2025 gets the ``tasks`` capability (``list``, ``cancel``,
+    - Tasks (``gateway.task_frontend``): 2025 gets the ``tasks`` capability (``list``, ``cancel``,
       ``requests.tools.call``); 2026-07-28 gets the ``io.modelcontextprotocol/tasks`` extension.
     """
 

@@ -17,9 +17,9 @@ import structlog
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from bus.telemetry import Tracing, parent_context, traceparent_of, valid_traceparent
-from gateway.catalogue import Catalogue
+from gateway.catalogue_mirror import CatalogueMirror
 from gateway.errors import CallFailed
-from gateway.tools import ToolService
+from gateway.tool_service import ToolService
 from schemas.errors import failed_outcome
 from schemas.wire import CallToolResult
 
@@ -46,7 +46,7 @@ class TracedToolService(ToolService):
     The span never decides a call's fate: if it cannot be made the call goes on without it.
     """
 
-    def __init__(self, catalogue: Catalogue, *, page_size: int, tracing: Tracing) -> None:
+    def __init__(self, catalogue: CatalogueMirror, *, page_size: int, tracing: Tracing) -> None:
         super().__init__(catalogue, page_size=page_size)
         self.tracing = tracing
 

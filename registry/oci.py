@@ -10,6 +10,11 @@ then ``GET /v2/REPO/blobs/DIGEST`` (following the registry's redirect to its blo
 our credentials when that is another origin), verifying each against its digest and bounding its size.
 Pulls are anonymous, answering a registry's bearer-token challenge (``WWW-Authenticate: Bearer
 realm=…``) with an anonymous token. Loopback registries are spoken to over http, others over https.
+
+Two nouns live here: the artifact (reference, manifest, layer, digests) and one pull's HTTP
+session (``_Session``: deadline, token challenge, redirects, bounded reads). They stay in one
+module because the session exists only for ``pull_component`` and shares its error kinds and
+limits; split them if a second user of the distribution API appears (a push, say).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
-from registry.audit import ensure_audit_stream
+from registry.audit_stream import ensure_audit_stream
 from registry.catalogue import Catalogue
 from registry.releases import Releases
 from registry.task_desk import TaskDesk

@@ -109,6 +109,10 @@ class GatewaySettings(SettingsModel):
     all): one more ``initialize`` gets 429, so a single principal cannot shut the others out."""
     initializes_per_minute: Annotated[int, Field(ge=1)] = 600
     """``initialize`` requests one principal may send in any minute; more get 429."""
+    max_waiting_per_principal: Annotated[int, Field(ge=1)] = 64
+    """Requests one principal may hold open at once that wait rather than compute: GET streams,
+    ``subscriptions/listen`` and ``tasks/result``. One more gets 429: connections are shared by
+    everyone (``max_connections``), so no principal may park on all of them."""
 
 
 class OAuthSettings(SettingsModel):

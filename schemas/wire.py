@@ -366,7 +366,7 @@ class AuthFailureEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     detail: str = ""
     repeated: int = 0
     """Refusals alike this one that followed it within the gateway's window, counted instead of
-    sent one by one (``gateway.audit.Refusals``); this event is their summary. 0: a first one."""
+    sent one by one (``gateway.audit_trail.Refusals``); this event is their summary. 0: a first one."""
 
 
 class RateWindow(msgspec.Struct, frozen=True, array_like=True):

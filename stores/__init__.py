@@ -14,7 +14,7 @@ from stores.errors import (
     UnknownCursor,
     VersionExists,
 )
-from stores.packages import (
+from stores.package_store import (
     LATEST,
     KeyParts,
     PackageStore,
@@ -25,7 +25,7 @@ from stores.packages import (
     parse_key,
     version_order,
 )
-from stores.tasks import TaskStore, ensure_tasks_stream, task_consumer_config
+from stores.task_store import TaskStore, ensure_tasks_stream, task_consumer_config
 
 __all__ = [
     "LATEST",

@@ -29,7 +29,7 @@ from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
-from workers.tasks import TaskRunner
+from workers.task_runner import TaskRunner
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from workers.package_follower import PackageFollower
 from workers.sandbox import EngineHost
 from workers.service import WorkerService
 from workers.sources import load_components
-from workers.tasks import TaskRunner
+from workers.task_runner import TaskRunner
 from workers.telemetry import watch_calls
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,7 @@ from bus.connection import caught_up, connect, published_only
 from bus.permissions import ROLES, store_rows
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects, subject_matches
-from registry.audit import ensure_audit_stream
+from registry.audit_stream import ensure_audit_stream
 from tests.bus.secure_nats import API_TIMEOUT_S, SecureServer, permission_errors, secure_nats
 from tests.conftest import eventually
 

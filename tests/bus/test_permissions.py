@@ -21,7 +21,7 @@ from bus.connection import connect
 from bus.permissions import ROLES, StoreRow, core_rows, markdown_table, store_rows
 from bus.provisioning import ensure_bucket, ensure_object_store
 from bus.subjects import Subjects
-from registry.audit import ensure_audit_stream
+from registry.audit_stream import ensure_audit_stream
 from schemas.config import TasksSettings
 from stores import TaskStore
 from tests.bus.secure_nats import API_TIMEOUT_S, SecureServer, permission_errors, secure_nats

@@ -20,7 +20,7 @@ from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
 from bus.security import ROLES, Cluster, env_passwords, new_passwords, password_variable, server_config
 from bus.subjects import Subjects
-from gateway.audit import AuditTrail
+from gateway.audit_trail import AuditTrail
 from gateway.ratelimit import RateLimiter
 from registry.service import RegistryService
 from schemas.codec import decode

@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, NotificationBinding, ResultClaim
 
 from gateway.inbound import TASKS_EXTENSION
-from gateway.tasks import UpdateTaskRequestParams
+from gateway.task_frontend import UpdateTaskRequestParams
 
 TASK_TIMEOUT_S = 20.0
 T = TypeVar("T")

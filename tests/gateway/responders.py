@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state, hot_path
 from gateway.hotpath import HotPath
-from registry.audit import recent
+from registry.audit_stream import recent
 from schemas.codec import encode
 from schemas.config import Settings, load_settings
 from schemas.errors import ErrorCode
@@ -203,7 +203,7 @@ async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]
 
 
 AuditEvent = tuple[datetime, str, dict[str, Any]]
-"""An event of the audit stream as ``registry.audit.recent`` reads it: (time, subject, body)."""
+"""An event of the audit stream as ``registry.audit_stream.recent`` reads it: (time, subject, body)."""
 
 
 async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int) -> list[AuditEvent]:
@@ -220,7 +220,7 @@ async def audit_events(nc: NatsClient, subjects: Subjects, kind: str, count: int
 async def refusals_told(nc: NatsClient, subjects: Subjects, reason: str, principal: str, count: int) -> None:
     """Wait until the audit stream tells ``count`` refusals of ``principal`` for ``reason``.
 
-    Refusals alike are one event and then one with their count (``gateway.audit.Refusals``): a
+    Refusals alike are one event and then one with their count (``gateway.audit_trail.Refusals``): a
     first event stands for itself, a summary for the ``repeated`` alike ones after it. Fails when
     more than ``count`` are told.
     """

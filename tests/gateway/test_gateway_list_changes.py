@@ -19,7 +19,7 @@ from mcp import Client
 from mcp.client.session import IncomingMessage
 from nats.js.kv import KeyValue
 
-from gateway.catalogue import Catalogue
+from gateway.catalogue_mirror import CatalogueMirror
 from gateway.changes import ListChanges
 from schemas.wire import ToolDescriptor
 from tests.conftest import eventually
@@ -169,7 +169,7 @@ class FakeSession:
 
 
 async def test_a_stalled_session_holds_up_nobody_and_gets_one_notice_for_what_it_missed() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     changes = ListChanges(catalogue, debounce_s=0.01, max_delay_s=0.05)
     stalled, quick = FakeSession(stalled=True), FakeSession()
     changes.add_session(stalled)
@@ -194,7 +194,7 @@ async def test_a_stalled_session_holds_up_nobody_and_gets_one_notice_for_what_it
 
 
 async def test_catalogue_listener_never_waits() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     changes = ListChanges(catalogue, debounce_s=0.01, max_delay_s=0.05)
     changes.start()
     try:

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-import gateway.tools
+import gateway.tool_service
 from bus.subjects import Header, Subjects
 from gateway.errors import DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_PARAMS, NO_WORKER, OVERLOADED, PAYLOAD_TOO_LARGE
 from schemas.errors import ErrorCode
@@ -318,7 +318,7 @@ async def test_a_bug_is_an_internal_error_without_details(
     def broken(*_args: object) -> str:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(gateway.tools, "argument_problem", broken)
+    monkeypatch.setattr(gateway.tool_service, "argument_problem", broken)
     await put_tools(kv, ADD)
     running = await start_gateway()
     async with Client(running.url, mode=mode) as client:

@@ -16,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.errors import CANCELLED, INVALID_PARAMS
 from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import ANONYMOUS
-from gateway.tasks import UpdateTaskRequestParams
+from gateway.task_frontend import UpdateTaskRequestParams
 from tests.conftest import task_reaches
 from tests.gateway.mcp_tasks import (
     Acknowledged,

@@ -65,7 +65,7 @@ async def test_a_non_finite_number_is_a_parse_error_not_a_way_around_policy(
     assert forbidden == []
     assert len(allowed) == 1
     assert await tasks_of(task_system, "key:ci-bot") == []
-    # Refusals alike are one event and then a count (gateway.audit.Refusals): end the window now.
+    # Refusals alike are one event and then a count (gateway.audit_trail.Refusals): end the window now.
     trail = gateway.state.audit
     assert trail is not None
     trail.refusals.flush()
@@ -208,6 +208,44 @@ async def test_another_principal_gets_404_for_every_verb_on_a_session(
     assert trail is not None
     trail.refusals.flush()
     await refusals_told(task_system.nc, task_system.subjects, "foreign_session", f"jwt:{issuer_of(bob)}#bob", 5)
+
+
+async def test_one_principal_cannot_hold_every_connection_open(secured: Any, issuer: Issuer) -> None:
+    # GET streams (and tasks/result, subscriptions/listen) wait for as long as the client likes;
+    # each holds one of the connections everyone shares. Past its share a principal gets 429.
+    gateway = await secured(gateway={"max_waiting_per_principal": 2})
+    alice, bob = issuer.token(sub="alice"), issuer.token(sub="bob")
+
+    def stream_headers(token: str, session_id: str) -> dict[str, str]:
+        return {
+            "Accept": "text/event-stream",
+            "Authorization": f"Bearer {token}",
+            "Mcp-Protocol-Version": LEGACY,
+            "Mcp-Session-Id": session_id,
+        }
+
+    sessions = [(await open_session(gateway.url, alice)).headers["mcp-session-id"] for _ in range(4)]
+    bobs = (await open_session(gateway.url, bob)).headers["mcp-session-id"]
+    async with contextlib.AsyncExitStack() as streams, httpx2.AsyncClient(timeout=10) as http:
+        for session_id in sessions[:2]:
+            held = await streams.enter_async_context(
+                http.stream("GET", gateway.url, headers=stream_headers(alice, session_id))
+            )
+            assert held.status_code == 200
+        refused = await http.get(gateway.url, headers=stream_headers(alice, sessions[2]))
+        assert refused.status_code == 429 and refused.json()["error"] == "too_many_waiting", refused.text
+        assert refused.headers["retry-after"] == "1"
+        # Another principal's share is untouched.
+        async with http.stream("GET", gateway.url, headers=stream_headers(bob, bobs)) as bobs_stream:
+            assert bobs_stream.status_code == 200
+    # Once alice's streams are closed, her share is free again.
+
+    async def served_again() -> bool:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            async with http.stream("GET", gateway.url, headers=stream_headers(alice, sessions[3])) as again:
+                return again.status_code == 200
+
+    await eventually(served_again, timeout_s=10, what="alice's share never came back")
 
 
 async def test_one_principal_cannot_fill_the_session_table(secured: Any, issuer: Issuer) -> None:

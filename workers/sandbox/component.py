@@ -43,7 +43,6 @@ from workers.sandbox.guest_output import GuestOutput
 from workers.sandbox.interrupts import InterruptibleStore
 from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.sandbox.mcp_host import link_mcp
-from workers.sandbox.wasmtime_adapter import install_per_thread_scratch
 from workers.toolchains.wit_docs import FunctionDocs, function_docs, read_docs
 
 log = structlog.get_logger(__name__)
@@ -57,9 +56,6 @@ HIDDEN_EXPORTS = frozenset({"exports"})
 """Top-level exports that are never tools (componentize-py adds an internal ``exports``)."""
 
 _MISSING_IMPORT = re.compile(r"imports \w+ `([^`]+)`")
-
-
-install_per_thread_scratch()  # before any guest call lowers a variant
 
 
 @dataclass(frozen=True)

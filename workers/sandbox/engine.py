@@ -19,6 +19,8 @@ from typing import Any
 
 import wasmtime
 
+from workers.sandbox.wasmtime_adapter import install_per_thread_scratch
+
 EPOCH_TICK_S = 0.01
 """Epoch period: the resolution of guest timeouts (10 ms is ~free and fine-grained enough)."""
 
@@ -37,6 +39,10 @@ class EngineHost:
         config.consume_fuel = consume_fuel
         self.engine: Any = wasmtime.Engine(config)
         self.fingerprint = engine_fingerprint(consume_fuel=consume_fuel)
+        # Guests run on many threads: wasmtime-py's variant-lowering scratch set must be per
+        # thread before any guest call lowers a variant. Here, not at import: every guest runs
+        # on an engine host, and importing a module should change nothing.
+        install_per_thread_scratch()
         # The host that owns the ticker, and every engine it ticks (one per fuel setting).
         self._root = self
         self._variants: dict[bool, EngineHost] = {consume_fuel: self}

@@ -1,4 +1,6 @@
-"""The gateway's in-memory tool catalogue, kept current by a watch on the tools KV bucket.
+"""The gateway's mirror of the tool catalogue: an in-memory copy of the tools KV bucket, kept
+current by a watch on it. The registry holds the authoritative catalogue (``registry.catalogue``,
+with worker liveness); this copy only reads, hence its name.
 
 No registry round trip per request: ``tools/list`` and argument validation read this. Entries
 are kept sorted by name so pagination is stable, and each carries what serving its tool needs,
@@ -125,7 +127,7 @@ def tool_json(descriptor: ToolDescriptor, *, modern: bool) -> dict[str, Any]:
     if output_schema is not None and (modern or output_schema.get("type") == "object"):
         tool["outputSchema"] = output_schema
     if not modern:
-        # Any tool may run as a 2025 task (gateway.tasks); 2026-07-28 has no such field (the
+        # Any tool may run as a 2025 task (gateway.task_frontend); 2026-07-28 has no such field (the
         # tasks extension lets the server decide per call).
         tool["execution"] = {"taskSupport": "optional"}
     return tool
@@ -141,8 +143,8 @@ def entry_for(descriptor: ToolDescriptor) -> CatalogueEntry:
     )
 
 
-class Catalogue:
-    """Tools by name, sorted; fed by ``CatalogueWatcher`` (or directly, e.g. in tests)."""
+class CatalogueMirror:
+    """Tools by name, sorted; fed by ``CatalogueMirrorWatcher`` (or directly, e.g. in tests)."""
 
     def __init__(self) -> None:
         self._entries: dict[str, CatalogueEntry] = {}
@@ -275,15 +277,15 @@ def _descriptor(key: str, value: bytes) -> ToolDescriptor | None:
     return descriptor
 
 
-class CatalogueWatcher:
-    """Keeps a ``Catalogue`` in step with the tools KV bucket until stopped.
+class CatalogueMirrorWatcher:
+    """Keeps a ``CatalogueMirror`` in step with the tools KV bucket until stopped.
 
     Each (re)opened watch first collects the bucket's current values and swaps them in as one
     snapshot when the initial-values marker arrives, so keys deleted while the watch was down
     disappear too; after that every put, delete and purge is applied as it comes.
     """
 
-    def __init__(self, kv: KeyValue, catalogue: Catalogue, *, retry_s: float = WATCH_RETRY_S) -> None:
+    def __init__(self, kv: KeyValue, catalogue: CatalogueMirror, *, retry_s: float = WATCH_RETRY_S) -> None:
         self._kv = kv
         self._catalogue = catalogue
         self._retry_s = retry_s

@@ -1,4 +1,4 @@
-"""``stores.tasks`` against a real nats-server: what the task store refuses, with which of the
+"""``stores.task_store`` against a real nats-server: what the task store refuses, with which of the
 stores' exceptions (the gateway and the registry map each to its own answer)."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   (completed, failed, cancelled) is never left again: a task ends in exactly one of them.
 - The **work** (stream ``PREFIX_TASKS``, subject ``PREFIX.tasks.work.<tool>``, work-queue
   retention, file storage) is taken by workers through one durable pull consumer per tool,
-  with explicit acks, in-progress heartbeats and a delivery limit (``workers.tasks``).
+  with explicit acks, in-progress heartbeats and a delivery limit (``workers.task_runner``).
 - The **result** (Object Store ``PREFIX_task_results``, name = task id) is the
   ``CallToolResult`` JSON, whatever its size.
 - Every status change is also published on ``PREFIX.tasks.status.<id>`` (the gateway turns it

@@ -3,7 +3,7 @@
 Both front ends — the SDK's handlers (``gateway.server``) and the lean hot path
 (``gateway.hotpath``) — go through this one module, so a tool is looked up, validated,
 called and shaped for the client's protocol era in exactly one way. What ``tools/list`` shows
-of a tool is made once, on its catalogue entry (``gateway.catalogue.tool_json``).
+of a tool is made once, on its catalogue entry (``gateway.catalogue_mirror.tool_json``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, Final
 import msgspec
 import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from nats.nuid import NUID
 
+from bus.call_request import new_request_id
 from gateway.calls import ToolCaller
-from gateway.catalogue import Catalogue, CataloguePage
+from gateway.catalogue_mirror import CatalogueMirror, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
 from gateway.policy import Policy
@@ -77,7 +77,7 @@ CallObserver = Callable[[CallRecord], None]
 class ToolService:
     """Lists the catalogue and runs calls; ``caller`` is attached once NATS is connected."""
 
-    def __init__(self, catalogue: Catalogue, *, page_size: int, caller: ToolCaller | None = None) -> None:
+    def __init__(self, catalogue: CatalogueMirror, *, page_size: int, caller: ToolCaller | None = None) -> None:
         self.catalogue = catalogue
         self.page_size = page_size
         self.caller = caller
@@ -86,7 +86,6 @@ class ToolService:
         self.observers: list[CallObserver] = []
         self.in_flight = 0
         """Calls begun and not yet finished (the metrics read it when scraped)."""
-        self._ids = NUID()  # request ids: unique, subject tokens, a fraction of uuid4's cost
 
     def page(self, cursor: str | None, principal: Principal = ANONYMOUS) -> CataloguePage:
         """One page of the catalogue: the tools ``principal`` may call.
@@ -115,7 +114,7 @@ class ToolService:
         Raises:
             CallFailed: the tool is unknown, or the call failed on the bus (no worker, deadline…).
         """
-        request_id = self._ids.next().decode()
+        request_id = new_request_id()  # here, not in the caller: the record names it even when no call is sent
         started_at, started = time.time(), time.perf_counter()
         outcome, error = CANCELLED, None
         self.in_flight += 1

@@ -1,4 +1,4 @@
-"""The catalogue: sorted pages with stable cursors, fed by a watch on the real tools bucket."""
+"""The gateway's catalogue mirror: sorted pages with stable cursors, fed by a watch on the real tools bucket."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from nats.js.kv import KeyValue
 
-from gateway.catalogue import (
-    Catalogue,
+from gateway.catalogue_mirror import (
     CatalogueChange,
-    CatalogueWatcher,
+    CatalogueMirror,
+    CatalogueMirrorWatcher,
     decode_cursor,
     encode_cursor,
     tool_json,
@@ -26,7 +26,7 @@ def tool(name: str, description: str = "") -> ToolDescriptor:
     return ToolDescriptor(name=name, description=description, input_schema={"type": "object"})
 
 
-async def eventually(catalogue: Catalogue, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def eventually(catalogue: CatalogueMirror, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Wait until ``condition`` holds, re-checking after each catalogue change."""
     changed = asyncio.Event()
     unsubscribe = catalogue.subscribe(lambda _change: changed.set())
@@ -40,7 +40,7 @@ async def eventually(catalogue: Catalogue, condition: Callable[[], bool], timeou
 
 
 def test_pages_are_sorted_and_cursors_survive_changes() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace([tool(n) for n in ("d", "b", "a", "c", "e")])
     first = catalogue.page(None, 2)
     assert [e.name for e in first.entries] == ["a", "b"]
@@ -56,17 +56,17 @@ def test_pages_are_sorted_and_cursors_survive_changes() -> None:
 
 
 def test_an_exact_last_page_has_no_cursor() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace([tool("a"), tool("b")])
     assert catalogue.page(None, 2).next_cursor is None
     assert catalogue.page(None, 10).next_cursor is None
-    assert Catalogue().page(None, 10).entries == []
+    assert CatalogueMirror().page(None, 10).entries == []
 
 
 @pytest.mark.parametrize("cursor", ["", "!!!", "bm9wZQ", encode_cursor("a")[:-2] + "$$"])
 def test_foreign_cursors_are_refused(cursor: str) -> None:
     with pytest.raises(InvalidCursor):
-        Catalogue().page(cursor, 10)
+        CatalogueMirror().page(cursor, 10)
 
 
 def test_cursor_round_trip() -> None:
@@ -74,7 +74,7 @@ def test_cursor_round_trip() -> None:
 
 
 def test_tools_that_would_break_tools_list_are_not_served() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace(
         [
             tool("ok"),
@@ -89,7 +89,7 @@ def test_tools_that_would_break_tools_list_are_not_served() -> None:
 
 
 def test_listeners_hear_each_change_once() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     changes: list[CatalogueChange] = []
     unsubscribe = catalogue.subscribe(changes.append)
     catalogue.replace([tool("a"), tool("b")])
@@ -109,7 +109,7 @@ def test_listeners_hear_each_change_once() -> None:
 
 
 def test_entries_carry_a_compiled_validator() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.put(ADD)
     entry = catalogue.get("add")
     assert entry is not None
@@ -118,7 +118,7 @@ def test_entries_carry_a_compiled_validator() -> None:
 
 
 def test_entries_carry_each_eras_tool_json_and_survive_unchanged_updates() -> None:
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     catalogue.replace([ADD, STATS])
     entry = catalogue.get("add")
     assert entry is not None
@@ -139,10 +139,10 @@ async def test_the_watcher_loads_then_follows_puts_deletes_and_purges(kv: KeyVal
     await put_tools(kv, ADD)
     await kv.put("junk", b"not json")
     await kv.put("misfiled", encode(tool("other")))
-    catalogue = Catalogue()
+    catalogue = CatalogueMirror()
     changes: list[CatalogueChange] = []
     catalogue.subscribe(changes.append)
-    watcher = CatalogueWatcher(kv, catalogue)
+    watcher = CatalogueMirrorWatcher(kv, catalogue)
     watcher.start()
     try:
         await asyncio.wait_for(catalogue.loaded.wait(), 5)
@@ -170,8 +170,8 @@ async def test_the_watcher_loads_then_follows_puts_deletes_and_purges(kv: KeyVal
 
 
 async def test_an_empty_bucket_still_counts_as_loaded(kv: KeyValue) -> None:
-    catalogue = Catalogue()
-    watcher = CatalogueWatcher(kv, catalogue)
+    catalogue = CatalogueMirror()
+    watcher = CatalogueMirrorWatcher(kv, catalogue)
     watcher.start()
     try:
         await asyncio.wait_for(catalogue.loaded.wait(), 5)
@@ -182,14 +182,14 @@ async def test_an_empty_bucket_still_counts_as_loaded(kv: KeyValue) -> None:
 
 async def test_a_restarted_watch_drops_tools_deleted_meanwhile(kv: KeyValue) -> None:
     await put_tools(kv, ADD, STATS)
-    catalogue = Catalogue()
-    first = CatalogueWatcher(kv, catalogue)
+    catalogue = CatalogueMirror()
+    first = CatalogueMirrorWatcher(kv, catalogue)
     first.start()
     await asyncio.wait_for(catalogue.loaded.wait(), 5)
     await first.stop()
     await kv.delete("add")
     catalogue.loaded.clear()
-    second = CatalogueWatcher(kv, catalogue)
+    second = CatalogueMirrorWatcher(kv, catalogue)
     second.start()
     try:
         await asyncio.wait_for(catalogue.loaded.wait(), 5)

@@ -20,10 +20,10 @@ from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Subjects
-from gateway.audit import REDACTED, AuditTrail, Redactor, Refusals, trace_id
+from gateway.audit_trail import REDACTED, AuditTrail, Redactor, Refusals, trace_id
 from gateway.principals import Principal
-from gateway.tools import CallRecord
-from registry.audit import ensure_audit_stream, recent
+from gateway.tool_service import CallRecord
+from registry.audit_stream import ensure_audit_stream, recent
 from schemas.config import DEFAULT_REDACT_KEYS, AuditSettings, load_settings
 from schemas.wire import AuthFailureEvent
 from tests.conftest import eventually, nats_settings, toolbus

@@ -1,9 +1,10 @@
-"""The gateway's audit events: one per finished tool call and one per refused request.
+"""The gateway's audit trail: one event per finished tool call and one per refused request.
 
-Events go to the audit stream (``PREFIX_AUDIT``, created by the registry, see ``registry.audit``)
-on ``PREFIX.audit.call.<tool>`` (a ``CallAuditEvent``) and ``PREFIX.audit.auth.<reason>`` (an
-``AuthFailureEvent``); ``toolbus audit`` prints them with the registry's events and task
-transitions.
+Named for the trail the gateway leaves, not "audit": the stream that keeps it, and reading it
+back, are ``registry.audit_stream``'s. Events go to that stream (``PREFIX_AUDIT``, created by
+the registry) on ``PREFIX.audit.call.<tool>`` (a ``CallAuditEvent``) and
+``PREFIX.audit.auth.<reason>`` (an ``AuthFailureEvent``); ``toolbus audit`` prints them with the
+registry's events and task transitions.
 
 **Off the hot path.** ``AuditTrail.observe`` is a ``ToolService`` call observer: it appends the
 ``CallRecord`` to a bounded queue and returns (under a microsecond; ``bench/audit_costs.py``).
@@ -60,7 +61,7 @@ from nats.nuid import NUID
 
 from bus.errors import BusError, nats_boundary
 from bus.subjects import Subjects
-from gateway.tools import CallRecord
+from gateway.tool_service import CallRecord
 from schemas.codec import encode
 from schemas.config import AuditSettings
 from schemas.wire import UNSET, AuthFailureEvent, CallAuditEvent

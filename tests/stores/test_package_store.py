@@ -1,4 +1,4 @@
-"""``stores.packages`` against a real nats-server: what the package store refuses, with which of
+"""``stores.package_store`` against a real nats-server: what the package store refuses, with which of
 the stores' exceptions (the registry turns these into RELEASE_REJECTED, workers skip the version)."""
 
 from __future__ import annotations

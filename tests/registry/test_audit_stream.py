@@ -1,4 +1,4 @@
-"""The audit trail against a real nats-server: releases and task transitions land in the audit
+"""The audit stream against a real nats-server: releases and task transitions land in the audit
 stream as they happen, and ``toolbus audit`` prints them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
-from registry.audit import recent
+from registry.audit_stream import recent
 from registry.service import RegistryService
 from schemas.codec import encode
 from schemas.config import RegistrySettings

@@ -1,4 +1,7 @@
-"""The audit trail: a JetStream stream that keeps what happened; ``toolbus audit`` (``cli.audit``) reads it.
+"""The audit stream: a JetStream stream that keeps what happened; ``toolbus audit`` (``cli.audit``) reads it.
+
+Named for the stream, not "audit": the gateway's ``gateway.audit_trail`` writes events into it,
+this module creates the stream and reads it back.
 
 The stream ``PREFIX_AUDIT`` captures, as they are published:
 
@@ -6,7 +9,7 @@ The stream ``PREFIX_AUDIT`` captures, as they are published:
 - ``PREFIX.tasks.status.>``: every task transition (the whole record: tool, principal,
   status, attempts, worker);
 - ``PREFIX.audit.>``: events published for the audit trail alone by the gateways
-  (``gateway.audit``): every tool call (``CallAuditEvent``, arguments redacted per ``[audit]``)
+  (``gateway.audit_trail``): every tool call (``CallAuditEvent``, arguments redacted per ``[audit]``)
   and every request refused for who sent it (``AuthFailureEvent``).
 
 Nothing publishes twice for the audit: the stream listens to the subjects the system already

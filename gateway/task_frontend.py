@@ -15,7 +15,7 @@ gateway of the deployment â€” including one started after the task was created â
   task that already ended;
 - ``notifications/tasks/status`` on the creating session's GET stream while the task changes;
 - ``initialize`` advertises ``tasks: {list, cancel, requests: {tools: {call}}}`` and every tool
-  in ``tools/list`` carries ``execution.taskSupport: "optional"`` (``gateway.tools``).
+  in ``tools/list`` carries ``execution.taskSupport: "optional"`` (``gateway.tool_service``).
 
 2026-07-28 (the extension ``io.modelcontextprotocol/tasks``):
 - a ``tools/call`` whose request declares the extension in its client capabilities becomes a
@@ -63,7 +63,7 @@ from gateway.errors import (
 from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
-from gateway.tools import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
+from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from schemas.codec import DecodeError, decode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
