@@ -1,0 +1,174 @@
+"""What one ``tools/call`` costs each process, for several checkouts side by side (an A/B).
+
+For each checkout (a directory with its own ``.venv``), alternately and ``--rounds`` times:
+start a nats-server of this run with its monitoring port, run that checkout's ``toolbus up``
+against it (the WAT testkit only), load the gateway with wrk (``kit_add``, 2026 era), and read
+per call: the CPU time of the gateway, worker, registry and nats-server (``/proc``), and the
+messages and bytes through the nats-server (``/varz``). CPU per call is the figure to compare:
+on a busy 2-core machine it moves far less than calls per second does.
+
+    .venv/bin/python -m bench.percall /tmp/old . --rounds 3
+    .venv/bin/python -m bench.percall . --spy gateway --profile-out /tmp/gw.raw   # py-spy, raw stacks
+
+``--spy ROLE`` samples that role with py-spy (``pip install -e '.[bench]'``) during the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from bench import cpu, wrk
+from bench.mcp_http import ERA_2026, call_template, request_headers
+from bus.embedded import free_port, nats_server_binary
+
+TOOL: Final = "kit_add"
+EXPECT: Final = '"text":"5"'
+READY_BANNER: Final = "toolbus is up"
+READY_TIMEOUT_S: Final = 300.0
+WARM_UP_S: Final = 2.0
+ROLES: Final = ("gateway", "worker", "registry", "nats-server")
+
+
+@contextmanager
+def running(checkout: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, monitor URL, pid by role)."""
+    scratch = Path(tempfile.mkdtemp(prefix="percall-"))
+    nats_port, monitor_port, http_port = free_port(), free_port(), free_port()
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    server_argv = [str(nats_server_binary()), "--addr", "127.0.0.1", "--port", str(nats_port)]
+    server_argv += ["-m", str(monitor_port), "--jetstream", "--store_dir", str(scratch / "jetstream")]
+    server = subprocess.Popen(
+        server_argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config = scratch / "toolbus.toml"
+    config.write_text(
+        f'state_dir = "{scratch / "state"}"\nlog_format = "json"\n\n[nats]\nurl = "{nats_url}"\n\n'
+        f'[[components]]\nname = "kit"\npath = "{checkout / "examples" / "wat" / "testkit.wat"}"\n',
+        encoding="utf-8",
+    )
+    argv = [str(checkout / ".venv" / "bin" / "toolbus"), "up", "--config", str(config), "--nats", nats_url]
+    # In the checkout: its children run ``python -m …``, which imports from the working directory first.
+    with (scratch / "up.log").open("w") as log:
+        up = subprocess.Popen(
+            [*argv, "--port", str(http_port)], cwd=checkout, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        assert up.stdout is not None
+        for line in up.stdout:
+            if READY_BANNER in line or time.monotonic() > deadline:
+                break
+        pids = {cpu.role(pid): pid for pid in cpu.descendants(up.pid)}
+        pids["nats-server"] = server.pid
+        yield f"http://127.0.0.1:{http_port}/mcp", f"http://127.0.0.1:{monitor_port}/varz", pids
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        server.terminate()
+        server.wait(10)
+
+
+def _varz(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return dict(json.load(answer))
+
+
+def measure(
+    checkout: Path, connections: int, seconds: float, spy: str | None, profile_out: Path | None
+) -> dict[str, Any]:
+    """One round for ``checkout``: calls/s, CPU µs per call by role, NATS messages and bytes per call."""
+    binary = wrk.ensure_wrk()
+    with running(checkout) as (url, varz_url, pids):
+        load = wrk.Load(
+            url,
+            request_headers(ERA_2026, "tools/call", TOOL, None),
+            call_template(ERA_2026, TOOL, {"a": 2, "b": 3}),
+            EXPECT,
+        )
+        wrk.run(binary, load, connections, WARM_UP_S)
+        before_varz = _varz(varz_url)
+        before = {role: cpu.cpu_seconds(pid) or 0.0 for role, pid in pids.items()}
+        sampler = None
+        if spy is not None and profile_out is not None:
+            sampler = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(pids[spy]),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(profile_out),
+                    "-r",
+                    "500",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        result = wrk.run(binary, load, connections, seconds)
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(30)
+        after = {role: cpu.cpu_seconds(pid) or 0.0 for role, pid in pids.items()}
+        after_varz = _varz(varz_url)
+    calls = max(1, result["requests"])
+    return {
+        "checkout": str(checkout),
+        "calls_per_s": result["rps"],
+        "errors": result["errors"],
+        "cpu_us_per_call": {role: (after[role] - before[role]) / calls * 1e6 for role in ROLES if role in pids},
+        "nats_in_msgs_per_call": (after_varz["in_msgs"] - before_varz["in_msgs"]) / calls,
+        "nats_in_bytes_per_call": (after_varz["in_bytes"] - before_varz["in_bytes"]) / calls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkouts", nargs="+", type=Path, help="checkouts to compare (each with its .venv)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per checkout (default 1)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--spy", choices=["gateway", "worker", "registry"], help="sample this role with py-spy")
+    parser.add_argument("--profile-out", type=Path, help="where py-spy writes (raw collapsed stacks)")
+    args = parser.parse_args()
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for n in range(args.rounds):
+        for checkout in args.checkouts:
+            checkout = checkout.resolve()
+            out = args.profile_out.with_suffix(f".{checkout.name}.{n}.raw") if args.profile_out else None
+            row = measure(checkout, args.connections, args.seconds, args.spy, out)
+            rounds.setdefault(str(checkout), []).append(row)
+            print(json.dumps(row), flush=True)
+    print("\nmedians over the rounds:")
+    print(f"{'checkout':40} {'calls/s':>8} " + " ".join(f"{role:>12}" for role in ROLES) + "  msgs/call  bytes/call")
+    for checkout, rows in rounds.items():
+        cpu_cells = " ".join(
+            f"{statistics.median(r['cpu_us_per_call'].get(role, 0.0) for r in rows):10.0f}µs" for role in ROLES
+        )
+        print(
+            f"{checkout[-40:]:40} {statistics.median(r['calls_per_s'] for r in rows):8.0f} {cpu_cells}"
+            f"  {statistics.median(r['nats_in_msgs_per_call'] for r in rows):9.2f}"
+            f"  {statistics.median(r['nats_in_bytes_per_call'] for r in rows):10.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
