@@ -111,6 +111,11 @@ def test_no_result_means_no_content(calc: LoadedComponent) -> None:
         ({"a": 1}, "invalid arguments: b: required argument is missing"),
         ({"a": 1, "b": 2, "c": 3}, "invalid arguments: c: unexpected argument"),
         ({"a": 1, "b": "2"}, "invalid arguments: b: expected integer, got string"),
+        (
+            {"z": 0, "b": "2"},
+            "invalid arguments: a: required argument is missing; b: expected integer, got string; "
+            "z: unexpected argument",
+        ),
     ],
 )
 def test_invalid_arguments(calc: LoadedComponent, arguments: dict[str, object], message: str) -> None:
