@@ -299,7 +299,9 @@ class LoadedComponent:
                     "which the sandbox does not grant (it provides WASI 0.2, and toolbus:http/client to "
                     "components granted an `http` capability)"
                 ) from exc
-            reason = describe_limit_hit(root_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
+            # The trial instantiation has its own time limit, whatever the tool's is.
+            check_limits = self.limits.model_copy(update={"timeout_s": LOAD_CHECK_TIMEOUT_S})
+            reason = describe_limit_hit(root_cause(text), output.stderr.text(), check_limits, LOAD_CHECK_TIMEOUT_S)
             raise ComponentLoadError(
                 f"component {self.name!r} ({wasm_path}) cannot be instantiated: {reason or root_cause(text)}"
             ) from exc
