@@ -7,20 +7,29 @@ time limit answered as an ``isError`` result before the caller's deadline fires.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import mcp_types as types
 import pytest
 from mcp import Client
 
+from bus.connection import connect
 from schemas.codec import decode
+from schemas.config import ComponentSettings, LimitsSettings
 from schemas.wire import CallToolResult
-from tests.conftest import nats_settings, text, toolbus
-from tests.gateway.responders import TaskSystem
+from tests.conftest import FAST_TASKS, TESTKIT_WAT, nats_settings, start_task_worker, text, toolbus
+from tests.gateway.responders import TaskSystem, ready
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 
 DEADLINE_S = 1.5
 """The caller's deadline in the time-limit tests: the gateway's ``call_timeout_s``, the CLI's
 ``--timeout``. The testkit's limit (30 s) is longer, so the deadline is what stops the guest."""
+
+SHORT_LIMIT_S = 1.0
+"""The time limit of the ``short`` testkit: the issue's case in miniature (the tool's limit
+equal to the gateway's deadline, 30 s and 30 s before)."""
 
 EVERY_ERROR = {"a": "one", "b": 2**31, "c": 3}
 """Three mistakes in one ``kit_add`` call: a wrong type, out of range, and an unknown name."""
@@ -71,3 +80,35 @@ async def test_a_runaway_guest_is_a_tool_error_in_toolbus_call(task_system: Task
     result = decode(called.stdout.strip().encode(), CallToolResult)
     assert result.is_error and text(result).startswith("timed out after 1."), called
     assert "the time its caller's deadline left" in text(result)
+
+
+@pytest.fixture
+async def short(task_system: TaskSystem, engine_host: EngineHost, cache_dir: Path) -> AsyncIterator[None]:
+    """A second worker on the deployment serving the testkit as ``short_*``, with a 1 s time limit."""
+    settings = ComponentSettings(name="short", path=TESTKIT_WAT, limits=LimitsSettings(timeout_s=SHORT_LIMIT_S))
+    component = LoadedComponent.load(engine_host, settings, TESTKIT_WAT, cache_dir)
+    worker = await start_task_worker(
+        await connect(task_system.nats_url, name="short-worker"), task_system.subjects, [component], FAST_TASKS
+    )
+    yield
+    await worker.stop()
+    await worker.nc.close()
+
+
+@pytest.mark.parametrize(
+    ("call_timeout_s", "reason"),
+    [
+        # Deadline = limit (the old defaults): the deadline's margin stops the guest, and says so.
+        (SHORT_LIMIT_S, "the time its caller's deadline left (the tool's own time limit is 1 s)"),
+        # Deadline = limit + room for the answer (the new defaults): the tool's own limit is named.
+        (SHORT_LIMIT_S + 0.5, "exceeded its time limit of 1 s"),
+    ],
+)
+async def test_a_guest_stopped_by_its_own_limit_is_a_tool_error_naming_it(
+    task_system: TaskSystem, short: None, call_timeout_s: float, reason: str
+) -> None:
+    gateway = await ready(await task_system.gateway(call_timeout_s=call_timeout_s), "short_danger_spin")
+    for mode in ("legacy", "auto"):
+        async with Client(gateway.url, mode=mode) as client:
+            result = await client.call_tool("short_danger_spin", {})
+        assert result.is_error and reason in text_of(result), (mode, text_of(result))
