@@ -11,7 +11,7 @@ from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from cli.options import add_common_options, run_verb
 from schemas.codec import DecodeError, decode, decode_json, encode
-from schemas.config import Settings
+from schemas.config import DEFAULT_CALL_TIMEOUT_S, Settings
 from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
 
 REQUEST_TIMEOUT_S = 5.0
@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_common_options(call)
     call.add_argument("tool", help="tool name, e.g. calc_add")
     call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
-    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    call.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CALL_TIMEOUT_S,
+        help=f"seconds to wait (default {DEFAULT_CALL_TIMEOUT_S:g}: a tool's default limit plus room for its answer)",
+    )
     call.set_defaults(run=lambda args: run_verb(args, call_tool))
 
 

@@ -190,6 +190,28 @@ class Catalogue:
                         del self._serving[tool.name]
         return entry
 
+    def configured_component(self, name: str) -> list[str]:
+        """The tools a worker serves from its own config under component ``name`` (none: nobody does).
+
+        Tools from a worker's config carry no version; a published package's always do.
+        """
+        return sorted(
+            {
+                tool.name
+                for entry in self.workers.values()
+                for tool in entry.announcement.tools
+                if tool.component == name and not tool.version
+            }
+        )
+
+    def knows(self, tool: str) -> bool:
+        """Whether ``tool`` is listed or some worker has offered it since this registry started.
+
+        A known tool with no live worker is only unavailable (its calls get NO_WORKER, its tasks
+        wait for a worker); an unknown one is a mistake its caller should hear about at once.
+        """
+        return tool in self.tools or tool in self.seen
+
     def serving_since(self, tool: str) -> float | None:
         """Since when some live worker has served ``tool`` (None: no live worker does)."""
         firsts = [self.workers[w].first_seen for w in self.live_workers(tool)]

@@ -9,3 +9,8 @@ class RegistryError(Exception):
 
 class ReleaseError(RegistryError):
     """Raised when a publish, rollback, retire or deprecate request cannot be done (the message says why)."""
+
+
+class UnknownTool(RegistryError):
+    """Raised when a task is submitted for a tool the catalogue has never heard of (no worker
+    has offered it since the registry started, and the tools bucket does not list it)."""

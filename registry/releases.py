@@ -9,7 +9,8 @@ which follows the packages bucket.
 Publishing never runs Wasm in the registry: the artifact must already be in the artifact store
 (``toolbus publish`` uploads it), and one worker — any, through the introspect queue group —
 loads it with the settings it will run with and derives its tools. A component that cannot
-load is refused before anything is recorded.
+load is refused before anything is recorded. So is a package named like a component that workers
+serve from their own config: the two would fight over the same tool names.
 """
 
 from __future__ import annotations
@@ -63,10 +64,13 @@ Handler = Callable[[Msg], Awaitable[None]]
 class Releases:
     """Answers the release verbs for one deployment."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, store: PackageStore) -> None:
+    def __init__(
+        self, nc: NatsClient, subjects: Subjects, store: PackageStore, configured: Callable[[str], list[str]]
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
+        self._configured = configured  # the catalogue's: tools workers serve from their config as a component
 
     def handler(self, verb: str) -> Handler:
         """The message callback of ``verb``: decode, act, reply (an error reply on any refusal)."""
@@ -102,6 +106,15 @@ class Releases:
         check_version(request.version)
         for alias in request.aliases:
             check_alias(alias)
+        configured = self._configured(request.name)
+        if configured:
+            # Its tools would be replaced by the package's, and retiring the package would then
+            # take them offline until the workers restart: two owners of one name.
+            raise ReleaseError(
+                f"{request.name!r} is a component workers serve from their own config (tools: "
+                f"{', '.join(configured)}); publish under another name (--name), or remove it from "
+                "the workers' [[components]] first"
+            )
         existing = await self._store.version(request.name, request.version)
         if existing is not None:
             if existing.digest != request.digest:

@@ -109,9 +109,9 @@ class RegistryService:
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
-        self.releases = Releases(self._nc, self._subjects, self.store)
+        self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component)
         task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
-        self.tasks = TaskDesk(self._nc, self._subjects, task_store, self._principal_signer)
+        self.tasks = TaskDesk(self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer)
         await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.
@@ -202,7 +202,7 @@ class RegistryService:
             return
         tool = self._subjects.tool_from_call(msg.subject)
         now = time.monotonic()
-        if tool not in self.catalogue.tools and tool not in self.catalogue.seen:
+        if not self.catalogue.knows(tool):
             await send_error(self._nc, msg.reply, ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
         elif now >= self._answering_since and not self.catalogue.live_workers(tool):
             await send_error(self._nc, msg.reply, ErrorCode.NO_WORKER, _no_worker(tool))

@@ -6,6 +6,10 @@ group) let any NATS client use tasks the way an MCP client does through a gatewa
     nats req toolbus.tasks.submit '{"tool":"calc_add","arguments":{"a":2,"b":3}}'
     nats req toolbus.tasks.get '{"taskId":"…"}'
 
+A task for a tool the catalogue does not know (not listed, never offered by a worker since the
+registry started) is refused with UNKNOWN_TOOL, as a call for it is; a known tool whose workers
+are all away is queued until one returns.
+
 A plain NATS submitter has no verified identity: its tasks belong to the principal ``nats``.
 A request may act for another principal (``principal`` in the body; ``*`` lists everyone's)
 only when it is vouched for: with ``[nats] principal_key`` set, the request must carry that
@@ -38,6 +42,7 @@ from bus.errors import BusError, nats_boundary
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
+from registry.errors import UnknownTool
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
@@ -56,11 +61,17 @@ class TaskDesk:
     """Answers task requests and keeps the task store tidy, until stopped."""
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, store: TaskStore, signer: PrincipalSigner | None = None
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        store: TaskStore,
+        knows: Callable[[str], bool],
+        signer: PrincipalSigner | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
+        self._knows = knows  # the catalogue's: is this a tool some worker serves or has served?
         self._signer = signer
         self._subscriptions: list[Subscription] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -103,9 +114,12 @@ class TaskDesk:
         request = decode(msg.data, TaskSubmit)
         if not is_valid_tool_name(request.tool):
             raise ValueError(f"{request.tool!r} is not a tool name")
-        record = await self._store.submit(
-            request.tool, request.arguments, principal=self._principal(msg, request.principal), ttl_ms=request.ttl_ms
-        )
+        principal = self._principal(msg, request.principal)  # first: the unvouched learn nothing
+        if not self._knows(request.tool):
+            # Queued work for a tool nobody serves would stay `working` forever (and survive
+            # restarts); a known tool whose workers are away is queued for their return.
+            raise UnknownTool(f"unknown tool {request.tool!r}; `toolbus tools` lists the tools on this bus")
+        record = await self._store.submit(request.tool, request.arguments, principal=principal, ttl_ms=request.ttl_ms)
         return encode(record)
 
     async def _get(self, msg: Msg) -> bytes:
@@ -221,6 +235,7 @@ _REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode]
     ((TaskFinished, _NotReady), ErrorCode.TASK_STATE),
     (_TooLarge, ErrorCode.PAYLOAD_TOO_LARGE),
     (UnvouchedPrincipal, ErrorCode.FORBIDDEN),
+    (UnknownTool, ErrorCode.UNKNOWN_TOOL),
 )
 """Which refusal answers which exception; anything else is a bug (INTERNAL, logged)."""
 

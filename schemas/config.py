@@ -36,12 +36,14 @@ from schemas.settings_model import SettingsModel
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MCP_PORT = 3001
-DEFAULT_CALL_TIMEOUT_S = 30.0
-"""How long the gateway waits for a tool call unless the tool or client asks for less."""
-DEFAULT_MAX_CALL_TIMEOUT_S = 300.0
-"""Upper bound of a guest's wall time; a runaway guest is interrupted after this."""
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 """A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
+DEFAULT_CALL_TIMEOUT_S = DEFAULT_TOOL_TIMEOUT_S + 5.0
+"""How long the gateway (and ``toolbus call``) waits for a tool call: a tool's default limit plus
+room for the worker's answer, so a guest stopped by its limit is an ``isError`` result naming it,
+not a deadline error (docs/sandbox.md, "Deadlines")."""
+DEFAULT_MAX_CALL_TIMEOUT_S = 300.0
+"""Upper bound of a guest's wall time; a runaway guest is interrupted after this."""
 DEFAULT_MEMORY_MIB = 64
 """Per linear memory: a componentize-py guest needs ~12.3 MiB just to start, so 64 leaves it room."""
 MAX_MEMORY_MIB = 4096

@@ -1,4 +1,4 @@
-"""Tool argument validation against a tool's inputSchema, with messages that name the field.
+"""Tool argument validation against a tool's inputSchema, with one message naming every bad field.
 
 The gateway validates before publishing; the worker validates again for direct NATS callers.
 Both use this module, and word the refusal with ``invalid_arguments_message`` (as does a
@@ -26,6 +26,9 @@ from schemas.wire import JsonSchema
 
 _VALIDATOR_CACHE_SIZE = 4096
 """Compiled validators kept per process; one per (tool, version) in practice."""
+MAX_REPORTED_PROBLEMS = 10
+"""Problems named in one refusal; past it the message ends "and N more" (a model fixing its
+call needs every mistake at once, not a wall of text when it sent something else entirely)."""
 _ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment"})
 """Keywords that never change a verdict."""
 
@@ -44,10 +47,14 @@ class ArgumentValidator:
         return self.problem(arguments) is None
 
     def problem(self, arguments: Any) -> str | None:
-        """A message naming the offending field and why, or None when the arguments fit."""
+        """A message naming every offending field and why (see ``join_problems``), or None when
+        the arguments fit."""
         if not isinstance(arguments, dict):
             return f"arguments must be a JSON object, got {type(arguments).__name__}"
-        return _describe(self.error(arguments))
+        if self._surely_valid is not None and self._surely_valid(arguments):
+            return None
+        problems = [text for error in self._jsonschema.iter_errors(arguments) for text in _describe(error)]
+        return join_problems(problems) if problems else None
 
     def error(self, value: Any) -> jsonschema.ValidationError | None:
         """jsonschema's most relevant error for any JSON ``value`` (e.g. a tool's result), or None.
@@ -84,23 +91,35 @@ def invalid_arguments_message(problem: str, tool: str | None = None) -> str:
     return f"invalid arguments{where}: {problem}"
 
 
-def _describe(error: jsonschema.ValidationError | None) -> str | None:
-    if error is None:
-        return None
+def join_problems(problems: list[str]) -> str:
+    """Every problem (``"path: why"``) in one message: sorted, so the same mistakes read the same
+    whichever order the schema lists them in; repeats dropped; capped at
+    ``MAX_REPORTED_PROBLEMS`` with "and N more"."""
+    unique = sorted(set(problems))
+    shown = "; ".join(unique[:MAX_REPORTED_PROBLEMS])
+    hidden = len(unique) - MAX_REPORTED_PROBLEMS
+    return f"{shown}; and {hidden} more" if hidden > 0 else shown
+
+
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    """What one of jsonschema's top-level errors says, one text per offending field.
+
+    ``best_match`` of the one error descends into its ``anyOf``/``oneOf`` context to the most
+    relevant branch, as it did when only the first error was reported.
+    """
+    error = best_match([error]) or error
     where = _field_path(error.absolute_path)
     if error.validator == "required" and error.validator_value:
         # jsonschema reports a missing property at its parent; name the property itself.
         missing = [k for k in error.validator_value if isinstance(error.instance, dict) and k not in error.instance]
         if missing:
-            name = ".".join(filter(None, [where, str(missing[0])]))
-            return f"{name}: required argument is missing"
+            return [f"{'.'.join(filter(None, [where, str(name)]))}: required argument is missing" for name in missing]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
         if extra:
-            name = ".".join(filter(None, [where, extra[0]]))
-            return f"{name}: unexpected argument"
-    return f"{where or '(arguments)'}: {error.message}"
+            return [f"{'.'.join(filter(None, [where, name]))}: unexpected argument" for name in extra]
+    return [f"{where or '(arguments)'}: {error.message}"]
 
 
 def _field_path(path: Any) -> str:

@@ -46,6 +46,7 @@ from workers.discovery import Discovery, ToolStats
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
+from workers.sandbox.limits import guest_budget_s
 
 log = structlog.get_logger(__name__)
 
@@ -323,7 +324,7 @@ class WorkerService:
                 return error_answer(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
             if remaining_s <= 0:
                 return error_answer(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
-            timeout_s = min(timeout_s, remaining_s)
+            timeout_s = min(timeout_s, guest_budget_s(remaining_s))
         try:
             arguments = decode_json(data) if data.strip() else {}
         except DecodeError as exc:

@@ -25,8 +25,8 @@ from registry.service import RegistryService
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
-from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S
+from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit, ToolDescriptor, WorkerAnnouncement
+from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, eventually
 
 KEY = "principal-test-key-principal-test-key"
 SIGNER = PrincipalSigner(KEY)
@@ -100,6 +100,10 @@ async def captured_call(nc: NatsClient, subjects: Subjects, principal: str) -> M
 async def test_a_signed_call_replayed_onto_task_subjects_is_refused(
     nc: NatsClient, subjects: Subjects, registry: RegistryService
 ) -> None:
+    # kit_add is known (a worker offered it, then left), so its task is queued, not refused.
+    gone = ToolDescriptor(name="kit_add", input_schema={"type": "object"})
+    await nc.publish(subjects.announce, encode(WorkerAnnouncement(worker_id="gone", tools=[gone], state="stopped")))
+    await eventually(lambda: registry.catalogue is not None and registry.catalogue.knows("kit_add"))
     # alice has a task (submitted the way an operator holding the key does).
     submit_subject, submit_body = (
         subjects.task_request("submit"),

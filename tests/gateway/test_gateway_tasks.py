@@ -257,6 +257,15 @@ async def test_2026_a_call_from_a_client_with_the_extension_becomes_a_task(task_
         assert result.structured_content == 42 and len(extension.resolved) == 1
 
 
+async def test_2026_a_task_for_an_unknown_tool_is_refused_at_once(task_system: TaskSystem) -> None:
+    gateway = await task_system.gateway()
+    async with modern_client(gateway, TasksExtension()) as client:
+        with pytest.raises(MCPError) as unknown_tool:
+            await client.session.call_tool("kit_subtract", {}, allow_claimed=True)
+    assert unknown_tool.value.code == INVALID_PARAMS and "'kit_subtract'" in unknown_tool.value.message
+    assert not (await task_system.store.list(principal=None))[0], "nothing was queued"
+
+
 async def test_2026_a_client_without_the_extension_gets_plain_results_and_no_tasks(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway()
     record = await task_system.store.submit("kit_add", {"a": 1, "b": 1}, principal=ANONYMOUS.subject)

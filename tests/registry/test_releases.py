@@ -27,6 +27,7 @@ from stores import PackageStore
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.registry.conftest import OciTestRegistry
 from workers.package_follower import PackageFollower
+from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
@@ -335,6 +336,37 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     done = await asyncio.to_thread(toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0",
                                    "--settings", str(prefix), "--config", str(tmp_path / "missing.toml"))  # fmt: skip
     assert done.returncode == 1 and "missing.toml" in done.stderr
+
+
+async def test_publishing_under_a_configured_components_name_is_refused(
+    deployment: Deployment, nats_server: EmbeddedNatsServer, kit: LoadedComponent, tmp_path: Path
+) -> None:
+    await deployment.start_worker()  # follows packages and loads what is published
+    # A worker serving the testkit from its own config: component "kit", tools kit_*.
+    worker_nc = await connect(nats_server.url, name="configured-worker")
+    settings = WorkerSettings(announce_interval_s=ANNOUNCE_INTERVAL_S)
+    service = WorkerService(worker_nc, deployment.subjects, settings, [kit])
+    await service.start()
+    try:
+        await eventually(lambda: "kit_add" in deployment.offered(), timeout_s=SETTLE_TIMEOUT_S)
+        wasm = tmp_path / "answer.wasm"
+        wasm.write_bytes(V1)
+        prefix = nats_settings(tmp_path, nats_server.url, deployment.subjects.prefix)
+        refused = await asyncio.to_thread(
+            toolbus, "publish", str(wasm), "--name", "kit", "--version", "1.0.0", "--settings", str(prefix)
+        )
+        assert refused.returncode == 1
+        assert "'kit' is a component workers serve from their own config" in refused.stderr
+        assert "kit_add" in refused.stderr and "--name" in refused.stderr
+        assert await deployment.store.version("kit", "1.0.0") is None
+        assert deployment.offered()["kit_add"] == ""  # still the configured tool
+        done = await asyncio.to_thread(
+            toolbus, "publish", str(wasm), "--name", "kit2", "--version", "1.0.0", "--settings", str(prefix)
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        await service.stop(grace_s=0.5)
+        await worker_nc.close()
 
 
 async def test_workers_joining_and_leaving_are_events(deployment: Deployment) -> None:

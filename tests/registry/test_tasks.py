@@ -45,6 +45,16 @@ class Tasks:
     subjects: Subjects
     store: TaskStore
     start_worker: Callable[..., Awaitable[TaskWorker]]
+    registry: RegistryService
+    started: list[TaskWorker]
+
+    async def served_once(self) -> None:
+        """A worker offers the testkit's tools and stops: they stay known, and nobody takes their tasks."""
+        worker = await self.start_worker()
+        await eventually(lambda: self.registry.catalogue is not None and self.registry.catalogue.knows("kit_add"))
+        await worker.stop()
+        await worker.nc.close()
+        self.started.remove(worker)
 
     async def request(self, verb: str, body: object) -> tuple[bytes, ErrorReply | None]:
         reply = await self.nc.request(self.subjects.task_request(verb), encode(body), timeout=10)
@@ -79,7 +89,7 @@ async def tasks(
         started.append(worker)
         return worker
 
-    yield Tasks(nc, subjects, store, start_worker)
+    yield Tasks(nc, subjects, store, start_worker, registry, started)
     for worker in started:
         await worker.stop()
         await worker.nc.close()
@@ -99,6 +109,7 @@ async def test_a_task_submitted_over_nats_runs_and_its_result_is_kept(tasks: Tas
 
 
 async def test_a_task_belongs_to_its_principal(tasks: Tasks) -> None:
+    await tasks.served_once()
     record = await tasks.submit("kit_add", {"a": 1, "b": 1}, principal="alice")
     assert isinstance(await tasks.get(record.task_id, principal="alice"), TaskRecord)
     for stranger in ("bob", ""):
@@ -114,13 +125,22 @@ PRINCIPAL_KEY = "registry-test-principal-key"
 
 
 async def test_with_a_principal_key_only_signed_requests_act_for_a_principal(
-    nc: NatsClient, tmp_path: Path, nats_server: EmbeddedNatsServer
+    nc: NatsClient, tmp_path: Path, nats_server: EmbeddedNatsServer, kit: LoadedComponent
 ) -> None:
     subjects = Subjects("vouched")  # a deployment of its own: this registry is the only one answering
     signer = PrincipalSigner(PRINCIPAL_KEY)
-    registry = RegistryService(nc, subjects, RegistrySettings(), tasks=FAST_TASKS, principal_signer=signer)
+    registry = RegistryService(
+        nc,
+        subjects,
+        RegistrySettings(),
+        announce_interval_s=TEST_ANNOUNCE_INTERVAL_S,
+        tasks=FAST_TASKS,
+        principal_signer=signer,
+    )
     await registry.start()
+    worker = await start_task_worker(await connect(nats_server.url, name="task-worker"), subjects, [kit], FAST_TASKS)
     try:
+        await eventually(lambda: registry.catalogue is not None and registry.catalogue.knows("kit_add"))
         body = encode(TaskSubmit(tool="kit_add", arguments={"a": 1, "b": 2}, principal="alice"))
         forged = await nc.request(subjects.task_request("submit"), body, timeout=10)
         error = decode(forged.data, ErrorReply).error
@@ -151,7 +171,23 @@ async def test_with_a_principal_key_only_signed_requests_act_for_a_principal(
         refused = await asyncio.to_thread(toolbus, "tasks", "--config", str(config), "--principal", "alice")
         assert refused.returncode != 0 and "without a gateway's signature" in refused.stderr
     finally:
+        await worker.stop()
+        await worker.nc.close()
         await registry.stop()
+
+
+async def test_a_task_for_an_unknown_tool_is_refused_at_once(
+    tasks: Tasks, nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    await tasks.start_worker()
+    _, error = await tasks.request("submit", TaskSubmit(tool="kit_subtract", arguments={}))
+    assert error is not None and error.error.code == ErrorCode.UNKNOWN_TOOL
+    assert "unknown tool 'kit_subtract'" in error.error.message
+    settings = nats_settings(tmp_path, nats_server.url, tasks.subjects.prefix)
+    refused = await asyncio.to_thread(toolbus, "tasks", "--config", str(settings), "submit", "kit_subtract", "{}")
+    assert refused.returncode == 1
+    assert f"error {ErrorCode.UNKNOWN_TOOL}: unknown tool 'kit_subtract'" in refused.stderr
+    assert not (await tasks.store.list(principal=None))[0], "nothing was queued"
 
 
 async def test_a_failing_tool_ends_the_task_failed_with_its_error(tasks: Tasks) -> None:
@@ -162,7 +198,8 @@ async def test_a_failing_tool_ends_the_task_failed_with_its_error(tasks: Tasks) 
 
 
 async def test_cancel_a_queued_task(tasks: Tasks) -> None:
-    record = await tasks.submit("kit_add", {"a": 1, "b": 1})  # no worker yet: it waits in the queue
+    await tasks.served_once()
+    record = await tasks.submit("kit_add", {"a": 1, "b": 1})  # no worker now: it waits in the queue
     data, error = await tasks.request("cancel", TaskQuery(task_id=record.task_id))
     assert error is None and decode(data, TaskRecord).status == "cancelled"
     await tasks.start_worker()
@@ -219,6 +256,7 @@ async def test_a_worker_dying_mid_task_loses_nothing(tasks: Tasks) -> None:
 
 
 async def test_a_task_whose_every_delivery_fails_is_failed_by_the_registry_and_its_work_deleted(tasks: Tasks) -> None:
+    await tasks.served_once()
     record = await tasks.submit("kit_add", {"a": 1, "b": 1})  # no worker: this test takes the work
     js = tasks.nc.jetstream()
     taker = await js.pull_subscribe(

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from schemas.validation import compile_validator
+from schemas.validation import MAX_REPORTED_PROBLEMS, compile_validator
 
 INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -104,3 +104,21 @@ def test_a_value_that_is_not_an_object_is_refused() -> None:
 def test_an_integral_float_is_an_integer_as_jsonschema_says() -> None:
     # The fast check only takes exact ints; jsonschema then accepts 3.0, and its verdict stands.
     assert compile_validator(SCHEMAS["add"]).is_valid({"a": 3.0, "b": 1})
+
+
+def test_every_problem_is_named_in_one_sorted_message() -> None:
+    message = compile_validator(SCHEMAS["add"]).problem({"b": "x", "z": 1, "y": 2})
+    assert message == (
+        "a: required argument is missing; b: 'x' is not of type 'integer'; "
+        "y: unexpected argument; z: unexpected argument"
+    )
+
+
+def test_past_the_cap_the_message_counts_the_rest() -> None:
+    schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    extra = {f"k{i:02}": i for i in range(MAX_REPORTED_PROBLEMS + 3)}
+    message = compile_validator(schema).problem(extra)
+    assert message is not None
+    assert message.count("unexpected argument") == MAX_REPORTED_PROBLEMS
+    assert message.startswith("k00: unexpected argument; ")
+    assert message.endswith("; and 3 more")

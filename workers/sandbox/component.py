@@ -28,7 +28,7 @@ from bus.subjects import is_valid_tool_name
 from schemas.codec import encode
 from schemas.config import ComponentSettings, LimitsSettings
 from schemas.errors import ArgumentError, WitTypeError
-from schemas.validation import invalid_arguments_message
+from schemas.validation import invalid_arguments_message, join_problems
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
@@ -299,7 +299,9 @@ class LoadedComponent:
                     "which the sandbox does not grant (it provides WASI 0.2, and toolbus:http/client to "
                     "components granted an `http` capability)"
                 ) from exc
-            reason = describe_limit_hit(root_cause(text), output.stderr.text(), self.limits, LOAD_CHECK_TIMEOUT_S)
+            # The trial instantiation has its own time limit, whatever the tool's is.
+            check_limits = self.limits.model_copy(update={"timeout_s": LOAD_CHECK_TIMEOUT_S})
+            reason = describe_limit_hit(root_cause(text), output.stderr.text(), check_limits, LOAD_CHECK_TIMEOUT_S)
             raise ComponentLoadError(
                 f"component {self.name!r} ({wasm_path}) cannot be instantiated: {reason or root_cause(text)}"
             ) from exc
@@ -384,18 +386,26 @@ def _derive_tools(
 
 
 def _bind_arguments(params: Sequence[tuple[str, Any]], arguments: Mapping[str, Any]) -> list[Any]:
+    """The guest's values for ``arguments``.
+
+    Raises:
+        ArgumentError: naming every parameter that does not fit (the first problem within each).
+    """
     known = {name for name, _ in params}
-    for key in arguments:
-        if key not in known:
-            raise ArgumentError(f"{key}: unexpected argument", (key,))
+    problems = [f"{key}: unexpected argument" for key in arguments if key not in known]
     values: list[Any] = []
     for name, ty in params:
-        if name in arguments:
-            values.append(to_wasm(ty, arguments[name], (name,)))
-        elif isinstance(ty, wc.OptionType):
-            values.append(to_wasm(ty, None, (name,)))
-        else:
-            raise ArgumentError(f"{name}: required argument is missing", (name,))
+        try:
+            if name in arguments:
+                values.append(to_wasm(ty, arguments[name], (name,)))
+            elif isinstance(ty, wc.OptionType):
+                values.append(to_wasm(ty, None, (name,)))
+            else:
+                problems.append(f"{name}: required argument is missing")
+        except ArgumentError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ArgumentError(join_problems(problems))
     return values
 
 

@@ -69,7 +69,7 @@ def rearm(
 def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, timeout_s: float) -> str | None:
     """The readable reason when a wasmtime error ``cause`` is a limit being hit, else None."""
     if cause == TIMED_OUT or cause.endswith("wasm trap: interrupt"):
-        return f"timed out after {timeout_s:g}s"
+        return time_limit_hit(timeout_s, limits)
     if cause == CANCELLED:
         return "cancelled"
     if "all fuel consumed" in cause:
@@ -77,6 +77,30 @@ def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, tim
     if _INSTANTIATE_OVER_LIMIT.search(cause) or any(marker in stderr_tail for marker in OUT_OF_MEMORY_MARKERS):
         return f"exceeded its memory limit of {limits.memory_mib} MiB"
     return None
+
+
+ANSWER_MARGIN_S = 0.5
+"""Time kept back from a call's deadline for the worker's answer to reach the caller: a guest
+stopped exactly at the deadline would answer after its caller gave up, and the caller would see a
+JSON-RPC deadline error instead of the ``isError`` result naming the limit."""
+ANSWER_MARGIN_FRACTION = 0.1
+"""For short deadlines the margin is this share of what is left, so the guest keeps most of it."""
+
+
+def guest_budget_s(remaining_s: float) -> float:
+    """What a guest may use of a call's ``remaining_s`` (> 0): all but the answer's margin."""
+    return remaining_s - min(ANSWER_MARGIN_S, remaining_s * ANSWER_MARGIN_FRACTION)
+
+
+def time_limit_hit(timeout_s: float, limits: LimitsSettings) -> str:
+    """Which wall-clock limit stopped a guest given ``timeout_s``: the tool's own, or its caller's
+    deadline (less the answer's margin) when that came first, so a model knows which to blame."""
+    if timeout_s >= limits.timeout_s:
+        return f"exceeded its time limit of {limits.timeout_s:g} s"
+    return (
+        f"timed out after {timeout_s:.3g} s, the time its caller's deadline left "
+        f"(the tool's own time limit is {limits.timeout_s:g} s)"
+    )
 
 
 def effective_timeout_s(deadline_s: float, limits: LimitsSettings) -> float:

@@ -111,6 +111,11 @@ def test_no_result_means_no_content(calc: LoadedComponent) -> None:
         ({"a": 1}, "invalid arguments: b: required argument is missing"),
         ({"a": 1, "b": 2, "c": 3}, "invalid arguments: c: unexpected argument"),
         ({"a": 1, "b": "2"}, "invalid arguments: b: expected integer, got string"),
+        (
+            {"z": 0, "b": "2"},
+            "invalid arguments: a: required argument is missing; b: expected integer, got string; "
+            "z: unexpected argument",
+        ),
     ],
 )
 def test_invalid_arguments(calc: LoadedComponent, arguments: dict[str, object], message: str) -> None:
@@ -135,7 +140,11 @@ def test_timeout_interrupts_the_guest(calc: LoadedComponent) -> None:
     started = time.monotonic()
     result = calc.call("calc_danger_spin", {}, timeout_s=0.2)
     elapsed = time.monotonic() - started
-    assert result.is_error and text(result) == "timed out after 0.2s"
+    assert (
+        result.is_error
+        and text(result)
+        == "timed out after 0.2 s, the time its caller's deadline left (the tool's own time limit is 30 s)"
+    )
     assert 0.15 < elapsed < 2.0
     assert calc.call("calc_add", {"a": 1, "b": 1}, timeout_s=5).structured_content == 2
 
@@ -272,7 +281,11 @@ def test_python_exception_carries_its_traceback(py: LoadedComponent) -> None:
 @pytest.mark.slow
 def test_python_guest_times_out(py: LoadedComponent) -> None:
     result = py.call("py_spin", {}, timeout_s=0.3)
-    assert result.is_error and text(result) == "timed out after 0.3s"
+    assert (
+        result.is_error
+        and text(result)
+        == "timed out after 0.3 s, the time its caller's deadline left (the tool's own time limit is 30 s)"
+    )
 
 
 @pytest.mark.slow

@@ -92,17 +92,20 @@ def test_metered_engine_is_ticked_too(load: Load) -> None:
     tank = load("tank", fuel=10**15, timeout_s=0.2)
     assert tank.engine_host.consume_fuel
     result = tank.call("tank_fuel_burn", {}, timeout_s=30)
-    assert result.is_error and text(result) == "timed out after 0.2s"
+    assert result.is_error and text(result) == "exceeded its time limit of 0.2 s"
 
 
 def test_tool_timeout_caps_the_call_deadline(load: Load) -> None:
     quick = load("quick", timeout_s=0.2)
     started = time.monotonic()
     result = quick.call("quick_fuel_burn", {}, timeout_s=30)
-    assert result.is_error and text(result) == "timed out after 0.2s"
+    assert result.is_error and text(result) == "exceeded its time limit of 0.2 s"
     assert time.monotonic() - started < 2
     # A shorter deadline still wins over the tool's limit.
-    assert text(load("slow", timeout_s=30).call("slow_fuel_burn", {}, timeout_s=0.1)) == "timed out after 0.1s"
+    slow = load("slow", timeout_s=30).call("slow_fuel_burn", {}, timeout_s=0.1)
+    assert (
+        text(slow) == "timed out after 0.1 s, the time its caller's deadline left (the tool's own time limit is 30 s)"
+    )
     still_serves(quick)
 
 
@@ -144,7 +147,7 @@ def test_stderr_is_logged_per_call(bad: LoadedComponent) -> None:
 HOSTILE_CALLS = {
     "memory bomb": ("bad_memory_bomb", {}, "exceeded its memory limit of 16 MiB"),
     "deep recursion": ("bad_deep_recursion", {"depth": 0}, "guest trapped: call stack exhausted"),
-    "infinite loop": ("bad_fuel_burn", {}, "timed out after 0.3s"),
+    "infinite loop": ("bad_fuel_burn", {}, "timed out after 0.3 s, the time its caller's deadline left"),
 }
 
 

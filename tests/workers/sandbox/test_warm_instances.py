@@ -48,7 +48,7 @@ def test_warm_instance_is_reused(warm: LoadedComponent) -> None:
     [
         ("warm_deep_recursion", {"depth": 0}, "guest trapped: call stack exhausted"),
         ("warm_memory_bomb", {}, "exceeded its memory limit of 16 MiB"),
-        ("warm_fuel_burn", {}, "timed out after 0.3s"),
+        ("warm_fuel_burn", {}, "exceeded its time limit of 0.3 s"),
     ],
 )
 def test_trap_or_limit_hit_discards_the_instance(

@@ -332,7 +332,10 @@ def test_an_endless_loop_times_out_and_the_worker_keeps_serving(
             }
         result = looping.result(timeout=10)
     assert result.is_error
-    assert text_of(result) == "timed out after 0.3s"
+    assert (
+        text_of(result)
+        == "timed out after 0.3 s, the time its caller's deadline left (the tool's own time limit is 30 s)"
+    )
     assert time.monotonic() - started < 3
     assert not wordcount.call("wordcount", {"text": "still here"}, timeout_s=5).is_error
 
@@ -348,7 +351,7 @@ def test_the_tool_limits_apply_to_commands(engine_host: EngineHost, cache_dir: P
 
     short = load({"timeout_s": 0.2})
     assert short.limits.memory_mib == 8  # the worker's default, merged
-    assert text_of(short.call("looper", {}, timeout_s=30)) == "timed out after 0.2s"
+    assert text_of(short.call("looper", {}, timeout_s=30)) == "exceeded its time limit of 0.2 s"
 
     metered = load({"fuel": 100_000})
     assert metered.engine_host.consume_fuel
