@@ -88,6 +88,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+async def steady_rate_window(per_s: float = 600.0, needed_s: float = 20.0) -> None:
+    """Wait, if need be, until the current rate-limit window of ``per_s`` has ``needed_s`` left.
+
+    Limits count in fixed windows aligned to multiples of ``per_s`` in Unix time
+    (``gateway.ratelimit``): a test that straddles a boundary would see its count reset halfway
+    and admit a call its limit should refuse.
+    """
+    left_s = per_s - time.time() % per_s
+    if left_s < needed_s:
+        await asyncio.sleep(left_s + 0.05)
+
+
 async def eventually(
     condition: Callable[[], T | Awaitable[T]],
     *,

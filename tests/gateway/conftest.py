@@ -23,7 +23,7 @@ from bus.subjects import Subjects
 from registry.service import RegistryService
 from schemas.config import RegistrySettings, load_settings
 from stores import TaskStore
-from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
+from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker, steady_rate_window
 from tests.gateway.auth_kit import PRINCIPAL_KEY, Issuer, auth_settings
 from tests.gateway.responders import RunningGateway, ScriptedWorker, TaskSystem, ready, running_gateway
 from workers.sandbox.component import LoadedComponent
@@ -116,6 +116,10 @@ async def secured(task_system: TaskSystem, issuer: Issuer) -> AsyncIterator[Call
             rate_limits=rate_limits or {},
             auth=auth_settings(issuer, **auth),
         )
+        limits = settings.rate_limits
+        for limit in (limits.per_principal, limits.per_tool, *limits.tools.values()):
+            if limit is not None:
+                await steady_rate_window(limit.per_s)
         context = running_gateway(settings)
         contexts.append(context)
         return await ready(await context.__aenter__())

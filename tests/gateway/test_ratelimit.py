@@ -20,6 +20,7 @@ from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.ratelimit import LEASE_DIVISOR, STORE_RETRY_S, RateLimiter, retry_after_header
 from schemas.config import RateLimitSettings
+from tests.conftest import steady_rate_window
 
 
 @pytest.fixture
@@ -28,6 +29,12 @@ async def other_nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]
     client = await connect(nats_server.url, name="replica-2")
     yield client
     await client.close()
+
+
+@pytest.fixture(autouse=True)
+async def steady_window() -> None:
+    """Every test here counts in 600 s windows: none may straddle a window's end."""
+    await steady_rate_window(600.0)
 
 
 def limits(**settings: Any) -> RateLimitSettings:
