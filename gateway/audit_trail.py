@@ -85,8 +85,9 @@ _KEY_CACHE_SIZE: Final = 4096
 REFUSALS_WINDOW_S: Final = 10.0
 """Refusals alike within this window are one event, then one more with their count."""
 MAX_REFUSAL_KINDS: Final = 256
-"""Kinds of refusal told apart in one window; past it, new kinds are counted per (reason, status)
-only, so varying the claimed subject or the tool buys an attacker no more events."""
+"""Kinds of refusal told apart in one window, for verified principals and for everyone else
+separately; past it, new kinds are counted per (reason, status) only, so varying the claimed
+subject or the tool buys an attacker no more events."""
 
 
 class Redactor:
@@ -187,6 +188,8 @@ class Refusals:
         self._max_kinds = max_kinds
         self._kinds: dict[tuple[Any, ...], list[Any]] = {}
         """kind → [its first event, refusals alike since]."""
+        self._counted = {False: 0, True: 0}
+        """Kinds told apart this window, unverified and verified (each up to ``max_kinds``)."""
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, event: AuthFailureEvent) -> None:
@@ -201,8 +204,12 @@ class Refusals:
             event.method,
             event.tool,
         )
-        if kind not in self._kinds and len(self._kinds) >= self._max_kinds:
-            kind = (event.reason, event.status)
+        # Two budgets of kinds: refusals of verified principals (``auth_method`` set) and the rest.
+        # Otherwise anyone without a credential could use up the kinds with forged subjects and
+        # have a real principal's refusal, minutes later, folded into a count without its name.
+        verified = bool(event.auth_method)
+        if kind not in self._kinds and self._counted[verified] >= self._max_kinds:
+            kind = (event.reason, event.status, verified)
             event = AuthFailureEvent(
                 reason=event.reason, status=event.status, at=event.at, detail="many kinds of refusal, counted together"
             )
@@ -211,6 +218,7 @@ class Refusals:
             seen[1] += 1
             return
         self._kinds[kind] = [event, 0]
+        self._counted[verified] += 1
         self._emit(event)
         if self._timer is None:
             try:
@@ -224,6 +232,7 @@ class Refusals:
             self._timer.cancel()
             self._timer = None
         kinds, self._kinds = self._kinds, {}
+        self._counted = {False: 0, True: 0}
         for first, repeated in kinds.values():
             if repeated:
                 self._emit(msgspec.structs.replace(first, at=time.time(), repeated=repeated))

@@ -263,3 +263,28 @@ async def test_a_flood_of_bad_tokens_reaches_the_stream_as_one_event_and_its_cou
     assert "repeated" not in first and summary["repeated"] == 99
     await asyncio.sleep(0.5)
     assert len(await floods() or []) == 2
+
+
+async def test_forged_subjects_cannot_use_up_the_kinds_a_real_principals_refusal_needs() -> None:
+    # An attacker without a credential sends bad tokens claiming ever new subjects; then alice,
+    # verified, is refused a tool. Her refusal keeps its own event, with her name and the tool.
+    emitted: list[AuthFailureEvent] = []
+    refusals = Refusals(emitted.append, window_s=3600, max_kinds=4)
+    for n in range(50):
+        refusals.add(refusal(reason="invalid_token", subject=f"forged-{n}"))
+    refusals.add(
+        AuthFailureEvent(
+            reason="forbidden_tool",
+            status=403,
+            at=time.time(),
+            subject="jwt:https://id.example.test#alice",
+            auth_method="jwt",
+            tool="kit_divide",
+        )
+    )
+    alice = [e for e in emitted if e.reason == "forbidden_tool"]
+    assert len(alice) == 1
+    assert alice[0].subject == "jwt:https://id.example.test#alice" and alice[0].tool == "kit_divide"
+    refusals.flush()
+    forged = [e for e in emitted if e.reason == "invalid_token"]
+    assert sum(e.repeated or 1 for e in forged) == 50  # every forged one is still counted
