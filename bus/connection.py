@@ -55,17 +55,43 @@ async def connect(
     timeout_s = connect_timeout_s if connect_timeout_s is not None else nats_settings.connect_timeout_s
     url = nats_settings.url
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    attempts = _Attempts()
     try:
         # nats-py retries the *first* connect forever when reconnect is on; cap it so a process
         # pointed at the wrong URL says so instead of hanging.
         with nats_boundary:
             return await asyncio.wait_for(
-                _connect(servers, name, timeout_s, allow_reconnect, _auth(nats_settings)), timeout_s
+                _connect(servers, name, timeout_s, allow_reconnect, _auth(nats_settings), attempts), timeout_s
             )
     except (TimeoutError, BusUnavailable, OSError) as exc:  # BusUnavailable: nats-py's "no servers"
-        raise BusUnavailable(f"cannot reach NATS at {url}: {str(exc) or 'timed out'}") from exc
+        # A timeout after refused attempts is a refusal: say what the attempts met, not "timed out".
+        reason = attempts.last_error or str(exc) or f"no answer within {timeout_s:g} s"
+        raise BusUnavailable(f"cannot reach NATS at {url}: {reason}") from exc
     except BusError as exc:  # e.g. "Authorization Violation"
         raise BusUnavailable(f"NATS at {url} refused the connection: {exc}") from exc
+
+
+class _Attempts:
+    """What the attempts of a first connect met, so its failure names the cause once.
+
+    Until the first connect succeeds, nats-py reports each failed attempt to the error
+    callback (every ``RECONNECT_WAIT_S``); those are kept here, not logged one by one.
+    """
+
+    def __init__(self) -> None:
+        self.last_error = ""
+
+    def failed(self, exc: Exception) -> None:
+        self.last_error = _describe(exc)
+
+
+def _describe(exc: Exception) -> str:
+    """A connect failure in a few words: ``connection refused`` rather than ``[Errno 111] Connect call failed ...``."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 _DISCONNECT_LISTENERS: weakref.WeakKeyDictionary[NatsClient, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
@@ -126,18 +152,26 @@ def _auth(settings: NatsSettings) -> dict[str, Any]:
 
 
 async def _connect(
-    servers: list[str], name: str, connect_timeout_s: float, allow_reconnect: bool, auth: dict[str, Any]
+    servers: list[str],
+    name: str,
+    connect_timeout_s: float,
+    allow_reconnect: bool,
+    auth: dict[str, Any],
+    attempts: _Attempts,
 ) -> NatsClient:
     client: list[NatsClient] = []  # filled once connected, so callbacks can tell a close from a loss
 
     async def on_error(exc: Exception) -> None:
+        if not client:  # still the first connect: ``connect`` reports the cause once, if it fails
+            attempts.failed(exc)
+            return
         log.warning("nats error", error=str(exc))
 
     async def on_disconnected() -> None:
-        if client and (client[0].is_closed or client[0].is_draining):
-            return  # our own drain/close: not news
+        if not client or client[0].is_closed or client[0].is_draining:
+            return  # a failed first attempt (``attempts`` has it), or our own drain/close: not news
         log.warning("nats disconnected", name=name)
-        for listener in _DISCONNECT_LISTENERS.get(client[0], []) if client else []:
+        for listener in _DISCONNECT_LISTENERS.get(client[0], []):
             listener()
 
     async def on_reconnected() -> None:

@@ -6,10 +6,13 @@ Run as the console script or as ``python -m cli.main`` (how ``toolbus up`` start
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from cli import audit, gateway, lifecycle, nats_config, registry, releases, tasks, tools, up, worker
+from cli.options import add_common_options
 from schemas.environment import supervisor_pid_from_env
 
 VERB_MODULES = (audit, gateway, tools, nats_config, registry, releases, tasks, up, worker)
@@ -21,6 +24,8 @@ nothing heavy; a verb loads its role's machinery (the mcp SDK, wasmtime) only wh
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every verb (used by ``main`` and by tests)."""
     parser = argparse.ArgumentParser(prog="toolbus", description="Run WebAssembly components as MCP tools on NATS.")
+    parser.add_argument("--version", action="version", version=f"toolbus {_installed_version()}")
+    add_common_options(parser)  # and on every verb: `toolbus --nats URL tools` = `toolbus tools --nats URL`
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in VERB_MODULES:
         module.register(subparsers)
@@ -37,6 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`toolbus tools | head -2`): stop quietly, as `cat` would. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a program the closed pipe stopped."""
+
+
+def _installed_version() -> str:
+    try:
+        return version("toolbus")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "(not installed)"
 
 
 if __name__ == "__main__":

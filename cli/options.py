@@ -18,24 +18,45 @@ from schemas.errors import ConfigError
 SERVER_ROLES: Final = ("gateway", "worker", "registry")
 """Verbs that run a role of their own name; every other verb is the ``operator``."""
 
+UNREACHABLE_HINT: Final = (
+    "hint: is `toolbus up` (or a NATS server) running? Name another with --nats URL or $TOOLBUS_NATS_URL."
+)
+
 Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 """An operator verb: given the settings and its arguments, do the work and return the exit code."""
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, config_option: str = "--config") -> None:
-    """``--config FILE`` and ``--nats URL`` (the URL wins over the file).
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (the deployment's toolbus.toml) and ``--nats URL`` (wins over the file and
+    ``$TOOLBUS_NATS_URL``), on the top-level parser and on every verb's, so they go anywhere.
 
-    ``config_option`` renames ``--config`` for verbs where that name means something else
-    (``toolbus publish --config tool.toml`` names the tool's settings).
+    Their default is ``SUPPRESS``: a verb's parser, run after the top-level one, must not
+    overwrite a value given before the verb with its own default (``common_option``).
     """
     parser.add_argument(
-        config_option,
+        "--config",
         dest="settings_file",
         metavar="FILE",
         type=Path,
+        default=argparse.SUPPRESS,
         help="toolbus.toml to load (default: built-in defaults)",
     )
-    parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated")
+    parser.add_argument("--nats", metavar="URL", default=argparse.SUPPRESS, help="NATS server URL(s), comma-separated")
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``, for every verb that lists something: the listing as JSON on stdout, for scripts."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of a table")
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    """Whether ``--json`` was given (before or after a sub-verb)."""
+    return bool(common_option(args, "json"))
+
+
+def common_option(args: argparse.Namespace, name: str) -> Any:
+    """A common option's value, ``None`` when it was given neither before nor after the verb."""
+    return getattr(args, name, None)
 
 
 def role_of_verb(verb: str | None) -> str:
@@ -46,10 +67,11 @@ def role_of_verb(verb: str | None) -> str:
 def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
     """Load settings named by the common options (with this machine's credentials for the verb's
     role, ``role_of_verb`` and ``bus.credentials``); print the problem and return None on error."""
-    if args.nats:
-        overrides.setdefault("nats", {})["url"] = args.nats
+    nats_url = common_option(args, "nats")
+    if nats_url:
+        overrides.setdefault("nats", {})["url"] = nats_url
     try:
-        settings = load_settings(args.settings_file, **overrides)
+        settings = load_settings(common_option(args, "settings_file"), **overrides)
     except ConfigError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
@@ -73,6 +95,9 @@ def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) 
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
     try:
         return lifecycle.run(verb(settings, args))
-    except (BusUnavailable, CredentialsError) as exc:
+    except BusUnavailable as exc:
+        print(f"toolbus: {exc}\n{UNREACHABLE_HINT}", file=sys.stderr)
+        return 1
+    except CredentialsError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return 1

@@ -3,9 +3,9 @@
 Each is a thin client of the registry's release requests (``registry.releases``); anything
 else that speaks NATS can do the same: put the Wasm bytes in the artifact store under their
 digest, then send a ``PublishRequest``. These verbs find NATS like every other one
-(``--nats URL``, or the deployment's ``toolbus.toml`` given with ``--settings``); for
-``publish``, ``--config`` names the *tool's* config, as the component's entry in a
-toolbus.toml would have it (description, per-tool overrides, limits, capabilities, kind…).
+(``--nats URL``, or the deployment's ``toolbus.toml`` given with ``--config``); ``publish
+--tool-config`` names the *tool's* settings, as the component's entry in a toolbus.toml would
+have them (description, per-tool overrides, limits, capabilities, kind…).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects
-from cli.options import add_common_options, run_verb
+from cli.options import add_common_options, add_json_option, run_verb, wants_json
 from registry.errors import RegistryError
 from registry.oci import OCI_SCHEME, parse_reference, pull_component
 from schemas.codec import decode, encode
@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     publish.add_argument("artifact", help="a .wasm file (or .wat), or oci://HOST/REPO:TAG")
     publish.add_argument("--name", required=True, help="package name; its tools are named NAME_<export>")
     publish.add_argument("--version", required=True, help="semantic version, e.g. 1.2.0")
-    publish.add_argument("--config", type=Path, help="tool.toml: the component's settings (description, limits…)")
+    publish.add_argument(
+        "--tool-config", type=Path, metavar="FILE", help="tool.toml: the component's settings (description, limits…)"
+    )
     publish.add_argument(
         "--alias", action="append", default=[], help="also point this alias at the version (repeatable)"
     )
@@ -71,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     versions = _parser(subparsers, "versions", "list a package's versions and aliases")
     versions.add_argument("name")
+    add_json_option(versions)
     versions.set_defaults(run=lambda args: _run(args, _release("versions")))
 
 
@@ -78,8 +81,7 @@ def _parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], verb: str, help_text: str
 ) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(verb, help=help_text)
-    # `--config` is the tool's settings for `publish`: the deployment's file is `--settings`.
-    add_common_options(parser, config_option="--settings")
+    add_common_options(parser)
     return parser
 
 
@@ -93,6 +95,9 @@ def _run(args: argparse.Namespace, release: Release) -> int:
         except (RegistryError, ConfigError) as exc:
             print(f"toolbus: {exc}", file=sys.stderr)
             return 1
+        if wants_json(args):
+            print(encode(reply).decode())
+            return 0
         if reply.message:
             print(reply.message)
         print_versions(reply)
@@ -144,7 +149,7 @@ def read_artifact(reference: str) -> tuple[bytes, str]:
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
-    config = tool_settings(args.config)
+    config = tool_settings(args.tool_config)
     data, source = await asyncio.to_thread(read_artifact, args.artifact)
     subjects = Subjects(settings.nats.prefix)
     aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)

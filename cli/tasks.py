@@ -16,7 +16,7 @@ from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
-from cli.options import Verb, add_common_options, run_verb
+from cli.options import Verb, add_common_options, add_json_option, common_option, run_verb, wants_json
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import Settings
 from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
@@ -27,19 +27,29 @@ REQUEST_TIMEOUT_S = 10.0
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``tasks`` verb and its sub-verbs."""
     tasks = subparsers.add_parser("tasks", help="list, submit, inspect and cancel durable tasks")
-    add_common_options(tasks)
-    tasks.add_argument("--principal", default="", help="whose tasks (default: nats; `*` lists everyone's)")
     verbs = tasks.add_subparsers(dest="task_verb")
-    verbs.add_parser("list", help="the tasks, newest first (the default)")
+    listing = verbs.add_parser("list", help="the tasks, newest first (the default)")
     submit = verbs.add_parser("submit", help="run a tool as a task; prints the task")
     submit.add_argument("tool")
     submit.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
+    leaves = [tasks, listing, submit]
     for verb, help_text in (("get", "one task's record"), ("result", "a finished task's result"), ("cancel", "cancel")):
-        verbs.add_parser(verb, help=help_text).add_argument("task_id")
+        leaf = verbs.add_parser(verb, help=help_text)
+        leaf.add_argument("task_id")
+        leaves.append(leaf)
+    # `toolbus tasks submit TOOL --nats URL` as well as `toolbus tasks --nats URL submit TOOL`.
+    for leaf in leaves:
+        add_common_options(leaf)
+        leaf.add_argument(
+            "--principal", default=argparse.SUPPRESS, help="whose tasks (default: nats; `*` lists everyone's)"
+        )
+    add_json_option(tasks)
+    add_json_option(listing)
     tasks.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.principal = common_option(args, "principal") or ""
     verb: Verb = {
         None: _list,
         "list": _list,
@@ -89,6 +99,9 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
         if not page.next_cursor:
             break
         cursor = page.next_cursor
+    if wants_json(args):
+        print(encode(tasks).decode())
+        return 0
     print(f"{'TASK':<32}  {'TOOL':<24}  {'STATUS':<10}  {'CREATED':<20}  {'TRIES':>5}  MESSAGE")
     for task in tasks:
         created = datetime.fromtimestamp(task.created_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

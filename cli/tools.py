@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+import msgspec
+
 from bus.call_request import CallRequests
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects, is_valid_tool_name
-from cli.options import add_common_options, run_verb
+from cli.options import add_common_options, add_json_option, run_verb, wants_json
 from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import DEFAULT_CALL_TIMEOUT_S, Settings
 from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``tools`` and ``call`` verbs."""
     tools = subparsers.add_parser("tools", help="list the tools in the catalogue")
     add_common_options(tools)
+    add_json_option(tools)
     tools.set_defaults(run=lambda args: run_verb(args, list_tools))
 
     call = subparsers.add_parser("call", help="call a tool over NATS and print its CallToolResult JSON")
@@ -56,6 +59,10 @@ async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
             if not page.next_cursor:
                 break
             cursor = page.next_cursor
+    if wants_json(args):
+        listing = [{**msgspec.to_builtins(tool), "liveWorkers": live.get(tool.name, 0)} for tool in tools]
+        print(encode(listing).decode())
+        return 0
     width = max((len(t.name) for t in tools), default=4)
     print(f"{'NAME':<{width}}  {'VERSION':<8}  {'DIGEST':<19}  {'WORKERS':>7}  DESCRIPTION")
     for tool in tools:

@@ -43,7 +43,7 @@ from bus.provisioning import wait_for_jetstream
 from bus.security import authorization
 from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
-from cli.options import add_common_options, run_verb
+from cli.options import add_common_options, common_option, run_verb
 from schemas.codec import DecodeError, decode
 from schemas.config import Settings
 from schemas.environment import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE
@@ -336,16 +336,17 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
 
 
 def run(args: argparse.Namespace) -> int:
-    config: Path = args.settings_file or EXAMPLES_CONFIG
+    config: Path = common_option(args, "settings_file") or EXAMPLES_CONFIG
     args.settings_file = config
-    if args.cluster is not None and (args.cluster < 1 or args.nats):
-        why = "it starts its own nats-servers, so drop --nats" if args.nats else "N must be at least 1"
+    nats_given = bool(common_option(args, "nats"))
+    if args.cluster is not None and (args.cluster < 1 or nats_given):
+        why = "it starts its own nats-servers, so drop --nats" if nats_given else "N must be at least 1"
         print(f"toolbus: --cluster: {why}", file=sys.stderr)
         return 2
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else 1)
     return run_verb(
         args,
-        lambda settings, _: up(settings, config, workers, nats_given=bool(args.nats), cluster=args.cluster),
+        lambda settings, _: up(settings, config, workers, nats_given=nats_given, cluster=args.cluster),
         gateway=gateway,
     )

@@ -27,6 +27,7 @@ from schemas.environment import (
     default_state_dir,
     nats_password_from_env,
     nats_replicas_from_env,
+    nats_url_from_env,
     otel_service_name_from_env,
     otlp_endpoint_from_env,
     principal_key_from_env,
@@ -34,7 +35,6 @@ from schemas.environment import (
 from schemas.errors import ConfigError
 from schemas.settings_model import SettingsModel
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MCP_PORT = 3001
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 """A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
@@ -57,7 +57,8 @@ def default_concurrency() -> int:
 
 
 class NatsSettings(SettingsModel):
-    url: str = DEFAULT_NATS_URL
+    url: str = Field(default_factory=nats_url_from_env)
+    """NATS server URL(s), comma-separated; default ``$TOOLBUS_NATS_URL``, else ``nats://127.0.0.1:4222``."""
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     user: str | None = None

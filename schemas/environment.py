@@ -33,6 +33,15 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "toolbus"
 
 
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url_from_env() -> str:
+    """``$TOOLBUS_NATS_URL``, else the local default: where every verb finds NATS unless the config
+    file or ``--nats`` says otherwise."""
+    return os.environ.get("TOOLBUS_NATS_URL") or DEFAULT_NATS_URL
+
+
 def nats_password_from_env() -> str | None:
     """``TOOLBUS_NATS_PASSWORD``: keeps the role's secret out of the config file."""
     return os.environ.get("TOOLBUS_NATS_PASSWORD") or None

@@ -17,7 +17,7 @@ import pytest
 import cli.gateway
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.subjects import Subjects
-from cli.gateway import register
+from cli.main import build_parser
 
 START_TIMEOUT_S = 20.0
 
@@ -43,9 +43,7 @@ def keep_logging_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="toolbus")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_flags_are_parsed() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,10 +62,81 @@ def test_unknown_keys_are_refused(tmp_path: Path) -> None:
     assert "gateway.prot" in result.stderr
 
 
-def test_unreachable_nats_is_a_clear_error() -> None:
-    result = toolbus("tools", "--nats", f"nats://127.0.0.1:{free_port()}")
+def test_unreachable_nats_is_one_line_naming_the_refusal_and_a_hint() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = toolbus("tools", "--nats", url)
     assert result.returncode == 1
-    assert "cannot reach NATS" in result.stderr
+    # Not the ten reconnect warnings nats-py's callbacks used to log, nor "timed out" for a refusal.
+    assert result.stderr.splitlines() == [
+        f"toolbus: cannot reach NATS at {url}: connection refused",
+        "hint: is `toolbus up` (or a NATS server) running? Name another with --nats URL or $TOOLBUS_NATS_URL.",
+    ]
+
+
+def test_toolbus_nats_url_names_the_server_for_every_verb() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "tasks", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TOOLBUS_NATS_URL": url},
+    )
+    assert result.returncode == 1
+    assert f"cannot reach NATS at {url}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--nats", "nats://h:1", "--config", "t.toml", "tasks", "submit", "calc_add", "{}"],
+        ["tasks", "submit", "calc_add", "{}", "--nats", "nats://h:1", "--config", "t.toml"],
+        ["tasks", "--nats", "nats://h:1", "submit", "--config", "t.toml", "calc_add", "{}"],
+    ],
+)
+def test_global_options_go_before_or_after_the_verb(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.nats, args.settings_file, args.tool) == ("nats://h:1", Path("t.toml"), "calc_add")
+
+
+def test_a_verb_s_default_does_not_overwrite_an_option_given_before_it() -> None:
+    args = build_parser().parse_args(["--nats", "nats://h:1", "tools"])
+    assert args.nats == "nats://h:1"
+    args = build_parser().parse_args(["tasks", "--json", "list"])
+    assert args.json is True
+
+
+def test_publish_names_the_tools_settings_tool_config_and_the_deployment_s_config() -> None:
+    args = build_parser().parse_args(
+        ["publish", "x.wasm", "--name", "p", "--version", "1.0.0", "--tool-config", "tool.toml", "--config", "t.toml"]
+    )
+    assert (args.tool_config, args.settings_file, args.version) == (Path("tool.toml"), Path("t.toml"), "1.0.0")
+
+
+def test_version() -> None:
+    result = toolbus("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("toolbus ")
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    # The reader is gone before the command writes (`toolbus nats-config | head -0`).
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "nats-config"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 141
+    assert result.stderr == ""  # no BrokenPipeError traceback
 
 
 def test_call_refuses_arguments_that_are_not_json() -> None:

@@ -210,7 +210,7 @@ def answer_component(answer: int) -> bytes:
 
 def toolbus(system: RunningSystem, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--settings", str(system.config)],
+        [sys.executable, "-m", "cli.main", *args, "--config", str(system.config)],
         capture_output=True,
         text=True,
         timeout=180,

@@ -4,6 +4,7 @@ real workers (wasmtime) that follow the packages bucket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -300,8 +301,8 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     tool_toml.write_text('description = "Answers."\nlimits = { timeout_s = 2 }\n')
 
     done = await asyncio.to_thread(
-        toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0", "--config", str(tool_toml),
-        "--settings", str(prefix),
+        toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0", "--tool-config", str(tool_toml),
+        "--config", str(prefix),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "published pkg 1.0.0" in done.stdout
@@ -309,7 +310,7 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     oci_registry.push("tools/answer:2.0.0", V2)
     done = await asyncio.to_thread(
         toolbus, "publish", oci_registry.oci("tools/answer:2.0.0"), "--name", "pkg", "--version", "2.0.0",
-        "--settings", str(prefix),
+        "--config", str(prefix),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     await eventually(
@@ -321,7 +322,7 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     record = await deployment.store.version("pkg", "1.0.0")
     assert record is not None and record.settings == {"description": "Answers.", "limits": {"timeout_s": 2}}
 
-    done = await asyncio.to_thread(toolbus, "rollback", "pkg", "1.0.0", "--settings", str(prefix))
+    done = await asyncio.to_thread(toolbus, "rollback", "pkg", "1.0.0", "--config", str(prefix))
     assert done.returncode == 0, done.stderr
     assert "pkg latest → 1.0.0" in done.stdout
     await eventually(lambda: deployment.offered().get("pkg_answer") == "1.0.0", timeout_s=SETTLE_TIMEOUT_S)
@@ -332,9 +333,18 @@ async def test_the_cli_publishes_a_file_and_an_oci_artifact_and_manages_versions
     assert done.returncode == 0, done.stderr
     [row] = [line for line in done.stdout.splitlines() if line.startswith("pkg_answer")]
     assert row.split()[:4] == ["pkg_answer", "1.0.0", f"sha256:{v1.digest[7:19]}", "1"]
+    # The same listing for scripts, with the global options before the verb this time.
+    done = await asyncio.to_thread(toolbus, "--config", str(prefix), "tools", "--json")
+    assert done.returncode == 0, done.stderr
+    [listed] = [tool for tool in json.loads(done.stdout) if tool["name"] == "pkg_answer"]
+    assert (listed["version"], listed["digest"], listed["liveWorkers"]) == ("1.0.0", v1.digest, 1)
+    done = await asyncio.to_thread(toolbus, "versions", "pkg", "--json", "--config", str(prefix))
+    assert done.returncode == 0, done.stderr
+    assert [v["version"] for v in json.loads(done.stdout)["versions"]] == ["1.0.0", "2.0.0"]
 
+    missing = tmp_path / "missing.toml"
     done = await asyncio.to_thread(toolbus, "publish", str(wasm), "--name", "pkg", "--version", "1.0.0",
-                                   "--settings", str(prefix), "--config", str(tmp_path / "missing.toml"))  # fmt: skip
+                                   "--config", str(prefix), "--tool-config", str(missing))  # fmt: skip
     assert done.returncode == 1 and "missing.toml" in done.stderr
 
 
@@ -353,7 +363,7 @@ async def test_publishing_under_a_configured_components_name_is_refused(
         wasm.write_bytes(V1)
         prefix = nats_settings(tmp_path, nats_server.url, deployment.subjects.prefix)
         refused = await asyncio.to_thread(
-            toolbus, "publish", str(wasm), "--name", "kit", "--version", "1.0.0", "--settings", str(prefix)
+            toolbus, "publish", str(wasm), "--name", "kit", "--version", "1.0.0", "--config", str(prefix)
         )
         assert refused.returncode == 1
         assert "'kit' is a component workers serve from their own config" in refused.stderr
@@ -361,7 +371,7 @@ async def test_publishing_under_a_configured_components_name_is_refused(
         assert await deployment.store.version("kit", "1.0.0") is None
         assert deployment.offered()["kit_add"] == ""  # still the configured tool
         done = await asyncio.to_thread(
-            toolbus, "publish", str(wasm), "--name", "kit2", "--version", "1.0.0", "--settings", str(prefix)
+            toolbus, "publish", str(wasm), "--name", "kit2", "--version", "1.0.0", "--config", str(prefix)
         )
         assert done.returncode == 0, done.stderr
     finally:
