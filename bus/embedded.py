@@ -6,7 +6,10 @@ with its own ports and JetStream store, told the cluster's name and every node's
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +25,25 @@ READY_TIMEOUT_S = 10.0
 """nats-server with JetStream on a warm disk is ready in well under a second; this is a ceiling."""
 STOP_TIMEOUT_S = 10.0
 """SIGTERM lets JetStream flush; after this the server is killed."""
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal the kernel sends a process when the thread that started it dies."""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the thread that started it dies, even by kill -9
+    (elsewhere: nothing). Called in a child between fork and exec, or by a child of its own."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on ``host:port`` already (a connect succeeds)."""
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
 
 
 def nats_server_binary() -> Path:
@@ -59,6 +81,10 @@ class EmbeddedNatsServer:
     config_file: Path | None = None
     """A nats-server config (``toolbus up``: the users of ``bus.security.authorization``); the
     command-line flags (address, port, JetStream store) take precedence over it."""
+    die_with_owner: bool = False
+    """Have the kernel stop the server when the thread that started it dies (``toolbus up``:
+    killed by SIGKILL, the server must not live on holding the port). Only for an owner whose
+    starting thread lives as long as it does: an event loop's executor threads do."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -101,7 +127,11 @@ class EmbeddedNatsServer:
         # A session of its own: Ctrl-C or a signal to `toolbus up`'s process group must not stop
         # the server under the children that are still draining through it; its owner stops it last.
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_owner else None,
         )
         self._wait_ready(log_file)
 
@@ -110,8 +140,10 @@ class EmbeddedNatsServer:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-                raise EmbeddedServerError(f"nats-server exited with {self._process.returncode}: {tail}")
+                text = log_file.read_text(errors="replace") if log_file.exists() else ""
+                raise EmbeddedServerError(
+                    f"nats-server exited with {self._process.returncode}: {_cause(text)} (its log: {log_file})"
+                )
             # The server logs this line once every listener, JetStream included, is up.
             if log_file.exists() and "Server is ready" in log_file.read_text(errors="replace"):
                 return
@@ -146,6 +178,15 @@ class EmbeddedNatsServer:
         self.stop()
 
 
+def _cause(log_text: str) -> str:
+    """The line of a nats-server log that says why it stopped: its last fatal or error line."""
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "[FTL]" in line or "[ERR]" in line:
+            return line.split("] ", 2)[-1]  # without the "[pid] date time [FTL]" prefix
+    return lines[-1] if lines else "no log"
+
+
 CLUSTER_NAME = "toolbus"
 
 
@@ -163,6 +204,8 @@ class EmbeddedNatsCluster:
     name: str = CLUSTER_NAME
     config_file: Path | None = None
     """Given to every node (see ``EmbeddedNatsServer.config_file``)."""
+    die_with_owner: bool = False
+    """Given to every node (see ``EmbeddedNatsServer.die_with_owner``)."""
     nodes: list[EmbeddedNatsServer] = field(default_factory=list, init=False)
 
     @property
@@ -184,6 +227,7 @@ class EmbeddedNatsCluster:
                 host=self.host,
                 extra_args=self._node_args(i, routes),
                 config_file=self.config_file,
+                die_with_owner=self.die_with_owner,
             )
             for i in range(self.size)
         ]

@@ -6,19 +6,16 @@ Waiting for the shutdown signal is ``bus.shutdown``: the roles themselves wait o
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvloop
 
-T = TypeVar("T")
+from bus.embedded import die_with_parent
 
-PR_SET_PDEATHSIG = 1
-"""prctl(2): the signal the kernel sends this process when the thread that started it dies."""
+T = TypeVar("T")
 
 
 def stop_with_supervisor(supervisor_pid: int | None) -> bool:
@@ -27,7 +24,7 @@ def stop_with_supervisor(supervisor_pid: int | None) -> bool:
     False when the supervisor is already gone: nobody would signal us, so the caller exits."""
     if supervisor_pid is None or not sys.platform.startswith("linux"):
         return True
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent()
     return os.getppid() == supervisor_pid  # checked after the request: no window in between
 
 

@@ -37,7 +37,7 @@ import structlog
 
 from bus.connection import connected
 from bus.credentials import credentials_dir, ensure_credentials, with_local_credentials, write_server_config
-from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer
+from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer, port_in_use
 from bus.errors import EmbeddedServerError
 from bus.provisioning import wait_for_jetstream
 from bus.security import authorization
@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run N nats-servers clustered on loopback (JetStream replicas N), 2 gateways, 3 workers",
     )
     parser.add_argument("--port", type=int, help="MCP port (default from config: 3001)")
+    parser.add_argument(
+        "--nats-port", type=int, metavar="PORT", help="port of the embedded nats-server (default from config: 4222)"
+    )
     parser.add_argument("--host", help="MCP host (default from config: 127.0.0.1)")
     parser.set_defaults(run=run)
 
@@ -258,12 +261,19 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
     env: dict[str, str] | None = None
     parsed = urlsplit(settings.nats.url.split(",")[0])
     host = parsed.hostname or "127.0.0.1"
+    gateway_ports = [settings.gateway.port + i for i in range(CLUSTER_GATEWAYS if cluster else 1)]
+    busy = busy_port(settings, gateway_ports, embedded_nats=not nats_given and not cluster)
+    if busy is not None:
+        print(f"toolbus: {busy}", file=sys.stderr)
+        return 1
     try:
         if cluster or not nats_given:
             passwords = ensure_credentials(settings.state_dir)
             auth = write_server_config(settings.state_dir, authorization(Subjects(settings.nats.prefix), passwords))
         if cluster:
-            nodes = EmbeddedNatsCluster(settings.state_dir / "cluster", size=cluster, host=host, config_file=auth)
+            nodes = EmbeddedNatsCluster(
+                settings.state_dir / "cluster", size=cluster, host=host, config_file=auth, die_with_owner=True
+            )
             await asyncio.to_thread(nodes.start)
             servers = nodes.nodes
             log.info("embedded nats cluster started", urls=nodes.url, pids=[node.pid for node in nodes.nodes])
@@ -273,7 +283,7 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
             nats_update: dict[str, object] = {"url": nodes.url, "replicas": replicas}
         elif not nats_given:
             server = EmbeddedNatsServer(
-                settings.state_dir / "nats", host=host, port=parsed.port or 4222, config_file=auth
+                settings.state_dir / "nats", host=host, port=parsed.port or 4222, config_file=auth, die_with_owner=True
             )
             await asyncio.to_thread(server.start)
             servers = [server]
@@ -291,7 +301,6 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         settings = with_local_credentials(settings, "operator")  # `up`'s own connections (readiness)
         nats_url = settings.nats.url
         gw = settings.gateway
-        gateway_ports = [gw.port + i for i in range(CLUSTER_GATEWAYS if cluster else 1)]
         children = [Child("registry", _toolbus("registry", config, nats_url), env=env, halt=halt)]
         children += [
             Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url), env=env, halt=halt) for i in range(workers)
@@ -318,6 +327,9 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         else:
             ready.cancel()
         return 0
+    except EmbeddedServerError as exc:  # e.g. its port taken between our check and its bind
+        print(f"toolbus: {exc}", file=sys.stderr)
+        return 1
     finally:
         halt.set()  # from here on nothing is restarted, whatever exits
         if watcher is not None:
@@ -343,6 +355,11 @@ def run(args: argparse.Namespace) -> int:
         why = "it starts its own nats-servers, so drop --nats" if nats_given else "N must be at least 1"
         print(f"toolbus: --cluster: {why}", file=sys.stderr)
         return 2
+    if args.nats_port is not None:
+        if nats_given or args.cluster is not None:
+            print("toolbus: --nats-port is the embedded nats-server's: drop --nats and --cluster", file=sys.stderr)
+            return 2
+        args.nats = f"nats://127.0.0.1:{args.nats_port}"  # the embedded server's address, as [nats] url would say
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else 1)
     return run_verb(
@@ -350,3 +367,23 @@ def run(args: argparse.Namespace) -> int:
         lambda settings, _: up(settings, config, workers, nats_given=nats_given, cluster=args.cluster),
         gateway=gateway,
     )
+
+
+def busy_port(settings: Settings, gateway_ports: list[int], embedded_nats: bool) -> str | None:
+    """Why ``up`` cannot start here, in one line: a port it would listen on is taken (by another
+    ``toolbus up``, a nats-server, ...). Checked before anything starts: a gateway that cannot
+    bind would otherwise be restarted for ever, and ``up``'s readiness probe could reach the other
+    process and call the system up."""
+    host = settings.gateway.host
+    for port in gateway_ports:
+        if port_in_use(host, port):
+            return f"port {port} on {host} is in use by another process; choose the MCP port with --port N"
+    if embedded_nats:
+        nats = urlsplit(settings.nats.url.split(",")[0])
+        nats_host, nats_port = nats.hostname or "127.0.0.1", nats.port or 4222
+        if port_in_use(nats_host, nats_port):
+            return (
+                f"NATS port {nats_port} on {nats_host} is in use (another toolbus up, or a nats-server?); "
+                "choose another with --nats-port N, or use that server with --nats URL"
+            )
+    return None
