@@ -42,6 +42,17 @@ def nats_url_from_env() -> str:
     return os.environ.get("TOOLBUS_NATS_URL") or DEFAULT_NATS_URL
 
 
+def mcp_url_from_env() -> str | None:
+    """``$TOOLBUS_MCP_URL``: the gateway endpoint ``toolbus stdio`` relays to."""
+    return os.environ.get("TOOLBUS_MCP_URL") or None
+
+
+def mcp_token_from_env() -> str | None:
+    """``$TOOLBUS_TOKEN``: the API key or JWT ``toolbus stdio`` presents to the gateway (kept out of
+    the argv a desktop client's config would otherwise show)."""
+    return os.environ.get("TOOLBUS_TOKEN") or None
+
+
 def nats_password_from_env() -> str | None:
     """``TOOLBUS_NATS_PASSWORD``: keeps the role's secret out of the config file."""
     return os.environ.get("TOOLBUS_NATS_PASSWORD") or None
