@@ -25,6 +25,7 @@ from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects
 from cli.options import add_common_options, add_json_option, run_verb, wants_json
+from cli.projects import build_project, read_project
 from registry.errors import RegistryError
 from registry.oci import OCI_SCHEME, parse_reference, pull_component
 from schemas.codec import decode, encode
@@ -32,6 +33,7 @@ from schemas.config import ComponentSettings, Settings, describe_validation_erro
 from schemas.errors import ConfigError
 from schemas.wire import ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
 from stores import LATEST, PackageStore
+from workers.errors import WorkersError
 
 RELEASE_TIMEOUT_S = 180.0
 """Publishing waits for a worker to compile the component (~6 s for componentize-py output)."""
@@ -42,8 +44,12 @@ TOOL_CONFIG_EXCLUDED = frozenset({"name", "path", "source", "world"})
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the release verbs."""
     publish = _parser(subparsers, "publish", "publish a Wasm component (a file or oci://…) as a new version")
-    publish.add_argument("artifact", help="a .wasm file (or .wat), or oci://HOST/REPO:TAG")
-    publish.add_argument("--name", required=True, help="package name; its tools are named NAME_<export>")
+    publish.add_argument(
+        "artifact", help="a project directory (built first), a .wasm file (or .wat), or oci://HOST/REPO:TAG"
+    )
+    publish.add_argument(
+        "--name", help="package name; its tools are named NAME_<export> (default for a project: its directory's name)"
+    )
     publish.add_argument("--version", required=True, help="semantic version, e.g. 1.2.0")
     publish.add_argument(
         "--tool-config", type=Path, metavar="FILE", help="tool.toml: the component's settings (description, limits…)"
@@ -92,7 +98,7 @@ def _run(args: argparse.Namespace, release: Release) -> int:
     async def verb(settings: Settings, args: argparse.Namespace) -> int:
         try:
             reply = await release(settings, args)
-        except (RegistryError, ConfigError) as exc:
+        except (RegistryError, ConfigError, WorkersError) as exc:  # WorkersError: a project did not build
             print(f"toolbus: {exc}", file=sys.stderr)
             return 1
         if wants_json(args):
@@ -127,6 +133,31 @@ def tool_settings(path: Path | None) -> dict[str, Any]:
     return raw
 
 
+def _artifact_to_publish(settings: Settings, args: argparse.Namespace) -> tuple[bytes, str, dict[str, Any]]:
+    """The Wasm bytes, their source label and the tool's settings; a project is built first (and
+    ``args.name`` defaults to its directory's name).
+
+    Raises:
+        ConfigError: no name for a file, an unreadable artifact or tool config.
+        BuildError: the project did not build.
+    """
+    if Path(args.artifact).is_dir():  # a project: build it, publish with its tool.toml
+        project = read_project(Path(args.artifact), args.name)
+        args.name = project.settings.name
+        built = build_project(project, settings)
+        config = tool_settings(args.tool_config) if args.tool_config else _published_settings(project.tool_config)
+        return built.read_bytes(), f"{Path(args.artifact).resolve().name} (built {built.name})", config
+    if not args.name:
+        raise ConfigError("--name: required when publishing a file or an OCI reference")
+    data, source = read_artifact(args.artifact)
+    return data, source, tool_settings(args.tool_config)
+
+
+def _published_settings(tool_config: dict[str, Any]) -> dict[str, Any]:
+    """A project's tool.toml as publish sends it: without what the artifact and --name say."""
+    return {key: value for key, value in tool_config.items() if key not in TOOL_CONFIG_EXCLUDED}
+
+
 def read_artifact(reference: str) -> tuple[bytes, str]:
     """The Wasm bytes of a file (``.wat`` is assembled) or an ``oci://`` reference, and its source label."""
     if reference.startswith(OCI_SCHEME):
@@ -149,8 +180,7 @@ def read_artifact(reference: str) -> tuple[bytes, str]:
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
-    config = tool_settings(args.tool_config)
-    data, source = await asyncio.to_thread(read_artifact, args.artifact)
+    data, source, config = await asyncio.to_thread(_artifact_to_publish, settings, args)
     subjects = Subjects(settings.nats.prefix)
     aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)
     async with connected(settings.nats, name="toolbus-publish") as nc:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -49,9 +48,7 @@ async def relay(url: str, token: str | None) -> None:
         await client_out.aclose()  # ends the stdio server's writer
 
 
-async def _to_gateway(
-    client_in: MemoryObjectReceiveStream[Any], gateway_out: MemoryObjectSendStream[Any], seen: Traffic
-) -> None:
+async def _to_gateway(client_in: Any, gateway_out: Any, seen: Traffic) -> None:
     async for item in client_in:
         if isinstance(item, Exception):  # a line that is not JSON-RPC: nothing to relay
             print(f"toolbus stdio: ignored a message that is not JSON-RPC: {item}", file=sys.stderr)
@@ -61,9 +58,7 @@ async def _to_gateway(
         await gateway_out.send(SessionMessage(item.message, metadata=metadata))
 
 
-async def _to_client(
-    gateway_in: MemoryObjectReceiveStream[Any], client_out: MemoryObjectSendStream[Any], seen: Traffic
-) -> None:
+async def _to_client(gateway_in: Any, client_out: Any, seen: Traffic) -> None:
     async for item in gateway_in:
         if isinstance(item, Exception):  # the transport's own failure; the request it hit gets an error
             print(f"toolbus stdio: {item}", file=sys.stderr)
@@ -98,8 +93,8 @@ class Traffic:
             return {MCP_PROTOCOL_VERSION_HEADER: self.negotiated} if self.negotiated else {}
         if "id" in wire:
             self._unanswered[wire["id"]] = method
-        params = wire.get("params") if isinstance(wire.get("params"), dict) else {}
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        params = _object(wire.get("params"))
+        meta = _object(params.get("_meta"))
         version = meta.get(PROTOCOL_VERSION_META_KEY)
         if version not in MODERN_PROTOCOL_VERSIONS:
             return {MCP_PROTOCOL_VERSION_HEADER: self.negotiated} if self.negotiated else {}
@@ -108,7 +103,7 @@ class Traffic:
         if name_key is not None and isinstance(name := params.get(name_key), str):
             headers[MCP_NAME_HEADER] = encode_header_value(name)
         if method == "tools/call" and isinstance(name := params.get("name"), str):
-            arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
+            arguments = _object(params.get("arguments"))
             headers.update(mcp_param_headers(self._param_headers.get(name, {}), arguments))
         return headers
 
@@ -128,3 +123,8 @@ class Traffic:
             for tool in result.get("tools", []):
                 if isinstance(tool, dict) and isinstance(tool.get("name"), str):
                     self._param_headers[tool["name"]] = x_mcp_header_map(tool.get("inputSchema") or {})
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a malformed message is the gateway's to refuse)."""
+    return value if isinstance(value, dict) else {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from workers.toolchains.errors import BuildError
+from workers.toolchains.installers import debian_binary
 from workers.toolchains.projects import content_key, project_files, run_tool
 
 log = structlog.get_logger(__name__)
@@ -46,9 +46,7 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
     sources = [source_dir / relative for relative, _ in files if relative.endswith(".c")]
     if not sources:
         raise BuildError(f"command source {source_dir} holds no .c file")
-    clang = shutil.which(CLANG)
-    if clang is None:
-        raise BuildError(f"{CLANG} not found on PATH; install the Debian packages {' '.join(DEBIAN_PACKAGES)}")
+    clang = debian_binary(CLANG, DEBIAN_PACKAGES)  # installed on first use
     key = content_key(files, _recipe(clang))
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"

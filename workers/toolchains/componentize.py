@@ -1,6 +1,8 @@
-"""Build ``source`` components with componentize-py, cached by content hash.
+"""Build ``source`` components from Python (componentize-py) or JavaScript (componentize-js),
+cached by content hash.
 
-A source project is a directory holding ``app.py`` and ``wit/``. Its build lands at
+A source project is a directory holding ``wit/`` and ``app.py`` (Python) or ``app.js``
+(JavaScript: componentize-js from npm, installed into the cache on first use). Its build lands at
 ``<cache_dir>/built/<key>.wasm``, where the key hashes every file of the project, the world and
 the toolchain version: an unchanged project never rebuilds, an edited one never reuses a stale
 build. Builds happen in a private temporary directory and are renamed into place, so a reader
@@ -31,6 +33,7 @@ import structlog
 
 import schemas
 from workers.toolchains.errors import BuildError
+from workers.toolchains.installers import npm_package
 from workers.toolchains.projects import content_key, project_files, run_tool
 from workers.toolchains.wit_docs import docs_section, extract_docs
 
@@ -42,6 +45,13 @@ DOCS_TIMEOUT_S = 60
 """Upper bound of one ``wasm-tools component wit`` run (it takes milliseconds)."""
 APP_MODULE = "app"
 """The Python module componentize-py wraps (``app.py`` at the project's top level)."""
+JS_APP = "app.js"
+"""The JavaScript module componentize-js wraps."""
+COMPONENTIZE_JS = ("@bytecodealliance/componentize-js", "0.23.0")
+"""The npm package and version that builds JavaScript components (StarlingMonkey inside)."""
+JS_DISABLED_FEATURES = ("http", "fetch-event")
+"""WASI features a JavaScript guest is built without: toolbus guests reach the network only
+through ``toolbus:http`` grants, so importing ``wasi:http`` would only fail to link."""
 WIT_DIR = "wit"
 """Where a project keeps its WIT files (``wit/deps`` included)."""
 HOST_WIT_DIR = Path(schemas.__file__).parent / "wit"
@@ -58,7 +68,10 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
             failed or timed out; the message carries the tool's own error output.
     """
     files = _componentize_inputs(source_dir)
-    key = _componentize_key(files, world)
+    javascript = any(relative == JS_APP for relative, _ in files)
+    if not javascript and not any(relative == f"{APP_MODULE}.py" for relative, _ in files):
+        raise BuildError(f"source {source_dir} holds neither {APP_MODULE}.py (Python) nor {JS_APP} (JavaScript)")
+    key = _build_key(files, world, javascript=javascript)
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"
     if output.is_file():
@@ -78,11 +91,19 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         wasm = scratch / "component.wasm"
+        if javascript:
+            componentize_js = npm_package(cache_dir, *COMPONENTIZE_JS, "componentize-js")
+            argv = [str(componentize_js), JS_APP, "--wit", WIT_DIR, "--world-name", world, "-o", str(wasm)]
+            argv += ["--disable", *JS_DISABLED_FEATURES]
+        else:
+            argv = [_tool("componentize-py"), "-q", "-d", WIT_DIR, "-w", world, "componentize", APP_MODULE]
+            argv += ["-o", str(wasm)]
+        builder = "componentize-js" if javascript else "componentize-py"
         run_tool(
-            [_tool("componentize-py"), "-q", "-d", WIT_DIR, "-w", world, "componentize", APP_MODULE, "-o", str(wasm)],
+            argv,
             cwd=project,
             timeout_s=BUILD_TIMEOUT_S,
-            what=f"componentize-py could not build {source_dir} (world {world!r})",
+            what=f"{builder} could not build {source_dir} (world {world!r})",
         )
         docs = _wit_docs(project / WIT_DIR, world, source_dir)
         with wasm.open("ab") as out:
@@ -117,9 +138,10 @@ def _host_wit_files(project_files: list[tuple[str, bytes]]) -> list[tuple[str, b
     ]
 
 
-def _componentize_key(files: list[tuple[str, bytes]], world: str) -> str:
-    """The key of a componentize-py build: the files, the world, the toolchain, the recipe."""
-    return content_key(files, world, importlib.metadata.version("componentize-py"), BUILD_RECIPE_VERSION)
+def _build_key(files: list[tuple[str, bytes]], world: str, *, javascript: bool) -> str:
+    """The key of a build: the files, the world, the toolchain and its version, the recipe."""
+    toolchain = f"componentize-js {COMPONENTIZE_JS[1]}" if javascript else importlib.metadata.version("componentize-py")
+    return content_key(files, world, toolchain, BUILD_RECIPE_VERSION)
 
 
 def _tool(name: str) -> str:

@@ -25,7 +25,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
 def source_key(source_dir: Path, world: str) -> str:
     """The cache key of building ``source_dir`` against ``world`` (the built file's stem)."""
     # Only these tests need the key on its own; the build computes it from the same two steps.
-    return componentize._componentize_key(componentize._componentize_inputs(source_dir), world)
+    return componentize._build_key(componentize._componentize_inputs(source_dir), world, javascript=False)
 
 
 @pytest.fixture(scope="session")
