@@ -9,8 +9,10 @@ a ``source`` is built and cached) is written once, in ``ToolSourceKind.resolve``
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -73,25 +75,32 @@ KINDS: Final = {kind.name: kind for kind in (COMPONENT, COMMAND)}
 def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
     """Build (if from source) and load every configured component and command module.
 
+    The builds run at once (each is a child process: on a machine with cores to spare, a first
+    start builds its components side by side), then each is loaded in config order.
+
     Raises:
         WorkersError: a component cannot be built or loaded; the message names it.
     """
+    configured = settings.components
+    with ThreadPoolExecutor(max_workers=max(1, min(len(configured), os.cpu_count() or 1))) as builders:
+        built = list(builders.map(lambda entry: KINDS[entry.kind].resolve(entry, settings.cache_dir), configured))
     loaded = []
-    for configured in settings.components:
+    for entry, wasm_path in zip(configured, built, strict=True):
         started = time.perf_counter()
         loaded.append(
             load_one(
-                configured,
+                entry,
                 engine,
                 settings.cache_dir,
                 defaults=settings.worker.limits,
-                grants=Grants.resolve(configured, settings.capabilities),
+                grants=Grants.resolve(entry, settings.capabilities),
+                wasm_path=wasm_path,
             )
         )
         log.info(
             "component loaded",
-            component=configured.name,
-            kind=configured.kind,
+            component=entry.name,
+            kind=entry.kind,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
     return loaded
@@ -104,15 +113,18 @@ def load_one(
     *,
     defaults: LimitsSettings | None = None,
     grants: Grants | None = None,
+    wasm_path: Path | None = None,
 ) -> LoadedTool:
     """Build (if from source) and load one configured tool source, by its ``kind``.
 
     ``defaults`` are the worker's limits (``[worker.limits]``), which the entry's own override;
-    ``grants`` its resolved capabilities (default: none).
+    ``grants`` its resolved capabilities (default: none); ``wasm_path`` its Wasm when already
+    built (default: built, or taken from the cache, here).
 
     Raises:
         WorkersError: it cannot be built or loaded; the message names it.
     """
     kind = KINDS[configured.kind]
-    wasm_path = kind.resolve(configured, cache_dir)
+    if wasm_path is None:
+        wasm_path = kind.resolve(configured, cache_dir)
     return kind.load(engine, configured, wasm_path, cache_dir, defaults=defaults, grants=grants)

@@ -61,7 +61,9 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
     os.close(fd)
     try:
         argv = [clang, *C_FLAGS, "-I", str(source_dir), "-o", scratch, *map(str, sources)]
-        run_tool(argv, cwd=None, timeout_s=BUILD_TIMEOUT_S, what=f"{CLANG} could not build {source_dir}")
+        run_tool(
+            argv, cwd=None, timeout_s=BUILD_TIMEOUT_S, what=f"{CLANG} could not build {source_dir}", source=source_dir
+        )
         os.replace(scratch, output)
     finally:
         Path(scratch).unlink(missing_ok=True)

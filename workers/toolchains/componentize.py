@@ -104,6 +104,7 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
             cwd=project,
             timeout_s=BUILD_TIMEOUT_S,
             what=f"{builder} could not build {source_dir} (world {world!r})",
+            source=source_dir,
         )
         docs = _wit_docs(project / WIT_DIR, world, source_dir)
         with wasm.open("ab") as out:

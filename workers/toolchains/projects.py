@@ -10,9 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
+import structlog
+
 from workers.toolchains.errors import BuildError
+
+log = structlog.get_logger(__name__)
 
 
 def project_files(source_dir: Path) -> list[tuple[str, bytes]]:
@@ -57,21 +62,41 @@ def _tool_env() -> dict[str, str]:
     return {**os.environ, "RUST_BACKTRACE": "0"}
 
 
-def run_tool(argv: list[str], *, cwd: Path | None, timeout_s: float, what: str) -> str:
+PROGRESS_EVERY_S = 5.0
+"""A build still running is reported this often (a cold componentize-py build takes 10-30 s)."""
+
+
+def run_tool(argv: list[str], *, cwd: Path | None, timeout_s: float, what: str, source: Path | None = None) -> str:
     """Run a build tool; return its stdout, or raise BuildError with its error output.
+
+    A tool still running after ``PROGRESS_EVERY_S`` is logged every as often with the project it
+    builds (``source``) and the time taken so far, so a first start that builds for half a
+    minute is never silent.
 
     Raises:
         BuildError: it could not start, timed out or failed; the message starts with ``what``.
     """
+    started = time.monotonic()
     try:
-        done = subprocess.run(
-            argv, cwd=cwd, env=_tool_env(), capture_output=True, text=True, timeout=timeout_s, check=False
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=_tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-    except subprocess.TimeoutExpired as exc:
-        raise BuildError(f"{what}: timed out after {timeout_s} s") from exc
     except OSError as exc:
         raise BuildError(f"{what}: {exc}") from exc
-    if done.returncode != 0:
-        detail = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
+    with process:
+        while True:
+            left_s = timeout_s - (time.monotonic() - started)
+            try:
+                stdout, stderr = process.communicate(timeout=max(0.0, min(PROGRESS_EVERY_S, left_s)))
+                break
+            except subprocess.TimeoutExpired:
+                if left_s <= PROGRESS_EVERY_S:
+                    process.kill()
+                    process.communicate()
+                    raise BuildError(f"{what}: timed out after {timeout_s} s") from None
+                elapsed_s = round(time.monotonic() - started)
+                log.info("still building", source=str(source or ""), tool=Path(argv[0]).name, elapsed_s=elapsed_s)
+    if process.returncode != 0:
+        detail = stderr.strip() or stdout.strip() or f"exit status {process.returncode}"
         raise BuildError(f"{what}:\n{detail}")
-    return done.stdout
+    return stdout
