@@ -12,6 +12,7 @@ from bus.credentials import with_local_credentials
 from bus.errors import BusUnavailable, CredentialsError
 from cli import lifecycle
 from cli.logs import configure_logging
+from schemas.codec import DecodeError, decode_json
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
 
@@ -57,6 +58,19 @@ def wants_json(args: argparse.Namespace) -> bool:
 def common_option(args: argparse.Namespace, name: str) -> Any:
     """A common option's value, ``None`` when it was given neither before nor after the verb."""
     return getattr(args, name, None)
+
+
+def json_arguments(text: str) -> dict[str, Any] | None:
+    """A tool's arguments given on the command line: a JSON object, or ``None`` after saying why not."""
+    try:
+        arguments = decode_json(text.encode())
+    except DecodeError as exc:
+        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(arguments, dict):
+        print("toolbus: arguments must be a JSON object", file=sys.stderr)
+        return None
+    return arguments
 
 
 def role_of_verb(verb: str | None) -> str:

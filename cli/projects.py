@@ -24,8 +24,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from cli.logs import configure_logging
-from cli.options import add_common_options, settings_from_args
-from schemas.codec import DecodeError, decode_json
+from cli.options import add_common_options, json_arguments, settings_from_args
 from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ConfigError
 
@@ -180,13 +179,8 @@ def run_run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_format)
-    try:
-        arguments = decode_json(args.arguments.encode())
-    except DecodeError as exc:
-        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(arguments, dict):
-        print("toolbus: arguments must be a JSON object", file=sys.stderr)
+    arguments = json_arguments(args.arguments)
+    if arguments is None:
         return 2
     try:
         project = read_project(args.project)

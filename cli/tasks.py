@@ -16,8 +16,8 @@ from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
-from cli.options import Verb, add_common_options, add_json_option, common_option, run_verb, wants_json
-from schemas.codec import DecodeError, decode, decode_json, encode
+from cli.options import Verb, add_common_options, add_json_option, common_option, json_arguments, run_verb, wants_json
+from schemas.codec import decode, encode
 from schemas.config import Settings
 from schemas.wire import ErrorReply, TaskList, TaskQuery, TaskRecord, TaskSubmit
 
@@ -113,13 +113,8 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        arguments = decode_json(args.arguments.encode())
-    except DecodeError as exc:
-        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(arguments, dict):
-        print("toolbus: arguments must be a JSON object", file=sys.stderr)
+    arguments = json_arguments(args.arguments)
+    if arguments is None:
         return 2
     body = encode(TaskSubmit(tool=args.tool, arguments=arguments, principal=args.principal))
     data = await _request(settings, "submit", body, args.principal)

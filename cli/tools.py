@@ -11,8 +11,8 @@ from bus.call_request import CallRequests
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.subjects import Header, Subjects, is_valid_tool_name
-from cli.options import add_common_options, add_json_option, run_verb, wants_json
-from schemas.codec import DecodeError, decode, decode_json, encode
+from cli.options import add_common_options, add_json_option, json_arguments, run_verb, wants_json
+from schemas.codec import decode, encode
 from schemas.config import DEFAULT_CALL_TIMEOUT_S, Settings
 from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
 
@@ -77,10 +77,7 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
     if not is_valid_tool_name(args.tool):
         print(f"toolbus: {args.tool!r} is not a valid tool name", file=sys.stderr)
         return 2
-    try:
-        decode_json(args.arguments.encode())
-    except DecodeError as exc:
-        print(f"toolbus: arguments are not valid JSON: {exc}", file=sys.stderr)
+    if json_arguments(args.arguments) is None:
         return 2
     # No era and no principal: an operator's call is a plain NATS caller's, as `nats req` would send.
     request = CallRequests(Subjects(settings.nats.prefix)).build(

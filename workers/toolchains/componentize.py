@@ -33,7 +33,7 @@ import structlog
 
 import schemas
 from workers.toolchains.errors import BuildError
-from workers.toolchains.installers import npm_package
+from workers.toolchains.installers import npm_install
 from workers.toolchains.projects import content_key, project_files, run_tool
 from workers.toolchains.wit_docs import docs_section, extract_docs
 
@@ -92,7 +92,9 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
             target.write_bytes(content)
         wasm = scratch / "component.wasm"
         if javascript:
-            componentize_js = npm_package(cache_dir, *COMPONENTIZE_JS, "componentize-js")
+            package, version = COMPONENTIZE_JS
+            installed = npm_install(cache_dir, f"componentize-js-{version}", [f"{package}@{version}"])
+            componentize_js = installed / "node_modules" / ".bin" / "componentize-js"
             argv = [str(componentize_js), JS_APP, "--wit", WIT_DIR, "--world-name", world, "-o", str(wasm)]
             argv += ["--disable", *JS_DISABLED_FEATURES]
         else:

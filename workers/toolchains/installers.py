@@ -62,39 +62,45 @@ def debian_binary(binary: str, packages: Sequence[str], *, timeout_s: float = AP
     )
 
 
-def npm_package(cache_dir: Path, package: str, version: str, binary: str) -> Path:
-    """Path of ``binary`` from the npm ``package@version`` installed under ``cache_dir``/npm.
+INSTALLED_MARKER: Final = "installed"
+"""Written last into an npm install directory: its presence means the install completed."""
 
-    Installed with npm (itself from Debian when missing) the first time, into a staging
+
+def npm_install(cache_dir: Path, name: str, packages: Sequence[str], *, ignore_scripts: bool = False) -> Path:
+    """``cache_dir``/npm/``name``, holding ``packages`` (``pkg@version`` each) installed with npm.
+
+    Installed the first time only, by npm (itself from Debian when missing), into a staging
     directory renamed into place once complete, so an interrupted install is never taken for one.
 
     Raises:
         BuildError: npm is missing and cannot be installed, or the install failed.
     """
-    target = cache_dir / "npm" / f"{package.replace('/', '+')}-{version}"
-    installed = target / "node_modules" / ".bin" / binary
-    if installed.is_file():
-        return installed
+    target = cache_dir / "npm" / name
+    if (target / INSTALLED_MARKER).is_file():
+        return target
     npm = debian_binary("npm", ["npm"])
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
-        log.info("installing a toolchain with npm", package=package, version=version)
-        argv = [npm, "install", "--save-exact", "--no-audit", "--no-fund", f"{package}@{version}"]
+        log.info("installing with npm", packages=list(packages))
+        argv = [npm, "install", "--save-exact", "--no-audit", "--no-fund", *packages]
+        if ignore_scripts:
+            argv.append("--ignore-scripts")
         env = {**os.environ, "npm_config_update_notifier": "false"}
         try:
             done = subprocess.run(
                 argv, cwd=staging, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BuildError(f"npm install {package}@{version} failed: {exc}") from exc
-        if done.returncode != 0 or not (staging / "node_modules" / ".bin" / binary).is_file():
-            raise BuildError(f"npm install {package}@{version} failed:\n{done.stderr.strip()[-2000:]}")
-        if target.exists():  # an earlier install that lost its binary
+            raise BuildError(f"npm install {' '.join(packages)} failed: {exc}") from exc
+        if done.returncode != 0:
+            raise BuildError(f"npm install {' '.join(packages)} failed:\n{done.stderr.strip()[-2000:]}")
+        (staging / INSTALLED_MARKER).write_text(" ".join(packages) + "\n", encoding="utf-8")
+        if target.exists():  # an install that died before its marker, or a pruned cache
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return installed
+    return target
