@@ -33,6 +33,7 @@ from schemas.environment import (
 )
 from schemas.errors import ConfigError
 from schemas.settings_model import SettingsModel
+from schemas.wire import TaskSupport
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MCP_PORT = 3001
@@ -357,6 +358,8 @@ class ToolOverride(SettingsModel):
     """Per-function settings of a component, keyed by the export name in config."""
 
     description: str | None = None
+    task: TaskSupport | None = None
+    """This tool's task support; default: the component's ``task``."""
 
 
 class ComponentSettings(SettingsModel):
@@ -370,6 +373,14 @@ class ComponentSettings(SettingsModel):
     world: str | None = None
     """The WIT world to build ``source`` against (default: the component name)."""
     description: str | None = None
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] | None = None
+    """What a component's tool names start with: ``<prefix><export>``. Default ``"<name>_"``
+    (``calc_add``); ``""`` names the tools after their exports alone (``greet``). Two tools of one
+    name are refused when the second component loads (``workers.routes``)."""
+    task: TaskSupport = "optional"
+    """Whether MCP clients may (``optional``), must (``required``) or must not (``forbidden``) run
+    this component's tools as durable tasks (docs/tasks.md); ``[components.tools.X] task`` sets
+    one tool's."""
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     limits: LimitsSettings | None = None
     """Limits of this component's tools; only the fields given replace ``[worker.limits]``."""
@@ -388,6 +399,16 @@ class ComponentSettings(SettingsModel):
     output_schema: dict[str, Any] | None = None
     """The JSON Schema of a command's result, if it declares one."""
 
+    @property
+    def tool_prefix(self) -> str:
+        """What this component's tool names start with (``prefix``, default ``"<name>_"``)."""
+        return f"{self.name}_" if self.prefix is None else self.prefix
+
+    def task_support(self, export: str, tool: str) -> TaskSupport:
+        """The task support of one tool (its override, keyed by export or tool name, else ``task``)."""
+        override = self.tools.get(export) or self.tools.get(tool)
+        return override.task if override is not None and override.task is not None else self.task
+
     @model_validator(mode="after")
     def _exactly_one_origin(self) -> Self:
         if (self.path is None) == (self.source is None):
@@ -405,6 +426,8 @@ class ComponentSettings(SettingsModel):
             raise ValueError("world: only for kind = 'component'")
         if self.tools:
             raise ValueError("tools: only for kind = 'component' (a command is one tool; set its description)")
+        if self.prefix is not None:
+            raise ValueError("prefix: only for kind = 'component' (a command's one tool is named `name`)")
         if self.reuse_instances:
             raise ValueError("reuse_instances: only for kind = 'component' (a command runs _start once per instance)")
         if self.input_schema is None:

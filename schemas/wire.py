@@ -15,6 +15,8 @@ UNSET = msgspec.UNSET
 """Marker for an absent optional field (omitted on the wire rather than sent as null)."""
 
 JsonSchema = dict[str, Any]
+TaskSupport = Literal["forbidden", "optional", "required"]
+"""How a tool takes part in durable tasks (MCP ``ToolExecution.taskSupport``)."""
 """A JSON Schema document. Free-form by nature, so it stays a mapping inside the Structs."""
 
 
@@ -96,6 +98,11 @@ class ToolDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """``sha256:<hex>`` of the Wasm bytes the tool runs."""
     version: str = ""
     """Tool version; empty until the registry assigns versions."""
+    task_support: TaskSupport = "optional"
+    """Whether MCP clients may (``optional``), must (``required``) or must not (``forbidden``) run
+    the tool as a durable task: ``execution.taskSupport`` in 2025-11-25 ``tools/list``, and what the
+    gateway honours in both eras (``gateway.task_frontend.task_route``). Absent (an older worker's
+    announcement) means ``optional``, what every tool was before the setting existed."""
 
 
 class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):

@@ -126,6 +126,7 @@ class LoadedCommand:
             component=settings.name,
             export=ENTRY_POINT,
             digest=artifact.digest,
+            task_support=settings.task,
         )
         loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)
