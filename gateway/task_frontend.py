@@ -113,9 +113,10 @@ def modern_status(record: TaskRecord) -> str:
     """The 2026-07-28 status of a record.
 
     The extension keeps ``failed`` for JSON-RPC errors: a tool that returned ``isError: true``
-    (stored as ``failed`` with its result) is ``completed`` there, with that result.
+    (stored as ``failed`` with its result) is ``completed`` there, with that result. A guest that
+    crashed (trapped, exited, hit a limit: ``record.crashed``) did not return, so it stays ``failed``.
     """
-    if record.status == "failed" and record.result_stored:
+    if record.status == "failed" and record.result_stored and not record.crashed:
         return "completed"
     return record.status
 

@@ -292,6 +292,9 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     worker_id: str = ""
     result_stored: bool = False
     """The CallToolResult is in the results store under the task id."""
+    crashed: bool = False
+    """The guest did not return (trapped, exited or hit a limit): a protocol-level failure. The
+    stored result says why; 2026-07-28 shows the task ``failed`` with an ``error``, not ``completed``."""
 
 
 class TaskSubmit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):

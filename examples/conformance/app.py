@@ -71,3 +71,7 @@ class WitWorld(wit_world.WitWorld):
 
     def error_handling(self) -> str:
         raise Err("This tool intentionally returns an error for testing")
+
+    def logging_tool(self) -> str:
+        context.log(LogLevel.INFO, "Diagnostic trace logging activated")
+        return "Logging evaluated"

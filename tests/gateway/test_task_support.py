@@ -13,12 +13,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx2
 import pytest
 from nats.js.kv import KeyValue
 
 from gateway.inbound import TASKS_EXTENSION
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
-from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp
+from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, MODERN_META, RawMcp
 from tests.gateway.responders import RunningGateway, ScriptedWorker, put_tools, ready, result_reply
 
 SCHEMA = {"type": "object"}
@@ -105,3 +106,32 @@ async def test_2026_a_required_tool_becomes_a_task_for_a_client_that_takes_tasks
 async def test_2025_a_required_tool_becomes_a_task_when_asked(gateway: RunningGateway) -> None:
     result = message_of(await RawMcp(gateway.url, LEGACY).call("task_only", {}, task={"ttl": 60_000}))["result"]
     assert result["task"]["taskId"], result
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
+@pytest.mark.parametrize("names", [[], ["other-task"], ["t1", "t1"]], ids=["missing", "other", "repeated"])
+async def test_2026_a_task_request_whose_mcp_name_is_not_its_task_is_refused(
+    gateway: RunningGateway, method: str, names: list[str]
+) -> None:
+    """Before any handler runs: a router reading Mcp-Name and the gateway reading the body must
+    not act on different tasks (SEP-2243's -32020, HTTP 400)."""
+    raw = RawMcp(gateway.url, MODERN)
+    params: dict[str, Any] = {"taskId": "t1", "_meta": {**MODERN_META, **TASKS_META}}
+    if method == "tasks/update":
+        params["inputResponses"] = {}
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).encode()
+    headers = await raw.headers(method)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            gateway.url, content=body, headers=[*headers.items(), *(("Mcp-Name", n) for n in names)]
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == -32020 and response.json()["id"] == 7
+
+
+async def test_2026_a_task_request_naming_its_task_reaches_the_handler(gateway: RunningGateway) -> None:
+    raw = RawMcp(gateway.url, MODERN)
+    params = {"taskId": "no-such-task", "_meta": {**MODERN_META, **TASKS_META}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tasks/get", "params": params}).encode()
+    response = await raw.post(body, method="tasks/get", tool="no-such-task")
+    assert message_of(response)["error"]["code"] == -32602  # TASK_NOT_FOUND: the handler answered

@@ -256,8 +256,10 @@ class LoadedComponent:
             value = func(store, *args)
             func.post_return(store)
         except wasmtime.ExitTrap as exc:
+            context.crashed = True
             return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
+            context.crashed = True
             reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
             return error_result(with_stderr(reason, output.stderr)), None
         except (TypeError, ValueError) as exc:

@@ -168,6 +168,8 @@ class LoadedCommand:
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code  # wasi-libc only calls proc_exit for a non-zero status, but exit(0) exists
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if context is not None:
+                context.crashed = True
             reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=stderr)
             return error_result(with_stderr(reason, stderr))
         finally:
