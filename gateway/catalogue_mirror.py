@@ -177,6 +177,14 @@ class CatalogueMirror:
         entry = self._entries.get(name)
         return entry.descriptor.task_support if entry else None
 
+    def sdk_only(self, name: str) -> bool:
+        """Whether calls of ``name`` need the SDK path's checks: a tool that runs only as a task
+        (``task_frontend.task_route``) or needs client capabilities (``server.ToolFrontend``)."""
+        entry = self._entries.get(name)
+        return entry is not None and (
+            entry.descriptor.task_support == "required" or bool(entry.descriptor.client_capabilities)
+        )
+
     def page(self, cursor: str | None, size: int, allows: Callable[[str], bool] | None = None) -> CataloguePage:
         """Up to ``size`` entries after ``cursor`` (from the start when None), only those ``allows``
         (when given) says a principal may see.

@@ -33,7 +33,7 @@ from schemas.environment import (
 )
 from schemas.errors import ConfigError
 from schemas.settings_model import SettingsModel
-from schemas.wire import TaskSupport
+from schemas.wire import ClientCapability, TaskSupport
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MCP_PORT = 3001
@@ -360,6 +360,8 @@ class ToolOverride(SettingsModel):
     description: str | None = None
     task: TaskSupport | None = None
     """This tool's task support; default: the component's ``task``."""
+    client_capabilities: list[ClientCapability] | None = None
+    """Client capabilities this tool's calls need; default: the component's."""
 
 
 class ComponentSettings(SettingsModel):
@@ -381,6 +383,9 @@ class ComponentSettings(SettingsModel):
     """Whether MCP clients may (``optional``), must (``required``) or must not (``forbidden``) run
     this component's tools as durable tasks (docs/tasks.md); ``[components.tools.X] task`` sets
     one tool's."""
+    client_capabilities: list[ClientCapability] = Field(default_factory=list)
+    """Client capabilities (``sampling``, ``elicitation``, ``roots``) every call of this component's
+    tools needs: a client that did not declare one is refused before the call runs (-32021)."""
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     limits: LimitsSettings | None = None
     """Limits of this component's tools; only the fields given replace ``[worker.limits]``."""
@@ -408,6 +413,12 @@ class ComponentSettings(SettingsModel):
         """The task support of one tool (its override, keyed by export or tool name, else ``task``)."""
         override = self.tools.get(export) or self.tools.get(tool)
         return override.task if override is not None and override.task is not None else self.task
+
+    def needs(self, export: str, tool: str) -> tuple[ClientCapability, ...]:
+        """The client capabilities one tool needs (its override, else ``client_capabilities``)."""
+        override = self.tools.get(export) or self.tools.get(tool)
+        chosen = override.client_capabilities if override is not None else None
+        return tuple(dict.fromkeys(self.client_capabilities if chosen is None else chosen))
 
     @model_validator(mode="after")
     def _exactly_one_origin(self) -> Self:

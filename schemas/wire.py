@@ -17,6 +17,8 @@ UNSET = msgspec.UNSET
 JsonSchema = dict[str, Any]
 TaskSupport = Literal["forbidden", "optional", "required"]
 """How a tool takes part in durable tasks (MCP ``ToolExecution.taskSupport``)."""
+ClientCapability = Literal["sampling", "elicitation", "roots"]
+"""A client capability a tool may need (a key of MCP ``ClientCapabilities``)."""
 """A JSON Schema document. Free-form by nature, so it stays a mapping inside the Structs."""
 
 
@@ -103,6 +105,10 @@ class ToolDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     the tool as a durable task: ``execution.taskSupport`` in 2025-11-25 ``tools/list``, and what the
     gateway honours in both eras (``gateway.task_frontend.task_route``). Absent (an older worker's
     announcement) means ``optional``, what every tool was before the setting existed."""
+    client_capabilities: tuple[ClientCapability, ...] = ()
+    """Client capabilities every call needs (a tool that will ask the client for sampling, say):
+    the gateway refuses a call from a client that did not declare one, before it runs (-32021,
+    ``gateway.server.ToolFrontend.require_client_capabilities``)."""
 
 
 class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):

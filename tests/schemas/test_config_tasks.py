@@ -42,6 +42,19 @@ task = "forbidden"
     assert component.task_support("slow-compute", "slow_compute") == "required"
 
 
+def test_client_capabilities_of_a_component_and_of_one_tool() -> None:
+    component = ComponentSettings.model_validate(
+        {
+            "name": "kit",
+            "path": "kit.wat",
+            "client_capabilities": ["roots"],
+            "tools": {"ask": {"client_capabilities": ["sampling", "elicitation", "sampling"]}},
+        }
+    )
+    assert component.needs("ask", "kit_ask") == ("sampling", "elicitation")
+    assert component.needs("add", "kit_add") == ("roots",)
+
+
 @pytest.mark.parametrize(
     ("entry", "named"),
     [
@@ -49,6 +62,7 @@ task = "forbidden"
         ('prefix = "a.b"', "components[0].prefix"),
         ('kind = "command"\ninput_schema = { type = "object" }\nprefix = ""', "prefix: only for kind = 'component'"),
         ('[components.tools.add]\ntask = "always"', "components[0].tools.add.task"),
+        ('client_capabilities = ["telepathy"]', "components[0].client_capabilities[0]"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(tmp_path: Path, entry: str, named: str) -> None:

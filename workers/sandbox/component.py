@@ -381,6 +381,7 @@ def _derive_tools(
             export=export,
             digest=digest,
             task_support=settings.task_support(export, tool_name),
+            client_capabilities=settings.needs(export, tool_name),
         )
         tools[tool_name] = _Tool(descriptor, index, func_type.params, func_type.result, returns_result)
     if not tools:

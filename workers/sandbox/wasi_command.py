@@ -127,6 +127,7 @@ class LoadedCommand:
             export=ENTRY_POINT,
             digest=artifact.digest,
             task_support=settings.task,
+            client_capabilities=settings.needs(ENTRY_POINT, settings.name),
         )
         loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)
