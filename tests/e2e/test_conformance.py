@@ -1,10 +1,12 @@
-"""The official MCP conformance suite against ``toolbus up``, with a baseline of unoffered features.
+"""The official MCP conformance suites against ``toolbus up``, each with a baseline of unoffered features.
 
-``conformance server --suite all`` runs every server scenario of the pinned suite (the default
-"active" suite leaves out the two pending ones, json-schema-2020-12 and server-sse-polling).
-tests/e2e/conformance-baseline.yml lists the scenarios for features toolbus does not offer;
-the suite exits 0 only when every other scenario passes and every listed one still fails.
-docs/conformance.md says what each scenario checks.
+``conformance server --suite all`` runs every server scenario of a suite (the default "active"
+suite leaves out pending ones such as json-schema-2020-12 and server-sse-polling). Three runs
+(``RUNS``): the release (0.1.16), and the newest suite (0.2.0-alpha.12) at its default versions,
+the tasks extension included, and again with ``--spec-version 2026-07-28``. Each has its own
+baseline (tests/e2e/conformance-baseline*.yml) of scenarios expected to fail, each with its reason;
+a run passes only when every other scenario passes and every listed one still fails. Each run
+takes seconds. docs/conformance.md says what each scenario checks.
 """
 
 from __future__ import annotations
