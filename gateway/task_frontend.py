@@ -15,17 +15,20 @@ gateway of the deployment — including one started after the task was created �
   task that already ended;
 - ``notifications/tasks/status`` on the creating session's GET stream while the task changes;
 - ``initialize`` advertises ``tasks: {list, cancel, requests: {tools: {call}}}`` and every tool
-  in ``tools/list`` carries ``execution.taskSupport: "optional"`` (``gateway.tool_service``).
+  in ``tools/list`` carries its ``execution.taskSupport`` (``gateway.catalogue_mirror.tool_json``).
 
 2026-07-28 (the extension ``io.modelcontextprotocol/tasks``):
 - a ``tools/call`` whose request declares the extension in its client capabilities becomes a
-  task (the server decides; toolbus always does), answered ``resultType: "task"`` with the task;
-- ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed) inlined;
+  task unless the tool's task support is ``forbidden`` (the server decides), answered
+  ``resultType: "task"`` with the task;
+- ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed, or a guest that
+  crashed: ``TaskRecord.crashed``) inlined;
   ``tasks/update`` → an empty acknowledgement (toolbus never asks for input);
   ``tasks/cancel`` → an empty acknowledgement; all three need the extension declared;
 - ``server/discover`` advertises the extension (``gateway.server``).
 
-Whose tasks a request sees is decided in one place, ``gateway.principals.principal_of``.
+Whether a call becomes a task, given the tool's task support, is ``task_route`` (both eras,
+both paths). Whose tasks a request sees is decided in one place, ``gateway.principals.principal_of``.
 """
 
 from __future__ import annotations
