@@ -36,7 +36,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 from mcp.shared.inbound import decode_header_value
-from mcp_types import CLIENT_CAPABILITIES_META_KEY
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, HEADER_MISMATCH
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from schemas.codec import encode
@@ -170,7 +170,6 @@ class Inbound:
 TASK_ID_METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 """2026-07-28 task methods whose ``Mcp-Name`` header mirrors ``params.taskId`` (the tasks extension;
 the SDK's own check, ``NAME_BEARING_METHODS``, covers tools/call, prompts/get and resources/read)."""
-HEADER_MISMATCH: Final = -32020
 
 
 def check_task_name(inbound: Inbound, names: list[str]) -> None:
