@@ -121,6 +121,25 @@ class Subjects:
             raise ValueError(f"request id {request_id!r} is not a valid subject token")
         return f"{self.prefix}.cancel.{request_id}"
 
+    def call_events(self, token: str) -> str:
+        """Where a worker publishes one call's ``CallEvent``s (progress, logs): the caller names it
+        in ``Toolbus-Events`` and subscribes; ``token`` is the caller's unguessable choice. Workers may
+        publish here and nowhere else on a caller's behalf (``is_call_events``), so a caller cannot
+        make a worker publish on a subject of its choosing."""
+        if not _TOKEN.match(token):
+            raise ValueError(f"events token {token!r} is not a valid subject token")
+        return f"{self.prefix}.call_events.{token}"
+
+    @property
+    def call_events_any(self) -> str:
+        """Every call's events subject."""
+        return f"{self.prefix}.call_events.*"
+
+    def is_call_events(self, subject: str) -> bool:
+        """Whether ``subject`` is a call's events subject (``call_events``), and nothing else."""
+        head = f"{self.prefix}.call_events."
+        return subject.startswith(head) and bool(_TOKEN.match(subject[len(head) :]))
+
     @property
     def cancel_any(self) -> str:
         """What every worker subscribes to for cancellations."""

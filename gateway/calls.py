@@ -20,6 +20,7 @@ Around the request:
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any, Final
 
 import anyio
@@ -189,7 +190,9 @@ class ToolCaller:
         async def on_event(msg: Msg) -> None:
             await events.on_message(msg.data)
 
-        inbox = self._nc.new_inbox()
+        # Not an inbox: workers may publish only to call-events subjects (bus.permissions), and the
+        # token is unguessable, so no one else's events land here.
+        inbox = self._subjects.call_events(secrets.token_hex(16))
         # SUB goes out ahead of the request on this connection, so the server has it before
         # any worker sees the call: no round trip needed.
         subscription = await self._nc.subscribe(inbox, cb=on_event)

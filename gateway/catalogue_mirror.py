@@ -29,7 +29,7 @@ from bus.subjects import is_valid_tool_name
 from gateway.errors import InvalidCursor
 from schemas.codec import DecodeError, decode
 from schemas.validation import ArgumentValidator, compile_validator
-from schemas.wire import JsonSchema, ToolDescriptor
+from schemas.wire import JsonSchema, TaskSupport, ToolDescriptor
 
 log = structlog.get_logger(__name__)
 
@@ -127,9 +127,9 @@ def tool_json(descriptor: ToolDescriptor, *, modern: bool) -> dict[str, Any]:
     if output_schema is not None and (modern or output_schema.get("type") == "object"):
         tool["outputSchema"] = output_schema
     if not modern:
-        # Any tool may run as a 2025 task (gateway.task_frontend); 2026-07-28 has no such field (the
-        # tasks extension lets the server decide per call).
-        tool["execution"] = {"taskSupport": "optional"}
+        # 2025-11-25 says per tool whether it may run as a task; 2026-07-28's Tool has no such field
+        # (the tasks extension lets the server decide per call; gateway.task_frontend.task_route).
+        tool["execution"] = {"taskSupport": descriptor.task_support}
     return tool
 
 
@@ -171,6 +171,19 @@ class CatalogueMirror:
         """The input schema of ``name``, or None when there is no such tool."""
         entry = self._entries.get(name)
         return entry.descriptor.input_schema if entry else None
+
+    def task_support(self, name: str) -> TaskSupport | None:
+        """The task support of ``name``, or None when there is no such tool."""
+        entry = self._entries.get(name)
+        return entry.descriptor.task_support if entry else None
+
+    def sdk_only(self, name: str) -> bool:
+        """Whether calls of ``name`` need the SDK path's checks: a tool that runs only as a task
+        (``task_frontend.task_route``) or needs client capabilities (``server.ToolFrontend``)."""
+        entry = self._entries.get(name)
+        return entry is not None and (
+            entry.descriptor.task_support == "required" or bool(entry.descriptor.client_capabilities)
+        )
 
     def page(self, cursor: str | None, size: int, allows: Callable[[str], bool] | None = None) -> CataloguePage:
         """Up to ``size`` entries after ``cursor`` (from the start when None), only those ``allows``

@@ -14,7 +14,9 @@ In order:
    ``application/json`` is refused (415) unread; a POST body is read once, within the
    endpoint's size limit (413 beyond it, as the SDK answers; its deadline is the connection's,
    ``gateway.connections``), and parsed once; a body the parser refuses is
-   answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further.
+   answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further; so is a
+   2026 ``tasks/get|update|cancel`` whose ``Mcp-Name`` is missing, repeated or names another task
+   than ``params.taskId`` (-32020, ``inbound.check_task_name``; the SDK checks the other methods').
 5. **Authorization** (``gateway.policy``) from that reading: a tool the principal may not use →
    403 ``insufficient_scope`` naming the scopes that would grant it; a task (either era's form,
    or a ``tasks/*`` method) from a principal without task access → 403.
@@ -56,6 +58,7 @@ from gateway.inbound import (
     Inbound,
     ParseRejected,
     check_content_type,
+    check_task_name,
     parse,
 )
 from gateway.policy import Policy
@@ -70,6 +73,7 @@ log = structlog.get_logger(__name__)
 _JSON: Final = (b"content-type", b"application/json")
 _VERSION_HEADER: Final = b"mcp-protocol-version"
 _SESSION_HEADER: Final = b"mcp-session-id"
+_NAME_HEADER: Final = b"mcp-name"
 _CONTENT_TYPE_HEADER: Final = b"content-type"
 _ROUTING_HEADERS: Final = {
     _VERSION_HEADER: "MCP-Protocol-Version",
@@ -206,6 +210,7 @@ class FrontDoor:
             return
         try:
             inbound = parse(body, protocol_version, session_id)
+            check_task_name(inbound, [v.decode("latin-1") for k, v in scope["headers"] if k == _NAME_HEADER])
         except ParseRejected as rejected:
             await self._reject_malformed(scope, send, principal, rejected)
             return
@@ -354,7 +359,8 @@ class FrontDoor:
             auth_method=principal.method,
         )
         self._record(scope, malformed)
-        await _respond(send, rejected.status, _jsonrpc_error(None, rejected.code, rejected.message), [_JSON])
+        body = _jsonrpc_error(rejected.request_id, rejected.code, rejected.message)
+        await _respond(send, rejected.status, body, [_JSON])
 
     def _record(self, scope: Scope, refusal: Refusal) -> Refusal:
         """Log a refusal and put it on the audit trail; the refusal with its remote address."""

@@ -306,6 +306,8 @@ class HotPath:
         if not _plain_params(method, params):
             return False
         decoded = inbound.message
+        if method == "tools/call" and self._service.catalogue.sdk_only(params["name"]):
+            return False  # the SDK path's checks: task support, client capabilities (gateway.server)
         if modern:
             if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
                 return False

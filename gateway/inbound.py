@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import msgspec
-from mcp_types import CLIENT_CAPABILITIES_META_KEY
+from mcp.shared.inbound import decode_header_value
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, HEADER_MISMATCH
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from schemas.codec import encode
@@ -63,11 +64,13 @@ class ParseRejected(Exception):
     """Raised when a POST body is not one JSON-RPC message this gateway serves; ``code`` says which
     error, ``status`` the HTTP status (400, or 415 for a body that is not declared JSON)."""
 
-    def __init__(self, code: int, message: str, status: int = 400) -> None:
+    def __init__(self, code: int, message: str, status: int = 400, request_id: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.request_id = request_id
+        """The refused request's id, when the body was read far enough to know it."""
 
 
 JSON_MEDIA_TYPE: Final = "application/json"
@@ -162,6 +165,33 @@ class Inbound:
         if self._canonical is None:
             self._canonical = encode(self.message)
         return self._canonical
+
+
+TASK_ID_METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+"""2026-07-28 task methods whose ``Mcp-Name`` header mirrors ``params.taskId`` (the tasks extension;
+the SDK's own check, ``NAME_BEARING_METHODS``, covers tools/call, prompts/get and resources/read)."""
+
+
+def check_task_name(inbound: Inbound, names: list[str]) -> None:
+    """A 2026 ``tasks/get|update|cancel`` must name its task in exactly one ``Mcp-Name`` header.
+
+    ``names`` are the request's ``Mcp-Name`` values. A header that is missing, repeated or names
+    another task than the body would let a router and this gateway act on different tasks.
+
+    Raises:
+        ParseRejected: -32020 (HTTP 400), as the SDK answers its own routing-header mismatches.
+    """
+    if not inbound.modern or inbound.kind != "request" or inbound.method not in TASK_ID_METHODS:
+        return
+    task_id = (inbound.params or {}).get("taskId")
+    if not isinstance(task_id, str):
+        return  # the handler refuses the params (-32602)
+    if len(names) != 1 or decode_header_value(names[0]) != task_id:
+        raise ParseRejected(
+            HEADER_MISMATCH,
+            "Mcp-Name header does not match the request body's 'taskId' parameter",
+            request_id=inbound.message.get("id"),
+        )
 
 
 def creates_task(params: dict[str, Any] | None, *, modern: bool) -> bool:

@@ -154,6 +154,30 @@ class ToolFrontend:
             log_level=level,
         )
 
+    async def require_client_capabilities(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """Refuse a ``tools/call`` whose tool needs client capabilities the client did not declare.
+
+        -32021 (HTTP 400 in 2026-07-28) with ``data.requiredCapabilities`` keyed by what is missing,
+        as SEP-2575 says, in both eras: the call never reaches a worker (nor becomes a task). The
+        capabilities are the 2025 session's ``initialize`` or the 2026 request's envelope. The hot
+        path hands such tools to the SDK (``CatalogueMirror.sdk_only``), so this is the one check.
+        """
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            name = ctx.params.get("name")
+            entry = self.service.catalogue.get(name) if isinstance(name, str) else None
+            if entry is not None and entry.descriptor.client_capabilities:
+                declared = ctx.session.client_capabilities
+                missing = [c for c in entry.descriptor.client_capabilities if getattr(declared, c, None) is None]
+                if missing:
+                    raise MCPError(
+                        types.MISSING_REQUIRED_CLIENT_CAPABILITY,
+                        f"tool {name!r} needs the client capabilities {', '.join(missing)}; declare them",
+                        {"requiredCapabilities": {c: {} for c in missing}},
+                    )
+        return await call_next(ctx)
+
     async def set_log_level(
         self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
@@ -251,6 +275,8 @@ def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFronte
     server.add_notification_handler("notifications/initialized", types.NotificationParams, changes.on_initialized)
     # Innermost of the chain, so the SDK's tracing middleware still sees the mapped error.
     server.middleware.append(hide_internal_errors)
+    # Before a task is created or a call made: a client missing what the tool needs is refused.
+    server.middleware.append(frontend.require_client_capabilities)
     # tasks/* and task-augmented tools/call (its middleware goes inside hide_internal_errors).
     tasks.register(server)
     return server

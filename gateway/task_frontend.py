@@ -15,17 +15,20 @@ gateway of the deployment — including one started after the task was created �
   task that already ended;
 - ``notifications/tasks/status`` on the creating session's GET stream while the task changes;
 - ``initialize`` advertises ``tasks: {list, cancel, requests: {tools: {call}}}`` and every tool
-  in ``tools/list`` carries ``execution.taskSupport: "optional"`` (``gateway.tool_service``).
+  in ``tools/list`` carries its ``execution.taskSupport`` (``gateway.catalogue_mirror.tool_json``).
 
 2026-07-28 (the extension ``io.modelcontextprotocol/tasks``):
 - a ``tools/call`` whose request declares the extension in its client capabilities becomes a
-  task (the server decides; toolbus always does), answered ``resultType: "task"`` with the task;
-- ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed) inlined;
+  task unless the tool's task support is ``forbidden`` (the server decides), answered
+  ``resultType: "task"`` with the task;
+- ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed, or a guest that
+  crashed: ``TaskRecord.crashed``) inlined;
   ``tasks/update`` → an empty acknowledgement (toolbus never asks for input);
   ``tasks/cancel`` → an empty acknowledgement; all three need the extension declared;
 - ``server/discover`` advertises the extension (``gateway.server``).
 
-Whose tasks a request sees is decided in one place, ``gateway.principals.principal_of``.
+Whether a call becomes a task, given the tool's task support, is ``task_route`` (both eras,
+both paths). Whose tasks a request sees is decided in one place, ``gateway.principals.principal_of``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from gateway.sdk_adapter import connection_of
 from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from schemas.codec import DecodeError, decode
 from schemas.errors import ErrorCode
-from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord
+from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord, TaskSupport
 from stores import TaskFinished, TaskStore, UnknownCursor
 from stores import TaskNotFound as StoreTaskNotFound
 
@@ -113,9 +116,10 @@ def modern_status(record: TaskRecord) -> str:
     """The 2026-07-28 status of a record.
 
     The extension keeps ``failed`` for JSON-RPC errors: a tool that returned ``isError: true``
-    (stored as ``failed`` with its result) is ``completed`` there, with that result.
+    (stored as ``failed`` with its result) is ``completed`` there, with that result. A guest that
+    crashed (trapped, exited, hit a limit: ``record.crashed``) did not return, so it stays ``failed``.
     """
-    if record.status == "failed" and record.result_stored:
+    if record.status == "failed" and record.result_stored and not record.crashed:
         return "completed"
     return record.status
 
@@ -147,6 +151,45 @@ def _call_error(exc: CallFailed, task_id: str | None = None) -> MCPError:
 def _missing_extension() -> MCPError:
     data: dict[str, Any] = {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
     return MCPError(MISSING_REQUIRED_CLIENT_CAPABILITY, "Missing required client capability", data)
+
+
+def task_route(asked: bool, support: TaskSupport | None, *, modern: bool, tool: str) -> bool:
+    """Whether a ``tools/call`` runs as a task: the one rule, for both eras and both paths.
+
+    ``asked`` is the request's own wish (``inbound.creates_task``: 2025 ``params.task``, 2026 the
+    extension declared); ``support`` the tool's ``taskSupport`` (None: not in the catalogue, whose
+    own error follows). 2026-07-28 lets the server decide, so a ``forbidden`` tool simply runs as a
+    call, and a ``required`` one from a client without the extension is -32021 naming it. 2025-11-25
+    says -32601 for both mismatches (a task for a ``forbidden`` tool, none for a ``required`` one).
+    The hot path hands every call of a ``required`` tool to the SDK, so this is decided here alone.
+
+    Raises:
+        MCPError: the era refuses this combination.
+    """
+    if support is None or support == "optional":
+        return asked
+    if support == "forbidden":
+        if asked and not modern:
+            raise MCPError(
+                METHOD_NOT_FOUND,
+                f"tool {tool!r} cannot run as a task (taskSupport is 'forbidden'); call it without params.task",
+                {"tool": tool, "taskSupport": support},
+            )
+        return False
+    if not asked:
+        if modern:
+            error = _missing_extension()
+            raise MCPError(
+                error.code,
+                f"tool {tool!r} runs only as a task: declare the {TASKS_EXTENSION} extension in the request",
+                {**(error.data or {}), "tool": tool},
+            )
+        raise MCPError(
+            METHOD_NOT_FOUND,
+            f"tool {tool!r} runs only as a task (taskSupport is 'required'); call it with params.task",
+            {"tool": tool, "taskSupport": support},
+        )
+    return True
 
 
 def _method_not_found(method: str) -> MCPError:
@@ -222,7 +265,9 @@ class TaskFrontend:
             return await call_next(ctx)
         raw = ctx.params if isinstance(ctx.params, Mapping) else {}
         modern = is_modern(ctx.protocol_version)
-        if not creates_task(dict(raw), modern=modern):
+        name = raw.get("name")
+        support = self.service.catalogue.task_support(name) if isinstance(name, str) else None
+        if not task_route(creates_task(dict(raw), modern=modern), support, modern=modern, tool=str(name)):
             return await call_next(ctx)
         try:
             params = types.CallToolRequestParams.model_validate(raw, by_name=False)

@@ -34,6 +34,7 @@ from schemas.environment import (
 )
 from schemas.errors import ConfigError
 from schemas.settings_model import SettingsModel
+from schemas.wire import ClientCapability, TaskSupport
 
 DEFAULT_MCP_PORT = 3001
 DEFAULT_TOOL_TIMEOUT_S = 30.0
@@ -358,6 +359,10 @@ class ToolOverride(SettingsModel):
     """Per-function settings of a component, keyed by the export name in config."""
 
     description: str | None = None
+    task: TaskSupport | None = None
+    """This tool's task support; default: the component's ``task``."""
+    client_capabilities: list[ClientCapability] | None = None
+    """Client capabilities this tool's calls need; default: the component's."""
 
 
 class ComponentSettings(SettingsModel):
@@ -371,6 +376,17 @@ class ComponentSettings(SettingsModel):
     world: str | None = None
     """The WIT world to build ``source`` against (default: the component name)."""
     description: str | None = None
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] | None = None
+    """What a component's tool names start with: ``<prefix><export>``. Default ``"<name>_"``
+    (``calc_add``); ``""`` names the tools after their exports alone (``greet``). Two tools of one
+    name are refused when the second component loads (``workers.routes``)."""
+    task: TaskSupport = "optional"
+    """Whether MCP clients may (``optional``), must (``required``) or must not (``forbidden``) run
+    this component's tools as durable tasks (docs/tasks.md); ``[components.tools.X] task`` sets
+    one tool's."""
+    client_capabilities: list[ClientCapability] = Field(default_factory=list)
+    """Client capabilities (``sampling``, ``elicitation``, ``roots``) every call of this component's
+    tools needs: a client that did not declare one is refused before the call runs (-32021)."""
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     limits: LimitsSettings | None = None
     """Limits of this component's tools; only the fields given replace ``[worker.limits]``."""
@@ -389,6 +405,22 @@ class ComponentSettings(SettingsModel):
     output_schema: dict[str, Any] | None = None
     """The JSON Schema of a command's result, if it declares one."""
 
+    @property
+    def tool_prefix(self) -> str:
+        """What this component's tool names start with (``prefix``, default ``"<name>_"``)."""
+        return f"{self.name}_" if self.prefix is None else self.prefix
+
+    def task_support(self, export: str, tool: str) -> TaskSupport:
+        """The task support of one tool (its override, keyed by export or tool name, else ``task``)."""
+        override = self.tools.get(export) or self.tools.get(tool)
+        return override.task if override is not None and override.task is not None else self.task
+
+    def needs(self, export: str, tool: str) -> tuple[ClientCapability, ...]:
+        """The client capabilities one tool needs (its override, else ``client_capabilities``)."""
+        override = self.tools.get(export) or self.tools.get(tool)
+        chosen = override.client_capabilities if override is not None else None
+        return tuple(dict.fromkeys(self.client_capabilities if chosen is None else chosen))
+
     @model_validator(mode="after")
     def _exactly_one_origin(self) -> Self:
         if (self.path is None) == (self.source is None):
@@ -406,6 +438,8 @@ class ComponentSettings(SettingsModel):
             raise ValueError("world: only for kind = 'component'")
         if self.tools:
             raise ValueError("tools: only for kind = 'component' (a command is one tool; set its description)")
+        if self.prefix is not None:
+            raise ValueError("prefix: only for kind = 'component' (a command's one tool is named `name`)")
         if self.reuse_instances:
             raise ValueError("reuse_instances: only for kind = 'component' (a command runs _start once per instance)")
         if self.input_schema is None:

@@ -15,6 +15,10 @@ UNSET = msgspec.UNSET
 """Marker for an absent optional field (omitted on the wire rather than sent as null)."""
 
 JsonSchema = dict[str, Any]
+TaskSupport = Literal["forbidden", "optional", "required"]
+"""How a tool takes part in durable tasks (MCP ``ToolExecution.taskSupport``)."""
+ClientCapability = Literal["sampling", "elicitation", "roots"]
+"""A client capability a tool may need (a key of MCP ``ClientCapabilities``)."""
 """A JSON Schema document. Free-form by nature, so it stays a mapping inside the Structs."""
 
 
@@ -96,6 +100,15 @@ class ToolDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """``sha256:<hex>`` of the Wasm bytes the tool runs."""
     version: str = ""
     """Tool version; empty until the registry assigns versions."""
+    task_support: TaskSupport = "optional"
+    """Whether MCP clients may (``optional``), must (``required``) or must not (``forbidden``) run
+    the tool as a durable task: ``execution.taskSupport`` in 2025-11-25 ``tools/list``, and what the
+    gateway honours in both eras (``gateway.task_frontend.task_route``). Absent (an older worker's
+    announcement) means ``optional``, what every tool was before the setting existed."""
+    client_capabilities: tuple[ClientCapability, ...] = ()
+    """Client capabilities every call needs (a tool that will ask the client for sampling, say):
+    the gateway refuses a call from a client that did not declare one, before it runs (-32021,
+    ``gateway.server.ToolFrontend.require_client_capabilities``)."""
 
 
 class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -285,6 +298,9 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     worker_id: str = ""
     result_stored: bool = False
     """The CallToolResult is in the results store under the task id."""
+    crashed: bool = False
+    """The guest did not return (trapped, exited or hit a limit): a protocol-level failure. The
+    stored result says why; 2026-07-28 shows the task ``failed`` with an ``error``, not ``completed``."""
 
 
 class TaskSubmit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):

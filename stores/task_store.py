@@ -166,15 +166,20 @@ class TaskStore:
             return changed
         raise ChangeConflict(f"task {task_id}: too many concurrent changes")
 
-    async def finish(self, task_id: str, result: bytes, *, failed: bool, message: str = "") -> TaskRecord | None:
-        """Store the result, then end the task (unless it already ended, e.g. cancelled)."""
+    async def finish(
+        self, task_id: str, result: bytes, *, failed: bool, message: str = "", crashed: bool = False
+    ) -> TaskRecord | None:
+        """Store the result, then end the task (unless it already ended, e.g. cancelled).
+
+        ``crashed``: the guest did not return (``TaskRecord.crashed``); the task is ``failed``.
+        """
         with nats_boundary:
             await self.results.put(task_id, result)
-        status = "failed" if failed else "completed"
+        status = "failed" if failed or crashed else "completed"
         return await self.update(
             task_id,
             lambda r: msgspec.structs.replace(
-                r, status=status, status_message=message, running=False, result_stored=True
+                r, status=status, status_message=message, running=False, result_stored=True, crashed=crashed
             ),
         )
 

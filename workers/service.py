@@ -341,6 +341,11 @@ class WorkerService:
         """The call's link to its caller: cancellable by request id, events where it asked."""
         context = CallContext(request_id=headers.get(Header.REQUEST_ID, ""))
         events_subject = headers.get(Header.EVENTS)
+        if events_subject and not self._subjects.is_call_events(events_subject):
+            # Publishing where a caller says would make this worker its deputy on any subject the
+            # worker may publish to (announcements, task statuses): only call-events subjects.
+            log.debug("events subject refused", subject=events_subject[:200])
+            events_subject = None
         if events_subject:
             loop = self._loop
             put = self._outbox.put

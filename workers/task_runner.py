@@ -169,7 +169,9 @@ class TaskRunner:
         if context.cancelled.is_set():
             return
         message_text = error_text(result)[:200] if result.is_error else ""
-        await self._store.finish(work.task_id, encode(result), failed=result.is_error, message=message_text)
+        await self._store.finish(
+            work.task_id, encode(result), failed=result.is_error, message=message_text, crashed=context.crashed
+        )
         log.info("task done", task_id=work.task_id, tool=work.tool, failed=result.is_error, attempt=attempt)
 
 

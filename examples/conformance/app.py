@@ -71,3 +71,10 @@ class WitWorld(wit_world.WitWorld):
 
     def error_handling(self) -> str:
         raise Err("This tool intentionally returns an error for testing")
+
+    def missing_capability(self) -> str:
+        return "Success"
+
+    def logging_tool(self) -> str:
+        context.log(LogLevel.INFO, "Diagnostic trace logging activated")
+        return "Logging evaluated"

@@ -1,10 +1,12 @@
-"""The official MCP conformance suite against ``toolbus up``, with a baseline of unoffered features.
+"""The official MCP conformance suites against ``toolbus up``, each with a baseline of unoffered features.
 
-``conformance server --suite all`` runs every server scenario of the pinned suite (the default
-"active" suite leaves out the two pending ones, json-schema-2020-12 and server-sse-polling).
-tests/e2e/conformance-baseline.yml lists the scenarios for features toolbus does not offer;
-the suite exits 0 only when every other scenario passes and every listed one still fails.
-docs/conformance.md says what each scenario checks.
+``conformance server --suite all`` runs every server scenario of a suite (the default "active"
+suite leaves out pending ones such as json-schema-2020-12 and server-sse-polling). Three runs
+(``RUNS``): the release (0.1.16), and the newest suite (0.2.0-alpha.12) at its default versions,
+the tasks extension included, and again with ``--spec-version 2026-07-28``. Each has its own
+baseline (tests/e2e/conformance-baseline*.yml) of scenarios expected to fail, each with its reason;
+a run passes only when every other scenario passes and every listed one still fails. Each run
+takes seconds. docs/conformance.md says what each scenario checks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -71,31 +74,42 @@ def run_suite(
     return done, re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # the suite colours its output unconditionally
 
 
-NEXT_SCENARIOS = ("http-custom-header-server-validation",)
-"""Scenarios of the newest suite (``CONFORMANCE_NEXT_VERSION``) that must pass. The custom-header
-one calls the first tool whose schema has an ``x-mcp-header`` property (``echo_region`` in
-examples/toolbus.toml) with matching, mismatched, base64-mangled and missing ``Mcp-Param-Region``
-headers: the gateway must hand such calls to the SDK's check (gateway.hotpath), never serve them."""
+@dataclass(frozen=True)
+class SuiteRun:
+    """One ``conformance server --suite all`` run: which suite, which extra arguments, which baseline."""
+
+    name: str
+    next_suite: bool
+    """The newest suite (``CONFORMANCE_NEXT_VERSION``) rather than the release (``CONFORMANCE_VERSION``)."""
+    arguments: tuple[str, ...]
+    baseline: Path
+
+
+RUNS = (
+    SuiteRun("0.1.16", False, (), BASELINE),
+    SuiteRun("alpha", True, (), Path(__file__).with_name("conformance-baseline-alpha.yml")),
+    SuiteRun(
+        "alpha-2026",
+        True,
+        ("--spec-version", "2026-07-28"),
+        Path(__file__).with_name("conformance-baseline-alpha-2026.yml"),
+    ),
+)
+"""Both suites against the default config: the release, and the newest suite twice (its default
+versions, then 2026-07-28 alone, which runs each scenario as a stateless client), each with its own
+baseline of scenarios expected to fail and why. The custom-header scenario
+(http-custom-header-server-validation) is in none of them: the examples serve ``echo_region`` for it."""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", NEXT_SCENARIOS)
-def test_the_newest_suite_s_header_scenarios_pass(
-    conformance_next_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path, scenario: str
+@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
+def test_the_official_conformance_suites_pass_but_for_their_baselines(
+    request: pytest.FixtureRequest, default_system: RunningSystem, tmp_path: Path, run: SuiteRun
 ) -> None:
-    done, stdout = run_suite(conformance_next_cli, default_system, tmp_path, "--scenario", scenario)
-    report = f"exit {done.returncode}\n{stdout[-3000:]}\n{failed_checks(tmp_path / 'results')}"
-    assert re.search(r"Passed: (\d+)/\1, 0 failed", stdout), report
-    assert done.returncode == 0, report
-
-
-@pytest.mark.slow
-def test_the_official_conformance_suite_passes_but_for_unoffered_features(
-    conformance_cli: ConformanceCli, default_system: RunningSystem, tmp_path: Path
-) -> None:
+    cli: ConformanceCli = request.getfixturevalue("conformance_next_cli" if run.next_suite else "conformance_cli")
     started = time.monotonic()
     done, stdout = run_suite(
-        conformance_cli, default_system, tmp_path, "--suite", "all", "--expected-failures", str(BASELINE)
+        cli, default_system, tmp_path, "--suite", "all", *run.arguments, "--expected-failures", str(run.baseline)
     )
     took_s = time.monotonic() - started
     summary = stdout[stdout.find("=== SUMMARY ===") :]
@@ -103,7 +117,7 @@ def test_the_official_conformance_suite_passes_but_for_unoffered_features(
     assert "=== SUMMARY ===" in stdout, f"the suite did not run:\n{stdout[-3000:]}\n{done.stderr[-3000:]}"
 
     stale = listed(stdout, "✓")
-    assert not stale, f"baseline entries now pass; remove them from {BASELINE.name}: {sorted(stale)}\n{report}"
+    assert not stale, f"baseline entries now pass; remove them from {run.baseline.name}: {sorted(stale)}\n{report}"
     unexpected = listed(stdout, "✗")
     assert not unexpected, f"scenarios failing that should pass: {sorted(unexpected)}\n{report}"
     assert done.returncode == 0, report

@@ -132,7 +132,7 @@ async def ignore(_progress: float, _total: float | None, _message: str | None) -
 
 
 async def test_progress_reaches_the_client_in_order_and_only_increasing(
-    start_gateway: StartGateway, kv: KeyValue, worker: StartWorker, nc: NatsClient, mode: str
+    start_gateway: StartGateway, kv: KeyValue, worker: StartWorker, nc: NatsClient, subjects: Subjects, mode: str
 ) -> None:
     await put_tools(kv, SLOW)
     events = [
@@ -155,7 +155,7 @@ async def test_progress_reaches_the_client_in_order_and_only_increasing(
     assert seen == [(1, 3, "one"), (2, 3, None), (3, 3, "three")]
     (msg,) = slow.messages
     assert msg.headers is not None
-    assert msg.headers[Header.EVENTS].startswith("_INBOX.")
+    assert msg.headers[Header.EVENTS].startswith(f"{subjects.prefix}.call_events.")
     assert Header.LOG_LEVEL not in msg.headers  # progress only: no logs asked for
 
 
@@ -217,7 +217,7 @@ LOGS = [
 
 
 async def test_logs_reach_the_client_at_the_level_it_asked_for(
-    start_gateway: StartGateway, kv: KeyValue, worker: StartWorker, nc: NatsClient, mode: str
+    start_gateway: StartGateway, kv: KeyValue, worker: StartWorker, nc: NatsClient, subjects: Subjects, mode: str
 ) -> None:
     await put_tools(kv, SLOW)
     slow = await worker("slow", emitting(nc, LOGS))
@@ -244,7 +244,7 @@ async def test_logs_reach_the_client_at_the_level_it_asked_for(
     (msg,) = slow.messages
     assert msg.headers is not None
     assert msg.headers[Header.LOG_LEVEL] == "warning"
-    assert msg.headers[Header.EVENTS].startswith("_INBOX.")
+    assert msg.headers[Header.EVENTS].startswith(f"{subjects.prefix}.call_events.")
 
 
 async def test_a_2025_session_without_a_level_gets_no_logs(

@@ -293,6 +293,24 @@ async def test_2026_a_tool_error_completes_the_task_with_the_error_result(task_s
         assert done.error is None
 
 
+async def test_a_guest_that_crashes_fails_its_task_in_2026_and_keeps_its_result_in_2025(
+    task_system: TaskSystem,
+) -> None:
+    """A trap is not a result the tool returned: the extension's ``failed`` with an ``error``
+    (SEP-2663: protocol-level failures), while 2025's tasks/result still has the isError result."""
+    gateway = await task_system.gateway()
+    async with modern_client(gateway, TasksExtension()) as client:
+        created = await client.session.call_tool("kit_danger_boom", {}, allow_claimed=True)
+        assert isinstance(created, CreatedTask)
+        done = await poll_modern(client.session, created.task_id, "completed", "failed")
+        assert done.status == "failed" and done.result is None
+        assert done.error is not None and done.error["code"] == -32603 and "trapped" in done.error["message"]
+    async with legacy_client(gateway) as client:
+        assert (await legacy_get(client, created.task_id)).status == "failed"
+        result = await legacy_result(client, created.task_id)
+        assert result.is_error and "trapped" in text_of(result)
+
+
 async def test_2026_cancel_update_and_unknown_tasks(task_system: TaskSystem) -> None:
     gateway = await task_system.gateway()
     async with modern_client(gateway, TasksExtension()) as client:

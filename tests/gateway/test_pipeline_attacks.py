@@ -249,7 +249,7 @@ async def test_another_principals_task_cannot_be_read_listed_or_cancelled(
     era_method = "tasks/update" if bob.modern else "tasks/result"
     for method in ("tasks/get", era_method, "tasks/cancel"):
         body = json.dumps(envelope(method, {"taskId": record.task_id, **meta})).encode()
-        response = await bob.post(body, method=method)
+        response = await bob.post(body, method=method, tool=record.task_id)  # Mcp-Name: the task id
         well_formed(response)
         assert jsonrpc_error(response) is not None, (method, response.text)
         assert "TASK_NOT_FOUND" in response.text, (method, response.text)  # as if it did not exist

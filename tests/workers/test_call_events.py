@@ -41,9 +41,9 @@ def served(kit: LoadedComponent, conformance: LoadedComponent) -> list[LoadedCom
 
 
 async def call_with_events(
-    nc: NatsClient, subjects: Subjects, tool: str, log_level: str | None = None
+    nc: NatsClient, subjects: Subjects, tool: str, log_level: str | None = None, events_subject: str | None = None
 ) -> tuple[CallToolResult, list[CallEvent]]:
-    inbox = nc.new_inbox()
+    inbox = events_subject or subjects.call_events(uuid.uuid4().hex)
     events: list[CallEvent] = []
     sub = await nc.subscribe(inbox)
     headers = {Header.REQUEST_ID: uuid.uuid4().hex, Header.EVENTS: inbox}
@@ -59,6 +59,17 @@ async def call_with_events(
         events.append(decode(msg.data, CallEvent))  # type: ignore[arg-type]
     await sub.unsubscribe()
     return decode(reply.data, CallToolResult), events
+
+
+@pytest.mark.parametrize("where", ["inbox", "announce"])
+async def test_a_worker_publishes_events_only_to_a_call_events_subject(
+    nc: NatsClient, subjects: Subjects, worker: WorkerService, where: str
+) -> None:
+    """A caller naming another subject (an inbox, or the registry's announcements) gets no events
+    there: the worker would otherwise publish, with its own permissions, wherever a caller said."""
+    subject = nc.new_inbox() if where == "inbox" else subjects.announce
+    result, events = await call_with_events(nc, subjects, "test_tool_with_progress", events_subject=subject)
+    assert not result.is_error and events == []
 
 
 async def test_progress_reaches_the_events_subject_in_order(

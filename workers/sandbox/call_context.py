@@ -36,6 +36,10 @@ class CallContext:
     """Blocks the guest added with ``add-content``; they become the result's content."""
     instantiate_s: float | None = None
     """How long the guest took to instantiate, set by the component (``None``: a warm instance)."""
+    crashed: bool = False
+    """The guest did not return: it trapped, exited or hit a limit (set by the component). Its
+    ``isError`` result says why; a durable task ends ``failed`` with an error for it, not
+    ``completed`` (the tasks extension's line between protocol and tool errors)."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()

@@ -256,8 +256,10 @@ class LoadedComponent:
             value = func(store, *args)
             func.post_return(store)
         except wasmtime.ExitTrap as exc:
+            context.crashed = True
             return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
         except wasmtime.WasmtimeError as exc:
+            context.crashed = True
             reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
             return error_result(with_stderr(reason, output.stderr)), None
         except (TypeError, ValueError) as exc:
@@ -331,7 +333,7 @@ def _derive_tools(
         if export_name in HIDDEN_EXPORTS:
             continue
         if isinstance(item, wc.FuncType):
-            tool_name = f"{settings.name}_{_snake(export_name)}"
+            tool_name = f"{settings.tool_prefix}{_snake(export_name)}"
             index = component.get_export_index(export_name)
             found.append((tool_name, export_name, item, index, function_docs(docs, export_name)))
         elif isinstance(item, wc.ComponentInstanceType):
@@ -341,7 +343,7 @@ def _derive_tools(
                 func_type = inner.ty
                 if not isinstance(func_type, wc.FuncType):
                     continue
-                tool_name = f"{settings.name}_{_snake(iface)}_{_snake(func_name)}"
+                tool_name = f"{settings.tool_prefix}{_snake(iface)}_{_snake(func_name)}"
                 index = component.get_export_index(func_name, parent)
                 func_docs = function_docs(docs, func_name, interface=export_name)
                 found.append((tool_name, f"{iface}/{func_name}", func_type, index, func_docs))
@@ -378,6 +380,8 @@ def _derive_tools(
             component=settings.name,
             export=export,
             digest=digest,
+            task_support=settings.task_support(export, tool_name),
+            client_capabilities=settings.needs(export, tool_name),
         )
         tools[tool_name] = _Tool(descriptor, index, func_type.params, func_type.result, returns_result)
     if not tools:

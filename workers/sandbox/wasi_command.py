@@ -126,6 +126,8 @@ class LoadedCommand:
             component=settings.name,
             export=ENTRY_POINT,
             digest=artifact.digest,
+            task_support=settings.task,
+            client_capabilities=settings.needs(ENTRY_POINT, settings.name),
         )
         loaded = cls(engine_host, descriptor, pre, settings.output_schema, limits, grants)
         loaded._check_instantiates(label)
@@ -167,6 +169,8 @@ class LoadedCommand:
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code  # wasi-libc only calls proc_exit for a non-zero status, but exit(0) exists
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if context is not None:
+                context.crashed = True
             reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=stderr)
             return error_result(with_stderr(reason, stderr))
         finally:

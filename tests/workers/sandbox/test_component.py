@@ -47,7 +47,25 @@ def test_one_tool_per_exported_function(calc: LoadedComponent) -> None:
     assert by_name["calc_add"].export == "add"
     assert by_name["calc_danger_do_nothing"].export == "danger/do-nothing"
     assert all(t.component == "calc" and t.digest == calc.digest for t in calc.tools)
+    assert all(t.task_support == "optional" for t in calc.tools)  # the default
     assert calc.digest.startswith("sha256:") and len(calc.digest) == 7 + 64
+
+
+def test_a_prefix_and_task_settings_reach_the_descriptors(
+    engine_host: EngineHost, calc_wat_path: Path, tmp_path: Path
+) -> None:
+    settings = ComponentSettings(
+        name="calc",
+        path=calc_wat_path,
+        prefix="",
+        task="forbidden",
+        tools={"add": ToolOverride(task="required"), "danger_spin": ToolOverride(task="optional")},
+    )
+    tools = {t.name: t for t in LoadedComponent.load(engine_host, settings, calc_wat_path, tmp_path).tools}
+    assert {"add", "divide", "danger_spin"} <= set(tools)  # named after the exports alone
+    assert tools["add"].task_support == "required"  # keyed by export name
+    assert tools["danger_spin"].task_support == "optional"  # keyed by tool name
+    assert tools["divide"].task_support == "forbidden"  # the component's own
 
 
 def test_descriptors_carry_schemas_and_descriptions(calc: LoadedComponent) -> None:
