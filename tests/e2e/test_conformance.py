@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.embedded import EmbeddedNatsServer, free_port
+from bus.embedded import free_port
 from tests.e2e.conftest import EXAMPLES, ConformanceCli, RunningSystem, start_up, stop_up
 
 BASELINE = Path(__file__).with_name("conformance-baseline.yml")
@@ -32,14 +32,19 @@ RUN_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
-def default_system(
-    nats_server: EmbeddedNatsServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningSystem]:
-    """``toolbus up`` serving its default configuration, on the session's nats-server and a free port."""
+def default_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    """``toolbus up`` serving its default configuration exactly as a user starts it: its own
+    embedded nats-server with one user per role (so a message a role may not send fails here as
+    it would for the user), on free ports, its state under the test's directory."""
     directory = tmp_path_factory.mktemp("conformance-system")
-    port = free_port()
-    process, banner = start_up(CONFIG, "--nats", nats_server.url, "--port", str(port), log_path=directory / "up.log")
-    yield RunningSystem(process, f"http://127.0.0.1:{port}/mcp", nats_server.url, CONFIG, banner)
+    port, nats_port = free_port(), free_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TOOLBUS_STATE_DIR", str(directory / "state"))  # read by `up` as it starts
+        process, banner = start_up(
+            CONFIG, "--nats-port", str(nats_port), "--port", str(port), log_path=directory / "up.log"
+        )
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    yield RunningSystem(process, f"http://127.0.0.1:{port}/mcp", nats_url, CONFIG, banner)
     assert stop_up(process) == 0, (directory / "up.log").read_text()[-3000:]
 
 
