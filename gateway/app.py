@@ -48,6 +48,7 @@ from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.questions import request_state_security
 from gateway.ratelimit import RateLimiter
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
@@ -147,7 +148,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     changes = ListChanges(catalogue)
     frontend = ToolFrontend(service)
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
-    server = build_server(frontend, changes, tasks)
+    server = build_server(frontend, changes, tasks, request_state_security(settings.nats.principal_key))
     security = transport_security(settings.gateway)
     session_manager = build_session_manager(server, security, max_body_bytes=settings.gateway.max_body_bytes)
     state = GatewayState(catalogue, changes)

@@ -172,6 +172,12 @@ class CatalogueMirror:
         entry = self._entries.get(name)
         return entry.descriptor.input_schema if entry else None
 
+    def asks(self, name: str) -> bool:
+        """True when ``name``'s guest may ask the client (``ToolDescriptor.asks``): only the SDK
+        path can relay its questions, so the hot path never serves it."""
+        entry = self._entries.get(name)
+        return entry is not None and entry.descriptor.asks
+
     def page(self, cursor: str | None, size: int, allows: Callable[[str], bool] | None = None) -> CataloguePage:
         """Up to ``size`` entries after ``cursor`` (from the start when None), only those ``allows``
         (when given) says a principal may see.
