@@ -149,8 +149,9 @@ class Conversation:
             interrupts.deadline = now + allowed
 
     def answered(self, answer: GuestAnswer, headers: Mapping[str, str], reply_to: str) -> None:
-        """The event loop: wake the guest with ``answer``; its next reply goes to ``reply_to``."""
-        self.context.reply_to = reply_to
+        """The event loop: wake the guest with ``answer``; its next reply goes to ``reply_to``
+        (empty: where it went before)."""
+        self.context.reply_to = reply_to or self.context.reply_to
         capabilities = capabilities_in(headers)
         if capabilities is not None:
             self.capabilities = capabilities
@@ -177,6 +178,13 @@ class Suspensions:
     def discard(self, suspension: str) -> None:
         with self._lock:
             self._waiting.pop(suspension, None)
+
+    def cancel_all(self, reason: str) -> None:
+        """Wake every waiting guest with ``cancelled`` (the worker is stopping: no answer can reach it)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for suspension, conversation in waiting.items():
+            conversation.answered(GuestAnswer(suspension, error="cancelled", message=reason), {}, "")
 
     def take(self, answer: GuestAnswer, principal: str | None) -> tuple[ErrorCode, str] | Conversation:
         """The waiting call ``answer`` names (no longer waiting: wake it with ``Conversation.answered``),

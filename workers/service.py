@@ -251,6 +251,8 @@ class WorkerService:
             pass  # nothing more will be delivered anyway
         for sub in self._subscriptions:
             await unsubscribe_quietly(sub)
+        # No answer can reach a waiting guest any more: it hears `cancelled` now, not at ask_timeout_s.
+        self._suspensions.cancel_all("the worker is stopping")
         try:
             await asyncio.wait_for(self._admission.idle.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
