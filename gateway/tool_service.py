@@ -56,7 +56,7 @@ class CallRecord(msgspec.Struct, frozen=True):
 
     A msgspec ``Struct``: one is built per call, in ~0.1 µs (a frozen dataclass took ~1 µs).
 
-    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, or the
+    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, ``input_required``, or the
     lower-cased ``ErrorCode`` name of a failed call (``no_worker``, ``deadline_exceeded``…).
     """
 
