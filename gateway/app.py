@@ -38,6 +38,7 @@ from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from bus.telemetry import start_tracing
+from gateway.askers import request_state_security
 from gateway.audit_trail import AuditTrail
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
@@ -48,7 +49,6 @@ from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.questions import request_state_security
 from gateway.ratelimit import RateLimiter
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security

@@ -96,7 +96,7 @@ def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
 
 @dataclass(frozen=True)
 class Question:
-    """A guest's question, as a worker's reply carried it (``gateway.questions`` gets it answered)."""
+    """A guest's question, as a worker's reply carried it (answered via ``gateway.questions``)."""
 
     worker: str
     """The worker holding the suspended guest (``Subjects.resume``)."""

@@ -12,7 +12,7 @@ and serves a request only when all of these hold:
 - the SDK's own transport checks pass (``TransportSecurityMiddleware``, ``check_accept_headers``);
 - its params are known keys of the right types, with no progress token and no log level
   (so no ``requestState`` or ``inputResponses``), for a tool whose guest cannot ask its client
-  (``ToolDescriptor.asks``: questions are relayed by the SDK path, ``gateway.questions``);
+  (``ToolDescriptor.asks``: questions are relayed by the SDK path, ``gateway.askers``);
 - 2026-07-28: ``Mcp-Method`` names a hot method, no ``Mcp-Param-*`` header, no duplicated
   routing header, no task requested, a tool whose schema declares no ``x-mcp-header`` (the SDK
   checks those headers against the body: 400 / -32020), and ``classify_inbound_request`` accepts
@@ -308,7 +308,7 @@ class HotPath:
         if not _plain_params(method, params):
             return False
         if method == "tools/call" and self._service.catalogue.asks(params["name"]):
-            return False  # its guest may ask the client something: the SDK relays it (gateway.questions)
+            return False  # its guest may ask the client something: the SDK relays it (gateway.askers)
         decoded = inbound.message
         if modern:
             if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):

@@ -34,6 +34,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from gateway.askers import RoundAsker, SessionAsker, as_json, capabilities_of
 from gateway.boundary import INTERNAL_ERROR_MESSAGE
 from gateway.catalogue_mirror import CatalogueEntry
 from gateway.changes import ListChanges
@@ -41,7 +42,7 @@ from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCu
 from gateway.events import EventRelay
 from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
-from gateway.questions import InputRequired, RoundAsker, RoundState, SessionAsker, as_json, capabilities_of
+from gateway.questions import InputRequired, RoundState
 from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
@@ -108,7 +109,7 @@ class ToolFrontend:
     ) -> types.CallToolResult | types.InputRequiredResult:
         """``tools/call``: validate, forward over NATS, shape the worker's result for the client's era.
 
-        A guest's questions are relayed (``gateway.questions``): 2025-11-25 on the call's stream;
+        A guest's questions are relayed (``gateway.askers``): 2025-11-25 on the call's stream;
         2026-07-28 as an ``input_required`` result, whose retry (``requestState``, verified by the
         ``RequestStateBoundary`` before this runs, and ``inputResponses``) resumes the guest.
         """
@@ -261,7 +262,7 @@ def build_server(
 ) -> Server[Any]:
     """The low-level MCP server: the tool handlers, tool-list change notifications and tasks.
 
-    ``state_security`` seals and verifies 2026-07-28 ``requestState`` (``gateway.questions``).
+    ``state_security`` seals and verifies 2026-07-28 ``requestState`` (``gateway.askers``).
     """
     server = GatewayServer(
         SERVER_NAME,

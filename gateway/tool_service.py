@@ -8,10 +8,12 @@ of a tool is made once, on its catalogue entry (``gateway.catalogue_mirror.tool_
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 import msgspec
 import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -176,7 +178,13 @@ class ToolService:
         can_ask = None if asker is None else asker.capabilities
 
         async def answered(question: Question) -> bytes | Question:
-            answer = await (asker or Asker()).answer(question)
+            try:
+                answer = await (asker or Asker()).answer(question)
+            except asyncio.CancelledError:
+                # The client went away while it was being asked: the guest waits on its worker, stop it.
+                with anyio.CancelScope(shield=True):
+                    await caller.cancel(request_id)
+                raise
             return await caller.resume(
                 name,
                 question.worker,

@@ -13,6 +13,7 @@ two gateways sharing one principal key, as a deployment behind a load balancer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
-from gateway.questions import request_state_security
+from gateway.askers import request_state_security
 from registry.service import RegistryService
 from schemas.config import ComponentSettings, RegistrySettings, WorkerSettings, load_settings
 from tests.conftest import eventually
@@ -295,3 +296,23 @@ async def test_the_hot_path_never_serves_an_asking_tool(deployment: Deployment) 
     done = result_of(await raw.call("test_simple_text", {}))  # plain params: hot-path material, but it may ask
     assert text_of(done) == "This is a simple text response for testing."
     assert (gateway.hot.served, gateway.hot.handed_over) == (served, handed_over + 1)
+
+
+async def test_2025_a_call_cancelled_while_its_client_is_asked_stops_the_guest(deployment: Deployment) -> None:
+    asked = asyncio.Event()
+
+    async def elicit(_ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.set()
+        await asyncio.sleep(3600)  # the user never answers
+        raise AssertionError("unreachable")
+
+    headers = {"Authorization": f"Bearer {deployment.issuer.token()}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(deployment.a.url, http_client=http)
+        async with Client(transport, mode="legacy", elicitation_callback=elicit) as client:  # type: ignore[call-arg]
+            call = asyncio.create_task(client.call_tool("test_elicitation", {"message": "?"}))
+            await asyncio.wait_for(asked.wait(), 10)
+            assert deployment.worker.accepted == 1  # the guest waits on its worker
+            call.cancel()  # the SDK sends notifications/cancelled
+            # The gateway stops the guest at once, not after ask_timeout_s (300 s).
+            await eventually(lambda: deployment.worker.accepted == 0, timeout_s=5)
