@@ -260,3 +260,7 @@ class WitWorld(wit_world.WitWorld):
         except Err as error:
             return f"Streaming complete ({_problem(error)})"
         return "Streaming complete"
+
+    def logging_tool(self) -> str:
+        context.log(LogLevel.INFO, "Diagnostic trace logging activated")
+        return "Logging evaluated"

@@ -94,8 +94,11 @@ def suspension(msg: Msg) -> str:
     return msg.headers[Header.QUESTION]
 
 
-async def test_an_asking_tool_is_flagged_and_a_plain_one_is_not(conformance: LoadedComponent) -> None:
-    assert all(tool.asks for tool in conformance.tools)
+async def test_an_asking_tool_is_flagged_and_a_plain_one_is_not(
+    conformance: LoadedComponent, kit: LoadedComponent
+) -> None:
+    assert all(tool.asks for tool in conformance.tools)  # its component imports toolbus:mcp/client
+    assert not any(tool.asks for tool in kit.tools)
 
 
 async def test_a_guest_asks_blocks_and_resumes_with_the_answer(
