@@ -38,6 +38,7 @@ from gateway.errors import (
     BusDisconnected,
     CallFailed,
     DeadlineExceeded,
+    MissingCapability,
     NoWorker,
     PayloadTooLarge,
     WorkerFailed,
@@ -72,10 +73,12 @@ def deadline_exceeded(tool: str, timeout_s: float) -> DeadlineExceeded:
 
 def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
     """Turn a worker's typed error reply into the matching ``CallFailed``."""
+    capabilities: list[str] = []
     try:
         reply = decode(body, ErrorReply)
         detail = reply.error.message
         raw_code: int | str = reply.error.code
+        capabilities = reply.error.capabilities
     except DecodeError:
         detail = body[:200].decode("utf-8", "replace")
         raw_code = code_header
@@ -86,6 +89,10 @@ def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
             f"tool {tool!r} failed with an error code this gateway does not know ({raw_code}): {detail}",
             tool=tool,
             detail=detail,
+        )
+    if code is ErrorCode.MISSING_CAPABILITY:
+        return MissingCapability(
+            detail or f"tool {tool!r} requires client capabilities", tool=tool, capabilities=capabilities
         )
     if code is ErrorCode.NO_WORKER:
         # Same words whether NATS or the registry said it, so clients can match one message.

@@ -73,6 +73,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     message: str
     retryable: bool = False
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """``MISSING_CAPABILITY``: the client capabilities the tool requires and the client lacks."""
 
 
 class ErrorReply(msgspec.Struct, frozen=True):

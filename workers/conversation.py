@@ -84,7 +84,7 @@ class Conversation:
     ) -> None:
         self.context = context
         self.principal = principal
-        self.capabilities = capabilities
+        context.capabilities = capabilities
         self._worker_id = worker_id
         self._suspensions = suspensions
         self._post = post
@@ -98,7 +98,7 @@ class Conversation:
         """The guest's thread: publish the question, wait for the answer (``Asker``)."""
         for request in requests.values():
             capability = CAPABILITY_OF[request["method"]]
-            if capability not in self.capabilities:
+            if capability not in self.context.capabilities:
                 raise AskFailed("unsupported", capability)
         context = self.context
         if context.cancelled.is_set():
@@ -154,7 +154,7 @@ class Conversation:
         self.context.reply_to = reply_to or self.context.reply_to
         capabilities = capabilities_in(headers)
         if capabilities is not None:
-            self.capabilities = capabilities
+            self.context.capabilities = capabilities
         left = seconds_until(headers)
         self._budget_s = None if left is None else guest_budget_s(max(left, 0.001))
         self._answer = answer

@@ -462,6 +462,12 @@ class WorkerService:
         stats = job.route.stats
         if future.cancelled():
             return  # the pool shut down after the grace period: the worker is exiting
+        missing = list(job.context.missing_capabilities)
+        if missing:  # the guest required client capabilities its caller did not declare
+            message = f"tool {job.tool!r} requires client capabilities the client did not declare: {', '.join(missing)}"
+            answer = error_answer(ErrorCode.MISSING_CAPABILITY, message, missing)
+            self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.principal)
+            return
         error = future.exception()
         if error is None:
             body, result = future.result()

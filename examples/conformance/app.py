@@ -264,3 +264,7 @@ class WitWorld(wit_world.WitWorld):
     def logging_tool(self) -> str:
         context.log(LogLevel.INFO, "Diagnostic trace logging activated")
         return "Logging evaluated"
+
+    def missing_capability(self) -> str:
+        client.require(["sampling"])
+        return "Success"

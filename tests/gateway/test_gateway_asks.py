@@ -316,3 +316,16 @@ async def test_2025_a_call_cancelled_while_its_client_is_asked_stops_the_guest(d
             call.cancel()  # the SDK sends notifications/cancelled
             # The gateway stops the guest at once, not after ask_timeout_s (300 s).
             await eventually(lambda: deployment.worker.accepted == 0, timeout_s=5)
+
+
+async def test_2026_a_tool_requiring_an_undeclared_capability_is_refused_with_32021(deployment: Deployment) -> None:
+    raw = modern(deployment.a, deployment.issuer.token())
+    meta = {"io.modelcontextprotocol/clientCapabilities": {}}
+    refused = await raw.call("test_missing_capability", {}, _meta=meta)
+    assert refused.status_code == 400
+    error = json.loads(refused.text)["error"]
+    assert (error["code"], error["data"]["requiredCapabilities"]) == (-32021, {"sampling": {}})
+    done = await raw.call(
+        "test_missing_capability", {}, _meta={"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}
+    )
+    assert text_of(result_of(done)) == "Success"

@@ -227,3 +227,13 @@ async def test_a_waiting_guest_gives_back_its_run_slot(
         assert text(await resume(nc, subjects, question, answer)) == "User response: action=decline, content={}"
     finally:
         await service.stop(grace_s=1)
+
+
+async def test_a_guest_that_requires_an_undeclared_capability_ends_the_call_with_a_typed_error(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    for can_ask in ("elicitation,roots", None):
+        refused = await call(nc, subjects, "test_missing_capability", {}, can_ask=can_ask)
+        error = decode(refused.data, ErrorReply).error
+        assert (error.code, error.capabilities) == (ErrorCode.MISSING_CAPABILITY, ["sampling"])
+    assert text(await call(nc, subjects, "test_missing_capability", {}, can_ask="sampling")) == "Success"

@@ -58,6 +58,10 @@ class CallContext:
     """Where ``events`` publishes (a resumed call's caller may listen on a new subject)."""
     asker: Asker | None = None
     """How the guest's ``toolbus:mcp/client`` requests reach its client; ``None``: they cannot."""
+    capabilities: frozenset[str] = frozenset()
+    """The client capabilities the caller relays (``Toolbus-Can-Ask``; a resume may change them)."""
+    missing_capabilities: tuple[str, ...] = ()
+    """Set by ``require``: the call ends with MISSING_CAPABILITY naming these, not with a result."""
     interrupts: Any = None
     """The running Store's ``Interrupts``, set by the component: a wait for an answer re-arms them."""
     run_slot: threading.Semaphore | None = None

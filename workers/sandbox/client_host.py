@@ -127,6 +127,20 @@ def _ask(_store: Any, pairs: list[tuple[str, str]]) -> Any:
     return [(key, encode(value).decode()) for key, value in answers.items()]
 
 
+class _Required(Exception):
+    """Ends the guest (a trap) when ``require`` finds a capability missing."""
+
+
+def _require(_store: Any, capabilities: list[str]) -> None:
+    context = current()
+    declared = frozenset() if context is None else context.capabilities
+    missing = tuple(sorted(set(capabilities) - declared))
+    if missing:
+        if context is not None:
+            context.missing_capabilities = missing
+        raise _Required(f"the client did not declare {', '.join(missing)}")
+
+
 def link_client(linker: Any) -> None:
     """Define ``toolbus:mcp/client`` in a component linker."""
     with linker.root() as root, root.add_instance(CLIENT_INTERFACE) as instance:
@@ -134,3 +148,4 @@ def link_client(linker: Any) -> None:
         instance.add_func("sample", _sample)
         instance.add_func("list-roots", _list_roots)
         instance.add_func("ask", _ask)
+        instance.add_func("require", _require)
