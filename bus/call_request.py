@@ -85,8 +85,12 @@ class CallRequests:
         request_id: str | None = None,
         traceparent: str | None = None,
         principal: str | None = None,
+        subject: str | None = None,
     ) -> CallRequest:
         """The request calling ``tool`` with the JSON ``body``; its deadline is ``timeout_s`` from now.
+
+        ``subject`` replaces the tool's call subject: a resume (``Subjects.resume``) is built and
+        signed exactly like the call it continues.
 
         ``request_id`` must be a subject token; by default a fresh one. ``era`` and a non-empty
         ``traceparent`` travel when given; ``principal`` travels only signed, so a builder
@@ -95,7 +99,7 @@ class CallRequests:
         Raises:
             ValueError: ``tool`` is not a valid tool name.
         """
-        subject = self.subject(tool)
+        subject = subject or self.subject(tool)
         request_id = request_id or new_request_id()
         headers = {
             Header.REQUEST_ID: request_id,

@@ -74,6 +74,7 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
         CoreRow(s.call_any, "tool calls", {"gateway": "p", "operator": "p", "worker": "s", "registry": "s"}),
         CoreRow(s.cancel_any, "cancel a call or task", {"gateway": "p", "registry": "p", "worker": "s"}),
         CoreRow(s.call_events_any, "a call's progress and logs", {"worker": "p", "gateway": "s", "operator": "s"}),
+        CoreRow(s.resume_any, "answer a guest's question", {"gateway": "p", "worker": "s"}),
         CoreRow(s.worker_ping_any, "liveness probe of one worker", {"registry": "p", "worker": "s"}),
         CoreRow(s.worker_introspect, "derive a package's tools", {"registry": "p", "worker": "s"}),
         CoreRow(s.registry_hello, "a registry starting", {"registry": "ps", "worker": "s"}),

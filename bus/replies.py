@@ -10,9 +10,11 @@ from schemas.errors import ErrorCode
 from schemas.wire import ErrorBody, ErrorReply
 
 
-def error_reply(code: ErrorCode, message: str) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of a typed error reply with ``code``."""
-    body = ErrorReply(ErrorBody(code=int(code), message=message, retryable=code.retryable))
+def error_reply(code: ErrorCode, message: str, capabilities: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a typed error reply with ``code`` (``capabilities``: the missing ones)."""
+    body = ErrorReply(
+        ErrorBody(code=int(code), message=message, retryable=code.retryable, capabilities=capabilities or [])
+    )
     return encode(body), {Header.ERROR: str(int(code))}
 
 

@@ -36,6 +36,15 @@ class Header:
     """Who the gateway authenticated; honoured only with a valid ``PRINCIPAL_SIGNATURE``."""
     PRINCIPAL_SIGNATURE: Final = "Toolbus-Principal-Sig"
     """A gateway's proof that it set ``PRINCIPAL`` for this request (see ``bus.principal``)."""
+    CAN_ASK: Final = "Toolbus-Can-Ask"
+    """On a call or resume: the client requests the caller can relay for a guest (comma-separated
+    ``elicitation``, ``sampling``, ``roots``; present, even empty, only when the caller understands
+    questions). Absent: a guest's ``toolbus:mcp/client`` request fails ``unsupported`` at once."""
+    QUESTION: Final = "Toolbus-Question"
+    """On a reply: not the call's result but a guest's question (body ``GuestQuestion``); the value
+    is the suspension id the answer must name (``Subjects.resume``)."""
+    WORKER: Final = "Toolbus-Worker"
+    """On a question: the id of the worker holding the suspended guest (where to resume it)."""
 
 
 def as_token(text: str) -> str:
@@ -159,6 +168,17 @@ class Subjects:
         if not _TOKEN.match(worker_id):
             raise ValueError(f"worker id {worker_id!r} is not a valid subject token")
         return f"{self.prefix}.worker.{worker_id}.ping"
+
+    def resume(self, worker_id: str) -> str:
+        """Request ``GuestAnswer`` (signed like a call) → the call's next reply: its result or the
+        guest's next question. Only the worker ``worker_id`` listens: it holds the suspended guest."""
+        if not _TOKEN.match(worker_id):
+            raise ValueError(f"worker id {worker_id!r} is not a valid subject token")
+        return f"{self.prefix}.resume.{worker_id}"
+
+    @property
+    def resume_any(self) -> str:
+        return f"{self.prefix}.resume.*"
 
     # -- registry -----------------------------------------------------------------------------
     @property

@@ -38,6 +38,7 @@ from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from bus.telemetry import start_tracing
+from gateway.askers import request_state_security
 from gateway.audit_trail import AuditTrail
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
@@ -147,7 +148,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     changes = ListChanges(catalogue)
     frontend = ToolFrontend(service)
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
-    server = build_server(frontend, changes, tasks)
+    server = build_server(frontend, changes, tasks, request_state_security(settings.nats.principal_key))
     security = transport_security(settings.gateway)
     session_manager = build_session_manager(server, security, max_body_bytes=settings.gateway.max_body_bytes)
     state = GatewayState(catalogue, changes)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -38,6 +39,7 @@ from gateway.errors import (
     BusDisconnected,
     CallFailed,
     DeadlineExceeded,
+    MissingCapability,
     NoWorker,
     PayloadTooLarge,
     WorkerFailed,
@@ -46,7 +48,7 @@ from gateway.errors import (
 from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply
+from schemas.wire import ErrorReply, GuestAnswer, GuestQuestion
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +74,12 @@ def deadline_exceeded(tool: str, timeout_s: float) -> DeadlineExceeded:
 
 def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
     """Turn a worker's typed error reply into the matching ``CallFailed``."""
+    capabilities: list[str] = []
     try:
         reply = decode(body, ErrorReply)
         detail = reply.error.message
         raw_code: int | str = reply.error.code
+        capabilities = reply.error.capabilities
     except DecodeError:
         detail = body[:200].decode("utf-8", "replace")
         raw_code = code_header
@@ -87,6 +91,10 @@ def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
             tool=tool,
             detail=detail,
         )
+    if code is ErrorCode.MISSING_CAPABILITY:
+        return MissingCapability(
+            detail or f"tool {tool!r} requires client capabilities", tool=tool, capabilities=capabilities
+        )
     if code is ErrorCode.NO_WORKER:
         # Same words whether NATS or the registry said it, so clients can match one message.
         return NoWorker(no_worker(tool).message, tool=tool, detail=detail)
@@ -94,18 +102,42 @@ def error_from_reply(tool: str, code_header: str, body: bytes) -> CallFailed:
     return call_failed(code, message + _HINTS.get(code, ""), tool=tool, detail=detail)
 
 
-def result_from_reply(tool: str, msg: Msg) -> bytes:
-    """The ``CallToolResult`` JSON of a reply.
+@dataclass(frozen=True)
+class Question:
+    """A guest's question, as a worker's reply carried it (answered via ``gateway.questions``)."""
+
+    worker: str
+    """The worker holding the suspended guest (``Subjects.resume``)."""
+    suspension: str
+    requests: dict[str, dict[str, Any]]
+    """Key → ``{"method", "params"}``."""
+
+
+def result_from_reply(tool: str, msg: Msg) -> bytes | Question:
+    """The ``CallToolResult`` JSON of a reply, or the guest's question it carries.
 
     Raises:
-        CallFailed: the reply is a typed error.
+        CallFailed: the reply is a typed error, or a question that cannot be read.
     """
     headers = msg.headers
     if headers:
         code_header = headers.get(Header.ERROR)
         if code_header is not None:
             raise error_from_reply(tool, code_header, msg.data)
+        suspension = headers.get(Header.QUESTION)
+        if suspension is not None:
+            return _question(tool, suspension, headers.get(Header.WORKER, ""), msg.data)
     return msg.data
+
+
+def _question(tool: str, suspension: str, worker: str, body: bytes) -> Question:
+    try:
+        requests = decode(body, GuestQuestion).requests
+    except DecodeError:
+        requests = None
+    if requests is None or not worker:
+        raise WorkerFailed(f"the worker for tool {tool!r} sent a question this gateway cannot read", tool=tool)
+    return Question(worker, suspension, requests)
 
 
 class ToolCaller:
@@ -151,8 +183,10 @@ class ToolCaller:
         traceparent: str | None = None,
         principal: str | None = None,
         events: EventRelay | None = None,
-    ) -> bytes:
-        """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON.
+        can_ask: frozenset[str] | None = None,
+    ) -> bytes | Question:
+        """Call ``tool`` with JSON ``arguments``; return the worker's ``CallToolResult`` JSON, or its
+        guest's question when ``can_ask`` (the client capabilities the caller relays) is given.
 
         ``principal`` travels signed (``bus.principal``) when the caller has a signer.
 
@@ -180,13 +214,70 @@ class ToolCaller:
             traceparent=traceparent,
             principal=principal,
         )
+        return await self._send(tool, request, timeout_s, events, can_ask)
+
+    async def resume(
+        self,
+        tool: str,
+        worker: str,
+        answer: GuestAnswer,
+        *,
+        era: str,
+        request_id: str,
+        timeout_s: float | None = None,
+        traceparent: str | None = None,
+        principal: str | None = None,
+        events: EventRelay | None = None,
+        can_ask: frozenset[str] | None = None,
+    ) -> bytes | Question:
+        """Answer the question of the guest suspended on ``worker``; return the call's next reply
+        (its result, or the next question). Signed and bounded like the call itself.
+
+        Raises:
+            CallFailed: the worker is gone (``NoWorker``: call again), refused the answer, or the
+                deadline passed.
+        """
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            subject = self._subjects.resume(worker)
+        except ValueError:
+            raise WorkerFailed(f"the worker for tool {tool!r} named itself {worker!r}", tool=tool) from None
+        request = self._requests.build(
+            tool,
+            encode(answer),
+            timeout_s=timeout_s,
+            era=era,
+            request_id=request_id,
+            traceparent=traceparent,
+            principal=principal,
+            subject=subject,
+        )
+        try:
+            return await self._send(tool, request, timeout_s, events, can_ask)
+        except NoWorker:
+            raise NoWorker(
+                f"the worker running tool {tool!r} for this call is gone (it stopped or restarted), and its "
+                "guest with it; call the tool again",
+                tool=tool,
+            ) from None
+
+    async def _send(
+        self,
+        tool: str,
+        request: CallRequest,
+        timeout_s: float,
+        events: EventRelay | None,
+        can_ask: frozenset[str] | None,
+    ) -> bytes | Question:
+        if can_ask is not None:
+            request.headers[Header.CAN_ASK] = ",".join(sorted(can_ask))
         if events is None or not events.wanted:
             return await self._request(tool, request, timeout_s)
         return await self._request_with_events(tool, request, timeout_s, events)
 
     async def _request_with_events(
         self, tool: str, request: CallRequest, timeout_s: float, events: EventRelay
-    ) -> bytes:
+    ) -> bytes | Question:
         async def on_event(msg: Msg) -> None:
             await events.on_message(msg.data)
 
@@ -211,7 +302,7 @@ class ToolCaller:
         finally:
             await unsubscribe_quietly(subscription)
 
-    async def _request(self, tool: str, request: CallRequest, timeout_s: float) -> bytes:
+    async def _request(self, tool: str, request: CallRequest, timeout_s: float) -> bytes | Question:
         request_id = request.request_id
         task = asyncio.current_task()
         assert task is not None

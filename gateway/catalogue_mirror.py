@@ -178,12 +178,15 @@ class CatalogueMirror:
         return entry.descriptor.task_support if entry else None
 
     def sdk_only(self, name: str) -> bool:
-        """Whether calls of ``name`` need the SDK path's checks: a tool that runs only as a task
-        (``task_frontend.task_route``) or needs client capabilities (``server.ToolFrontend``)."""
+        """Whether calls of ``name`` need the SDK path, so the hot path never serves them: a tool
+        that runs only as a task (``task_frontend.task_route``), needs client capabilities
+        (``server.ToolFrontend``), or whose guest may ask the client (``ToolDescriptor.asks``:
+        only the SDK relays the questions, ``gateway.askers``)."""
         entry = self._entries.get(name)
-        return entry is not None and (
-            entry.descriptor.task_support == "required" or bool(entry.descriptor.client_capabilities)
-        )
+        if entry is None:
+            return False
+        tool = entry.descriptor
+        return tool.task_support == "required" or bool(tool.client_capabilities) or tool.asks
 
     def page(self, cursor: str | None, size: int, allows: Callable[[str], bool] | None = None) -> CataloguePage:
         """Up to ``size`` entries after ``cursor`` (from the start when None), only those ``allows``

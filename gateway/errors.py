@@ -7,7 +7,7 @@ can produce byte-identical errors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -21,6 +21,8 @@ OVERLOADED: Final = -32011
 DEADLINE_EXCEEDED: Final = -32012
 CANCELLED: Final = -32013
 PAYLOAD_TOO_LARGE: Final = -32014
+MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
+"""The spec's own code (2026-07-28; HTTP 400): a request needs client capabilities not declared."""
 # Our codes live in -32003..-32019, the band the 2026-07-28 spec leaves to implementations:
 # -32000/-32001 are the SDK's client-side CONNECTION_CLOSED/REQUEST_TIMEOUT, -32002 is retired,
 # -32020 and below are reserved for the spec.
@@ -40,6 +42,7 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.TASK_STATE: INVALID_PARAMS,
         # Only plain-NATS task requests get it (the gateway refuses over HTTP, with a 403).
         ErrorCode.FORBIDDEN: INVALID_PARAMS,
+        ErrorCode.MISSING_CAPABILITY: MISSING_REQUIRED_CLIENT_CAPABILITY,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )
@@ -128,6 +131,16 @@ class WorkerFailed(CallFailed):
     code = ErrorCode.INTERNAL
 
 
+class MissingCapability(CallFailed):
+    """Raised when the tool's guest requires client capabilities the client did not declare."""
+
+    code = ErrorCode.MISSING_CAPABILITY
+
+    def __init__(self, message: str, *, tool: str, detail: str = "", capabilities: Sequence[str] = ()) -> None:
+        super().__init__(message, tool=tool, detail=detail)
+        self.capabilities = tuple(capabilities)
+
+
 class InvalidCursor(GatewayError):
     """Raised when a ``tools/list`` cursor was not issued by this gateway."""
 
@@ -170,8 +183,8 @@ class JsonRpcError:
 
 def to_jsonrpc(exc: CallFailed) -> JsonRpcError:
     """The JSON-RPC error a client sees for a failed call."""
-    return JsonRpcError(
-        code=JSONRPC_ERRORS[exc.code],
-        message=exc.message,
-        data={"reason": exc.code.name, "retryable": exc.code.retryable, "tool": exc.tool},
-    )
+    data: dict[str, Any] = {"reason": exc.code.name, "retryable": exc.code.retryable, "tool": exc.tool}
+    if isinstance(exc, MissingCapability):
+        # The spec's MissingRequiredClientCapabilityError data: a ClientCapabilities object.
+        data["requiredCapabilities"] = {name: {} for name in exc.capabilities}
+    return JsonRpcError(code=JSONRPC_ERRORS[exc.code], message=exc.message, data=data)

@@ -10,7 +10,9 @@ It reads the front door's one parse of the body (``gateway.inbound.Inbound``, ne
 and serves a request only when all of these hold:
 - a JSON-RPC request (not a notification or a response) for ``tools/call`` or ``tools/list``;
 - the SDK's own transport checks pass (``TransportSecurityMiddleware``, ``check_accept_headers``);
-- its params are known keys of the right types, with no progress token and no log level;
+- its params are known keys of the right types, with no progress token and no log level
+  (so no ``requestState`` or ``inputResponses``), for a tool whose guest cannot ask its client
+  (``ToolDescriptor.asks``: questions are relayed by the SDK path, ``gateway.askers``);
 - 2026-07-28: ``Mcp-Method`` names a hot method, no ``Mcp-Param-*`` header, no duplicated
   routing header, no task requested, a tool whose schema declares no ``x-mcp-header`` (the SDK
   checks those headers against the body: 400 / -32020), and ``classify_inbound_request`` accepts
@@ -307,7 +309,7 @@ class HotPath:
             return False
         decoded = inbound.message
         if method == "tools/call" and self._service.catalogue.sdk_only(params["name"]):
-            return False  # the SDK path's checks: task support, client capabilities (gateway.server)
+            return False  # task support, client capabilities, a guest that asks: the SDK path's
         if modern:
             if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
                 return False

@@ -95,7 +95,7 @@ class GatewayMetrics:
         self._calls = Counter(
             "toolbus_gateway_calls",
             "Finished tools/call requests by tool and outcome (ok, tool_error, invalid_arguments, "
-            "cancelled, or the error code: no_worker, overloaded, deadline_exceeded, unknown_tool...)",
+            "cancelled, input_required, or the error code: no_worker, overloaded, deadline_exceeded, unknown_tool...)",
             ["tool", "outcome"],
             registry=self.registry,
         )

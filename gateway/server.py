@@ -27,12 +27,14 @@ import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from gateway.askers import RoundAsker, SessionAsker, as_json, capabilities_of
 from gateway.boundary import INTERNAL_ERROR_MESSAGE
 from gateway.catalogue_mirror import CatalogueEntry
 from gateway.changes import ListChanges
@@ -40,6 +42,7 @@ from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCu
 from gateway.events import EventRelay
 from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
+from gateway.questions import InputRequired, RoundState
 from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
@@ -103,11 +106,28 @@ class ToolFrontend:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        """``tools/call``: validate, forward over NATS, shape the worker's result for the client's era."""
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """``tools/call``: validate, forward over NATS, shape the worker's result for the client's era.
+
+        A guest's questions are relayed (``gateway.askers``): 2025-11-25 on the call's stream;
+        2026-07-28 as an ``input_required`` result, whose retry (``requestState``, verified by the
+        ``RequestStateBoundary`` before this runs, and ``inputResponses``) resumes the guest.
+        """
         request = ctx.request
         header = request.headers.get(TRACEPARENT_HTTP_HEADER) if isinstance(request, Request) else None
         traceparent = client_traceparent(header, ctx.meta)
+        capabilities = capabilities_of(ctx.session.client_capabilities)
+        resume = None
+        if is_modern(ctx.protocol_version):
+            responses = {key: as_json(value) for key, value in (params.input_responses or {}).items()}
+            asker: RoundAsker | SessionAsker = RoundAsker(capabilities, responses)
+            if params.request_state is not None:
+                try:
+                    resume = RoundState.decode(params.request_state)
+                except ValueError:
+                    raise MCPError(INVALID_PARAMS, "Invalid or expired requestState") from None
+        else:
+            asker = SessionAsker(ctx.session, ctx.request_id, capabilities)
         try:
             result = await self.service.call(
                 params.name,
@@ -116,9 +136,14 @@ class ToolFrontend:
                 principal=principal_of(ctx),
                 traceparent=traceparent,
                 events=self.event_relay(ctx),
+                asker=asker,
+                resume=resume,
             )
         except CallFailed as exc:
             raise mcp_error(exc) from None
+        except InputRequired as exc:
+            state = RoundState(exc.question, exc.request_id).encode()  # sealed by the RequestStateBoundary
+            return types.InputRequiredResult(input_requests=exc.requests, request_state=state)
         return types.CallToolResult.model_validate(msgspec.to_builtins(result))
 
     def log_level(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -256,8 +281,13 @@ class GatewayServer(Server[Any]):
         )
 
 
-def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFrontend) -> Server[Any]:
-    """The low-level MCP server: the tool handlers, tool-list change notifications and tasks."""
+def build_server(
+    frontend: ToolFrontend, changes: ListChanges, tasks: TaskFrontend, state_security: RequestStateSecurity
+) -> Server[Any]:
+    """The low-level MCP server: the tool handlers, tool-list change notifications and tasks.
+
+    ``state_security`` seals and verifies 2026-07-28 ``requestState`` (``gateway.askers``).
+    """
     server = GatewayServer(
         SERVER_NAME,
         version=_package_version(),
@@ -273,6 +303,8 @@ def build_server(frontend: ToolFrontend, changes: ListChanges, tasks: TaskFronte
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, frontend.set_log_level)
     # 2025 era: a session hears of changes once it is initialized (on its GET stream).
     server.add_notification_handler("notifications/initialized", types.NotificationParams, changes.on_initialized)
+    # Every requestState is verified before any handler sees it, and every one sent is sealed.
+    server.middleware.append(RequestStateBoundary(state_security, default_audience=SERVER_NAME))
     # Innermost of the chain, so the SDK's tracing middleware still sees the mapped error.
     server.middleware.append(hide_internal_errors)
     # Before a task is created or a call made: a client missing what the tool needs is refused.

@@ -8,21 +8,24 @@ of a tool is made once, on its catalogue entry (``gateway.catalogue_mirror.tool_
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 import msgspec
 import structlog
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bus.call_request import new_request_id
-from gateway.calls import ToolCaller
+from gateway.calls import Question, ToolCaller
 from gateway.catalogue_mirror import CatalogueMirror, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, Principal
+from gateway.questions import Asker, InputRequired, RoundState
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import CANCELLED, INVALID_ARGUMENTS, OK, TOOL_ERROR, failed_outcome
 from schemas.validation import argument_problem, invalid_arguments_message
@@ -31,6 +34,8 @@ from schemas.wire import UNSET, CallToolResult, TextContent
 log = structlog.get_logger(__name__)
 
 UNKNOWN_TOOL_HINT: Final = "tools/list shows the tools this gateway serves"
+INPUT_REQUIRED: Final = "input_required"
+"""The outcome of a 2026-07-28 round that ended waiting for the client's answers."""
 
 
 def is_modern(protocol_version: str) -> bool:
@@ -53,7 +58,7 @@ class CallRecord(msgspec.Struct, frozen=True):
 
     A msgspec ``Struct``: one is built per call, in ~0.1 µs (a frozen dataclass took ~1 µs).
 
-    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, or the
+    ``outcome`` is ``ok``, ``tool_error``, ``invalid_arguments``, ``cancelled``, ``input_required``, or the
     lower-cased ``ErrorCode`` name of a failed call (``no_worker``, ``deadline_exceeded``…).
     """
 
@@ -106,23 +111,35 @@ class ToolService:
         principal: Principal = ANONYMOUS,
         traceparent: str | None = None,
         events: EventRelay | None = None,
+        asker: Asker | None = None,
+        resume: RoundState | None = None,
     ) -> CallToolResult:
         """Validate and run one call; the result is shaped for ``era``; ``events`` hears its progress and logs.
 
-        Every call, whatever its end, is reported to ``observers`` as one ``CallRecord``.
+        ``asker`` answers the guest's questions (``gateway.questions``); without one the guest
+        hears that its client cannot be asked. ``resume`` continues a 2026-07-28 call suspended
+        in an earlier round, instead of starting one. Every call, whatever its end, is reported to
+        ``observers`` as one ``CallRecord``.
 
         Raises:
             CallFailed: the tool is unknown, or the call failed on the bus (no worker, deadline…).
+            InputRequired: the guest waits for answers the client must send in another round.
         """
-        request_id = new_request_id()  # here, not in the caller: the record names it even when no call is sent
+        # Here, not in the caller: the record names it even when no call is sent.
+        request_id = resume.request_id if resume is not None else new_request_id()
         started_at, started = time.time(), time.perf_counter()
         outcome, error = CANCELLED, None
         self.in_flight += 1
         try:
-            result, outcome = await self._call(name, arguments, era, principal, request_id, traceparent, events)
+            result, outcome = await self._call(
+                name, arguments, era, principal, request_id, traceparent, events, asker, resume
+            )
             return result
         except CallFailed as exc:
             outcome, error = failed_outcome(exc.code), exc.message
+            raise
+        except InputRequired as exc:
+            outcome, exc.request_id = INPUT_REQUIRED, request_id
             raise
         finally:
             self.in_flight -= 1
@@ -143,6 +160,8 @@ class ToolService:
         request_id: str,
         traceparent: str | None,
         events: EventRelay | None,
+        asker: Asker | None = None,
+        resume: RoundState | None = None,
     ) -> tuple[CallToolResult, str]:
         """The call's result and its outcome (see ``CallRecord``)."""
         entry = self.catalogue.get(name)
@@ -155,16 +174,46 @@ class ToolService:
             return CallToolResult(content=[TextContent(message)], is_error=True), INVALID_ARGUMENTS
         if self.caller is None:
             raise BusDisconnected("the gateway is still starting; retry in a moment", tool=name)
-        try:
-            data = await self.caller.call(
+        caller = self.caller
+        can_ask = None if asker is None else asker.capabilities
+
+        async def answered(question: Question) -> bytes | Question:
+            try:
+                answer = await (asker or Asker()).answer(question)
+            except asyncio.CancelledError:
+                # The client went away while it was being asked: the guest waits on its worker, stop it.
+                with anyio.CancelScope(shield=True):
+                    await caller.cancel(request_id)
+                raise
+            return await caller.resume(
                 name,
-                arguments or {},
+                question.worker,
+                answer,
                 era=era,
                 request_id=request_id,
                 traceparent=traceparent,
                 principal=principal.subject,
                 events=events,
+                can_ask=can_ask,
             )
+
+        try:
+            if resume is None:
+                reply = await caller.call(
+                    name,
+                    arguments or {},
+                    era=era,
+                    request_id=request_id,
+                    traceparent=traceparent,
+                    principal=principal.subject,
+                    events=events,
+                    can_ask=can_ask,
+                )
+            else:
+                reply = await answered(resume.question)
+            while isinstance(reply, Question):
+                reply = await answered(reply)
+            data = reply
         except CallFailed as exc:
             log.info("call failed", tool=name, reason=exc.code.name, detail=exc.detail or exc.message)
             raise

@@ -231,6 +231,15 @@ class WorkerSettings(SettingsModel):
     thread: another principal's call starts at once. Unset: no per-principal share — the right
     default without ``[auth]``, where every MCP client is the one principal ``anonymous``."""
     max_call_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_MAX_CALL_TIMEOUT_S
+    ask_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    """How long a guest waits for the answer to one ``toolbus:mcp/client`` request (a person
+    filling a form, or a 2026-07-28 client retrying its call) before it gets ``timed-out``. The
+    wait does not count against the tool's time limit, but the guest keeps its worker thread and
+    its memory meanwhile (docs/guests.md)."""
+    waiting_guests: Annotated[int, Field(ge=0)] = 32
+    """Guests that may wait for their client's answer at once beyond ``concurrency``: a waiting guest
+    keeps its thread and its memory but not its run slot, so another call runs meanwhile. Past
+    this many, waiting guests do hold the threads calls need, until answered or ``ask_timeout_s``."""
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     """Default limits of every tool; a component's ``limits`` overrides them field by field."""

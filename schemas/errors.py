@@ -37,6 +37,8 @@ class ErrorCode(enum.IntEnum):
     """The task is not in a state that allows the request (e.g. cancelling a finished task)."""
     FORBIDDEN = 1010
     """The caller may not do this: e.g. it claims a principal no gateway vouched for."""
+    MISSING_CAPABILITY = 1011
+    """The tool requires client capabilities its caller did not declare (``ErrorBody.capabilities``)."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 

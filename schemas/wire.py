@@ -77,6 +77,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     message: str
     retryable: bool = False
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """``MISSING_CAPABILITY``: the client capabilities the tool requires and the client lacks."""
 
 
 class ErrorReply(msgspec.Struct, frozen=True):
@@ -109,6 +111,9 @@ class ToolDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """Client capabilities every call needs (a tool that will ask the client for sampling, say):
     the gateway refuses a call from a client that did not declare one, before it runs (-32021,
     ``gateway.server.ToolFrontend.require_client_capabilities``)."""
+    asks: bool = False
+    """The tool's component imports ``toolbus:mcp/client``: a call may be suspended on a question
+    to the client, so gateways never serve it on their hot path (docs/guests.md)."""
 
 
 class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -391,3 +396,27 @@ class RateWindow(msgspec.Struct, frozen=True, array_like=True):
     window: int
     """``floor(unix time / per_s)`` of the window counted."""
     used: int
+
+
+class GuestQuestion(msgspec.Struct, frozen=True):
+    """A reply that is a guest's question, not a result (header ``Toolbus-Question``).
+
+    ``requests`` maps a key the guest chose to one MCP client request: ``{"method", "params"}``
+    (``elicitation/create``, ``sampling/createMessage``, ``roots/list``). Answer them all in one
+    ``GuestAnswer`` to ``Subjects.resume(worker)``.
+    """
+
+    requests: dict[str, dict[str, Any]]
+
+
+class GuestAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Body of a resume request: the answers to a suspended guest's question, or why there are none.
+
+    ``error`` is ``failed``, ``cancelled``, ``unsupported`` or ``timed-out`` (the ``ask-error``
+    case the guest gets), ``message`` its text; without it ``answers`` holds one result per key.
+    """
+
+    suspension: str
+    answers: dict[str, Any] = msgspec.field(default_factory=dict)
+    error: str | None = None
+    message: str = ""

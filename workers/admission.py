@@ -46,10 +46,17 @@ class Job:
 
     def run(self) -> tuple[bytes, CallToolResult]:
         """Run the guest (in a guest thread); the encoded result and the result."""
-        if self.context.cancelled.is_set():  # cancelled while it waited for a thread
-            result = CallToolResult(content=[TextContent("cancelled")], is_error=True)
-        else:
-            result = self.route.component.call(self.tool, self.arguments, self.timeout_s, self.context)
+        slot = self.context.run_slot
+        if slot is not None:
+            slot.acquire()  # a thread is free, but guests waiting for answers do not count
+        try:
+            if self.context.cancelled.is_set():  # cancelled while it waited for a thread
+                result = CallToolResult(content=[TextContent("cancelled")], is_error=True)
+            else:
+                result = self.route.component.call(self.tool, self.arguments, self.timeout_s, self.context)
+        finally:
+            if slot is not None:
+                slot.release()
         # Encoded here, in the guest's thread, to keep the event loop's share of a call small.
         return encode(result), result
 

@@ -22,9 +22,9 @@ Answer = tuple[bytes, dict[str, str] | None, str | None, str]
 and the outcome the observers see (``FinishedCall.outcome``)."""
 
 
-def error_answer(code: ErrorCode, message: str) -> Answer:
-    """The typed error reply ``code`` saying ``message``."""
-    body, headers = error_reply(code, message)
+def error_answer(code: ErrorCode, message: str, capabilities: list[str] | None = None) -> Answer:
+    """The typed error reply ``code`` saying ``message`` (``capabilities``: the missing ones)."""
+    body, headers = error_reply(code, message, capabilities)
     return body, headers, f"{code.name}: {message}", failed_outcome(code)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -34,14 +35,15 @@ from bus.errors import ConnectionClosed
 from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
-from schemas.codec import DecodeError, decode_json, encode
+from schemas.codec import DecodeError, decode, decode_json, encode
 from schemas.config import WorkerSettings
 from schemas.errors import INVALID_ARGUMENTS, OK, TOOL_ERROR, ErrorCode
 from schemas.validation import argument_problem, invalid_arguments_message
-from schemas.wire import CallEvent, CallToolResult, TextContent, ToolDescriptor, log_severity
+from schemas.wire import CallEvent, CallToolResult, GuestAnswer, TextContent, ToolDescriptor, log_severity
 from workers.admission import Admission, Job
 from workers.announcer import Announcer
 from workers.answers import Answer, CallObserver, error_answer, error_text, finished_call
+from workers.conversation import Conversation, Suspensions, capabilities_in, declares_nothing
 from workers.discovery import Discovery, ToolStats
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
@@ -89,7 +91,12 @@ class WorkerService:
         self._routes = self._table.by_tool
         """Tool → its route: the call path's one lookup."""
         self._admission = Admission(self.worker_id, settings)
-        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="guest")
+        # Threads for the running guests plus those waiting for their client's answer; the run
+        # slots keep the running ones at ``concurrency`` (workers.conversation).
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.concurrency + settings.waiting_guests, thread_name_prefix="guest"
+        )
+        self._run_slots = threading.Semaphore(settings.concurrency)
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
@@ -106,6 +113,8 @@ class WorkerService:
             stats=self._table.stats(),
         )
         self._outbox = Outbox(nc)
+        self._suspensions = Suspensions()
+        """Calls whose guest waits for its client's answer (``workers.conversation``)."""
         self._announcer = Announcer(
             nc, subjects, self.worker_id, settings, lambda: self._table.tools, lambda: self._admission.accepted
         )
@@ -203,6 +212,8 @@ class WorkerService:
         self._subscriptions.append(
             await self._nc.subscribe(s.cancel_any, cb=published_only(s.cancel_any, self._on_cancel))
         )
+        resume = s.resume(self.worker_id)
+        self._subscriptions.append(await self._nc.subscribe(resume, cb=published_only(resume, self._on_resume)))
         hello = await self._nc.subscribe(s.registry_hello, cb=published_only(s.registry_hello, self._on_registry_hello))
         self._subscriptions += [ping, hello]
         await self.discovery.start()
@@ -240,6 +251,8 @@ class WorkerService:
             pass  # nothing more will be delivered anyway
         for sub in self._subscriptions:
             await unsubscribe_quietly(sub)
+        # No answer can reach a waiting guest any more: it hears `cancelled` now, not at ask_timeout_s.
+        self._suspensions.cancel_all("the worker is stopping")
         try:
             await asyncio.wait_for(self._admission.idle.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -301,7 +314,7 @@ class WorkerService:
             self._answer(msg.reply, stats, started_ns, overloaded, tool, headers, principal)
             return
         try:
-            outcome = self._prepare(route, tool, msg.data, headers, started_ns, principal)
+            outcome = self._prepare(route, tool, msg.data, headers, started_ns, principal, msg.reply)
         except Exception:  # the one outermost handler: a bug must still produce a reply
             log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
             outcome = error_answer(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
@@ -312,7 +325,14 @@ class WorkerService:
         future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
 
     def _prepare(
-        self, route: Route, tool: str, data: bytes, headers: dict[str, str], started_ns: int, principal: str | None
+        self,
+        route: Route,
+        tool: str,
+        data: bytes,
+        headers: dict[str, str],
+        started_ns: int,
+        principal: str | None,
+        reply_to: str,
     ) -> Job | Answer:
         """The guest job for a call, or the reply when the call ends before reaching a guest."""
         timeout_s = self._settings.max_call_timeout_s
@@ -335,29 +355,80 @@ class WorkerService:
             body = encode(CallToolResult(content=[TextContent(message)], is_error=True))
             return body, None, message, INVALID_ARGUMENTS
         share = self._admission.share_of(principal)
-        return Job(route, tool, arguments, timeout_s, started_ns, self._context(headers), headers, principal, share)
+        context = self._context(headers, reply_to, principal)
+        return Job(route, tool, arguments, timeout_s, started_ns, context, headers, principal, share)
 
-    def _context(self, headers: dict[str, str]) -> CallContext:
-        """The call's link to its caller: cancellable by request id, events where it asked."""
-        context = CallContext(request_id=headers.get(Header.REQUEST_ID, ""))
+    def _context(self, headers: dict[str, str], reply_to: str, principal: str | None) -> CallContext:
+        """The call's link to its caller: cancellable by request id, events where it asked, and
+        questions to its client when the caller relays them (``Toolbus-Can-Ask``)."""
+        context = CallContext(request_id=headers.get(Header.REQUEST_ID, ""), reply_to=reply_to)
+        self._bind_events(context, headers)
+        capabilities = capabilities_in(headers)
+        if capabilities is None:
+            context.asker = declares_nothing
+        else:
+            loop, put = self._loop, self._outbox.put
+
+            def post(subject: str, body: bytes, reply_headers: dict[str, str] | None) -> None:
+                loop.call_soon_threadsafe(put, subject, body, reply_headers)
+
+            conversation = Conversation(
+                context,
+                principal,
+                capabilities,
+                worker_id=self.worker_id,
+                suspensions=self._suspensions,
+                post=post,
+                ask_timeout_s=self._settings.ask_timeout_s,
+            )
+            context.asker = conversation.ask
+        return context
+
+    def _bind_events(self, context: CallContext, headers: Mapping[str, str]) -> None:
+        """Send the call's events where ``headers`` ask (a call's, or a resume's: a new listener)."""
         events_subject = headers.get(Header.EVENTS)
         if events_subject and not self._subjects.is_call_events(events_subject):
             # Publishing where a caller says would make this worker its deputy on any subject the
             # worker may publish to (announcements, task statuses): only call-events subjects.
             log.debug("events subject refused", subject=events_subject[:200])
             events_subject = None
-        if events_subject:
+        if not events_subject:
+            context.events = None
+            return
+        context.events_subject = events_subject
+        context.log_level = log_severity(headers.get(Header.LOG_LEVEL))
+        if context.events is None:
             loop = self._loop
             put = self._outbox.put
 
             def publish(event: CallEvent) -> None:
                 # From the guest's thread; the outbox publishes in order, so events precede the reply.
-                loop.call_soon_threadsafe(put, events_subject, encode(event), None)
+                loop.call_soon_threadsafe(put, context.events_subject, encode(event), None)
 
             context.events = publish
-            level = headers.get(Header.LOG_LEVEL)
-            context.log_level = log_severity(level)
-        return context
+
+    async def _on_resume(self, msg: Msg) -> None:
+        """A caller answers a suspended guest's question (``workers.conversation``)."""
+        if not msg.reply:
+            return
+        headers = msg.headers or {}
+        signer = self._principal_signer
+        principal = None
+        if signer is not None and Header.PRINCIPAL in headers:
+            principal = signer.verified(headers, msg.subject, msg.data)
+        try:
+            answer = decode(msg.data, GuestAnswer)
+        except DecodeError as exc:
+            self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"not a GuestAnswer: {exc}"))
+            return
+        outcome = self._suspensions.take(answer, principal)
+        if isinstance(outcome, tuple):
+            code, message = outcome
+            log.info("resume refused", worker_id=self.worker_id, reason=code.name)
+            self._outbox.put(msg.reply, *error_reply(code, message))
+            return
+        self._bind_events(outcome.context, headers)  # before the guest wakes and reports again
+        outcome.answered(answer, headers, msg.reply)
 
     async def _on_cancel(self, msg: Msg) -> None:
         self._admission.cancel(msg.subject.rpartition(".")[2])
@@ -392,9 +463,16 @@ class WorkerService:
 
     def _finish(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         self._admission.release(job)
+        reply_to = job.context.reply_to or reply_to  # a resumed call answers its last resume
         stats = job.route.stats
         if future.cancelled():
             return  # the pool shut down after the grace period: the worker is exiting
+        missing = list(job.context.missing_capabilities)
+        if missing:  # the guest required client capabilities its caller did not declare
+            message = f"tool {job.tool!r} requires client capabilities the client did not declare: {', '.join(missing)}"
+            answer = error_answer(ErrorCode.MISSING_CAPABILITY, message, missing)
+            self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.principal)
+            return
         error = future.exception()
         if error is None:
             body, result = future.result()
@@ -434,4 +512,5 @@ class WorkerService:
     def _submit(self, job: Job) -> Future[tuple[bytes, CallToolResult]]:
         """Count ``job`` as accepted and run it in a guest thread."""
         self._admission.admit(job)
+        job.context.run_slot = self._run_slots
         return self._pool.submit(job.run)

@@ -5,12 +5,13 @@ tool named `test_<export>`: exactly the names the suite calls.
 """
 
 import base64
+import json
 import struct
 import time
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import context
+from wit_world.imports import client, context
 from wit_world.imports.context import (
     ContentBlock_Audio,
     ContentBlock_Embedded,
@@ -37,6 +38,101 @@ def silent_wav(samples: int = 800, rate: int = 8000) -> bytes:
 EMBEDDED = EmbeddedResource(
     uri="test://embedded-resource", mime_type="text/plain", text="This is an embedded resource content.", blob=None
 )
+
+
+def _ask(requests: dict) -> dict:
+    """Send several client requests in one question; their answers by key (Err: the ask-error)."""
+    pairs = [(key, json.dumps(request)) for key, request in requests.items()]
+    return {key: json.loads(text) for key, text in client.ask(pairs)}
+
+
+def _elicit_request(message: str, properties: dict, required: list[str]) -> dict:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def _sampling_request(text: str, max_tokens: int) -> dict:
+    messages = [{"role": "user", "content": {"type": "text", "text": text}}]
+    return {"method": "sampling/createMessage", "params": {"messages": messages, "maxTokens": max_tokens}}
+
+
+ROOTS_REQUEST = {"method": "roots/list", "params": {}}
+
+
+def _text_of(sampled: dict) -> str:
+    content = sampled.get("content")
+    if isinstance(content, list):
+        content = content[0] if content else {}
+    return content.get("text", "no response") if isinstance(content, dict) else "no response"
+
+
+def _problem(error: Err) -> str:
+    """What an ask-error says (its case, and its text when it has one)."""
+    value = error.value
+    payload = getattr(value, "value", None)
+    name = type(value).__name__.rsplit("_", 1)[-1].lower()
+    return f"{name}: {payload}" if payload else name
+
+
+SEP1034_FORM = {
+    "name": {"type": "string", "description": "User name", "default": "John Doe"},
+    "age": {"type": "integer", "description": "User age", "default": 30},
+    "score": {"type": "number", "description": "User score", "default": 95.5},
+    "status": {
+        "type": "string",
+        "description": "User status",
+        "enum": ["active", "inactive", "pending"],
+        "default": "active",
+    },
+    "verified": {"type": "boolean", "description": "Verification status", "default": True},
+}
+
+SEP1330_FORM = {
+    "untitledSingle": {"type": "string", "description": "Select one option", "enum": ["option1", "option2", "option3"]},
+    "titledSingle": {
+        "type": "string",
+        "description": "Select one option with titles",
+        "oneOf": [
+            {"const": "value1", "title": "First Option"},
+            {"const": "value2", "title": "Second Option"},
+            {"const": "value3", "title": "Third Option"},
+        ],
+    },
+    "legacyEnum": {
+        "type": "string",
+        "description": "Select one option (legacy)",
+        "enum": ["opt1", "opt2", "opt3"],
+        "enumNames": ["Option One", "Option Two", "Option Three"],
+    },
+    "untitledMulti": {
+        "type": "array",
+        "description": "Select multiple options",
+        "minItems": 1,
+        "maxItems": 3,
+        "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+    },
+    "titledMulti": {
+        "type": "array",
+        "description": "Select multiple options with titles",
+        "minItems": 1,
+        "maxItems": 3,
+        "items": {
+            "anyOf": [
+                {"const": "value1", "title": "First Choice"},
+                {"const": "value2", "title": "Second Choice"},
+                {"const": "value3", "title": "Third Choice"},
+            ]
+        },
+    },
+}
+
+
+def _elicit_form(message: str, form: dict) -> str:
+    try:
+        answer = json.loads(client.elicit(message, json.dumps({"type": "object", "properties": form, "required": []})))
+    except Err as error:
+        return f"Elicitation not supported or error: {_problem(error)}"
+    return f"Elicitation completed: action={answer.get('action')}, content={json.dumps(answer.get('content') or {})}"
 
 
 class WitWorld(wit_world.WitWorld):
@@ -74,6 +170,99 @@ class WitWorld(wit_world.WitWorld):
 
     def missing_capability(self) -> str:
         return "Success"
+
+    def sampling(self, prompt: str) -> str:
+        try:
+            sampled = json.loads(client.sample(json.dumps(_sampling_request(prompt, 100)["params"])))
+        except Err as error:
+            return f"Sampling not supported or error: {_problem(error)}"
+        return f"LLM response: {_text_of(sampled)}"
+
+    def elicitation(self, message: str) -> str:
+        schema = {
+            "type": "object",
+            "properties": {"response": {"type": "string", "description": "User's response"}},
+            "required": ["response"],
+        }
+        try:
+            answer = json.loads(client.elicit(message, json.dumps(schema)))
+        except Err as error:
+            return f"Elicitation not supported or error: {_problem(error)}"
+        return f"User response: action={answer.get('action')}, content={json.dumps(answer.get('content') or {})}"
+
+    def elicitation_sep1034_defaults(self) -> str:
+        return _elicit_form("Please review and update the form fields with defaults", SEP1034_FORM)
+
+    def elicitation_sep1330_enums(self) -> str:
+        return _elicit_form("Please select options from the enum fields", SEP1330_FORM)
+
+    def input_required_result_elicitation(self) -> str:
+        request = _elicit_request("What is your name?", {"name": {"type": "string"}}, ["name"])
+        answer = _ask({"user_name": request})["user_name"]
+        return f"Hello, {(answer.get('content') or {}).get('name', 'stranger')}!"
+
+    def input_required_result_sampling(self) -> str:
+        answer = _ask({"sample_request": _sampling_request("What is the capital of France?", 100)})
+        return f"Sampling result: {_text_of(answer['sample_request'])}"
+
+    def input_required_result_list_roots(self) -> str:
+        roots = _ask({"roots_request": ROOTS_REQUEST})["roots_request"].get("roots", [])
+        return f"Found {len(roots)} root(s)"
+
+    def input_required_result_request_state(self) -> str:
+        request = _elicit_request("Please confirm", {"ok": {"type": "boolean"}}, ["ok"])
+        answer = _ask({"confirm": request})["confirm"]
+        ok = (answer.get("content") or {}).get("ok") is True
+        return "state-ok: requestState validated" if ok else "not confirmed"
+
+    def input_required_result_multiple_inputs(self) -> str:
+        answers = _ask(
+            {
+                "user_name": _elicit_request("What is your name?", {"name": {"type": "string"}}, ["name"]),
+                "greeting": _sampling_request("Generate a greeting", 50),
+                "client_roots": ROOTS_REQUEST,
+            }
+        )
+        name = (answers["user_name"].get("content") or {}).get("name", "stranger")
+        roots = answers["client_roots"].get("roots", [])
+        return f"Name: {name}; Greeting: {_text_of(answers['greeting'])}; Roots: {len(roots)}"
+
+    def input_required_result_multi_round(self) -> str:
+        first = _ask({"step1": _elicit_request("Step 1: What is your name?", {"name": {"type": "string"}}, ["name"])})
+        name = (first["step1"].get("content") or {}).get("name", "friend")
+        color_form = {"color": {"type": "string"}}
+        second = _ask({"step2": _elicit_request("Step 2: What is your favorite color?", color_form, ["color"])})
+        color = (second["step2"].get("content") or {}).get("color", "no colour")
+        return f"Multi-round complete for {name} who likes {color}"
+
+    def input_required_result_tampered_state(self) -> str:
+        request = _elicit_request("Please confirm", {"ok": {"type": "boolean"}}, ["ok"])
+        _ask({"confirm": request})
+        return "integrity-ok: state verified"
+
+    def input_required_result_capabilities(self) -> str:
+        received = []
+        try:
+            _ask({"elicit_input": _elicit_request("Elicitation input", {"value": {"type": "string"}}, ["value"])})
+            received.append("elicit_input")
+        except Err:
+            pass  # not declared: asked only what the client can answer
+        try:
+            _ask({"sample_input": _sampling_request("Sample request", 50)})
+            received.append("sample_input")
+        except Err:
+            pass
+        if not received:
+            return "No supported capabilities declared"
+        return f"capabilities-ok: received {','.join(received)}"
+
+    def streaming_elicitation(self) -> str:
+        request = _elicit_request("Please confirm", {"ok": {"type": "boolean"}}, ["ok"])
+        try:
+            _ask({"confirm": request})
+        except Err as error:
+            return f"Streaming complete ({_problem(error)})"
+        return "Streaming complete"
 
     def logging_tool(self) -> str:
         context.log(LogLevel.INFO, "Diagnostic trace logging activated")

@@ -198,3 +198,15 @@ async def test_a_gateway_audits_and_keeps_rate_limits_with_its_own_user(system: 
     assert await limiter.check("p", "kit_add") is None
     assert await limiter.check("p", "kit_add") is not None
     assert limiter.store_failures == 0, "the gateway could not use the rate-limit bucket"
+
+
+@pytest.mark.parametrize(
+    ("role", "act"),
+    [("operator", "publish"), ("worker", "publish"), ("registry", "publish"), ("gateway", "subscribe")],
+)
+async def test_only_gateways_answer_a_guests_question(secure_server: SecureServer, role: str, act: str) -> None:
+    # A suspended guest is resumed only by a gateway (signed for the call's principal besides):
+    # no plain NATS user, no other worker, no registry can answer it, and a gateway cannot take resumes.
+    subject = SUBJECTS.resume("some-worker")
+    found = await violations(secure_server, role, act, subject)
+    assert found, f"a {role} could {act} {subject}"

@@ -74,6 +74,7 @@ COMPONENTS = {
     "calc": f'source = "{EXAMPLES / "calc"}"',
     "inventory": f'source = "{EXAMPLES / "inventory"}"',
     "kit": f'path = "{TESTKIT_WAT}"',
+    "test": f'source = "{EXAMPLES / "conformance"}"\nworld = "test"',
 }
 """Where each component a test system may serve comes from (``[[components]]`` entries by name)."""
 
@@ -88,16 +89,20 @@ def write_config(
     tasks: TasksSettings | None = None,
     components: Sequence[str] = ("calc", "inventory", "kit"),
     call_timeout_s: float | None = None,
+    principal_key: str | None = None,
 ) -> Path:
     """``directory``/toolbus.toml: two worker threads announcing every second, serving ``components``
     (see ``COMPONENTS``); a gateway section only with ``mcp_port`` (and its ``call_timeout_s``), a tasks
-    section only with ``tasks``."""
+    section only with ``tasks``; ``principal_key`` shared by every process reading the file (a
+    second ``toolbus gateway`` then verifies what ``toolbus up``'s signed and sealed)."""
     lines = [f'state_dir = "{directory / "state"}"']
     if cache_dir is not None:
         lines.append(f'cache_dir = "{cache_dir}"')
     lines += ["", "[nats]", f'url = "{nats_url}"']
     if prefix is not None:
         lines.append(f'prefix = "{prefix}"')
+    if principal_key is not None:
+        lines.append(f'principal_key = "{principal_key}"')
     if mcp_port is not None:
         lines += ["", "[gateway]", f"port = {mcp_port}"]
         if call_timeout_s is not None:

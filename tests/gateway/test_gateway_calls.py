@@ -95,7 +95,7 @@ def test_an_unknown_error_code_is_a_worker_failure() -> None:
 
 def test_every_bus_error_code_has_one_jsonrpc_code_in_the_right_band() -> None:
     assert set(JSONRPC_ERRORS) == set(ErrorCode)
-    standard = {-32602, -32603}
+    standard = {-32602, -32603, -32021}  # -32021: the spec's missing-required-client-capability
     own = [code for code in JSONRPC_ERRORS.values() if code not in standard]
     assert len(own) == len(set(own)), "each implementation-defined code means one thing"
     assert all(-32019 <= code <= -32003 for code in own)
@@ -108,4 +108,11 @@ def test_every_code_maps_through_to_jsonrpc(code: ErrorCode) -> None:
     assert error.code is code
     rpc = to_jsonrpc(error)
     assert rpc.code == JSONRPC_ERRORS[code]
-    assert rpc.data == {"reason": code.name, "retryable": code.retryable, "tool": "t"}
+    extra = {"requiredCapabilities": {}} if code is ErrorCode.MISSING_CAPABILITY else {}
+    assert rpc.data == {"reason": code.name, "retryable": code.retryable, "tool": "t", **extra}
+
+
+def test_a_missing_capability_names_what_the_client_must_declare() -> None:
+    body = encode({"error": {"code": int(ErrorCode.MISSING_CAPABILITY), "message": "m", "capabilities": ["sampling"]}})
+    rpc = to_jsonrpc(error_from_reply("t", str(int(ErrorCode.MISSING_CAPABILITY)), body))
+    assert (rpc.code, rpc.data["requiredCapabilities"]) == (-32021, {"sampling": {}})

@@ -13,11 +13,27 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.wire import CallEvent, Content, LogEvent, ProgressEvent, log_severity
 
 EventSink = Callable[[CallEvent], None]
 """Publishes one event for the caller; thread-safe (called from guest threads)."""
+
+
+class AskFailed(Exception):
+    """A guest's request to its client got no answer; ``kind`` is the ``ask-error`` case
+    (``unsupported``, ``timed-out``, ``cancelled``, ``failed``), ``message`` its text."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+        self.message = message
+
+
+Asker = Callable[[dict[str, dict[str, Any]]], dict[str, Any]]
+"""Sends a guest's question (key → ``{"method", "params"}``) to its client and blocks the guest's
+thread until the answers (key → result) arrive; raises ``AskFailed`` (``workers.conversation``)."""
 
 
 @dataclass
@@ -40,6 +56,21 @@ class CallContext:
     """The guest did not return: it trapped, exited or hit a limit (set by the component). Its
     ``isError`` result says why; a durable task ends ``failed`` with an error for it, not
     ``completed`` (the tasks extension's line between protocol and tool errors)."""
+    reply_to: str = ""
+    """Where the call's reply goes; a question answered by a resume request moves it there."""
+    events_subject: str = ""
+    """Where ``events`` publishes (a resumed call's caller may listen on a new subject)."""
+    asker: Asker | None = None
+    """How the guest's ``toolbus:mcp/client`` requests reach its client; ``None``: they cannot."""
+    capabilities: frozenset[str] = frozenset()
+    """The client capabilities the caller relays (``Toolbus-Can-Ask``; a resume may change them)."""
+    missing_capabilities: tuple[str, ...] = ()
+    """Set by ``require``: the call ends with MISSING_CAPABILITY naming these, not with a result."""
+    interrupts: Any = None
+    """The running Store's ``Interrupts``, set by the component: a wait for an answer re-arms them."""
+    run_slot: threading.Semaphore | None = None
+    """The worker's guests running at once (``concurrency``): held while the guest runs, given
+    back while it waits for its client's answer (``workers.conversation``)."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()

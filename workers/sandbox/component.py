@@ -35,6 +35,7 @@ from schemas.wit_values import from_wasm, to_wasm, which_case
 from workers.sandbox.artifact import Artifact
 from workers.sandbox.call_context import CallContext, running
 from workers.sandbox.capabilities import Grants
+from workers.sandbox.client_host import imports_client, link_client
 from workers.sandbox.compile_cache import load_component
 from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError, UnknownTool
@@ -158,12 +159,15 @@ class LoadedComponent:
         component = artifact.compile(load_component, cache_dir, f"component {settings.name!r} ({wasm_path})")
         engine_host, limits, wasm, digest = artifact.engine_host, artifact.limits, artifact.wasm, artifact.digest
         grants = grants or Grants()
-        grants.check_imports(list(component.type.imports(engine_host.engine)), f"component {settings.name!r}")
+        imports = list(component.type.imports(engine_host.engine))
+        grants.check_imports(imports, f"component {settings.name!r}")
         linker = wc.Linker(engine_host.engine)
         linker.add_wasip2()
         link_mcp(linker)
+        link_client(linker)
         grants.link(linker)
-        tools = _derive_tools(engine_host, settings, component, digest, _docs_of(settings, wasm_path, wasm))
+        docs = _docs_of(settings, wasm_path, wasm)
+        tools = _derive_tools(engine_host, settings, component, digest, docs, asks=imports_client(imports))
         loaded = cls(
             engine_host,
             settings.name,
@@ -214,6 +218,7 @@ class LoadedComponent:
         else:
             store, instance, output = warm.store, warm.instance, warm.output
             rearm(store, self.engine_host, self.limits, timeout_s, context.cancelled)
+        context.interrupts = store.interrupts  # a wait for the client's answer re-arms them
         try:
             with running(context):
                 result, instance = self._run(store, instance, tool, args, output, timeout_s, context)
@@ -324,8 +329,15 @@ def _docs_of(settings: ComponentSettings, wasm_path: Path, wasm: bytes) -> dict[
 
 
 def _derive_tools(
-    engine_host: EngineHost, settings: ComponentSettings, component: Any, digest: str, docs: dict[str, Any]
+    engine_host: EngineHost,
+    settings: ComponentSettings,
+    component: Any,
+    digest: str,
+    docs: dict[str, Any],
+    *,
+    asks: bool = False,
 ) -> dict[str, _Tool]:
+    """The component's tools; ``asks``: it imports ``toolbus:mcp/client`` (every tool may ask)."""
     engine = engine_host.engine
     found: list[tuple[str, str, Any, Any, FunctionDocs]] = []  # (tool name, export path, func type, index, docs)
     for export_name, extern in component.type.exports(engine).items():
@@ -382,6 +394,7 @@ def _derive_tools(
             digest=digest,
             task_support=settings.task_support(export, tool_name),
             client_capabilities=settings.needs(export, tool_name),
+            asks=asks,
         )
         tools[tool_name] = _Tool(descriptor, index, func_type.params, func_type.result, returns_result)
     if not tools:

@@ -1,0 +1,239 @@
+"""Guests that ask (``toolbus:mcp/client``), against a real worker and nats-server: a question
+suspends the guest, a resume wakes it, and every way a wait can end is an answer, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from bus.principal import PrincipalSigner
+from bus.subjects import Header, Subjects
+from schemas.codec import decode, encode
+from schemas.config import ComponentSettings, WorkerSettings
+from schemas.errors import ErrorCode
+from schemas.wire import CallToolResult, ErrorReply, GuestAnswer, GuestQuestion
+from tests.conftest import deadline_in
+from workers.sandbox.call_context import CallContext
+from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
+from workers.service import WorkerService
+
+KEY = "k" * 32
+ALL = "elicitation,sampling,roots"
+
+
+@pytest.fixture(scope="module")
+def conformance(engine_host: EngineHost, cache_dir: Path, conformance_wasm: Path) -> LoadedComponent:
+    return LoadedComponent.load(
+        engine_host, ComponentSettings(name="test", path=conformance_wasm), conformance_wasm, cache_dir
+    )
+
+
+@pytest.fixture
+async def asking_worker(nc: NatsClient, subjects: Subjects, conformance: LoadedComponent) -> Any:
+    service = WorkerService(
+        nc,
+        subjects,
+        WorkerSettings(concurrency=2, ask_timeout_s=1.5),
+        [conformance],
+        principal_signer=PrincipalSigner(KEY),
+    )
+    await service.start()
+    yield service
+    await service.stop(grace_s=1)
+
+
+def signed(subject: str, body: bytes, principal: str | None, request_id: str, **extra: str) -> dict[str, str]:
+    headers = {Header.REQUEST_ID: request_id, **deadline_in(20), **extra}
+    if principal is not None:
+        PrincipalSigner(KEY).stamp(headers, principal, subject=subject, body=body, valid_for_s=20)
+    return headers
+
+
+async def call(
+    nc: NatsClient,
+    subjects: Subjects,
+    tool: str,
+    args: dict[str, Any],
+    *,
+    can_ask: str | None = ALL,
+    principal: str | None = "alice",
+    request_id: str | None = None,
+) -> Msg:
+    subject, body = subjects.call(tool), encode(args)
+    extra = {} if can_ask is None else {Header.CAN_ASK: can_ask}
+    headers = signed(subject, body, principal, request_id or uuid.uuid4().hex, **extra)
+    return await nc.request(subject, body, timeout=20, headers=headers)
+
+
+async def resume(
+    nc: NatsClient, subjects: Subjects, question: Msg, answer: GuestAnswer, principal: str | None = "alice"
+) -> Msg:
+    assert question.headers is not None
+    subject, body = subjects.resume(question.headers[Header.WORKER]), encode(answer)
+    headers = signed(subject, body, principal, uuid.uuid4().hex, **{Header.CAN_ASK: ALL})
+    return await nc.request(subject, body, timeout=20, headers=headers)
+
+
+def text(msg: Msg) -> str:
+    assert not (msg.headers or {}).get(Header.ERROR), msg.data
+    result = decode(msg.data, CallToolResult)
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+def suspension(msg: Msg) -> str:
+    assert msg.headers is not None and Header.QUESTION in msg.headers, msg.data
+    return msg.headers[Header.QUESTION]
+
+
+async def test_an_asking_tool_is_flagged_and_a_plain_one_is_not(
+    conformance: LoadedComponent, kit: LoadedComponent
+) -> None:
+    assert all(tool.asks for tool in conformance.tools)  # its component imports toolbus:mcp/client
+    assert not any(tool.asks for tool in kit.tools)
+
+
+async def test_a_guest_asks_blocks_and_resumes_with_the_answer(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    question = await call(nc, subjects, "test_elicitation", {"message": "Your name?"})
+    asked = decode(question.data, GuestQuestion)
+    assert asked.requests["elicitation"]["method"] == "elicitation/create"
+    assert asked.requests["elicitation"]["params"]["message"] == "Your name?"
+    answer = {"action": "accept", "content": {"response": "Ada"}}
+    done = await resume(nc, subjects, question, GuestAnswer(suspension(question), {"elicitation": answer}))
+    assert text(done) == 'User response: action=accept, content={"response": "Ada"}'
+
+
+async def test_two_rounds_resume_the_same_guest(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    first = await call(nc, subjects, "test_input_required_result_multi_round", {})
+    answer = {"action": "accept", "content": {"name": "Ada"}}
+    second = await resume(nc, subjects, first, GuestAnswer(suspension(first), {"step1": answer}))
+    assert "step2" in decode(second.data, GuestQuestion).requests
+    colour = {"action": "accept", "content": {"color": "blue"}}
+    done = await resume(nc, subjects, second, GuestAnswer(suspension(second), {"step2": colour}))
+    assert text(done) == "Multi-round complete for Ada who likes blue"
+
+
+async def test_an_undeclared_capability_is_unsupported_without_a_question(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    done = await call(nc, subjects, "test_sampling", {"prompt": "hi"}, can_ask="elicitation")
+    assert text(done) == "Sampling not supported or error: unsupported: sampling"
+    plain = await call(nc, subjects, "test_sampling", {"prompt": "hi"}, can_ask=None)  # a plain NATS caller
+    assert text(plain) == "Sampling not supported or error: unsupported: sampling"
+
+
+async def test_the_answer_of_another_principal_is_refused_and_the_owner_still_resumes(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    question = await call(nc, subjects, "test_elicitation", {"message": "?"})
+    answer = GuestAnswer(suspension(question), {"elicitation": {"action": "decline"}})
+    for intruder in ("mallory", None):
+        refused = await resume(nc, subjects, question, answer, principal=intruder)
+        assert decode(refused.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
+    done = await resume(nc, subjects, question, answer)
+    assert text(done) == "User response: action=decline, content={}"
+
+
+async def test_an_unknown_or_spent_suspension_is_a_clear_error(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    question = await call(nc, subjects, "test_elicitation", {"message": "?"})
+    answer = GuestAnswer(suspension(question), {"elicitation": {"action": "cancel"}})
+    await resume(nc, subjects, question, answer)
+    again = await resume(nc, subjects, question, answer)  # a replay of the same answer
+    error = decode(again.data, ErrorReply).error
+    assert error.code == ErrorCode.BAD_REQUEST and "call the tool again" in error.message
+
+
+async def test_a_guest_that_waits_too_long_gets_timed_out(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    replies = await nc.subscribe(nc.new_inbox())
+    subject, body = subjects.call("test_elicitation"), encode({"message": "?"})
+    headers = signed(subject, body, "alice", uuid.uuid4().hex, **{Header.CAN_ASK: ALL})
+    await nc.publish(subject, body, reply=replies.subject, headers=headers)
+    question = await replies.next_msg(timeout=10)
+    began = time.monotonic()
+    done = await replies.next_msg(timeout=10)  # nobody answers: ask_timeout_s = 1.5
+    assert 1.2 < time.monotonic() - began < 5
+    assert text(done) == "Elicitation not supported or error: timedout"
+    suspension(question)
+
+
+async def test_a_call_cancelled_while_its_guest_waits_ends_cancelled(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    replies = await nc.subscribe(nc.new_inbox())
+    request_id = uuid.uuid4().hex
+    subject, body = subjects.call("test_elicitation"), encode({"message": "?"})
+    headers = signed(subject, body, "alice", request_id, **{Header.CAN_ASK: ALL})
+    await nc.publish(subject, body, reply=replies.subject, headers=headers)
+    suspension(await replies.next_msg(timeout=10))
+    await nc.publish(subjects.cancel(request_id))
+    done = await replies.next_msg(timeout=5)
+    # The guest returned (a readable result), but its caller cancelled: the reply says so.
+    assert decode(done.data, ErrorReply).error.code == ErrorCode.CANCELLED
+
+
+async def test_the_wait_does_not_count_against_the_time_limit(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path, conformance_wasm: Path
+) -> None:
+    settings = ComponentSettings.model_validate(
+        {"name": "test", "path": str(conformance_wasm), "limits": {"timeout_s": 1.0}}
+    )
+    short = LoadedComponent.load(engine_host, settings, conformance_wasm, cache_dir)
+    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [short], principal_signer=PrincipalSigner(KEY))
+    await service.start()
+    try:
+        question = await call(nc, subjects, "test_elicitation", {"message": "?"})
+        await asyncio.sleep(1.5)  # longer than the tool may run
+        answer = GuestAnswer(suspension(question), {"elicitation": {"action": "accept", "content": {"response": "x"}}})
+        done = await resume(nc, subjects, question, answer)
+        assert text(done) == 'User response: action=accept, content={"response": "x"}'
+    finally:
+        await service.stop(grace_s=1)
+
+
+def test_a_guest_without_a_way_to_ask_gets_unsupported_tasks(conformance: LoadedComponent) -> None:
+    # A durable task's context has no asker: the guest hears it at once, never hangs.
+    result = conformance.call("test_sampling", {"prompt": "hi"}, 10, CallContext())
+    assert json.dumps(result.content[0].text) == json.dumps("Sampling not supported or error: unsupported: tasks")
+
+
+async def test_a_waiting_guest_gives_back_its_run_slot(
+    nc: NatsClient, subjects: Subjects, conformance: LoadedComponent
+) -> None:
+    service = WorkerService(
+        nc, subjects, WorkerSettings(concurrency=1), [conformance], principal_signer=PrincipalSigner(KEY)
+    )
+    await service.start()
+    try:
+        question = await call(nc, subjects, "test_elicitation", {"message": "?"})
+        other = await call(nc, subjects, "test_simple_text", {})  # runs while the first guest waits
+        assert text(other) == "This is a simple text response for testing."
+        answer = GuestAnswer(suspension(question), {"elicitation": {"action": "decline"}})
+        assert text(await resume(nc, subjects, question, answer)) == "User response: action=decline, content={}"
+    finally:
+        await service.stop(grace_s=1)
+
+
+async def test_a_guest_that_requires_an_undeclared_capability_ends_the_call_with_a_typed_error(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    for can_ask in ("elicitation,roots", None):
+        refused = await call(nc, subjects, "test_missing_capability", {}, can_ask=can_ask)
+        error = decode(refused.data, ErrorReply).error
+        assert (error.code, error.capabilities) == (ErrorCode.MISSING_CAPABILITY, ["sampling"])
+    assert text(await call(nc, subjects, "test_missing_capability", {}, can_ask="sampling")) == "Success"
