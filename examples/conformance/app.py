@@ -169,6 +169,10 @@ class WitWorld(wit_world.WitWorld):
         raise Err("This tool intentionally returns an error for testing")
 
     def missing_capability(self) -> str:
+        # examples/toolbus.toml declares `client_capabilities = ["sampling"]` for it, so a gateway
+        # refuses a client without sampling before the guest runs; a caller that skips the
+        # gateway (plain NATS) meets the same refusal here.
+        client.require(["sampling"])
         return "Success"
 
     def sampling(self, prompt: str) -> str:
