@@ -40,6 +40,8 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.TASK_STATE: INVALID_PARAMS,
         # Only plain-NATS task requests get it (the gateway refuses over HTTP, with a 403).
         ErrorCode.FORBIDDEN: INVALID_PARAMS,
+        ErrorCode.NOT_FOUND: INVALID_PARAMS,  # SEP-2164: an unknown resource is -32602 with data.uri
+        ErrorCode.INVALID_PARAMS: INVALID_PARAMS,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )

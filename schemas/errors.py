@@ -37,6 +37,10 @@ class ErrorCode(enum.IntEnum):
     """The task is not in a state that allows the request (e.g. cancelling a finished task)."""
     FORBIDDEN = 1010
     """The caller may not do this: e.g. it claims a principal no gateway vouched for."""
+    NOT_FOUND = 1011
+    """No resource has that URI (a component's ``read`` said so, or no component claims it)."""
+    INVALID_PARAMS = 1012
+    """A prompt or completion refused its arguments (the guest's own message)."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 
