@@ -173,7 +173,8 @@ class Prompts(wit_world.exports.Prompts):
         if name == "prompt_with_embedded_resource":
             if "resourceUri" not in args:
                 raise Err("missing required argument: resourceUri")
-            embedded = EmbeddedResource(args["resourceUri"], "text/plain", "Embedded resource content for testing.", None)
+            text = "Embedded resource content for testing."
+            embedded = EmbeddedResource(args["resourceUri"], "text/plain", text, None)
             return prompts.PromptResult(
                 None,
                 [
