@@ -16,7 +16,9 @@ In order:
    ``gateway.connections``), and parsed once; a body the parser refuses is
    answered with its JSON-RPC error (-32700, -32600, -32602) here and goes no further.
 5. **Authorization** (``gateway.policy``) from that reading: a tool the principal may not use →
-   403 ``insufficient_scope`` naming the scopes that would grant it; a task (either era's form,
+   403 ``insufficient_scope`` naming the scopes that would grant it; a resource, template or
+   prompt it may not use (``resources/read``, ``subscribe``, ``unsubscribe``, ``prompts/get``,
+   ``completion/complete``), or one nobody serves → 403; a task (either era's form,
    or a ``tasks/*`` method) from a principal without task access → 403.
 6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
    per-minute share → 429.
@@ -55,13 +57,15 @@ from gateway.inbound import (
     TOOLS_CALL,
     Inbound,
     ParseRejected,
+    SurfaceTarget,
     check_content_type,
     parse,
 )
-from gateway.policy import Policy
+from gateway.policy import Grant, Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
 from gateway.sessions import SessionOwners
+from gateway.surface_mirror import SurfaceMirror
 from schemas.codec import encode
 from schemas.config import AuthSettings
 
@@ -139,8 +143,11 @@ class FrontDoor:
         rate_limit: RateLimitCheck | None = None,
         on_refusal: OnRefusal | None = None,
         max_waiting_per_principal: int | None = None,
+        surfaces: SurfaceMirror | None = None,
     ) -> None:
         self.app = app
+        self.surfaces = surfaces or SurfaceMirror()
+        """Who serves each resource URI and template: what policy judges a resource request by."""
         self._path = path
         self._max_body_bytes = max_body_bytes
         self._auth = auth
@@ -283,6 +290,17 @@ class FrontDoor:
                     description=f"not allowed to call tool {tool!r}",
                     scope=" ".join(self.policy.scopes_granting(tool)),
                 )
+            for target in inbound.surface_targets:
+                if self._surface_allowed(grant, target):
+                    continue
+                return Refusal(
+                    "forbidden_" + target.kind,
+                    403,
+                    principal.subject,
+                    method,
+                    target.name if target.kind == "prompt" else None,
+                    description=f"not allowed to use {target.kind} {target.name[:200]!r}",
+                )
             if not grant.tasks and inbound.uses_tasks:
                 return Refusal(
                     "forbidden_tasks", 403, principal.subject, method, tool, description="not allowed to use tasks"
@@ -304,6 +322,18 @@ class FrontDoor:
                     retry_after_s=retry_after_s,
                 )
         return None
+
+    def _surface_allowed(self, grant: Grant, target: SurfaceTarget) -> bool:
+        """A prompt is judged by its name (as a tool is); a resource or template by the component
+        serving it (``Grant.allows_component``). One nobody serves is refused too, so a refusal
+        says nothing about what exists."""
+        if target.kind == "prompt":
+            return grant.allows(target.name)
+        surfaces = self.surfaces
+        owner = (
+            surfaces.resource_owner(target.name) if target.kind == "resource" else surfaces.template_owner(target.name)
+        )
+        return owner is not None and grant.allows_component(owner)
 
     def _binding_session(self, send: Send, principal: str) -> Send:
         """``send`` that binds the session an ``initialize`` answer opens to ``principal``."""

@@ -1,5 +1,11 @@
 """Authorization: which tools a principal may see and call, and whether it may use tasks.
 
+Resources, prompts and completions are judged with the same tool globs (``Grant``): a prompt by
+its name, which carries its component's prefix like a tool's (``docs_*`` grants the tools and
+prompts of component ``docs``); a resource, resource template or completion of a resource
+template by the component that serves it, allowed when the globs grant the whole component —
+they match its bare prefix ``docs_`` (``docs_*`` and ``*`` do, ``docs_search`` does not).
+
 The rules come from ``[[auth.policy]]`` (``schemas.config.PolicyRule``): a principal may use
 the union of the tools of every rule it matches. No policy at all means every authenticated
 principal may use every tool. Decisions are made per principal *kind* — the matched rules —
@@ -42,6 +48,11 @@ class Grant:
                 self._decided.clear()
             self._decided[tool] = allowed
         return allowed
+
+    def allows_component(self, component: str) -> bool:
+        """Whether the globs grant all of ``component`` (match its prefix ``component_``): its
+        resources and templates, and completions of its templates."""
+        return self.allows(f"{component}_")
 
 
 EVERYTHING: Final = Grant((), re.compile(".*"), tasks=True)
