@@ -54,6 +54,9 @@ TOOLS_CALL: Final = "tools/call"
 INITIALIZE: Final = "initialize"
 RESOURCE_METHODS: Final = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 """Methods that name one resource by ``params.uri``."""
+MODERN_RESOURCE_METHODS: Final = frozenset({"resources/read"})
+"""Those of them 2026-07-28 keeps: it removed ``resources/subscribe`` and ``unsubscribe`` (the SDK
+answers them 404 -32601, so they are not judged here)."""
 PROMPTS_GET: Final = "prompts/get"
 COMPLETE: Final = "completion/complete"
 LISTEN: Final = "subscriptions/listen"
@@ -143,7 +146,7 @@ class Inbound:
         params = self.params
         if params is None or self.kind != "request":
             return ()
-        if self.method in RESOURCE_METHODS:
+        if self.method in (MODERN_RESOURCE_METHODS if self.modern else RESOURCE_METHODS):
             return (SurfaceTarget("resource", params["uri"]),)
         if self.method == PROMPTS_GET:
             return (SurfaceTarget("prompt", params["name"]),)
@@ -202,9 +205,11 @@ class SurfaceTarget:
     name: str
 
 
-def _surface_problem(method: str, params: dict[str, Any] | None) -> str | None:
+def _surface_problem(method: str, params: dict[str, Any] | None, modern: bool) -> str | None:
     """Why a resources, prompts or completion request does not name its target with a string."""
     params = params or {}
+    if modern and method in RESOURCE_METHODS and method not in MODERN_RESOURCE_METHODS:
+        return None
     if method == LISTEN:
         uris = _listened_uris(params)
         if uris is not None and not (type(uris) is list and all(type(uri) is str for uri in uris)):
@@ -283,12 +288,12 @@ def parse(body: bytes, protocol_version: str | None, session_id: str | None) -> 
     if method == TOOLS_CALL and kind == "request" and type((params or {}).get("name")) is not str:
         # Decided here so every layer knows the tool of every call it lets through.
         raise ParseRejected(INVALID_PARAMS, "Invalid params: tools/call needs the tool's name, a string")
+    modern = protocol_version is not None and protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
     if kind == "request" and type(method) is str:
         # Decided here too, so policy knows the resource or prompt of every request it lets through.
-        problem = _surface_problem(method, params)
+        problem = _surface_problem(method, params, modern)
         if problem is not None:
             raise ParseRejected(INVALID_PARAMS, f"Invalid params: {problem}")
-    modern = protocol_version is not None and protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
     return Inbound(decoded, kind, method, params, modern, protocol_version, session_id)
 
 
