@@ -146,7 +146,7 @@ class FrontDoor:
         surfaces: SurfaceMirror | None = None,
     ) -> None:
         self.app = app
-        self.surfaces = surfaces or SurfaceMirror()
+        self.surfaces = surfaces if surfaces is not None else SurfaceMirror()
         """Who serves each resource URI and template: what policy judges a resource request by."""
         self._path = path
         self._max_body_bytes = max_body_bytes
