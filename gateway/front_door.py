@@ -24,7 +24,8 @@ In order:
    per-minute share → 429.
 7. **Waiting requests** (``max_waiting_per_principal``): a GET stream, ``subscriptions/listen``
    or ``tasks/result`` beyond the principal's share of requests held open → 429.
-8. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
+8. **Rate limits** (``gateway.ratelimit``) on ``tools/call`` (and ``resources/read``, ``prompts/get``,
+   ``completion/complete``, per principal only): per principal and per (principal,
    tool), shared by every replica → 429 with ``Retry-After``. A request refused as malformed
    (step 4, or a repeated routing header) counts against the per-principal limit too.
 Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
@@ -81,6 +82,8 @@ _ROUTING_HEADERS: Final = {
     _CONTENT_TYPE_HEADER: "Content-Type",
 }
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
+_RUNS_A_GUEST: Final = frozenset({TOOLS_CALL, "resources/read", "prompts/get", "completion/complete"})
+"""Methods rate limits count: each runs a guest on a worker."""
 _WAITING_METHODS: Final = frozenset({"tasks/result", "subscriptions/listen"})
 """POSTs answered only when something happens (a task ends, a list changes), not when computed."""
 
@@ -309,7 +312,8 @@ class FrontDoor:
             refused = self.sessions.admit(principal.subject)
             if refused is not None:
                 return Refusal("too_many_sessions", 429, principal.subject, method, description=refused)
-        if self.rate_limit is not None and method == TOOLS_CALL and inbound.kind == "request":
+        if self.rate_limit is not None and method in _RUNS_A_GUEST and inbound.kind == "request":
+            # A read, get or completion runs a guest like a call: it counts against per_principal.
             retry_after_s = await self.rate_limit.check(principal.subject, tool)
             if retry_after_s is not None:
                 return Refusal(

@@ -336,3 +336,37 @@ async def test_a_request_that_does_not_name_its_resource_with_a_string_is_refuse
         answer = await http.post(secured_gateway.url, json=body, headers=headers)
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == INVALID_PARAMS
+
+
+async def test_reads_count_against_the_principal_s_rate_limit(
+    served: None, nats_server: EmbeddedNatsServer, subjects: Subjects
+) -> None:
+    from schemas.config import load_settings
+    from tests.conftest import steady_rate_window
+    from tests.gateway.responders import running_gateway
+
+    limits = {"per_principal": {"requests": 2, "per_s": 60}}
+    settings = load_settings(None, nats={"url": nats_server.url, "prefix": subjects.prefix}, rate_limits=limits)
+    await steady_rate_window(60)
+    async with running_gateway(settings) as gateway:
+        await surfaces_ready(gateway)
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "resources/read",
+            "Mcp-Name": "test://static-text",
+        }
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "resources/read",
+            "params": {"uri": "test://static-text", "_meta": meta},
+        }
+        async with httpx2.AsyncClient() as http:
+            statuses = [(await http.post(gateway.url, json=body, headers=headers)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
