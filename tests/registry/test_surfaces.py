@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 
@@ -69,3 +70,15 @@ async def test_a_worker_that_stops_announcing_a_surface_withdraws_it(
     await eventually(lambda: registry.catalogue is not None and registry.catalogue.may_remove)
     await announce(nc, subjects)  # the same worker, its component no longer serving resources
     await eventually(lambda: "docs" not in surfaces.surfaces)
+
+
+async def test_a_published_package_s_surface_is_offered_only_at_its_latest_version(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService
+) -> None:
+    stale = msgspec.structs.replace(SURFACE, component="pkg", version="1.0.0")
+    await announce(nc, subjects, surfaces=[SURFACE, stale])
+    catalogue = registry.catalogue
+    assert catalogue is not None and catalogue.surfaces is not None
+    surfaces = catalogue.surfaces
+    await eventually(lambda: "docs" in surfaces.surfaces)
+    assert "pkg" not in surfaces.surfaces  # no `latest` alias points at 1.0.0
