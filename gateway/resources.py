@@ -11,7 +11,8 @@
 - ``notifications/resources/updated``: a guest's ``notify.resource-updated`` arrives as a
   ``ResourceUpdated`` on ``Subjects.resource_updated`` (every gateway hears it); it is relayed to
   the 2025 sessions subscribed to that URI (on their GET stream) and published on the SDK's
-  subscription bus, which writes it to each 2026 listen stream that asked for the URI.
+  subscription bus, which writes it to each 2026 listen stream that asked for the URI. Only
+  updates from the component that serves the URI are relayed.
 
 Who may read or subscribe to what is decided once, by the front door (``gateway.front_door``).
 """
@@ -157,6 +158,14 @@ class ResourceFrontend:
             update = decode(msg.data, ResourceUpdated)
         except DecodeError as exc:
             log.warning("undecodable resource update ignored", error=str(exc))
+            return
+        if self.service.surfaces.resource_owner(update.uri) != update.component:
+            # One component cannot make clients refetch another's resources (or unknown ones).
+            log.info(
+                "resource update from a component not serving it ignored",
+                uri=update.uri[:200],
+                component=update.component,
+            )
             return
         await self.updated(update.uri)
 

@@ -370,3 +370,28 @@ async def test_reads_count_against_the_principal_s_rate_limit(
         async with httpx2.AsyncClient() as http:
             statuses = [(await http.post(gateway.url, json=body, headers=headers)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+async def test_an_update_claimed_by_another_component_is_not_relayed(
+    gateway: RunningGateway, nc: NatsClient, subjects: Subjects
+) -> None:
+    from schemas.codec import encode
+    from schemas.wire import ResourceUpdated
+
+    async with Client(gateway.url, mode="auto") as mcp:
+        async with mcp.listen(resource_subscriptions=["test://watched-resource"]) as subscription:
+            # Raw NATS, as a worker of another component could publish it: ignored.
+            forged = ResourceUpdated(uri="test://watched-resource", component="kit")
+            await nc.publish(subjects.resource_updated, encode(forged))
+            await nc.publish(subjects.resource_updated, b"not json")
+            await nc.flush()
+            await asyncio.sleep(0.3)
+            genuine = ResourceUpdated(uri="test://watched-resource", component="test")
+            await nc.publish(subjects.resource_updated, encode(genuine))
+            heard = []
+            async with asyncio.timeout(5):
+                async for event in subscription:
+                    heard.append(event)
+                    break
+            await asyncio.sleep(0.3)
+    assert len(heard) == 1
