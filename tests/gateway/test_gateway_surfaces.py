@@ -215,10 +215,12 @@ POLICY = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["hot-path", "sdk-only"])
 async def secured_gateway(
-    served: None, nats_server: EmbeddedNatsServer, subjects: Subjects, issuer: Issuer
+    request: pytest.FixtureRequest, served: None, nats_server: EmbeddedNatsServer, subjects: Subjects, issuer: Issuer
 ) -> AsyncIterator[RunningGateway]:
+    """A gateway with a policy, with and without the hot path (which never serves these methods:
+    the refusals must not depend on it)."""
     from schemas.config import load_settings
     from tests.gateway.auth_kit import PRINCIPAL_KEY, auth_settings
     from tests.gateway.responders import running_gateway
@@ -227,6 +229,7 @@ async def secured_gateway(
         None,
         nats={"url": nats_server.url, "prefix": subjects.prefix, "principal_key": PRINCIPAL_KEY},
         auth=auth_settings(issuer, policy=POLICY),
+        gateway={"hot_path": request.param},
     )
     async with running_gateway(settings) as gateway:
         yield await surfaces_ready(gateway)
