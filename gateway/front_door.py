@@ -58,11 +58,10 @@ from gateway.inbound import (
     TOOLS_CALL,
     Inbound,
     ParseRejected,
-    SurfaceTarget,
     check_content_type,
     parse,
 )
-from gateway.policy import Grant, Policy
+from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
 from gateway.sessions import SessionOwners
@@ -294,7 +293,7 @@ class FrontDoor:
                     scope=" ".join(self.policy.scopes_granting(tool)),
                 )
             for target in inbound.surface_targets:
-                if self._surface_allowed(grant, target):
+                if grant.allows_surface(target.kind, target.name, self.surfaces):
                     continue
                 return Refusal(
                     "forbidden_" + target.kind,
@@ -326,18 +325,6 @@ class FrontDoor:
                     retry_after_s=retry_after_s,
                 )
         return None
-
-    def _surface_allowed(self, grant: Grant, target: SurfaceTarget) -> bool:
-        """A prompt is judged by its name (as a tool is); a resource or template by the component
-        serving it (``Grant.allows_component``). One nobody serves is refused too, so a refusal
-        says nothing about what exists."""
-        if target.kind == "prompt":
-            return grant.allows(target.name)
-        surfaces = self.surfaces
-        owner = (
-            surfaces.resource_owner(target.name) if target.kind == "resource" else surfaces.template_owner(target.name)
-        )
-        return owner is not None and grant.allows_component(owner)
 
     def _binding_session(self, send: Send, principal: str) -> Send:
         """``send`` that binds the session an ``initialize`` answer opens to ``principal``."""
