@@ -99,7 +99,27 @@ class CallRequests:
         Raises:
             ValueError: ``tool`` is not a valid tool name.
         """
-        subject = subject or self.subject(tool)
+        return self._request(subject or self.subject(tool), body, timeout_s, era, request_id, traceparent, principal)
+
+    def surface(self, component: str, body: bytes, *, timeout_s: float, principal: str | None = None) -> CallRequest:
+        """A resource read, prompt get or completion (``SurfaceRequest`` JSON ``body``) for
+        ``component``, with the same request id, deadline and signed principal as a call.
+
+        Raises:
+            ValueError: ``component`` is not a subject token.
+        """
+        return self._request(self._subjects.surface(component), body, timeout_s, None, None, None, principal)
+
+    def _request(
+        self,
+        subject: str,
+        body: bytes,
+        timeout_s: float,
+        era: str | None,
+        request_id: str | None,
+        traceparent: str | None,
+        principal: str | None,
+    ) -> CallRequest:
         request_id = request_id or new_request_id()
         headers = {
             Header.REQUEST_ID: request_id,

@@ -87,6 +87,10 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
             CoreRow(s.registry_release(verb), f"release verb {verb}", {"operator": "p", "registry": "s"})
             for verb in sorted(RELEASE_VERBS)
         ),
+        CoreRow(
+            s.surface_any, "resource reads, prompt gets, completions", {"gateway": "p", "operator": "p", "worker": "s"}
+        ),
+        CoreRow(s.resource_updated, "a guest's resource changed", {"worker": "p", "gateway": "s"}),
         CoreRow(s.events_any, "registry events", {"registry": "p", "operator": "s"}),
         CoreRow(f"{s.prefix}.tasks.*", "task requests (submit, get, list…)", {"operator": "p", "registry": "s"}),
         CoreRow(s.task_status_any, "task status changes", {"registry": "p", "worker": "p", "gateway": "ps"}),
@@ -107,6 +111,7 @@ def store_rows(subjects: Subjects) -> list[StoreRow]:
 
     return [
         kv(s.tools_bucket, "the tool catalogue", {"registry": "rwa", "gateway": "r", "operator": "r"}),
+        kv(s.surfaces_bucket, "resources, prompts, completion", {"registry": "rwa", "gateway": "r", "operator": "r"}),
         kv(s.packages_bucket, "package versions", {"registry": "rwa", "worker": "r", "operator": "r"}),
         kv(s.tasks_bucket, "task records", {"registry": "rwa", "worker": "rw", "gateway": "rw", "operator": "r"}),
         # The registry provisions it even where no rate limit is set: a missing bucket is one a

@@ -180,6 +180,28 @@ class Subjects:
     def resume_any(self) -> str:
         return f"{self.prefix}.resume.*"
 
+    # -- resources, prompts and completion of components -------------------------------------
+    def surface(self, component: str) -> str:
+        """Subject of ``component``'s resource reads, prompt gets and completions (a
+        ``SurfaceRequest`` body; the reply is its MCP result JSON or an ``ErrorReply``)."""
+        if not _TOKEN.match(component):
+            raise ValueError(f"component name {component!r} is not a valid subject token")
+        return f"{self.prefix}.surface.{component}"
+
+    @property
+    def surface_any(self) -> str:
+        return f"{self.prefix}.surface.*"
+
+    def component_from_surface(self, subject: str) -> str:
+        """The component of a surface subject (inverse of ``surface``)."""
+        return subject[len(self.prefix) + len(".surface.") :]
+
+    @property
+    def resource_updated(self) -> str:
+        """Workers publish ``ResourceUpdated`` here when a guest calls ``notify.resource-updated``;
+        every gateway relays it to the clients subscribed to the URI."""
+        return f"{self.prefix}.notify.resource-updated"
+
     # -- registry -----------------------------------------------------------------------------
     @property
     def registry_hello(self) -> str:
@@ -319,6 +341,11 @@ class Subjects:
     def tools_bucket(self) -> str:
         """KV bucket: tool name → ``ToolDescriptor``."""
         return f"{self.prefix}_tools"
+
+    @property
+    def surfaces_bucket(self) -> str:
+        """KV bucket: component name → ``ComponentSurface`` (its resources, templates, prompts)."""
+        return f"{self.prefix}_surfaces"
 
     @property
     def packages_bucket(self) -> str:

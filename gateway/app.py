@@ -19,7 +19,7 @@ import functools
 import socket
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 import uvicorn
@@ -49,10 +49,14 @@ from gateway.connections import guarded_protocol
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.prompts import PromptFrontend
 from gateway.ratelimit import RateLimiter
+from gateway.resources import ResourceFrontend
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
 from gateway.sessions import SessionOwners
+from gateway.surface_mirror import SurfaceMirror, decode_surface
+from gateway.surface_service import SurfaceService
 from gateway.task_frontend import TaskFrontend
 from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService
@@ -146,9 +150,20 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         else TracedToolService(catalogue, page_size=settings.gateway.page_size, tracing=tracing)
     )
     changes = ListChanges(catalogue)
+    surfaces = SurfaceMirror()
+    changes.follow_surfaces(surfaces)
     frontend = ToolFrontend(service)
     tasks = TaskFrontend(service, subjects, page_size=settings.gateway.page_size)
-    server = build_server(frontend, changes, tasks, request_state_security(settings.nats.principal_key))
+    surface_service = SurfaceService(surfaces, service)
+    resources = ResourceFrontend(surface_service, changes)
+    server = build_server(
+        frontend,
+        changes,
+        tasks,
+        request_state_security(settings.nats.principal_key),
+        resources,
+        PromptFrontend(surface_service),
+    )
     security = transport_security(settings.gateway)
     session_manager = build_session_manager(server, security, max_body_bytes=settings.gateway.max_body_bytes)
     state = GatewayState(catalogue, changes)
@@ -167,12 +182,17 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         conn = nc or await connect_nats(settings)
-        watcher: CatalogueMirrorWatcher | None = None
+        watcher: CatalogueMirrorWatcher[Any] | None = None
+        surface_watcher: CatalogueMirrorWatcher[Any] | None = None
         audit: AuditTrail | None = None
         try:
             kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
             watcher = CatalogueMirrorWatcher(kv, catalogue)
             watcher.start()
+            surfaces_kv = await ensure_bucket(conn, subjects.surfaces_bucket, replicas=settings.nats.replicas)
+            surface_watcher = CatalogueMirrorWatcher(surfaces_kv, surfaces, decode_value=decode_surface)
+            surface_watcher.start()
+            await resources.attach(conn, subjects)
             try:
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
             except TimeoutError:
@@ -207,6 +227,9 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             await changes.stop()
             if watcher is not None:
                 await watcher.stop()
+            if surface_watcher is not None:
+                await surface_watcher.stop()
+            await resources.detach()
             if audit is not None:
                 service.observers.remove(audit.observe)
                 state.audit = state.rate_limiter = None
@@ -263,6 +286,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 initializes_per_minute=settings.gateway.initializes_per_minute,
             ),
             max_waiting_per_principal=settings.gateway.max_waiting_per_principal,
+            surfaces=surfaces,
         ),
     ]
     if settings.gateway.hot_path:

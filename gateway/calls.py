@@ -48,7 +48,7 @@ from gateway.errors import (
 from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply, GuestAnswer, GuestQuestion
+from schemas.wire import ErrorReply, GuestAnswer, GuestQuestion, SurfaceRequest
 
 log = structlog.get_logger(__name__)
 
@@ -274,6 +274,24 @@ class ToolCaller:
         if events is None or not events.wanted:
             return await self._request(tool, request, timeout_s)
         return await self._request_with_events(tool, request, timeout_s, events)
+
+    async def surface(
+        self, component: str, request: SurfaceRequest, *, principal: str | None = None, timeout_s: float | None = None
+    ) -> bytes:
+        """Send a resource read, prompt get or completion to ``component``'s workers; the reply's JSON.
+
+        Raises:
+            CallFailed: no worker, deadline passed, or the worker replied with a typed error
+                (``NOT_FOUND`` for an unknown URI, ``INVALID_PARAMS`` for refused arguments).
+        """
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        if not self._nc.is_connected:
+            raise BusDisconnected("the gateway is not connected to NATS; retry later", tool=component)
+        built = self._requests.surface(component, encode(request), timeout_s=timeout_s, principal=principal)
+        reply = await self._request(component, built, timeout_s)
+        if isinstance(reply, Question):  # a worker answers a guest's ask outside a call `unsupported`
+            raise WorkerFailed(f"{component} asked its client outside a tool call", tool=component)
+        return reply
 
     async def _request_with_events(
         self, tool: str, request: CallRequest, timeout_s: float, events: EventRelay

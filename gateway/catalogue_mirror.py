@@ -18,7 +18,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import jsonschema
 import structlog
@@ -37,6 +37,8 @@ WATCH_RETRY_S: Final = 1.0
 """Pause before re-opening a KV watch that failed (JetStream still starting, connection lost)."""
 
 _CURSOR_PREFIX: Final = b"after:"
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +88,23 @@ def encode_cursor(last_name: str) -> str:
     return base64.urlsafe_b64encode(_CURSOR_PREFIX + last_name.encode()).rstrip(b"=").decode()
 
 
+def decode_key_cursor(cursor: str) -> str:
+    """The key (a tool name, a resource URI…) a cursor of ``encode_cursor`` points after; ``""``
+    when it is no such cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return raw.removeprefix(_CURSOR_PREFIX).decode() if raw.startswith(_CURSOR_PREFIX) else ""
+    except (binascii.Error, ValueError):
+        return ""
+
+
 def decode_cursor(cursor: str) -> str:
     """The tool name a cursor points after.
 
     Raises:
         InvalidCursor: the cursor was not made by ``encode_cursor``.
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        name = raw.removeprefix(_CURSOR_PREFIX).decode() if raw.startswith(_CURSOR_PREFIX) else ""
-    except (binascii.Error, ValueError):
-        name = ""
+    name = decode_key_cursor(cursor)
     if not is_valid_tool_name(name):
         raise InvalidCursor(f"invalid cursor {cursor[:64]!r}: pass a nextCursor from an earlier tools/list")
     return name
@@ -293,17 +301,40 @@ def _descriptor(key: str, value: bytes) -> ToolDescriptor | None:
     return descriptor
 
 
-class CatalogueMirrorWatcher:
-    """Keeps a ``CatalogueMirror`` in step with the tools KV bucket until stopped.
+class MirrorTarget(Protocol[T_contra]):
+    """What a ``CatalogueMirrorWatcher`` keeps current: ``CatalogueMirror`` (tools) or
+    ``gateway.surface_mirror.SurfaceMirror`` (resources, prompts)."""
+
+    loaded: asyncio.Event
+
+    def __len__(self) -> int: ...
+
+    def replace(self, values: Iterable[T_contra]) -> Any: ...
+
+    def put(self, value: T_contra) -> Any: ...
+
+    def remove(self, key: str) -> Any: ...
+
+
+class CatalogueMirrorWatcher(Generic[T]):
+    """Keeps a ``CatalogueMirror`` (or any ``MirrorTarget``) in step with its KV bucket until stopped.
 
     Each (re)opened watch first collects the bucket's current values and swaps them in as one
     snapshot when the initial-values marker arrives, so keys deleted while the watch was down
     disappear too; after that every put, delete and purge is applied as it comes.
     """
 
-    def __init__(self, kv: KeyValue, catalogue: CatalogueMirror, *, retry_s: float = WATCH_RETRY_S) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        catalogue: MirrorTarget[T],
+        *,
+        retry_s: float = WATCH_RETRY_S,
+        decode_value: Callable[[str, bytes], T | None] = _descriptor,  # type: ignore[assignment]
+    ) -> None:
         self._kv = kv
         self._catalogue = catalogue
+        self._decode = decode_value
         self._retry_s = retry_s
         self._task: asyncio.Task[None] | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
@@ -342,7 +373,7 @@ class CatalogueMirrorWatcher:
 
     async def _watch_once(self) -> None:
         self._watcher = watcher = await self._kv.watchall()
-        snapshot: dict[str, ToolDescriptor] | None = {}
+        snapshot: dict[str, T] | None = {}
         async for entry in watcher:
             if entry is None:  # the initial values are all in
                 if snapshot is not None:
@@ -353,7 +384,7 @@ class CatalogueMirrorWatcher:
                 continue
             key = entry.key
             deleted = entry.operation in ("DEL", "PURGE")
-            descriptor = None if deleted else _descriptor(key, entry.value or b"")
+            descriptor = None if deleted else self._decode(key, entry.value or b"")
             if snapshot is not None:
                 if descriptor is None:
                     snapshot.pop(key, None)

@@ -1,4 +1,7 @@
-"""Tool-list change notifications: catalogue changes, coalesced, to every connected MCP client.
+"""List change notifications: catalogue changes, coalesced, to every connected MCP client.
+
+Tools (``gateway.catalogue_mirror``), and resources, templates and prompts
+(``gateway.surface_mirror``, ``follow_surfaces``): one round names each list that changed.
 
 The catalogue calls ``ListChanges`` synchronously after each change; that only sets a flag, so
 the KV watcher never waits for a client. A background task turns a burst of changes into one
@@ -29,10 +32,17 @@ from typing import Any, Final, Protocol
 import mcp_types as types
 import structlog
 from mcp.server.context import ServerRequestContext
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
 
 from gateway.catalogue_mirror import CatalogueChange, CatalogueMirror
 from gateway.sdk_adapter import connection_of
+from gateway.surface_mirror import SurfaceMirror
 
 log = structlog.get_logger(__name__)
 
@@ -42,34 +52,56 @@ MAX_DELAY_S: Final = 0.5
 """Longest a change waits for its notification while the catalogue keeps changing."""
 
 
+TOOLS: Final = "tools"
+RESOURCES: Final = "resources"
+PROMPTS: Final = "prompts"
+_EVENTS: Final[dict[str, type[ToolsListChanged | ResourcesListChanged | PromptsListChanged]]] = {
+    TOOLS: ToolsListChanged,
+    RESOURCES: ResourcesListChanged,
+    PROMPTS: PromptsListChanged,
+}
+"""Which list changed → the SDK event a 2026-07-28 listen stream turns into its notification."""
+_SENDS: Final = {
+    TOOLS: "send_tool_list_changed",
+    RESOURCES: "send_resource_list_changed",
+    PROMPTS: "send_prompt_list_changed",
+}
+"""Which list changed → the ``LegacySession`` method that tells a 2025-era session."""
+
+
 class LegacySession(Protocol):
-    """What a 2025-era session needs to be told about changes: the SDK's ``Connection`` has both."""
+    """What a 2025-era session needs to be told about changes: the SDK's ``Connection`` has it all."""
 
     exit_stack: AsyncExitStack
 
     async def send_tool_list_changed(self) -> None: ...
 
+    async def send_resource_list_changed(self) -> None: ...
+
+    async def send_prompt_list_changed(self) -> None: ...
+
 
 class _Mailbox:
-    """One legacy session's pending notification: at most one send in flight, later changes fold in."""
+    """One legacy session's pending notifications: at most one send in flight, later changes fold in."""
 
     def __init__(self, session: LegacySession) -> None:
         self.session = session
-        self.pending = False
+        self.pending: set[str] = set()
         self.task: asyncio.Task[None] | None = None
 
-    def poke(self) -> None:
-        self.pending = True
+    def poke(self, lists: frozenset[str]) -> None:
+        self.pending |= lists
         if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._drain(), name="tools-list-changed")
+            self.task = asyncio.create_task(self._drain(), name="list-changed")
 
     async def _drain(self) -> None:
         while self.pending:
-            self.pending = False
+            lists, self.pending = sorted(self.pending, key=list(_EVENTS).index), set()
             try:
-                await self.session.send_tool_list_changed()
+                for changed in lists:
+                    await getattr(self.session, _SENDS[changed])()
             except Exception as exc:  # best effort: the session may be going away
-                log.debug("tools/list_changed not delivered", error=str(exc) or type(exc).__name__)
+                log.debug("list_changed not delivered", error=str(exc) or type(exc).__name__)
                 return
 
 
@@ -86,14 +118,21 @@ class ListChanges:
         """The server's ``subscriptions/listen`` handler (2026-07-28)."""
         self._sessions: dict[LegacySession, _Mailbox] = {}
         self._changed = asyncio.Event()
+        self._lists: set[str] = set()
+        """The lists changed since the last round (``tools``, ``resources``, ``prompts``)."""
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_surfaces: Callable[[], None] | None = None
         self.rounds = 0
         """Notification rounds sent so far (one per coalesced burst)."""
 
     def __len__(self) -> int:
         """The 2025-era sessions currently being told about changes."""
         return len(self._sessions)
+
+    def follow_surfaces(self, surfaces: SurfaceMirror) -> None:
+        """Also tell clients when resources (and templates) or prompts change."""
+        self._unsubscribe_surfaces = surfaces.subscribe(self._on_surfaces)
 
     def start(self) -> None:
         """Follow the catalogue and send notifications from a background task."""
@@ -106,6 +145,9 @@ class ListChanges:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unsubscribe_surfaces is not None:
+            self._unsubscribe_surfaces()
+            self._unsubscribe_surfaces = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -138,6 +180,11 @@ class ListChanges:
             mailbox.task.cancel()
 
     def _on_change(self, _change: CatalogueChange) -> None:
+        self._lists.add(TOOLS)
+        self._changed.set()
+
+    def _on_surfaces(self, lists: frozenset[str]) -> None:
+        self._lists |= lists
         self._changed.set()
 
     async def _run(self) -> None:
@@ -158,10 +205,12 @@ class ListChanges:
 
     async def _notify(self) -> None:
         self.rounds += 1
-        try:
-            await self.bus.publish(ToolsListChanged())
-        except Exception:
-            log.exception("publishing tools/list_changed to listen streams failed")
+        lists, self._lists = frozenset(self._lists), set()
+        for changed in sorted(lists, key=list(_EVENTS).index):
+            try:
+                await self.bus.publish(_EVENTS[changed]())
+            except Exception:
+                log.exception("publishing list_changed to listen streams failed", list=changed)
         for mailbox in list(self._sessions.values()):
-            mailbox.poke()
-        log.debug("tools/list_changed sent", legacy_sessions=len(self._sessions))
+            mailbox.poke(lists)
+        log.debug("list_changed sent", lists=sorted(lists), legacy_sessions=len(self._sessions))

@@ -43,6 +43,8 @@ JSONRPC_ERRORS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         # Only plain-NATS task requests get it (the gateway refuses over HTTP, with a 403).
         ErrorCode.FORBIDDEN: INVALID_PARAMS,
         ErrorCode.MISSING_CAPABILITY: MISSING_REQUIRED_CLIENT_CAPABILITY,
+        ErrorCode.NOT_FOUND: INVALID_PARAMS,  # SEP-2164: an unknown resource is -32602 with data.uri
+        ErrorCode.INVALID_PARAMS: INVALID_PARAMS,
         ErrorCode.INTERNAL: INTERNAL_ERROR,
     }
 )

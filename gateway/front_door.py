@@ -18,13 +18,16 @@ In order:
    2026 ``tasks/get|update|cancel`` whose ``Mcp-Name`` is missing, repeated or names another task
    than ``params.taskId`` (-32020, ``inbound.check_task_name``; the SDK checks the other methods').
 5. **Authorization** (``gateway.policy``) from that reading: a tool the principal may not use →
-   403 ``insufficient_scope`` naming the scopes that would grant it; a task (either era's form,
+   403 ``insufficient_scope`` naming the scopes that would grant it; a resource, template or
+   prompt it may not use (``resources/read``, ``subscribe``, ``unsubscribe``, ``prompts/get``,
+   ``completion/complete``), or one nobody serves → 403; a task (either era's form,
    or a ``tasks/*`` method) from a principal without task access → 403.
 6. **Session caps**: an ``initialize`` opening a session beyond the principal's open-session or
    per-minute share → 429.
 7. **Waiting requests** (``max_waiting_per_principal``): a GET stream, ``subscriptions/listen``
    or ``tasks/result`` beyond the principal's share of requests held open → 429.
-8. **Rate limits** (``gateway.ratelimit``) on ``tools/call``: per principal and per (principal,
+8. **Rate limits** (``gateway.ratelimit``) on ``tools/call`` (and ``resources/read``, ``prompts/get``,
+   ``completion/complete``, per principal only): per principal and per (principal,
    tool), shared by every replica → 429 with ``Retry-After``. A request refused as malformed
    (step 4, or a repeated routing header) counts against the per-principal limit too.
 Each refusal is one audit event (``on_refusal``). What passes goes on with its ``Inbound`` in the
@@ -65,6 +68,7 @@ from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, SCOPE_KEY, Principal
 from gateway.ratelimit import retry_after_header
 from gateway.sessions import SessionOwners
+from gateway.surface_mirror import SurfaceMirror
 from schemas.codec import encode
 from schemas.config import AuthSettings
 
@@ -81,6 +85,8 @@ _ROUTING_HEADERS: Final = {
     _CONTENT_TYPE_HEADER: "Content-Type",
 }
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", API_KEY_HEADER.encode()})
+_RUNS_A_GUEST: Final = frozenset({TOOLS_CALL, "resources/read", "prompts/get", "completion/complete"})
+"""Methods rate limits count: each runs a guest on a worker."""
 _WAITING_METHODS: Final = frozenset({"tasks/result", "subscriptions/listen"})
 """POSTs answered only when something happens (a task ends, a list changes), not when computed."""
 
@@ -143,8 +149,11 @@ class FrontDoor:
         rate_limit: RateLimitCheck | None = None,
         on_refusal: OnRefusal | None = None,
         max_waiting_per_principal: int | None = None,
+        surfaces: SurfaceMirror | None = None,
     ) -> None:
         self.app = app
+        self.surfaces = surfaces if surfaces is not None else SurfaceMirror()
+        """Who serves each resource URI and template: what policy judges a resource request by."""
         self._path = path
         self._max_body_bytes = max_body_bytes
         self._auth = auth
@@ -288,6 +297,17 @@ class FrontDoor:
                     description=f"not allowed to call tool {tool!r}",
                     scope=" ".join(self.policy.scopes_granting(tool)),
                 )
+            for target in inbound.surface_targets:
+                if grant.allows_surface(target.kind, target.name, self.surfaces):
+                    continue
+                return Refusal(
+                    "forbidden_" + target.kind,
+                    403,
+                    principal.subject,
+                    method,
+                    target.name if target.kind == "prompt" else None,
+                    description=f"not allowed to use {target.kind} {target.name[:200]!r}",
+                )
             if not grant.tasks and inbound.uses_tasks:
                 return Refusal(
                     "forbidden_tasks", 403, principal.subject, method, tool, description="not allowed to use tasks"
@@ -296,7 +316,8 @@ class FrontDoor:
             refused = self.sessions.admit(principal.subject)
             if refused is not None:
                 return Refusal("too_many_sessions", 429, principal.subject, method, description=refused)
-        if self.rate_limit is not None and method == TOOLS_CALL and inbound.kind == "request":
+        if self.rate_limit is not None and method in _RUNS_A_GUEST and inbound.kind == "request":
+            # A read, get or completion runs a guest like a call: it counts against per_principal.
             retry_after_s = await self.rate_limit.check(principal.subject, tool)
             if retry_after_s is not None:
                 return Refusal(

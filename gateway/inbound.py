@@ -23,7 +23,9 @@ tests/gateway/test_inbound.py, and a differential one against the SDK's parsers)
 - **batches** (a top-level array): -32600; MCP dropped JSON-RPC batching in 2025-06-18 and the
   SDK serves none in either era.
 - **a ``tools/call`` request** names its tool with a string (else -32602), so every layer
-  knows the tool of every call it lets through.
+  knows the tool of every call it lets through; likewise ``resources/read``, ``subscribe`` and
+  ``unsubscribe`` their ``uri``, ``prompts/get`` its ``name``, and ``completion/complete`` its
+  ``ref`` (``SurfaceTarget``), which policy judges.
 - **the envelope**: one object with ``"jsonrpc": "2.0"``; a request (``method`` + ``id``, a
   string or a non-boolean integer), a notification (``method``, no ``id``) or a response
   (``id`` + ``result``/``error``); ``params``, when present, an object. Anything else: -32600.
@@ -51,6 +53,14 @@ TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 """The 2026-07-28 tasks extension's identifier."""
 TOOLS_CALL: Final = "tools/call"
 INITIALIZE: Final = "initialize"
+RESOURCE_METHODS: Final = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
+"""Methods that name one resource by ``params.uri``."""
+MODERN_RESOURCE_METHODS: Final = frozenset({"resources/read"})
+"""Those of them 2026-07-28 keeps: it removed ``resources/subscribe`` and ``unsubscribe`` (the SDK
+answers them 404 -32601, so they are not judged here)."""
+PROMPTS_GET: Final = "prompts/get"
+COMPLETE: Final = "completion/complete"
+LISTEN: Final = "subscriptions/listen"
 
 INBOUND_KEY: Final = "toolbus.inbound"
 """Where the front door leaves a POST's ``Inbound`` in the ASGI scope (for the hot path)."""
@@ -131,6 +141,28 @@ class Inbound:
         return name if type(name) is str else None
 
     @property
+    def surface_targets(self) -> tuple[SurfaceTarget, ...]:
+        """The resources, template or prompt a request names (``resources/read``, ``subscribe``,
+        ``unsubscribe``: ``uri``; ``prompts/get``: ``name``; ``completion/complete``: its ``ref``;
+        ``subscriptions/listen``: its ``resourceSubscriptions``); none for other methods.
+        ``parse`` made sure these are strings."""
+        params = self.params
+        if params is None or self.kind != "request":
+            return ()
+        if self.method in (MODERN_RESOURCE_METHODS if self.modern else RESOURCE_METHODS):
+            return (SurfaceTarget("resource", params["uri"]),)
+        if self.method == PROMPTS_GET:
+            return (SurfaceTarget("prompt", params["name"]),)
+        if self.method == COMPLETE:
+            ref = params["ref"]
+            if ref["type"] == "ref/prompt":
+                return (SurfaceTarget("prompt", ref["name"]),)
+            return (SurfaceTarget("template", ref["uri"]),)
+        if self.method == LISTEN:
+            return tuple(SurfaceTarget("resource", uri) for uri in _listened_uris(params) or ())
+        return ()
+
+    @property
     def meta(self) -> dict[str, Any] | None:
         """``params._meta`` when it is an object."""
         meta = self.params.get("_meta") if self.params is not None else None
@@ -194,6 +226,46 @@ def check_task_name(inbound: Inbound, names: list[str]) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SurfaceTarget:
+    """What a resources, prompts or completion request names, for policy (``gateway.front_door``)."""
+
+    kind: Literal["resource", "template", "prompt"]
+    """``resource``: a URI; ``template``: a URI template (completion); ``prompt``: a prompt name."""
+    name: str
+
+
+def _surface_problem(method: str, params: dict[str, Any] | None, modern: bool) -> str | None:
+    """Why a resources, prompts or completion request does not name its target with a string."""
+    params = params or {}
+    if modern and method in RESOURCE_METHODS and method not in MODERN_RESOURCE_METHODS:
+        return None
+    if method == LISTEN:
+        uris = _listened_uris(params)
+        if uris is not None and not (type(uris) is list and all(type(uri) is str for uri in uris)):
+            return "subscriptions/listen: notifications.resourceSubscriptions must be a list of URIs (strings)"
+        return None
+    if method in RESOURCE_METHODS:
+        return None if type(params.get("uri")) is str else f"{method} needs the resource's uri, a string"
+    if method == PROMPTS_GET:
+        return None if type(params.get("name")) is str else "prompts/get needs the prompt's name, a string"
+    if method == COMPLETE:
+        ref = params.get("ref")
+        if type(ref) is dict:
+            if ref.get("type") == "ref/prompt" and type(ref.get("name")) is str:
+                return None
+            if ref.get("type") == "ref/resource" and type(ref.get("uri")) is str:
+                return None
+        return "completion/complete needs a ref: {type: ref/prompt, name} or {type: ref/resource, uri}"
+    return None
+
+
+def _listened_uris(params: dict[str, Any]) -> Any:
+    """``params.notifications.resourceSubscriptions`` of a ``subscriptions/listen`` (None: absent)."""
+    notifications = params.get("notifications")
+    return notifications.get("resourceSubscriptions") if type(notifications) is dict else None
+
+
 def creates_task(params: dict[str, Any] | None, *, modern: bool) -> bool:
     """Whether a ``tools/call`` with these params becomes a task: the one rule, for both eras.
 
@@ -247,6 +319,11 @@ def parse(body: bytes, protocol_version: str | None, session_id: str | None) -> 
         # Decided here so every layer knows the tool of every call it lets through.
         raise ParseRejected(INVALID_PARAMS, "Invalid params: tools/call needs the tool's name, a string")
     modern = protocol_version is not None and protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
+    if kind == "request" and type(method) is str:
+        # Decided here too, so policy knows the resource or prompt of every request it lets through.
+        problem = _surface_problem(method, params, modern)
+        if problem is not None:
+            raise ParseRejected(INVALID_PARAMS, f"Invalid params: {problem}")
     return Inbound(decoded, kind, method, params, modern, protocol_version, session_id)
 
 

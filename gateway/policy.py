@@ -1,5 +1,11 @@
 """Authorization: which tools a principal may see and call, and whether it may use tasks.
 
+Resources, prompts and completions are judged with the same tool globs (``Grant``): a prompt by
+its name, which carries its component's prefix like a tool's (``docs_*`` grants the tools and
+prompts of component ``docs``); a resource, resource template or completion of a resource
+template by the component that serves it, allowed when the globs grant the whole component —
+they match its bare prefix ``docs_`` (``docs_*`` and ``*`` do, ``docs_search`` does not).
+
 The rules come from ``[[auth.policy]]`` (``schemas.config.PolicyRule``): a principal may use
 the union of the tools of every rule it matches. No policy at all means every authenticated
 principal may use every tool. Decisions are made per principal *kind* — the matched rules —
@@ -13,7 +19,7 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from gateway.principals import ANONYMOUS, API_KEY_NAMESPACE, JWT_NAMESPACE, Principal
 from schemas.config import PolicyRule
@@ -42,6 +48,30 @@ class Grant:
                 self._decided.clear()
             self._decided[tool] = allowed
         return allowed
+
+    def allows_component(self, component: str) -> bool:
+        """Whether the globs grant all of ``component`` (match its prefix ``component_``): its
+        resources and templates, and completions of its templates."""
+        return self.allows(f"{component}_")
+
+    def allows_surface(self, kind: str, name: str, owners: SurfaceOwners) -> bool:
+        """Whether a request naming a ``prompt``, ``resource`` (URI) or ``template`` may go on.
+
+        A prompt is judged by its name, as a tool is; a resource or template by the component
+        serving it. One nobody serves is refused too, so a refusal says nothing about what exists.
+        """
+        if kind == "prompt":
+            return self.allows(name)
+        owner = owners.resource_owner(name) if kind == "resource" else owners.template_owner(name)
+        return owner is not None and self.allows_component(owner)
+
+
+class SurfaceOwners(Protocol):
+    """Who serves a resource URI or template (``gateway.surface_mirror.SurfaceMirror``)."""
+
+    def resource_owner(self, uri: str) -> str | None: ...
+
+    def template_owner(self, uri_template: str) -> str | None: ...
 
 
 EVERYTHING: Final = Grant((), re.compile(".*"), tasks=True)

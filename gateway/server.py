@@ -42,7 +42,9 @@ from gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, CallFailed, InvalidCu
 from gateway.events import EventRelay
 from gateway.inbound import TASKS_EXTENSION
 from gateway.principals import principal_of
+from gateway.prompts import PromptFrontend
 from gateway.questions import InputRequired, RoundState
+from gateway.resources import ResourceFrontend
 from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
@@ -246,8 +248,8 @@ async def hide_internal_errors(ctx: ServerRequestContext[Any, Any], call_next: C
 class GatewayServer(Server[Any]):
     """The SDK's low-level server, with the capabilities the SDK cannot derive from its handlers.
 
-    - The 2025-era ``initialize`` says ``tools.listChanged: true``: the SDK advertises ``false``
-      there unless the initialization options say otherwise (the 2026-07-28 ``server/discover``
+    - The 2025-era ``initialize`` says ``listChanged: true`` for tools, resources and prompts: the
+      SDK advertises ``false`` there unless the initialization options say otherwise (the 2026-07-28 ``server/discover``
       derives the flag from the ``subscriptions/listen`` handler).
     - Tasks (``gateway.task_frontend``): 2025 gets the ``tasks`` capability (``list``, ``cancel``,
       ``requests.tools.call``); 2026-07-28 gets the ``io.modelcontextprotocol/tasks`` extension.
@@ -276,15 +278,22 @@ class GatewayServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
+        changed = NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True)
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+            notification_options or changed, experimental_capabilities, extensions
         )
 
 
 def build_server(
-    frontend: ToolFrontend, changes: ListChanges, tasks: TaskFrontend, state_security: RequestStateSecurity
+    frontend: ToolFrontend,
+    changes: ListChanges,
+    tasks: TaskFrontend,
+    state_security: RequestStateSecurity,
+    resources: ResourceFrontend | None = None,
+    prompts: PromptFrontend | None = None,
 ) -> Server[Any]:
-    """The low-level MCP server: the tool handlers, tool-list change notifications and tasks.
+    """The low-level MCP server: the tool handlers, list change notifications, tasks, and the
+    resources, prompts and completion of components.
 
     ``state_security`` seals and verifies 2026-07-28 ``requestState`` (``gateway.askers``).
     """
@@ -311,6 +320,10 @@ def build_server(
     server.middleware.append(frontend.require_client_capabilities)
     # tasks/* and task-augmented tools/call (its middleware goes inside hide_internal_errors).
     tasks.register(server)
+    if resources is not None:
+        resources.register(server)  # resources/* (gateway.resources)
+    if prompts is not None:
+        prompts.register(server)  # prompts/*, completion/complete (gateway.prompts)
     return server
 
 

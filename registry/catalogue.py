@@ -17,8 +17,9 @@ import msgspec
 import structlog
 from nats.js.kv import KeyValue
 
+from registry.surfaces import SurfaceCatalogue
 from schemas.codec import DecodeError, decode, encode
-from schemas.wire import Alias, PackageVersion, ToolDescriptor, WorkerAnnouncement
+from schemas.wire import Alias, ComponentSurface, PackageVersion, ToolDescriptor, WorkerAnnouncement
 from stores import LATEST, parse_key
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,8 @@ class Catalogue:
     """Package name → the version its ``latest`` alias points at."""
     releases: dict[tuple[str, str], PackageVersion] = field(default_factory=dict)
     """(package, version) → its record, as mirrored from the packages bucket."""
+    surfaces: SurfaceCatalogue | None = None
+    """Resources, prompts and completion, kept like the tools (``registry.surfaces``)."""
     may_remove: bool = False
     """Off until every live worker has had time to announce: before that, "nobody serves it"
     only means "nobody has told this (new) registry yet"."""
@@ -129,14 +132,20 @@ class Catalogue:
         self.seen.update(tool.name for tool in announcement.tools)
         await self.sync()
 
+    def _live(self) -> list[WorkerAnnouncement]:
+        """The announcements of the workers heard from recently and ready."""
+        horizon = time.monotonic() - self.liveness_window_s
+        return [
+            entry.announcement
+            for entry in self.workers.values()
+            if entry.last_seen >= horizon and entry.announcement.state == "ready"
+        ]
+
     def offered(self) -> dict[str, ToolDescriptor]:
         """What the tools bucket should hold: each tool a live worker serves, as it should be listed."""
         offered: dict[str, ToolDescriptor] = {}
-        horizon = time.monotonic() - self.liveness_window_s
-        for entry in self.workers.values():
-            if entry.last_seen < horizon or entry.announcement.state != "ready":
-                continue
-            for tool in entry.announcement.tools:
+        for announcement in self._live():
+            for tool in announcement.tools:
                 listed = self._as_listed(tool)
                 if listed is not None:
                     offered.setdefault(tool.name, listed)
@@ -156,8 +165,16 @@ class Catalogue:
             )
         return tool
 
+    def _surface_listed(self, surface: ComponentSurface) -> bool:
+        """A surface is offered at its package's ``latest`` version, as its tools are."""
+        return not surface.version or self.latest.get(surface.component) == surface.version
+
     async def sync(self) -> None:
-        """Make the tools bucket hold exactly ``offered()``: put what changed, delete what left."""
+        """Make the tools bucket hold exactly ``offered()``: put what changed, delete what left
+        (and the surfaces bucket what live workers announce)."""
+        if self.surfaces is not None:
+            announced = [surface for a in self._live() for surface in a.surfaces]
+            await self.surfaces.sync(announced, self._surface_listed, may_remove=self.may_remove)
         offered = self.offered()
         for name, tool in offered.items():
             encoded = encode(tool)

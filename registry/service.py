@@ -34,6 +34,7 @@ from bus.subjects import RELEASE_VERBS, Subjects
 from registry.audit_stream import ensure_audit_stream
 from registry.catalogue import Catalogue
 from registry.releases import Releases
+from registry.surfaces import SurfaceCatalogue
 from registry.task_desk import TaskDesk
 from schemas.codec import DecodeError, decode, encode
 from schemas.config import MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
@@ -104,8 +105,12 @@ class RegistryService:
             self._nc, self._subjects.rate_limits_bucket, replicas=self._replicas, ttl_s=MAX_RATE_WINDOW_S
         )
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
-        self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv)
+        surfaces_kv = await ensure_bucket(self._nc, self._subjects.surfaces_bucket, replicas=self._replicas)
+        surfaces = SurfaceCatalogue(surfaces_kv)
+        self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv, surfaces=surfaces)
         self._tasks.append(asyncio.create_task(self.catalogue.watch()))
+        self._tasks.append(asyncio.create_task(surfaces.watch()))
+        await asyncio.wait_for(surfaces.loaded.wait(), LOAD_TIMEOUT_S)
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)

@@ -39,6 +39,10 @@ class ErrorCode(enum.IntEnum):
     """The caller may not do this: e.g. it claims a principal no gateway vouched for."""
     MISSING_CAPABILITY = 1011
     """The tool requires client capabilities its caller did not declare (``ErrorBody.capabilities``)."""
+    NOT_FOUND = 1012
+    """No resource has that URI (a component's ``read`` said so, or no component claims it)."""
+    INVALID_PARAMS = 1013
+    """A prompt or completion refused its arguments (the guest's own message)."""
     INTERNAL = 1099
     """A bug on our side; the message says where."""
 

@@ -124,6 +124,8 @@ class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_default
     concurrency: int = 1
     in_flight: int = 0
     state: Literal["ready", "draining", "stopped"] = "ready"
+    surfaces: list[ComponentSurface] = msgspec.field(default_factory=list)
+    """Resources, prompts and completion of its components (those that export any)."""
 
 
 class ToolList(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
@@ -420,3 +422,130 @@ class GuestAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     answers: dict[str, Any] = msgspec.field(default_factory=dict)
     error: str | None = None
     message: str = ""
+
+
+# -- resources, prompts and completion a component serves (toolbus:mcp/resources|prompts|completion) --
+
+
+class ResourceDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One resource with a fixed URI, as the component lists it (MCP ``Resource`` fields)."""
+
+    uri: str
+    name: str
+    title: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+
+
+class ResourceTemplateDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """A family of resources (MCP ``ResourceTemplate``): an RFC 6570 level-1 ``uriTemplate``."""
+
+    uri_template: str
+    name: str
+    title: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+
+
+class PromptArgument(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One argument of a prompt (MCP ``PromptArgument``)."""
+
+    name: str
+    title: str | None = None
+    description: str | None = None
+    required: bool = False
+
+
+class PromptDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One prompt: ``name`` is its MCP name (the component's tool prefix plus the guest's name)."""
+
+    name: str
+    guest_name: str
+    """The name the component itself knows it by (what ``prompts.get`` is called with)."""
+    title: str | None = None
+    description: str | None = None
+    arguments: list[PromptArgument] = msgspec.field(default_factory=list)
+
+
+class ComponentSurface(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """What a component serves besides tools (KV ``PREFIX_surfaces``, key = component name).
+
+    Listed once when the worker loads the component; requests for it go to
+    ``Subjects.surface(component)``.
+    """
+
+    component: str
+    resources: list[ResourceDescriptor] = msgspec.field(default_factory=list)
+    templates: list[ResourceTemplateDescriptor] = msgspec.field(default_factory=list)
+    prompts: list[PromptDescriptor] = msgspec.field(default_factory=list)
+    completion: bool = False
+    """It exports ``toolbus:mcp/completion``."""
+    digest: str = ""
+    version: str = ""
+    """The published package version it comes from; empty for a worker's configured component."""
+
+    @property
+    def empty(self) -> bool:
+        """True when it serves nothing (a component exporting none of the interfaces)."""
+        return not (self.resources or self.templates or self.prompts or self.completion)
+
+
+class ReadResource(msgspec.Struct, frozen=True, tag_field="method", tag="resources/read"):
+    """Read one resource of a component (a fixed URI or one matching a template)."""
+
+    uri: str
+
+
+class GetPrompt(msgspec.Struct, frozen=True, tag_field="method", tag="prompts/get", omit_defaults=True):
+    """Render one prompt; ``name`` is the guest's own name for it."""
+
+    name: str
+    arguments: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Complete(msgspec.Struct, frozen=True, tag_field="method", tag="completion/complete", omit_defaults=True):
+    """Complete an argument of a prompt (``ref_type`` ``prompt``: its guest name) or a resource
+    template (``resource``: its URI template)."""
+
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str = ""
+    context: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+SurfaceRequest = ReadResource | GetPrompt | Complete
+"""The body of a request on ``Subjects.surface(component)``."""
+
+
+class ReadResourceReply(msgspec.Struct, frozen=True):
+    """MCP ``ReadResourceResult`` (without the era's caching fields, which the gateway adds)."""
+
+    contents: list[ResourceContents]
+
+
+class PromptMessage(msgspec.Struct, frozen=True):
+    role: Literal["user", "assistant"]
+    content: Content
+
+
+class GetPromptReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """MCP ``GetPromptResult``."""
+
+    messages: list[PromptMessage]
+    description: str | None = None
+
+
+class CompleteReply(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
+    """MCP ``CompleteResult.completion``: at most 100 values."""
+
+    values: list[str]
+    total: int | None = None
+    has_more: bool = False
+
+
+class ResourceUpdated(msgspec.Struct, frozen=True, rename="camel"):
+    """A guest said a resource changed (``toolbus:mcp/notify``), on ``Subjects.resource_updated``."""
+
+    uri: str
+    component: str

@@ -18,7 +18,7 @@ from bus.errors import ConnectionClosed, OutboundBufferFull, nats_boundary
 from bus.subjects import Subjects
 from schemas.codec import encode
 from schemas.config import WorkerSettings
-from schemas.wire import ToolDescriptor, WorkerAnnouncement
+from schemas.wire import ComponentSurface, ToolDescriptor, WorkerAnnouncement
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,7 @@ class Announcer:
         settings: WorkerSettings,
         tools: Callable[[], list[ToolDescriptor]],
         in_flight: Callable[[], int],
+        surfaces: Callable[[], list[ComponentSurface]] = list,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -43,6 +44,7 @@ class Announcer:
         self._settings = settings
         self._tools = tools
         self._in_flight = in_flight
+        self._surfaces = surfaces
         self.state: WorkerState = "ready"
 
     async def announce(self) -> None:
@@ -57,6 +59,7 @@ class Announcer:
             concurrency=self._settings.concurrency,
             in_flight=self._in_flight(),
             state=self.state,
+            surfaces=self._surfaces(),
         )
         with nats_boundary:
             await self._nc.publish(self._subjects.announce, encode(announcement))

@@ -49,6 +49,7 @@ from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
 from workers.sandbox.limits import guest_budget_s
+from workers.surface import SurfaceServer
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +116,20 @@ class WorkerService:
         self._outbox = Outbox(nc)
         self._suspensions = Suspensions()
         """Calls whose guest waits for its client's answer (``workers.conversation``)."""
+        self.surfaces = SurfaceServer(
+            nc, subjects, settings, self._admission, self._pool, self._outbox, principal_signer
+        )
+        """Resources, prompts and completion of the components that export them (``workers.surface``)."""
+        for component in components:
+            self.surfaces.set(component.name, component)
         self._announcer = Announcer(
-            nc, subjects, self.worker_id, settings, lambda: self._table.tools, lambda: self._admission.accepted
+            nc,
+            subjects,
+            self.worker_id,
+            settings,
+            lambda: self._table.tools,
+            lambda: self._admission.accepted,
+            lambda: self.surfaces.surfaces,
         )
         self._background: list[asyncio.Task[None]] = []
         self.observers: list[CallObserver] = []
@@ -152,6 +165,7 @@ class WorkerService:
             ValueError: another source serves one of ``tools`` (nothing changes).
         """
         dropped = self._table.replace(source, component, tools)
+        self.surfaces.set(source, component, next((t.version for t in tools if t.version), ""))
         self._tools_changed(frozenset(self._routes))
         for name in dropped:
             await self._unsubscribe_calls(name)
@@ -160,6 +174,7 @@ class WorkerService:
     async def remove_source(self, source: str) -> None:
         """Stop serving ``source``'s tools (calls already delivered are still answered)."""
         names = self._table.pop_source(source)
+        self.surfaces.remove(source)
         if names:  # told now, not after the drains below: no new task is taken for these tools
             self._tools_changed(frozenset(self._routes.keys() - set(names)))
         for name in names:
@@ -178,6 +193,7 @@ class WorkerService:
             if name not in self._calls:
                 self._calls[name] = await self._subscribe_calls(name)
         self.discovery.update(self._endpoints(), self._table.stats())
+        await self.surfaces.sync()
         await caught_up(self._nc)  # the new subscriptions are in place before anyone hears of them
         await self._announcer.announce()
 
@@ -205,6 +221,7 @@ class WorkerService:
         self._background.append(asyncio.create_task(self._outbox.run()))
         for name in self._routes:
             self._calls[name] = await self._subscribe_calls(name)
+        await self.surfaces.start()
         s = self._subjects
         ping = await self._nc.subscribe(
             s.worker_ping(self.worker_id), cb=published_only(s.worker_ping(self.worker_id), self._on_ping)
@@ -240,6 +257,7 @@ class WorkerService:
         except ConnectionClosed:
             pass
         await self.discovery.stop()
+        await self.surfaces.stop(grace_s)
         calls, self._calls = list(self._calls.values()), {}
         try:
             # Not Subscription.drain alone: nats-py's can drop calls delivered at the moment of

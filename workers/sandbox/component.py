@@ -27,9 +27,9 @@ from wasmtime import component as wc
 from bus.subjects import is_valid_tool_name
 from schemas.codec import encode
 from schemas.config import ComponentSettings, LimitsSettings
-from schemas.errors import ArgumentError, WitTypeError
+from schemas.errors import ArgumentError, ErrorCode, WitTypeError
 from schemas.validation import invalid_arguments_message, join_problems
-from schemas.wire import CallToolResult, TextContent, ToolDescriptor
+from schemas.wire import CallToolResult, ComponentSurface, TextContent, ToolDescriptor
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
 from workers.sandbox.artifact import Artifact
@@ -44,6 +44,8 @@ from workers.sandbox.guest_output import GuestOutput
 from workers.sandbox.interrupts import InterruptibleStore
 from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.sandbox.mcp_host import link_mcp
+from workers.sandbox.notify_host import link_notify
+from workers.sandbox.surface import GuestBody, GuestSurface, SurfaceFailure, is_mcp_export
 from workers.toolchains.wit_docs import FunctionDocs, function_docs, read_docs
 
 log = structlog.get_logger(__name__)
@@ -130,6 +132,10 @@ class LoadedComponent:
         self._warm: list[_Warm] = []
         self._warm_lock = threading.Lock()
         self._warm_max = min(WARM_INSTANCES_MAX, self.limits.max_concurrency or WARM_INSTANCES_MAX)
+        self.guest_surface = GuestSurface(name, {})
+        """Its ``toolbus:mcp`` exports (resources, prompts, completion), found at load."""
+        self.surface = ComponentSurface(component=name, digest=digest)
+        """What they listed at load (empty when it exports none)."""
         if reuse_instances:
             _WARM_POOLS.add(self)
 
@@ -165,9 +171,19 @@ class LoadedComponent:
         linker.add_wasip2()
         link_mcp(linker)
         link_client(linker)
+        link_notify(linker, settings.name)
         grants.link(linker)
+        guest_surface = GuestSurface.find(engine_host.engine, settings.name, component)
         docs = _docs_of(settings, wasm_path, wasm)
-        tools = _derive_tools(engine_host, settings, component, digest, docs, asks=imports_client(imports))
+        tools = _derive_tools(
+            engine_host,
+            settings,
+            component,
+            digest,
+            docs,
+            asks=imports_client(imports),
+            serves_surface=guest_surface.exported,
+        )
         loaded = cls(
             engine_host,
             settings.name,
@@ -180,6 +196,14 @@ class LoadedComponent:
             grants=grants,
         )
         loaded._check_instantiates(wasm_path)
+        loaded.guest_surface = guest_surface
+        if guest_surface.exported:
+            try:
+                loaded.surface = guest_surface.listed(loaded.run_sandboxed, LOAD_CHECK_TIMEOUT_S, digest=digest)
+            except (SurfaceFailure, ArgumentError, KeyError, TypeError, ValueError) as exc:
+                raise ComponentLoadError(
+                    f"component {settings.name!r} ({wasm_path}): listing its resources or prompts failed: {exc}"
+                ) from exc
         return loaded
 
     @property
@@ -233,6 +257,31 @@ class LoadedComponent:
                 # thread after Python is gone, and the process panics on the way out.
                 store.close()
         return result
+
+    def run_sandboxed(self, timeout_s: float, body: GuestBody) -> Any:
+        """Run ``body(store, instance)`` in a fresh sandbox (the component's grants and limits,
+        ``timeout_s`` capped by its own): how resources, prompts and completions reach the guest.
+
+        Raises:
+            SurfaceFailure: the guest trapped, exited or hit a limit (the message says which).
+        """
+        timeout_s = effective_timeout_s(timeout_s, self.limits)
+        self.engine_host.start()
+        output = GuestOutput()
+        store = self._new_store(output, timeout_s)
+        try:
+            instance = self._linker.instantiate(store, self._component)
+            with running(CallContext(deadline=time.monotonic() + timeout_s)):
+                return body(store, instance)
+        except wasmtime.ExitTrap as exc:
+            reason = with_stderr(f"guest exited with code {exc.code}", output.stderr)
+            raise SurfaceFailure(ErrorCode.INTERNAL, reason) from exc
+        except wasmtime.WasmtimeError as exc:
+            reason = describe_trap(exc, timeout_s, limits=self.limits, stderr=output.stderr)
+            raise SurfaceFailure(ErrorCode.INTERNAL, with_stderr(reason, output.stderr)) from exc
+        finally:
+            output.flush_to_log(f"{self.name} (resources, prompts, completion)")
+            store.close()
 
     def close(self) -> None:
         """Free the idle warm instances (a later call instantiates afresh)."""
@@ -336,14 +385,15 @@ def _derive_tools(
     docs: dict[str, Any],
     *,
     asks: bool = False,
+    serves_surface: bool = False,
 ) -> dict[str, _Tool]:
     """The component's tools; ``asks``: it imports ``toolbus:mcp/client`` (every tool may ask)."""
     engine = engine_host.engine
     found: list[tuple[str, str, Any, Any, FunctionDocs]] = []  # (tool name, export path, func type, index, docs)
     for export_name, extern in component.type.exports(engine).items():
         item = extern.ty
-        if export_name in HIDDEN_EXPORTS:
-            continue
+        if export_name in HIDDEN_EXPORTS or is_mcp_export(export_name):
+            continue  # toolbus:mcp/resources, prompts, completion: served, but not as tools
         if isinstance(item, wc.FuncType):
             tool_name = f"{settings.tool_prefix}{_snake(export_name)}"
             index = component.get_export_index(export_name)
@@ -397,7 +447,7 @@ def _derive_tools(
             asks=asks,
         )
         tools[tool_name] = _Tool(descriptor, index, func_type.params, func_type.result, returns_result)
-    if not tools:
+    if not tools and not serves_surface:
         raise ComponentLoadError(f"component {settings.name!r} exports no function usable as a tool")
     return tools
 
