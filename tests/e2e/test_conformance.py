@@ -123,6 +123,31 @@ def test_the_official_conformance_suites_pass_but_for_their_baselines(
 
     stale = listed(stdout, "✓")
     assert not stale, f"baseline entries now pass; remove them from {run.baseline.name}: {sorted(stale)}\n{report}"
-    unexpected = listed(stdout, "✗")
+    unexpected = {name for name in listed(stdout, "✗") if not only_tolerated_warnings(tmp_path / "results", name)}
     assert not unexpected, f"scenarios failing that should pass: {sorted(unexpected)}\n{report}"
-    assert done.returncode == 0, report
+    assert done.returncode == 0 or listed(stdout, "✗"), report
+
+
+TOLERATED_WARNINGS = frozenset(
+    {
+        "sep-2575-server-sends-tools-list-changed-on-subscription",
+        "sep-2575-server-sends-prompts-list-changed-on-subscription",
+    }
+)
+"""SHOULD-level checks of server-stateless that call diagnostic hooks (``test_trigger_tool_change``,
+``test_trigger_prompt_change``) meant to change the tool or prompt list on request. No guest can
+change the catalogue (a component's tools and prompts are fixed when it loads; the list changes
+when a package is published or retired), so the hooks do not exist and the suite warns. Whether
+it warns depends on timing: a list change that happens to arrive while the stream is open (a
+worker's late announcement) satisfies it. So these two warnings are tolerated, and nothing else."""
+
+
+def only_tolerated_warnings(results: Path, scenario: str) -> bool:
+    """Whether every check of ``scenario`` that did not pass is a warning in ``TOLERATED_WARNINGS``."""
+    checks = [
+        check
+        for path in results.glob(f"server-{scenario}-*/checks.json")
+        for check in json.loads(path.read_text())
+        if check["status"] in ("FAILURE", "WARNING")
+    ]
+    return bool(checks) and all(c["status"] == "WARNING" and c["id"] in TOLERATED_WARNINGS for c in checks)
