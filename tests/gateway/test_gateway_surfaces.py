@@ -68,6 +68,9 @@ async def surfaces_ready(gateway: RunningGateway) -> RunningGateway:
     front_door = gateway.state.front_door
     assert front_door is not None
     await eventually(lambda: front_door.surfaces.surface("test") is not None, timeout_s=10)
+    # The tool the update tests call, too: the registry offers a component's tools one by one.
+    catalogue = gateway.state.catalogue
+    await eventually(lambda: catalogue.get("test_update_watched_resource") is not None, timeout_s=10)
     return gateway
 
 
