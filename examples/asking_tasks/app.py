@@ -38,7 +38,3 @@ class WitWorld(wit_world.WitWorld):
     def test_tool_with_task(self) -> str:
         content = ask("What is your name?", {"name": {"type": "string"}}, ["name"])
         return f"Hello, {content.get('name')}!"
-
-    def test_streaming_elicitation(self) -> str:
-        ask("Continue?", {"continue": {"type": "boolean"}}, ["continue"])
-        return "Streaming complete"
