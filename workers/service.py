@@ -48,7 +48,7 @@ from workers.discovery import Discovery, ToolStats
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
-from workers.sandbox.limits import guest_budget_s
+from workers.sandbox.limits import budget_before_deadline
 from workers.surface import SurfaceServer
 
 log = structlog.get_logger(__name__)
@@ -353,16 +353,12 @@ class WorkerService:
         reply_to: str,
     ) -> Job | Answer:
         """The guest job for a call, or the reply when the call ends before reaching a guest."""
-        timeout_s = self._settings.max_call_timeout_s
-        deadline_ms = headers.get(Header.DEADLINE_MS)
-        if deadline_ms:
-            try:
-                remaining_s = int(deadline_ms) / 1000 - time.time()
-            except ValueError:
-                return error_answer(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
-            if remaining_s <= 0:
-                return error_answer(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
-            timeout_s = min(timeout_s, guest_budget_s(remaining_s))
+        try:
+            timeout_s = budget_before_deadline(headers.get(Header.DEADLINE_MS), self._settings.max_call_timeout_s)
+        except ValueError:
+            return error_answer(ErrorCode.BAD_REQUEST, f"{Header.DEADLINE_MS} must be epoch milliseconds")
+        if timeout_s <= 0:
+            return error_answer(ErrorCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
         try:
             arguments = decode_json(data) if data.strip() else {}
         except DecodeError as exc:

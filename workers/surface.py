@@ -16,7 +16,6 @@ Guests' ``notify.resource-updated`` calls are published here too, as ``ResourceU
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import Executor, Future
 from time import perf_counter_ns
 from typing import Any, Protocol, cast
@@ -41,7 +40,7 @@ from workers.discovery import ToolStats
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route
 from workers.sandbox import CallContext
-from workers.sandbox.limits import guest_budget_s
+from workers.sandbox.limits import budget_before_deadline
 from workers.sandbox.notify_host import set_publisher
 from workers.sandbox.surface import GuestBody, GuestSurface, Sandboxed, SurfaceFailure
 
@@ -183,8 +182,13 @@ class SurfaceServer:
         except DecodeError as exc:
             self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"not a surface request: {exc}"))
             return
-        timeout_s = self._timeout_s(headers)
-        if timeout_s is None:
+        try:
+            timeout_s = budget_before_deadline(headers.get(Header.DEADLINE_MS), self._settings.max_call_timeout_s)
+        except ValueError:
+            message = f"{Header.DEADLINE_MS} must be epoch milliseconds"
+            self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, message))
+            return
+        if timeout_s <= 0:
             self._outbox.put(
                 msg.reply, *error_reply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before it started")
             )
@@ -204,20 +208,6 @@ class SurfaceServer:
         self._admission.admit(job)
         future = self._pool.submit(_serve, guest, request, timeout_s)
         future.add_done_callback(lambda done: self._done_threadsafe(msg.reply, job, done))
-
-    def _timeout_s(self, headers: dict[str, str]) -> float | None:
-        """The guest's budget from the request's deadline header (``None``: already passed)."""
-        timeout_s = self._settings.max_call_timeout_s
-        deadline_ms = headers.get(Header.DEADLINE_MS)
-        if deadline_ms:
-            try:
-                remaining_s = int(deadline_ms) / 1000 - time.time()
-            except ValueError:
-                return timeout_s
-            if remaining_s <= 0:
-                return None
-            timeout_s = min(timeout_s, guest_budget_s(remaining_s))
-        return timeout_s
 
     def _done_threadsafe(self, reply_to: str, job: Job, future: Future[Reply]) -> None:
         if self._loop is not None:

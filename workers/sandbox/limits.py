@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import wasmtime
 
@@ -90,6 +91,20 @@ ANSWER_MARGIN_FRACTION = 0.1
 def guest_budget_s(remaining_s: float) -> float:
     """What a guest may use of a call's ``remaining_s`` (> 0): all but the answer's margin."""
     return remaining_s - min(ANSWER_MARGIN_S, remaining_s * ANSWER_MARGIN_FRACTION)
+
+
+def budget_before_deadline(deadline_ms: str | None, ceiling_s: float) -> float:
+    """A request's guest budget from its ``Toolbus-Deadline-Ms`` header (epoch milliseconds; absent:
+    ``ceiling_s``): ``guest_budget_s`` of what is left, never above ``ceiling_s``; ``<= 0`` when the
+    deadline has passed. One reading for calls and surface requests alike.
+
+    Raises:
+        ValueError: the header is not epoch milliseconds.
+    """
+    if not deadline_ms:
+        return ceiling_s
+    remaining_s = int(deadline_ms) / 1000 - time.time()
+    return min(ceiling_s, guest_budget_s(remaining_s)) if remaining_s > 0 else remaining_s
 
 
 def time_limit_hit(timeout_s: float, limits: LimitsSettings) -> str:
