@@ -11,7 +11,8 @@ next reply — its result, or the next question — goes to the resume's reply s
 What the wait costs and what bounds it:
 - the guest keeps its thread, its memory and its admission slot (a waiting call is accepted and
   counts against ``queue_depth``), but gives back its run slot: up to ``[worker] waiting_guests``
-  guests wait beyond the ``concurrency`` that run;
+  guests wait beyond the ``concurrency`` that run, and a guest asking past that gets ``failed`` at
+  once (``Suspensions.add``), so waiting guests never hold the threads running calls need;
 - the wait is not guest time: the Store's epoch deadline is re-armed when the answer comes, with
   what the guest had left (never more than the resume's own deadline allows);
 - ``[worker] ask_timeout_s`` bounds each wait (``timed-out``), a cancellation of the call ends it
@@ -106,7 +107,8 @@ class Conversation:
         suspension = secrets.token_urlsafe(16)
         self._answered.clear()
         self._answer = None
-        self._suspensions.add(suspension, self)
+        if not self._suspensions.add(suspension, self):
+            raise AskFailed("failed", f"{self._suspensions.limit} guests already wait for answers on this worker")
         headers = {Header.QUESTION: suspension, Header.WORKER: self._worker_id}
         began = time.monotonic()
         interrupts = context.interrupts
@@ -162,18 +164,25 @@ class Conversation:
 
 
 class Suspensions:
-    """The calls of one worker waiting for an answer, by suspension id (thread-safe)."""
+    """The calls of one worker waiting for an answer, by suspension id (thread-safe), at most ``limit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """``[worker] waiting_guests``: the guest threads beyond ``concurrency`` (``WorkerService``);
+        one more waiting guest would hold a thread a running call needs."""
         self._waiting: dict[str, Conversation] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, suspension: str, conversation: Conversation) -> None:
+    def add(self, suspension: str, conversation: Conversation) -> bool:
+        """Register a waiting guest; False (nothing registered) when ``limit`` already wait."""
         with self._lock:
+            if len(self._waiting) >= self.limit:
+                return False
             self._waiting[suspension] = conversation
+            return True
 
     def discard(self, suspension: str) -> None:
         with self._lock:

@@ -114,7 +114,7 @@ class WorkerService:
             stats=self._table.stats(),
         )
         self._outbox = Outbox(nc)
-        self._suspensions = Suspensions()
+        self._suspensions = Suspensions(settings.waiting_guests)
         """Calls whose guest waits for its client's answer (``workers.conversation``)."""
         self.surfaces = SurfaceServer(
             nc, subjects, settings, self._admission, self._pool, self._outbox, principal_signer

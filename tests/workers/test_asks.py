@@ -237,3 +237,30 @@ async def test_a_guest_that_requires_an_undeclared_capability_ends_the_call_with
         error = decode(refused.data, ErrorReply).error
         assert (error.code, error.capabilities) == (ErrorCode.MISSING_CAPABILITY, ["sampling"])
     assert text(await call(nc, subjects, "test_missing_capability", {}, can_ask="sampling")) == "Success"
+
+
+async def test_guests_waiting_past_waiting_guests_are_refused_so_calls_keep_their_threads(
+    nc: NatsClient, subjects: Subjects, conformance: LoadedComponent
+) -> None:
+    # Attack: one principal starts asking calls and never answers (a 2026 client that drops its
+    # input_required rounds). Each waiting guest holds a thread; with more of them than
+    # ``waiting_guests`` they held every thread, and plain calls queued until ``ask_timeout_s``.
+    service = WorkerService(
+        nc,
+        subjects,
+        WorkerSettings(concurrency=1, waiting_guests=1),
+        [conformance],
+        principal_signer=PrincipalSigner(KEY),
+    )
+    await service.start()
+    try:
+        first = await call(nc, subjects, "test_elicitation", {"message": "?"})
+        suspension(first)  # waits, within waiting_guests
+        second = await asyncio.wait_for(call(nc, subjects, "test_elicitation", {"message": "?"}), 5)
+        assert text(second).startswith("Elicitation not supported or error: failed")  # no room to wait: told at once
+        plain = await asyncio.wait_for(call(nc, subjects, "test_simple_text", {}), 5)
+        assert text(plain) == "This is a simple text response for testing."
+        answer = GuestAnswer(suspension(first), {"elicitation": {"action": "decline"}})
+        assert text(await resume(nc, subjects, first, answer)) == "User response: action=decline, content={}"
+    finally:
+        await service.stop(grace_s=1)
