@@ -264,3 +264,14 @@ async def test_guests_waiting_past_waiting_guests_are_refused_so_calls_keep_thei
         assert text(await resume(nc, subjects, first, answer)) == "User response: action=decline, content={}"
     finally:
         await service.stop(grace_s=1)
+
+
+async def test_an_unsigned_caller_claiming_it_can_ask_gets_unsupported_not_a_question(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    # Attack: a plain NATS caller (who may not publish resumes) sends Toolbus-Can-Ask itself. Its
+    # guest used to ask and wait ask_timeout_s for an answer that could never come, holding a
+    # thread, its memory and a waiting slot another client's asking call needs.
+    reply = await call(nc, subjects, "test_elicitation", {"message": "?"}, principal=None)
+    assert Header.QUESTION not in (reply.headers or {})
+    assert text(reply) == "Elicitation not supported or error: unsupported: elicitation"
