@@ -15,8 +15,9 @@ What the wait costs and what bounds it:
   once (``Suspensions.add``), so waiting guests never hold the threads running calls need;
 - the wait is not guest time: the Store's epoch deadline is re-armed when the answer comes, with
   what the guest had left (never more than the resume's own deadline allows);
-- ``[worker] ask_timeout_s`` bounds each wait (``timed-out``), a cancellation of the call ends it
-  (``cancelled``), and a resume whose signed principal is not the call's is refused (FORBIDDEN).
+- ``[worker] ask_timeout_s`` bounds each wait (``timed-out``), ``MAX_QUESTIONS_PER_CALL`` their
+  number (``failed``), a cancellation of the call ends it (``cancelled``), and a resume whose
+  signed principal is not the call's is refused (FORBIDDEN).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from workers.sandbox.limits import guest_budget_s
 
 POLL_S: Final = 0.05
 """How often a waiting guest looks at its call's cancellation (a wait is seconds to minutes)."""
+MAX_QUESTIONS_PER_CALL: Final = 64
+"""Questions one call's guest may ask; the next gets ``failed`` at once. Waiting is not guest
+time, and clients answer ``roots/list`` without a person: without a bound a guest asking in a
+loop would keep its thread, its memory and its caller's call for as long as the client answered."""
 ASK_ERRORS: Final = frozenset({"unsupported", "timed-out", "cancelled", "failed"})
 
 Post = Callable[[str, bytes, dict[str, str] | None], None]
@@ -92,6 +97,8 @@ class Conversation:
         self._ask_timeout_s = ask_timeout_s
         self._answered = threading.Event()
         self._answer: GuestAnswer | None = None
+        self._asked = 0
+        """Questions this call has asked (``MAX_QUESTIONS_PER_CALL``)."""
         self._budget_s: float | None = None
         """What the resume's deadline leaves the guest (``None``: no deadline given)."""
 
@@ -104,6 +111,9 @@ class Conversation:
         context = self.context
         if context.cancelled.is_set():
             raise AskFailed("cancelled")
+        if self._asked >= MAX_QUESTIONS_PER_CALL:
+            raise AskFailed("failed", f"a call may ask its client at most {MAX_QUESTIONS_PER_CALL} times")
+        self._asked += 1
         suspension = secrets.token_urlsafe(16)
         self._answered.clear()
         self._answer = None

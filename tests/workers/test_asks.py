@@ -21,6 +21,7 @@ from schemas.config import ComponentSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, GuestAnswer, GuestQuestion
 from tests.conftest import deadline_in
+from workers.conversation import MAX_QUESTIONS_PER_CALL
 from workers.sandbox.call_context import CallContext
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -275,3 +276,63 @@ async def test_an_unsigned_caller_claiming_it_can_ask_gets_unsupported_not_a_que
     reply = await call(nc, subjects, "test_elicitation", {"message": "?"}, principal=None)
     assert Header.QUESTION not in (reply.headers or {})
     assert text(reply) == "Elicitation not supported or error: unsupported: elicitation"
+
+
+ASK_LOOP_WAT = """
+(component
+  (import "toolbus:mcp/client@0.1.0" (instance $client
+    (type $ae' (variant (case "unsupported" string) (case "timed-out") (case "cancelled") (case "failed" string)))
+    (export "ask-error" (type $ae (eq $ae')))
+    (export "list-roots" (func (result (result string (error $ae)))))))
+  (core module $Memory
+    (memory (export "mem") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $at i32)
+      (local.set $at (global.get $next))
+      (global.set $next (i32.add (local.get $at) (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
+      (if (i32.gt_u (global.get $next) (i32.const 60000)) (then (global.set $next (i32.const 1024))))
+      (local.get $at)))
+  (core instance $memory (instantiate $Memory))
+  (core func $list-roots (canon lower (func $client "list-roots")
+    (memory (core memory $memory "mem")) (realloc (core func $memory "realloc")) string-encoding=utf8))
+  (core module $Main
+    (import "host" "list-roots" (func $list-roots (param i32)))
+    (import "host" "mem" (memory 1))
+    (func (export "ask-loop") (param $n i32) (result i32)
+      (local $i i32)
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (call $list-roots (i32.const 0))
+        (br_if $done (i32.load8_u (i32.const 0)))  ;; err: the worker stopped answering
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+      (local.get $i)))
+  (core instance $main (instantiate $Main (with "host" (instance
+    (export "list-roots" (func $list-roots))
+    (export "mem" (memory $memory "mem"))))))
+  (func (export "ask-loop") (param "n" u32) (result u32) (canon lift (core func $main "ask-loop"))))
+"""
+
+
+async def test_a_guest_asking_in_a_loop_is_stopped_after_max_questions(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path, tmp_path: Path
+) -> None:
+    # Attack: roots/list is answered by clients without a person; the wait is not guest time, so
+    # a guest asking it in a loop kept its thread, its memory and its caller's call for as long
+    # as the client answered (a 30 s budget at microseconds a round: hours).
+    wat = tmp_path / "asker.wat"
+    wat.write_text(ASK_LOOP_WAT)
+    asker = LoadedComponent.load(engine_host, ComponentSettings(name="asker", path=wat), wat, cache_dir)
+    service = WorkerService(nc, subjects, WorkerSettings(), [asker], principal_signer=PrincipalSigner(KEY))
+    await service.start()
+    try:
+        reply = await call(nc, subjects, "asker_ask_loop", {"n": MAX_QUESTIONS_PER_CALL + 50})
+        asked = 0
+        while Header.QUESTION in (reply.headers or {}):
+            asked += 1
+            reply = await resume(nc, subjects, reply, GuestAnswer(suspension(reply), {"roots": {"roots": []}}))
+        assert asked == MAX_QUESTIONS_PER_CALL
+        assert text(reply) == str(MAX_QUESTIONS_PER_CALL)  # the next ask failed at once
+    finally:
+        await service.stop(grace_s=1)
