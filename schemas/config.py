@@ -240,7 +240,7 @@ class WorkerSettings(SettingsModel):
     """Guests that may wait for their client's answer at once beyond ``concurrency``: a waiting guest
     keeps its thread and its memory but not its run slot, so another call runs meanwhile. A guest
     asking while this many wait gets ``failed`` at once, so waiting guests never hold the threads
-    running calls need."""
+    running calls need (``0``: no guest may wait, every question fails)."""
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     """Default limits of every tool; a component's ``limits`` overrides them field by field."""
