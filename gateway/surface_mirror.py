@@ -10,8 +10,11 @@ bucket (``gateway.catalogue_mirror.CatalogueMirrorWatcher``) and indexed for the
 
 URIs are global. When two components list the same fixed URI (or the same URI template), the
 component whose name sorts first serves it and the other's entry is not listed (a warning is
-logged each time the surfaces change); prompt names cannot collide, as they carry their
-component's prefix. Independent of the mcp SDK.
+logged each time the surfaces change). Prompt names carry their component's tool prefix, but
+prefixes can still collide (component ``a`` with prompt ``b_x``, or with ``prefix = ""``, beside
+component ``b`` with prompt ``x``): then too the first component by name serves it, and policy,
+which judges a prompt by name as it judges a tool, grants it as ``b_*`` — as for two tools of one
+name on different workers. Independent of the mcp SDK.
 """
 
 from __future__ import annotations
