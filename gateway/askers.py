@@ -78,11 +78,15 @@ REQUEST_TYPES: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
 
 
 def capabilities_of(declared: types.ClientCapabilities | None) -> frozenset[str]:
-    """The names (``elicitation``, ``sampling``, ``roots``) of the client capabilities declared."""
+    """The names (``elicitation``, ``sampling``, ``roots``, and ``elicitation.url`` for URL-mode
+    elicitation) of the client capabilities declared."""
     if declared is None:
         return frozenset()
     names = ("elicitation", "sampling", "roots")
-    return frozenset(name for name in names if getattr(declared, name, None) is not None)
+    declared_names = {name for name in names if getattr(declared, name, None) is not None}
+    if declared.elicitation is not None and declared.elicitation.url is not None:
+        declared_names.add("elicitation.url")  # URL mode is asked only of clients that declared it
+    return frozenset(declared_names)
 
 
 def client_requests(question: Question) -> dict[str, Any] | GuestAnswer:

@@ -33,7 +33,7 @@ from schemas.codec import encode
 from schemas.errors import ErrorCode
 from schemas.wire import GuestAnswer, GuestQuestion
 from workers.sandbox.call_context import AskFailed, CallContext
-from workers.sandbox.client_host import CAPABILITY_OF
+from workers.sandbox.client_host import CAPABILITY_OF, capability_needed
 from workers.sandbox.limits import guest_budget_s
 
 POLL_S: Final = 0.05
@@ -105,7 +105,7 @@ class Conversation:
     def ask(self, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The guest's thread: publish the question, wait for the answer (``Asker``)."""
         for request in requests.values():
-            capability = CAPABILITY_OF[request["method"]]
+            capability = capability_needed(request)
             if capability not in self.context.capabilities:
                 raise AskFailed("unsupported", capability)
         context = self.context

@@ -10,19 +10,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
+from gateway.askers import capabilities_of
 from schemas.codec import decode, encode
 from schemas.config import ComponentSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, GuestAnswer, GuestQuestion
 from tests.conftest import deadline_in
-from workers.conversation import MAX_QUESTIONS_PER_CALL
-from workers.sandbox.call_context import CallContext
+from workers.conversation import MAX_QUESTIONS_PER_CALL, Conversation, Suspensions
+from workers.sandbox.call_context import AskFailed, CallContext
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
@@ -336,3 +338,34 @@ async def test_a_guest_asking_in_a_loop_is_stopped_after_max_questions(
         assert text(reply) == str(MAX_QUESTIONS_PER_CALL)  # the next ask failed at once
     finally:
         await service.stop(grace_s=1)
+
+
+def test_a_url_mode_elicitation_needs_the_client_to_declare_url_mode() -> None:
+    # Attack: through ask(), a guest sent elicitation/create in URL mode ("open this link") to a
+    # client that declared form elicitation only (``elicitation: {}``); the spec forbids sending a
+    # mode the client did not declare, and URL mode is the phishing-prone one.
+    url_request = {
+        "link": {
+            "method": "elicitation/create",
+            "params": {"mode": "url", "message": "Sign in", "url": "https://evil.example", "elicitationId": "1"},
+        }
+    }
+    posted: list[bytes] = []
+    for declared, asked in ((frozenset({"elicitation"}), False), (frozenset({"elicitation", "elicitation.url"}), True)):
+        context = CallContext(reply_to="inbox")
+        conversation = Conversation(
+            context,
+            None,
+            declared,
+            worker_id="w",
+            suspensions=Suspensions(1),
+            post=lambda _subject, body, _headers: posted.append(body),
+            ask_timeout_s=0.05,
+        )
+        with pytest.raises(AskFailed) as failed:
+            conversation.ask(url_request)
+        assert failed.value.kind == ("timed-out" if asked else "unsupported"), failed.value
+        assert bool(posted) is asked  # undeclared: the question never leaves the worker
+    caps = types.ClientCapabilities(elicitation=types.ElicitationCapability(url=types.UrlElicitationCapability()))
+    assert "elicitation.url" in capabilities_of(caps)
+    assert "elicitation.url" not in capabilities_of(types.ClientCapabilities(elicitation=types.ElicitationCapability()))

@@ -27,6 +27,19 @@ CAPABILITY_OF: Final = {
     "roots/list": "roots",
 }
 """The client requests a guest may send, and the client capability each needs."""
+URL_ELICITATION: Final = "elicitation.url"
+"""The capability an ``elicitation/create`` in URL mode needs (``elicitation.url`` declared): a
+client that declared only form elicitation must never be sent a link to open."""
+
+
+def capability_needed(request: dict[str, Any]) -> str:
+    """The client capability one request (``{"method", "params"}``) needs."""
+    method = request["method"]
+    if method == "elicitation/create" and (request.get("params") or {}).get("mode") == "url":
+        return URL_ELICITATION
+    return CAPABILITY_OF[method]
+
+
 MAX_REQUESTS: Final = 16
 """Requests one question may hold."""
 NO_ASKER: Final = "tasks"
