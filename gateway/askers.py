@@ -78,14 +78,21 @@ REQUEST_TYPES: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
 
 
 def capabilities_of(declared: types.ClientCapabilities | None) -> frozenset[str]:
-    """The names (``elicitation``, ``sampling``, ``roots``, and ``elicitation.url`` for URL-mode
-    elicitation) of the client capabilities declared."""
+    """The names (``elicitation``, ``sampling``, ``roots``; ``elicitation.url``,
+    ``sampling.tools``, ``sampling.context`` for what some requests need) of the client
+    capabilities declared."""
     if declared is None:
         return frozenset()
     names = ("elicitation", "sampling", "roots")
     declared_names = {name for name in names if getattr(declared, name, None) is not None}
+    # Modes a guest's request may need beyond its method's capability (``capability_needed``).
     if declared.elicitation is not None and declared.elicitation.url is not None:
-        declared_names.add("elicitation.url")  # URL mode is asked only of clients that declared it
+        declared_names.add("elicitation.url")
+    if declared.sampling is not None:
+        if declared.sampling.tools is not None:
+            declared_names.add("sampling.tools")
+        if declared.sampling.context is not None:
+            declared_names.add("sampling.context")
     return frozenset(declared_names)
 
 

@@ -369,3 +369,33 @@ def test_a_url_mode_elicitation_needs_the_client_to_declare_url_mode() -> None:
     caps = types.ClientCapabilities(elicitation=types.ElicitationCapability(url=types.UrlElicitationCapability()))
     assert "elicitation.url" in capabilities_of(caps)
     assert "elicitation.url" not in capabilities_of(types.ClientCapabilities(elicitation=types.ElicitationCapability()))
+
+
+@pytest.mark.parametrize(
+    ("params", "needs"),
+    [
+        ({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}, "sampling.tools"),
+        ({"toolChoice": {"mode": "auto"}}, "sampling.tools"),
+        ({"includeContext": "allServers"}, "sampling.context"),
+    ],
+)
+def test_sampling_with_tools_or_context_needs_the_client_to_declare_them(params: dict[str, Any], needs: str) -> None:
+    # Attack: a guest sent sampling/createMessage with tools (or asked for other servers' context)
+    # to a client that declared plain sampling; the spec forbids both without sampling.tools /
+    # sampling.context.
+    request = {"s": {"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 5, **params}}}
+    posted: list[bytes] = []
+    conversation = Conversation(
+        CallContext(reply_to="inbox"),
+        None,
+        frozenset({"sampling"}),
+        worker_id="w",
+        suspensions=Suspensions(1),
+        post=lambda _subject, body, _headers: posted.append(body),
+        ask_timeout_s=0.05,
+    )
+    with pytest.raises(AskFailed) as failed:
+        conversation.ask(request)
+    assert (failed.value.kind, failed.value.message, posted) == ("unsupported", needs, [])
+    declared = types.SamplingCapability(context={}, tools={})  # type: ignore[arg-type]
+    assert {"sampling.tools", "sampling.context"} <= capabilities_of(types.ClientCapabilities(sampling=declared))
