@@ -12,8 +12,9 @@ from typing import Final
 
 DEFAULT_PREFIX: Final = "toolbus"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+"""One subject token: always ``fullmatch`` (``^...$`` would let a trailing newline through)."""
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Header:
@@ -70,7 +71,7 @@ def is_valid_tool_name(name: str) -> bool:
     MCP allows ``.`` in names; NATS tokens cannot hold it, so toolbus tool names are the
     intersection: letters, digits, ``_`` and ``-``, 1 to 128 characters.
     """
-    return _TOOL_NAME.match(name) is not None
+    return _TOOL_NAME.fullmatch(name) is not None
 
 
 MICRO_API_PREFIX: Final = "$SRV"
@@ -88,7 +89,7 @@ def micro_control(verb: str, service: str | None = None, instance_id: str | None
         raise ValueError("a micro instance id needs its service name")
     tokens = [MICRO_API_PREFIX, verb, *(t for t in (service, instance_id) if t is not None)]
     for token in tokens[2:]:
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ValueError(f"{token!r} is not a valid subject token")
     return ".".join(tokens)
 
@@ -104,7 +105,7 @@ class Subjects:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not _TOKEN.match(self.prefix):
+        if not _TOKEN.fullmatch(self.prefix):
             raise ValueError(f"subject prefix {self.prefix!r} must be one token of letters, digits, '_' or '-'")
 
     # -- tool calls (core NATS request/reply) -------------------------------------------------
@@ -126,7 +127,7 @@ class Subjects:
     def cancel(self, request_id: str) -> str:
         """Publish here (empty body) to cancel the call with ``Toolbus-Request-Id: request_id``:
         the worker running it interrupts the guest. Every worker listens; none replies."""
-        if not _TOKEN.match(request_id):
+        if not _TOKEN.fullmatch(request_id):
             raise ValueError(f"request id {request_id!r} is not a valid subject token")
         return f"{self.prefix}.cancel.{request_id}"
 
@@ -135,7 +136,7 @@ class Subjects:
         in ``Toolbus-Events`` and subscribes; ``token`` is the caller's unguessable choice. Workers may
         publish here and nowhere else on a caller's behalf (``is_call_events``), so a caller cannot
         make a worker publish on a subject of its choosing."""
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ValueError(f"events token {token!r} is not a valid subject token")
         return f"{self.prefix}.call_events.{token}"
 
@@ -147,7 +148,7 @@ class Subjects:
     def is_call_events(self, subject: str) -> bool:
         """Whether ``subject`` is a call's events subject (``call_events``), and nothing else."""
         head = f"{self.prefix}.call_events."
-        return subject.startswith(head) and bool(_TOKEN.match(subject[len(head) :]))
+        return subject.startswith(head) and bool(_TOKEN.fullmatch(subject[len(head) :]))
 
     @property
     def cancel_any(self) -> str:
@@ -165,14 +166,14 @@ class Subjects:
 
     def worker_ping(self, worker_id: str) -> str:
         """Each worker answers here; "no responders" tells the registry the worker is gone."""
-        if not _TOKEN.match(worker_id):
+        if not _TOKEN.fullmatch(worker_id):
             raise ValueError(f"worker id {worker_id!r} is not a valid subject token")
         return f"{self.prefix}.worker.{worker_id}.ping"
 
     def resume(self, worker_id: str) -> str:
         """Request ``GuestAnswer`` (signed like a call) → the call's next reply: its result or the
         guest's next question. Only the worker ``worker_id`` listens: it holds the suspended guest."""
-        if not _TOKEN.match(worker_id):
+        if not _TOKEN.fullmatch(worker_id):
             raise ValueError(f"worker id {worker_id!r} is not a valid subject token")
         return f"{self.prefix}.resume.{worker_id}"
 
@@ -184,7 +185,7 @@ class Subjects:
     def surface(self, component: str) -> str:
         """Subject of ``component``'s resource reads, prompt gets and completions (a
         ``SurfaceRequest`` body; the reply is its MCP result JSON or an ``ErrorReply``)."""
-        if not _TOKEN.match(component):
+        if not _TOKEN.fullmatch(component):
             raise ValueError(f"component name {component!r} is not a valid subject token")
         return f"{self.prefix}.surface.{component}"
 
@@ -244,7 +245,7 @@ class Subjects:
 
     def event(self, kind: str) -> str:
         """Where ``RegistryEvent`` of ``kind`` is published (``published``, ``worker_joined``, …)."""
-        if not _TOKEN.match(kind):
+        if not _TOKEN.fullmatch(kind):
             raise ValueError(f"event kind {kind!r} is not a valid subject token")
         return f"{self.prefix}.events.{kind}"
 
@@ -272,7 +273,7 @@ class Subjects:
 
     def task_status(self, task_id: str) -> str:
         """Every change of a task's status is published here (a ``TaskRecord``)."""
-        if not _TOKEN.match(task_id):
+        if not _TOKEN.fullmatch(task_id):
             raise ValueError(f"task id {task_id!r} is not a valid subject token")
         return f"{self.prefix}.tasks.status.{task_id}"
 

@@ -40,6 +40,11 @@ from schemas.wire import GuestAnswer
 STATE_TTL_S: Final = 600.0
 """How long a 2026-07-28 client may take to answer (a sealed ``requestState`` expires after it).
 The guest gives up sooner when ``[worker] ask_timeout_s`` is shorter."""
+ANSWER_WAIT_S: Final = STATE_TTL_S
+"""How long a 2025-11-25 client may take to answer a guest's request on the call's stream, as
+long as a 2026-07-28 client has; then the guest hears ``failed`` and the call ends. No call
+timeout applies while a client is asked: without this bound a client that keeps its stream
+open and never answers would hold the call (and its connection) for ever."""
 _STATE_KEY_CONTEXT: Final = b"toolbus request-state v1\x00"
 """Domain separation: the state key is derived from the principal key, never the key itself."""
 
@@ -73,11 +78,22 @@ REQUEST_TYPES: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
 
 
 def capabilities_of(declared: types.ClientCapabilities | None) -> frozenset[str]:
-    """The names (``elicitation``, ``sampling``, ``roots``) of the client capabilities declared."""
+    """The names (``elicitation``, ``sampling``, ``roots``; ``elicitation.url``,
+    ``sampling.tools``, ``sampling.context`` for what some requests need) of the client
+    capabilities declared."""
     if declared is None:
         return frozenset()
     names = ("elicitation", "sampling", "roots")
-    return frozenset(name for name in names if getattr(declared, name, None) is not None)
+    declared_names = {name for name in names if getattr(declared, name, None) is not None}
+    # Modes a guest's request may need beyond its method's capability (``capability_needed``).
+    if declared.elicitation is not None and declared.elicitation.url is not None:
+        declared_names.add("elicitation.url")
+    if declared.sampling is not None:
+        if declared.sampling.tools is not None:
+            declared_names.add("sampling.tools")
+        if declared.sampling.context is not None:
+            declared_names.add("sampling.context")
+    return frozenset(declared_names)
 
 
 def client_requests(question: Question) -> dict[str, Any] | GuestAnswer:
@@ -128,7 +144,9 @@ class SessionAsker(Asker):
         for key, request in typed.items():
             result_type = REQUEST_TYPES[request.method][1]
             try:
-                result = await self._session.send_request(request, result_type, metadata=metadata)
+                result = await self._session.send_request(
+                    request, result_type, request_read_timeout_seconds=ANSWER_WAIT_S, metadata=metadata
+                )
             except MCPError as exc:
                 return failed(question, f"the client answered {request.method} with error {exc.code}: {exc}")
             except ValidationError as exc:

@@ -49,6 +49,9 @@ INVALID_PARAMS: Final = -32602
 MAX_DEPTH: Final = 64
 """Deepest nesting of arrays and objects accepted, envelope included (the SDK's 2025-era parser,
 pydantic-core, stops at 200; a tool's arguments rarely go past a dozen)."""
+MAX_RESOURCE_SUBSCRIPTIONS: Final = 1024
+"""URIs one 2025 session may subscribe to (``gateway.resources``), and one 2026 listen may name:
+each is judged by policy here and held as long as its stream stays open."""
 TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 """The 2026-07-28 tasks extension's identifier."""
 TOOLS_CALL: Final = "tools/call"
@@ -244,6 +247,8 @@ def _surface_problem(method: str, params: dict[str, Any] | None, modern: bool) -
         uris = _listened_uris(params)
         if uris is not None and not (type(uris) is list and all(type(uri) is str for uri in uris)):
             return "subscriptions/listen: notifications.resourceSubscriptions must be a list of URIs (strings)"
+        if uris is not None and len(uris) > MAX_RESOURCE_SUBSCRIPTIONS:
+            return f"subscriptions/listen: at most {MAX_RESOURCE_SUBSCRIPTIONS} resourceSubscriptions"
         return None
     if method in RESOURCE_METHODS:
         return None if type(params.get("uri")) is str else f"{method} needs the resource's uri, a string"

@@ -19,7 +19,7 @@ Who may read or subscribe to what is decided once, by the front door (``gateway.
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import mcp_types as types
 import msgspec
@@ -35,6 +35,7 @@ from bus.errors import BusError, nats_boundary
 from bus.subjects import Subjects
 from gateway.changes import ListChanges
 from gateway.errors import INVALID_PARAMS, CallFailed, InvalidCursor, to_jsonrpc
+from gateway.inbound import MAX_RESOURCE_SUBSCRIPTIONS
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
 from gateway.surface_service import SurfaceService
@@ -43,9 +44,6 @@ from schemas.errors import ErrorCode
 from schemas.wire import ResourceUpdated
 
 log = structlog.get_logger(__name__)
-
-MAX_SUBSCRIPTIONS_PER_SESSION: Final = 1024
-"""URIs one 2025 session may subscribe to; more are refused (-32602), so memory stays bounded."""
 
 
 class UpdatableSession(Protocol):
@@ -126,8 +124,8 @@ class ResourceFrontend:
             if uris is None:
                 uris = self._sessions[connection] = set()
                 connection.exit_stack.callback(self._sessions.pop, connection, None)
-            if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS_PER_SESSION:
-                raise MCPError(INVALID_PARAMS, f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per session")
+            if uri not in uris and len(uris) >= MAX_RESOURCE_SUBSCRIPTIONS:
+                raise MCPError(INVALID_PARAMS, f"at most {MAX_RESOURCE_SUBSCRIPTIONS} subscriptions per session")
             uris.add(uri)
         return types.EmptyResult()
 

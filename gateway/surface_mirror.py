@@ -5,12 +5,16 @@ bucket (``gateway.catalogue_mirror.CatalogueMirrorWatcher``) and indexed for the
 - resources by URI, templates by URI template, prompts by name, each sorted, so lists page with
   the tools' cursor scheme (``encode_cursor``: "after this key");
 - who serves a URI: the component listing it as a fixed resource, else the first template that
-  matches it (RFC 6570 level 1: a ``{var}`` matches one or more characters other than ``/``).
+  matches it (RFC 6570 level 1: a ``{var}`` matches one or more characters other than ``/``;
+  ``template_matches``, in linear time).
 
 URIs are global. When two components list the same fixed URI (or the same URI template), the
 component whose name sorts first serves it and the other's entry is not listed (a warning is
-logged each time the surfaces change); prompt names cannot collide, as they carry their
-component's prefix. Independent of the mcp SDK.
+logged each time the surfaces change). Prompt names carry their component's tool prefix, but
+prefixes can still collide (component ``a`` with prompt ``b_x``, or with ``prefix = ""``, beside
+component ``b`` with prompt ``x``): then too the first component by name serves it, and policy,
+which judges a prompt by name as it judges a tool, grants it as ``b_*`` — as for two tools of one
+name on different workers. Independent of the mcp SDK.
 """
 
 from __future__ import annotations
@@ -54,10 +58,56 @@ class SurfacePage(Generic[Item]):
     next_cursor: str | None
 
 
-def template_pattern(uri_template: str) -> re.Pattern[str]:
-    """The URIs an RFC 6570 level-1 template stands for (each ``{var}``: one or more non-``/``)."""
-    parts = re.split(r"\{[^{}]*\}", uri_template)
-    return re.compile("[^/]+".join(re.escape(part) for part in parts))
+_VARIABLE = re.compile(r"(\{[^{}]*\})")
+
+
+def template_segments(uri_template: str) -> list[list[str]]:
+    """An RFC 6570 level-1 template as its ``/``-separated segments, each the literal text around
+    its variables (``"a{x}b{y}"`` → ``["a", "b", ""]``; no variable: one literal)."""
+    segments: list[list[str]] = []
+    current = [""]
+    for i, token in enumerate(_VARIABLE.split(uri_template)):
+        if i % 2:  # a variable: the literal after it starts
+            current.append("")
+            continue
+        first, *rest = token.split("/")
+        current[-1] += first
+        for piece in rest:
+            segments.append(current)
+            current = [piece]
+    segments.append(current)
+    return segments
+
+
+def template_matches(uri_template: str | list[list[str]], uri: str) -> bool:
+    """Whether ``uri`` is one the template stands for: each ``{var}`` one or more characters
+    other than ``/``.
+
+    Not a regex: adjacent variables (``{a}{b}``), or variables around a separator they may also
+    match (``{a}-{b}-{c}``), make a backtracking match take time exponential in their number on
+    a URI that almost matches, and a component chooses its templates while any client chooses
+    the URI. A variable never holds a ``/``, so segments pair up; within one, each literal is
+    taken at its leftmost place (which leaves the most room for the rest): linear time.
+    """
+    segments = template_segments(uri_template) if isinstance(uri_template, str) else uri_template
+    parts = uri.split("/")
+    return len(parts) == len(segments) and all(map(_segment_matches, segments, parts))
+
+
+def _segment_matches(literals: list[str], text: str) -> bool:
+    if len(literals) == 1:
+        return text == literals[0]
+    first, last = literals[0], literals[-1]
+    end = len(text) - len(last)
+    if not (text.startswith(first) and text.endswith(last)):
+        return False
+    at = len(first)
+    for literal in literals[1:-1]:
+        found = text.find(literal, at + 1, end)  # the variable before it takes at least one character
+        if found < 0:
+            return False
+        at = found + len(literal)
+    return at + 1 <= end  # and so does the last variable
 
 
 class _Index(Generic[Item]):
@@ -150,7 +200,7 @@ class SurfaceMirror:
         self.prompts: _Index[PromptDescriptor] = _Index(
             (Served(p.name, s.component, p) for s in surfaces for p in s.prompts), "prompt name"
         )
-        self._patterns = [(template_pattern(e.key), e.component) for e in self.templates.by_key.values()]
+        self._patterns = [(template_segments(e.key), e.component) for e in self.templates.by_key.values()]
 
     # -- lookups ---------------------------------------------------------------------------------
     def resource_owner(self, uri: str) -> str | None:
@@ -158,7 +208,7 @@ class SurfaceMirror:
         fixed: Served[ResourceDescriptor] | None = self.resources.by_key.get(uri)
         if fixed is not None:
             return fixed.component
-        return next((component for pattern, component in self._patterns if pattern.fullmatch(uri)), None)
+        return next((component for segments, component in self._patterns if template_matches(segments, uri)), None)
 
     def template_owner(self, uri_template: str) -> str | None:
         entry = self.templates.by_key.get(uri_template)

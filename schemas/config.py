@@ -238,8 +238,9 @@ class WorkerSettings(SettingsModel):
     its memory meanwhile (docs/guests.md)."""
     waiting_guests: Annotated[int, Field(ge=0)] = 32
     """Guests that may wait for their client's answer at once beyond ``concurrency``: a waiting guest
-    keeps its thread and its memory but not its run slot, so another call runs meanwhile. Past
-    this many, waiting guests do hold the threads calls need, until answered or ``ask_timeout_s``."""
+    keeps its thread and its memory but not its run slot, so another call runs meanwhile. A guest
+    asking while this many wait gets ``failed`` at once, so waiting guests never hold the threads
+    running calls need (``0``: no guest may wait, every question fails)."""
     announce_interval_s: Annotated[float, Field(gt=0)] = 5.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     """Default limits of every tool; a component's ``limits`` overrides them field by field."""

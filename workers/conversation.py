@@ -11,11 +11,13 @@ next reply — its result, or the next question — goes to the resume's reply s
 What the wait costs and what bounds it:
 - the guest keeps its thread, its memory and its admission slot (a waiting call is accepted and
   counts against ``queue_depth``), but gives back its run slot: up to ``[worker] waiting_guests``
-  guests wait beyond the ``concurrency`` that run;
+  guests wait beyond the ``concurrency`` that run, and a guest asking past that gets ``failed`` at
+  once (``Suspensions.add``), so waiting guests never hold the threads running calls need;
 - the wait is not guest time: the Store's epoch deadline is re-armed when the answer comes, with
   what the guest had left (never more than the resume's own deadline allows);
-- ``[worker] ask_timeout_s`` bounds each wait (``timed-out``), a cancellation of the call ends it
-  (``cancelled``), and a resume whose signed principal is not the call's is refused (FORBIDDEN).
+- ``[worker] ask_timeout_s`` bounds each wait (``timed-out``), ``MAX_QUESTIONS_PER_CALL`` their
+  number (``failed``), a cancellation of the call ends it (``cancelled``), and a resume whose
+  signed principal is not the call's is refused (FORBIDDEN).
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ from schemas.codec import encode
 from schemas.errors import ErrorCode
 from schemas.wire import GuestAnswer, GuestQuestion
 from workers.sandbox.call_context import AskFailed, CallContext
-from workers.sandbox.client_host import CAPABILITY_OF
+from workers.sandbox.client_host import CAPABILITY_OF, capability_needed
 from workers.sandbox.limits import guest_budget_s
 
 POLL_S: Final = 0.05
 """How often a waiting guest looks at its call's cancellation (a wait is seconds to minutes)."""
+MAX_QUESTIONS_PER_CALL: Final = 64
+"""Questions one call's guest may ask; the next gets ``failed`` at once. Waiting is not guest
+time, and clients answer ``roots/list`` without a person: without a bound a guest asking in a
+loop would keep its thread, its memory and its caller's call for as long as the client answered."""
 ASK_ERRORS: Final = frozenset({"unsupported", "timed-out", "cancelled", "failed"})
 
 Post = Callable[[str, bytes, dict[str, str] | None], None]
@@ -91,22 +97,28 @@ class Conversation:
         self._ask_timeout_s = ask_timeout_s
         self._answered = threading.Event()
         self._answer: GuestAnswer | None = None
+        self._asked = 0
+        """Questions this call has asked (``MAX_QUESTIONS_PER_CALL``)."""
         self._budget_s: float | None = None
         """What the resume's deadline leaves the guest (``None``: no deadline given)."""
 
     def ask(self, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The guest's thread: publish the question, wait for the answer (``Asker``)."""
         for request in requests.values():
-            capability = CAPABILITY_OF[request["method"]]
+            capability = capability_needed(request)
             if capability not in self.context.capabilities:
                 raise AskFailed("unsupported", capability)
         context = self.context
         if context.cancelled.is_set():
             raise AskFailed("cancelled")
+        if self._asked >= MAX_QUESTIONS_PER_CALL:
+            raise AskFailed("failed", f"a call may ask its client at most {MAX_QUESTIONS_PER_CALL} times")
+        self._asked += 1
         suspension = secrets.token_urlsafe(16)
         self._answered.clear()
         self._answer = None
-        self._suspensions.add(suspension, self)
+        if not self._suspensions.add(suspension, self):
+            raise AskFailed("failed", f"{self._suspensions.limit} guests already wait for answers on this worker")
         headers = {Header.QUESTION: suspension, Header.WORKER: self._worker_id}
         began = time.monotonic()
         interrupts = context.interrupts
@@ -162,18 +174,25 @@ class Conversation:
 
 
 class Suspensions:
-    """The calls of one worker waiting for an answer, by suspension id (thread-safe)."""
+    """The calls of one worker waiting for an answer, by suspension id (thread-safe), at most ``limit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """``[worker] waiting_guests``: the guest threads beyond ``concurrency`` (``WorkerService``);
+        one more waiting guest would hold a thread a running call needs."""
         self._waiting: dict[str, Conversation] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, suspension: str, conversation: Conversation) -> None:
+    def add(self, suspension: str, conversation: Conversation) -> bool:
+        """Register a waiting guest; False (nothing registered) when ``limit`` already wait."""
         with self._lock:
+            if len(self._waiting) >= self.limit:
+                return False
             self._waiting[suspension] = conversation
+            return True
 
     def discard(self, suspension: str) -> None:
         with self._lock:

@@ -114,7 +114,7 @@ class WorkerService:
             stats=self._table.stats(),
         )
         self._outbox = Outbox(nc)
-        self._suspensions = Suspensions()
+        self._suspensions = Suspensions(settings.waiting_guests)
         """Calls whose guest waits for its client's answer (``workers.conversation``)."""
         self.surfaces = SurfaceServer(
             nc, subjects, settings, self._admission, self._pool, self._outbox, principal_signer
@@ -378,7 +378,10 @@ class WorkerService:
         context = CallContext(request_id=headers.get(Header.REQUEST_ID, ""), reply_to=reply_to)
         self._bind_events(context, headers)
         capabilities = capabilities_in(headers)
-        if capabilities is None:
+        if capabilities is None or (self._principal_signer is not None and principal is None):
+            # Only a gateway may resume (the role table), and a deployment with a principal key
+            # has gateways sign every call: an unsigned caller claiming it can ask could never
+            # answer, and its guest would hold a thread and a waiting slot for ask_timeout_s.
             context.asker = declares_nothing
         else:
             loop, put = self._loop, self._outbox.put

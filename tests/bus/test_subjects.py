@@ -9,7 +9,7 @@ def test_call_subject_round_trips_the_tool_name() -> None:
     assert subjects.tool_from_call(subjects.call("calc_add")) == "calc_add"
 
 
-@pytest.mark.parametrize("name", ["a.b", "a b", "a*", "a>", "", "x" * 129])
+@pytest.mark.parametrize("name", ["a.b", "a b", "a*", "a>", "", "x" * 129, "a\n"])
 def test_names_that_cannot_be_one_subject_token_are_refused(name: str) -> None:
     assert not is_valid_tool_name(name)
     with pytest.raises(ValueError):
@@ -38,3 +38,15 @@ def test_micro_discovery_subjects_follow_the_micro_protocol() -> None:
         micro_control("HELLO")
     with pytest.raises(ValueError, match="token"):
         micro_control("INFO", "a.b")
+
+
+@pytest.mark.parametrize("token", ["x\n", "worker-1\n"])
+def test_a_token_with_a_trailing_newline_is_not_a_token(token: str) -> None:
+    # Attack: ``^...$`` lets one trailing "\n" through (Python's "$"), so a client's task id
+    # ``"x\n"`` in tasks/result became a subject only nats-py's own check stopped; every token
+    # check (resume, surface, call events, task status, cancel) now refuses it.
+    subjects = Subjects("toolbus")
+    for build in (subjects.task_status, subjects.resume, subjects.surface, subjects.call_events, subjects.cancel):
+        with pytest.raises(ValueError):
+            build(token)
+    assert not subjects.is_call_events(f"toolbus.call_events.{token}")

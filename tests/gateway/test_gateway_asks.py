@@ -31,6 +31,7 @@ from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
+from gateway import askers
 from gateway.askers import request_state_security
 from registry.service import RegistryService
 from schemas.config import ComponentSettings, RegistrySettings, WorkerSettings, load_settings
@@ -332,3 +333,24 @@ async def test_2026_a_tool_requiring_an_undeclared_capability_is_refused_with_32
         "test_missing_capability", {}, _meta={"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}
     )
     assert text_of(result_of(done)) == "Success"
+
+
+async def test_2025_a_client_that_never_answers_does_not_hold_the_call_forever(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Attack: a slow client keeps the call's stream open and never answers the guest's request.
+    # The gateway waited on it without bound (no call_timeout_s applies while asking), holding the
+    # connection and the call past the worker's own ask_timeout_s, whose timed-out reply no one read.
+    monkeypatch.setattr(askers, "ANSWER_WAIT_S", 1.0)
+
+    async def elicit(_ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        await asyncio.sleep(3600)  # the user never answers
+        raise AssertionError("unreachable")
+
+    headers = {"Authorization": f"Bearer {deployment.issuer.token()}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(deployment.a.url, http_client=http)
+        async with Client(transport, mode="legacy", elicitation_callback=elicit) as client:  # type: ignore[call-arg]
+            result = await asyncio.wait_for(client.call_tool("test_elicitation", {"message": "?"}), 15)
+    assert result.content[0].text.startswith("Elicitation not supported or error: failed")  # type: ignore[union-attr]
+    await eventually(lambda: deployment.worker.accepted == 0, timeout_s=5)

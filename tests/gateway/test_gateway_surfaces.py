@@ -22,6 +22,7 @@ from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.errors import INVALID_PARAMS
+from gateway.inbound import MAX_RESOURCE_SUBSCRIPTIONS
 from registry.service import RegistryService
 from schemas.config import ComponentSettings, RegistrySettings, WorkerSettings
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually
@@ -401,3 +402,31 @@ async def test_an_update_claimed_by_another_component_is_not_relayed(
                     break
             await asyncio.sleep(0.3)
     assert len(heard) == 1
+
+
+async def test_a_2026_listen_naming_more_uris_than_a_2025_session_may_subscribe_is_refused(
+    gateway: RunningGateway,
+) -> None:
+    # Attack: 2025 sessions hold at most MAX_RESOURCE_SUBSCRIPTIONS URIs; a 2026 listen named
+    # any number (a 4 MiB body: ~160 000 URIs through a template, each judged by policy, then
+    # held as Python strings as long as the stream stays open — 64 streams per principal).
+    uris = [f"test://template/{i}/data" for i in range(MAX_RESOURCE_SUBSCRIPTIONS + 1)]
+    era = "2026-07-28"
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Mcp-Protocol-Version": era,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    meta = {"io.modelcontextprotocol/protocolVersion": era, "io.modelcontextprotocol/clientCapabilities": {}}
+    params = {"notifications": {"resourceSubscriptions": uris}, "_meta": meta}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": params}
+    async with (
+        httpx2.AsyncClient(timeout=10) as http,
+        http.stream("POST", gateway.url, json=body, headers=headers) as answer,
+    ):
+        assert answer.status_code == 400, answer.headers
+        assert "at most" in (await answer.aread()).decode()
+    async with Client(gateway.url, mode="auto") as mcp:  # the limit itself is fine
+        async with mcp.listen(resource_subscriptions=uris[:MAX_RESOURCE_SUBSCRIPTIONS]):
+            pass

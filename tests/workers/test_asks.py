@@ -10,18 +10,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
+from gateway.askers import capabilities_of
 from schemas.codec import decode, encode
 from schemas.config import ComponentSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, GuestAnswer, GuestQuestion
 from tests.conftest import deadline_in
-from workers.sandbox.call_context import CallContext
+from workers.conversation import MAX_QUESTIONS_PER_CALL, Conversation, Suspensions
+from workers.sandbox.call_context import AskFailed, CallContext
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
@@ -237,3 +240,162 @@ async def test_a_guest_that_requires_an_undeclared_capability_ends_the_call_with
         error = decode(refused.data, ErrorReply).error
         assert (error.code, error.capabilities) == (ErrorCode.MISSING_CAPABILITY, ["sampling"])
     assert text(await call(nc, subjects, "test_missing_capability", {}, can_ask="sampling")) == "Success"
+
+
+async def test_guests_waiting_past_waiting_guests_are_refused_so_calls_keep_their_threads(
+    nc: NatsClient, subjects: Subjects, conformance: LoadedComponent
+) -> None:
+    # Attack: one principal starts asking calls and never answers (a 2026 client that drops its
+    # input_required rounds). Each waiting guest holds a thread; with more of them than
+    # ``waiting_guests`` they held every thread, and plain calls queued until ``ask_timeout_s``.
+    service = WorkerService(
+        nc,
+        subjects,
+        WorkerSettings(concurrency=1, waiting_guests=1),
+        [conformance],
+        principal_signer=PrincipalSigner(KEY),
+    )
+    await service.start()
+    try:
+        first = await call(nc, subjects, "test_elicitation", {"message": "?"})
+        suspension(first)  # waits, within waiting_guests
+        second = await asyncio.wait_for(call(nc, subjects, "test_elicitation", {"message": "?"}), 5)
+        assert text(second).startswith("Elicitation not supported or error: failed")  # no room to wait: told at once
+        plain = await asyncio.wait_for(call(nc, subjects, "test_simple_text", {}), 5)
+        assert text(plain) == "This is a simple text response for testing."
+        answer = GuestAnswer(suspension(first), {"elicitation": {"action": "decline"}})
+        assert text(await resume(nc, subjects, first, answer)) == "User response: action=decline, content={}"
+    finally:
+        await service.stop(grace_s=1)
+
+
+async def test_an_unsigned_caller_claiming_it_can_ask_gets_unsupported_not_a_question(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    # Attack: a plain NATS caller (who may not publish resumes) sends Toolbus-Can-Ask itself. Its
+    # guest used to ask and wait ask_timeout_s for an answer that could never come, holding a
+    # thread, its memory and a waiting slot another client's asking call needs.
+    reply = await call(nc, subjects, "test_elicitation", {"message": "?"}, principal=None)
+    assert Header.QUESTION not in (reply.headers or {})
+    assert text(reply) == "Elicitation not supported or error: unsupported: elicitation"
+
+
+ASK_LOOP_WAT = """
+(component
+  (import "toolbus:mcp/client@0.1.0" (instance $client
+    (type $ae' (variant (case "unsupported" string) (case "timed-out") (case "cancelled") (case "failed" string)))
+    (export "ask-error" (type $ae (eq $ae')))
+    (export "list-roots" (func (result (result string (error $ae)))))))
+  (core module $Memory
+    (memory (export "mem") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $at i32)
+      (local.set $at (global.get $next))
+      (global.set $next (i32.add (local.get $at) (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
+      (if (i32.gt_u (global.get $next) (i32.const 60000)) (then (global.set $next (i32.const 1024))))
+      (local.get $at)))
+  (core instance $memory (instantiate $Memory))
+  (core func $list-roots (canon lower (func $client "list-roots")
+    (memory (core memory $memory "mem")) (realloc (core func $memory "realloc")) string-encoding=utf8))
+  (core module $Main
+    (import "host" "list-roots" (func $list-roots (param i32)))
+    (import "host" "mem" (memory 1))
+    (func (export "ask-loop") (param $n i32) (result i32)
+      (local $i i32)
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (call $list-roots (i32.const 0))
+        (br_if $done (i32.load8_u (i32.const 0)))  ;; err: the worker stopped answering
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+      (local.get $i)))
+  (core instance $main (instantiate $Main (with "host" (instance
+    (export "list-roots" (func $list-roots))
+    (export "mem" (memory $memory "mem"))))))
+  (func (export "ask-loop") (param "n" u32) (result u32) (canon lift (core func $main "ask-loop"))))
+"""
+
+
+async def test_a_guest_asking_in_a_loop_is_stopped_after_max_questions(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path, tmp_path: Path
+) -> None:
+    # Attack: roots/list is answered by clients without a person; the wait is not guest time, so
+    # a guest asking it in a loop kept its thread, its memory and its caller's call for as long
+    # as the client answered (a 30 s budget at microseconds a round: hours).
+    wat = tmp_path / "asker.wat"
+    wat.write_text(ASK_LOOP_WAT)
+    asker = LoadedComponent.load(engine_host, ComponentSettings(name="asker", path=wat), wat, cache_dir)
+    service = WorkerService(nc, subjects, WorkerSettings(), [asker], principal_signer=PrincipalSigner(KEY))
+    await service.start()
+    try:
+        reply = await call(nc, subjects, "asker_ask_loop", {"n": MAX_QUESTIONS_PER_CALL + 50})
+        asked = 0
+        while Header.QUESTION in (reply.headers or {}):
+            asked += 1
+            reply = await resume(nc, subjects, reply, GuestAnswer(suspension(reply), {"roots": {"roots": []}}))
+        assert asked == MAX_QUESTIONS_PER_CALL
+        assert text(reply) == str(MAX_QUESTIONS_PER_CALL)  # the next ask failed at once
+    finally:
+        await service.stop(grace_s=1)
+
+
+def test_a_url_mode_elicitation_needs_the_client_to_declare_url_mode() -> None:
+    # Attack: through ask(), a guest sent elicitation/create in URL mode ("open this link") to a
+    # client that declared form elicitation only (``elicitation: {}``); the spec forbids sending a
+    # mode the client did not declare, and URL mode is the phishing-prone one.
+    url_request = {
+        "link": {
+            "method": "elicitation/create",
+            "params": {"mode": "url", "message": "Sign in", "url": "https://evil.example", "elicitationId": "1"},
+        }
+    }
+    posted: list[bytes] = []
+    for declared, asked in ((frozenset({"elicitation"}), False), (frozenset({"elicitation", "elicitation.url"}), True)):
+        context = CallContext(reply_to="inbox")
+        conversation = Conversation(
+            context,
+            None,
+            declared,
+            worker_id="w",
+            suspensions=Suspensions(1),
+            post=lambda _subject, body, _headers: posted.append(body),
+            ask_timeout_s=0.05,
+        )
+        with pytest.raises(AskFailed) as failed:
+            conversation.ask(url_request)
+        assert failed.value.kind == ("timed-out" if asked else "unsupported"), failed.value
+        assert bool(posted) is asked  # undeclared: the question never leaves the worker
+    caps = types.ClientCapabilities(elicitation=types.ElicitationCapability(url=types.UrlElicitationCapability()))
+    assert "elicitation.url" in capabilities_of(caps)
+    assert "elicitation.url" not in capabilities_of(types.ClientCapabilities(elicitation=types.ElicitationCapability()))
+
+
+@pytest.mark.parametrize(
+    ("params", "needs"),
+    [
+        ({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}, "sampling.tools"),
+        ({"toolChoice": {"mode": "auto"}}, "sampling.tools"),
+        ({"includeContext": "allServers"}, "sampling.context"),
+    ],
+)
+def test_sampling_with_tools_or_context_needs_the_client_to_declare_them(params: dict[str, Any], needs: str) -> None:
+    # Attack: a guest sent sampling/createMessage with tools (or asked for other servers' context)
+    # to a client that declared plain sampling; the spec forbids both without sampling.tools /
+    # sampling.context.
+    request = {"s": {"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 5, **params}}}
+    posted: list[bytes] = []
+    conversation = Conversation(
+        CallContext(reply_to="inbox"),
+        None,
+        frozenset({"sampling"}),
+        worker_id="w",
+        suspensions=Suspensions(1),
+        post=lambda _subject, body, _headers: posted.append(body),
+        ask_timeout_s=0.05,
+    )
+    with pytest.raises(AskFailed) as failed:
+        conversation.ask(request)
+    assert (failed.value.kind, failed.value.message, posted) == ("unsupported", needs, [])
+    declared = types.SamplingCapability(context={}, tools={})  # type: ignore[arg-type]
+    assert {"sampling.tools", "sampling.context"} <= capabilities_of(types.ClientCapabilities(sampling=declared))

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, encode
-from schemas.config import ComponentSettings
+from schemas.config import ComponentSettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import (
     Complete,
@@ -27,6 +27,7 @@ from schemas.wire import (
 )
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
+from workers.sandbox.notify_host import MAX_UPDATES_PER_RUN
 from workers.service import WorkerService
 
 
@@ -126,3 +127,49 @@ async def test_a_guest_notification_is_published(nc: NatsClient, subjects: Subje
     update = decode((await asyncio.wait_for(sub.next_msg(timeout=5), 5)).data, ResourceUpdated)
     await sub.unsubscribe()
     assert update == ResourceUpdated(uri="test://watched-resource", component="test")
+
+
+NOTIFY_FLOOD_WAT = """
+(component
+  (import "toolbus:mcp/notify@0.1.0" (instance $notify
+    (export "resource-updated" (func (param "uri" string)))))
+  (core module $Memory (memory (export "mem") 1) (data (i32.const 0) "flood://x"))
+  (core instance $memory (instantiate $Memory))
+  (alias core export $memory "mem" (core memory $mem))
+  (core func $updated (canon lower (func $notify "resource-updated") (memory $mem) string-encoding=utf8))
+  (core module $Main
+    (import "host" "updated" (func $updated (param i32 i32)))
+    (func (export "flood") (param $n i32) (result i32)
+      (local $i i32)
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (call $updated (i32.const 0) (i32.const 9))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+      (local.get $i)))
+  (core instance $main (instantiate $Main (with "host" (instance (export "updated" (func $updated))))))
+  (func (export "flood") (param "n" u32) (result u32) (canon lift (core func $main "flood"))))
+"""
+
+
+async def test_a_guest_flooding_notify_publishes_a_bounded_number_of_updates(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path, tmp_path: Path
+) -> None:
+    # Attack: one call loops on notify.resource-updated. Every update is a bus message to every
+    # gateway (and each relays it to its subscribers) and waits in the worker's outbox ahead of
+    # other calls' replies; a loop of 200 000 published 200 000.
+    wat = tmp_path / "flooder.wat"
+    wat.write_text(NOTIFY_FLOOD_WAT)
+    flooder = LoadedComponent.load(engine_host, ComponentSettings(name="flooder", path=wat), wat, cache_dir)
+    service = WorkerService(nc, subjects, WorkerSettings(), [flooder])
+    await service.start()
+    updates = await nc.subscribe(subjects.resource_updated)
+    try:
+        reply = await nc.request(subjects.call("flooder_flood"), b'{"n": 200000}', timeout=30)
+        assert not (reply.headers or {}).get(Header.ERROR), reply.data
+        await nc.flush()
+        await asyncio.sleep(0.5)
+        assert 0 < updates.pending_msgs <= MAX_UPDATES_PER_RUN
+    finally:
+        await updates.unsubscribe()
+        await service.stop(grace_s=1)

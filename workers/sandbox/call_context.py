@@ -71,6 +71,8 @@ class CallContext:
     run_slot: threading.Semaphore | None = None
     """The worker's guests running at once (``concurrency``): held while the guest runs, given
     back while it waits for its client's answer (``workers.conversation``)."""
+    updates_sent: int = 0
+    """``notify.resource-updated`` calls published for this run (``workers.sandbox.notify_host``)."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()

@@ -27,6 +27,29 @@ CAPABILITY_OF: Final = {
     "roots/list": "roots",
 }
 """The client requests a guest may send, and the client capability each needs."""
+URL_ELICITATION: Final = "elicitation.url"
+"""The capability an ``elicitation/create`` in URL mode needs (``elicitation.url`` declared): a
+client that declared only form elicitation must never be sent a link to open."""
+SAMPLING_TOOLS: Final = "sampling.tools"
+"""What a ``sampling/createMessage`` with ``tools`` or ``toolChoice`` needs (the spec: MUST NOT otherwise)."""
+SAMPLING_CONTEXT: Final = "sampling.context"
+"""What a ``sampling/createMessage`` asking for ``includeContext`` other than ``none`` needs."""
+
+
+def capability_needed(request: dict[str, Any]) -> str:
+    """The client capability one request (``{"method", "params"}``) needs: the plain one of its
+    method, or the sub-capability its params call for, which the client must have declared too."""
+    method, params = request["method"], request.get("params") or {}
+    if method == "elicitation/create" and params.get("mode") == "url":
+        return URL_ELICITATION
+    if method == "sampling/createMessage":
+        if "tools" in params or "toolChoice" in params:
+            return SAMPLING_TOOLS
+        if params.get("includeContext") not in (None, "none"):
+            return SAMPLING_CONTEXT
+    return CAPABILITY_OF[method]
+
+
 MAX_REQUESTS: Final = 16
 """Requests one question may hold."""
 NO_ASKER: Final = "tasks"

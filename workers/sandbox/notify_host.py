@@ -12,9 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from workers.sandbox.call_context import current
+
 NOTIFY_INTERFACE: Final = "toolbus:mcp/notify@0.1.0"
 MAX_URI_CHARS: Final = 2048
 """Longer URIs are dropped: no client would match them, and they would cost every gateway."""
+MAX_UPDATES_PER_RUN: Final = 64
+"""Notifications one run of a guest (a call, a read, a get) may send; later ones are dropped.
+Each is a bus message to every gateway, relayed to every subscriber, and waits in the worker's
+outbox ahead of other calls' replies: a guest in a loop must not turn into a flood."""
 
 Publisher = Callable[[str, str], None]
 """Told (component, uri) from a guest thread; must be thread-safe and must not block."""
@@ -32,8 +38,11 @@ def link_notify(linker: Any, component: str) -> None:
     """Define ``toolbus:mcp/notify`` in ``component``'s linker (its notifications name it)."""
 
     def resource_updated(_store: Any, uri: str) -> None:
-        publisher = _publisher
-        if publisher is not None and 0 < len(uri) <= MAX_URI_CHARS:
+        publisher, context = _publisher, current()
+        if publisher is None or context is None or not 0 < len(uri) <= MAX_URI_CHARS:
+            return
+        if context.updates_sent < MAX_UPDATES_PER_RUN:
+            context.updates_sent += 1
             publisher(component, uri)
 
     with linker.root() as root, root.add_instance(NOTIFY_INTERFACE) as instance:
