@@ -144,6 +144,7 @@ def test_example_config_lists_the_examples_and_the_conformance_tools() -> None:
         ("inventory", "component", EXAMPLES_DIR / "inventory", "inventory"),
         ("test", "component", EXAMPLES_DIR / "conformance", "test"),
         ("tasks", "component", EXAMPLES_DIR / "tasks", "tasks"),
+        ("asking_tasks", "component", EXAMPLES_DIR / "asking_tasks", "asking-tasks"),
         ("json_schema_2020_12_tool", "command", EXAMPLES_DIR / "wat" / "echo.wat", None),
         ("echo_region", "command", EXAMPLES_DIR / "wat" / "echo.wat", None),
     ]
