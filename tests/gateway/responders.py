@@ -9,6 +9,7 @@ the real registry and a real worker with its ``TaskRunner`` (the ``task_system``
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -237,3 +238,12 @@ async def refusals_told(nc: NatsClient, subjects: Subjects, reason: str, princip
 
     await eventually(all_told, timeout_s=10, what=f"fewer than {count} {reason} refusals of {principal} told")
     assert await told() == count
+
+
+def message_of(response: Any) -> dict[str, Any]:
+    """The JSON-RPC message of an HTTP response, sent as JSON or as the last SSE event."""
+    text = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+    message: dict[str, Any] = json.loads(text)
+    return message

@@ -7,7 +7,6 @@ eras, and before a task could be created for it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,16 +16,9 @@ from nats.js.kv import KeyValue
 from gateway.inbound import TASKS_EXTENSION
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from tests.gateway.raw_mcp import LEGACY, MODERN, MODERN_META, RawMcp
-from tests.gateway.responders import RunningGateway, ScriptedWorker, put_tools, ready, result_reply
+from tests.gateway.responders import RunningGateway, ScriptedWorker, message_of, put_tools, ready, result_reply
 
 ASKS = ToolDescriptor(name="asks", input_schema={"type": "object"}, client_capabilities=("sampling", "elicitation"))
-
-
-def message_of(response: Any) -> dict[str, Any]:
-    text = response.text
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
-    return json.loads(text)
 
 
 @pytest.fixture(params=[True, False], ids=["hot", "sdk"])

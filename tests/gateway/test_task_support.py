@@ -20,20 +20,13 @@ from nats.js.kv import KeyValue
 from gateway.inbound import TASKS_EXTENSION
 from schemas.wire import CallToolResult, TextContent, ToolDescriptor
 from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, MODERN_META, RawMcp
-from tests.gateway.responders import RunningGateway, ScriptedWorker, put_tools, ready, result_reply
+from tests.gateway.responders import RunningGateway, ScriptedWorker, message_of, put_tools, ready, result_reply
 
 SCHEMA = {"type": "object"}
 FORBIDDEN = ToolDescriptor(name="sync_only", input_schema=SCHEMA, task_support="forbidden")
 REQUIRED = ToolDescriptor(name="task_only", input_schema=SCHEMA, task_support="required")
 OPTIONAL = ToolDescriptor(name="either_way", input_schema=SCHEMA)
 TASKS_META = {"io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
-
-
-def message_of(response: Any) -> dict[str, Any]:
-    text = response.text
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
-    return json.loads(text)
 
 
 @pytest.fixture(params=[True, False], ids=["hot", "sdk"])
