@@ -5,6 +5,7 @@ a real gateway, and the mcp SDK's ``Client`` in both protocol eras; then policy,
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from registry.service import RegistryService
 from schemas.config import ComponentSettings, RegistrySettings, WorkerSettings
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, eventually
 from tests.gateway.auth_kit import API_KEY, Issuer, client
+from tests.gateway.raw_mcp import LEGACY, MODERN, MODERN_META, RawMcp, jsonrpc_error
 from tests.gateway.responders import RunningGateway
 from tests.workers.conftest import conformance_wasm  # noqa: F401 (a fixture)
 from workers.sandbox.component import LoadedComponent
@@ -430,3 +432,39 @@ async def test_a_2026_listen_naming_more_uris_than_a_2025_session_may_subscribe_
     async with Client(gateway.url, mode="auto") as mcp:  # the limit itself is fine
         async with mcp.listen(resource_subscriptions=uris[:MAX_RESOURCE_SUBSCRIPTIONS]):
             pass
+
+
+ODD_READS = {
+    "non-finite number": b'"uri": "test://static-text", "x": 1e400',
+    "NaN": b'"uri": "test://static-text", "x": NaN',
+    "uri not a string": b'"uri": ["test://static-text"]',
+}
+"""``resources/read`` params the one parse of the front door must refuse, before any policy,
+handler or worker sees them (docs/security.md, "The gateway request pipeline")."""
+
+
+@pytest.mark.parametrize("era", [LEGACY, MODERN])
+@pytest.mark.parametrize("label", list(ODD_READS))
+async def test_a_resource_read_that_cannot_be_judged_is_refused_in_both_eras(
+    gateway: RunningGateway, era: str, label: str
+) -> None:
+    raw = RawMcp(gateway.url, era)
+    meta = b', "_meta": ' + json.dumps(MODERN_META).encode() if raw.modern else b""
+    body = b'{"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {' + ODD_READS[label] + meta + b"}}"
+    answer = await raw.post(body, method="resources/read", tool="test://static-text")
+    assert answer.status_code >= 400 or jsonrpc_error(answer) is not None, (label, answer.text)
+    assert "contents" not in answer.text, (label, answer.text)  # nothing was read
+
+
+@pytest.mark.parametrize("era", [LEGACY, MODERN])
+async def test_a_resource_read_with_two_uris_is_judged_and_served_as_the_same_one(
+    gateway: RunningGateway, era: str
+) -> None:
+    # The front door keeps the last of duplicate keys and hands the SDK its own re-encoding, so the
+    # URI policy judges is the URI read: never one for the check and the other for the handler.
+    raw = RawMcp(gateway.url, era)
+    meta = b', "_meta": ' + json.dumps(MODERN_META).encode() if raw.modern else b""
+    params = b'"uri": "test://static-text", "uri": "test://static-binary"' + meta
+    body = b'{"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {' + params + b"}}"
+    answer = await raw.post(body, method="resources/read", tool="test://static-binary")
+    assert "test://static-binary" in answer.text and "test://static-text" not in answer.text, answer.text
