@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from bus.cancellation import cancel_and_wait
 from bus.connection import connected
 from bus.credentials import credentials_dir, ensure_credentials, with_local_credentials, write_server_config
 from bus.embedded import EmbeddedNatsCluster, EmbeddedNatsServer, port_in_use
@@ -333,9 +334,7 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
     finally:
         halt.set()  # from here on nothing is restarted, whatever exits
         if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait([watcher])
         # Together, not one by one: a group signal has reached them all already anyway.
         await asyncio.gather(*(child.stop() for child in children))
         if nodes is not None:

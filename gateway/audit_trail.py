@@ -59,6 +59,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import Header as JsHeader
 from nats.nuid import NUID
 
+from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, nats_boundary
 from bus.subjects import Subjects
 from gateway.tool_service import CallRecord
@@ -332,9 +333,7 @@ class AuditTrail:
                 if self.backlog:
                     self._idle.clear()
                     await self._idle.wait()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait([self._task])
         self._task = None
         if self.backlog:
             log.warning("audit events not published at shutdown", lost=self.backlog)

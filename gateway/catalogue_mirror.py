@@ -24,6 +24,7 @@ import jsonschema
 import structlog
 from nats.js.kv import KeyValue
 
+from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, nats_boundary
 from bus.subjects import is_valid_tool_name
 from gateway.errors import InvalidCursor
@@ -349,9 +350,7 @@ class CatalogueMirrorWatcher(Generic[T]):
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         await self._close_watch()
 
     async def _close_watch(self) -> None:

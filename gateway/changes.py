@@ -24,7 +24,6 @@ catalogue, so a client that refetches on receipt always sees at least that chang
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any, Final, Protocol
@@ -40,6 +39,7 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 
+from bus.cancellation import cancel_and_wait
 from gateway.catalogue_mirror import CatalogueChange, CatalogueMirror
 from gateway.sdk_adapter import connection_of
 from gateway.surface_mirror import SurfaceMirror
@@ -150,9 +150,7 @@ class ListChanges:
             self._unsubscribe_surfaces = None
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         self.end_streams()
         for mailbox in list(self._sessions.values()):
             if mailbox.task is not None:

@@ -49,6 +49,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
+from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, BusTimeout, nats_boundary
 from bus.subjects import Subjects
 from gateway.calls import unsubscribe_quietly
@@ -234,11 +235,7 @@ class TaskFrontend:
     async def stop(self) -> None:
         """Stop following tasks for status notifications (at shutdown)."""
         followers, self._followers = self._followers, set()
-        for follower in followers:
-            follower.cancel()
-        for follower in followers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        await cancel_and_wait(followers)
 
     def register(self, server: Any) -> None:
         """Add the ``tasks/*`` handlers and the ``tools/call`` interception to an SDK ``Server``."""

@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.cancellation import cancel_and_wait
 from bus.connection import caught_up, published_only, send_request
 from bus.errors import BusTimeout, ConnectionClosed, NoResponders, nats_boundary
 from bus.principal import PrincipalSigner
@@ -158,8 +159,7 @@ class RegistryService:
                     await sub.unsubscribe()
             except ConnectionClosed:
                 pass
-        for task in self._tasks:
-            task.cancel()
+        await cancel_and_wait(self._tasks)
 
     async def _on_announce(self, msg: Msg) -> None:
         assert self.catalogue is not None

@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.acks import Exhausted
+from bus.cancellation import cancel_and_wait
 from bus.connection import published_only, unsubscribe_quietly
 from bus.errors import BusError, nats_boundary
 from bus.principal import PrincipalSigner
@@ -107,7 +108,7 @@ class TaskDesk:
         for sub in self._subscriptions:
             await unsubscribe_quietly(sub)
         if self._sweeper is not None:
-            self._sweeper.cancel()
+            await cancel_and_wait([self._sweeper])
 
     # -- requests -------------------------------------------------------------------------------
     async def _submit(self, msg: Msg) -> bytes:

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
+from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, nats_boundary
 from bus.replies import send_error
 from bus.subjects import Subjects
@@ -101,12 +102,7 @@ class PackageFollower:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            # A task ended by a NATS failure raised nats-py's error: translated as it surfaces here.
-            with contextlib.suppress(asyncio.CancelledError, BusError), nats_boundary:
-                await task
+        await cancel_and_wait(self._tasks)
 
     @property
     def serving(self) -> dict[str, str]:

@@ -30,6 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.cancellation import cancel_and_wait
 from bus.connection import caught_up, drain_subscriptions, published_only, unsubscribe_quietly
 from bus.errors import ConnectionClosed
 from bus.principal import PrincipalSigner
@@ -280,8 +281,7 @@ class WorkerService:
             await asyncio.wait_for(self._outbox.sent(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("stopping with replies unsent", unsent=self._outbox.unsent())
-        for task in self._background:
-            task.cancel()
+        await cancel_and_wait(self._background)
         self._announcer.state = "stopped"
         try:
             await self.announce()

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from bus.acks import Acknowledgement
+from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, BusTimeout, GiveUp, nats_boundary
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode, encode
@@ -69,12 +70,9 @@ class TaskRunner:
         """Stop taking tasks; let running ones finish (unacked ones are redelivered otherwise)."""
         with contextlib.suppress(ValueError):  # never started
             self._service.tool_listeners.remove(self._sync_tools)
-        for task in self._loops.values():
-            task.cancel()
-        for task in self._loops.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        loops = list(self._loops.values())
         self._loops.clear()
+        await cancel_and_wait(loops)
         if self._running:
             await asyncio.wait(self._running, timeout=grace_s)
 
