@@ -43,10 +43,12 @@ def debian_binary(binary: str, packages: Sequence[str], *, timeout_s: float = AP
     if found:
         return found
     log.info("installing a toolchain with apt-get", binary=binary, packages=list(packages))
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    # Wait for another apt-get or dpkg (a second build, an unattended upgrade) rather than fail at once.
+    wait = ["-o", f"DPkg::Lock::Timeout={int(timeout_s)}"]
+    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     last_error = ""
-    for argv in (install, ["apt-get", "update", "-q"], install):
+    for argv in (install, ["apt-get", *wait, "update", "-q"], install):
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
