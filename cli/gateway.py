@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_format)
     try:
-        lifecycle.run(serve(settings))
+        received = lifecycle.run(serve(settings))
     except BusUnavailable as exc:
         print(f"toolbus gateway: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    return 0
+    return lifecycle.EXIT_INTERRUPTED if signal.SIGINT in received else 0

@@ -17,6 +17,9 @@ from bus.embedded import die_with_parent
 
 T = TypeVar("T")
 
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: what a shell reports for a program Ctrl-C stopped."""
+
 
 def stop_with_supervisor(supervisor_pid: int | None) -> bool:
     """Have the kernel SIGTERM this process when ``toolbus up`` (``supervisor_pid``, its parent)

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt:
-        return 130
+        return lifecycle.EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`toolbus tools | head -2`): stop quietly, as `cat` would. Point
         # stdout at /dev/null so the interpreter's final flush does not fail again.

@@ -19,6 +19,7 @@ import functools
 import socket
 import weakref
 from collections.abc import AsyncIterator, Sequence
+from types import FrameType
 from typing import Any, Final, TypeVar
 
 import structlog
@@ -377,14 +378,24 @@ class HttpServer(uvicorn.Server):
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         super().__init__(uvicorn_config(app, settings))
         self._changes = gateway_state(app).changes
+        self.received: list[int] = []
+        """The signals that asked it to stop, in order."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.received.append(sig)
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._changes.end_streams()
         await super().shutdown(sockets)
 
 
-async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None = None) -> None:
-    """Run the gateway until SIGINT/SIGTERM; NATS is drained before this returns.
+async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None = None) -> list[int]:
+    """Run the gateway until SIGINT/SIGTERM; NATS is drained before this returns the signals received.
+
+    uvicorn raises a received signal again once it has stopped: SIGTERM then ends the process, and
+    SIGINT reaches ``asyncio.Runner``, which cancels the main task — a cancel that nats-py's drain
+    can swallow (``bus.cancellation``). Callers decide the exit status from what this returns.
 
     Raises:
         BusUnavailable: NATS cannot be reached at start-up.
@@ -395,3 +406,4 @@ async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None =
         await server.serve(sockets=list(sockets) if sockets else None)
     finally:
         await _drain(nc)
+    return server.received
