@@ -16,7 +16,8 @@ Events whose publish is not acknowledged (no stream, no connection, timeout) are
 again with backoff; each carries a ``Nats-Msg-Id`` (the call's request id), so the stream drops
 the copies a retry creates within its duplicate window (2 minutes). The queue holds at most
 ``[audit].queue_size`` events: past that the oldest are dropped, counted in ``dropped`` and
-logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds.
+logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds, with one more
+try for what the bus refused (no backoff): what is still refused then is logged as lost.
 
 **Refusals are coalesced** (``Refusals``): a refused request costs its sender nothing, so
 without this anyone could send 401s at line rate and the stream's limit (``audit_max_events``)
@@ -259,6 +260,8 @@ class AuditTrail:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         """Set by the drain task whenever it has emptied the queue."""
+        self._stopping = asyncio.Event()
+        """Set by ``stop``: a backoff ends at once, and a batch the bus refuses now is not retried."""
         self._task: asyncio.Task[None] | None = None
         self._ids = NUID()
         self._dropped_logged_at = 0.0
@@ -328,6 +331,7 @@ class AuditTrail:
         if self._task is None:
             return
         self.refusals.flush()  # the counts of the window still open
+        self._stopping.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 if self.backlog:
@@ -352,7 +356,12 @@ class AuditTrail:
                 self._retry.extendleft(reversed(failed))
                 while len(self._retry) + len(self._pending) > self.queue_size:
                     self._drop_oldest()
-                await asyncio.sleep(backoff_s)
+                if self._stopping.is_set():
+                    # One try at shutdown, not a backoff: a bus that refuses now (no audit stream,
+                    # no quorum) would only hold the process for the whole flush timeout.
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_MAX_S)
             self._idle.set()
 

@@ -188,6 +188,18 @@ async def test_stop_publishes_what_is_queued(nc: NatsClient, subjects: Subjects)
     assert len(await recent(nc, subjects, 100)) == 50
 
 
+async def test_stop_tries_once_more_and_does_not_wait_out_its_timeout_when_the_bus_refuses(
+    nc: NatsClient, subjects: Subjects
+) -> None:
+    trail = AuditTrail(nc, subjects, AuditSettings())  # no audit stream: every publish is refused
+    trail.start()
+    trail.observe(record(0))
+    await eventually(lambda: trail.backlog == 1 and not trail.published, what="the event was not held back")
+    async with asyncio.timeout(30):  # the old stop waited out a backoff, then all of its timeout
+        await trail.stop(timeout_s=600)
+    assert trail.backlog == 1 and not trail.published  # logged as lost, not silently dropped
+
+
 def test_redaction_defaults_and_limits() -> None:
     redactor = Redactor(AuditSettings())
     kept, count = redactor.apply("t", {"API_Key": 1, "Authorization": "b", "keyboard": "k", "city": "Oslo"})
