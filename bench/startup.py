@@ -15,7 +15,9 @@ give "first tool listed" and "all tools listed"; the banner line in ``up``'s out
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import statistics
 import time
 import urllib.error
@@ -26,7 +28,6 @@ from typing import Any, Final
 
 from bench.plan import Plan
 from bench.system import READY_BANNER, toolbus_command
-from bus.embedded import free_port
 from harness.errors import ChildFailed
 from harness.processes import Children
 
@@ -38,6 +39,19 @@ START_TIMEOUT_S: Final = 600.0
 Progress = Callable[[str], None]
 
 
+def _free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports free right now (bound together: one after another, the
+    kernel may hand out the same port twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def _listed(port: int) -> int | None:
     """How many tools the gateway on ``port`` lists (None: it does not answer yet)."""
     try:
@@ -45,16 +59,16 @@ def _listed(port: int) -> int | None:
             body = json.loads(response.read())
     except urllib.error.HTTPError as unready:  # 503 until every component is served; the body still counts
         body = json.loads(unready.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return None  # not listening yet (or, briefly, something else answering there)
     return int(body.get("tools", 0))
 
 
 def _one_start(name: str, cache_dir: Path, scratch: Path, children: Children) -> dict[str, Any]:
     """Start ``toolbus up`` once; return when the first and all tools were listed and the banner came."""
-    port = free_port()
+    port, nats_port = _free_ports(2)
     env = {"TOOLBUS_CACHE_DIR": str(cache_dir), "TOOLBUS_STATE_DIR": str(scratch / f"{name}-state")}
-    argv = [*toolbus_command(), "up", "--port", str(port), "--nats-port", str(free_port())]
+    argv = [*toolbus_command(), "up", "--port", str(port), "--nats-port", str(nats_port)]
     started = time.perf_counter()
     child = children.spawn(name, argv, env=env)
     counts: list[tuple[float, int]] = []

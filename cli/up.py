@@ -420,6 +420,13 @@ def busy_port(settings: Settings, gateway_ports: list[int], embedded_nats: bool)
     bind would otherwise be restarted for ever, and ``up``'s readiness probe could reach the other
     process and call the system up."""
     host = settings.gateway.host
+    if embedded_nats:
+        nats_port = urlsplit(settings.nats.url.split(",")[0]).port or 4222
+        if nats_port in gateway_ports:  # both free now, but only one of the two could bind it
+            return (
+                f"port {nats_port} cannot be both the MCP and the NATS port; "
+                "choose another with --port N or --nats-port N"
+            )
     for port in gateway_ports:
         if port_in_use(host, port):
             return f"port {port} on {host} is in use by another process; choose the MCP port with --port N"

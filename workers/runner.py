@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 DRAIN_GRACE_S = 10.0
 """How long a stopping worker lets accepted calls finish before it exits."""
+LOADING_STOP_TIMEOUT_S = 2.0
+"""How long a stopping worker waits for the task serving components as they load to end."""
 
 
 async def serve(settings: Settings) -> None:
@@ -75,7 +77,9 @@ async def serve(settings: Settings) -> None:
                     log.info("worker draining", signal=shutdown.result())
             finally:
                 loading.cancel()
-                await asyncio.wait({loading})  # its outcome is `failure`, taken above
+                # Bounded: a cancel can be swallowed by nats-py's wait_for on Python 3.11 (the
+                # loaders are daemon threads; nothing is left to wait for once the loop ends).
+                await asyncio.wait({loading}, timeout=LOADING_STOP_TIMEOUT_S)
                 await tasks.stop(grace_s=DRAIN_GRACE_S)
                 if follower is not None:
                     await follower.stop()

@@ -85,6 +85,15 @@ def test_a_busy_nats_port_is_one_line_and_exit_1(tmp_path: Path, listener: int) 
     assert "--nats-port N" in line and "--nats URL" in line
 
 
+def test_the_same_port_for_mcp_and_nats_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    port = str(free_port())
+    done = up(wat_config(tmp_path), "--port", port, "--nats-port", port)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"toolbus: port {port} cannot be both the MCP and the NATS port; choose another with --port N or --nats-port N"
+    ]
+
+
 def test_nats_port_goes_with_the_embedded_server_only(tmp_path: Path) -> None:
     done = up(wat_config(tmp_path), "--nats", "nats://127.0.0.1:1", "--nats-port", "4299")
     assert done.returncode == 2
@@ -117,9 +126,9 @@ def _children_of(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_killing_up_outright_stops_every_child_nats_server_included(tmp_path: Path) -> None:
-    nats_port = free_port()
+    mcp_port, nats_port = free_ports(2)
     process, _banner = start_up(
-        wat_config(tmp_path), "--port", str(free_port()), "--nats-port", str(nats_port), log_path=tmp_path / "up.log"
+        wat_config(tmp_path), "--port", str(mcp_port), "--nats-port", str(nats_port), log_path=tmp_path / "up.log"
     )
     children = _children_of(process.pid)
     assert len(children) == 4, children  # nats-server, registry, worker, gateway
@@ -134,6 +143,16 @@ def test_killing_up_outright_stops_every_child_nats_server_included(tmp_path: Pa
     # The port is free again: the next `up` can start.
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", nats_port)) != 0
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (bound together: one after another, the kernel may hand out
+    the same port twice, and ``up`` would then find its own NATS on its MCP port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 class UpProcess:
@@ -241,9 +260,9 @@ async def test_tools_are_served_as_each_component_loads_and_up_waits_for_the_las
         'input_schema = { type = "object" }\n',
         encoding="utf-8",
     )
-    port = free_port()
+    port, nats_port = free_ports(2)
     mcp_url = f"http://127.0.0.1:{port}/mcp"
-    up = UpProcess(config, tmp_path / "up.log", "--port", str(port), "--nats-port", str(free_port()))
+    up = UpProcess(config, tmp_path / "up.log", "--port", str(port), "--nats-port", str(nats_port))
 
     async def listed() -> set[str]:
         try:
