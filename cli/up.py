@@ -57,7 +57,7 @@ EXAMPLES_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "toolbus.to
 """Served when no ``--config`` is given (the example tools of a source checkout)."""
 READY_TIMEOUT_S = 600.0
 """First start builds the examples with componentize-py (~6 s each) and compiles them (~6 s)."""
-READY_PROBE_INTERVAL_S = 0.2
+READY_PROBE_INTERVAL_S = 0.1
 """How often ``up`` asks a starting gateway's ``/readyz``."""
 PROBE_TIMEOUT_S = 5.0
 """One ``/readyz`` probe: connecting and reading its status line."""
