@@ -367,7 +367,14 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         ready = asyncio.create_task(_wait_until_ready(settings, workers, gateway_ports))
         done, _ = await asyncio.wait({shutdown, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
-            print(_banner(settings, ready.result(), gateway_ports, cluster), flush=True)
+            try:
+                tools = ready.result()
+            except TimeoutError:
+                # Still building, or a component that keeps failing (its worker's log says which).
+                why = f"not every component was served within {READY_TIMEOUT_S:g} s; see the log above"
+                print(f"toolbus: {why}", file=sys.stderr)
+                return 1
+            print(_banner(settings, tools, gateway_ports, cluster), flush=True)
             await shutdown
         else:
             ready.cancel()
