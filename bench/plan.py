@@ -6,13 +6,14 @@ from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, Final
 
-SECTIONS: Final = ("http", "bus", "wasm", "restart", "scaling", "list", "cancel")
+SECTIONS: Final = ("http", "bus", "wasm", "startup", "restart", "scaling", "list", "cancel")
 """Every section, in the order they run. ``--only`` takes a comma-separated subset."""
 
 SECTION_HELP: Final = {
     "http": "end to end over HTTP with wrk: toolbus (both eras) vs the SDK baseline (both eras) vs the limit",
     "bus": "direct bus path: NATS requests to the toolbus worker vs a raw nats-py echo responder",
     "wasm": "Wasm costs per tool kind: compile, load, instantiate, call (components and WASI commands)",
+    "startup": "toolbus up with the examples, from an empty cache and warm: first tool listed, all listed, banner",
     "restart": "worker restart with cached components: process start to its ready announcement",
     "scaling": "a CPU-bound tool with 1 and 2 worker processes, over the direct bus path",
     "list": "tools/list with 1,000 registered tools, both eras (first page and full pagination)",
@@ -42,6 +43,9 @@ class Plan:
     instantiations: int = 300
     """Fresh Store + instantiate samples per component (the small one gets ten times as many)."""
     restarts: int = 3
+    startup_cold_runs: int = 3
+    """Starts of ``toolbus up`` from an empty cache (each builds five componentize-py examples)."""
+    startup_warm_runs: int = 3
     list_tools: int = 1000
     list_first_page_samples: int = 200
     list_full_samples: int = 30
@@ -74,6 +78,8 @@ QUICK: Final = replace(
     cold_compiles=1,
     instantiations=100,
     restarts=1,
+    startup_cold_runs=1,
+    startup_warm_runs=1,
     list_first_page_samples=50,
     list_full_samples=5,
     cancel_samples=5,

@@ -256,8 +256,37 @@ def _restart_section(results: dict[str, Any]) -> list[str]:
     return [
         "## Worker restart with cached components",
         "",
-        "From spawning `toolbus worker` to its `WorkerAnnouncement` with state `ready` on the announce subject "
+        "From spawning `toolbus worker` to its `WorkerAnnouncement` with state `ready` and no component still "
+        "`loading` on the announce subject "
         f"(median). For scale: `toolbus worker --help` alone takes {restart['cli_start_ms']:.0f} ms.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _startup_section(results: dict[str, Any]) -> list[str]:
+    startup = results.get("startup")
+    if not startup:
+        return []
+    rows = [
+        [
+            name,
+            str(runs["runs"]),
+            _n(runs["first_tool_s"], 1),
+            f"{_n(runs['all_tools_s'], 1)} ({runs['tools']} tools)",
+            _n(runs["banner_s"], 1),
+        ]
+        for name, runs in (("from an empty cache", startup["cold"]), ("warm (cache filled)", startup["warm"]))
+    ]
+    header = ["start", "runs", "first tool listed s", "all tools listed s", "banner s"]
+    return [
+        "## Start-up of `toolbus up`",
+        "",
+        "`toolbus up` with the example config (five componentize-py projects, two WAT commands) and a fresh "
+        "state directory, from spawning it (median): when the gateway first lists a tool and then all of them "
+        f"(its `/readyz` `tools` count, probed every {startup['poll_s']:g} s: what `tools/list` returns), and when "
+        "`up` prints its banner (every component served, `/readyz` 200). A cold start has an empty cache "
+        "directory: every project is built and every component compiled.",
         "",
         *_table(header, rows),
     ]
@@ -604,6 +633,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         *_http_section(results, plan),
         *_bus_section(results),
         *_wasm_section(results),
+        *_startup_section(results),
         *_restart_section(results),
         *_scaling_section(results),
         *_list_section(results),

@@ -3,8 +3,8 @@
 Each configuration (the small WAT component, the componentize-py one, both) runs as a worker
 with its own subject prefix against the system's NATS, so it never joins the measured queue
 groups. The clock starts just before the process is spawned and stops when its
-``WorkerAnnouncement`` with state ``ready`` arrives on the announce subject. One unmeasured
-start first makes sure both caches (build and compile) are warm.
+``WorkerAnnouncement`` with state ``ready`` and nothing ``loading`` arrives on the announce
+subject. One unmeasured start first makes sure both caches (build and compile) are warm.
 
 The worker's own log says how long each component took to load; the rest of the time is the
 interpreter, imports, the NATS connection and subscribing. ``toolbus worker --help`` is timed
@@ -87,7 +87,8 @@ async def _time_starts(
             announcement = decode(msg.data, WorkerAnnouncement)
         except DecodeError:
             return
-        if announcement.state == "ready" and not ready.is_set():
+        # A worker announces itself at once and then each component as it loads: ready is when none is left.
+        if announcement.state == "ready" and not announcement.loading and not ready.is_set():
             ready_at = time.perf_counter()
             ready.set()
 

@@ -1,10 +1,10 @@
 """One bench run: start what each section needs, measure, stop it all, write the report.
 
 Order matters on a 2-core machine: the Wasm costs (a cold compile keeps both cores busy) run
-before anything else is started; the HTTP, bus, restart, cancel and tools/list sections share
-one ``toolbus up`` system (plus the comparison servers); the scaling section runs last, with its
-own systems, after the first one is gone. A section that fails is recorded in the report and
-the others still run; the exit status then says so.
+before anything else is started, then the start-up section's own ``toolbus up`` runs; the HTTP,
+bus, restart, cancel and tools/list sections share one ``toolbus up`` system (plus the comparison
+servers); the scaling section runs last, with its own systems, after the first one is gone. A
+section that fails is recorded in the report and the others still run; the exit status then says so.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from bench import (
     report,
     restart,
     scaling,
+    startup,
     tools_list,
     wasm_costs,
     wrk,
@@ -235,6 +236,9 @@ def execute(options: Options) -> int:
             if run.wants("wasm"):
                 with run.section("wasm"):
                     _wasm(run)
+            if run.wants("startup"):  # its own systems, before the shared one: a cold build takes both cores
+                with run.section("startup"):
+                    run.results["startup"] = startup.measure(run.scratch, run.children, run.plan, run.progress)
             if run.wants("http", "bus", "restart", "cancel", "list"):
                 with run.section("system"):
                     _with_system(run)

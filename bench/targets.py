@@ -174,6 +174,14 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
                 "ms",
             )
         )
+    startup = results.get("startup", {})
+    cold, warm = startup.get("cold", {}), startup.get("warm", {})
+    for label, value, goal in (
+        ("toolbus up from an empty cache: first tool listed (median)", cold.get("first_tool_s"), 10),
+        ("toolbus up from an empty cache: every example tool listed (median)", cold.get("all_tools_s"), 30),
+        ("toolbus up warm: up and every tool listed (median)", warm.get("banner_s"), 2),
+    ):
+        rows.append(Target(label, value, "<=", goal, "s", note="2 cores" if value is not None else ""))
     eras = results.get("list", {}).get("eras", []) or [{"era": "(not run)"}]
     for era in eras:
         rows.append(

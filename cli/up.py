@@ -2,8 +2,10 @@
 
 Starts the embedded nats-server (unless ``--nats`` names one), then the registry, the
 workers and the gateway — each the same ``toolbus`` verb an operator would run — restarts any
-child that dies, the nats-server included (same port, same store), waits until every worker has
-announced, prints where everything is, and stops it all on Ctrl-C or SIGTERM.
+child that dies, the nats-server included (same port, same store), and stops it all on Ctrl-C or
+SIGTERM. Workers serve each component's tools as soon as it loads; the "toolbus is up" banner
+(tools, MCP endpoint, metrics) comes only once every worker serves every configured component
+and each gateway's ``/readyz`` says so too (docs/operations.md, "Start-up").
 
 The embedded server is never open: it runs with one user per role (``bus.permissions``), their
 passwords made once and kept 0600 under the state dir (``bus.credentials``), where every verb
@@ -56,6 +58,10 @@ EXAMPLES_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "toolbus.to
 """Served when no ``--config`` is given (the example tools of a source checkout)."""
 READY_TIMEOUT_S = 600.0
 """First start builds the examples with componentize-py (~6 s each) and compiles them (~6 s)."""
+READY_PROBE_INTERVAL_S = 0.1
+"""How often ``up`` asks a starting gateway's ``/readyz``."""
+PROBE_TIMEOUT_S = 5.0
+"""One ``/readyz`` probe: connecting and reading its status line."""
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Pauses before restarting a child that keeps dying; a child up for a minute resets it."""
 STABLE_AFTER_S = 60.0
@@ -158,9 +164,16 @@ def _toolbus(verb: str, config: Path, nats_url: str, *extra: str) -> list[str]:
 
 
 async def _wait_for_workers(settings: Settings, count: int) -> list[str]:
-    """Wait until ``count`` workers announce themselves ready; return the tools they serve."""
+    """Wait until ``count`` workers serve every configured component; return the tools they serve.
+
+    A worker announces itself ``ready`` as soon as it is connected and serves each component's
+    tools as it loads; until the last is loaded its announcements name those still ``loading``.
+    Each change is logged, so a slow first start shows what it is waiting for.
+    """
     subjects = Subjects(settings.nats.prefix)
     ready: dict[str, list[str]] = {}
+    loading: dict[str, list[str]] = {}
+    started = time.monotonic()
     async with connected(settings.nats, name="toolbus-up") as nc:
         seen = asyncio.Event()
 
@@ -169,8 +182,19 @@ async def _wait_for_workers(settings: Settings, count: int) -> list[str]:
                 announcement = decode(msg.data, WorkerAnnouncement)  # type: ignore[attr-defined]
             except DecodeError:
                 return
-            if announcement.state == "ready":
-                ready[announcement.worker_id] = [t.name for t in announcement.tools]
+            worker = announcement.worker_id
+            if announcement.state != "ready" or worker in ready:
+                return
+            if loading.get(worker) != announcement.loading:
+                loading[worker] = announcement.loading
+                log.info(
+                    "worker serving",
+                    tools=sorted(t.name for t in announcement.tools),
+                    still_loading=announcement.loading,
+                    elapsed_s=round(time.monotonic() - started, 1),
+                )
+            if not announcement.loading:
+                ready[worker] = [t.name for t in announcement.tools]
                 if len(ready) >= count:
                     seen.set()
 
@@ -180,20 +204,36 @@ async def _wait_for_workers(settings: Settings, count: int) -> list[str]:
     return sorted({tool for tools in ready.values() for tool in tools})
 
 
-async def _wait_for_http(host: str, port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
+async def _readyz(host: str, port: int) -> int | None:
+    """The status code of the gateway's ``/readyz`` (None: nothing answers HTTP there yet)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET /readyz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        status_line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    parts = status_line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+async def _wait_for_gateway(host: str, port: int) -> None:
+    """Wait until the gateway on ``port`` says it is ready (``/readyz``: every configured
+    component served), so the banner never comes before a client would see every tool."""
+    # Polled: readiness is an HTTP probe by design (what a load balancer or compose asks too).
+    while True:
+        if await _readyz(host, port) == 200:
             return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"gateway did not listen on {host}:{port}")
+        await asyncio.sleep(READY_PROBE_INTERVAL_S)
 
 
 async def _wait_until_ready(settings: Settings, workers: int, gateway_ports: list[int]) -> list[str]:
-    listening = asyncio.gather(*(_wait_for_http(settings.gateway.host, port) for port in gateway_ports))
-    tools, _ = await asyncio.gather(_wait_for_workers(settings, workers), listening)
+    gateways = asyncio.gather(*(_wait_for_gateway(settings.gateway.host, port) for port in gateway_ports))
+    tools, _ = await asyncio.wait_for(asyncio.gather(_wait_for_workers(settings, workers), gateways), READY_TIMEOUT_S)
     return tools
 
 
@@ -230,8 +270,13 @@ def _gateway_urls(settings: Settings, ports: list[int]) -> list[str]:
 def _banner(settings: Settings, tools: list[str], gateway_ports: list[int], cluster: int | None = None) -> str:
     example = 'calc_add \'{"a":2,"b":3}\'' if "calc_add" in tools else f"{tools[0] if tools else 'TOOL'} '{{}}'"
     endpoints = _gateway_urls(settings, gateway_ports)
+    gw = settings.gateway
     lines = ["", "toolbus is up"]
     lines += [f"  MCP endpoint  {url}" for url in endpoints]
+    lines += [f"  metrics       http://{gw.host}:{port}/metrics" for port in gateway_ports]
+    lines += [f"  readiness     http://{gw.host}:{port}/readyz" for port in gateway_ports]
+    if settings.worker.metrics_port is not None:
+        lines.append(f"  worker metrics http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics")
     lines.append(f"  NATS          {settings.nats.url}")
     if settings.nats.user is not None:
         lines.append(f"  credentials   {credentials_dir(settings.state_dir)} (one file per role, 0600)")
@@ -323,7 +368,14 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         ready = asyncio.create_task(_wait_until_ready(settings, workers, gateway_ports))
         done, _ = await asyncio.wait({shutdown, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
-            print(_banner(settings, ready.result(), gateway_ports, cluster), flush=True)
+            try:
+                tools = ready.result()
+            except TimeoutError:
+                # Still building, or a component that keeps failing (its worker's log says which).
+                why = f"not every component was served within {READY_TIMEOUT_S:g} s; see the log above"
+                print(f"toolbus: {why}", file=sys.stderr)
+                return 1
+            print(_banner(settings, tools, gateway_ports, cluster), flush=True)
             await shutdown
         else:
             ready.cancel()
@@ -374,6 +426,13 @@ def busy_port(settings: Settings, gateway_ports: list[int], embedded_nats: bool)
     bind would otherwise be restarted for ever, and ``up``'s readiness probe could reach the other
     process and call the system up."""
     host = settings.gateway.host
+    if embedded_nats:
+        nats_port = urlsplit(settings.nats.url.split(",")[0]).port or 4222
+        if nats_port in gateway_ports:  # both free now, but only one of the two could bind it
+            return (
+                f"port {nats_port} cannot be both the MCP and the NATS port; "
+                "choose another with --port N or --nats-port N"
+            )
     for port in gateway_ports:
         if port_in_use(host, port):
             return f"port {port} on {host} is in use by another process; choose the MCP port with --port N"

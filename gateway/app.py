@@ -52,6 +52,7 @@ from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.prompts import PromptFrontend
 from gateway.ratelimit import RateLimiter
+from gateway.readiness import ConfiguredComponents
 from gateway.resources import ResourceFrontend
 from gateway.sdk_adapter import session_alive
 from gateway.server import ToolFrontend, build_server, build_session_manager, transport_security
@@ -137,7 +138,8 @@ async def _drain(nc: NatsClient) -> None:
 
 def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: bool | None = None) -> ASGIApp:
     """The gateway as an ASGI app: the MCP endpoint at ``settings.gateway.path``, ``/healthz``
-    (liveness) and ``/readyz`` (NATS connected and the catalogue loaded).
+    (liveness) and ``/readyz`` (NATS connected, the catalogue loaded and every component of the
+    config served by a live worker: ``gateway.readiness``).
 
     Without ``nc`` the lifespan connects to ``settings.nats.url`` itself. ``close_nc`` (default:
     only when the lifespan connected) drains the connection at shutdown.
@@ -178,6 +180,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     if settings.telemetry.call_logs:
         service.observers.append(log_call)
     should_close = nc is None if close_nc is None else close_nc
+    configured = ConfiguredComponents([entry.name for entry in settings.components], subjects)
     signer = PrincipalSigner.for_key(settings.nats.principal_key)
 
     @contextlib.asynccontextmanager
@@ -215,7 +218,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             changes.start()
             async with session_manager.run():
                 log.info(
-                    "gateway ready",
+                    "gateway started",  # ready is /readyz's to say: the components may still be loading
                     host=settings.gateway.host,
                     port=settings.gateway.port,
                     path=settings.gateway.path,
@@ -244,13 +247,16 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
 
     def status() -> tuple[bool, dict[str, object]]:
         connected = state.nc is not None and state.nc.is_connected
-        ready = connected and catalogue.loaded.is_set()
-        return ready, {
+        ready = connected and catalogue.loaded.is_set() and configured.all_served
+        body: dict[str, object] = {
             "status": "ok" if ready else "unavailable",
             "nats": "connected" if connected else "disconnected",
             "catalogueLoaded": catalogue.loaded.is_set(),
             "tools": len(catalogue),
         }
+        if settings.components:
+            body["components"] = configured.states()
+        return ready, body
 
     async def healthz(_request: Request) -> JSONResponse:
         # Liveness: the process answers HTTP. A gateway waiting for NATS is alive (restarting
@@ -260,6 +266,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
 
     async def readyz(_request: Request) -> JSONResponse:
         # Readiness: send traffic only when calls can go out and tools/list is complete.
+        if state.nc is not None and state.nc.is_connected:
+            await configured.refresh(state.nc)
         ready, body = status()
         return JSONResponse(body, status_code=200 if ready else 503)
 

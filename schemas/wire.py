@@ -126,6 +126,10 @@ class WorkerAnnouncement(msgspec.Struct, frozen=True, kw_only=True, omit_default
     state: Literal["ready", "draining", "stopped"] = "ready"
     surfaces: list[ComponentSurface] = msgspec.field(default_factory=list)
     """Resources, prompts and completion of its components (those that export any)."""
+    loading: list[str] = msgspec.field(default_factory=list)
+    """Configured components the worker is still building or loading (a worker serves each
+    component's tools as soon as it is loaded, so ``ready`` with a non-empty ``loading`` is a
+    worker part-way through its start); empty once it serves all of them."""
 
 
 class ToolList(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):

@@ -46,6 +46,9 @@ class Announcer:
         self._in_flight = in_flight
         self._surfaces = surfaces
         self.state: WorkerState = "ready"
+        self.loading: tuple[str, ...] = ()
+        """Configured components not loaded yet (announced as ``loading``: a worker serves each
+        one's tools as it loads, and ``toolbus up`` waits until every worker's list is empty)."""
 
     async def announce(self) -> None:
         """Publish what this worker serves and how loaded it is.
@@ -60,6 +63,7 @@ class Announcer:
             in_flight=self._in_flight(),
             state=self.state,
             surfaces=self._surfaces(),
+            loading=list(self.loading),
         )
         with nats_boundary:
             await self._nc.publish(self._subjects.announce, encode(announcement))

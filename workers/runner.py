@@ -1,4 +1,11 @@
-"""The worker process: load the configured components and serve their tools until signalled."""
+"""The worker process: serve the configured components' tools as each loads, until signalled.
+
+The worker connects, subscribes and announces before anything is built: a component's tools
+are served the moment it is loaded (``WorkerService.set_source``), so a cheap WAT component is
+called while a componentize-py one still builds. Until the last is loaded, the announcements
+name those still loading (``WorkerAnnouncement.loading``), which is what ``toolbus up`` waits
+on before it says the system is up.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from stores import PackageStore, TaskStore
 from workers.package_follower import PackageFollower
 from workers.sandbox import EngineHost
 from workers.service import WorkerService
-from workers.sources import load_components
+from workers.sources import loaded_as_ready
 from workers.task_runner import TaskRunner
 from workers.telemetry import watch_calls
 
@@ -23,18 +30,26 @@ log = structlog.get_logger(__name__)
 
 DRAIN_GRACE_S = 10.0
 """How long a stopping worker lets accepted calls finish before it exits."""
+LOADING_STOP_TIMEOUT_S = 2.0
+"""How long a stopping worker waits for the task serving components as they load to end."""
 
 
 async def serve(settings: Settings) -> None:
-    """Run a worker until SIGTERM/SIGINT, then drain."""
+    """Run a worker until SIGTERM/SIGINT, then drain.
+
+    Raises:
+        WorkersError: a configured component cannot be built or loaded (the worker has drained
+            what it served meanwhile).
+    """
     engine = EngineHost()
     engine.start()
+    shutdown = asyncio.create_task(wait_for_shutdown_signal())
     try:
-        components = await asyncio.to_thread(load_components, settings, engine)
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
             signer = PrincipalSigner.for_key(settings.nats.principal_key)
-            service = WorkerService(nc, subjects, settings.worker, components, principal_signer=signer)
+            configured = [entry.name for entry in settings.components]
+            service = WorkerService(nc, subjects, settings.worker, [], principal_signer=signer, loading=configured)
             telemetry = watch_calls(service, settings)
             await service.start()
             follower = None
@@ -50,12 +65,35 @@ async def serve(settings: Settings) -> None:
                 slots=settings.worker.concurrency,
             )
             await tasks.start()
-            signal_name = await wait_for_shutdown_signal()
-            log.info("worker draining", signal=signal_name)
-            await tasks.stop(grace_s=DRAIN_GRACE_S)
-            if follower is not None:
-                await follower.stop()
-            await service.stop(grace_s=DRAIN_GRACE_S)
-            await asyncio.to_thread(telemetry.stop)
+            loading = asyncio.create_task(_serve_as_loaded(service, settings, engine))
+            failure: BaseException | None = None
+            try:
+                await asyncio.wait({shutdown, loading}, return_when=asyncio.FIRST_COMPLETED)
+                if loading.done():
+                    failure = loading.exception()
+                    if failure is None:
+                        await shutdown  # everything is served: run until told to stop
+                if shutdown.done():
+                    log.info("worker draining", signal=shutdown.result())
+            finally:
+                loading.cancel()
+                # Bounded: a cancel can be swallowed by nats-py's wait_for on Python 3.11 (the
+                # loaders are daemon threads; nothing is left to wait for once the loop ends).
+                await asyncio.wait({loading}, timeout=LOADING_STOP_TIMEOUT_S)
+                await tasks.stop(grace_s=DRAIN_GRACE_S)
+                if follower is not None:
+                    await follower.stop()
+                await service.stop(grace_s=DRAIN_GRACE_S)
+                await asyncio.to_thread(telemetry.stop)
+            if failure is not None:
+                raise failure
     finally:
+        shutdown.cancel()
         engine.stop()
+
+
+async def _serve_as_loaded(service: WorkerService, settings: Settings, engine: EngineHost) -> None:
+    """Serve each configured component as soon as it is loaded; log when all are."""
+    async for component in loaded_as_ready(settings, engine):
+        await service.set_source(component.name, component, component.tools)
+    log.info("every configured component is served", components=len(settings.components))

@@ -80,6 +80,7 @@ class WorkerService:
         components: Sequence[CallableComponent],
         worker_id: str | None = None,
         principal_signer: PrincipalSigner | None = None,
+        loading: Sequence[str] = (),
     ) -> None:
         self._nc = nc
         self._principal_signer = principal_signer
@@ -132,6 +133,8 @@ class WorkerService:
             lambda: self._admission.accepted,
             lambda: self.surfaces.surfaces,
         )
+        # Components still loading are served later, each by ``set_source`` as it loads.
+        self._announcer.loading = tuple(loading)
         self._background: list[asyncio.Task[None]] = []
         self.observers: list[CallObserver] = []
         """Told of every answered call (metrics, the per-call log line, spans)."""
@@ -162,10 +165,14 @@ class WorkerService:
         finishes there) or to the new one. Tools the new version no longer has stop being
         taken (their subscriptions are drained: calls already delivered are still answered).
 
+        A configured component still announced as loading is no longer, from the announcement
+        that tells its tools on.
+
         Raises:
             ValueError: another source serves one of ``tools`` (nothing changes).
         """
         dropped = self._table.replace(source, component, tools)
+        self._announcer.loading = tuple(name for name in self._announcer.loading if name != source)
         self.surfaces.set(source, component, next((t.version for t in tools if t.version), ""))
         self._tools_changed(frozenset(self._routes))
         for name in dropped:

@@ -9,10 +9,13 @@ a ``source`` is built and cached) is written once, in ``ToolSourceKind.resolve``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -72,37 +75,108 @@ KINDS: Final = {kind.name: kind for kind in (COMPONENT, COMMAND)}
 """Every tool source kind by its ``kind =`` name."""
 
 
-def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
-    """Build (if from source) and load every configured component and command module.
+LOADERS_MIN: Final = 2
+"""Sources built and loaded at once, at least: even on one core a WAT file need not wait behind a
+componentize-py build (a build is mostly a child process; a compile releases the GIL)."""
 
-    The builds run at once (each is a child process: on a machine with cores to spare, a first
-    start builds its components side by side), then each is loaded in config order.
+Outcome = LoadedTool | Exception
+"""What loading one source came to: the loaded tools, or why not (a ``WorkersError`` naming it)."""
+
+
+def load_side_by_side(settings: Settings, engine: EngineHost, deliver: Callable[[Outcome], None]) -> Callable[[], None]:
+    """Start building (if from source) and loading every configured source; return ``abandon``.
+
+    Up to one source per core (at least ``LOADERS_MIN``) is worked on at once, those given as a
+    built ``path`` before those to build from ``source`` (then in config order): the cheap ones
+    are served first. ``deliver`` is called from a loader thread with each source's outcome as
+    soon as it is known, once per source. ``abandon()`` starts no further source (one already
+    under way still finishes and is delivered). The loader threads are daemons: a worker that
+    stops while a build runs does not wait for it.
+    """
+    pending: queue.SimpleQueue[ComponentSettings] = queue.SimpleQueue()
+    for entry in sorted(settings.components, key=lambda entry: entry.path is None):  # stable: config order
+        pending.put(entry)
+    abandoned = threading.Event()
+
+    def loader() -> None:
+        while not abandoned.is_set():
+            try:
+                entry = pending.get_nowait()
+            except queue.Empty:
+                return
+            outcome: Outcome
+            try:
+                outcome = _load_configured(entry, settings, engine)
+            except Exception as exc:  # a WorkersError naming the source, or a bug: either way the worker's to decide
+                outcome = exc
+            deliver(outcome)
+
+    for _ in range(min(len(settings.components), max(LOADERS_MIN, os.cpu_count() or 1))):
+        threading.Thread(target=loader, name="load", daemon=True).start()
+    return abandoned.set
+
+
+async def loaded_as_ready(settings: Settings, engine: EngineHost) -> AsyncIterator[LoadedTool]:
+    """Every configured source, built and loaded side by side, each yielded as soon as it loads.
 
     Raises:
-        WorkersError: a component cannot be built or loaded; the message names it.
+        WorkersError: a source cannot be built or loaded; the message names it (no further
+            source is started).
     """
-    configured = settings.components
-    with ThreadPoolExecutor(max_workers=max(1, min(len(configured), os.cpu_count() or 1))) as builders:
-        built = list(builders.map(lambda entry: KINDS[entry.kind].resolve(entry, settings.cache_dir), configured))
-    loaded = []
-    for entry, wasm_path in zip(configured, built, strict=True):
-        started = time.perf_counter()
-        loaded.append(
-            load_one(
-                entry,
-                engine,
-                settings.cache_dir,
-                defaults=settings.worker.limits,
-                grants=Grants.resolve(entry, settings.capabilities),
-                wasm_path=wasm_path,
-            )
-        )
-        log.info(
-            "component loaded",
-            component=entry.name,
-            kind=entry.kind,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+    loop = asyncio.get_running_loop()
+    outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+
+    def deliver(outcome: Outcome) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the worker stopped meanwhile
+            loop.call_soon_threadsafe(outcomes.put_nowait, outcome)
+
+    abandon = load_side_by_side(settings, engine, deliver)
+    try:
+        for _ in settings.components:
+            outcome = await outcomes.get()
+            if isinstance(outcome, Exception):
+                raise outcome
+            yield outcome
+    finally:
+        abandon()
+
+
+def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
+    """Build (if from source) and load every configured source, side by side; return them in config order.
+
+    Raises:
+        WorkersError: a source cannot be built or loaded; the message names it.
+    """
+    outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    abandon = load_side_by_side(settings, engine, outcomes.put)
+    loaded: dict[str, LoadedTool] = {}
+    try:
+        for _ in settings.components:
+            outcome = outcomes.get()
+            if isinstance(outcome, Exception):
+                raise outcome
+            loaded[outcome.name] = outcome
+    finally:
+        abandon()
+    return [loaded[entry.name] for entry in settings.components]
+
+
+def _load_configured(entry: ComponentSettings, settings: Settings, engine: EngineHost) -> LoadedTool:
+    """Build (if from source) and load one entry of ``settings.components``, logging how long it took."""
+    started = time.perf_counter()
+    loaded = load_one(
+        entry,
+        engine,
+        settings.cache_dir,
+        defaults=settings.worker.limits,
+        grants=Grants.resolve(entry, settings.capabilities),
+    )
+    log.info(
+        "component loaded",
+        component=entry.name,
+        kind=entry.kind,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
     return loaded
 
 

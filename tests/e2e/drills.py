@@ -391,7 +391,7 @@ async def healthy(cluster: Cluster, nc: NatsClient, subjects: Subjects, workers:
 
     async def on_announce(msg: Any) -> None:
         announcement = decode(msg.data, WorkerAnnouncement)
-        if announcement.state == "ready":
+        if announcement.state == "ready" and not announcement.loading:  # serving every component
             ready[announcement.worker_id] = time.monotonic()
 
     sub = await nc.subscribe(subjects.announce, cb=on_announce)

@@ -68,8 +68,9 @@ class Announcements:
                 await self._changed.wait()
 
     def ready_pids(self) -> dict[int, str]:
-        """Worker id by process id (the id is ``host-PID-random``)."""
-        return {worker_pid(a.worker_id): a.worker_id for a in self.heard if a.state == "ready"}
+        """Worker id by process id (the id is ``host-PID-random``) of the workers serving every
+        configured component (a worker announces itself before its components have loaded)."""
+        return {worker_pid(a.worker_id): a.worker_id for a in self.heard if a.state == "ready" and not a.loading}
 
 
 @pytest.fixture
