@@ -13,6 +13,7 @@ import asyncio
 
 import structlog
 
+from bus.cancellation import cancel_and_wait
 from bus.connection import connected
 from bus.principal import PrincipalSigner
 from bus.shutdown import wait_for_shutdown_signal
@@ -76,10 +77,8 @@ async def serve(settings: Settings) -> None:
                 if shutdown.done():
                     log.info("worker draining", signal=shutdown.result())
             finally:
-                loading.cancel()
-                # Bounded: a cancel can be swallowed by nats-py's wait_for on Python 3.11 (the
-                # loaders are daemon threads; nothing is left to wait for once the loop ends).
-                await asyncio.wait({loading}, timeout=LOADING_STOP_TIMEOUT_S)
+                # Bounded (the loaders are daemon threads; nothing is left to wait for once the loop ends).
+                await cancel_and_wait([loading], patience_s=LOADING_STOP_TIMEOUT_S)
                 await tasks.stop(grace_s=DRAIN_GRACE_S)
                 if follower is not None:
                     await follower.stop()
