@@ -33,7 +33,8 @@ from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
 from registry.audit_stream import ensure_audit_stream
 from registry.catalogue import Catalogue
-from registry.releases import Releases
+from registry.releases import Releases, SignaturePolicy
+from registry.signatures import load_trusted_key
 from registry.surfaces import SurfaceCatalogue
 from registry.task_desk import TaskDesk
 from schemas.codec import DecodeError, decode, encode
@@ -91,6 +92,15 @@ class RegistryService:
         self.releases: Releases | None = None
         self.tasks: TaskDesk | None = None
 
+    def _signature_policy(self) -> SignaturePolicy:
+        """The trusted keys, read now: a missing or bad key file stops the registry at start.
+
+        Raises:
+            SignatureError: a key file cannot be read or is not an ECDSA P-256 public key.
+        """
+        keys = [load_trusted_key(path) for path in self._settings.trusted_keys]
+        return SignaturePolicy(trusted=keys, required=self._settings.require_signatures)
+
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
 
@@ -114,7 +124,9 @@ class RegistryService:
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
-        self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component)
+        self.releases = Releases(
+            self._nc, self._subjects, self.store, self.catalogue.configured_component, self._signature_policy()
+        )
         task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
         self.tasks = TaskDesk(self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer)
         await self.tasks.start()

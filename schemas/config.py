@@ -363,6 +363,18 @@ class RegistrySettings(SettingsModel):
     """Cap of the audit stream (one event per call, ~300 bytes each: ~1.5 GB): beyond it the
     oldest events go, before their 30 days are up. Applies when the registry creates the stream.
     A count, not bytes, because JetStream reserves a stream's byte cap up front."""
+    require_signatures: bool = False
+    """Publish only ``oci://`` artifacts with a cosign signature by one of ``trusted_keys``
+    (docs/signatures.md); anything else is refused before it is stored or recorded."""
+    trusted_keys: list[Path] = Field(default_factory=list)
+    """PEM public keys (``cosign.pub``'s format) whose signatures are trusted; a signer is shown
+    by the key file's stem and fingerprint. Read when the registry starts."""
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Self:
+        if self.require_signatures and not self.trusted_keys:
+            raise ValueError("require_signatures: needs at least one key in 'trusted_keys'")
+        return self
 
 
 class ToolOverride(SettingsModel):
@@ -543,6 +555,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("state_dir", "cache_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str(base / raw[key])
+    registry = raw.get("registry")
+    if isinstance(registry, dict) and isinstance(registry.get("trusted_keys"), list):
+        registry["trusted_keys"] = [str(base / k) if isinstance(k, str) else k for k in registry["trusted_keys"]]
     for capability in (raw.get("capabilities") or {}).values():
         if isinstance(capability, dict) and capability.get("kind") == "dir" and isinstance(capability.get("host"), str):
             capability["host"] = str(base / capability["host"])
