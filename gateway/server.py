@@ -49,6 +49,7 @@ from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
+from gateway.views import view_of
 from schemas.config import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -100,7 +101,7 @@ class ToolFrontend:
     ) -> types.ListToolsResult:
         """``tools/list``: one page of the catalogue."""
         try:
-            page = self.service.page(params.cursor if params else None, principal_of(ctx))
+            page = self.service.page(params.cursor if params else None, principal_of(ctx), view_of(ctx))
         except InvalidCursor as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         modern = is_modern(ctx.protocol_version)
@@ -140,6 +141,7 @@ class ToolFrontend:
                 events=self.event_relay(ctx),
                 asker=asker,
                 resume=resume,
+                view=view_of(ctx),
             )
         except CallFailed as exc:
             raise mcp_error(exc) from None
@@ -193,7 +195,7 @@ class ToolFrontend:
         """
         if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
             name = ctx.params.get("name")
-            entry = self.service.catalogue.get(name) if isinstance(name, str) else None
+            entry = self.service.entry(name, view_of(ctx)) if isinstance(name, str) else None
             if entry is not None and entry.descriptor.client_capabilities:
                 declared = ctx.session.client_capabilities
                 missing = [c for c in entry.descriptor.client_capabilities if getattr(declared, c, None) is None]

@@ -115,6 +115,8 @@ class RegistryService:
             self._nc, self._subjects.rate_limits_bucket, replicas=self._replicas, ttl_s=MAX_RATE_WINDOW_S
         )
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
+        # Views set at run time (stores.view_store): operators write it, gateways watch it.
+        await ensure_bucket(self._nc, self._subjects.views_bucket, replicas=self._replicas)
         surfaces_kv = await ensure_bucket(self._nc, self._subjects.surfaces_bucket, replicas=self._replicas)
         surfaces = SurfaceCatalogue(surfaces_kv)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv, surfaces=surfaces)

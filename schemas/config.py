@@ -377,6 +377,17 @@ class RegistrySettings(SettingsModel):
         return self
 
 
+VIEW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""A view's name is a path segment (``/mcp/<view>``) and a KV key: lowercase, digits, ``_`` and ``-``."""
+
+
+class ViewSettings(SettingsModel):
+    """``[views.<name>]``: a named subset of tools, served on its own MCP path ``/mcp/<name>``."""
+
+    tools: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    """Tool names or globs (``calc_*``); a tool is in the view when any matches. Empty: no tool."""
+
+
 class ToolOverride(SettingsModel):
     """Per-function settings of a component, keyed by the export name in config."""
 
@@ -499,6 +510,9 @@ class Settings(SettingsModel):
     auth: AuthSettings | None = None
     """MCP client authentication and authorization (docs/security.md); absent = off."""
     components: list[ComponentSettings] = Field(default_factory=list)
+    views: dict[Annotated[str, Field(pattern=VIEW_NAME_PATTERN)], ViewSettings] = Field(default_factory=dict)
+    """Curated subsets of tools, each on its own MCP path (docs/views.md); ``toolbus views set``
+    adds or changes views at run time, and a view set there wins over one of the same name here."""
     capabilities: dict[Annotated[str, Field(pattern=_NAME.pattern)], Capability] = Field(default_factory=dict)
     """Named grants (directories, environment variables, outbound HTTP) that components opt into."""
     state_dir: Path = Field(default_factory=default_state_dir)

@@ -177,6 +177,14 @@ class PackageVersion(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """That key's fingerprint, ``sha256:<16 hex>`` of its DER public key."""
 
 
+class ViewSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """KV ``PREFIX_views``, key = the view's name: which tools the view ``/mcp/<name>`` serves."""
+
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Tool names or globs (``fnmatch``); a tool is in the view when any matches."""
+    updated_at: float = 0.0
+
+
 class Alias(msgspec.Struct, frozen=True, rename="camel"):
     """KV ``alias.NAME.ALIAS``: which version ``latest`` (or a named alias) points at."""
 
