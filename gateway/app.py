@@ -1,8 +1,8 @@
 """The gateway's ASGI app (Starlette), its middleware stack, and its uvicorn runner.
 
 The middleware is one declared list, outermost first, built by ``build_stack`` the way
-Starlette's ``build_middleware_stack`` builds its own: the error boundary, the front door, the
-hot path, then the Starlette app. Code that needs a layer later (tests, the bench, the server's
+Starlette's ``build_middleware_stack`` builds its own: the error boundary, the view router
+(``PATH/<view>``, ``gateway.views``), the front door, the hot path, then the Starlette app. Code that needs a layer later (tests, the bench, the server's
 shutdown) asks ``gateway_state`` for what the build recorded instead of walking ``.app`` links.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
