@@ -2,8 +2,9 @@
 
 The middleware is one declared list, outermost first, built by ``build_stack`` the way
 Starlette's ``build_middleware_stack`` builds its own: the error boundary, the view router
-(``PATH/<view>``, ``gateway.views``), the front door, the hot path, then the Starlette app. Code that needs a layer later (tests, the bench, the server's
-shutdown) asks ``gateway_state`` for what the build recorded instead of walking ``.app`` links.
+(``PATH/<view>``, ``gateway.views``), the front door, the hot path, then the Starlette app. Code
+that needs a layer later (tests, the bench, the server's shutdown) asks ``gateway_state`` for what
+the build recorded instead of walking ``.app`` links.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
 starts the catalogue watch and the tool-list change notices, opens the task store (its

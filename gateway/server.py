@@ -49,7 +49,7 @@ from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
-from gateway.views import view_of
+from gateway.views import view_now, view_of
 from schemas.config import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -93,8 +93,12 @@ class ToolFrontend:
         """2025-era session id -> the level its client set with ``logging/setLevel``."""
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
-        """Schema lookup for the SDK's ``Mcp-Param-*`` header check (avoids a tools/list per call)."""
-        return self.service.catalogue.input_schema(name)
+        """Schema lookup for the SDK's ``Mcp-Param-*`` header check (avoids a tools/list per call).
+
+        None for a tool unknown on the request's view (``gateway.views.view_now``), as for any unknown tool.
+        """
+        entry = self.service.entry(name, view_now())
+        return None if entry is None else self.service.catalogue.input_schema(name)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None

@@ -18,6 +18,7 @@ A view comes from ``[views.<name>]`` in the gateway's config or from the views b
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,8 @@ from schemas.wire import ViewSpec
 
 VIEW_KEY: Final = "toolbus.view"
 """Where ``ViewRouter`` leaves the request's view name in the ASGI scope (absent: the whole catalogue)."""
+_CURRENT: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("toolbus_view", default=None)
+"""The same name, for the one SDK callback that gets no request (``view_now``)."""
 _DECIDED_LIMIT: Final = 100_000
 SESSIONS_LIMIT: Final = 10_000
 """Session → path bindings kept (the SDK's own session limit); past it, dead ones are swept."""
@@ -141,6 +144,17 @@ def view_in(scope: Mapping[str, Any] | None) -> str | None:
     return view if isinstance(view, str) else None
 
 
+def view_now() -> str | None:
+    """The view of the request being served, for an SDK callback given no request or context.
+
+    Only ``get_tool_input_schema`` needs it: the SDK asks it for a tool's schema inside the
+    2026-07-28 request's own task, before any handler, to check ``Mcp-Param-*`` headers; a tool
+    outside the view must have no schema there, as an unknown tool has none. Everything else reads
+    the scope (``view_in``, ``view_of``).
+    """
+    return _CURRENT.get()
+
+
 def view_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
     """The view of the request an SDK handler serves (what ``ViewRouter`` put in its HTTP scope)."""
     request = ctx.request
@@ -175,15 +189,16 @@ class ViewRouter:
             await self.app(scope, receive, send)
             return
         session_id = _session_id(scope)
-        if session_id is None:
-            await self.app(scope, receive, _binding(send, self._bind, view))
-            return
-        if session_id in self._session_view and self._session_view[session_id] != view:
+        if session_id is not None and session_id in self._session_view and self._session_view[session_id] != view:
             # Word for word the SDK's answer for a session that does not exist: the view of one
             # path is not reachable through another path's session.
             await _respond(send, 404, _NOT_FOUND_BODY)
             return
-        await self.app(scope, receive, send)
+        token = _CURRENT.set(view)
+        try:
+            await self.app(scope, receive, send if session_id is not None else _binding(send, self._bind, view))
+        finally:
+            _CURRENT.reset(token)
 
     def _bind(self, session_id: str, view: str | None) -> None:
         if len(self._session_view) >= SESSIONS_LIMIT:

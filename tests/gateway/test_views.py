@@ -25,7 +25,7 @@ from schemas.config import load_settings
 from schemas.wire import CallToolResult, TextContent
 from stores import ViewStore
 from tests.conftest import eventually, nats_settings, toolbus
-from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, open_session
+from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, jsonrpc_error, open_session
 from tests.gateway.responders import (
     ADD,
     STATS,
@@ -37,6 +37,7 @@ from tests.gateway.responders import (
     running_gateway,
 )
 from tests.gateway.test_gateway_list_changes import SETTLE_S, Inbox, tool
+from tests.gateway.test_pipeline import REGION
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 MATH = ["add"]
@@ -82,6 +83,7 @@ async def test_two_views_serve_two_tool_lists_and_refuse_the_rest_as_unknown(
     start: StartGateway,
     nc: NatsClient,
     subjects: Subjects,
+    kv: KeyValue,
     worker: Callable[..., Awaitable[ScriptedWorker]],
     hot: bool,
 ) -> None:
@@ -113,6 +115,21 @@ async def test_two_views_serve_two_tool_lists_and_refuse_the_rest_as_unknown(
         as_task = await math.call("stats", {"values": [1]}, **({"_meta": meta} if era == MODERN else {"task": {}}))
         assert "unknown tool 'stats'" in _error(as_task)["message"], era
     assert len(added.messages) == 2  # one call per era reached the worker; the refused ones none
+
+    # A tool outside the view has no schema there either: its Mcp-Param-* headers are not checked
+    # (which would answer 400 / -32020 and so reveal it), it is unknown, as on the SDK's own check.
+    await put_tools(kv, REGION)
+    await eventually(lambda: gateway.state.catalogue.get("region_echo") is not None)
+    math, whole = RawMcp(f"{base}/math", MODERN), RawMcp(base, MODERN)
+    for header in ({}, {"Mcp-Param-Region": "us-east"}):
+        outside = await math.post(math.call_body("region_echo", {"region": "eu-west"}), tool="region_echo", **header)
+        unknown = await whole.post(whole.call_body("nope", {"region": "eu-west"}), tool="nope", **header)
+        assert outside.status_code == unknown.status_code, outside.text
+        assert json.dumps(_error(outside)) == json.dumps(_error(unknown)).replace("nope", "region_echo")
+        mismatched = await whole.post(
+            whole.call_body("region_echo", {"region": "eu-west"}), tool="region_echo", **header
+        )
+        assert jsonrpc_error(mismatched) == -32020  # on /mcp, where it exists, the headers are checked
     if hot:
         assert hot_path(gateway.app).served > served  # the fast path served views, refusals included
 
