@@ -104,7 +104,12 @@ class RegistryService:
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
 
-        Each store creates its own buckets and streams if missing (once each)."""
+        Each store creates its own buckets and streams if missing (once each).
+
+        Raises:
+            SignatureError: a trusted key file cannot be read (checked first, before anything is created).
+        """
+        signatures = self._signature_policy()
         await ensure_audit_stream(
             self._nc, self._subjects, replicas=self._replicas, max_events=self._settings.audit_max_events
         )
@@ -126,9 +131,7 @@ class RegistryService:
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
-        self.releases = Releases(
-            self._nc, self._subjects, self.store, self.catalogue.configured_component, self._signature_policy()
-        )
+        self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component, signatures)
         task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
         self.tasks = TaskDesk(self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer)
         await self.tasks.start()

@@ -253,3 +253,15 @@ def _copy_blob(registry: OciTestRegistry, digest: str, source: str, target: str)
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
+
+
+async def test_a_registry_with_an_unusable_trusted_key_stops_at_start_saying_which(
+    nats_server: EmbeddedNatsServer, subjects: Subjects, tmp_path: Path
+) -> None:
+    config = nats_settings(tmp_path, nats_server.url, subjects.prefix)
+    (tmp_path / "junk.pub").write_text("not a key\n")
+    config.write_text(config.read_text() + '[registry]\nrequire_signatures = true\ntrusted_keys = ["junk.pub"]\n')
+    done = await asyncio.to_thread(toolbus, "registry", "--config", str(config))
+    assert done.returncode == 2
+    assert f"toolbus: registry: {tmp_path / 'junk.pub'}: not a PEM public key" in done.stderr
+    assert "Traceback" not in done.stderr
