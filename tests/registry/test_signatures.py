@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.client import Client as NatsClient
 
@@ -24,9 +24,13 @@ from registry.signatures import (
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,
     SignatureLayer,
+    TrustedKey,
+    fingerprint,
+    generate_key_pair,
     load_private_key,
     load_trusted_key,
     push_signature,
+    sign,
     signature_tag,
     signed_digest,
     simple_signing_payload,
@@ -68,6 +72,30 @@ def test_a_signature_made_without_toolbus_verifies_and_its_payload_is_ours_byte_
         verify([], FIXTURE_DIGEST, [trusted])
     with pytest.raises(SignatureError, match="not base64"):
         verify([SignatureLayer(payload=payload, signature="%%%")], FIXTURE_DIGEST, [trusted])
+
+
+def test_a_trusted_signature_over_a_payload_that_is_not_cosigns_is_refused() -> None:
+    private_pem, public_pem = generate_key_pair()
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    trusted = TrustedKey("k", fingerprint(key.public_key()), key.public_key())
+    assert public_pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+    good = simple_signing_payload("r/kit", FIXTURE_DIGEST)
+    other_type = good.replace(b"cosign container image signature", b"atomic container signature")
+    for payload, complaint in (
+        (other_type, "not 'cosign container image signature'"),
+        (b"[1, 2]", "not a cosign simple-signing document"),
+        (b"\xff", "not a cosign simple-signing document"),
+    ):
+        with pytest.raises(SignatureError, match=complaint):
+            verify([SignatureLayer(payload=payload, signature=sign(key, payload))], FIXTURE_DIGEST, [trusted])
+    # Of several signatures one good one is enough, whatever comes before it.
+    layers = [
+        SignatureLayer(payload=good, signature="%%%"),
+        SignatureLayer(payload=good, signature=sign(ec.generate_private_key(ec.SECP256R1()), good)),
+        SignatureLayer(payload=good, signature=sign(key, good)),
+    ]
+    assert verify(layers, FIXTURE_DIGEST, [trusted]).name == "k"
 
 
 def test_keys_that_are_not_p256_public_keys_are_refused_clearly(tmp_path: Path) -> None:
