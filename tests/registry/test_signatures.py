@@ -199,6 +199,8 @@ async def test_signed_publish_verified_pull_and_every_refusal(
         ("1.0.1", "release", release.fingerprint),
     ]
     await published.unsubscribe()
+    kept = await nc.jetstream().get_last_msg(subjects.audit_stream, subjects.event("published"))
+    assert decode(kept.data or b"", RegistryEvent).signer_key == release.fingerprint  # the audit stream has it
 
     # Unsigned: refused, and the artifact was never stored.
     unsigned = answer_component(8)
