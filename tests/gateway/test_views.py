@@ -134,8 +134,9 @@ async def test_two_views_serve_two_tool_lists_and_refuse_the_rest_as_unknown(
         assert hot_path(gateway.app).served > served  # the fast path served views, refusals included
 
     async with httpx2.AsyncClient(timeout=10) as http:
-        missing = await http.post(f"{base}/nope", content=b"{}", headers={"Content-Type": "application/json"})
-    assert missing.status_code == 404
+        for odd in ("nope", "math/", "math/tools", "/math", "MATH", "..", "%2e%2e", ""):
+            missing = await http.post(f"{base}/{odd}", content=b"{}", headers={"Content-Type": "application/json"})
+            assert missing.status_code == 404, odd
     # A 2025 session belongs to its path: named on another path it does not exist.
     opened = await open_session(f"{base}/math")
     session = opened.headers["mcp-session-id"]
