@@ -64,7 +64,7 @@ async def test_both_eras_list_the_example_tools_with_their_schemas(system: Runni
 
 
 async def test_the_example_calc_view_serves_only_calc_tools(system: RunningSystem, mode: str) -> None:
-    """``[views.calc]`` of examples/toolbus.toml, served by ``toolbus up`` on /mcp/calc (docs/views.md)."""
+    """``[views.calc]`` (as examples/toolbus.toml has it), served by ``toolbus up`` on /mcp/calc (docs/views.md)."""
     async with Client(f"{system.mcp_url}/calc", mode=mode) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         added = await client.call_tool("calc_add", {"a": 2, "b": 3})
