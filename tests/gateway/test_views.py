@@ -21,7 +21,12 @@ from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
 from gateway.app import hot_path
-from schemas.config import load_settings
+from gateway.catalogue_mirror import CatalogueMirror
+from gateway.policy import Policy
+from gateway.principals import Principal
+from gateway.tool_service import ToolService
+from gateway.views import ViewBook
+from schemas.config import PolicyRule, ViewSettings, load_settings
 from schemas.wire import CallToolResult, TextContent
 from stores import ViewStore
 from tests.conftest import eventually, nats_settings, toolbus
@@ -223,3 +228,23 @@ def _result(response: httpx2.Response) -> dict[str, Any]:
 def _error(response: httpx2.Response) -> dict[str, Any]:
     error: dict[str, Any] = message_of(response)["error"]
     return error
+
+
+def test_a_view_narrows_what_policy_grants_and_never_widens_it() -> None:
+    catalogue = CatalogueMirror()
+    for name in ("calc_add", "calc_div", "docs_search", "admin_reset"):
+        catalogue.put(tool(name))
+    service = ToolService(catalogue, page_size=10)
+    service.views = ViewBook({"work": ViewSettings(tools=["calc_*", "admin_*"])})
+    service.policy = Policy([PolicyRule(subjects=["key:alice"], tools=["calc_*", "docs_*"])])
+    alice = Principal("key:alice", method="api-key", name="alice")
+
+    def listed(principal: Principal, view: str | None) -> list[str]:
+        return [entry.name for entry in service.page(None, principal, view).entries]
+
+    assert listed(alice, None) == ["calc_add", "calc_div", "docs_search"]
+    assert listed(alice, "work") == ["calc_add", "calc_div"]  # admin_reset is in the view, not in her grant
+    assert listed(Principal("key:mallory", method="api-key", name="mallory"), "work") == []
+    assert listed(alice, "gone") == []  # a view deleted under a request: nothing, not everything
+    assert service.entry("docs_search", "work") is None and service.entry("docs_search", None) is not None
+    assert service.entry("calc_add", "gone") is None
