@@ -148,6 +148,8 @@ class Releases:
                 "this registry requires signatures ([registry] require_signatures): publish a signed "
                 "oci:// artifact, not a file"
             )
+        elif not request.digest:
+            raise ReleaseError("name the artifact: a digest in the artifact store, or an oci:// reference")
         if existing is not None:
             if existing.digest != request.digest:
                 raise ReleaseError(

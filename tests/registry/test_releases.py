@@ -15,12 +15,13 @@ from nats.aio.client import Client as NatsClient
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
+from cli.releases import request_release
 from registry.errors import RegistryError
 from registry.service import RegistryService
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, WorkerSettings
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply, RegistryEvent
+from schemas.wire import ErrorReply, PublishRequest, RegistryEvent
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.registry.conftest import ANNOUNCE_INTERVAL_S, Deployment, OciTestRegistry
 from workers.sandbox.component import LoadedComponent
@@ -91,6 +92,12 @@ async def test_bad_names_and_versions_are_refused(
 ) -> None:
     with pytest.raises(RegistryError, match=message):
         await deployment.publish(name, version, V1)
+
+
+async def test_a_publish_naming_no_artifact_is_refused(deployment: Deployment) -> None:
+    request = PublishRequest(name="pkg", version="1.0.0")  # neither a digest nor an oci reference
+    with pytest.raises(RegistryError, match="name the artifact: a digest in the artifact store, or an oci://"):
+        await request_release(deployment.nc, deployment.subjects.registry_release("publish"), encode(request))
 
 
 async def test_publishing_needs_a_worker_to_check_the_component(deployment: Deployment) -> None:

@@ -244,6 +244,10 @@ async def test_signed_publish_verified_pull_and_every_refusal(
     assert f"does not match its digest: expected {compute_digest(tampered)}" in message
     assert not await deployment.store.has_artifact(artifact_digest(tampered))
 
+    # Raw NATS naming no artifact, or something that is not an oci:// reference, is refused too.
+    for oci in ("https://example.com/kit", "oci://"):
+        assert "oci" in await refused(deployment, oci, "odd")
+
     # A plain file cannot be signed this way, and is refused under require_signatures.
     wasm = tmp_path / "plain.wasm"
     wasm.write_bytes(answer_component(12))
