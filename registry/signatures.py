@@ -246,7 +246,8 @@ def push_signature(
 ) -> str:
     """Sign ``REGISTRY/REPOSITORY@manifest_digest`` and push the signature beside it, as ``cosign sign``.
 
-    A signature already there is kept (cosign appends a layer per signature). Returns the
+    Other keys' signatures already there are kept (cosign appends a layer per signature); this
+    key's earlier one is replaced. Returns the
     signature tag. ``scratch`` is a directory for the blobs oras uploads from files.
 
     Raises:
@@ -267,8 +268,9 @@ def push_signature(
         )
     except Exception as exc:  # requests' and oras' errors: one boundary, one message
         raise SignatureError(f"{target}: reading the signatures already there failed: {exc}") from exc
-    if found.status_code == 200:  # cosign appends: keep the signatures already there
-        layers = [layer for layer in found.json().get("layers", []) if layer.get("digest") != ours["digest"]]
+    if found.status_code == 200:  # cosign appends: keep the other keys' signatures, replace our own
+        # Every key signs the same payload (one layer digest): tell our old signature by verifying it.
+        layers = [layer for layer in found.json().get("layers", []) if not _signed_by(key, layer, payload)]
     elif found.status_code == 404:
         layers = []
     else:
@@ -291,6 +293,20 @@ def push_signature(
     if response.status_code not in (200, 201):
         raise SignatureError(f"{target}: the registry refused the signature (HTTP {response.status_code})")
     return tag
+
+
+def _signed_by(key: ec.EllipticCurvePrivateKey, layer: dict[str, Any], payload: bytes) -> bool:
+    """Whether ``layer`` is ``key``'s signature of ``payload`` (a re-sign replaces it)."""
+    annotations = layer.get("annotations")
+    signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+    if layer.get("digest") != _digest(payload) or not isinstance(signature, str):
+        return False
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    public = key.public_key()
+    return _verifies(TrustedKey("", fingerprint(public), public), raw, payload)
 
 
 def _digest(data: bytes) -> str:

@@ -202,6 +202,21 @@ async def test_signed_publish_verified_pull_and_every_refusal(
     kept = await nc.jetstream().get_last_msg(subjects.audit_stream, subjects.event("published"))
     assert decode(kept.data or b"", RegistryEvent).signer_key == release.fingerprint  # the audit stream has it
 
+    # A second key signing the same image adds a layer beside the first (cosign's way); signing
+    # again with a key replaces that key's own layer. The trusted one still verifies.
+    for path in ("intruder.key", "release.key", "intruder.key"):
+        push_signature(
+            oci_registry.address, "tools/signed", manifest_digest, load_private_key(keys / path),
+            insecure=True, scratch=tmp_path,
+        )  # fmt: skip
+    both = json.loads(_get(oci_registry, f"tools/signed/manifests/{signature_tag(manifest_digest)}"))["layers"]
+    assert len(both) == 2 and {layer["digest"] for layer in both} == {layer["digest"]}
+    done = await asyncio.to_thread(
+        toolbus, "publish", oci_registry.oci("tools/signed:1.0"), "--name", "signed", "--version", "1.0.2",
+        "--config", str(config),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
     # Unsigned: refused, and the artifact was never stored.
     unsigned = answer_component(8)
     oci_registry.push("tools/unsigned:1.0", unsigned)
