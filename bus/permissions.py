@@ -113,6 +113,7 @@ def store_rows(subjects: Subjects) -> list[StoreRow]:
         kv(s.tools_bucket, "the tool catalogue", {"registry": "rwa", "gateway": "r", "operator": "r"}),
         kv(s.surfaces_bucket, "resources, prompts, completion", {"registry": "rwa", "gateway": "r", "operator": "r"}),
         kv(s.packages_bucket, "package versions", {"registry": "rwa", "worker": "r", "operator": "r"}),
+        kv(s.views_bucket, "curated views of tools", {"registry": "rwa", "gateway": "r", "operator": "rw"}),
         kv(s.tasks_bucket, "task records", {"registry": "rwa", "worker": "rw", "gateway": "rw", "operator": "r"}),
         # The registry provisions it even where no rate limit is set: a missing bucket is one a
         # gateway could otherwise create with sources or subjects of its choosing.

@@ -349,6 +349,11 @@ class Subjects:
         return f"{self.prefix}_surfaces"
 
     @property
+    def views_bucket(self) -> str:
+        """KV bucket: view name → ``ViewSpec`` (views set at run time, ``toolbus views set``)."""
+        return f"{self.prefix}_views"
+
+    @property
     def packages_bucket(self) -> str:
         """KV bucket of releases: ``version.NAME.VERSION`` → ``PackageVersion``, ``alias.NAME.ALIAS`` → ``Alias``."""
         return f"{self.prefix}_packages"

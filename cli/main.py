@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from cli import (
     audit,
     gateway,
+    keys,
     lifecycle,
     nats_config,
     projects,
@@ -23,12 +24,13 @@ from cli import (
     tasks,
     tools,
     up,
+    views,
     worker,
 )
 from cli.options import add_common_options
 from schemas.environment import supervisor_pid_from_env
 
-VERB_MODULES = (audit, gateway, tools, nats_config, projects, registry, releases, stdio, tasks, up, worker)
+VERB_MODULES = (audit, gateway, keys, tools, nats_config, projects, registry, releases, stdio, tasks, up, views, worker)
 """Each module's ``register`` adds its verbs, in this order in ``--help``. A plain list: the CLI
 sits above the roles and may import them, so no plug-in discovery is needed. Registering imports
 nothing heavy; a verb loads its role's machinery (the mcp SDK, wasmtime) only when it runs."""

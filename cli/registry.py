@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import structlog
 
@@ -11,6 +12,7 @@ from bus.principal import PrincipalSigner
 from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
+from registry.errors import SignatureError
 from registry.service import RegistryService
 from schemas.config import Settings
 
@@ -36,7 +38,11 @@ async def serve(settings: Settings, _args: argparse.Namespace) -> int:
             replicas=settings.nats.replicas,
             principal_signer=PrincipalSigner.for_key(settings.nats.principal_key),
         )
-        await service.start()
+        try:
+            await service.start()
+        except SignatureError as exc:  # a [registry] trusted_keys file that cannot be used
+            print(f"toolbus: registry: {exc}", file=sys.stderr)
+            return 2
         signal_name = await wait_for_shutdown_signal()
         log.info("registry stopping", signal=signal_name)
         await service.stop()

@@ -1,9 +1,10 @@
 """The gateway's ASGI app (Starlette), its middleware stack, and its uvicorn runner.
 
 The middleware is one declared list, outermost first, built by ``build_stack`` the way
-Starlette's ``build_middleware_stack`` builds its own: the error boundary, the front door, the
-hot path, then the Starlette app. Code that needs a layer later (tests, the bench, the server's
-shutdown) asks ``gateway_state`` for what the build recorded instead of walking ``.app`` links.
+Starlette's ``build_middleware_stack`` builds its own: the error boundary, the view router
+(``PATH/<view>``, ``gateway.views``), the front door, the hot path, then the Starlette app. Code
+that needs a layer later (tests, the bench, the server's shutdown) asks ``gateway_state`` for what
+the build recorded instead of walking ``.app`` links.
 
 The lifespan connects NATS (unless given a connection), makes sure the tools bucket exists,
 starts the catalogue watch and the tool-list change notices, opens the task store (its
@@ -62,6 +63,7 @@ from gateway.surface_service import SurfaceService
 from gateway.task_frontend import TaskFrontend
 from gateway.tool_service import ToolService
 from gateway.tracing import TracedToolService
+from gateway.views import ViewBook, ViewRouter, decode_view
 from schemas.config import Settings
 from stores import TaskStore
 
@@ -94,6 +96,8 @@ class GatewayState:
         """One reading and every decision per request: authentication, sessions, policy, rate limits."""
         self.hot_path: HotPath | None = None
         """The lean ``tools/call`` and ``tools/list`` (``None`` with ``gateway.hot_path = false``)."""
+        self.views = ViewBook()
+        """The views served on ``PATH/<view>`` (``gateway.views``)."""
 
 
 _BUILT: Final[weakref.WeakKeyDictionary[ASGIApp, GatewayState]] = weakref.WeakKeyDictionary()
@@ -146,13 +150,15 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     """
     subjects = Subjects(settings.nats.prefix)
     catalogue = CatalogueMirror()
+    views = ViewBook(settings.views)
     tracing = start_tracing(settings.telemetry, "gateway")
     service = (
         ToolService(catalogue, page_size=settings.gateway.page_size)
         if tracing is None  # no OpenTelemetry code per call unless spans are exported
         else TracedToolService(catalogue, page_size=settings.gateway.page_size, tracing=tracing)
     )
-    changes = ListChanges(catalogue)
+    service.views = views
+    changes = ListChanges(catalogue, views=views)
     surfaces = SurfaceMirror()
     changes.follow_surfaces(surfaces)
     frontend = ToolFrontend(service)
@@ -170,6 +176,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     security = transport_security(settings.gateway)
     session_manager = build_session_manager(server, security, max_body_bytes=settings.gateway.max_body_bytes)
     state = GatewayState(catalogue, changes)
+    state.views = views
     metrics = GatewayMetrics(
         service,
         catalogue,
@@ -188,6 +195,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         conn = nc or await connect_nats(settings)
         watcher: CatalogueMirrorWatcher[Any] | None = None
         surface_watcher: CatalogueMirrorWatcher[Any] | None = None
+        view_watcher: CatalogueMirrorWatcher[Any] | None = None
         audit: AuditTrail | None = None
         try:
             kv = await ensure_bucket(conn, subjects.tools_bucket, replicas=settings.nats.replicas)
@@ -196,6 +204,9 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
             surfaces_kv = await ensure_bucket(conn, subjects.surfaces_bucket, replicas=settings.nats.replicas)
             surface_watcher = CatalogueMirrorWatcher(surfaces_kv, surfaces, decode_value=decode_surface)
             surface_watcher.start()
+            views_kv = await ensure_bucket(conn, subjects.views_bucket, replicas=settings.nats.replicas)
+            view_watcher = CatalogueMirrorWatcher(views_kv, views, decode_value=decode_view)
+            view_watcher.start()
             await resources.attach(conn, subjects)
             try:
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
@@ -233,6 +244,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 await watcher.stop()
             if surface_watcher is not None:
                 await surface_watcher.stop()
+            if view_watcher is not None:
+                await view_watcher.stop()
             await resources.detach()
             if audit is not None:
                 service.observers.remove(audit.observe)
@@ -283,6 +296,13 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     middleware = [
         # Outermost: an exception anywhere below becomes a JSON-RPC error, never a traceback.
         Middleware(ErrorBoundary),
+        # PATH/<view> is served as PATH with the view in the scope (gateway.views), before any judgement.
+        Middleware(
+            ViewRouter,
+            path=settings.gateway.path,
+            views=views,
+            session_alive=functools.partial(session_alive, session_manager),
+        ),
         # Always in front, auth or not: it reads and judges every POST, once (gateway.inbound).
         Middleware(
             FrontDoor,

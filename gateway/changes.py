@@ -19,6 +19,10 @@ longer than ``max_delay_s`` after the burst began), then
 
 Every notification is a level trigger ("refetch tools/list"), sent after the change is in the
 catalogue, so a client that refetches on receipt always sees at least that change.
+
+Views (``gateway.views``): each view's 2026 listen streams hang off a bus of their own, and each
+2025 session remembers the view it was opened on; a change of one view's tool list notifies that
+view's clients only. Catalogue and surface changes, and resource updates, go to every bus.
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ServerEvent,
     ToolsListChanged,
 )
+from mcp_types import SubscriptionsListenRequestParams, SubscriptionsListenResult
 
 from bus.cancellation import cancel_and_wait
 from gateway.catalogue_mirror import CatalogueChange, CatalogueMirror
 from gateway.sdk_adapter import connection_of
 from gateway.surface_mirror import SurfaceMirror
+from gateway.views import ViewBook, view_of
 
 log = structlog.get_logger(__name__)
 
@@ -84,12 +91,16 @@ class LegacySession(Protocol):
 class _Mailbox:
     """One legacy session's pending notifications: at most one send in flight, later changes fold in."""
 
-    def __init__(self, session: LegacySession) -> None:
+    def __init__(self, session: LegacySession, view: str | None = None) -> None:
         self.session = session
+        self.view = view
+        """The view the session was opened on (``None``: the MCP path itself)."""
         self.pending: set[str] = set()
         self.task: asyncio.Task[None] | None = None
 
     def poke(self, lists: frozenset[str]) -> None:
+        if not lists:
+            return
         self.pending |= lists
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain(), name="list-changed")
@@ -105,24 +116,47 @@ class _Mailbox:
                 return
 
 
+class _EveryBus:
+    """What ``bus.publish`` reaches: the listen streams of the MCP path and of every view."""
+
+    def __init__(self, listeners: dict[str | None, tuple[InMemorySubscriptionBus, ListenHandler]]) -> None:
+        self._listeners = listeners
+
+    async def publish(self, event: ServerEvent) -> None:
+        for bus, _ in list(self._listeners.values()):
+            await bus.publish(event)
+
+
 class ListChanges:
     """Tells connected clients, in both protocol eras, that ``tools/list`` changed."""
 
-    def __init__(self, catalogue: CatalogueMirror, *, debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S):
+    def __init__(
+        self,
+        catalogue: CatalogueMirror,
+        *,
+        debounce_s: float = DEBOUNCE_S,
+        max_delay_s: float = MAX_DELAY_S,
+        views: ViewBook | None = None,
+    ):
         self._catalogue = catalogue
         self._debounce_s = debounce_s
         self._max_delay_s = max_delay_s
-        self.bus = InMemorySubscriptionBus()
-        """Carries ``ToolsListChanged`` to the open ``subscriptions/listen`` streams."""
-        self.listen = ListenHandler(self.bus)
-        """The server's ``subscriptions/listen`` handler (2026-07-28)."""
+        self._views = views
+        self._listeners: dict[str | None, tuple[InMemorySubscriptionBus, ListenHandler]] = {}
+        """View (``None``: the MCP path) → the bus and handler of its ``subscriptions/listen`` streams."""
+        self._listener(None)
+        self.bus = _EveryBus(self._listeners)
+        """Carries events to every open ``subscriptions/listen`` stream, whatever its path."""
         self._sessions: dict[LegacySession, _Mailbox] = {}
         self._changed = asyncio.Event()
         self._lists: set[str] = set()
         """The lists changed since the last round (``tools``, ``resources``, ``prompts``)."""
+        self._changed_views: set[str] = set()
+        """Views whose tool list changed since the last round."""
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._unsubscribe_surfaces: Callable[[], None] | None = None
+        self._unsubscribe_views: Callable[[], None] | None = None
         self.rounds = 0
         """Notification rounds sent so far (one per coalesced burst)."""
 
@@ -134,10 +168,27 @@ class ListChanges:
         """Also tell clients when resources (and templates) or prompts change."""
         self._unsubscribe_surfaces = surfaces.subscribe(self._on_surfaces)
 
+    def _listener(self, view: str | None) -> ListenHandler:
+        found = self._listeners.get(view)
+        if found is None:
+            bus = InMemorySubscriptionBus()
+            found = self._listeners[view] = (bus, ListenHandler(bus))
+        return found[1]
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        """The server's ``subscriptions/listen`` handler (2026-07-28): a stream on the request's view."""
+        # A view's name reached here only through ViewRouter, which serves known views only:
+        # the handlers are bounded by the views there are.
+        return await self._listener(view_of(ctx))(ctx, params)
+
     def start(self) -> None:
-        """Follow the catalogue and send notifications from a background task."""
+        """Follow the catalogue (and the views) and send notifications from a background task."""
         if self._task is None:
             self._unsubscribe = self._catalogue.subscribe(self._on_change)
+            if self._views is not None:
+                self._unsubscribe_views = self._views.subscribe(self._on_view)
             self._task = asyncio.create_task(self._run(), name="tools-list-changes")
 
     async def stop(self) -> None:
@@ -148,6 +199,9 @@ class ListChanges:
         if self._unsubscribe_surfaces is not None:
             self._unsubscribe_surfaces()
             self._unsubscribe_surfaces = None
+        if self._unsubscribe_views is not None:
+            self._unsubscribe_views()
+            self._unsubscribe_views = None
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait([task])
@@ -159,17 +213,18 @@ class ListChanges:
 
     def end_streams(self) -> None:
         """End every open listen stream gracefully (its client gets the final result and may re-listen)."""
-        self.listen.close()
+        for _, handler in list(self._listeners.values()):
+            handler.close()
 
     async def on_initialized(self, ctx: ServerRequestContext[Any, Any], _params: types.NotificationParams) -> None:
         """``notifications/initialized`` handler: the 2025-era session hears of changes from now on."""
-        self.add_session(connection_of(ctx))
+        self.add_session(connection_of(ctx), view_of(ctx))
 
-    def add_session(self, session: LegacySession) -> None:
-        """Notify ``session`` of changes until its exit stack unwinds (the session ended)."""
+    def add_session(self, session: LegacySession, view: str | None = None) -> None:
+        """Notify ``session`` (opened on ``view``) of changes until its exit stack unwinds (the session ended)."""
         if session in self._sessions:
             return
-        self._sessions[session] = _Mailbox(session)
+        self._sessions[session] = _Mailbox(session, view)
         session.exit_stack.callback(self._forget, session)
 
     def _forget(self, session: LegacySession) -> None:
@@ -183,6 +238,10 @@ class ListChanges:
 
     def _on_surfaces(self, lists: frozenset[str]) -> None:
         self._lists |= lists
+        self._changed.set()
+
+    def _on_view(self, view: str) -> None:
+        self._changed_views.add(view)
         self._changed.set()
 
     async def _run(self) -> None:
@@ -204,11 +263,20 @@ class ListChanges:
     async def _notify(self) -> None:
         self.rounds += 1
         lists, self._lists = frozenset(self._lists), set()
+        views, self._changed_views = frozenset(self._changed_views), set()
         for changed in sorted(lists, key=list(_EVENTS).index):
             try:
                 await self.bus.publish(_EVENTS[changed]())
             except Exception:
                 log.exception("publishing list_changed to listen streams failed", list=changed)
+        if TOOLS not in lists:  # a view's own change: its listen streams only
+            for view in sorted(views):
+                found = self._listeners.get(view)
+                if found is not None:
+                    try:
+                        await found[0].publish(ToolsListChanged())
+                    except Exception:
+                        log.exception("publishing list_changed to a view's listen streams failed", view=view)
         for mailbox in list(self._sessions.values()):
-            mailbox.poke(lists)
-        log.debug("list_changed sent", lists=sorted(lists), legacy_sessions=len(self._sessions))
+            mailbox.poke(lists | {TOOLS} if mailbox.view in views else lists)
+        log.debug("list_changed sent", lists=sorted(lists), views=sorted(views), legacy_sessions=len(self._sessions))

@@ -73,6 +73,7 @@ from gateway.principals import Principal, principal_in
 from gateway.sdk_adapter import hand_to_session_manager, holding_session, session_transport
 from gateway.tool_service import ToolService
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
+from gateway.views import view_in
 from schemas.codec import encode
 from schemas.wire import UNSET, CallToolResult, Content
 
@@ -332,13 +333,14 @@ class HotPath:
             await send({"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, *extra]})
             await send({"type": "http.response.body", "body": body})
 
+        view = view_in(scope)
         if transport is None:
-            await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond)
+            await self._answer(decoded, params, era, modern, headers, principal_in(scope), view, receive, respond)
             return True
         # A 2025 client cancels with a notification naming the call: its calls are kept findable.
         key = (transport.mcp_session_id or "", decoded["id"])
         with holding_session(transport):
-            await self._answer(decoded, params, era, modern, headers, principal_in(scope), receive, respond, key)
+            await self._answer(decoded, params, era, modern, headers, principal_in(scope), view, receive, respond, key)
         return True
 
     def _cancel_flight(self, inbound: Inbound) -> None:
@@ -362,6 +364,7 @@ class HotPath:
         modern: bool,
         headers: Mapping[str, str],
         principal: Principal,
+        view: str | None,
         receive: Receive,
         respond: Respond,
         flight_key: tuple[str, Any] | None = None,
@@ -381,6 +384,7 @@ class HotPath:
                         era=era,
                         principal=principal,
                         traceparent=client_traceparent(headers.get(TRACEPARENT_HTTP_HEADER), params.get("_meta")),
+                        view=view,
                     )
                 except asyncio.CancelledError:
                     if flight.reason is None:
@@ -397,7 +401,7 @@ class HotPath:
                         del self._flights[flight_key]
                 result: Any = self._modern_call(call) if modern else call
             else:
-                result = self._list(params.get("cursor"), modern, principal)
+                result = self._list(params.get("cursor"), modern, principal, view)
         except CallFailed as exc:
             error = to_jsonrpc(exc)
             await self._error(request_id, error.code, error.message, error.data, modern, respond)
@@ -415,8 +419,8 @@ class HotPath:
             meta=self._stamp,
         )
 
-    def _list(self, cursor: str | None, modern: bool, principal: Principal) -> dict[str, Any]:
-        page = self._service.page(cursor, principal)
+    def _list(self, cursor: str | None, modern: bool, principal: Principal, view: str | None) -> dict[str, Any]:
+        page = self._service.page(cursor, principal, view)
         entries = page.entries
         tools = [e.modern_tool for e in entries] if modern else [e.legacy_tool for e in entries]
         result: dict[str, Any] = {"tools": tools}

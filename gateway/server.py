@@ -49,6 +49,7 @@ from gateway.sdk_adapter import connection_of
 from gateway.task_frontend import LEGACY_TASKS_CAPABILITY, TaskFrontend
 from gateway.tool_service import ToolService, is_modern
 from gateway.tracing import TRACEPARENT_HTTP_HEADER, client_traceparent
+from gateway.views import view_now, view_of
 from schemas.config import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -92,15 +93,19 @@ class ToolFrontend:
         """2025-era session id -> the level its client set with ``logging/setLevel``."""
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
-        """Schema lookup for the SDK's ``Mcp-Param-*`` header check (avoids a tools/list per call)."""
-        return self.service.catalogue.input_schema(name)
+        """Schema lookup for the SDK's ``Mcp-Param-*`` header check (avoids a tools/list per call).
+
+        None for a tool unknown on the request's view (``gateway.views.view_now``), as for any unknown tool.
+        """
+        entry = self.service.entry(name, view_now())
+        return None if entry is None else self.service.catalogue.input_schema(name)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         """``tools/list``: one page of the catalogue."""
         try:
-            page = self.service.page(params.cursor if params else None, principal_of(ctx))
+            page = self.service.page(params.cursor if params else None, principal_of(ctx), view_of(ctx))
         except InvalidCursor as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         modern = is_modern(ctx.protocol_version)
@@ -140,6 +145,7 @@ class ToolFrontend:
                 events=self.event_relay(ctx),
                 asker=asker,
                 resume=resume,
+                view=view_of(ctx),
             )
         except CallFailed as exc:
             raise mcp_error(exc) from None
@@ -193,7 +199,7 @@ class ToolFrontend:
         """
         if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
             name = ctx.params.get("name")
-            entry = self.service.catalogue.get(name) if isinstance(name, str) else None
+            entry = self.service.entry(name, view_of(ctx)) if isinstance(name, str) else None
             if entry is not None and entry.descriptor.client_capabilities:
                 declared = ctx.session.client_capabilities
                 missing = [c for c in entry.descriptor.client_capabilities if getattr(declared, c, None) is None]

@@ -68,6 +68,7 @@ from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
 from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
+from gateway.views import view_of
 from schemas.codec import DecodeError, decode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord, TaskSupport
@@ -263,6 +264,8 @@ class TaskFrontend:
         raw = ctx.params if isinstance(ctx.params, Mapping) else {}
         modern = is_modern(ctx.protocol_version)
         name = raw.get("name")
+        if isinstance(name, str) and self.service.entry(name, view_of(ctx)) is None:
+            return await call_next(ctx)  # unknown on this path (gateway.views): the call says so
         support = self.service.catalogue.task_support(name) if isinstance(name, str) else None
         if not task_route(creates_task(dict(raw), modern=modern), support, modern=modern, tool=str(name)):
             return await call_next(ctx)

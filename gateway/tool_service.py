@@ -20,12 +20,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bus.call_request import new_request_id
 from gateway.calls import Question, ToolCaller
-from gateway.catalogue_mirror import CatalogueMirror, CataloguePage
+from gateway.catalogue_mirror import CatalogueEntry, CatalogueMirror, CataloguePage
 from gateway.errors import BusDisconnected, CallFailed, UnknownTool, WorkerFailed
 from gateway.events import EventRelay
 from gateway.policy import Policy
 from gateway.principals import ANONYMOUS, Principal
 from gateway.questions import Asker, InputRequired, RoundState
+from gateway.views import ViewBook
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import CANCELLED, INVALID_ARGUMENTS, OK, TOOL_ERROR, failed_outcome
 from schemas.validation import argument_problem, invalid_arguments_message
@@ -88,19 +89,35 @@ class ToolService:
         self.caller = caller
         self.policy = Policy(None)
         """Who may see and call what (``gateway.policy``); the front door enforces calls, ``page`` filters."""
+        self.views = ViewBook()
+        """The views (``gateway.views``): on ``/mcp/<view>`` a tool outside the view is unknown."""
         self.observers: list[CallObserver] = []
         self.in_flight = 0
         """Calls begun and not yet finished (the metrics read it when scraped)."""
 
-    def page(self, cursor: str | None, principal: Principal = ANONYMOUS) -> CataloguePage:
-        """One page of the catalogue: the tools ``principal`` may call.
+    def entry(self, name: str, view: str | None = None) -> CatalogueEntry | None:
+        """The tool ``name`` as requests on ``view`` see it: ``None`` when it is unknown there.
+
+        The one place a view decides what exists (both front ends ask here, and the task front end).
+        """
+        entry = self.catalogue.get(name)
+        if entry is None or view is None:
+            return entry
+        chosen = self.views.get(view)
+        return entry if chosen is not None and chosen.allows(name) else None
+
+    def page(self, cursor: str | None, principal: Principal = ANONYMOUS, view: str | None = None) -> CataloguePage:
+        """One page of the catalogue: the tools ``principal`` may call, of ``view`` when one is named.
 
         Raises:
             InvalidCursor: the cursor did not come from this catalogue.
         """
-        if not self.policy.restricts:
-            return self.catalogue.page(cursor, self.page_size)
-        return self.catalogue.page(cursor, self.page_size, self.policy.grant(principal).allows)
+        allows: Callable[[str], bool] | None = self.policy.grant(principal).allows if self.policy.restricts else None
+        if view is not None:
+            chosen = self.views.get(view)
+            in_view = chosen.allows if chosen is not None else _nothing
+            allows = in_view if allows is None else _both(allows, in_view)
+        return self.catalogue.page(cursor, self.page_size, allows)
 
     async def call(
         self,
@@ -113,8 +130,11 @@ class ToolService:
         events: EventRelay | None = None,
         asker: Asker | None = None,
         resume: RoundState | None = None,
+        view: str | None = None,
     ) -> CallToolResult:
         """Validate and run one call; the result is shaped for ``era``; ``events`` hears its progress and logs.
+
+        ``view``: the view the request came in on; a tool outside it is unknown (``entry``).
 
         ``asker`` answers the guest's questions (``gateway.questions``); without one the guest
         hears that its client cannot be asked. ``resume`` continues a 2026-07-28 call suspended
@@ -132,7 +152,7 @@ class ToolService:
         self.in_flight += 1
         try:
             result, outcome = await self._call(
-                name, arguments, era, principal, request_id, traceparent, events, asker, resume
+                name, arguments, era, principal, request_id, traceparent, events, asker, resume, view
             )
             return result
         except CallFailed as exc:
@@ -162,9 +182,10 @@ class ToolService:
         events: EventRelay | None,
         asker: Asker | None = None,
         resume: RoundState | None = None,
+        view: str | None = None,
     ) -> tuple[CallToolResult, str]:
         """The call's result and its outcome (see ``CallRecord``)."""
-        entry = self.catalogue.get(name)
+        entry = self.entry(name, view)
         if entry is None:
             raise UnknownTool(f"unknown tool {name!r}; {UNKNOWN_TOOL_HINT}", tool=name)
         problem = argument_problem(entry.validator, {} if arguments is None else arguments)
@@ -225,3 +246,11 @@ class ToolService:
                 f"the worker for tool {name!r} sent a reply that is not an MCP CallToolResult", tool=name
             ) from None
         return (result if is_modern(era) else downgrade(result)), TOOL_ERROR if result.is_error else OK
+
+
+def _nothing(_tool: str) -> bool:
+    return False
+
+
+def _both(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda tool: first(tool) and second(tool)

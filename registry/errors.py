@@ -14,3 +14,8 @@ class ReleaseError(RegistryError):
 class UnknownTool(RegistryError):
     """Raised when a task is submitted for a tool the catalogue has never heard of (no worker
     has offered it since the registry started, and the tools bucket does not list it)."""
+
+
+class SignatureError(RegistryError):
+    """Raised when an artifact's signature is missing, not by a trusted key, or does not cover it,
+    or when a key cannot be read or a signature cannot be pushed (the message says which)."""

@@ -32,6 +32,14 @@ from email.message import Message
 from typing import Any, Literal
 
 from registry.errors import RegistryError
+from registry.signatures import (
+    MAX_PAYLOAD_BYTES,
+    MAX_SIGNATURE_LAYERS,
+    SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING,
+    SignatureLayer,
+    signature_tag,
+)
 
 OCI_SCHEME = "oci://"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -152,6 +160,8 @@ class PulledArtifact:
     """The manifest's annotations (``org.opencontainers.image.*`` and the like)."""
     layer_annotations: dict[str, str]
     """The wasm layer's annotations (e.g. ``org.opencontainers.image.title``, the file name)."""
+    signatures: list[SignatureLayer] = field(default_factory=list)
+    """The cosign signatures found beside the manifest (``registry.signatures``), when asked for."""
 
 
 def parse_reference(text: str) -> OciReference:
@@ -223,6 +233,7 @@ def pull_component(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_bytes: int = DEFAULT_MAX_BYTES,
     insecure: bool | None = None,
+    signatures: bool = False,
 ) -> PulledArtifact:
     """Pull the ``application/wasm`` layer of ``ref``'s manifest, verified against its digest.
 
@@ -232,6 +243,8 @@ def pull_component(
         max_bytes: the largest component accepted; its descriptor's size is checked before download.
         insecure: ``True`` speaks http, ``False`` https; ``None`` (default) http for loopback hosts
             (localhost, 127.0.0.0/8, ::1) and https for every other host.
+        signatures: also read the cosign signatures stored beside the manifest (unverified: that
+            is ``registry.signatures.verify``'s job), within the same deadline.
 
     Raises:
         OciError: naming the reference and what went wrong; ``kind`` says which.
@@ -267,6 +280,7 @@ def pull_component(
         raise OciError(ref, "not-wasm", f"{what} is not WebAssembly (it starts {blob.body[:8]!r})")
     config = manifest.get("config")
     config_media_type = config.get("mediaType") if isinstance(config, dict) else None
+    found = _signatures(session, manifest_digest) if signatures else []
     return PulledArtifact(
         reference=ref,
         wasm=blob.body,
@@ -275,7 +289,48 @@ def pull_component(
         config_media_type=config_media_type if isinstance(config_media_type, str) else None,
         annotations=_annotations(manifest),
         layer_annotations=layer.annotations,
+        signatures=found,
     )
+
+
+def _signatures(session: _Session, manifest_digest: str) -> list[SignatureLayer]:
+    """The signature layers of the ``sha256-<hex>.sig`` manifest beside ``manifest_digest`` (none: [])."""
+    ref = session.ref
+    what = f"signature manifest {signature_tag(manifest_digest)}"
+    try:
+        reply = session.get(
+            f"/v2/{ref.repository}/manifests/{signature_tag(manifest_digest)}",
+            MANIFEST_ACCEPT,
+            MAX_MANIFEST_BYTES,
+            what,
+        )
+    except OciError as exc:
+        if exc.kind == "not-found":
+            return []
+        raise
+    if reply.truncated:
+        raise OciError(ref, "too-large", f"{what} is over {MAX_MANIFEST_BYTES} bytes")
+    manifest = _decode_manifest(ref, reply.body, reply.headers.get_content_type())
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise OciError(ref, "protocol", f"{what} has no list of layers")
+    signed = [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == SIMPLE_SIGNING]
+    if len(signed) > MAX_SIGNATURE_LAYERS:
+        raise OciError(ref, "too-large", f"{what} has {len(signed)} signatures, over {MAX_SIGNATURE_LAYERS}")
+    found = []
+    for layer in signed:
+        digest, size = layer.get("digest"), layer.get("size")
+        signature = _annotations(layer).get(SIGNATURE_ANNOTATION)
+        if not isinstance(digest, str) or not isinstance(size, int) or signature is None:
+            continue  # not a cosign signature layer: nothing to verify
+        if size > MAX_PAYLOAD_BYTES or not DIGEST_RE.fullmatch(digest):
+            raise OciError(ref, "protocol", f"{what} has a signature payload {digest!r} we will not read")
+        blob = session.get(
+            f"/v2/{ref.repository}/blobs/{digest}", "*/*", MAX_PAYLOAD_BYTES, f"signature payload {digest}"
+        )
+        verify_digest(blob.body, digest, reference=ref, what=f"signature payload {digest}")
+        found.append(SignatureLayer(payload=blob.body, signature=signature))
+    return found
 
 
 def _decode_manifest(ref: OciReference, body: bytes, content_type: str) -> dict[str, Any]:

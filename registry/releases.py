@@ -11,12 +11,19 @@ Publishing never runs Wasm in the registry: the artifact must already be in the 
 loads it with the settings it will run with and derives its tools. A component that cannot
 load is refused before anything is recorded. So is a package named like a component that workers
 serve from their own config: the two would fight over the same tool names.
+
+An ``oci://`` artifact is pulled by the registry itself (``PublishRequest.oci``), with the cosign
+signatures beside it: the one place that decides whether an artifact is trusted, so that under
+``[registry] require_signatures`` nothing unsigned is stored or recorded, whoever asks
+(docs/signatures.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import msgspec
 import structlog
@@ -27,7 +34,9 @@ from bus.connection import send_request
 from bus.errors import BusTimeout, NoResponders
 from bus.replies import send_error
 from bus.subjects import Header, Subjects
-from registry.errors import ReleaseError
+from registry.errors import ReleaseError, SignatureError
+from registry.oci import OCI_SCHEME, OciError, parse_reference, pull_component
+from registry.signatures import Signer, TrustedKey, verify
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import (
@@ -47,6 +56,7 @@ from stores import (
     InvalidName,
     PackageStore,
     VersionExists,
+    artifact_digest,
     check_alias,
     check_name,
     check_version,
@@ -61,12 +71,26 @@ INTROSPECT_TIMEOUT_S = 120.0
 Handler = Callable[[Msg], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class SignaturePolicy:
+    """Which signatures the registry trusts, and whether it publishes anything else."""
+
+    trusted: list[TrustedKey] = field(default_factory=list)
+    required: bool = False
+
+
 class Releases:
     """Answers the release verbs for one deployment."""
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, store: PackageStore, configured: Callable[[str], list[str]]
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        store: PackageStore,
+        configured: Callable[[str], list[str]],
+        signatures: SignaturePolicy | None = None,
     ) -> None:
+        self._signatures = signatures or SignaturePolicy()
         self._nc = nc
         self._subjects = subjects
         self._store = store
@@ -88,7 +112,7 @@ class Releases:
                 return
             try:
                 reply = await chosen(msg.data)
-            except (ReleaseError, InvalidName, VersionExists, DecodeError) as exc:
+            except (ReleaseError, InvalidName, VersionExists, DecodeError, OciError, SignatureError) as exc:
                 await send_error(self._nc, msg.reply, ErrorCode.RELEASE_REJECTED, f"{verb}: {exc}")
                 return
             except Exception:  # the outermost handler: a bug must still produce a reply
@@ -116,6 +140,16 @@ class Releases:
                 "the workers' [[components]] first"
             )
         existing = await self._store.version(request.name, request.version)
+        signer: Signer | None = None
+        if request.oci:
+            request, signer = await self._pull(request, existing is None)
+        elif self._signatures.required:
+            raise ReleaseError(
+                "this registry requires signatures ([registry] require_signatures): publish a signed "
+                "oci:// artifact, not a file"
+            )
+        elif not request.digest:
+            raise ReleaseError("name the artifact: a digest in the artifact store, or an oci:// reference")
         if existing is not None:
             if existing.digest != request.digest:
                 raise ReleaseError(
@@ -134,14 +168,23 @@ class Releases:
             settings=request.settings,
             published_at=time.time(),
             source=request.source,
+            signer=signer.name if signer else "",
+            signer_key=signer.fingerprint if signer else "",
         )
         await self._store.create_version(record)
         for alias in request.aliases:
             await self._store.set_alias(request.name, alias, request.version, at=record.published_at)
         await self._event(
-            "published", request.name, request.version, request.digest, tools=[t.name for t in record.tools]
+            "published",
+            request.name,
+            request.version,
+            request.digest,
+            tools=[t.name for t in record.tools],
+            signer=signer,
         )
-        log.info("published", package=request.name, version=request.version, digest=request.digest)
+        log.info(
+            "published", package=request.name, version=request.version, digest=request.digest, signer=record.signer
+        )
         return await self._summary(request.name, f"published {request.name} {request.version}")
 
     async def _rollback(self, data: bytes) -> ReleaseReply:
@@ -194,6 +237,32 @@ class Releases:
         return await self._summary(request.name)
 
     # -- helpers --------------------------------------------------------------------------------
+    async def _pull(self, request: PublishRequest, store: bool) -> tuple[PublishRequest, Signer | None]:
+        """Pull ``request.oci`` and check its signature; store it (when ``store``) only once trusted.
+
+        Returns the request naming the pulled artifact's digest, and who signed it (None: unsigned,
+        which only a registry that does not require signatures accepts).
+
+        Raises:
+            OciError: the pull failed (the message names the reference and why).
+            SignatureError: it must be signed and is not, or not by a trusted key, or not this artifact.
+        """
+        if not request.oci.startswith(OCI_SCHEME):
+            raise ReleaseError(f"oci: {request.oci!r} is not an oci:// reference")
+        policy = self._signatures
+        pulled = await asyncio.to_thread(pull_component, parse_reference(request.oci), signatures=bool(policy.trusted))
+        signer: Signer | None = None
+        try:
+            signer = verify(pulled.signatures, pulled.manifest_digest, policy.trusted)
+        except SignatureError as exc:
+            if policy.required:
+                raise SignatureError(f"{request.oci}: refused: {exc}") from None
+            if pulled.signatures:  # signed, but not as we trust: say so in the log, publish unsigned
+                log.warning("signature not trusted", reference=request.oci, problem=str(exc))
+        digest = await self._store.put_artifact(pulled.wasm) if store else artifact_digest(pulled.wasm)
+        source = request.source or request.oci
+        return msgspec.structs.replace(request, digest=digest, source=source), signer
+
     async def _existing(self, request: ReleaseRequest) -> PackageVersion:
         """The version ``request`` names (a version, or an alias pointing at one)."""
         check_name(request.name)
@@ -232,12 +301,23 @@ class Releases:
                 published_at=r.published_at,
                 deprecated=r.deprecated,
                 retired=r.retired,
+                signer=r.signer,
+                signer_key=r.signer_key,
             )
             for r in await self._store.versions(name)
         ]
         return ReleaseReply(name=name, versions=summaries, message=message)
 
-    async def _event(self, kind: str, name: str, version: str, digest: str, *, tools: list[str] | None = None) -> None:
+    async def _event(
+        self,
+        kind: str,
+        name: str,
+        version: str,
+        digest: str,
+        *,
+        tools: list[str] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         event = RegistryEvent(
             kind=kind,  # type: ignore[arg-type]
             name=name,
@@ -245,5 +325,7 @@ class Releases:
             digest=digest,
             tools=tools or [],
             at=time.time(),
+            signer=signer.name if signer else "",
+            signer_key=signer.fingerprint if signer else "",
         )
         await self._nc.publish(self._subjects.event(kind), encode(event))

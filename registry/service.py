@@ -34,7 +34,8 @@ from bus.replies import send_error
 from bus.subjects import RELEASE_VERBS, Subjects
 from registry.audit_stream import ensure_audit_stream
 from registry.catalogue import Catalogue
-from registry.releases import Releases
+from registry.releases import Releases, SignaturePolicy
+from registry.signatures import load_trusted_key
 from registry.surfaces import SurfaceCatalogue
 from registry.task_desk import TaskDesk
 from schemas.codec import DecodeError, decode, encode
@@ -92,10 +93,24 @@ class RegistryService:
         self.releases: Releases | None = None
         self.tasks: TaskDesk | None = None
 
+    def _signature_policy(self) -> SignaturePolicy:
+        """The trusted keys, read now: a missing or bad key file stops the registry at start.
+
+        Raises:
+            SignatureError: a key file cannot be read or is not an ECDSA P-256 public key.
+        """
+        keys = [load_trusted_key(path) for path in self._settings.trusted_keys]
+        return SignaturePolicy(trusted=keys, required=self._settings.require_signatures)
+
     async def start(self) -> None:
         """Provision JetStream, load the catalogue, subscribe, and ask workers to announce.
 
-        Each store creates its own buckets and streams if missing (once each)."""
+        Each store creates its own buckets and streams if missing (once each).
+
+        Raises:
+            SignatureError: a trusted key file cannot be read (checked first, before anything is created).
+        """
+        signatures = self._signature_policy()
         await ensure_audit_stream(
             self._nc, self._subjects, replicas=self._replicas, max_events=self._settings.audit_max_events
         )
@@ -106,6 +121,8 @@ class RegistryService:
             self._nc, self._subjects.rate_limits_bucket, replicas=self._replicas, ttl_s=MAX_RATE_WINDOW_S
         )
         self.store = await PackageStore.open(self._nc, self._subjects, replicas=self._replicas)
+        # Views set at run time (stores.view_store): operators write it, gateways watch it.
+        await ensure_bucket(self._nc, self._subjects.views_bucket, replicas=self._replicas)
         surfaces_kv = await ensure_bucket(self._nc, self._subjects.surfaces_bucket, replicas=self._replicas)
         surfaces = SurfaceCatalogue(surfaces_kv)
         self.catalogue = Catalogue(tools_kv, self._liveness_window_s, packages_kv=self.store.kv, surfaces=surfaces)
@@ -115,7 +132,7 @@ class RegistryService:
         self._tasks.append(asyncio.create_task(self.catalogue.watch_packages()))
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
-        self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component)
+        self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component, signatures)
         task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
         self.tasks = TaskDesk(self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer)
         await self.tasks.start()

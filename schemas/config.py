@@ -363,6 +363,29 @@ class RegistrySettings(SettingsModel):
     """Cap of the audit stream (one event per call, ~300 bytes each: ~1.5 GB): beyond it the
     oldest events go, before their 30 days are up. Applies when the registry creates the stream.
     A count, not bytes, because JetStream reserves a stream's byte cap up front."""
+    require_signatures: bool = False
+    """Publish only ``oci://`` artifacts with a cosign signature by one of ``trusted_keys``
+    (docs/signatures.md); anything else is refused before it is stored or recorded."""
+    trusted_keys: list[Path] = Field(default_factory=list)
+    """PEM public keys (``cosign.pub``'s format) whose signatures are trusted; a signer is shown
+    by the key file's stem and fingerprint. Read when the registry starts."""
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Self:
+        if self.require_signatures and not self.trusted_keys:
+            raise ValueError("require_signatures: needs at least one key in 'trusted_keys'")
+        return self
+
+
+VIEW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""A view's name is a path segment (``/mcp/<view>``) and a KV key: lowercase, digits, ``_`` and ``-``."""
+
+
+class ViewSettings(SettingsModel):
+    """``[views.<name>]``: a named subset of tools, served on its own MCP path ``/mcp/<name>``."""
+
+    tools: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    """Tool names or globs (``calc_*``); a tool is in the view when any matches. Empty: no tool."""
 
 
 class ToolOverride(SettingsModel):
@@ -487,6 +510,9 @@ class Settings(SettingsModel):
     auth: AuthSettings | None = None
     """MCP client authentication and authorization (docs/security.md); absent = off."""
     components: list[ComponentSettings] = Field(default_factory=list)
+    views: dict[Annotated[str, Field(pattern=VIEW_NAME_PATTERN)], ViewSettings] = Field(default_factory=dict)
+    """Curated subsets of tools, each on its own MCP path (docs/views.md); ``toolbus views set``
+    adds or changes views at run time, and a view set there wins over one of the same name here."""
     capabilities: dict[Annotated[str, Field(pattern=_NAME.pattern)], Capability] = Field(default_factory=dict)
     """Named grants (directories, environment variables, outbound HTTP) that components opt into."""
     state_dir: Path = Field(default_factory=default_state_dir)
@@ -543,6 +569,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("state_dir", "cache_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str(base / raw[key])
+    registry = raw.get("registry")
+    if isinstance(registry, dict) and isinstance(registry.get("trusted_keys"), list):
+        registry["trusted_keys"] = [str(base / k) if isinstance(k, str) else k for k in registry["trusted_keys"]]
     for capability in (raw.get("capabilities") or {}).values():
         if isinstance(capability, dict) and capability.get("kind") == "dir" and isinstance(capability.get("host"), str):
             capability["host"] = str(base / capability["host"])

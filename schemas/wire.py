@@ -175,6 +175,18 @@ class PackageVersion(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     deprecated: str = ""
     """Why it is deprecated (empty: it is not); shown in its tools' descriptions."""
     retired: bool = False
+    signer: str = ""
+    """The trusted key whose cosign signature was verified when it was published (empty: unsigned)."""
+    signer_key: str = ""
+    """That key's fingerprint, ``sha256:<16 hex>`` of its DER public key."""
+
+
+class ViewSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """KV ``PREFIX_views``, key = the view's name: which tools the view ``/mcp/<name>`` serves."""
+
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Tool names or globs (``fnmatch``); a tool is in the view when any matches."""
+    updated_at: float = 0.0
 
 
 class Alias(msgspec.Struct, frozen=True, rename="camel"):
@@ -189,11 +201,14 @@ class PublishRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
     name: str
     version: str
-    digest: str
+    digest: str = ""
+    """The artifact already in the Object Store; empty when ``oci`` names it instead."""
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     source: str = ""
     aliases: list[str] = msgspec.field(default_factory=lambda: ["latest"])
     """Aliases to point at the new version (``latest`` unless told otherwise)."""
+    oci: str = ""
+    """An ``oci://`` reference the registry pulls itself, verifying its cosign signature (docs/signatures.md)."""
 
 
 class ReleaseRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -214,6 +229,8 @@ class VersionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     published_at: float = 0.0
     deprecated: str = ""
     retired: bool = False
+    signer: str = ""
+    signer_key: str = ""
 
 
 class ReleaseReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -247,6 +264,9 @@ class RegistryEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     worker_id: str = ""
     tools: list[str] = msgspec.field(default_factory=list)
     at: float = 0.0
+    signer: str = ""
+    """Who signed the published artifact (``published`` only; empty: unsigned)."""
+    signer_key: str = ""
 
 
 # -- events of one call: progress and logs, published to the subject in its Toolbus-Events header --

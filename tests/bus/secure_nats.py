@@ -62,9 +62,9 @@ def launch(config: Path, port: int, *arguments: str) -> subprocess.Popen[bytes]:
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
-    process.wait(10)
-    if process.stderr is not None:
-        process.stderr.close()
+    # communicate, not wait: a server that logged more than a pipe holds (every refused probe is a
+    # line) blocks on stderr and would never exit.
+    process.communicate(timeout=10)
 
 
 async def permission_errors(

@@ -44,7 +44,7 @@ async def provisioned(walk_server: SecureServer) -> AsyncIterator[SecureServer]:
     try:
         await TaskStore.open(registry, SUBJECTS, TasksSettings())
         await ensure_audit_stream(registry, SUBJECTS)
-        for bucket in (SUBJECTS.tools_bucket, SUBJECTS.packages_bucket):
+        for bucket in (SUBJECTS.tools_bucket, SUBJECTS.packages_bucket, SUBJECTS.views_bucket):
             await ensure_bucket(registry, bucket)
         await ensure_object_store(registry, SUBJECTS.artifacts_store)
         await ensure_bucket(registry, SUBJECTS.rate_limits_bucket)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import signal
@@ -88,6 +89,7 @@ def write_config(
     components: Sequence[str] = ("calc", "inventory", "kit"),
     call_timeout_s: float | None = None,
     principal_key: str | None = None,
+    views: dict[str, list[str]] | None = None,
 ) -> Path:
     """``directory``/toolbus.toml: two worker threads announcing every second, serving ``components``
     (see ``COMPONENTS``); a gateway section only with ``mcp_port`` (and its ``call_timeout_s``), a tasks
@@ -110,6 +112,8 @@ def write_config(
         lines += ["", "[tasks]", f"ack_wait_s = {tasks.ack_wait_s}", f"max_deliver = {tasks.max_deliver}"]
     for name in components:
         lines += ["", "[[components]]", f'name = "{name}"', COMPONENTS[name]]
+    for view, tools in (views or {}).items():  # docs/views.md
+        lines += ["", f"[views.{view}]", f"tools = {json.dumps(tools)}"]
     config = directory / "toolbus.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
@@ -185,7 +189,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     """``toolbus up`` with the examples, embedded NATS, random ports; stopped at the end."""
     directory = tmp_path_factory.mktemp("system")
     nats_port, mcp_port = free_port(), free_port()
-    config = write_config(directory, nats_url=f"nats://127.0.0.1:{nats_port}", mcp_port=mcp_port)
+    config = write_config(
+        directory, nats_url=f"nats://127.0.0.1:{nats_port}", mcp_port=mcp_port, views={"calc": ["calc_*"]}
+    )
     process, banner = start_up(config, log_path=directory / "up.log")
     running = RunningSystem(
         process, f"http://127.0.0.1:{mcp_port}/mcp", f"nats://127.0.0.1:{nats_port}", config, banner

@@ -63,6 +63,18 @@ async def test_both_eras_list_the_example_tools_with_their_schemas(system: Runni
     assert set(item["required"]) == {"name", "category", "price", "tags"} - {"price"} or "price" in item["required"]
 
 
+async def test_the_example_calc_view_serves_only_calc_tools(system: RunningSystem, mode: str) -> None:
+    """``[views.calc]`` (as examples/toolbus.toml has it), served by ``toolbus up`` on /mcp/calc (docs/views.md)."""
+    async with Client(f"{system.mcp_url}/calc", mode=mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        added = await client.call_tool("calc_add", {"a": 2, "b": 3})
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("inventory_price_quote", {})
+    assert "calc_add" in names and all(name.startswith("calc_") for name in names), names
+    assert not added.is_error and added.content[0].text == "5"  # type: ignore[union-attr]
+    assert "unknown tool 'inventory_price_quote'" in str(refused.value)
+
+
 async def test_add_and_divide_in_both_eras(system: RunningSystem, mode: str) -> None:
     async with Client(system.mcp_url, mode=mode) as client:
         added = await client.call_tool("calc_add", {"a": 2, "b": 3})

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import oras.client
 import pytest
+from nats.aio.client import Client as NatsClient
 
-from bus.embedded import free_port
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer, free_port
+from bus.subjects import Header, Subjects
+from cli.releases import request_release
 from harness.apt import ensure_binary
 from harness.errors import AptError
 from registry.oci import WASM_CONFIG, WASM_LAYER, compute_digest
+from registry.service import RegistryService
+from schemas.codec import decode, encode
+from schemas.config import RegistrySettings, Settings, WorkerSettings
+from schemas.wire import CallToolResult, ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
+from stores import PackageStore
+from workers.package_follower import PackageFollower
+from workers.sandbox.engine import EngineHost
+from workers.service import WorkerService
 
 DOCKER_REGISTRY = "docker-registry"
 """Debian's build of the CNCF distribution registry (``registry serve CONFIG``); package of the same name."""
@@ -135,3 +148,80 @@ def oci_registry(docker_registry_bin: str, tmp_path_factory: pytest.TempPathFact
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+ANNOUNCE_INTERVAL_S = 0.2
+
+
+@pytest.fixture
+def registry_settings() -> RegistrySettings:
+    """The deployment's registry settings; a module overrides this fixture to change them."""
+    return RegistrySettings()
+
+
+@dataclass
+class Deployment:
+    nc: NatsClient
+    subjects: Subjects
+    store: PackageStore
+    registry: RegistryService
+    start_worker: Callable[[], Awaitable[tuple[WorkerService, PackageFollower, NatsClient]]]
+
+    async def publish(self, name: str, version: str, wasm: bytes, **fields: object) -> ReleaseReply:
+        digest = await self.store.put_artifact(wasm)
+        request = PublishRequest(name=name, version=version, digest=digest, **fields)  # type: ignore[arg-type]
+        return await request_release(self.nc, self.subjects.registry_release("publish"), encode(request))
+
+    async def release(self, verb: str, name: str, version: str = "", **fields: str) -> ReleaseReply:
+        request = ReleaseRequest(name=name, version=version, **fields)
+        return await request_release(self.nc, self.subjects.registry_release(verb), encode(request))
+
+    async def call(self, tool: str) -> CallToolResult:
+        reply = await self.nc.request(self.subjects.call(tool), b"{}", timeout=10)
+        if reply.headers and Header.ERROR in reply.headers:
+            error = decode(reply.data, ErrorReply).error
+            raise AssertionError(f"typed error {error.code}: {error.message}")
+        return decode(reply.data, CallToolResult)
+
+    def offered(self) -> dict[str, str]:
+        """Tool → version, as the tools bucket (what gateways list) holds them."""
+        assert self.registry.catalogue is not None
+        return {name: tool.version for name, tool in self.registry.catalogue.tools.items()}
+
+
+@pytest.fixture
+async def deployment(
+    nats_server: EmbeddedNatsServer,
+    nc: NatsClient,
+    subjects: Subjects,
+    engine_host: EngineHost,
+    cache_dir: Path,
+    registry_settings: RegistrySettings,
+) -> AsyncIterator[Deployment]:
+    """A registry (with ``registry_settings``), a package store, and workers started on demand."""
+    registry = RegistryService(nc, subjects, registry_settings, announce_interval_s=ANNOUNCE_INTERVAL_S)
+    await registry.start()
+    store = await PackageStore.open(nc, subjects)
+    started: list[tuple[WorkerService, PackageFollower, NatsClient]] = []
+    settings = Settings(
+        cache_dir=cache_dir, worker=WorkerSettings(concurrency=2, announce_interval_s=ANNOUNCE_INTERVAL_S)
+    )
+
+    async def start_worker() -> tuple[WorkerService, PackageFollower, NatsClient]:
+        worker_nc = await connect(nats_server.url, name="test-worker")
+        service = WorkerService(worker_nc, subjects, settings.worker, [])
+        await service.start()
+        follower = PackageFollower(
+            worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
+        )
+        await follower.start()
+        await asyncio.wait_for(follower.caught_up.wait(), 30)
+        started.append((service, follower, worker_nc))
+        return service, follower, worker_nc
+
+    yield Deployment(nc, subjects, store, registry, start_worker)
+    for service, follower, worker_nc in started:
+        await follower.stop()
+        await service.stop(grace_s=0.5 if worker_nc.is_closed else 1)
+        await worker_nc.close()
+    await registry.stop()

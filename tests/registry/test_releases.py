@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,23 +14,19 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
-from bus.subjects import Header, Subjects
+from bus.subjects import Subjects
 from cli.releases import request_release
 from registry.errors import RegistryError
 from registry.service import RegistryService
 from schemas.codec import decode, encode
-from schemas.config import RegistrySettings, Settings, WorkerSettings
+from schemas.config import RegistrySettings, WorkerSettings
 from schemas.errors import ErrorCode
-from schemas.wire import CallToolResult, ErrorReply, PublishRequest, RegistryEvent, ReleaseReply, ReleaseRequest
-from stores import PackageStore
+from schemas.wire import ErrorReply, PublishRequest, RegistryEvent
 from tests.conftest import eventually, nats_settings, toolbus
-from tests.registry.conftest import OciTestRegistry
-from workers.package_follower import PackageFollower
+from tests.registry.conftest import ANNOUNCE_INTERVAL_S, Deployment, OciTestRegistry
 from workers.sandbox.component import LoadedComponent
-from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
-ANNOUNCE_INTERVAL_S = 0.2
 SETTLE_TIMEOUT_S = 15.0
 """How long a release may take to reach the catalogue and the workers."""
 
@@ -55,68 +49,6 @@ def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
 
 V1 = answer_component(1, extra_export="legacy")
 V2 = answer_component(2, extra_export="fresh")
-
-
-@dataclass
-class Deployment:
-    nc: NatsClient
-    subjects: Subjects
-    store: PackageStore
-    registry: RegistryService
-    start_worker: Callable[[], Awaitable[tuple[WorkerService, PackageFollower, NatsClient]]]
-
-    async def publish(self, name: str, version: str, wasm: bytes, **fields: object) -> ReleaseReply:
-        digest = await self.store.put_artifact(wasm)
-        request = PublishRequest(name=name, version=version, digest=digest, **fields)  # type: ignore[arg-type]
-        return await request_release(self.nc, self.subjects.registry_release("publish"), encode(request))
-
-    async def release(self, verb: str, name: str, version: str = "", **fields: str) -> ReleaseReply:
-        request = ReleaseRequest(name=name, version=version, **fields)
-        return await request_release(self.nc, self.subjects.registry_release(verb), encode(request))
-
-    async def call(self, tool: str) -> CallToolResult:
-        reply = await self.nc.request(self.subjects.call(tool), b"{}", timeout=10)
-        if reply.headers and Header.ERROR in reply.headers:
-            error = decode(reply.data, ErrorReply).error
-            raise AssertionError(f"typed error {error.code}: {error.message}")
-        return decode(reply.data, CallToolResult)
-
-    def offered(self) -> dict[str, str]:
-        """Tool → version, as the tools bucket (what gateways list) holds them."""
-        assert self.registry.catalogue is not None
-        return {name: tool.version for name, tool in self.registry.catalogue.tools.items()}
-
-
-@pytest.fixture
-async def deployment(
-    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path
-) -> AsyncIterator[Deployment]:
-    registry = RegistryService(nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
-    await registry.start()
-    store = await PackageStore.open(nc, subjects)
-    started: list[tuple[WorkerService, PackageFollower, NatsClient]] = []
-    settings = Settings(
-        cache_dir=cache_dir, worker=WorkerSettings(concurrency=2, announce_interval_s=ANNOUNCE_INTERVAL_S)
-    )
-
-    async def start_worker() -> tuple[WorkerService, PackageFollower, NatsClient]:
-        worker_nc = await connect(nats_server.url, name="test-worker")
-        service = WorkerService(worker_nc, subjects, settings.worker, [])
-        await service.start()
-        follower = PackageFollower(
-            worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
-        )
-        await follower.start()
-        await asyncio.wait_for(follower.caught_up.wait(), 30)
-        started.append((service, follower, worker_nc))
-        return service, follower, worker_nc
-
-    yield Deployment(nc, subjects, store, registry, start_worker)
-    for service, follower, worker_nc in started:
-        await follower.stop()
-        await service.stop(grace_s=0.5 if worker_nc.is_closed else 1)
-        await worker_nc.close()
-    await registry.stop()
 
 
 async def test_publish_serves_the_new_tools_at_their_version(deployment: Deployment) -> None:
@@ -160,6 +92,12 @@ async def test_bad_names_and_versions_are_refused(
 ) -> None:
     with pytest.raises(RegistryError, match=message):
         await deployment.publish(name, version, V1)
+
+
+async def test_a_publish_naming_no_artifact_is_refused(deployment: Deployment) -> None:
+    request = PublishRequest(name="pkg", version="1.0.0")  # neither a digest nor an oci reference
+    with pytest.raises(RegistryError, match="name the artifact: a digest in the artifact store, or an oci://"):
+        await request_release(deployment.nc, deployment.subjects.registry_release("publish"), encode(request))
 
 
 async def test_publishing_needs_a_worker_to_check_the_component(deployment: Deployment) -> None:

@@ -1,0 +1,1 @@
+MEUCIQCRh5hxegc1EtKdDPzNllezlY2vE9434+Yuplhk7vuF1gIgZe+UCEsPhxWiPMSJilUii0mxYj0oU9fFB2NkeA7Zn60=
