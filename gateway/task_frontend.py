@@ -59,6 +59,7 @@ from gateway.errors import (
     BusDisconnected,
     CallFailed,
     Cancelled,
+    PayloadTooLarge,
     UnknownTool,
     WorkerFailed,
     to_jsonrpc,
@@ -70,7 +71,7 @@ from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_m
 from schemas.codec import DecodeError, decode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord, TaskSupport
-from stores import TaskFinished, TaskStore, UnknownCursor
+from stores import ArgumentsTooLarge, TaskFinished, TaskStore, UnknownCursor
 from stores import TaskNotFound as StoreTaskNotFound
 
 log = structlog.get_logger(__name__)
@@ -296,6 +297,9 @@ class TaskFrontend:
         store = self._store()
         try:
             record = await store.submit(tool, arguments, principal=principal, ttl_ms=ttl_ms)
+        except ArgumentsTooLarge as exc:
+            # No result to carry an isError yet: the task request itself is refused, naming the cap.
+            raise _call_error(PayloadTooLarge(f"no task for tool {tool!r}: {exc}", tool=tool)) from None
         except BusError as exc:
             raise _call_error(
                 BusDisconnected(

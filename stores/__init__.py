@@ -5,6 +5,7 @@ through it, so a role imports ``stores`` and never another role's package.
 """
 
 from stores.errors import (
+    ArgumentsTooLarge,
     ArtifactError,
     ChangeConflict,
     InvalidName,
@@ -29,6 +30,7 @@ from stores.task_store import TaskStore, ensure_tasks_stream, task_consumer_conf
 
 __all__ = [
     "LATEST",
+    "ArgumentsTooLarge",
     "ArtifactError",
     "ChangeConflict",
     "InvalidName",

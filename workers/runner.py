@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from bus.connection import connected
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
@@ -34,7 +35,12 @@ async def serve(settings: Settings) -> None:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
             signer = PrincipalSigner.for_key(settings.nats.principal_key)
-            service = WorkerService(nc, subjects, settings.worker, components, principal_signer=signer)
+            payloads = Payloads(
+                nc, subjects, max_bytes=settings.nats.max_payload_bytes, replicas=settings.nats.replicas
+            )
+            service = WorkerService(
+                nc, subjects, settings.worker, components, principal_signer=signer, payloads=payloads
+            )
             telemetry = watch_calls(service, settings)
             await service.start()
             follower = None
@@ -45,7 +51,13 @@ async def serve(settings: Settings) -> None:
             tasks = TaskRunner(
                 nc,
                 subjects,
-                await TaskStore.open(nc, subjects, settings.tasks, replicas=settings.nats.replicas),
+                await TaskStore.open(
+                    nc,
+                    subjects,
+                    settings.tasks,
+                    replicas=settings.nats.replicas,
+                    max_payload_bytes=settings.nats.max_payload_bytes,
+                ),
                 service,
                 slots=settings.worker.concurrency,
             )
