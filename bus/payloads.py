@@ -160,6 +160,17 @@ class Payloads:
         assert headers is not None
         return await self.get(name, headers.get(Header.PAYLOAD_DIGEST)), name
 
+    async def take(self, headers: Mapping[str, str] | None, body: bytes) -> bytes:
+        """``claim`` for the one reader of a reply: the real body, and its object deleted.
+
+        Raises:
+            PayloadRefused, PayloadGone, PayloadTooLarge, BusError: as ``claim``.
+        """
+        body, name = await self.claim(headers, body)
+        if name is not None:
+            await self.delete(name)
+        return body
+
     async def offload(self, body: bytes, headers: dict[str, str] | None) -> tuple[bytes, dict[str, str] | None]:
         """``body`` and ``headers`` as they travel: unchanged when the body fits one message, else an
         empty body and the claim check headers (added to a copy of ``headers``).

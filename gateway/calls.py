@@ -263,11 +263,9 @@ class ToolCaller:
             WorkerFailed: the object cannot be read (gone, over the cap, refused).
         """
         try:
-            msg.data, name = await self._payloads.claim(msg.headers, msg.data)
+            msg.data = await self._payloads.take(msg.headers, msg.data)
         except BusError as exc:
             raise WorkerFailed(f"the result of tool {tool!r} could not be read: {exc}", tool=tool) from exc
-        if name is not None:
-            await self._payloads.delete(name)
 
     async def resume(
         self,
