@@ -129,6 +129,27 @@ async def test_a_claim_check_that_cannot_be_honoured_is_refused_and_the_worker_s
     assert decode(after.data, CallToolResult).structured_content == 2
 
 
+@pytest.mark.parametrize(
+    ("stored", "says"),
+    [(b'{"name": "x"', "not valid JSON"), (b'["x"]', "invalid arguments"), (b"", "invalid arguments")],
+    ids=["truncated-json", "not-an-object", "empty-object"],
+)
+async def test_odd_json_behind_a_claim_check_is_judged_like_a_body(
+    task_system: TaskSystem, stored: bytes, says: str
+) -> None:
+    nc, subjects = task_system.nc, task_system.subjects
+    await task_system.gateway()
+    name = await put_object(nc, subjects, stored)
+    reply = await nc.request(subjects.call("kit_greet"), b"", headers={Header.PAYLOAD: name}, timeout=10)
+    if reply.headers and Header.ERROR in reply.headers:
+        said = decode(reply.data, ErrorReply).error.message
+    else:
+        result = decode(reply.data, CallToolResult)
+        assert result.is_error
+        said = text_of(result)
+    assert says in said, said
+
+
 async def test_a_claim_check_with_a_digest_of_other_content_is_refused(task_system: TaskSystem) -> None:
     nc, subjects = task_system.nc, task_system.subjects
     await task_system.gateway()
