@@ -28,7 +28,7 @@ from schemas.config import ComponentSettings, LimitsSettings, WorkerSettings, lo
 from schemas.errors import ErrorCode
 from schemas.wire import CallToolResult, ErrorReply, TaskRecord, TaskSubmit, TextContent
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, TESTKIT_WAT, task_reaches
-from tests.gateway.mcp_tasks import create_legacy, legacy_result
+from tests.gateway.mcp_tasks import TasksExtension, create_legacy, legacy_result
 from tests.gateway.responders import TaskSystem, ready, running_gateway
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -160,12 +160,22 @@ async def test_a_claim_check_with_a_digest_of_other_content_is_refused(task_syst
     assert "digest" in decode(reply.data, ErrorReply).error.message
 
 
-async def test_a_task_with_ten_mib_arguments_returns_its_ten_mib_result_whole(task_system: TaskSystem) -> None:
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+async def test_a_task_with_ten_mib_arguments_returns_its_ten_mib_result_whole(
+    task_system: TaskSystem, era: str
+) -> None:
     gateway = await task_system.gateway()
-    # tasks/result is served by the SDK, on an SSE stream: the client must take events over 1 MiB.
-    async with Client(streamable_http_client(gateway.url, max_sse_event_size=None), mode="legacy") as client:
-        task = await create_legacy(client, "kit_greet", {"name": BIG})
-        result = await legacy_result(client, task.task_id)
+    # tasks/result and tasks/get are served by the SDK, on SSE: the client must take events over 1 MiB.
+    transport = streamable_http_client(gateway.url, max_sse_event_size=None)
+    if era == "2025-11-25":
+        async with Client(transport, mode="legacy") as client:
+            task = await create_legacy(client, "kit_greet", {"name": BIG})
+            result = await legacy_result(client, task.task_id)
+    else:
+        extension = TasksExtension()  # the call becomes a task, polled with tasks/get to its result
+        async with Client(transport, mode="auto", extensions=[extension]) as client:
+            result = await client.call_tool("kit_greet", {"name": BIG})
+        assert extension.resolved, "the call ran as a task"
     assert not result.is_error and text_of(result) == BIG
 
 
