@@ -233,9 +233,14 @@ class ToolCaller:
             traceparent=traceparent,
             principal=principal,
         )
-        if len(body) > self._payloads.inline_limit():
-            request = await self._check_in(tool, request)
-        return await self._send(tool, request, timeout_s, events, can_ask)
+        if len(body) <= self._payloads.inline_limit():
+            return await self._send(tool, request, timeout_s, events, can_ask)
+        request = await self._check_in(tool, request)
+        try:
+            return await self._send(tool, request, timeout_s, events, can_ask)
+        except NoWorker:  # no worker took the call, so none will read (and delete) its arguments
+            await self._payloads.delete(request.headers[Header.PAYLOAD])
+            raise
 
     async def _check_in(self, tool: str, request: CallRequest) -> CallRequest:
         """``request`` with its body in the Object Store and a claim check in its headers (the

@@ -79,6 +79,14 @@ async def test_arguments_over_the_cap_are_answered_without_a_call(
     assert scripted.messages == [], "nothing was published"
 
 
+async def test_checked_in_arguments_nobody_took_are_deleted(nc: NatsClient, subjects: Subjects) -> None:
+    with pytest.raises(NoWorker):
+        await ToolCaller(nc, subjects, timeout_s=5).call("add", {"blob": "x" * (2 * 1024 * 1024)}, era="2025-11-25")
+    store = await nc.jetstream().object_store(subjects.payloads_store)
+    stored = await store.list()  # the object once put, now only its deletion marker
+    assert len(stored) == 1 and stored[0].deleted
+
+
 async def test_a_closed_connection_fails_at_once(nats_server: EmbeddedNatsServer, subjects: Subjects) -> None:
     closed = await connect(nats_server.url, name="closed")
     await closed.close()
