@@ -3,9 +3,9 @@
 A call's arguments or a reply larger than the server's ``max_payload`` (1 MiB by default) is
 put into the Object Store bucket ``PREFIX_payloads`` under a random, unguessable name; the
 message itself carries an empty body and the headers ``Toolbus-Payload: <name>`` and
-``Toolbus-Payload-Digest: SHA-256=<base64url>``. The reader fetches the object (the Object
-Store checks its content against the digest it recorded; we check that digest against the
-header's), and whoever consumed it deletes it; the bucket's TTL removes what nobody claimed.
+``Toolbus-Payload-Digest: SHA-256=<base64url>``. The reader fetches the object, checks the
+digest the Object Store recorded against the header's and what it read against that digest,
+and, as its one consumer, deletes it; the bucket's TTL removes what nobody claimed.
 
 Everything is bounded by one cap, ``[nats] max_payload_bytes``: a body over it is never put,
 and an object over it is never read.
