@@ -18,12 +18,14 @@ import nats.js.errors
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from bus.connection import connect
 from bus.payloads import Payloads, new_object_name
 from bus.subjects import Header, Subjects
+from gateway.errors import PAYLOAD_TOO_LARGE
 from schemas.codec import decode, encode
 from schemas.config import ComponentSettings, LimitsSettings, WorkerSettings, load_settings
 from schemas.errors import ErrorCode
@@ -226,9 +228,20 @@ async def test_arguments_over_the_cap_are_an_is_error_result_from_the_gateway(ta
         await ready(gateway)
         async with Client(gateway.url, mode="auto") as client:
             result = await client.call_tool("kit_greet", arguments)
-    assert result.is_error
-    said = text_of(result)
-    assert "max_payload_bytes" in said and str(2 * MIB) in said and str(len(encode(arguments))) in said, said
+        # A 2026 client declaring tasks: the server runs it as a call, so the model still reads why.
+        extension = TasksExtension()
+        async with Client(gateway.url, mode="auto", extensions=[extension]) as client:
+            as_task = await client.call_tool("kit_greet", arguments)
+        assert not extension.resolved
+        # A 2025 client asking for a task explicitly: no task can carry them, a JSON-RPC error says why.
+        async with Client(gateway.url, mode="legacy") as client:
+            with pytest.raises(MCPError) as refused:
+                await create_legacy(client, "kit_greet", arguments)
+    for answer in (result, as_task):
+        assert answer.is_error
+        said = text_of(answer)
+        assert "max_payload_bytes" in said and str(2 * MIB) in said and str(len(encode(arguments))) in said, said
+    assert refused.value.code == PAYLOAD_TOO_LARGE and "max_payload_bytes" in refused.value.message
 
 
 async def test_a_result_over_the_workers_cap_is_an_is_error_result_naming_it(
