@@ -88,8 +88,15 @@ class Outbox:
             with nats_boundary:
                 await self._nc.publish(subject, body, headers=headers)
         except MessageTooLarge:
-            # Only our own subjects (call events, notifications) get here: their readers take
-            # plain messages, so an oversized one is dropped and said so.
-            log.warning("message dropped: larger than the bus allows", subject=subject, size=len(body))
+            if self._subjects.is_deployment_subject(subject):
+                # Call events and notifications: their readers take plain messages, so an oversized
+                # one is dropped and said so.
+                log.warning("message dropped: larger than the bus allows", subject=subject, size=len(body))
+                return
+            # A reply that fit by its body but not with its headers: its caller still hears why.
+            message = f"the reply is {len(body)} bytes and its headers; the bus allows {self._nc.max_payload}"
+            error_body, error_headers = error_reply(ErrorCode.PAYLOAD_TOO_LARGE, message)
+            with nats_boundary:
+                await self._nc.publish(subject, error_body, headers=error_headers)
         except ConnectionClosed:
             log.warning("reply lost: connection closed")
