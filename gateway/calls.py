@@ -308,6 +308,8 @@ class ToolCaller:
             principal=principal,
             subject=subject,
         )
+        if len(request.body) > self._payloads.inline_limit():  # a large sampled image, say
+            request = await self._check_in(tool, request)
         try:
             return await self._send(tool, request, timeout_s, events, can_ask)
         except NoWorker:

@@ -483,12 +483,21 @@ class WorkerService:
         if not msg.reply:
             return
         headers = msg.headers or {}
+        data = msg.data
+        if Header.PAYLOAD in headers:
+            # An answer larger than one message (a sampled image, say). Read here, on the resume
+            # subscription: answers are rare and one read takes well under a second.
+            try:
+                data = await self._payloads.take(headers, data)
+            except BusError as exc:
+                self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"the answer: {exc}"))
+                return
         signer = self._principal_signer
         principal = None
         if signer is not None and Header.PRINCIPAL in headers:
-            principal = signer.verified(headers, msg.subject, msg.data)
+            principal = signer.verified(headers, msg.subject, data)
         try:
-            answer = decode(msg.data, GuestAnswer)
+            answer = decode(data, GuestAnswer)
         except DecodeError as exc:
             self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"not a GuestAnswer: {exc}"))
             return
