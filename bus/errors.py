@@ -74,6 +74,24 @@ class MessageTooLarge(BusError):
     """Raised when a message is larger than the server's ``max_payload``."""
 
 
+class PayloadRefused(BusError):
+    """Raised when a claim check (``bus.payloads``) cannot be honoured as sent: a body beside the
+    header, an object name that is not an unguessable token, a digest that does not match."""
+
+
+class PayloadGone(BusError):
+    """Raised when the object a claim check names does not exist (expired, deleted, never put)."""
+
+
+class PayloadTooLarge(BusError):
+    """Raised when a body is larger than the deployment's ``max_payload_bytes``."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
 class SubscriptionGone(BusError):
     """Raised when a subscription is used after it was unsubscribed, drained or closed."""
 

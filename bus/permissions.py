@@ -118,7 +118,19 @@ def store_rows(subjects: Subjects) -> list[StoreRow]:
         # The registry provisions it even where no rate limit is set: a missing bucket is one a
         # gateway could otherwise create with sources or subjects of its choosing.
         kv(s.rate_limits_bucket, "rate-limit windows", {"gateway": "rw", "registry": "a"}),
-        obj(s.task_results_store, "task results", {"registry": "rwa", "worker": "rw", "gateway": "r", "operator": "r"}),
+        # Gateways write too: a task's arguments too large for its work message are kept there.
+        obj(
+            s.task_results_store,
+            "task results (and large task arguments)",
+            {"registry": "rwa", "worker": "rw", "gateway": "rw", "operator": "r"},
+        ),
+        # Claim checks (bus.payloads): gateways put arguments and read results, workers the reverse,
+        # the registry answers large task requests, plain NATS callers (operator) do either.
+        obj(
+            s.payloads_store,
+            "bodies larger than one message",
+            {"registry": "rwa", "worker": "rw", "gateway": "rw", "operator": "rw"},
+        ),
         obj(s.artifacts_store, "Wasm artifacts", {"registry": "rwa", "worker": "r", "operator": "rw"}),
         StoreRow(
             "stream " + s.tasks_stream,

@@ -86,8 +86,13 @@ async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s
     return await _patiently(f"KV bucket {bucket}", step)
 
 
-async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1) -> ObjectStore:
-    """Return the Object Store bucket, creating it if it does not exist (safe from many processes)."""
+async def ensure_object_store(
+    nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s: float | None = None
+) -> ObjectStore:
+    """Return the Object Store bucket, creating it if it does not exist (safe from many processes).
+
+    ``ttl_s``: an object older than this is removed (only when the bucket is created).
+    """
     js = nc.jetstream()
 
     async def step() -> ObjectStore:
@@ -96,7 +101,7 @@ async def ensure_object_store(nc: NatsClient, bucket: str, *, replicas: int = 1)
                 return await js.object_store(bucket)
         except NotFound:  # BucketNotFound among them
             return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_object_store(
-                bucket, ObjectStoreConfig(replicas=replicas)
+                bucket, ObjectStoreConfig(replicas=replicas, ttl=ttl_s)
             )
 
     return await _patiently(f"object store {bucket}", step)

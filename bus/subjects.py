@@ -46,6 +46,12 @@ class Header:
     is the suspension id the answer must name (``Subjects.resume``)."""
     WORKER: Final = "Toolbus-Worker"
     """On a question: the id of the worker holding the suspended guest (where to resume it)."""
+    PAYLOAD: Final = "Toolbus-Payload"
+    """A claim check (``bus.payloads``): the body is empty and the real one is this object of the
+    Object Store ``PREFIX_payloads``; set on a call or a reply larger than one NATS message."""
+    PAYLOAD_DIGEST: Final = "Toolbus-Payload-Digest"
+    """Beside ``PAYLOAD`` (optional from plain NATS callers): the object's ``SHA-256=<base64url>``
+    digest as the Object Store records it; a reader refuses an object whose digest differs."""
 
 
 def as_token(text: str) -> str:
@@ -336,6 +342,16 @@ class Subjects:
     def task_results_store(self) -> str:
         """Object Store bucket: task id → the task's ``CallToolResult`` (any size)."""
         return f"{self.prefix}_task_results"
+
+    @property
+    def payloads_store(self) -> str:
+        """Object Store bucket of claim checks (``bus.payloads``): bodies larger than one message,
+        named by unguessable random names, removed after a TTL."""
+        return f"{self.prefix}_payloads"
+
+    def is_deployment_subject(self, subject: str) -> bool:
+        """Whether ``subject`` is one of this deployment's own (events, notifications), not a reply inbox."""
+        return subject.startswith(f"{self.prefix}.")
 
     # -- JetStream ----------------------------------------------------------------------------
     @property

@@ -37,6 +37,7 @@ async def serve(settings: Settings, _args: argparse.Namespace) -> int:
             settings.tasks,
             replicas=settings.nats.replicas,
             principal_signer=PrincipalSigner.for_key(settings.nats.principal_key),
+            max_payload_bytes=settings.nats.max_payload_bytes,
         )
         try:
             await service.start()

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from bus.call_request import new_request_id
 from bus.connection import connected, send_request
-from bus.errors import BusTimeout, NoResponders
+from bus.errors import BusTimeout, NoResponders, PayloadTooLarge
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from cli.options import Verb, add_common_options, add_json_option, common_option, json_arguments, run_verb, wants_json
@@ -71,10 +72,17 @@ async def _request(settings: Settings, verb: str, body: bytes, principal: str) -
         subject = subjects.task_request(verb)
         PrincipalSigner(key).stamp(headers, principal, subject=subject, body=body, valid_for_s=REQUEST_TIMEOUT_S)
     async with connected(settings.nats, name="toolbus-tasks") as nc:
+        payloads = Payloads(nc, subjects, max_bytes=settings.nats.max_payload_bytes)
         try:
+            # A submit or a result larger than one message travels as a claim check (bus.payloads).
+            sent, sent_headers = await payloads.offload(body, headers or None)
             reply = await send_request(
-                nc, subjects.task_request(verb), body, timeout_s=REQUEST_TIMEOUT_S, headers=headers or None
+                nc, subjects.task_request(verb), sent, timeout_s=REQUEST_TIMEOUT_S, headers=sent_headers
             )
+            reply.data = await payloads.take(reply.headers, reply.data)
+        except PayloadTooLarge as exc:
+            print(f"toolbus: {exc}", file=sys.stderr)
+            return None
         except (NoResponders, BusTimeout):
             print(f"toolbus: no registry is answering on {subjects.task_request(verb)}", file=sys.stderr)
             return None

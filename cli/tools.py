@@ -9,7 +9,8 @@ import msgspec
 
 from bus.call_request import CallRequests
 from bus.connection import connected, send_request
-from bus.errors import BusTimeout, NoResponders
+from bus.errors import BusTimeout, NoResponders, PayloadTooLarge
+from bus.payloads import Payloads
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from cli.options import add_common_options, add_json_option, json_arguments, run_verb, wants_json
 from schemas.codec import decode, encode
@@ -84,10 +85,15 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
         args.tool, args.arguments.encode(), timeout_s=args.timeout
     )
     async with connected(settings.nats, name="toolbus-cli") as nc:
+        payloads = Payloads(nc, Subjects(settings.nats.prefix), max_bytes=settings.nats.max_payload_bytes)
         try:
-            reply = await send_request(
-                nc, request.subject, request.body, timeout_s=args.timeout, headers=request.headers
-            )
+            # Arguments or a result larger than one message travel as claim checks (bus.payloads).
+            body, headers = await payloads.offload(request.body, request.headers)
+            reply = await send_request(nc, request.subject, body, timeout_s=args.timeout, headers=headers)
+            reply.data = await payloads.take(reply.headers, reply.data)
+        except PayloadTooLarge as exc:
+            print(f"toolbus: {exc}", file=sys.stderr)
+            return 1
         except NoResponders:
             print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
             return 1

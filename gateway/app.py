@@ -36,6 +36,7 @@ from starlette.types import ASGIApp
 
 from bus.connection import connect
 from bus.errors import BusError, nats_boundary
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
@@ -212,8 +213,20 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 await asyncio.wait_for(catalogue.loaded.wait(), CATALOGUE_LOAD_TIMEOUT_S)
             except TimeoutError:
                 log.warning("catalogue not loaded yet; serving without it", timeout_s=CATALOGUE_LOAD_TIMEOUT_S)
-            service.caller = ToolCaller(conn, subjects, timeout_s=settings.gateway.call_timeout_s, signer=signer)
-            tasks.attach(conn, await TaskStore.open(conn, subjects, settings.tasks, replicas=settings.nats.replicas))
+            payloads = Payloads(
+                conn, subjects, max_bytes=settings.nats.max_payload_bytes, replicas=settings.nats.replicas
+            )
+            service.caller = ToolCaller(
+                conn, subjects, timeout_s=settings.gateway.call_timeout_s, signer=signer, payloads=payloads
+            )
+            task_store = await TaskStore.open(
+                conn,
+                subjects,
+                settings.tasks,
+                replicas=settings.nats.replicas,
+                max_payload_bytes=settings.nats.max_payload_bytes,
+            )
+            tasks.attach(conn, task_store)
             audit = AuditTrail(conn, subjects, settings.audit)
             audit.start()
             service.observers.append(audit.observe)

@@ -11,6 +11,10 @@ Around the request:
 - cancellation: when the caller is cancelled (the client cancelled, or went away) or the
   deadline passes, an empty message on ``PREFIX.cancel.<Toolbus-Request-Id>`` tells the worker
   to stop the guest. It is published from a shielded scope, then the cancellation goes on.
+- payloads of any size (``bus.payloads``): arguments over the cap (``[nats] max_payload_bytes``)
+  are answered at once with an ``isError`` result naming it, without publishing anything;
+  arguments too large for one message go through the Object Store, and so does a reply whose
+  headers carry a claim check (the gateway reads it, then deletes the object).
 - a lost connection: when the gateway's NATS server dies, the replies to the calls in flight
   can no longer reach it. Those calls end at once with the retryable ``BusDisconnected``
   (``bus.connection.on_disconnect``) instead of at their deadline; the cancel for each is sent
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
+import msgspec
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -33,6 +38,7 @@ from nats.aio.subscription import Subscription
 from bus.call_request import CallRequest, CallRequests
 from bus.connection import on_disconnect
 from bus.errors import BusError, BusTimeout, ConnectionLost, MessageTooLarge, NoResponders, nats_boundary
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.errors import (
@@ -48,7 +54,7 @@ from gateway.errors import (
 from gateway.events import EventRelay
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
-from schemas.wire import ErrorReply, GuestAnswer, GuestQuestion, SurfaceRequest
+from schemas.wire import CallToolResult, ErrorReply, GuestAnswer, GuestQuestion, SurfaceRequest, TextContent
 
 log = structlog.get_logger(__name__)
 
@@ -144,11 +150,18 @@ class ToolCaller:
     """Sends tool calls over NATS request/reply; the request timeout is the call's deadline."""
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, *, timeout_s: float, signer: PrincipalSigner | None = None
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        *,
+        timeout_s: float,
+        signer: PrincipalSigner | None = None,
+        payloads: Payloads | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self.timeout_s = timeout_s
+        self._payloads = payloads or Payloads(nc, subjects)
         self._requests = CallRequests(subjects, signer)
         self._waiting: set[asyncio.Task[Any]] = set()
         """Tasks awaiting a reply right now (a set add and discard per call: no task of its own)."""
@@ -194,11 +207,17 @@ class ToolCaller:
         ``request_id`` must be a subject token (it names the cancel subject); by default a fresh one
         (``bus.call_request.new_request_id``).
 
+        Arguments over ``max_payload_bytes`` are not sent: the answer is an ``isError`` result naming it.
+
         Raises:
             CallFailed: no worker, deadline passed, or the worker replied with a typed error.
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         body = encode(arguments)
+        if len(body) > self._payloads.max_bytes:
+            refusal = self._payloads.too_large("the arguments", len(body))
+            text = f"tool {tool!r} was not called: {refusal}"
+            return encode(CallToolResult(content=[TextContent(text)], is_error=True))
         if not self._nc.is_connected:
             # While reconnecting nats-py would buffer the request and we would only learn at
             # the deadline; say at once that nothing is reachable.
@@ -214,7 +233,44 @@ class ToolCaller:
             traceparent=traceparent,
             principal=principal,
         )
-        return await self._send(tool, request, timeout_s, events, can_ask)
+        if len(body) <= self._payloads.inline_limit():
+            return await self._send(tool, request, timeout_s, events, can_ask)
+        request = await self._check_in(tool, request)
+        try:
+            return await self._send(tool, request, timeout_s, events, can_ask)
+        except NoWorker:  # no worker took the call, so none will read (and delete) its arguments
+            await self._payloads.delete(request.headers[Header.PAYLOAD])
+            raise
+
+    async def _check_in(self, tool: str, request: CallRequest) -> CallRequest:
+        """``request`` with its body in the Object Store and a claim check in its headers (the
+        principal was signed over the real body, which the worker verifies once it has read it).
+
+        Raises:
+            BusDisconnected: the Object Store could not take the body.
+        """
+        try:
+            body, headers = await self._payloads.offload(request.body, request.headers)
+        except BusError as exc:
+            raise BusDisconnected(
+                f"the arguments for tool {tool!r} ({len(request.body)} bytes) could not be stored for the "
+                f"worker: {exc}; retry later",
+                tool=tool,
+                detail=type(exc).__name__,
+            ) from exc
+        return msgspec.structs.replace(request, body=body, headers=headers or {})
+
+    async def _claim(self, tool: str, msg: Msg) -> None:
+        """Replace the empty body of a reply carrying a claim check by the object it names, and
+        delete the object (nobody else may read a reply).
+
+        Raises:
+            WorkerFailed: the object cannot be read (gone, over the cap, refused).
+        """
+        try:
+            msg.data = await self._payloads.take(msg.headers, msg.data)
+        except BusError as exc:
+            raise WorkerFailed(f"the result of tool {tool!r} could not be read: {exc}", tool=tool) from exc
 
     async def resume(
         self,
@@ -252,6 +308,8 @@ class ToolCaller:
             principal=principal,
             subject=subject,
         )
+        if len(request.body) > self._payloads.inline_limit():  # a large sampled image, say
+            request = await self._check_in(tool, request)
         try:
             return await self._send(tool, request, timeout_s, events, can_ask)
         except NoWorker:
@@ -365,6 +423,8 @@ class ToolCaller:
                 tool=tool,
                 detail=type(exc).__name__,
             ) from exc
+        if msg.headers and Header.PAYLOAD in msg.headers:
+            await self._claim(tool, msg)
         return result_from_reply(tool, msg)
 
     async def cancel(self, request_id: str) -> None:

@@ -116,7 +116,8 @@ class DeadlineExceeded(CallFailed):
 
 
 class PayloadTooLarge(CallFailed):
-    """Raised when the arguments or the result do not fit the bus's maximum payload."""
+    """Raised when a task's arguments are over ``[nats] max_payload_bytes``, or a request (a resume)
+    does not fit one message; calls over the cap get an ``isError`` result instead."""
 
     code = ErrorCode.PAYLOAD_TOO_LARGE
 

@@ -60,6 +60,7 @@ from gateway.errors import (
     BusDisconnected,
     CallFailed,
     Cancelled,
+    PayloadTooLarge,
     UnknownTool,
     WorkerFailed,
     to_jsonrpc,
@@ -69,10 +70,10 @@ from gateway.principals import principal_of
 from gateway.sdk_adapter import connection_of
 from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from gateway.views import view_of
-from schemas.codec import DecodeError, decode
+from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, CallToolResult, TaskRecord, TaskSupport
-from stores import TaskFinished, TaskStore, UnknownCursor
+from stores import ArgumentsTooLarge, TaskFinished, TaskStore, UnknownCursor
 from stores import TaskNotFound as StoreTaskNotFound
 
 log = structlog.get_logger(__name__)
@@ -273,6 +274,10 @@ class TaskFrontend:
             params = types.CallToolRequestParams.model_validate(raw, by_name=False)
         except ValidationError as exc:
             raise MCPError(INVALID_PARAMS, f"invalid tools/call params: {exc.errors()[0]['msg']}") from None
+        if modern and support != "required" and self._over_the_cap(params.arguments):
+            # 2026 lets the server decide: run as a call, whose answer is an isError naming the cap
+            # (gateway.calls), rather than refuse the task with a JSON-RPC error the model never sees.
+            return await call_next(ctx)
         ttl_ms = None if modern or params.task is None else params.task.ttl
         record = await self.create(
             params.name, params.arguments or {}, principal=principal_of(ctx).subject, ttl_ms=ttl_ms
@@ -281,6 +286,11 @@ class TaskFrontend:
             return {"resultType": "task", **modern_task(record), "_meta": self._meta}
         self.follow(connection_of(ctx), record)
         return {"task": legacy_task(record)}
+
+    def _over_the_cap(self, arguments: dict[str, Any] | None) -> bool:
+        """Whether a task's arguments are over ``[nats] max_payload_bytes`` (``TaskStore.submit`` refuses them)."""
+        store = self.store
+        return store is not None and len(encode(arguments or {})) > store.max_payload_bytes
 
     async def create(
         self, tool: str, arguments: dict[str, Any], *, principal: str, ttl_ms: int | None = None
@@ -296,6 +306,9 @@ class TaskFrontend:
         store = self._store()
         try:
             record = await store.submit(tool, arguments, principal=principal, ttl_ms=ttl_ms)
+        except ArgumentsTooLarge as exc:
+            # No result to carry an isError yet: the task request itself is refused, naming the cap.
+            raise _call_error(PayloadTooLarge(f"no task for tool {tool!r}: {exc}", tool=tool)) from None
         except BusError as exc:
             raise _call_error(
                 BusDisconnected(

@@ -28,6 +28,7 @@ from nats.aio.subscription import Subscription
 from bus.cancellation import cancel_and_wait
 from bus.connection import caught_up, published_only, send_request
 from bus.errors import BusTimeout, ConnectionClosed, NoResponders, nats_boundary
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.provisioning import ensure_bucket
 from bus.replies import send_error
@@ -39,7 +40,7 @@ from registry.signatures import load_trusted_key
 from registry.surfaces import SurfaceCatalogue
 from registry.task_desk import TaskDesk
 from schemas.codec import DecodeError, decode, encode
-from schemas.config import MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
+from schemas.config import DEFAULT_MAX_PAYLOAD_BYTES, MAX_RATE_WINDOW_S, RegistrySettings, TasksSettings
 from schemas.errors import ErrorCode
 from schemas.wire import RegistryEvent, ToolGetRequest, ToolList, ToolListRequest, WorkerAnnouncement
 from stores import PackageStore, TaskStore
@@ -74,7 +75,10 @@ class RegistryService:
         *,
         replicas: int = 1,
         principal_signer: PrincipalSigner | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
+        self._max_payload_bytes = max_payload_bytes
+        """``[nats] max_payload_bytes``: the largest task arguments and results (``bus.payloads``)."""
         self._tasks_settings = tasks or TasksSettings()
         self._principal_signer = principal_signer
         """Checks the principals task requests claim (``registry.task_desk``)."""
@@ -133,8 +137,18 @@ class RegistryService:
         await asyncio.wait_for(self.catalogue.loaded.wait(), LOAD_TIMEOUT_S)
         await asyncio.wait_for(self.catalogue.packages_loaded.wait(), LOAD_TIMEOUT_S)
         self.releases = Releases(self._nc, self._subjects, self.store, self.catalogue.configured_component, signatures)
-        task_store = await TaskStore.open(self._nc, self._subjects, self._tasks_settings, replicas=self._replicas)
-        self.tasks = TaskDesk(self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer)
+        task_store = await TaskStore.open(
+            self._nc,
+            self._subjects,
+            self._tasks_settings,
+            replicas=self._replicas,
+            max_payload_bytes=self._max_payload_bytes,
+        )
+        payloads = Payloads(self._nc, self._subjects, max_bytes=self._max_payload_bytes, replicas=self._replicas)
+        await payloads.bucket()  # the registry provisions it (with its TTL): no other role may create it
+        self.tasks = TaskDesk(
+            self._nc, self._subjects, task_store, self.catalogue.knows, self._principal_signer, payloads
+        )
         await self.tasks.start()
         s, q = self._subjects, self._subjects.registry_queue
         # Every replica hears every announcement (no queue group) so each knows every worker.

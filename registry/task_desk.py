@@ -6,6 +6,10 @@ group) let any NATS client use tasks the way an MCP client does through a gatewa
     nats req toolbus.tasks.submit '{"tool":"calc_add","arguments":{"a":2,"b":3}}'
     nats req toolbus.tasks.get '{"taskId":"…"}'
 
+Requests and replies larger than one message use the claim check of calls (``bus.payloads``):
+a submit may carry ``Toolbus-Payload`` instead of its body, and a result too large for one
+message comes back as an empty reply with that header, naming an object of ``PREFIX_payloads``.
+
 A task for a tool the catalogue does not know (not listed, never offered by a worker since the
 registry started) is refused with UNKNOWN_TOOL, as a call for it is; a known tool whose workers
 are all away is queued until one returns.
@@ -39,7 +43,8 @@ from nats.aio.subscription import Subscription
 from bus.acks import Exhausted
 from bus.cancellation import cancel_and_wait
 from bus.connection import published_only, unsubscribe_quietly
-from bus.errors import BusError, nats_boundary
+from bus.errors import BusError, PayloadGone, PayloadRefused, PayloadTooLarge, nats_boundary
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.replies import send_error
 from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
@@ -47,15 +52,13 @@ from registry.errors import UnknownTool
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
 from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
-from stores import TaskFinished, TaskNotFound, TaskStore
+from stores import ArgumentsTooLarge, TaskFinished, TaskNotFound, TaskStore
 
 log = structlog.get_logger(__name__)
 
 NATS_PRINCIPAL = "nats"
 """Owner of tasks submitted over plain NATS without a principal."""
 SWEEP_INTERVAL_S = 30.0
-REPLY_HEADROOM_BYTES = 1024
-"""Room for headers in a reply that must fit the server's maximum payload."""
 
 
 class TaskDesk:
@@ -68,8 +71,10 @@ class TaskDesk:
         store: TaskStore,
         knows: Callable[[str], bool],
         signer: PrincipalSigner | None = None,
+        payloads: Payloads | None = None,
     ) -> None:
         self._nc = nc
+        self._payloads = payloads or Payloads(nc, subjects, max_bytes=store.max_payload_bytes)
         self._subjects = subjects
         self._store = store
         self._knows = knows  # the catalogue's: is this a tool some worker serves or has served?
@@ -92,7 +97,7 @@ class TaskDesk:
                 await self._nc.subscribe(
                     self._subjects.task_request(verb),
                     queue=q,
-                    cb=published_only(self._subjects.task_request(verb), _guarded(self._nc, handler)),
+                    cb=published_only(self._subjects.task_request(verb), _guarded(self._nc, self._payloads, handler)),
                 )
             )
         self._subscriptions.append(
@@ -112,6 +117,11 @@ class TaskDesk:
 
     # -- requests -------------------------------------------------------------------------------
     async def _submit(self, msg: Msg) -> bytes:
+        # A submit too large for one message comes as a claim check; the principal's signature
+        # covers the real body, so it is read first.
+        msg.data, name = await self._payloads.claim(msg.headers, msg.data)
+        if name is not None:
+            await self._payloads.delete(name)
         request = decode(msg.data, TaskSubmit)
         if not is_valid_tool_name(request.tool):
             raise ValueError(f"{request.tool!r} is not a tool name")
@@ -135,12 +145,7 @@ class TaskDesk:
         result = await self._store.result(query.task_id)
         if result is None:
             raise TaskNotFound(f"the result of task {query.task_id!r} is gone")
-        if len(result) > self._nc.max_payload - REPLY_HEADROOM_BYTES:
-            raise _TooLarge(
-                f"the result is {len(result)} bytes, more than one message holds; read object "
-                f"{query.task_id!r} of Object Store bucket {self._subjects.task_results_store!r}"
-            )
-        return result
+        return result  # a claim check when it is larger than one message (_guarded)
 
     async def _cancel(self, msg: Msg) -> bytes:
         query = decode(msg.data, TaskQuery)
@@ -217,10 +222,6 @@ class TaskDesk:
         return len(expired)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class UnvouchedPrincipal(Exception):
     """Raised when a task request claims a principal without a valid gateway signature."""
 
@@ -231,24 +232,27 @@ class _NotReady(Exception):
 
 
 _REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ErrorCode], ...] = (
-    ((DecodeError, ValueError), ErrorCode.BAD_REQUEST),
+    ((DecodeError, ValueError, PayloadRefused, PayloadGone), ErrorCode.BAD_REQUEST),
     (TaskNotFound, ErrorCode.TASK_NOT_FOUND),
     ((TaskFinished, _NotReady), ErrorCode.TASK_STATE),
-    (_TooLarge, ErrorCode.PAYLOAD_TOO_LARGE),
+    ((PayloadTooLarge, ArgumentsTooLarge), ErrorCode.PAYLOAD_TOO_LARGE),
     (UnvouchedPrincipal, ErrorCode.FORBIDDEN),
     (UnknownTool, ErrorCode.UNKNOWN_TOOL),
 )
 """Which refusal answers which exception; anything else is a bug (INTERNAL, logged)."""
 
 
-def _guarded(nc: NatsClient, handler: Callable[[Msg], Awaitable[bytes]]) -> Callable[[Msg], Awaitable[None]]:
-    """A request callback that always replies: the handler's bytes, or a typed error."""
+def _guarded(
+    nc: NatsClient, payloads: Payloads, handler: Callable[[Msg], Awaitable[bytes]]
+) -> Callable[[Msg], Awaitable[None]]:
+    """A request callback that always replies: the handler's bytes (as a claim check when larger
+    than one message), or a typed error."""
 
     async def handle(msg: Msg) -> None:
         if not msg.reply:
             return
         try:
-            body = await handler(msg)
+            body, headers = await payloads.offload(await handler(msg), None)
         except Exception as exc:  # the outermost handler: every request gets a reply
             code = next((code for kinds, code in _REFUSALS if isinstance(exc, kinds)), None)
             if code is None:
@@ -257,6 +261,6 @@ def _guarded(nc: NatsClient, handler: Callable[[Msg], Awaitable[bytes]]) -> Call
             else:
                 await send_error(nc, msg.reply, code, str(exc))
             return
-        await msg.respond(body)
+        await nc.publish(msg.reply, body, headers=headers)
 
     return handle

@@ -50,6 +50,15 @@ DEFAULT_MEMORY_MIB = 64
 MAX_MEMORY_MIB = 4096
 """A wasm32 linear memory cannot be larger than 4 GiB."""
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+"""Largest arguments or result of one call; larger than a NATS message, they travel through the
+Object Store (``bus.payloads``)."""
+MIN_MAX_PAYLOAD_BYTES = 1024 * 1024
+"""A cap below NATS's own default message size would refuse what travels inline anyway."""
+BODY_HEADROOM_BYTES = 1024 * 1024
+"""What an HTTP request holds besides the arguments (the JSON-RPC envelope, ``_meta``, escapes the
+gateway's encoder writes shorter): the gateway's default body limit is the cap plus this."""
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 def default_concurrency() -> int:
@@ -72,6 +81,10 @@ class NatsSettings(SettingsModel):
     """JetStream replicas of every stream, KV bucket and object store toolbus creates: 1 on a
     single server, 3 on a 3-node cluster (survives the loss of a node). Buckets that already
     exist keep theirs. Default ``$TOOLBUS_NATS_REPLICAS``, else 1."""
+    max_payload_bytes: Annotated[int, Field(ge=MIN_MAX_PAYLOAD_BYTES)] = DEFAULT_MAX_PAYLOAD_BYTES
+    """Largest arguments or result of one call or task (bytes of JSON). Bodies larger than the NATS
+    server's message limit travel through the Object Store (docs/bus-protocol.md, "Payloads of any
+    size"); larger than this they are refused with an ``isError`` result naming this setting."""
     principal_key: Annotated[str, Field(min_length=16)] | None = Field(
         default_factory=principal_key_from_env, repr=False
     )
@@ -94,8 +107,11 @@ class GatewaySettings(SettingsModel):
     """Extra ``Host`` values accepted besides loopback (DNS-rebinding protection)."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Extra ``Origin`` values accepted besides loopback."""
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
-    """Largest request body accepted; larger ones get 413 before they are parsed."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted; larger ones get 413 before they are parsed. Unset, it is
+    ``[nats] max_payload_bytes`` plus 1 MiB (``Settings``), so any arguments the bus carries can
+    be sent; set it lower to keep a gateway's memory per request small (each body in flight is
+    held whole, up to ``max_connections`` of them)."""
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """A connection must finish sending a request's headers this soon after it opens (or after its
     previous answer): a client trickling headers, or connecting and saying nothing, is dropped."""
@@ -521,6 +537,15 @@ class Settings(SettingsModel):
     """``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise)."""
     source_file: Path | None = None
     """The file these settings came from (set by ``load_settings``)."""
+
+    @model_validator(mode="after")
+    def _body_admits_the_payload_cap(self) -> Self:
+        # Derived rather than a fixed default: a deployment raising the cap would otherwise find
+        # its arguments refused with 413 by its own gateway.
+        if "max_body_bytes" not in self.gateway.model_fields_set:
+            derived = max(DEFAULT_MAX_BODY_BYTES, self.nats.max_payload_bytes + BODY_HEADROOM_BYTES)
+            object.__setattr__(self, "gateway", self.gateway.model_copy(update={"max_body_bytes": derived}))
+        return self
 
     @model_validator(mode="after")
     def _unique_component_names(self) -> Self:

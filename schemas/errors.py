@@ -28,7 +28,8 @@ class ErrorCode(enum.IntEnum):
     DEADLINE_EXCEEDED = 1005
     """The call's deadline passed before it finished."""
     PAYLOAD_TOO_LARGE = 1006
-    """The request or the result does not fit the bus's maximum payload."""
+    """A body is over ``[nats] max_payload_bytes`` where no ``isError`` result can say so (a task
+    request, a resource read), or could not be stored as a claim check (``bus.payloads``)."""
     RELEASE_REJECTED = 1007
     """A publish, rollback, retire or deprecate that cannot be done; the message says why."""
     TASK_NOT_FOUND = 1008

@@ -350,6 +350,9 @@ class TaskWork(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     task_id: str
     tool: str
     arguments: dict[str, Any]
+    arguments_object: str = ""
+    """Set when the arguments are too large for one message: they are this object of the task
+    results Object Store (``arguments`` is then empty), kept as long as the task."""
 
 
 class TaskQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):

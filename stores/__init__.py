@@ -5,6 +5,7 @@ through it, so a role imports ``stores`` and never another role's package.
 """
 
 from stores.errors import (
+    ArgumentsTooLarge,
     ArtifactError,
     ChangeConflict,
     InvalidName,
@@ -30,6 +31,7 @@ from stores.view_store import ViewStore, check_view
 
 __all__ = [
     "LATEST",
+    "ArgumentsTooLarge",
     "ArtifactError",
     "ChangeConflict",
     "InvalidName",

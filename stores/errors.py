@@ -25,6 +25,10 @@ class TaskNotFound(StoreError):
     """Raised when no task with that id is visible to that principal."""
 
 
+class ArgumentsTooLarge(StoreError):
+    """Raised when a task's arguments are larger than ``[nats] max_payload_bytes``."""
+
+
 class UnknownCursor(StoreError, ValueError):
     """Raised when a ``list`` cursor is not one of the principal's tasks (not one the store issued)."""
 

@@ -8,7 +8,9 @@
   retention, file storage) is taken by workers through one durable pull consumer per tool,
   with explicit acks, in-progress heartbeats and a delivery limit (``workers.task_runner``).
 - The **result** (Object Store ``PREFIX_task_results``, name = task id) is the
-  ``CallToolResult`` JSON, whatever its size.
+  ``CallToolResult`` JSON, up to ``[nats] max_payload_bytes`` (a larger one is replaced by an
+  ``isError`` result naming the cap, ``workers.admission``). Arguments too large for one work
+  message are kept there too (name ``<task id>.arguments``) for as long as the task.
 - Every status change is also published on ``PREFIX.tasks.status.<id>`` (the gateway turns it
   into ``notifications/tasks/status``).
 
@@ -30,12 +32,13 @@ from nats.js.object_store import ObjectStore
 
 from bus.errors import InvalidKey, KeyDeleted, KeyNotFound, NotFound, RequestRejected, nats_boundary
 from bus.kv import snapshot
+from bus.payloads import HEADROOM_BYTES, put_object, read_object, too_large_message
 from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
 from bus.subjects import Subjects
-from schemas.codec import decode, encode
-from schemas.config import TasksSettings
+from schemas.codec import decode, decode_json, encode
+from schemas.config import DEFAULT_MAX_PAYLOAD_BYTES, TasksSettings
 from schemas.wire import TERMINAL_STATUSES, TaskRecord, TaskWork
-from stores.errors import ChangeConflict, TaskFinished, TaskNotFound, UnknownCursor
+from stores.errors import ArgumentsTooLarge, ChangeConflict, TaskFinished, TaskNotFound, UnknownCursor
 
 MAX_TTL_MS = 7 * 24 * 60 * 60 * 1000
 CAS_ATTEMPTS = 20
@@ -43,6 +46,11 @@ CAS_ATTEMPTS = 20
 
 def new_task_id() -> str:
     return uuid.uuid4().hex
+
+
+def arguments_object(task_id: str) -> str:
+    """Name of a task's arguments in the results store, when too large for its work message."""
+    return f"{task_id}.arguments"
 
 
 class TaskStore:
@@ -53,29 +61,52 @@ class TaskStore:
     """
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, kv: KeyValue, results: ObjectStore, settings: TasksSettings
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        kv: KeyValue,
+        results: ObjectStore,
+        settings: TasksSettings,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self.kv = kv
         self.results = results
         self.settings = settings
+        self.max_payload_bytes = max_payload_bytes
+        """``[nats] max_payload_bytes``: the largest arguments a task may be given."""
 
     @classmethod
     async def open(
-        cls, nc: NatsClient, subjects: Subjects, settings: TasksSettings | None = None, *, replicas: int = 1
+        cls,
+        nc: NatsClient,
+        subjects: Subjects,
+        settings: TasksSettings | None = None,
+        *,
+        replicas: int = 1,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> TaskStore:
         """The task store of ``subjects``' deployment; its stream and buckets are created if missing."""
         kv = await ensure_bucket(nc, subjects.tasks_bucket, replicas=replicas)
         results = await ensure_object_store(nc, subjects.task_results_store, replicas=replicas)
         await ensure_tasks_stream(nc, subjects, replicas=replicas)
-        return cls(nc, subjects, kv, results, settings or TasksSettings())
+        return cls(nc, subjects, kv, results, settings or TasksSettings(), max_payload_bytes)
 
     # -- creating -------------------------------------------------------------------------------
     async def submit(
         self, tool: str, arguments: dict[str, object], *, principal: str, ttl_ms: int | None = None
     ) -> TaskRecord:
-        """Record a task, then queue its work; the record exists before the id is returned."""
+        """Record a task, then queue its work; the record exists before the id is returned.
+
+        Arguments too large for one message are stored beside the result (``TaskWork.arguments_object``).
+
+        Raises:
+            ArgumentsTooLarge: the arguments are over ``max_payload_bytes`` (nothing is recorded).
+        """
+        encoded = encode(arguments)
+        if len(encoded) > self.max_payload_bytes:
+            raise ArgumentsTooLarge(too_large_message("the arguments", len(encoded), self.max_payload_bytes))
         now = time.time()
         record = TaskRecord(
             task_id=new_task_id(),
@@ -88,6 +119,12 @@ class TaskStore:
             ttl_ms=min(ttl_ms if ttl_ms and ttl_ms > 0 else int(self.settings.ttl_s * 1000), MAX_TTL_MS),
         )
         work = TaskWork(task_id=record.task_id, tool=tool, arguments=arguments)
+        if len(encoded) > self._nc.max_payload - HEADROOM_BYTES:
+            # Stored before the work is queued (no worker can look too early), for the task's lifetime:
+            # a claim check's TTL would be too short for work that may wait for its workers for hours.
+            name = arguments_object(record.task_id)
+            await put_object(self.results, name, encoded)
+            work = TaskWork(task_id=record.task_id, tool=tool, arguments={}, arguments_object=name)
         with nats_boundary:
             await self.kv.create(record.task_id, encode(record))
             # The message id makes a retried publish of the same task a no-op (stream de-duplication).
@@ -132,12 +169,31 @@ class TaskStore:
 
     async def result(self, task_id: str) -> bytes | None:
         """The stored ``CallToolResult`` JSON of a finished task, if it has one."""
+        return await self._object(task_id)
+
+    async def arguments(self, work: TaskWork) -> dict[str, object]:
+        """The arguments of ``work``: in the message, or in the object it names.
+
+        Raises:
+            TaskNotFound: the arguments object is gone (the task was forgotten).
+        """
+        if not work.arguments_object:
+            return work.arguments
+        data = await self._object(work.arguments_object)
+        if data is None:
+            raise TaskNotFound(f"the arguments of task {work.task_id!r} are gone")
+        arguments = decode_json(data)
+        if not isinstance(arguments, dict):
+            raise TaskNotFound(f"the stored arguments of task {work.task_id!r} are not an object")
+        return arguments
+
+    async def _object(self, name: str) -> bytes | None:
         try:
             with nats_boundary:
-                found = await self.results.get(task_id)
+                info = await self.results.get_info(name)
         except NotFound:
             return None
-        return bytes(found.data or b"")
+        return await read_object(self._nc, self._subjects.task_results_store, info)
 
     # -- changing -------------------------------------------------------------------------------
     async def update(self, task_id: str, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord | None:
@@ -173,8 +229,7 @@ class TaskStore:
 
         ``crashed``: the guest did not return (``TaskRecord.crashed``); the task is ``failed``.
         """
-        with nats_boundary:
-            await self.results.put(task_id, result)
+        await put_object(self.results, task_id, result)
         status = "failed" if failed or crashed else "completed"
         return await self.update(
             task_id,
@@ -206,14 +261,15 @@ class TaskStore:
         return cancelled
 
     async def forget(self, task_id: str) -> None:
-        """Delete a task's record and result (its TTL has passed)."""
+        """Delete a task's record, result and stored arguments (its TTL has passed)."""
         with nats_boundary:
             await self.kv.delete(task_id)
-        try:
-            with nats_boundary:
-                await self.results.delete(task_id)
-        except NotFound:
-            pass
+        for name in (task_id, arguments_object(task_id)):
+            try:
+                with nats_boundary:
+                    await self.results.delete(name)
+            except NotFound:
+                pass
 
     async def _read(self, task_id: str) -> tuple[TaskRecord | None, int]:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bus.payloads import too_large_message
 from schemas.codec import encode
 from schemas.config import WorkerSettings
 from schemas.wire import CallToolResult, TextContent
@@ -43,6 +44,8 @@ class Job:
     """Who the call is for, as a gateway signed it; ``None``: unsigned (or a task)."""
     share: str | None = None
     """The key this call counts under in the per-principal share; ``None``: not counted."""
+    max_result_bytes: int | None = None
+    """``[nats] max_payload_bytes``: a larger result is replaced by an ``isError`` result naming it."""
 
     def run(self) -> tuple[bytes, CallToolResult]:
         """Run the guest (in a guest thread); the encoded result and the result."""
@@ -58,7 +61,13 @@ class Job:
             if slot is not None:
                 slot.release()
         # Encoded here, in the guest's thread, to keep the event loop's share of a call small.
-        return encode(result), result
+        body = encode(result)
+        if self.max_result_bytes is not None and len(body) > self.max_result_bytes:
+            # The one place a result is capped: calls, resumed calls and tasks all run here.
+            message = too_large_message(f"the result of tool {self.tool!r}", len(body), self.max_result_bytes)
+            result = CallToolResult(content=[TextContent(message)], is_error=True)
+            body = encode(result)
+        return body, result
 
 
 class Admission:

@@ -15,6 +15,7 @@ import structlog
 
 from bus.cancellation import cancel_and_wait
 from bus.connection import connected
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
@@ -49,8 +50,13 @@ async def serve(settings: Settings) -> None:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
             signer = PrincipalSigner.for_key(settings.nats.principal_key)
+            payloads = Payloads(
+                nc, subjects, max_bytes=settings.nats.max_payload_bytes, replicas=settings.nats.replicas
+            )
             configured = [entry.name for entry in settings.components]
-            service = WorkerService(nc, subjects, settings.worker, [], principal_signer=signer, loading=configured)
+            service = WorkerService(
+                nc, subjects, settings.worker, [], principal_signer=signer, loading=configured, payloads=payloads
+            )
             telemetry = watch_calls(service, settings)
             await service.start()
             follower = None
@@ -61,7 +67,13 @@ async def serve(settings: Settings) -> None:
             tasks = TaskRunner(
                 nc,
                 subjects,
-                await TaskStore.open(nc, subjects, settings.tasks, replicas=settings.nats.replicas),
+                await TaskStore.open(
+                    nc,
+                    subjects,
+                    settings.tasks,
+                    replicas=settings.nats.replicas,
+                    max_payload_bytes=settings.nats.max_payload_bytes,
+                ),
                 service,
                 slots=settings.worker.concurrency,
             )

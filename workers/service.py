@@ -32,7 +32,8 @@ from nats.aio.subscription import Subscription
 
 from bus.cancellation import cancel_and_wait
 from bus.connection import caught_up, drain_subscriptions, published_only, unsubscribe_quietly
-from bus.errors import ConnectionClosed
+from bus.errors import BusError, ConnectionClosed, PayloadGone, PayloadRefused, PayloadTooLarge
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.replies import error_reply
 from bus.subjects import Header, Subjects, as_token
@@ -81,8 +82,13 @@ class WorkerService:
         worker_id: str | None = None,
         principal_signer: PrincipalSigner | None = None,
         loading: Sequence[str] = (),
+        payloads: Payloads | None = None,
     ) -> None:
         self._nc = nc
+        self._payloads = payloads or Payloads(nc, subjects)
+        """Claim checks: arguments and results larger than one message (``bus.payloads``)."""
+        self._claiming: set[asyncio.Task[None]] = set()
+        """Calls whose arguments are being read from the Object Store (at most ``concurrency``)."""
         self._principal_signer = principal_signer
         """Checks the principal a call's headers claim; without it no principal is believed."""
         self._subjects = subjects
@@ -115,7 +121,7 @@ class WorkerService:
             endpoints=self._endpoints(),
             stats=self._table.stats(),
         )
-        self._outbox = Outbox(nc)
+        self._outbox = Outbox(nc, subjects, self._payloads)
         self._suspensions = Suspensions(settings.waiting_guests)
         """Calls whose guest waits for its client's answer (``workers.conversation``)."""
         self.surfaces = SurfaceServer(
@@ -277,6 +283,8 @@ class WorkerService:
             pass  # nothing more will be delivered anyway
         for sub in self._subscriptions:
             await unsubscribe_quietly(sub)
+        if self._claiming:  # delivered calls still reading their arguments: they are answered too
+            await asyncio.wait(set(self._claiming), timeout=max(0.1, deadline - time.monotonic()))
         # No answer can reach a waiting guest any more: it hears `cancelled` now, not at ask_timeout_s.
         self._suspensions.cancel_all("the worker is stopping")
         try:
@@ -320,34 +328,79 @@ class WorkerService:
         if not msg.reply:
             return  # a publish without a reply subject is not a call; nobody would hear the answer
         started_ns = perf_counter_ns()
-        tool = self._subjects.tool_from_call(msg.subject)
+        headers = msg.headers or {}
+        if Header.PAYLOAD in headers:
+            self._claim_arguments(msg, headers, started_ns)
+            return
+        self._take(msg.subject, msg.reply, msg.data, headers, started_ns)
+
+    def _claim_arguments(self, msg: Msg, headers: dict[str, str], started_ns: int) -> None:
+        """Read a call's arguments from the Object Store (its claim check), then take the call.
+
+        A task per such call, at most ``concurrency`` at once (each holds up to ``max_payload_bytes``
+        in memory); beyond that the call is refused OVERLOADED, as a full worker refuses one.
+        """
+        reply = msg.reply
+        if len(self._claiming) >= self._settings.concurrency:
+            message = f"worker {self.worker_id} is already reading {len(self._claiming)} large arguments; retry"
+            self._outbox.put(reply, *error_reply(ErrorCode.OVERLOADED, message))
+            return
+        task = asyncio.create_task(self._claim_then_take(msg.subject, reply, msg.data, headers, started_ns))
+        self._claiming.add(task)
+        task.add_done_callback(self._claiming.discard)
+
+    async def _claim_then_take(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str], started_ns: int
+    ) -> None:
+        tool = self._subjects.tool_from_call(subject)
+        try:
+            data, name = await self._payloads.claim(headers, data)
+        except PayloadTooLarge as exc:
+            # Like invalid arguments: a result the model can read, not a protocol error.
+            body = encode(CallToolResult(content=[TextContent(f"tool {tool!r} was not called: {exc}")], is_error=True))
+            self._outbox.put(reply, body, None)
+            return
+        except (PayloadRefused, PayloadGone) as exc:
+            self._outbox.put(reply, *error_reply(ErrorCode.BAD_REQUEST, f"the call's arguments: {exc}"))
+            return
+        except BusError as exc:
+            message = f"the call's arguments could not be read from the Object Store: {exc}"
+            self._outbox.put(reply, *error_reply(ErrorCode.INTERNAL, message))
+            return
+        # The principal's signature is checked against the arguments read, as the gateway signed them.
+        self._take(subject, reply, data, headers, started_ns)
+        if name is not None:
+            await self._payloads.delete(name)  # consumed: nobody else may read them
+
+    def _take(self, subject: str, reply: str, data: bytes, headers: dict[str, str], started_ns: int) -> None:
+        """Route, admit, check and start one call whose arguments are ``data``."""
+        tool = self._subjects.tool_from_call(subject)
         route = self._routes.get(tool)
         if route is None:  # only our tools' subjects are subscribed; kept as a guard
-            self._outbox.put(msg.reply, *error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}"))
+            self._outbox.put(reply, *error_reply(ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}"))
             return
         stats = route.stats
         stats.requests += 1
-        headers = msg.headers or {}
         signer = self._principal_signer
         principal = None
         if signer is not None and Header.PRINCIPAL in headers:
-            principal = signer.verified(headers, msg.subject, msg.data)
+            principal = signer.verified(headers, subject, data)
         refusal = self._admission.refusal(route, tool, principal)
         if refusal is not None:
             stats.overloaded += 1
             overloaded = error_answer(ErrorCode.OVERLOADED, refusal)
-            self._answer(msg.reply, stats, started_ns, overloaded, tool, headers, principal)
+            self._answer(reply, stats, started_ns, overloaded, tool, headers, principal)
             return
         try:
-            outcome = self._prepare(route, tool, msg.data, headers, started_ns, principal, msg.reply)
+            outcome = self._prepare(route, tool, data, headers, started_ns, principal, reply)
         except Exception:  # the one outermost handler: a bug must still produce a reply
             log.exception("call failed inside the worker", tool=tool, worker_id=self.worker_id)
             outcome = error_answer(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         if isinstance(outcome, tuple):
-            self._answer(msg.reply, stats, started_ns, outcome, tool, headers, principal)
+            self._answer(reply, stats, started_ns, outcome, tool, headers, principal)
             return
         future = self._submit(outcome)
-        future.add_done_callback(partial(self._guest_done, msg.reply, outcome))
+        future.add_done_callback(partial(self._guest_done, reply, outcome))
 
     def _prepare(
         self,
@@ -377,7 +430,8 @@ class WorkerService:
             return body, None, message, INVALID_ARGUMENTS
         share = self._admission.share_of(principal)
         context = self._context(headers, reply_to, principal)
-        return Job(route, tool, arguments, timeout_s, started_ns, context, headers, principal, share)
+        cap = self._payloads.max_bytes
+        return Job(route, tool, arguments, timeout_s, started_ns, context, headers, principal, share, cap)
 
     def _context(self, headers: dict[str, str], reply_to: str, principal: str | None) -> CallContext:
         """The call's link to its caller: cancellable by request id, events where it asked, and
@@ -436,12 +490,21 @@ class WorkerService:
         if not msg.reply:
             return
         headers = msg.headers or {}
+        data = msg.data
+        if Header.PAYLOAD in headers:
+            # An answer larger than one message (a sampled image, say). Read here, on the resume
+            # subscription: answers are rare and one read takes well under a second.
+            try:
+                data = await self._payloads.take(headers, data)
+            except BusError as exc:
+                self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"the answer: {exc}"))
+                return
         signer = self._principal_signer
         principal = None
         if signer is not None and Header.PRINCIPAL in headers:
-            principal = signer.verified(headers, msg.subject, msg.data)
+            principal = signer.verified(headers, msg.subject, data)
         try:
-            answer = decode(msg.data, GuestAnswer)
+            answer = decode(data, GuestAnswer)
         except DecodeError as exc:
             self._outbox.put(msg.reply, *error_reply(ErrorCode.BAD_REQUEST, f"not a GuestAnswer: {exc}"))
             return
@@ -526,7 +589,15 @@ class WorkerService:
         problem = argument_problem(route.validator, arguments)
         if problem is not None:
             return CallToolResult(content=[TextContent(invalid_arguments_message(problem))], is_error=True)
-        job = Job(route, tool, arguments, self._settings.max_call_timeout_s, perf_counter_ns(), context)
+        job = Job(
+            route,
+            tool,
+            arguments,
+            self._settings.max_call_timeout_s,
+            perf_counter_ns(),
+            context,
+            max_result_bytes=self._payloads.max_bytes,
+        )
         try:
             _, result = await asyncio.wrap_future(self._submit(job))
         finally:

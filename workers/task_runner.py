@@ -29,8 +29,8 @@ from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, BusTimeout, GiveUp, nats_boundary
 from bus.subjects import Subjects
 from schemas.codec import DecodeError, decode, encode
-from schemas.wire import TaskWork
-from stores import TaskStore, task_consumer_config
+from schemas.wire import CallToolResult, TaskWork, TextContent
+from stores import TaskNotFound, TaskStore, task_consumer_config
 from workers.answers import error_text
 from workers.sandbox import CallContext
 from workers.service import WorkerService
@@ -163,7 +163,12 @@ class TaskRunner:
         if record is None:  # ended already (cancelled while queued, or finished by an earlier delivery)
             return
         context = CallContext(request_id=work.task_id)
-        result = await self._service.run_task(work.tool, work.arguments, context)
+        try:
+            arguments = await self._store.arguments(work)
+        except (TaskNotFound, DecodeError) as exc:  # not readable now, so never: the task fails saying why
+            result = CallToolResult(content=[TextContent(f"the task's arguments cannot be read: {exc}")], is_error=True)
+        else:
+            result = await self._service.run_task(work.tool, arguments, context)
         if context.cancelled.is_set():
             return
         message_text = error_text(result)[:200] if result.is_error else ""

@@ -3,14 +3,28 @@
 ;; and hostile functions in an interface (a trap, an endless loop).
 (component
   (core module $m
-    (memory (export "mem") 40)  ;; 2.5 MiB: room to echo strings near the bus's 1 MiB max payload
+    (memory (export "mem") 40)  ;; 2.5 MiB to start; realloc grows it (within the memory limit)
     (global $bump (mut i32) (i32.const 1024))
     (data (i32.const 64) "division by zero")
+    ;; A bump allocator that grows memory as needed, so `greet` echoes strings of many MiB.
+    ;; When the memory limit refuses to grow, it answers the end of memory: the host then
+    ;; refuses the pointer ("beyond end of memory"), as a real guest's failed allocation ends.
     (func (export "realloc") (param i32 i32 i32 i32) (result i32)
       (local $p i32)
+      (local $end i32)
+      (local $have i32)
       (local.set $p (i32.and (i32.sub (i32.add (global.get $bump) (local.get 2)) (i32.const 1))
                              (i32.sub (i32.const 0) (local.get 2))))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.set $end (i32.add (local.get $p) (local.get 3)))
+      (local.set $have (i32.shl (memory.size) (i32.const 16)))
+      (if (i32.gt_u (local.get $end) (local.get $have))
+        (then
+          (if (i32.eq (memory.grow (i32.shr_u (i32.add (i32.sub (local.get $end) (local.get $have))
+                                                       (i32.const 65535))
+                                              (i32.const 16)))
+                      (i32.const -1))
+            (then (return (local.get $have))))))
+      (global.set $bump (local.get $end))
       (local.get $p))
     (func (export "add") (param i32 i32) (result i32)
       (i32.add (local.get 0) (local.get 1)))

@@ -47,6 +47,7 @@ async def provisioned(walk_server: SecureServer) -> AsyncIterator[SecureServer]:
         for bucket in (SUBJECTS.tools_bucket, SUBJECTS.packages_bucket, SUBJECTS.views_bucket):
             await ensure_bucket(registry, bucket)
         await ensure_object_store(registry, SUBJECTS.artifacts_store)
+        await ensure_object_store(registry, SUBJECTS.payloads_store)
         await ensure_bucket(registry, SUBJECTS.rate_limits_bucket)
         audit = await gateway.jetstream().publish(SUBJECTS.audit_call("kit_add"), b'{"secret":"arguments"}')
         assert audit.stream == SUBJECTS.audit_stream

@@ -125,6 +125,13 @@ async def test_the_compose_roles_serve_an_authenticated_call_on_a_secured_r3_clu
             result = await mcp.call_tool("calc_add", {"a": 2, "b": 3})
             assert not result.is_error
             assert [c.text for c in result.content if c.type == "text"] == ["5"]
+            # Larger than a NATS message both ways: claim checks through the Object Store under the
+            # generated permissions, the principal signed over the real arguments (bus.payloads).
+            name = "bolt " * (400 * 1024)  # 2 MiB
+            item = {"name": name, "category": "part", "price": 0.5, "tags": []}
+            described = await mcp.call_tool("inventory_catalog_describe", {"item": item})
+            assert not described.is_error, described.content
+            assert [c.text for c in described.content if c.type == "text"] == [f"{name} (part, 0.50 EUR)"]
 
     # The registry's compose health check passes, as the registry's own user.
     health = await asyncio.to_thread(

@@ -10,6 +10,7 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
+from bus.payloads import Payloads
 from bus.subjects import Header, Subjects
 from gateway.calls import ToolCaller, error_from_reply
 from gateway.errors import (
@@ -19,7 +20,6 @@ from gateway.errors import (
     DeadlineExceeded,
     NoWorker,
     Overloaded,
-    PayloadTooLarge,
     WorkerFailed,
     to_jsonrpc,
 )
@@ -67,10 +67,24 @@ async def test_an_error_reply_becomes_its_exception(nc: NatsClient, subjects: Su
     assert caught.value.detail == "worker w1 is at capacity"
 
 
-async def test_arguments_too_large_for_the_bus(nc: NatsClient, subjects: Subjects, worker: StartWorker) -> None:
-    await worker("add", silent)
-    with pytest.raises(PayloadTooLarge, match="bytes; the bus allows at most"):
-        await ToolCaller(nc, subjects, timeout_s=5).call("add", {"blob": "x" * nc.max_payload}, era="2025-11-25")
+async def test_arguments_over_the_cap_are_answered_without_a_call(
+    nc: NatsClient, subjects: Subjects, worker: StartWorker
+) -> None:
+    scripted = await worker("add", silent)
+    caller = ToolCaller(nc, subjects, timeout_s=5, payloads=Payloads(nc, subjects, max_bytes=2 * 1024 * 1024))
+    reply = await caller.call("add", {"blob": "x" * (3 * 1024 * 1024)}, era="2025-11-25")
+    assert isinstance(reply, bytes)
+    result = decode(reply, CallToolResult)
+    assert result.is_error and "max_payload_bytes" in str(result.content[0])
+    assert scripted.messages == [], "nothing was published"
+
+
+async def test_checked_in_arguments_nobody_took_are_deleted(nc: NatsClient, subjects: Subjects) -> None:
+    with pytest.raises(NoWorker):
+        await ToolCaller(nc, subjects, timeout_s=5).call("add", {"blob": "x" * (2 * 1024 * 1024)}, era="2025-11-25")
+    store = await nc.jetstream().object_store(subjects.payloads_store)
+    stored = await store.list()  # the object once put, now only its deletion marker
+    assert len(stored) == 1 and stored[0].deleted
 
 
 async def test_a_closed_connection_fails_at_once(nats_server: EmbeddedNatsServer, subjects: Subjects) -> None:

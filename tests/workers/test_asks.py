@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from gateway.askers import capabilities_of
@@ -114,6 +115,22 @@ async def test_a_guest_asks_blocks_and_resumes_with_the_answer(
     answer = {"action": "accept", "content": {"response": "Ada"}}
     done = await resume(nc, subjects, question, GuestAnswer(suspension(question), {"elicitation": answer}))
     assert text(done) == 'User response: action=accept, content={"response": "Ada"}'
+
+
+async def test_an_answer_larger_than_a_message_resumes_the_guest_through_a_claim_check(
+    nc: NatsClient, subjects: Subjects, asking_worker: WorkerService
+) -> None:
+    question = await call(nc, subjects, "test_elicitation", {"message": "Your life story?"})
+    story = "once upon a time " * 100_000  # 1.7 MB
+    answer = GuestAnswer(suspension(question), {"elicitation": {"action": "accept", "content": {"response": story}}})
+    assert question.headers is not None
+    subject, body = subjects.resume(question.headers[Header.WORKER]), encode(answer)
+    headers = signed(subject, body, "alice", uuid.uuid4().hex, **{Header.CAN_ASK: ALL})
+    payloads = Payloads(nc, subjects)
+    checked_in, claim = await payloads.offload(body, headers)  # signed over the real answer, as a gateway does
+    done = await nc.request(subject, checked_in, timeout=20, headers=claim)
+    result = decode(await payloads.take(done.headers, done.data), CallToolResult)  # the result is large too
+    assert result.content[0].text == f'User response: action=accept, content={{"response": "{story}"}}'  # type: ignore[union-attr]
 
 
 async def test_two_rounds_resume_the_same_guest(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NatsClient
 
+from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import encode
@@ -17,6 +18,7 @@ from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 KEY = "worker-test-principal-key"
+MIB = 1024 * 1024
 
 
 async def test_only_a_signed_principal_reaches_the_workers_observers(
@@ -43,3 +45,33 @@ async def test_only_a_signed_principal_reaches_the_workers_observers(
         await service.stop(grace_s=1)
     principals = {record.request_id: record.principal for record in seen}
     assert principals == {"req-signed": "alice", "req-forged": None, "req-moved": None, "req-bare": None}
+
+
+async def test_a_signature_covers_the_arguments_of_a_claim_check_not_its_empty_body(
+    nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+) -> None:
+    signer = PrincipalSigner(KEY)
+    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit], principal_signer=signer)
+    seen: list[FinishedCall] = []
+    service.observers.append(seen.append)
+    await service.start()
+    payloads = Payloads(nc, subjects)
+    try:
+        subject = subjects.call("kit_greet")
+        big, other = encode({"name": "a" * (2 * MIB)}), encode({"name": "b" * (2 * MIB)})
+        # The gateway's way (gateway.calls): signed over the real arguments, then checked in.
+        signed = {Header.REQUEST_ID: "req-big"}
+        signer.stamp(signed, "alice", subject=subject, body=big, valid_for_s=10)
+        body, headers = await payloads.offload(big, dict(signed))
+        # An attacker who saw that call keeps alice's signature and points it at other arguments.
+        swapped_body, swapped = await payloads.offload(other, {**signed, Header.REQUEST_ID: "req-swapped"})
+        # ... or signs the empty body a claim check travels with.
+        empty = {Header.REQUEST_ID: "req-empty"}
+        signer.stamp(empty, "alice", subject=subject, body=b"", valid_for_s=10)
+        empty_body, empty_headers = await payloads.offload(other, empty)
+        for request_body, request_headers in ((body, headers), (swapped_body, swapped), (empty_body, empty_headers)):
+            await nc.request(subject, request_body, timeout=10, headers=request_headers)
+    finally:
+        await service.stop(grace_s=1)
+    principals = {record.request_id: record.principal for record in seen}
+    assert principals == {"req-big": "alice", "req-swapped": None, "req-empty": None}

@@ -9,6 +9,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from bus.payloads import Payloads
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
 from schemas.config import ComponentSettings, LimitsSettings
@@ -124,16 +125,16 @@ async def test_over_capacity_the_worker_answers_overloaded_at_once(
         await service.stop(grace_s=1)
 
 
-async def test_a_result_larger_than_the_bus_allows_is_a_clear_error(
+async def test_a_result_larger_than_a_message_comes_back_as_a_claim_check(
     nc: NatsClient, subjects: Subjects, worker: WorkerService
 ) -> None:
     # greet echoes its argument, and the result carries it twice (text + structuredContent):
     # a request that fits the bus makes a result that does not.
     name = "x" * int(nc.max_payload * 0.6)
     reply = await nc.request(subjects.call("kit_greet"), f'{{"name":"{name}"}}'.encode(), timeout=10)
-    error = error_of(reply)
-    assert error.code == ErrorCode.PAYLOAD_TOO_LARGE
-    assert str(nc.max_payload) in error.message
+    assert reply.data == b"" and reply.headers is not None and Header.PAYLOAD_DIGEST in reply.headers
+    body, _ = await Payloads(nc, subjects).claim(reply.headers, reply.data)
+    assert decode(body, CallToolResult).structured_content == name
     reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":1}', timeout=5)
     assert decode(reply.data, CallToolResult).structured_content == 2
 

@@ -32,6 +32,9 @@ business. A trap whose stderr says one of these is reported as a memory-limit hi
 """
 
 _INSTANTIATE_OVER_LIMIT = re.compile(r"memory minimum size of \d+ pages exceeds memory limits")
+REALLOC_BEYOND_MEMORY = "realloc return: beyond end of memory"
+"""wasmtime's refusal of the pointer a guest's ``realloc`` gave for a value passed in (arguments of
+many MiB): an allocator whose ``memory.grow`` the limit refused has nothing better to answer."""
 
 
 def sandbox_store(
@@ -77,6 +80,8 @@ def describe_limit_hit(cause: str, stderr_tail: str, limits: LimitsSettings, tim
         return f"ran out of fuel (limit: {limits.fuel:,} units)" if limits.fuel is not None else "ran out of fuel"
     if _INSTANTIATE_OVER_LIMIT.search(cause) or any(marker in stderr_tail for marker in OUT_OF_MEMORY_MARKERS):
         return f"exceeded its memory limit of {limits.memory_mib} MiB"
+    if REALLOC_BEYOND_MEMORY in cause:
+        return f"exceeded its memory limit of {limits.memory_mib} MiB: no room for the values passed to it"
     return None
 
 
