@@ -47,24 +47,31 @@ def secure_nats(directory: Path, subjects: Subjects) -> Iterator[SecureServer]:
 
 
 def launch(config: Path, port: int, *arguments: str) -> subprocess.Popen[bytes]:
-    """nats-server with ``config``, once it accepts connections on ``port``."""
-    process = subprocess.Popen([str(nats_server_binary()), "-c", str(config), *arguments], stderr=subprocess.PIPE)
+    """nats-server with ``config``, once it accepts connections on ``port``; it logs to a file
+    beside ``config``.
+
+    A file, not a pipe: every refused probe is a log line, and a server whose pipe nobody reads
+    stops in the middle of a test once the pipe is full (seen: a role's probes timed out).
+    """
+    log_path = config.with_name(f"{config.stem}-{port}.log")
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(nats_server_binary()), "-c", str(config), *arguments], stdout=log_file, stderr=log_file
+        )
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process
         except OSError:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert process.poll() is None, log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, "the secured nats-server did not start"
             time.sleep(0.05)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
-    # communicate, not wait: a server that logged more than a pipe holds (every refused probe is a
-    # line) blocks on stderr and would never exit.
-    process.communicate(timeout=10)
+    process.wait(timeout=10)
 
 
 async def permission_errors(
