@@ -7,7 +7,7 @@ the wire so a CallToolResult from a worker is the MCP JSON as-is.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -496,11 +496,21 @@ class ReadResource(msgspec.Struct, frozen=True, tag_field="method", tag="resourc
     uri: str
 
 
+MAX_ASK_ROUNDS: Final = 16
+"""Questions a guest that is re-run with its answers (a prompt, a task: ``workers.sandbox.replay``)
+may ask in all; each is a full re-run, so a guest asking in a loop is stopped here."""
+
+
 class GetPrompt(msgspec.Struct, frozen=True, tag_field="method", tag="prompts/get", omit_defaults=True):
     """Render one prompt; ``name`` is the guest's own name for it."""
 
     name: str
     arguments: dict[str, str] = msgspec.field(default_factory=dict)
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the questions the guest asked in earlier runs, in order (``workers.sandbox.replay``):
+    a prompt that asks is re-run with them; a question none answers is the reply (``GuestQuestion``)."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """The client capabilities its questions may need (``Toolbus-Can-Ask``'s names)."""
 
 
 class Complete(msgspec.Struct, frozen=True, tag_field="method", tag="completion/complete", omit_defaults=True):
