@@ -308,6 +308,19 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     crashed: bool = False
     """The guest did not return (trapped, exited or hit a limit): a protocol-level failure. The
     stored result says why; 2026-07-28 shows the task ``failed`` with an ``error``, not ``completed``."""
+    input_requests: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Status ``input_required``: the guest's question still unanswered (key → ``{"method", "params"}``),
+    shown by tasks/get; ``tasks/update`` answers keys of it (``stores.TaskStore.answer``)."""
+    answered: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Answers received so far to the keys of the pending question (partial fulfilment)."""
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the guest's earlier questions, in order: the next run replays them
+    (``workers.sandbox.replay``)."""
+    arguments: dict[str, Any] | None = None
+    """While the task waits for input: its arguments (its work was acknowledged; the answered
+    question queues it again with them)."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """While the task waits for input: the client capabilities its questions may need."""
 
 
 class TaskSubmit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -326,6 +339,12 @@ class TaskWork(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     task_id: str
     tool: str
     arguments: dict[str, Any]
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the questions the guest asked in earlier runs of this task, in order: replayed
+    to it (``workers.sandbox.replay``); its first unanswered question parks the task ``input_required``."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """The client capabilities its guest's questions may need (none: it cannot ask; the
+    2026-07-28 tasks extension answers them with ``tasks/update``)."""
 
 
 class TaskQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
