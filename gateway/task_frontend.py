@@ -68,6 +68,7 @@ from gateway.errors import (
 )
 from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
+from gateway.questions import RoundState
 from gateway.sdk_adapter import connection_of
 from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from schemas.codec import DecodeError, decode, encode
@@ -279,6 +280,16 @@ class TaskFrontend:
             params = types.CallToolRequestParams.model_validate(raw, by_name=False)
         except ValidationError as exc:
             raise MCPError(INVALID_PARAMS, f"invalid tools/call params: {exc.errors()[0]['msg']}") from None
+        rounds: list[dict[str, Any]] | None = None
+        if modern and support == "required" and self._asks(params.name):
+            # MRTR, then a task: the call's questions are asked as a plain call's are (round 1:
+            # input_required, the guest waiting on its worker); the retry that answers them all
+            # becomes the task, whose guest is re-run with those answers (TaskWork.rounds).
+            if params.request_state is None:
+                return await call_next(ctx)
+            rounds = await self._answers_before_task(params)
+            if rounds is None:  # answers missing: the plain call's path asks again
+                return await call_next(ctx)
         ttl_ms = None if modern or params.task is None else params.task.ttl
         # Only the 2026 extension can answer a task's questions (tasks/update): a 2025 task's guest
         # hears `unsupported` when it asks.
@@ -289,11 +300,46 @@ class TaskFrontend:
             principal=principal_of(ctx).subject,
             ttl_ms=ttl_ms,
             capabilities=capabilities,
+            rounds=rounds,
         )
         if modern:
             return {"resultType": "task", **modern_task(record), "_meta": self._meta}
         self.follow(connection_of(ctx), record)
         return {"task": legacy_task(record)}
+
+    def _asks(self, tool: str) -> bool:
+        entry = self.service.catalogue.get(tool)
+        return entry is not None and entry.descriptor.asks
+
+    async def _answers_before_task(self, params: types.CallToolRequestParams) -> list[dict[str, Any]] | None:
+        """The round-1 answers a ``required`` tool's task starts with, once the retry answers
+        every key of the question; the round-1 guest, waiting on its worker, is stopped (the task
+        re-runs it). None: a key is unanswered (the question stands).
+
+        Raises:
+            MCPError: the ``requestState`` is not a call's (verified and sealed by this deployment).
+        """
+        assert params.request_state is not None
+        try:
+            state = RoundState.decode(params.request_state)
+        except ValueError:
+            raise MCPError(INVALID_PARAMS, "Invalid or expired requestState") from None
+        responses = {key: as_json(value) for key, value in (params.input_responses or {}).items()}
+        question = state.question.requests
+        if not question.keys() <= responses.keys():
+            return None
+        answers = {}
+        for key, request in question.items():
+            kinds = REQUEST_TYPES.get(request.get("method", ""))
+            try:
+                answers[key] = responses[key] if kinds is None else as_json(kinds[1].model_validate(responses[key]))
+            except ValidationError as exc:
+                why = exc.errors()[0]["msg"]
+                raise MCPError(INVALID_PARAMS, f"inputResponses[{key!r}] is not a valid answer: {why}") from None
+        caller = self.service.caller
+        if caller is not None:
+            await caller.cancel(state.request_id)
+        return [answers]
 
     async def create(
         self,

@@ -45,7 +45,10 @@ WAIT_S = 20.0
 def asking(engine_host: EngineHost, cache_dir: Path) -> LoadedComponent:
     """``examples/asking_tasks`` (confirm_delete, multi_input, test_tool_with_task), served with no prefix."""
     wasm = build_component(EXAMPLES_DIR / "asking_tasks", "asking-tasks", cache_dir)
-    settings = ComponentSettings(name="asking_tasks", path=wasm, prefix="")
+    # As examples/toolbus.toml serves it: test_tool_with_task runs only as a task.
+    settings = ComponentSettings.model_validate(
+        {"name": "asking_tasks", "path": wasm, "prefix": "", "tools": {"test_tool_with_task": {"task": "required"}}}
+    )
     return LoadedComponent.load(engine_host, settings, wasm, cache_dir)
 
 
@@ -207,3 +210,31 @@ async def test_a_task_waiting_for_input_can_be_cancelled(deployment: Deployment)
 def jsonrpc_error_of(answer: dict[str, Any]) -> int | None:
     error = answer.get("error")
     return None if error is None else int(error["code"])
+
+
+# -- MRTR, then a task (a `required` tool whose guest asks: test_tool_with_task) ---------------------
+
+
+async def test_a_required_tool_asks_first_then_its_answered_retry_becomes_the_task(deployment: Deployment) -> None:
+    alice = deployment.client()
+    call = {"name": "test_tool_with_task", "arguments": {}}
+    r1 = await result(alice, "tools/call", call)
+    assert r1["resultType"] == "input_required" and "taskId" not in r1, r1
+    assert list(r1["inputRequests"]) == ["elicitation"]
+    # Missing the answer: the question stands, and no task is made.
+    again = await result(alice, "tools/call", {**call, "requestState": r1["requestState"], "inputResponses": {}})
+    assert again["resultType"] == "input_required" and "taskId" not in again, again
+    # Another principal cannot continue it; an answer that is no ElicitResult is refused.
+    name = {"elicitation": accept(name="Alice")}
+    stolen = await request(
+        deployment.client("mallory"),
+        "tools/call",
+        {**call, "requestState": again["requestState"], "inputResponses": name},
+    )
+    assert jsonrpc_error_of(stolen) == INVALID_PARAMS
+    bogus = {**call, "requestState": again["requestState"], "inputResponses": {"elicitation": {"action": "maybe"}}}
+    assert jsonrpc_error_of(await request(alice, "tools/call", bogus)) == INVALID_PARAMS
+    created = await result(alice, "tools/call", {**call, "requestState": again["requestState"], "inputResponses": name})
+    assert created["resultType"] == "task" and "requestState" not in created and "inputRequests" not in created
+    done = await until(alice, created["taskId"], "completed", "failed")
+    assert done["status"] == "completed" and text_of(done) == "Hello, Alice!", done
