@@ -25,6 +25,7 @@ from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.inbound import TASKS_EXTENSION
 from registry.service import RegistryService
+from registry.task_desk import TaskDesk
 from schemas.config import ComponentSettings, RegistrySettings, load_settings
 from stores import TaskStore
 from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
@@ -238,3 +239,16 @@ async def test_a_required_tool_asks_first_then_its_answered_retry_becomes_the_ta
     assert created["resultType"] == "task" and "requestState" not in created and "inputRequests" not in created
     done = await until(alice, created["taskId"], "completed", "failed")
     assert done["status"] == "completed" and text_of(done) == "Hello, Alice!", done
+
+
+async def test_a_task_nobody_answers_is_failed_after_the_input_wait(
+    deployment: Deployment, nc: NatsClient, subjects: Subjects
+) -> None:
+    alice = deployment.client()
+    task_id = await create(alice, "confirm_delete", {})
+    await until(alice, task_id, "input_required")
+    impatient = await TaskStore.open(nc, subjects, FAST_TASKS.model_copy(update={"input_wait_s": 0.01}))
+    await asyncio.sleep(0.05)
+    await TaskDesk(nc, subjects, impatient, knows=lambda _tool: True).sweep()
+    failed = await until(alice, task_id, "failed")
+    assert "did not answer" in failed["statusMessage"] and "result" not in failed, failed
