@@ -26,7 +26,9 @@ from bus.subjects import Subjects
 from gateway.inbound import TASKS_EXTENSION
 from registry.service import RegistryService
 from registry.task_desk import TaskDesk
+from schemas.codec import encode
 from schemas.config import ComponentSettings, RegistrySettings, load_settings
+from schemas.wire import TaskWork
 from stores import TaskStore
 from tests.conftest import FAST_TASKS, TEST_ANNOUNCE_INTERVAL_S, start_task_worker
 from tests.gateway.auth_kit import PRINCIPAL_KEY, Issuer, auth_settings
@@ -252,3 +254,26 @@ async def test_a_task_nobody_answers_is_failed_after_the_input_wait(
     await TaskDesk(nc, subjects, impatient, knows=lambda _tool: True).sweep()
     failed = await until(alice, task_id, "failed")
     assert "did not answer" in failed["statusMessage"] and "result" not in failed, failed
+
+
+async def test_a_run_delivered_again_asks_again_and_its_answers_complete_the_task(
+    deployment: Deployment, nc: NatsClient, subjects: Subjects
+) -> None:
+    alice = deployment.client()
+    task_id = await create(alice, "multi_input", {})
+    await until(alice, task_id, "input_required")
+    await update(alice, task_id, {"name": accept(name="Ada")})
+    # The first run's work, delivered again (as when its worker died before acknowledging it): the
+    # guest re-runs without answers and asks anew; the question replaces the half-answered one.
+    work = TaskWork(task_id=task_id, tool="multi_input", arguments={}, capabilities=["elicitation"])
+    headers = {"Nats-Msg-Id": f"{task_id}.delivered-again"}
+    await nc.jetstream().publish(subjects.task_work("multi_input"), encode(work), headers=headers)
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            record = await deployment.store.get(task_id)
+            if not record.answered:
+                break
+            await asyncio.sleep(0.05)
+    assert record.status == "input_required" and sorted(record.input_requests) == ["colour", "name"]
+    await update(alice, task_id, {"name": accept(name="Grace"), "colour": accept(colour="red")})
+    assert text_of(await until(alice, task_id, "completed")) == "Name: Grace; colour: red"

@@ -7,8 +7,8 @@ once (``ask``). Each function blocks the guest's thread until the answer arrives
 worker for calls whose caller can relay questions (``workers.conversation``), or a ``Replay``
 for a durable task or a prompt, whose guest is re-run with its answers instead of waiting
 (``workers.sandbox.replay``). A call without one (the load-time trial instantiation, a plain NATS
-caller) gets ``unsupported`` at once, never a hang. Linked into every component's linker: it grants nothing, it only asks the
-caller, who decides.
+caller) gets ``unsupported`` at once, never a hang. Linked into every component's linker: it
+grants nothing, it only asks the caller, who decides.
 """
 
 from __future__ import annotations
