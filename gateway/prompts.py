@@ -78,6 +78,8 @@ class PromptFrontend:
                 return _input_required(state.rounds, state.pending)
             rounds = [*state.rounds, {key: responses[key] for key in state.pending}]
         asker = None if modern else SessionAsker(ctx.session, ctx.request_id, capabilities)
+        if asker is not None:
+            capabilities = asker.capabilities  # none when there is no stream to ask on
         arguments = dict(params.arguments or {})
         while True:
             try:
