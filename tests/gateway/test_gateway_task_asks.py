@@ -1,6 +1,8 @@
 """Guests that ask inside durable tasks (the tasks extension's input flow), through a real gateway.
 
-A registry, a worker with a ``TaskRunner`` serving ``examples/asking_tasks`` (componentize-py),
+A registry, a worker with a ``TaskRunner`` serving the conformance guest (``examples/conformance``,
+componentize-py, built once per session for the other gateway tests too; its asking tools run here
+as tasks; ``examples/asking_tasks`` is the conformance suite's, tests/e2e/test_conformance.py),
 and a gateway with authentication: a task whose guest asks is ``input_required`` with the question
 in ``inputRequests``; ``tasks/update`` answers it (partly, then fully) and the guest is re-run with
 the answers (``workers.sandbox.replay``) to completion. Attacks, each failing closed: another
@@ -40,17 +42,24 @@ from workers.toolchains.componentize import build_component
 
 INVALID_PARAMS = -32602
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-CAPABILITIES = {"elicitation": {}, "extensions": {TASKS_EXTENSION: {}}}
+CAPABILITIES = {"elicitation": {}, "sampling": {}, "roots": {}, "extensions": {TASKS_EXTENSION: {}}}
+ASKS = "test_input_required_result_elicitation"
+"""Asks one question (key ``user_name``), then greets the user."""
+ASKS_THREE = "test_input_required_result_multiple_inputs"
+"""Asks three things at once (``user_name``, ``greeting``, ``client_roots``)."""
+ASKS_TWICE = "test_input_required_result_multi_round"
+"""Asks ``step1``, then ``step2``."""
+ASKS_FIRST = "test_elicitation"
+"""Made ``required`` here: a required tool that asks (MRTR, then a task)."""
 WAIT_S = 20.0
 
 
 @pytest.fixture(scope="module")
 def asking(engine_host: EngineHost, cache_dir: Path) -> LoadedComponent:
-    """``examples/asking_tasks`` (confirm_delete, multi_input, test_tool_with_task), served with no prefix."""
-    wasm = build_component(EXAMPLES_DIR / "asking_tasks", "asking-tasks", cache_dir)
-    # As examples/toolbus.toml serves it: test_tool_with_task runs only as a task.
+    """The conformance guest (its tools ask), with ``test_elicitation`` run only as a task."""
+    wasm = build_component(EXAMPLES_DIR / "conformance", "test", cache_dir)
     settings = ComponentSettings.model_validate(
-        {"name": "asking_tasks", "path": wasm, "prefix": "", "tools": {"test_tool_with_task": {"task": "required"}}}
+        {"name": "test", "path": wasm, "tools": {ASKS_FIRST: {"task": "required"}}}
     )
     return LoadedComponent.load(engine_host, settings, wasm, cache_dir)
 
@@ -81,7 +90,7 @@ async def deployment(
         auth=auth_settings(issuer),
     )
     async with running_gateway(settings) as gateway:
-        for tool in ("confirm_delete", "multi_input", "test_tool_with_task"):
+        for tool in (ASKS, ASKS_THREE, ASKS_TWICE, ASKS_FIRST):
             await ready(gateway, tool)
         yield Deployment(gateway, issuer, await TaskStore.open(nc, subjects, FAST_TASKS))
     await worker.stop()
@@ -136,77 +145,98 @@ def text_of(task: dict[str, Any]) -> str:
     return str(task["result"]["content"][0]["text"])
 
 
+NAME = {"user_name": accept(name="Ada")}
+
+
 async def test_a_task_asks_waits_input_required_and_completes_once_answered(deployment: Deployment) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "confirm_delete", {"filename": "a.txt"})
+    task_id = await create(alice, ASKS, {})
     waiting = await until(alice, task_id, "input_required")
-    assert list(waiting["inputRequests"]) == ["elicitation"]
-    assert waiting["inputRequests"]["elicitation"]["method"] == "elicitation/create"
+    assert list(waiting["inputRequests"]) == ["user_name"]
+    assert waiting["inputRequests"]["user_name"]["method"] == "elicitation/create"
     assert "requestState" not in waiting
-    ack = await update(alice, task_id, {"elicitation": accept(confirm=True)})
+    ack = await update(alice, task_id, NAME)
     assert ack["result"]["resultType"] == "complete" and "taskId" not in ack["result"], ack
     done = await until(alice, task_id, "completed", "failed")
-    assert done["status"] == "completed" and text_of(done) == "Deleted a.txt", done
+    assert done["status"] == "completed" and text_of(done) == "Hello, Ada!", done
     # Answers after the guest moved on change nothing: acknowledged and ignored.
-    late = await update(alice, task_id, {"elicitation": accept(confirm=False)})
+    late = await update(alice, task_id, {"user_name": accept(name="Mallory")})
     assert late["result"]["resultType"] == "complete"
-    assert text_of(await until(alice, task_id, "completed")) == "Deleted a.txt"
+    assert text_of(await until(alice, task_id, "completed")) == "Hello, Ada!"
 
 
-async def test_two_questions_at_once_are_answered_one_at_a_time(deployment: Deployment) -> None:
+async def test_questions_asked_at_once_are_answered_one_at_a_time(deployment: Deployment) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "multi_input", {})
+    task_id = await create(alice, ASKS_THREE, {})
     waiting = await until(alice, task_id, "input_required")
-    assert sorted(waiting["inputRequests"]) == ["colour", "name"]
-    await update(alice, task_id, {"name": accept(name="Ada")})
+    assert sorted(waiting["inputRequests"]) == ["client_roots", "greeting", "user_name"]
+    await update(alice, task_id, NAME)
     partly = await result(alice, "tasks/get", {"taskId": task_id})
-    assert partly["status"] == "input_required" and list(partly["inputRequests"]) == ["colour"], partly
+    assert partly["status"] == "input_required" and sorted(partly["inputRequests"]) == ["client_roots", "greeting"]
     # The answered key cannot be answered again: only pending keys count.
-    await update(alice, task_id, {"name": accept(name="Mallory")})
-    await update(alice, task_id, {"colour": accept(colour="teal")})
+    await update(alice, task_id, {"user_name": accept(name="Mallory")})
+    sampled = {"role": "assistant", "content": {"type": "text", "text": "Hi"}, "model": "m"}
+    await update(alice, task_id, {"greeting": sampled, "client_roots": {"roots": [{"uri": "file:///a"}]}})
     done = await until(alice, task_id, "completed", "failed")
-    assert text_of(done) == "Name: Ada; colour: teal", done
+    assert text_of(done) == "Name: Ada; Greeting: Hi; Roots: 1", done
+
+
+async def test_a_second_question_parks_the_task_again_and_the_first_answer_is_replayed(
+    deployment: Deployment,
+) -> None:
+    alice = deployment.client()
+    task_id = await create(alice, ASKS_TWICE, {})
+    assert list((await until(alice, task_id, "input_required"))["inputRequests"]) == ["step1"]
+    await update(alice, task_id, {"step1": accept(name="Ada")})
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            task = await until(alice, task_id, "input_required")
+            if "step2" in task["inputRequests"]:
+                break
+            await asyncio.sleep(0.05)
+    await update(alice, task_id, {"step2": accept(color="teal")})
+    done = await until(alice, task_id, "completed", "failed")
+    # The third run got step1's answer from round 1 and step2's from round 2.
+    assert text_of(done) == "Multi-round complete for Ada who likes teal", done
+    assert len((await deployment.store.get(task_id)).rounds) == 2
 
 
 async def test_answers_that_cannot_be_taken_are_refused_or_ignored(deployment: Deployment) -> None:
     alice, mallory = deployment.client(), deployment.client("mallory")
-    task_id = await create(alice, "confirm_delete", {"filename": "b.txt"})
+    task_id = await create(alice, ASKS, {})
     await until(alice, task_id, "input_required")
     # Another principal: the task does not exist for them, and nothing is taken.
-    assert jsonrpc_error_of(await update(mallory, task_id, {"elicitation": accept(confirm=False)})) == INVALID_PARAMS
+    assert jsonrpc_error_of(await update(mallory, task_id, NAME)) == INVALID_PARAMS
     # A key never asked: ignored. An answer that is no ElicitResult, an oversized one: refused.
-    assert (await update(alice, task_id, {"other": accept(confirm=False)}))["result"]["resultType"] == "complete"
-    assert jsonrpc_error_of(await update(alice, task_id, {"elicitation": {"action": "maybe"}})) == INVALID_PARAMS
-    assert jsonrpc_error_of(await update(alice, task_id, {"elicitation": 12345})) == INVALID_PARAMS
-    big = accept(confirm=True, padding="x" * 40_000)
-    assert jsonrpc_error_of(await update(alice, task_id, {"elicitation": big})) == INVALID_PARAMS
-    # Another task's id with this task's keys: not found for a stranger's, ignored for a finished one.
-    assert (
-        jsonrpc_error_of(await update(alice, "no-such-task", {"elicitation": accept(confirm=True)})) == INVALID_PARAMS
-    )
+    assert (await update(alice, task_id, {"other": accept(name="x")}))["result"]["resultType"] == "complete"
+    assert jsonrpc_error_of(await update(alice, task_id, {"user_name": {"action": "maybe"}})) == INVALID_PARAMS
+    assert jsonrpc_error_of(await update(alice, task_id, {"user_name": 12345})) == INVALID_PARAMS
+    big = accept(name="x" * 40_000)
+    assert jsonrpc_error_of(await update(alice, task_id, {"user_name": big})) == INVALID_PARAMS
+    # A task that does not exist: not found.
+    assert jsonrpc_error_of(await update(alice, "no-such-task", NAME)) == INVALID_PARAMS
     still = await result(alice, "tasks/get", {"taskId": task_id})
-    assert still["status"] == "input_required" and list(still["inputRequests"]) == ["elicitation"], still
+    assert still["status"] == "input_required" and list(still["inputRequests"]) == ["user_name"], still
     record = await deployment.store.get(task_id)
     assert record.answered == {} and record.rounds == []
-    await update(alice, task_id, {"elicitation": accept(confirm=False)})
-    assert text_of(await until(alice, task_id, "completed")) == "Kept b.txt"
+    await update(alice, task_id, {"user_name": accept(name="Grace")})
+    assert text_of(await until(alice, task_id, "completed")) == "Hello, Grace!"
 
 
 async def test_a_task_whose_client_cannot_answer_is_told_unsupported(deployment: Deployment) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "confirm_delete", {}, {"extensions": {TASKS_EXTENSION: {}}})
+    task_id = await create(alice, "test_sampling", {"prompt": "?"}, {"extensions": {TASKS_EXTENSION: {}}})
     done = await until(alice, task_id, "completed", "failed")
-    assert done["result"]["isError"] is True
-    assert "Unsupported(value='elicitation')" in text_of(done), done
+    assert text_of(done) == "Sampling not supported or error: unsupported: sampling", done
 
 
 async def test_a_task_waiting_for_input_can_be_cancelled(deployment: Deployment) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "confirm_delete", {})
+    task_id = await create(alice, ASKS, {})
     await until(alice, task_id, "input_required")
     assert (await result(alice, "tasks/cancel", {"taskId": task_id}))["resultType"] == "complete"
     assert (await until(alice, task_id, "cancelled"))["status"] == "cancelled"
-    assert (await update(alice, task_id, {"elicitation": accept(confirm=True)}))["result"]["resultType"] == "complete"
+    assert (await update(alice, task_id, NAME))["result"]["resultType"] == "complete"
     assert (await deployment.store.get(task_id)).status == "cancelled"
 
 
@@ -215,12 +245,12 @@ def jsonrpc_error_of(answer: dict[str, Any]) -> int | None:
     return None if error is None else int(error["code"])
 
 
-# -- MRTR, then a task (a `required` tool whose guest asks: test_tool_with_task) ---------------------
+# -- MRTR, then a task (a `required` tool whose guest asks) ---------------------------------------
 
 
 async def test_a_required_tool_asks_first_then_its_answered_retry_becomes_the_task(deployment: Deployment) -> None:
     alice = deployment.client()
-    call = {"name": "test_tool_with_task", "arguments": {}}
+    call = {"name": ASKS_FIRST, "arguments": {"message": "Your name?"}}
     r1 = await result(alice, "tools/call", call)
     assert r1["resultType"] == "input_required" and "taskId" not in r1, r1
     assert list(r1["inputRequests"]) == ["elicitation"]
@@ -228,26 +258,24 @@ async def test_a_required_tool_asks_first_then_its_answered_retry_becomes_the_ta
     again = await result(alice, "tools/call", {**call, "requestState": r1["requestState"], "inputResponses": {}})
     assert again["resultType"] == "input_required" and "taskId" not in again, again
     # Another principal cannot continue it; an answer that is no ElicitResult is refused.
-    name = {"elicitation": accept(name="Alice")}
-    stolen = await request(
-        deployment.client("mallory"),
-        "tools/call",
-        {**call, "requestState": again["requestState"], "inputResponses": name},
-    )
+    state = again["requestState"]
+    answered = {**call, "requestState": state, "inputResponses": {"elicitation": accept(response="Alice")}}
+    stolen = await request(deployment.client("mallory"), "tools/call", answered)
     assert jsonrpc_error_of(stolen) == INVALID_PARAMS
-    bogus = {**call, "requestState": again["requestState"], "inputResponses": {"elicitation": {"action": "maybe"}}}
+    bogus = {**call, "requestState": state, "inputResponses": {"elicitation": {"action": "maybe"}}}
     assert jsonrpc_error_of(await request(alice, "tools/call", bogus)) == INVALID_PARAMS
-    created = await result(alice, "tools/call", {**call, "requestState": again["requestState"], "inputResponses": name})
+    created = await result(alice, "tools/call", answered)
     assert created["resultType"] == "task" and "requestState" not in created and "inputRequests" not in created
     done = await until(alice, created["taskId"], "completed", "failed")
-    assert done["status"] == "completed" and text_of(done) == "Hello, Alice!", done
+    assert done["status"] == "completed", done
+    assert text_of(done) == 'User response: action=accept, content={"response": "Alice"}'
 
 
 async def test_a_task_nobody_answers_is_failed_after_the_input_wait(
     deployment: Deployment, nc: NatsClient, subjects: Subjects
 ) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "confirm_delete", {})
+    task_id = await create(alice, ASKS, {})
     await until(alice, task_id, "input_required")
     impatient = await TaskStore.open(nc, subjects, FAST_TASKS.model_copy(update={"input_wait_s": 0.01}))
     await asyncio.sleep(0.05)
@@ -260,20 +288,22 @@ async def test_a_run_delivered_again_asks_again_and_its_answers_complete_the_tas
     deployment: Deployment, nc: NatsClient, subjects: Subjects
 ) -> None:
     alice = deployment.client()
-    task_id = await create(alice, "multi_input", {})
+    task_id = await create(alice, ASKS_THREE, {})
     await until(alice, task_id, "input_required")
-    await update(alice, task_id, {"name": accept(name="Ada")})
+    await update(alice, task_id, NAME)
     # The first run's work, delivered again (as when its worker died before acknowledging it): the
     # guest re-runs without answers and asks anew; the question replaces the half-answered one.
-    work = TaskWork(task_id=task_id, tool="multi_input", arguments={}, capabilities=["elicitation"])
+    work = TaskWork(task_id=task_id, tool=ASKS_THREE, arguments={}, capabilities=["elicitation", "roots", "sampling"])
     headers = {"Nats-Msg-Id": f"{task_id}.delivered-again"}
-    await nc.jetstream().publish(subjects.task_work("multi_input"), encode(work), headers=headers)
+    await nc.jetstream().publish(subjects.task_work(ASKS_THREE), encode(work), headers=headers)
     async with asyncio.timeout(WAIT_S):
         while True:
             record = await deployment.store.get(task_id)
             if not record.answered:
                 break
             await asyncio.sleep(0.05)
-    assert record.status == "input_required" and sorted(record.input_requests) == ["colour", "name"]
-    await update(alice, task_id, {"name": accept(name="Grace"), "colour": accept(colour="red")})
-    assert text_of(await until(alice, task_id, "completed")) == "Name: Grace; colour: red"
+    assert record.status == "input_required" and len(record.input_requests) == 3
+    sampled = {"role": "assistant", "content": {"type": "text", "text": "Yo"}, "model": "m"}
+    answers = {"user_name": accept(name="Grace"), "greeting": sampled, "client_roots": {"roots": []}}
+    await update(alice, task_id, answers)
+    assert text_of(await until(alice, task_id, "completed")) == "Name: Grace; Greeting: Yo; Roots: 0"
