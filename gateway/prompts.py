@@ -19,10 +19,15 @@ import msgspec
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
+from gateway.askers import SessionAsker, as_json, capabilities_of, client_requests
+from gateway.calls import Question
 from gateway.errors import INVALID_PARAMS, CallFailed, InvalidCursor
 from gateway.principals import principal_of
+from gateway.questions import ReplayState
 from gateway.resources import surface_error
-from gateway.surface_service import SurfaceService
+from gateway.surface_service import SurfaceService, question_in
+from gateway.tool_service import is_modern
+from schemas.wire import MAX_ASK_ROUNDS
 
 
 class PromptFrontend:
@@ -52,12 +57,48 @@ class PromptFrontend:
 
     async def get(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        try:
-            result = await self.service.get_prompt(params.name, dict(params.arguments or {}), principal_of(ctx))
-        except CallFailed as exc:
-            raise surface_error(exc) from None
-        return types.GetPromptResult.model_validate(result)
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """``prompts/get``; a prompt whose guest asks is re-run with the answers (``workers.sandbox.replay``).
+
+        2026-07-28: a question ends the round with an ``input_required`` result whose sealed
+        ``requestState`` (``ReplayState``) holds the answers so far; the retry's ``inputResponses``
+        add one round, or, missing a key, get the same question again. 2025-11-25: each question
+        is asked on the request's stream (``SessionAsker``) and the prompt re-run at once.
+        """
+        modern = is_modern(ctx.protocol_version)
+        capabilities = capabilities_of(ctx.session.client_capabilities)
+        rounds: list[dict[str, Any]] = []
+        if modern and params.request_state is not None:
+            try:
+                state = ReplayState.decode(params.request_state)
+            except ValueError:
+                raise MCPError(INVALID_PARAMS, "Invalid or expired requestState") from None
+            responses = {key: as_json(value) for key, value in (params.input_responses or {}).items()}
+            if not state.pending.keys() <= responses.keys():  # SEP-2322: ask again, not an error
+                return _input_required(state.rounds, state.pending)
+            rounds = [*state.rounds, {key: responses[key] for key in state.pending}]
+        asker = None if modern else SessionAsker(ctx.session, ctx.request_id, capabilities)
+        if asker is not None:
+            capabilities = asker.capabilities  # none when there is no stream to ask on
+        arguments = dict(params.arguments or {})
+        while True:
+            try:
+                reply = await self.service.get_prompt(
+                    params.name, arguments, principal_of(ctx), rounds=rounds, capabilities=capabilities
+                )
+            except CallFailed as exc:
+                raise surface_error(exc) from None
+            requests = question_in(reply)
+            if requests is None:
+                return types.GetPromptResult.model_validate(reply)
+            if asker is None:
+                return _input_required(rounds, requests)
+            if len(rounds) >= MAX_ASK_ROUNDS:  # the worker refuses the next round anyway; never loop on it
+                raise MCPError(INVALID_PARAMS, f"prompt {params.name!r} asked more than {MAX_ASK_ROUNDS} questions")
+            answer = await asker.answer(Question("", "", requests))
+            if answer.error is not None:
+                raise MCPError(INVALID_PARAMS, f"prompt {params.name!r} could not ask the client: {answer.message}")
+            rounds = [*rounds, answer.answers]
 
     async def complete(
         self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
@@ -75,3 +116,16 @@ class PromptFrontend:
         except CallFailed as exc:
             raise surface_error(exc) from None
         return types.CompleteResult(completion=types.Completion.model_validate(completion))
+
+
+def _input_required(rounds: list[dict[str, Any]], requests: dict[str, Any]) -> types.InputRequiredResult:
+    """The 2026-07-28 round's end: the guest's question, and the state its answers continue from.
+
+    Raises:
+        MCPError: the guest's question is not one a client could answer (INVALID_PARAMS).
+    """
+    typed = client_requests(Question("", "", requests))
+    if not isinstance(typed, dict):
+        raise MCPError(INVALID_PARAMS, f"the prompt's question cannot be asked: {typed.message}")
+    state = ReplayState(rounds, requests).encode()  # sealed by the RequestStateBoundary
+    return types.InputRequiredResult(input_requests=typed, request_state=state)

@@ -74,3 +74,33 @@ class RoundState:
         if not isinstance(requests, dict):
             raise ValueError("requestState is not ours")
         return cls(Question(worker, suspension, requests), request_id)
+
+
+@dataclass(frozen=True)
+class ReplayState:
+    """What a 2026-07-28 ``requestState`` holds for a request whose guest is re-run rather than
+    suspended (``prompts/get``; ``workers.sandbox.replay``): the answers so far, and the question
+    pending. Sealed and verified by the SDK's boundary like ``RoundState``."""
+
+    rounds: list[dict[str, Any]]
+    pending: dict[str, Any]
+
+    def encode(self) -> str:
+        return encode({"replay": self.rounds, "q": self.pending}).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> ReplayState:
+        """The state a verified ``requestState`` names.
+
+        Raises:
+            ValueError: not one minted for a re-run (a call's state sent to prompts/get, say).
+        """
+        try:
+            value = decode_json(text.encode())
+        except DecodeError as exc:
+            raise ValueError("requestState is not ours") from exc
+        rounds = value.get("replay") if isinstance(value, dict) else None
+        pending = value.get("q") if isinstance(value, dict) else None
+        if not (isinstance(rounds, list) and all(isinstance(r, dict) for r in rounds) and isinstance(pending, dict)):
+            raise ValueError("requestState is not ours")
+        return cls(rounds, pending)

@@ -90,8 +90,19 @@ class SurfaceService:
                 raise not_found(uri) from None
             raise
 
-    async def get_prompt(self, name: str, arguments: dict[str, str], principal: Principal = ANONYMOUS) -> Any:
-        """``prompts/get``: the ``GetPromptResult`` JSON.
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, str],
+        principal: Principal = ANONYMOUS,
+        *,
+        rounds: list[dict[str, Any]] | None = None,
+        capabilities: frozenset[str] = frozenset(),
+    ) -> Any:
+        """``prompts/get``: the ``GetPromptResult`` JSON, or the guest's question (``question_in``).
+
+        ``rounds`` answer the questions the guest asked in earlier runs (``workers.sandbox.replay``);
+        ``capabilities`` are the client's, which its questions may need.
 
         Raises:
             CallFailed: INVALID_PARAMS for an unknown prompt, a missing required argument or the
@@ -104,7 +115,8 @@ class SurfaceService:
         if missing:
             message = f"prompt {name!r} needs argument(s) {', '.join(missing)}"
             raise call_failed(ErrorCode.INVALID_PARAMS, message, tool=name)
-        return await self._ask(prompt.component, GetPrompt(prompt.item.guest_name, arguments), principal)
+        request = GetPrompt(prompt.item.guest_name, arguments, list(rounds or ()), sorted(capabilities))
+        return await self._ask(prompt.component, request, principal)
 
     async def complete(
         self,
@@ -138,6 +150,13 @@ class SurfaceService:
         if caller is None:
             raise BusDisconnected("the gateway is still starting; retry in a moment", tool=component)
         return decode_json(await caller.surface(component, request, principal=principal.subject))
+
+
+def question_in(reply: Any) -> dict[str, Any] | None:
+    """The requests of a prompt's question (a ``GuestQuestion``: ``{"requests"}``, never a
+    ``GetPromptResult``, which always has ``messages``), or None for a rendered prompt."""
+    requests = reply.get("requests") if isinstance(reply, dict) and "messages" not in reply else None
+    return requests if isinstance(requests, dict) else None
 
 
 def not_found(uri: str) -> CallFailed:

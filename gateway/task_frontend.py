@@ -23,7 +23,9 @@ gateway of the deployment — including one started after the task was created �
   ``resultType: "task"`` with the task;
 - ``tasks/get`` → the task with its ``result`` (completed) or ``error`` (failed, or a guest that
   crashed: ``TaskRecord.crashed``) inlined;
-  ``tasks/update`` → an empty acknowledgement (toolbus never asks for input);
+  ``tasks/update`` → answers a task's pending question (status ``input_required``, its
+  ``inputRequests`` shown by tasks/get: a guest that asks, ``workers.sandbox.replay``), then an
+  empty acknowledgement;
   ``tasks/cancel`` → an empty acknowledgement; all three need the extension declared;
 - ``server/discover`` advertises the extension (``gateway.server``).
 
@@ -52,6 +54,7 @@ from pydantic import ValidationError
 from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, BusTimeout, nats_boundary
 from bus.subjects import Subjects
+from gateway.askers import REQUEST_TYPES, as_json, capabilities_of
 from gateway.calls import unsubscribe_quietly
 from gateway.errors import (
     INTERNAL_ERROR,
@@ -67,6 +70,7 @@ from gateway.errors import (
 )
 from gateway.inbound import TASKS_EXTENSION, creates_task, declares_tasks
 from gateway.principals import principal_of
+from gateway.questions import RoundState
 from gateway.sdk_adapter import connection_of
 from gateway.tool_service import UNKNOWN_TOOL_HINT, ToolService, downgrade, is_modern
 from gateway.views import view_of
@@ -86,6 +90,9 @@ LEGACY_TASKS_CAPABILITY: Final = types.ServerTasksCapability(
     requests=types.ServerTasksRequestsCapability(tools=types.TasksToolsCapability(call=types.TasksCallCapability())),
 )
 """What the 2025-11-25 ``initialize`` says: tasks/list, tasks/cancel and task-augmented tools/call."""
+MAX_INPUT_RESPONSES_BYTES: Final = 32 * 1024
+"""What one ``tasks/update`` may carry: the answers are kept in the task's record (a KV value,
+replayed to every later run of its guest, at most ``MAX_ASK_ROUNDS`` rounds of them)."""
 RECHECK_S: Final = 15.0
 """A task being waited for (``tasks/result``) or followed (status notifications) is re-read from
 the store this often, in case a status message was lost (NATS reconnecting)."""
@@ -278,9 +285,27 @@ class TaskFrontend:
             # 2026 lets the server decide: run as a call, whose answer is an isError naming the cap
             # (gateway.calls), rather than refuse the task with a JSON-RPC error the model never sees.
             return await call_next(ctx)
+        rounds: list[dict[str, Any]] | None = None
+        if modern and support == "required" and self._asks(params.name):
+            # MRTR, then a task: the call's questions are asked as a plain call's are (round 1:
+            # input_required, the guest waiting on its worker); the retry that answers them all
+            # becomes the task, whose guest is re-run with those answers (TaskWork.rounds).
+            if params.request_state is None:
+                return await call_next(ctx)
+            rounds = await self._answers_before_task(params)
+            if rounds is None:  # answers missing: the plain call's path asks again
+                return await call_next(ctx)
         ttl_ms = None if modern or params.task is None else params.task.ttl
+        # Only the 2026 extension can answer a task's questions (tasks/update): a 2025 task's guest
+        # hears `unsupported` when it asks.
+        capabilities = capabilities_of(ctx.session.client_capabilities) if modern else frozenset()
         record = await self.create(
-            params.name, params.arguments or {}, principal=principal_of(ctx).subject, ttl_ms=ttl_ms
+            params.name,
+            params.arguments or {},
+            principal=principal_of(ctx).subject,
+            ttl_ms=ttl_ms,
+            capabilities=capabilities,
+            rounds=rounds,
         )
         if modern:
             return {"resultType": "task", **modern_task(record), "_meta": self._meta}
@@ -292,8 +317,49 @@ class TaskFrontend:
         store = self.store
         return store is not None and len(encode(arguments or {})) > store.max_payload_bytes
 
+    def _asks(self, tool: str) -> bool:
+        entry = self.service.catalogue.get(tool)
+        return entry is not None and entry.descriptor.asks
+
+    async def _answers_before_task(self, params: types.CallToolRequestParams) -> list[dict[str, Any]] | None:
+        """The round-1 answers a ``required`` tool's task starts with, once the retry answers
+        every key of the question; the round-1 guest, waiting on its worker, is stopped (the task
+        re-runs it). None: a key is unanswered (the question stands).
+
+        Raises:
+            MCPError: the ``requestState`` is not a call's (verified and sealed by this deployment).
+        """
+        assert params.request_state is not None
+        try:
+            state = RoundState.decode(params.request_state)
+        except ValueError:
+            raise MCPError(INVALID_PARAMS, "Invalid or expired requestState") from None
+        responses = {key: as_json(value) for key, value in (params.input_responses or {}).items()}
+        question = state.question.requests
+        if not question.keys() <= responses.keys():
+            return None
+        answers = {}
+        for key, request in question.items():
+            kinds = REQUEST_TYPES.get(request.get("method", ""))
+            try:
+                answers[key] = responses[key] if kinds is None else as_json(kinds[1].model_validate(responses[key]))
+            except ValidationError as exc:
+                why = exc.errors()[0]["msg"]
+                raise MCPError(INVALID_PARAMS, f"inputResponses[{key!r}] is not a valid answer: {why}") from None
+        caller = self.service.caller
+        if caller is not None:
+            await caller.cancel(state.request_id)
+        return [answers]
+
     async def create(
-        self, tool: str, arguments: dict[str, Any], *, principal: str, ttl_ms: int | None = None
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        principal: str,
+        ttl_ms: int | None = None,
+        capabilities: frozenset[str] = frozenset(),
+        rounds: list[dict[str, Any]] | None = None,
     ) -> TaskRecord:
         """Record and queue a task for ``tool``; the record exists before this returns.
 
@@ -305,7 +371,9 @@ class TaskFrontend:
             raise _call_error(UnknownTool(f"unknown tool {tool!r}; {UNKNOWN_TOOL_HINT}", tool=tool))
         store = self._store()
         try:
-            record = await store.submit(tool, arguments, principal=principal, ttl_ms=ttl_ms)
+            record = await store.submit(
+                tool, arguments, principal=principal, ttl_ms=ttl_ms, capabilities=capabilities, rounds=rounds
+            )
         except ArgumentsTooLarge as exc:
             # No result to carry an isError yet: the task request itself is refused, naming the cap.
             raise _call_error(PayloadTooLarge(f"no task for tool {tool!r}: {exc}", tool=tool)) from None
@@ -385,6 +453,8 @@ class TaskFrontend:
             task["result"] = msgspec.to_builtins(await self._result_of(record, modern=True))
         elif task["status"] == "failed":
             task["error"] = {"code": INTERNAL_ERROR, "message": record.status_message or "the task failed"}
+        elif task["status"] == "input_required":
+            task["inputRequests"] = record.input_requests
         return task
 
     async def list(self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams) -> dict[str, Any]:
@@ -468,10 +538,41 @@ class TaskFrontend:
         return {} if modern else legacy_task(cancelled)
 
     async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams) -> dict[str, Any]:
-        """``tasks/update`` (2026 only): acknowledged; toolbus tasks never wait for input, so no
-        response is outstanding and the spec has the server ignore them."""
+        """``tasks/update`` (2026 only): answers to the task's pending question; an empty acknowledgement.
+
+        Each answer must be a valid result of the request it answers (else -32602, nothing taken);
+        answers to keys the task does not wait for (never asked, answered already, a task that
+        moved on or ended) are ignored, as the extension says. The task's owner alone may answer:
+        another principal's task is not found. Answering the last key queues the task again
+        (``TaskStore.answer``).
+        """
         self._check(ctx, modern_only=True)
-        await self._record(ctx, params.task_id)
+        task_id = params.task_id
+        responses = params.input_responses or {}
+        if len(encode(responses)) > MAX_INPUT_RESPONSES_BYTES:
+            raise task_error(
+                ErrorCode.INVALID_PARAMS,
+                f"inputResponses may hold at most {MAX_INPUT_RESPONSES_BYTES} bytes of JSON",
+                task_id,
+            )
+        record = await self._record(ctx, task_id)
+        answers: dict[str, Any] = {}
+        for key, value in responses.items():
+            request = record.input_requests.get(key)
+            if request is None:
+                continue
+            result_type = REQUEST_TYPES[request["method"]][1]
+            try:
+                answers[key] = as_json(result_type.model_validate(value))
+            except ValidationError as exc:
+                message = (
+                    f"inputResponses[{key!r}] is not a valid answer to {request['method']}: {exc.errors()[0]['msg']}"
+                )
+                raise task_error(ErrorCode.INVALID_PARAMS, message, task_id) from None
+        if answers:
+            with _task_errors(task_id):
+                await self._store().answer(task_id, answers, principal=principal_of(ctx).subject)
+            log.info("task answered", task_id=task_id, keys=sorted(answers))
         return {}
 
 

@@ -51,7 +51,7 @@ from bus.subjects import TASK_VERBS, Subjects, is_valid_tool_name
 from registry.errors import UnknownTool
 from schemas.codec import DecodeError, decode, encode
 from schemas.errors import ErrorCode
-from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskSubmit, TaskWork
+from schemas.wire import TERMINAL_STATUSES, TaskList, TaskQuery, TaskRecord, TaskSubmit, TaskWork
 from stores import ArgumentsTooLarge, TaskFinished, TaskNotFound, TaskStore
 
 log = structlog.get_logger(__name__)
@@ -210,16 +210,29 @@ class TaskDesk:
                 log.warning("task sweep failed", error=str(exc))
 
     async def sweep(self) -> int:
-        """Forget finished tasks whose TTL has passed; how many."""
+        """Fail tasks that waited too long for input; forget finished tasks whose TTL has passed (how many)."""
         now = time.time()
-        expired = [
-            t
-            for t in await self._store.records()
-            if t.status in TERMINAL_STATUSES and t.updated_at + t.ttl_ms / 1000 < now
-        ]
+        records = await self._store.records()
+        wait_s = self._store.settings.input_wait_s
+        for task in records:
+            if task.status == "input_required" and task.updated_at + wait_s < now:
+                await self._store.update(task.task_id, _unanswered(wait_s))
+        expired = [t for t in records if t.status in TERMINAL_STATUSES and t.updated_at + t.ttl_ms / 1000 < now]
         for task in expired:
             await self._store.forget(task.task_id)
         return len(expired)
+
+
+def _unanswered(wait_s: float) -> Callable[[TaskRecord], TaskRecord | None]:
+    """The change that fails a task still waiting for input after ``wait_s`` (``tasks.input_wait_s``)."""
+    message = f"failed: the client did not answer the task's question within {wait_s:g} s"
+
+    def change(record: TaskRecord) -> TaskRecord | None:
+        if record.status != "input_required" or record.updated_at + wait_s >= time.time():
+            return None  # answered meanwhile
+        return msgspec.structs.replace(record, status="failed", status_message=message, running=False)
+
+    return change
 
 
 class UnvouchedPrincipal(Exception):

@@ -280,6 +280,10 @@ class TasksSettings(SettingsModel):
     """Deliveries of one task before it is failed."""
     ttl_s: Annotated[float, Field(gt=0)] = 3600.0
     """How long a finished task and its result are kept, unless the client asks for less."""
+    input_wait_s: Annotated[float, Field(gt=0)] = 86400.0
+    """How long a task may wait for its client's answers (``input_required``, since the last
+    one) before the registry fails it: a waiting task holds no worker, only its record, but a
+    client that never answers must not keep it for ever."""
 
 
 DEFAULT_REDACT_KEYS = (

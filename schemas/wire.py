@@ -7,7 +7,7 @@ the wire so a CallToolResult from a worker is the MCP JSON as-is.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -332,6 +332,22 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     crashed: bool = False
     """The guest did not return (trapped, exited or hit a limit): a protocol-level failure. The
     stored result says why; 2026-07-28 shows the task ``failed`` with an ``error``, not ``completed``."""
+    input_requests: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Status ``input_required``: the guest's question still unanswered (key → ``{"method", "params"}``),
+    shown by tasks/get; ``tasks/update`` answers keys of it (``stores.TaskStore.answer``)."""
+    answered: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Answers received so far to the keys of the pending question (partial fulfilment)."""
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the guest's earlier questions, in order: the next run replays them
+    (``workers.sandbox.replay``)."""
+    arguments: dict[str, Any] | None = None
+    """While the task waits for input: its arguments (its work was acknowledged; the answered
+    question queues it again with them)."""
+    arguments_object: str = ""
+    """While the task waits for input, when its arguments were too large for one message: the
+    task-results object holding them (``TaskWork.arguments_object``), queued again with them."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """While the task waits for input: the client capabilities its questions may need."""
 
 
 class TaskSubmit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -353,6 +369,12 @@ class TaskWork(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     arguments_object: str = ""
     """Set when the arguments are too large for one message: they are this object of the task
     results Object Store (``arguments`` is then empty), kept as long as the task."""
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the questions the guest asked in earlier runs of this task, in order: replayed
+    to it (``workers.sandbox.replay``); its first unanswered question parks the task ``input_required``."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """The client capabilities its guest's questions may need (none: it cannot ask; the
+    2026-07-28 tasks extension answers them with ``tasks/update``)."""
 
 
 class TaskQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
@@ -523,11 +545,21 @@ class ReadResource(msgspec.Struct, frozen=True, tag_field="method", tag="resourc
     uri: str
 
 
+MAX_ASK_ROUNDS: Final = 16
+"""Questions a guest that is re-run with its answers (a prompt, a task: ``workers.sandbox.replay``)
+may ask in all; each is a full re-run, so a guest asking in a loop is stopped here."""
+
+
 class GetPrompt(msgspec.Struct, frozen=True, tag_field="method", tag="prompts/get", omit_defaults=True):
     """Render one prompt; ``name`` is the guest's own name for it."""
 
     name: str
     arguments: dict[str, str] = msgspec.field(default_factory=dict)
+    rounds: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Answers to the questions the guest asked in earlier runs, in order (``workers.sandbox.replay``):
+    a prompt that asks is re-run with them; a question none answers is the reply (``GuestQuestion``)."""
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    """The client capabilities its questions may need (``Toolbus-Can-Ask``'s names)."""
 
 
 class Complete(msgspec.Struct, frozen=True, tag_field="method", tag="completion/complete", omit_defaults=True):

@@ -20,9 +20,11 @@ belongs to no role, so a role imports it, never another role).
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -95,7 +97,14 @@ class TaskStore:
 
     # -- creating -------------------------------------------------------------------------------
     async def submit(
-        self, tool: str, arguments: dict[str, object], *, principal: str, ttl_ms: int | None = None
+        self,
+        tool: str,
+        arguments: dict[str, object],
+        *,
+        principal: str,
+        ttl_ms: int | None = None,
+        capabilities: frozenset[str] = frozenset(),
+        rounds: builtins.list[dict[str, Any]] | None = None,
     ) -> TaskRecord:
         """Record a task, then queue its work; the record exists before the id is returned.
 
@@ -118,13 +127,21 @@ class TaskStore:
             updated_at=now,
             ttl_ms=min(ttl_ms if ttl_ms and ttl_ms > 0 else int(self.settings.ttl_s * 1000), MAX_TTL_MS),
         )
-        work = TaskWork(task_id=record.task_id, tool=tool, arguments=arguments)
+        # ``capabilities``: what the guest may ask its client (none: it cannot; TaskWork.capabilities).
+        # ``rounds``: answers the client gave before the task existed (MRTR, then a task).
+        work = TaskWork(
+            task_id=record.task_id,
+            tool=tool,
+            arguments=arguments,
+            rounds=list(rounds or ()),
+            capabilities=sorted(capabilities),
+        )
         if len(encoded) > self._nc.max_payload - HEADROOM_BYTES:
             # Stored before the work is queued (no worker can look too early), for the task's lifetime:
             # a claim check's TTL would be too short for work that may wait for its workers for hours.
             name = arguments_object(record.task_id)
             await put_object(self.results, name, encoded)
-            work = TaskWork(task_id=record.task_id, tool=tool, arguments={}, arguments_object=name)
+            work = msgspec.structs.replace(work, arguments={}, arguments_object=name)
         with nats_boundary:
             await self.kv.create(record.task_id, encode(record))
             # The message id makes a retried publish of the same task a no-op (stream de-duplication).
@@ -259,6 +276,88 @@ class TaskStore:
         with nats_boundary:
             await self._nc.publish(self._subjects.cancel(task_id), b"")
         return cancelled
+
+    # -- asking (a task's guest asks its client: workers.sandbox.replay) -------------------------
+    async def wait_for_input(
+        self, work: TaskWork, question: dict[str, Any], rounds: builtins.list[dict[str, Any]]
+    ) -> TaskRecord | None:
+        """Park a task whose guest asked ``question`` (its run ended there): ``input_required``
+        with the question pending, the answers it was replayed, and what queuing it again needs.
+        A redelivered run that asks again replaces the question (and any partial answers). None
+        when the task has ended (cancelled meanwhile)."""
+        return await self.update(
+            work.task_id,
+            lambda r: msgspec.structs.replace(
+                r,
+                status="input_required",
+                status_message="waiting for the client's answer (tasks/update)",
+                running=False,
+                input_requests=question,
+                answered={},
+                rounds=rounds,
+                arguments=work.arguments,
+                arguments_object=work.arguments_object,
+                capabilities=work.capabilities,
+            ),
+        )
+
+    async def answer(self, task_id: str, responses: dict[str, Any], *, principal: str | None = None) -> TaskRecord:
+        """Take a client's answers to a task's pending question (``tasks/update``).
+
+        Only keys the question still asks count: others (never asked, answered already, a task
+        not waiting) change nothing. Once every key is answered the task is ``working`` again and
+        its work is queued with the answers as one more round (``TaskWork.rounds``). Returns the
+        record as it is now.
+
+        Raises:
+            TaskNotFound: no such task for this principal.
+        """
+        record = await self.get(task_id, principal=principal)
+        parked: TaskRecord | None = None
+
+        def change(r: TaskRecord) -> TaskRecord | None:
+            nonlocal parked
+            taken = {k: v for k, v in responses.items() if k in r.input_requests}
+            if r.status != "input_required" or not taken:
+                return None
+            answered = {**r.answered, **taken}
+            pending = {k: v for k, v in r.input_requests.items() if k not in answered}
+            parked = r
+            if pending:
+                parked = None  # still waiting: nothing to queue
+                return msgspec.structs.replace(r, input_requests=pending, answered=answered)
+            return msgspec.structs.replace(
+                r,
+                status="working",
+                status_message="answered; queued again",
+                input_requests={},
+                answered={},
+                rounds=[*r.rounds, answered],
+                arguments=None,
+                arguments_object="",
+                capabilities=[],
+            )
+
+        changed = await self.update(task_id, change)
+        if changed is None:
+            return record
+        if parked is not None and changed.status == "working":
+            work = TaskWork(
+                task_id=task_id,
+                tool=changed.tool,
+                arguments=parked.arguments or {},
+                arguments_object=parked.arguments_object,
+                rounds=changed.rounds,
+                capabilities=parked.capabilities,
+            )
+            with nats_boundary:
+                # One message id per round: a retried publish of the same round is a no-op.
+                await self._nc.jetstream().publish(
+                    self._subjects.task_work(changed.tool),
+                    encode(work),
+                    headers={"Nats-Msg-Id": f"{task_id}.{len(changed.rounds)}"},
+                )
+        return changed
 
     async def forget(self, task_id: str) -> None:
         """Delete a task's record, result and stored arguments (its TTL has passed)."""

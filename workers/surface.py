@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor, Future
+from functools import partial
 from time import perf_counter_ns
 from typing import Any, Protocol, cast
 
@@ -34,7 +35,15 @@ from schemas.codec import DecodeError, decode, encode
 from schemas.config import WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.validation import compile_validator
-from schemas.wire import Complete, ComponentSurface, GetPrompt, ReadResource, ResourceUpdated, SurfaceRequest
+from schemas.wire import (
+    Complete,
+    ComponentSurface,
+    GetPrompt,
+    GuestQuestion,
+    ReadResource,
+    ResourceUpdated,
+    SurfaceRequest,
+)
 from workers.admission import Admission, Job
 from workers.discovery import ToolStats
 from workers.outbox import Outbox
@@ -42,6 +51,7 @@ from workers.routes import CallableComponent, Route
 from workers.sandbox import CallContext
 from workers.sandbox.limits import budget_before_deadline
 from workers.sandbox.notify_host import set_publisher
+from workers.sandbox.replay import Replay
 from workers.sandbox.surface import GuestBody, GuestSurface, Sandboxed, SurfaceFailure
 
 log = structlog.get_logger(__name__)
@@ -57,7 +67,7 @@ class SurfaceComponent(CallableComponent, Protocol):
     surface: ComponentSurface
     guest_surface: GuestSurface
 
-    def run_sandboxed(self, timeout_s: float, body: GuestBody) -> Any: ...
+    def run_sandboxed(self, timeout_s: float, body: GuestBody, context: CallContext | None = None) -> Any: ...
 
 
 Reply = tuple[bytes, dict[str, str] | None]
@@ -225,6 +235,24 @@ class SurfaceServer:
         self._outbox.put(reply_to, *future.result())
 
 
+def _get_prompt(component: SurfaceComponent, request: GetPrompt, timeout_s: float) -> Reply:
+    """Render a prompt whose guest may ask: re-run with the answers so far (``Replay``); a
+    question they do not answer is the reply (a ``GuestQuestion``: the gateway asks the client
+    and gets the prompt again with one more round)."""
+    replay = Replay(list(request.rounds), frozenset(request.capabilities))
+    context = CallContext(asker=replay.ask, capabilities=replay.capabilities)
+    try:
+        rendered = component.guest_surface.get_prompt(
+            partial(component.run_sandboxed, context=context), timeout_s, request.name, request.arguments
+        )
+    except Exception:
+        if replay.pending is None:
+            raise
+    if replay.pending is not None:  # even if the guest's trap came back as something else
+        return encode(GuestQuestion(replay.pending)), None
+    return encode(rendered), None
+
+
 def _serve(component: SurfaceComponent, request: SurfaceRequest, timeout_s: float) -> Reply:
     """Run one request in the guest (in a guest thread): the reply's body and headers."""
     guest = component.guest_surface
@@ -233,7 +261,7 @@ def _serve(component: SurfaceComponent, request: SurfaceRequest, timeout_s: floa
         if isinstance(request, ReadResource):
             return encode(guest.read(run, timeout_s, request.uri)), None
         if isinstance(request, GetPrompt):
-            return encode(guest.get_prompt(run, timeout_s, request.name, request.arguments)), None
+            return _get_prompt(component, request, timeout_s)
         assert isinstance(request, Complete)
         reply = guest.complete(
             run, timeout_s, request.ref_type, request.ref, request.argument, request.value, request.context

@@ -33,6 +33,7 @@ from schemas.wire import CallToolResult, TaskWork, TextContent
 from stores import TaskNotFound, TaskStore, task_consumer_config
 from workers.answers import error_text
 from workers.sandbox import CallContext
+from workers.sandbox.replay import Replay
 from workers.service import WorkerService
 
 log = structlog.get_logger(__name__)
@@ -162,14 +163,25 @@ class TaskRunner:
         )
         if record is None:  # ended already (cancelled while queued, or finished by an earlier delivery)
             return
-        context = CallContext(request_id=work.task_id)
+        # Its guest may ask its client: answers it was given replay; an unanswered question ends
+        # this run and parks the task input_required until tasks/update answers it (Replay).
+        replay = Replay(list(work.rounds), frozenset(work.capabilities))
+        context = CallContext(request_id=work.task_id, asker=replay.ask, capabilities=replay.capabilities)
         try:
             arguments = await self._store.arguments(work)
         except (TaskNotFound, DecodeError) as exc:  # not readable now, so never: the task fails saying why
             result = CallToolResult(content=[TextContent(f"the task's arguments cannot be read: {exc}")], is_error=True)
         else:
-            result = await self._service.run_task(work.tool, arguments, context)
+            try:
+                result = await self._service.run_task(work.tool, arguments, context)
+            except Exception:
+                if replay.pending is None:
+                    raise
         if context.cancelled.is_set():
+            return
+        if replay.pending is not None:
+            await self._store.wait_for_input(work, replay.pending, replay.rounds[: replay.asked])
+            log.info("task waits for input", task_id=work.task_id, tool=work.tool, keys=sorted(replay.pending))
             return
         message_text = error_text(result)[:200] if result.is_error else ""
         await self._store.finish(

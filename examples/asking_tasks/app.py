@@ -2,7 +2,9 @@
 
 Built with componentize-py against wit/asking-tasks.wit. Every ask is a blocking host call that
 returns the client's answer as JSON text, or an `ask-error` (unsupported capability, timed out,
-cancelled, failed), which these tools turn into a tool-execution error.
+cancelled, failed), which these tools turn into a tool-execution error. Inside a durable task an
+unanswered question ends the run (the task is `input_required` until `tasks/update` answers it)
+and the tool runs again from the start with the answers: so these tools ask before they act.
 """
 
 import json
@@ -12,16 +14,31 @@ from componentize_py_types import Err
 from wit_world.imports import client
 
 
-def ask(message: str, properties: dict, required: list[str]) -> dict:
-    """Elicit a form; the accepted content, or an error result naming what went wrong."""
+def form(message: str, properties: dict, required: list[str]) -> dict:
+    """One `elicitation/create` request for a form."""
     schema = {"type": "object", "properties": properties, "required": required}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def ask_all(requests: dict) -> dict:
+    """Ask several forms at once (one question, several keys); each accepted content by key, or
+    an error result naming what went wrong."""
     try:
-        answer = json.loads(client.elicit(message, json.dumps(schema)))
+        pairs = client.ask([(key, json.dumps(request)) for key, request in requests.items()])
     except Err as failure:
         raise Err(f"could not ask the user: {failure.value}") from None
-    if answer.get("action") != "accept":
-        raise Err(f"the user chose {answer.get('action')!r}")
-    return answer.get("content") or {}
+    contents = {}
+    for key, text in pairs:
+        answer = json.loads(text)
+        if answer.get("action") != "accept":
+            raise Err(f"the user chose {answer.get('action')!r}")
+        contents[key] = answer.get("content") or {}
+    return contents
+
+
+def ask(message: str, properties: dict, required: list[str]) -> dict:
+    """Elicit one form (key `elicitation`, as `client.elicit` asks)."""
+    return ask_all({"elicitation": form(message, properties, required)})["elicitation"]
 
 
 class WitWorld(wit_world.WitWorld):
@@ -31,9 +48,14 @@ class WitWorld(wit_world.WitWorld):
         return f"Deleted {name}" if content.get("confirm") else f"Kept {name}"
 
     def multi_input(self) -> str:
-        first = ask("Your name?", {"name": {"type": "string"}}, ["name"])
-        second = ask("Your favourite colour?", {"colour": {"type": "string"}}, ["colour"])
-        return f"Name: {first.get('name')}; colour: {second.get('colour')}"
+        # Both at once: inside a task, both keys are pending together and may be answered apart.
+        answers = ask_all(
+            {
+                "name": form("Your name?", {"name": {"type": "string"}}, ["name"]),
+                "colour": form("Your favourite colour?", {"colour": {"type": "string"}}, ["colour"]),
+            }
+        )
+        return f"Name: {answers['name'].get('name')}; colour: {answers['colour'].get('colour')}"
 
     def test_tool_with_task(self) -> str:
         content = ask("What is your name?", {"name": {"type": "string"}}, ["name"])

@@ -357,6 +357,12 @@ class Prompts(wit_world.exports.Prompts):
                 [argument("resourceUri", "URI of the resource to embed")],
             ),
             prompts.Prompt("prompt_with_image", "Prompt With Image", "A prompt that includes image content", []),
+            prompts.Prompt(
+                "input_required_result_prompt",
+                "Prompt That Asks",
+                "A prompt that asks the user for its context first (input_required in 2026-07-28)",
+                [],
+            ),
         ]
 
     def get(self, name: str, arguments: list[tuple[str, str]]) -> prompts.PromptResult:
@@ -386,6 +392,16 @@ class Prompts(wit_world.exports.Prompts):
             return prompts.PromptResult(
                 None, [_user(image), _user(ContentBlock_Text("Please analyze the image above."))]
             )
+        if name == "input_required_result_prompt":
+            # The prompt is re-run with the user's answer (toolbus asks by re-running prompts).
+            form = _elicit_request("What context should the prompt use?", {"context": {"type": "string"}}, ["context"])
+            try:
+                answer = _ask({"user_context": form})["user_context"]
+            except Err as failure:
+                raise Err(f"could not ask the user: {failure.value}") from None
+            given = (answer.get("content") or {}).get("context", "") if answer.get("action") == "accept" else ""
+            text = f"Use this context: {given}" if given else "The user gave no context."
+            return prompts.PromptResult(None, [_user(ContentBlock_Text(text))])
         raise Err(f"unknown prompt {name!r}")
 
 

@@ -25,6 +25,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
@@ -37,7 +38,7 @@ from registry.service import RegistryService
 from schemas.config import ComponentSettings, RegistrySettings, WorkerSettings, load_settings
 from tests.conftest import eventually
 from tests.gateway.auth_kit import API_KEY, PRINCIPAL_KEY, Issuer, auth_settings
-from tests.gateway.raw_mcp import MODERN, RawMcp, jsonrpc_error
+from tests.gateway.raw_mcp import MODERN, MODERN_META, RawMcp, jsonrpc_error
 from tests.gateway.responders import RunningGateway, running_gateway
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -88,8 +89,10 @@ async def deployment(
         # test calling one not mirrored yet would meet "unknown tool" (seen: one run in four).
         names = [tool.name for tool in conformance.tools]
         for gateway in (a, b):
-            catalogue = gateway.state.catalogue
+            assert gateway.state.front_door is not None
+            catalogue, surfaces = gateway.state.catalogue, gateway.state.front_door.surfaces
             await eventually(lambda catalogue=catalogue: all(catalogue.get(name) is not None for name in names))
+            await eventually(lambda surfaces=surfaces: surfaces.prompt(PROMPT) is not None)
         yield Deployment(a, b, worker, issuer)
     await worker.stop(grace_s=1)
     await worker_nc.close()
@@ -354,3 +357,73 @@ async def test_2025_a_client_that_never_answers_does_not_hold_the_call_forever(
             result = await asyncio.wait_for(client.call_tool("test_elicitation", {"message": "?"}), 15)
     assert result.content[0].text.startswith("Elicitation not supported or error: failed")  # type: ignore[union-attr]
     await eventually(lambda: deployment.worker.accepted == 0, timeout_s=5)
+
+
+# -- prompts that ask (re-run with the answers: workers.sandbox.replay) ------------------------------
+
+PROMPT = "test_input_required_result_prompt"
+CONTEXT = {"user_context": {"action": "accept", "content": {"context": "the moon"}}}
+
+
+async def get_prompt(raw: RawMcp, **params: Any) -> httpx2.Response:
+    meta = {**MODERN_META, "io.modelcontextprotocol/clientCapabilities": ALL_CAPABILITIES}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": PROMPT, **params, "_meta": meta}}
+    return await raw.post(json.dumps(body).encode(), method="prompts/get", tool=PROMPT)
+
+
+def prompt_text(result: dict[str, Any]) -> str:
+    assert result.get("resultType", "complete") == "complete", result
+    return str(result["messages"][0]["content"]["text"])
+
+
+async def test_2026_a_prompt_asks_and_its_retry_on_another_gateway_renders_it(deployment: Deployment) -> None:
+    token = deployment.issuer.token()
+    r1 = result_of(await get_prompt(modern(deployment.a, token)))
+    assert r1["resultType"] == "input_required" and list(r1["inputRequests"]) == ["user_context"], r1
+    assert r1["inputRequests"]["user_context"]["method"] == "elicitation/create"
+    # Nothing waits anywhere: the prompt is re-run with the answer, on whichever gateway gets it.
+    retried = await get_prompt(modern(deployment.b, token), requestState=r1["requestState"], inputResponses=CONTEXT)
+    done = result_of(retried)
+    assert prompt_text(done) == "Use this context: the moon"
+
+
+async def test_2026_a_prompt_retry_missing_the_answer_is_asked_again(deployment: Deployment) -> None:
+    raw = modern(deployment.a, deployment.issuer.token())
+    r1 = result_of(await get_prompt(raw))
+    wrong = {"user_name": {"action": "accept", "content": {"context": "x"}}}
+    again = result_of(await get_prompt(raw, requestState=r1["requestState"], inputResponses=wrong))
+    assert again["resultType"] == "input_required" and list(again["inputRequests"]) == ["user_context"]
+    # Answers without a state are no answers: the prompt asks (nothing is taken on the client's word
+    # alone, so a forged round cannot skip a question).
+    unasked = result_of(await get_prompt(raw, inputResponses=CONTEXT))
+    assert unasked["resultType"] == "input_required"
+
+
+async def test_2026_a_prompt_state_is_no_calls_state_and_back(deployment: Deployment) -> None:
+    token = deployment.issuer.token()
+    raw = modern(deployment.a, token)
+    call_state = (await first_round(raw, "test_input_required_result_elicitation"))["requestState"]
+    assert jsonrpc_error(await get_prompt(raw, requestState=call_state, inputResponses=CONTEXT)) == INVALID_PARAMS
+    prompt_state = result_of(await get_prompt(raw))["requestState"]
+    refused = await retry(raw, "test_input_required_result_elicitation", prompt_state, NAME)
+    assert jsonrpc_error(refused) == INVALID_PARAMS
+    other = modern(deployment.b, deployment.issuer.token(sub="mallory"))
+    assert jsonrpc_error(await get_prompt(other, requestState=prompt_state, inputResponses=CONTEXT)) == INVALID_PARAMS
+
+
+async def test_2025_the_sdk_client_answers_a_prompts_question_on_its_stream(deployment: Deployment) -> None:
+    async def elicit(_ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert params.message == "What context should the prompt use?"
+        return types.ElicitResult(action="accept", content={"context": "the sea"})
+
+    headers = {"Authorization": f"Bearer {deployment.issuer.token()}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(deployment.a.url, http_client=http)
+        async with Client(transport, mode="legacy", elicitation_callback=elicit) as client:  # type: ignore[call-arg]
+            asked = await client.get_prompt(PROMPT)
+        async with Client(streamable_http_client(deployment.a.url, http_client=http), mode="legacy") as client:  # type: ignore[call-arg]
+            with pytest.raises(MCPError) as refused:
+                await client.get_prompt(PROMPT)
+    assert asked.messages[0].content.text == "Use this context: the sea"  # type: ignore[union-attr]
+    # A client without elicitation is never asked; the guest hears `unsupported` and refuses (-32602).
+    assert refused.value.code == INVALID_PARAMS and "Unsupported(value='elicitation')" in str(refused.value)

@@ -108,6 +108,7 @@ async def test_resources_templates_prompts_and_completion_in_both_eras(gateway: 
 
         prompts = await mcp.list_prompts()
         assert [p.name for p in prompts.prompts] == [
+            "test_input_required_result_prompt",
             "test_prompt_with_arguments",
             "test_prompt_with_embedded_resource",
             "test_prompt_with_image",
@@ -160,7 +161,7 @@ async def test_lists_page_with_the_tools_cursor_scheme(served: None, start_gatew
         first = await mcp.list_prompts()
         assert len(first.prompts) == 2 and first.next_cursor is not None
         second = await mcp.list_prompts(cursor=first.next_cursor)
-        assert [p.name for p in second.prompts] == ["test_prompt_with_image", "test_simple_prompt"]
+        assert [p.name for p in second.prompts] == ["test_prompt_with_embedded_resource", "test_prompt_with_image"]
         with pytest.raises(MCPError) as caught:
             await mcp.list_resources(cursor="not-a-cursor")
         assert caught.value.code == INVALID_PARAMS
@@ -248,7 +249,7 @@ async def test_each_principal_lists_only_what_its_globs_grant(
     url = secured_gateway.url
     async with client(url, issuer.token(scope="mcp:tools team:test"), mode=mode) as mcp:
         assert len((await mcp.list_resources()).resources) == 3
-        assert len((await mcp.list_prompts()).prompts) == 4
+        assert len((await mcp.list_prompts()).prompts) == 5
     async with client(url, issuer.token(scope="mcp:tools team:prompt"), mode=mode) as mcp:
         assert (await mcp.list_resources()).resources == []  # no whole-component grant
         assert (await mcp.list_resource_templates()).resource_templates == []

@@ -59,6 +59,7 @@ def test_mcp_exports_are_listed_at_load_and_are_not_tools(conformance: LoadedCom
         "test_prompt_with_arguments",
         "test_prompt_with_embedded_resource",
         "test_prompt_with_image",
+        "test_input_required_result_prompt",
     ]
     assert surface.prompts[1].guest_name == "prompt_with_arguments"
     assert [a.name for a in surface.prompts[1].arguments] == ["arg1", "arg2"]
@@ -117,7 +118,7 @@ async def test_surfaces_are_announced_with_the_tools(nc: NatsClient, subjects: S
     announcement = decode((await sub.next_msg(timeout=5)).data, WorkerAnnouncement)
     await sub.unsubscribe()
     assert [s.component for s in announcement.surfaces] == ["test"]
-    assert len(announcement.surfaces[0].prompts) == 4
+    assert len(announcement.surfaces[0].prompts) == 5
 
 
 async def test_a_guest_notification_is_published(nc: NatsClient, subjects: Subjects, worker: WorkerService) -> None:

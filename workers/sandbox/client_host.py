@@ -4,10 +4,11 @@ A guest that imports it (``schemas/wit/toolbus-mcp/mcp.wit``) can ask the client
 (``elicit``), the client's model (``sample``), the client's roots (``list-roots``), or several at
 once (``ask``). Each function blocks the guest's thread until the answer arrives: how it travels
 (a question reply and a resume request on the bus) is the call's ``CallContext.asker``, set by the
-worker for calls whose caller can relay questions (``workers.conversation``). A call without one
-(a durable task, the load-time trial instantiation, a plain NATS caller) gets ``unsupported`` at
-once, never a hang. Linked into every component's linker: it grants nothing, it only asks the
-caller, who decides.
+worker for calls whose caller can relay questions (``workers.conversation``), or a ``Replay``
+for a durable task or a prompt, whose guest is re-run with its answers instead of waiting
+(``workers.sandbox.replay``). A call without one (the load-time trial instantiation, a plain NATS
+caller) gets ``unsupported`` at once, never a hang. Linked into every component's linker: it
+grants nothing, it only asks the caller, who decides.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def capability_needed(request: dict[str, Any]) -> str:
 MAX_REQUESTS: Final = 16
 """Requests one question may hold."""
 NO_ASKER: Final = "tasks"
-"""The ``unsupported`` text when the call cannot ask at all: only durable tasks run guests whose
-client cannot be reached (a plain NATS caller declares no capability: it is told which one)."""
+"""The ``unsupported`` text when a run has no asker at all (a task or prompt gets a ``Replay``,
+and a plain NATS caller declares no capability: it is told which one)."""
 
 
 def imports_client(imports: list[str]) -> bool:

@@ -258,9 +258,10 @@ class LoadedComponent:
                 store.close()
         return result
 
-    def run_sandboxed(self, timeout_s: float, body: GuestBody) -> Any:
+    def run_sandboxed(self, timeout_s: float, body: GuestBody, context: CallContext | None = None) -> Any:
         """Run ``body(store, instance)`` in a fresh sandbox (the component's grants and limits,
         ``timeout_s`` capped by its own): how resources, prompts and completions reach the guest.
+        ``context`` is what its host calls see (a prompt's ``Replay`` asker); a fresh one by default.
 
         Raises:
             SurfaceFailure: the guest trapped, exited or hit a limit (the message says which).
@@ -271,7 +272,9 @@ class LoadedComponent:
         store = self._new_store(output, timeout_s)
         try:
             instance = self._linker.instantiate(store, self._component)
-            with running(CallContext(deadline=time.monotonic() + timeout_s)):
+            context = context or CallContext()
+            context.deadline = time.monotonic() + timeout_s
+            with running(context):
                 return body(store, instance)
         except wasmtime.ExitTrap as exc:
             reason = with_stderr(f"guest exited with code {exc.code}", output.stderr)
