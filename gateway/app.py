@@ -29,8 +29,8 @@ from nats.aio.client import Client as NatsClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from bus.connection import connect
@@ -41,12 +41,14 @@ from bus.subjects import Subjects
 from bus.telemetry import start_tracing
 from gateway.askers import request_state_security
 from gateway.audit_trail import AuditTrail
+from gateway.auth import Authenticator
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
 from gateway.catalogue_mirror import CatalogueMirror, CatalogueMirrorWatcher
 from gateway.changes import ListChanges
 from gateway.connections import guarded_protocol
+from gateway.console import CallRates, Console, ConsoleParts
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -274,8 +276,22 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     async def metrics_endpoint(_request: Request) -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
+    console = Console(
+        ConsoleParts(
+            subjects=subjects,
+            catalogue=catalogue,
+            authenticator=Authenticator(settings.auth) if settings.auth is not None else None,
+            nats=lambda: state.nc,
+            tasks=lambda: tasks.store,
+            audit=lambda: state.audit,
+            rates=CallRates(metrics.registry),
+            secure_cookie=settings.auth is not None and settings.auth.resource.startswith("https://"),
+        )
+    )
     routes = [
         Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
+        Route("/console", endpoint=lambda _request: RedirectResponse("/console/", status_code=307), methods=["GET"]),
+        Mount("/console", routes=console.routes()),
         Route("/healthz", endpoint=healthz, methods=["GET"]),
         Route("/readyz", endpoint=readyz, methods=["GET"]),
         Route("/metrics", endpoint=metrics_endpoint, methods=["GET"]),
