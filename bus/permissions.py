@@ -98,7 +98,9 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
         CoreRow(s.events_any, "registry events", {"registry": "p", "operator": "s", "gateway": "s"}),
         CoreRow(f"{s.prefix}.tasks.*", "task requests (submit, get, list…)", {"operator": "p", "registry": "s"}),
         CoreRow(s.task_status_any, "task status changes", {"registry": "p", "worker": "p", "gateway": "ps"}),
-        CoreRow(s.audit_any, "audit events as they are published (the console's live tail)", {"gateway": "s"}),
+        # The gateway publishes here as the audit stream's writer (its row below) and listens for
+        # the console's live tail.
+        CoreRow(s.audit_any, "audit events as they are published (the console's live tail)", {"gateway": "ps"}),
         CoreRow(s.tasks_max_deliveries_advisory, "a task delivered too often", {"registry": "s"}),
         CoreRow(f"{MICRO_API_PREFIX}.>", "NATS micro discovery", {"worker": "s", "operator": "p"}),
     ]

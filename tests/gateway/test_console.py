@@ -29,7 +29,7 @@ from schemas.config import Settings, WorkerSettings
 from schemas.wire import PublishRequest, ReleaseReply, ReleaseRequest
 from stores import PackageStore
 from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, task_reaches
-from tests.gateway.auth_kit import API_KEY, client
+from tests.gateway.auth_kit import API_KEY, Issuer, client
 from tests.gateway.responders import RunningGateway, TaskSystem
 from workers.package_follower import PackageFollower
 from workers.sandbox.engine import EngineHost
@@ -104,7 +104,7 @@ async def package_worker(
 
 
 async def test_only_an_operator_gets_in_and_every_action_needs_the_csrf_token(
-    console: RunningGateway, task_system: TaskSystem
+    console: RunningGateway, task_system: TaskSystem, issuer: Issuer
 ) -> None:
     base = console.base_url + "/console/"
     async with httpx2.AsyncClient(timeout=10) as http:
@@ -118,6 +118,11 @@ async def test_only_an_operator_gets_in_and_every_action_needs_the_csrf_token(
         refused = await http.get(base, headers=bot)
         assert refused.status_code == 403 and "key:ci-bot lacks the scope toolbus:operator" in refused.text
         assert (await http.get(base + "part/tasks", headers=bot)).status_code == 403
+        # OAuth: the scope in the token decides, as for an API key.
+        user = {"Authorization": f"Bearer {issuer.token(sub='ops')}"}
+        assert (await http.get(base, headers=user)).status_code == 403
+        ops_token = {"Authorization": f"Bearer {issuer.token(sub='ops', scope='mcp:tools ' + OPERATOR_SCOPE)}"}
+        assert (await http.get(base + "part/tools", headers=ops_token)).status_code == 200
         # A non-operator's sign-in sets no cookie.
         signed = await http.post(base + "login", data={"key": API_KEY})
         assert signed.status_code == 403 and "set-cookie" not in signed.headers
