@@ -96,6 +96,8 @@ class GatewayState:
         """One reading and every decision per request: authentication, sessions, policy, rate limits."""
         self.hot_path: HotPath | None = None
         """The lean ``tools/call`` and ``tools/list`` (``None`` with ``gateway.hot_path = false``)."""
+        self.console: Console | None = None
+        """The operator's web console (``gateway.console``), mounted at ``/console``."""
 
 
 _BUILT: Final[weakref.WeakKeyDictionary[ASGIApp, GatewayState]] = weakref.WeakKeyDictionary()
@@ -184,6 +186,19 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     should_close = nc is None if close_nc is None else close_nc
     configured = ConfiguredComponents([entry.name for entry in settings.components], subjects)
     signer = PrincipalSigner.for_key(settings.nats.principal_key)
+    console = Console(
+        ConsoleParts(
+            subjects=subjects,
+            catalogue=catalogue,
+            authenticator=Authenticator(settings.auth) if settings.auth is not None else None,
+            nats=lambda: state.nc,
+            tasks=lambda: tasks.store,
+            audit=lambda: state.audit,
+            rates=CallRates(metrics.registry),
+            secure_cookie=settings.auth is not None and settings.auth.resource.startswith("https://"),
+        )
+    )
+    state.console = console
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -228,6 +243,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 )
                 yield
         finally:
+            await console.feed.stop()  # before NATS drains: it unsubscribes
             state.nc = None
             await tasks.stop()
             await changes.stop()
@@ -276,18 +292,6 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     async def metrics_endpoint(_request: Request) -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
-    console = Console(
-        ConsoleParts(
-            subjects=subjects,
-            catalogue=catalogue,
-            authenticator=Authenticator(settings.auth) if settings.auth is not None else None,
-            nats=lambda: state.nc,
-            tasks=lambda: tasks.store,
-            audit=lambda: state.audit,
-            rates=CallRates(metrics.registry),
-            secure_cookie=settings.auth is not None and settings.auth.resource.startswith("https://"),
-        )
-    )
     routes = [
         Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
         Route("/console", endpoint=lambda _request: RedirectResponse("/console/", status_code=307), methods=["GET"]),
@@ -402,6 +406,7 @@ class HttpServer(uvicorn.Server):
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         super().__init__(uvicorn_config(app, settings))
         self._changes = gateway_state(app).changes
+        self._console = gateway_state(app).console
         self.received: list[int] = []
         """The signals that asked it to stop, in order."""
 
@@ -411,6 +416,8 @@ class HttpServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._changes.end_streams()
+        if self._console is not None:
+            self._console.feed.end_streams()  # the console's event streams, likewise
         await super().shutdown(sockets)
 
 

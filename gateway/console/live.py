@@ -1,13 +1,16 @@
 """The console's live feed: bus events fanned out to each open page as server-sent events.
 
-One ``LiveFeed`` per gateway listens, while at least one page is open, to what already happens
+One ``LiveFeed`` per gateway listens, while a page is open (and ``LINGER_S`` after the last one
+closed, so that the page an action reloads misses nothing), to what already happens
 on the bus — catalogue changes (the gateway's own mirror, ``gateway.catalogue_mirror``), worker
 announcements, registry events, task transitions and the audit subjects (``PREFIX.audit.>``) —
 and hands each page a bounded queue of events. Nothing polls: a page refetches a part only when
 an event says it changed. The one timer is the calls-per-second line, a rate over the metrics
 the gateway keeps (``gateway.console.stats``), sent every ``STATS_INTERVAL_S`` while a page is open.
 
-A slow page loses its oldest events (``PAGE_QUEUE``), never the gateway's memory.
+A slow page loses its oldest events (``PAGE_QUEUE``), never the gateway's memory. While the
+feed listens, this gateway hears every audit event of the deployment (one per tool call, from
+every gateway): that is why it listens only while someone watches.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ log = structlog.get_logger(__name__)
 PAGE_QUEUE: Final = 256
 """Events waiting for one page; past this its oldest are dropped."""
 STATS_INTERVAL_S: Final = 2.0
+LINGER_S: Final = 60.0
+"""The feed keeps listening this long after the last page closed (an action reloads its page)."""
 KEEPALIVE_S: Final = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
 WORKER_STALE_S: Final = 30.0
@@ -62,6 +67,7 @@ class LiveFeed:
         self._subscriptions: list[Subscription] = []
         self._unsubscribe_catalogue: Callable[[], None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._linger: asyncio.Task[None] | None = None
         self._nc: NatsClient | None = None
         self._recent: deque[Event] = deque(maxlen=RECENT_AUDIT)
         self.workers: dict[str, tuple[float, WorkerAnnouncement]] = {}
@@ -74,8 +80,16 @@ class LiveFeed:
             del self.workers[worker_id]
         return [announcement for _, (_, announcement) in sorted(self.workers.items())]
 
+    @property
+    def listening(self) -> bool:
+        """Is the feed subscribed to the bus now?"""
+        return self._nc is not None
+
     async def start(self, nc: NatsClient) -> None:
-        """Listen to the bus (idempotent; the first page opened calls it)."""
+        """Listen to the bus (idempotent; each page opened calls it)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._nc is not None:
             return
         self._nc = nc
@@ -94,8 +108,16 @@ class LiveFeed:
         self._unsubscribe_catalogue = self._catalogue.subscribe(self._on_catalogue)
         self._ticker = asyncio.create_task(self._tick(), name="console-stats")
 
+    def end_streams(self) -> None:
+        """End every open page's stream now (the gateway is shutting down; pages reconnect elsewhere)."""
+        for page in self._pages:
+            self._put(page, ("end", ""))
+
     async def stop(self) -> None:
         """Stop listening; open pages' streams end."""
+        if self._linger is not None and self._linger is not asyncio.current_task():
+            self._linger.cancel()
+        self._linger = None
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -109,8 +131,7 @@ class LiveFeed:
                 await subscription.unsubscribe()
         self._subscriptions.clear()
         self._nc = None
-        for page in self._pages:
-            self._put(page, ("end", ""))
+        self.end_streams()
 
     async def stream(self) -> AsyncIterator[bytes]:
         """One page's server-sent events, until it goes away or the feed stops."""
@@ -132,6 +153,13 @@ class LiveFeed:
                 yield f"event: {name}\n{lines}\n".encode()
         finally:
             self._pages.discard(page)
+            if not self._pages and self._nc is not None and self._linger is None:
+                self._linger = asyncio.create_task(self._stop_unwatched(), name="console-linger")
+
+    async def _stop_unwatched(self) -> None:
+        await asyncio.sleep(LINGER_S)
+        if not self._pages:
+            await self.stop()
 
     # -- sources --------------------------------------------------------------------------------
     def _send(self, name: str, data: str) -> None:

@@ -17,6 +17,7 @@ import httpx2
 import pytest
 import wasmtime
 from nats.aio.client import Client as NatsClient
+from playwright.async_api import async_playwright
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
@@ -145,20 +146,54 @@ async def test_only_an_operator_gets_in_and_every_action_needs_the_csrf_token(
             base + "packages/rollback", headers=operator, data={"name": "nope", "version": "1.0.0", **token}
         )
         assert nothing.status_code == 409 and "rollback refused" in nothing.text and "not published" in nothing.text
+        odd_name = await http.post(
+            base + "packages/retire", headers=operator, data={"name": "a.b>*", "version": "", **token}
+        )
+        assert odd_name.status_code == 409 and "retire refused" in odd_name.text
+        # What the page shows of input is escaped (the audit tail is written as text by the script).
+        xss = await http.get(base, headers=operator, params={"package": "<img src=x onerror=alert(1)>"})
+        assert xss.status_code == 200 and "<img src=x" not in xss.text and "&lt;img src=x" in xss.text
         cancelled = await http.post(base + "tasks/cancel", headers=operator, data={"task_id": task.task_id, **token})
         assert cancelled.status_code == 200 and f"cancelled task {task.task_id}" in cancelled.text
+        # Another cancel of the same task: refused, it has ended.
+        again = await http.post(base + "tasks/cancel", headers=operator, data={"task_id": task.task_id, **token})
+        assert again.status_code == 409 and "had already ended" in again.text
     assert (await task_system.store.get(task.task_id)).status == "cancelled"
+
+
+async def test_a_sign_in_is_an_http_only_strict_cookie_and_the_event_stream_ends_with_the_gateway(
+    console: RunningGateway,
+) -> None:
+    base = console.base_url + "/console/"
+    async with httpx2.AsyncClient(timeout=10) as http:
+        signed = await http.post(base + "login", data={"key": OPERATOR_KEY})
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"].lower()
+        assert all(flag in cookie for flag in ("httponly", "samesite=strict", "path=/console"))
+        assert "secure" not in cookie  # [auth] resource is http:// in this test; https:// sets Secure
+        assert (await http.get(base)).status_code == 200  # the cookie is the credential now
+        await http.post(base + "logout")
+        assert (await http.get(base)).status_code == 401
+        async with http.stream("GET", base + "events", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}) as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            chunks = events.aiter_raw()
+            assert (await anext(chunks)).startswith(b"retry:")
+            assert console.state.console is not None and console.state.console.feed.listening
+            # A stopping gateway ends the stream (a complete response, not one cut off when
+            # uvicorn's graceful period runs out).
+            console.server.should_exit = True
+            async for _ in chunks:
+                pass
 
 
 @pytest.mark.slow
 async def test_an_operator_watches_a_publish_rolls_it_back_and_cancels_a_task_in_chromium(
     console: RunningGateway, task_system: TaskSystem, package_worker: None
 ) -> None:
-    playwright_api = pytest.importorskip("playwright.async_api")
     chromium = await asyncio.to_thread(ensure_binary, "chromium", ["chromium"])
     shots = os.environ.get("TOOLBUS_CONSOLE_SCREENSHOTS")
     nc, subjects = task_system.nc, task_system.subjects
-    async with playwright_api.async_playwright() as driver:
+    async with async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
