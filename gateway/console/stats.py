@@ -40,6 +40,7 @@ class CallRates:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._previous: dict[str, float] = {}
+        """Calls per tool at the previous reading (at start: none, and the gateway had made none)."""
         self._previous_at = time.monotonic()
 
     def read(self, *, advance: bool = True) -> list[ToolStats]:
@@ -64,7 +65,9 @@ class CallRates:
         now = time.monotonic()
         elapsed = max(now - self._previous_at, 1e-6)
         for line in table.values():
-            line.per_s = max(0.0, line.calls - self._previous.get(line.tool, line.calls)) / elapsed
+            # A tool first seen since the previous reading had 0 calls then (its series is made
+            # at its first call).
+            line.per_s = max(0.0, line.calls - self._previous.get(line.tool, 0.0)) / elapsed
         if advance:
             self._previous = {line.tool: line.calls for line in table.values()}
             self._previous_at = now

@@ -221,6 +221,7 @@ async def test_an_operator_watches_a_publish_rolls_it_back_and_cancels_a_task_in
             # Roll back through the release verb; the catalogue follows, the audit tail shows who.
             await page.click('tr[data-package="answer"][data-version="1.0.0"] button.rollback')
             assert "answer latest → 1.0.0" in (await page.text_content("#message") or "")
+            assert page.url.endswith("/console/")  # a reload shows the page, it does not roll back again
             await page.wait_for_selector('tr[data-tool="answer_legacy"]')
             await page.wait_for_selector('tr[data-tool="answer_fresh"]', state="detached")
             rollback_event = await page.wait_for_selector('#audit-tail li[data-subject="audit.console.rollback"]')

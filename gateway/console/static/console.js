@@ -3,6 +3,9 @@
 "use strict";
 (function () {
   const TAIL_MAX = 200;
+  // An action's answer is rendered at its POST address; show /console/ instead, so that a
+  // reload fetches the page rather than repeating the action.
+  if (window.location.pathname !== "/console/") history.replaceState(null, "", "/console/");
   const pending = new Set();
   let timer = null;
 
