@@ -78,22 +78,29 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
         CoreRow(s.worker_ping_any, "liveness probe of one worker", {"registry": "p", "worker": "s"}),
         CoreRow(s.worker_introspect, "derive a package's tools", {"registry": "p", "worker": "s"}),
         CoreRow(s.registry_hello, "a registry starting", {"registry": "ps", "worker": "s"}),
-        CoreRow(s.announce, "worker announcements", {"worker": "p", "registry": "s", "operator": "s"}),
+        # The gateway's web console (gateway.console) shows live workers, registry events and the
+        # audit tail, and sends the release verbs for the operator signed in to it.
+        CoreRow(s.announce, "worker announcements", {"worker": "p", "registry": "s", "operator": "s", "gateway": "s"}),
         # The registry asks itself too: compose's healthcheck is `toolbus tools` as the registry user.
         CoreRow(
             f"{s.prefix}.registry.tools.*", "catalogue lookups", {"gateway": "p", "operator": "p", "registry": "ps"}
         ),
         *(
-            CoreRow(s.registry_release(verb), f"release verb {verb}", {"operator": "p", "registry": "s"})
+            CoreRow(
+                s.registry_release(verb), f"release verb {verb}", {"operator": "p", "registry": "s", "gateway": "p"}
+            )
             for verb in sorted(RELEASE_VERBS)
         ),
         CoreRow(
             s.surface_any, "resource reads, prompt gets, completions", {"gateway": "p", "operator": "p", "worker": "s"}
         ),
         CoreRow(s.resource_updated, "a guest's resource changed", {"worker": "p", "gateway": "s"}),
-        CoreRow(s.events_any, "registry events", {"registry": "p", "operator": "s"}),
+        CoreRow(s.events_any, "registry events", {"registry": "p", "operator": "s", "gateway": "s"}),
         CoreRow(f"{s.prefix}.tasks.*", "task requests (submit, get, list…)", {"operator": "p", "registry": "s"}),
         CoreRow(s.task_status_any, "task status changes", {"registry": "p", "worker": "p", "gateway": "ps"}),
+        # The gateway publishes here as the audit stream's writer (its row below) and listens for
+        # the console's live tail.
+        CoreRow(s.audit_any, "audit events as they are published (the console's live tail)", {"gateway": "ps"}),
         CoreRow(s.tasks_max_deliveries_advisory, "a task delivered too often", {"registry": "s"}),
         CoreRow(f"{MICRO_API_PREFIX}.>", "NATS micro discovery", {"worker": "s", "operator": "p"}),
     ]

@@ -328,6 +328,10 @@ class Subjects:
         """Where the gateway publishes an ``AuthFailureEvent`` (``reason``: ``missing_token``, …)."""
         return f"{self.prefix}.audit.auth.{as_token(reason)[:64] or '-'}"
 
+    def audit_console(self, action: str) -> str:
+        """Where the gateway publishes a ``ConsoleActionEvent`` (``action``: ``rollback``, ``cancel``, …)."""
+        return f"{self.prefix}.audit.console.{as_token(action)[:64] or '-'}"
+
     @property
     def rate_limits_bucket(self) -> str:
         """KV bucket: one key per rate limit and principal (and tool) → ``RateWindow``."""

@@ -15,7 +15,7 @@ from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
 from registry.audit_stream import recent
 from schemas.config import Settings
-from schemas.wire import AuthFailureEvent, CallAuditEvent
+from schemas.wire import AuthFailureEvent, CallAuditEvent, ConsoleActionEvent
 
 
 def summary(subject: str, body: dict[str, Any], prefix: str) -> str:
@@ -67,6 +67,10 @@ def _gateway_summary(kind: str, body: dict[str, Any]) -> str | None:
             if refused.detail:
                 parts.append(repr(refused.detail))
             return " ".join(parts)
+        if kind.startswith("audit.console."):
+            action = msgspec.convert(body, ConsoleActionEvent)
+            line = f"console {action.action} {action.target} → {action.outcome} principal={action.principal}"
+            return line + (f" {action.detail!r}" if action.detail else "")
     except msgspec.ValidationError:
         return None
     return None

@@ -30,8 +30,8 @@ from nats.aio.client import Client as NatsClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from bus.connection import connect
@@ -43,12 +43,14 @@ from bus.subjects import Subjects
 from bus.telemetry import start_tracing
 from gateway.askers import request_state_security
 from gateway.audit_trail import AuditTrail
+from gateway.auth import Authenticator
 from gateway.boundary import ErrorBoundary
 from gateway.call_log import log_call
 from gateway.calls import ToolCaller
 from gateway.catalogue_mirror import CatalogueMirror, CatalogueMirrorWatcher
 from gateway.changes import ListChanges
 from gateway.connections import guarded_protocol
+from gateway.console import CallRates, Console, ConsoleParts
 from gateway.front_door import FrontDoor, OnRefusal, Refusal
 from gateway.hotpath import HotPath
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -99,6 +101,8 @@ class GatewayState:
         """The lean ``tools/call`` and ``tools/list`` (``None`` with ``gateway.hot_path = false``)."""
         self.views = ViewBook()
         """The views served on ``PATH/<view>`` (``gateway.views``)."""
+        self.console: Console | None = None
+        """The operator's web console (``gateway.console``), mounted at ``/console``."""
 
 
 _BUILT: Final[weakref.WeakKeyDictionary[ASGIApp, GatewayState]] = weakref.WeakKeyDictionary()
@@ -190,6 +194,19 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
     should_close = nc is None if close_nc is None else close_nc
     configured = ConfiguredComponents([entry.name for entry in settings.components], subjects)
     signer = PrincipalSigner.for_key(settings.nats.principal_key)
+    console = Console(
+        ConsoleParts(
+            subjects=subjects,
+            catalogue=catalogue,
+            authenticator=Authenticator(settings.auth) if settings.auth is not None else None,
+            nats=lambda: state.nc,
+            tasks=lambda: tasks.store,
+            audit=lambda: state.audit,
+            rates=CallRates(metrics.registry),
+            secure_cookie=settings.auth is not None and settings.auth.resource.startswith("https://"),
+        )
+    )
+    state.console = console
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -250,6 +267,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 )
                 yield
         finally:
+            await console.feed.stop()  # before NATS drains: it unsubscribes
             state.nc = None
             await tasks.stop()
             await changes.stop()
@@ -302,6 +320,8 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
 
     routes = [
         Route(settings.gateway.path, endpoint=StreamableHTTPASGIApp(session_manager)),
+        Route("/console", endpoint=lambda _request: RedirectResponse("/console/", status_code=307), methods=["GET"]),
+        Mount("/console", routes=console.routes()),
         Route("/healthz", endpoint=healthz, methods=["GET"]),
         Route("/readyz", endpoint=readyz, methods=["GET"]),
         Route("/metrics", endpoint=metrics_endpoint, methods=["GET"]),
@@ -419,6 +439,7 @@ class HttpServer(uvicorn.Server):
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         super().__init__(uvicorn_config(app, settings))
         self._changes = gateway_state(app).changes
+        self._console = gateway_state(app).console
         self.received: list[int] = []
         """The signals that asked it to stop, in order."""
 
@@ -428,6 +449,8 @@ class HttpServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._changes.end_streams()
+        if self._console is not None:
+            self._console.feed.end_streams()  # the console's event streams, likewise
         await super().shutdown(sockets)
 
 

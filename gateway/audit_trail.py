@@ -66,7 +66,7 @@ from bus.subjects import Subjects
 from gateway.tool_service import CallRecord
 from schemas.codec import encode
 from schemas.config import AuditSettings
-from schemas.wire import UNSET, AuthFailureEvent, CallAuditEvent
+from schemas.wire import UNSET, AuthFailureEvent, CallAuditEvent, ConsoleActionEvent
 
 log = structlog.get_logger(__name__)
 
@@ -255,7 +255,7 @@ class AuditTrail:
         self.dropped = 0
         """Events lost because the queue was full (the bus was down or slower than the calls)."""
         self._js = nc.jetstream()
-        self._pending: deque[CallRecord | AuthFailureEvent] = deque()
+        self._pending: deque[CallRecord | AuthFailureEvent | ConsoleActionEvent] = deque()
         self._retry: deque[_Message] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -298,7 +298,11 @@ class AuditTrail:
         )
         self.refusals.add(event)
 
-    def _enqueue(self, item: CallRecord | AuthFailureEvent) -> None:
+    def console_action(self, event: ConsoleActionEvent) -> None:
+        """Queue the audit event of an operator's action in the web console (``gateway.console``)."""
+        self._enqueue(event)
+
+    def _enqueue(self, item: CallRecord | AuthFailureEvent | ConsoleActionEvent) -> None:
         if len(self._pending) + len(self._retry) >= self.queue_size:
             self._drop_oldest()
         self._pending.append(item)
@@ -377,9 +381,11 @@ class AuditTrail:
                 log.exception("audit event could not be encoded; skipped")
         return batch
 
-    def _prepare(self, item: CallRecord | AuthFailureEvent) -> _Message:
+    def _prepare(self, item: CallRecord | AuthFailureEvent | ConsoleActionEvent) -> _Message:
         if isinstance(item, AuthFailureEvent):
             return self.subjects.audit_auth(item.reason), encode(item), f"auth-{self._ids.next().decode()}"
+        if isinstance(item, ConsoleActionEvent):
+            return self.subjects.audit_console(item.action), encode(item), f"console-{self._ids.next().decode()}"
         arguments, redacted = self.redactor.apply(item.tool, item.arguments)
         event = CallAuditEvent(
             tool=item.tool,

@@ -441,6 +441,22 @@ class AuthFailureEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     sent one by one (``gateway.audit_trail.Refusals``); this event is their summary. 0: a first one."""
 
 
+class ConsoleActionEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """An operator's action in the web console (``PREFIX.audit.console.<action>``), done or refused."""
+
+    action: str
+    """A release verb (``rollback``, ``deprecate``, ``retire``) or ``cancel`` (a task)."""
+    principal: str
+    """The operator who asked (``key:NAME``, ``jwt:ISSUER#SUB``)."""
+    target: str
+    """What it acted on: ``PACKAGE VERSION`` (or ``PACKAGE``), or a task id."""
+    outcome: Literal["ok", "refused"]
+    at: float
+    """Unix time, seconds."""
+    detail: str = ""
+    """The registry's or the task store's message (why it was refused)."""
+
+
 class RateWindow(msgspec.Struct, frozen=True, array_like=True):
     """One rate limit's count in KV (``PREFIX_ratelimits``): calls taken in fixed window ``window``."""
 
