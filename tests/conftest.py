@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import httpx2
 import pytest
+import wasmtime
 from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -237,3 +238,19 @@ async def scrape(url: str) -> MetricSamples:
         for sample in family.samples
     }
     return MetricSamples(samples)
+
+
+def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
+    """A component whose ``answer`` returns ``answer``; optionally one more export returning 0."""
+    extra = f'(func (export "{extra_export}") (result u32) (canon lift (core func $i "zero")))' if extra_export else ""
+    return bytes(
+        wasmtime.wat2wasm(
+            f"""(component
+              (core module $m
+                (func (export "answer") (result i32) i32.const {answer})
+                (func (export "zero") (result i32) i32.const 0))
+              (core instance $i (instantiate $m))
+              (func (export "answer") (result u32) (canon lift (core func $i "answer")))
+              {extra})"""
+        )
+    )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import wasmtime
 from nats.aio.client import Client as NatsClient
 from playwright.async_api import async_playwright
 
@@ -29,7 +28,7 @@ from schemas.codec import encode
 from schemas.config import Settings, WorkerSettings
 from schemas.wire import PublishRequest, ReleaseReply, ReleaseRequest
 from stores import PackageStore
-from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, task_reaches
+from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, answer_component, task_reaches
 from tests.gateway.auth_kit import API_KEY, Issuer, client
 from tests.gateway.responders import RunningGateway, TaskSystem
 from workers.package_follower import PackageFollower
@@ -52,21 +51,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 UI_TIMEOUT_MS = 15_000
-
-
-def answer_component(answer: int, extra_export: str) -> bytes:
-    """A component whose ``answer`` returns ``answer``, with one more export (so versions differ in tools)."""
-    return bytes(
-        wasmtime.wat2wasm(
-            f"""(component
-              (core module $m
-                (func (export "answer") (result i32) i32.const {answer})
-                (func (export "zero") (result i32) i32.const 0))
-              (core instance $i (instantiate $m))
-              (func (export "answer") (result u32) (canon lift (core func $i "answer")))
-              (func (export "{extra_export}") (result u32) (canon lift (core func $i "zero"))))"""
-        )
-    )
 
 
 async def publish(nc: NatsClient, subjects: Subjects, name: str, version: str, wasm: bytes) -> ReleaseReply:
@@ -212,9 +196,9 @@ async def test_an_operator_watches_a_publish_rolls_it_back_and_cancels_a_task_in
                 await page.screenshot(path=str(Path(shots) / "console-login.png"))
 
             # Published while the page is open: the tools appear without a reload.
-            await publish(nc, subjects, "answer", "1.0.0", answer_component(1, "legacy"))
+            await publish(nc, subjects, "answer", "1.0.0", answer_component(1, extra_export="legacy"))
             await page.wait_for_selector('tr[data-tool="answer_legacy"]')
-            await publish(nc, subjects, "answer", "2.0.0", answer_component(2, "fresh"))
+            await publish(nc, subjects, "answer", "2.0.0", answer_component(2, extra_export="fresh"))
             await page.wait_for_selector('tr[data-tool="answer_fresh"]')
             await page.wait_for_selector('tr[data-package="answer"][data-version="2.0.0"] .aliases:text("latest")')
 

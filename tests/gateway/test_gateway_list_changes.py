@@ -8,88 +8,20 @@ by writing the tools KV bucket, as the registry does.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 
-import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.client.session import IncomingMessage
 from nats.js.kv import KeyValue
 
 from gateway.catalogue_mirror import CatalogueMirror
 from gateway.changes import ListChanges
-from schemas.wire import ToolDescriptor
 from tests.conftest import eventually
+from tests.gateway.listeners import HEAR_TIMEOUT_S, SETTLE_S, listening, tool
 from tests.gateway.responders import ADD, STATS, RunningGateway, put_tools
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
-
-HEAR_TIMEOUT_S = 5.0
-SETTLE_S = 0.8
-"""Longer than a coalesced round can take (MAX_DELAY_S) plus delivery."""
-
-
-def tool(name: str, description: str = "") -> ToolDescriptor:
-    return ToolDescriptor(name=name, description=description or f"tool {name}", input_schema={"type": "object"})
-
-
-@dataclass
-class Inbox:
-    """Counts the ``notifications/tools/list_changed`` a client receives."""
-
-    heard: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, message: IncomingMessage) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            self.heard += 1
-            self._changed.set()
-
-    async def more_than(self, count: int, timeout_s: float = HEAR_TIMEOUT_S) -> None:
-        """Wait until more than ``count`` notifications have arrived."""
-        async with asyncio.timeout(timeout_s):
-            while self.heard <= count:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-@dataclass
-class Listener:
-    mode: str
-    client: Client
-    inbox: Inbox
-
-    async def names(self) -> list[str]:
-        return [t.name for t in (await self.client.list_tools()).tools]
-
-
-@asynccontextmanager
-async def listening(gateway: RunningGateway, kv: KeyValue, mode: str) -> AsyncIterator[Listener]:
-    """A connected client that is sure to hear the next change.
-
-    A 2026 client listens once ``listen()`` is acknowledged. A 2025 client opens its GET stream
-    on its own after ``initialize``, and a notice sent before that is lost, so it changes a probe
-    tool until one is heard, removes it, and lets that settle.
-    """
-    inbox = Inbox()
-    async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(Client(gateway.url, mode=mode, message_handler=inbox.handle))
-        if mode == "auto":
-            await stack.enter_async_context(client.listen(tools_list_changed=True))
-        else:
-            for attempt in itertools.count():
-                await put_tools(kv, tool("probe", f"probe {attempt}"))
-                try:
-                    await inbox.more_than(0, timeout_s=0.3)
-                    break
-                except TimeoutError:
-                    assert attempt < 30, "the legacy client never heard a change"
-            await kv.delete("probe")
-            await asyncio.sleep(SETTLE_S)
-        yield Listener(mode, client, inbox)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -107,7 +39,7 @@ async def test_initialize_and_discover_advertise_tool_list_changes(
 async def test_both_eras_hear_a_tool_come_and_go(start_gateway: StartGateway, kv: KeyValue, hot_path: bool) -> None:
     await put_tools(kv, ADD)
     gateway = await start_gateway(hot_path=hot_path)
-    async with listening(gateway, kv, "legacy") as legacy, listening(gateway, kv, "auto") as modern:
+    async with listening(gateway.url, kv, "legacy") as legacy, listening(gateway.url, kv, "auto") as modern:
         listeners = (legacy, modern)
         for listener in listeners:
             assert await listener.names() == ["add"]
@@ -129,7 +61,7 @@ async def test_a_burst_of_changes_is_one_or_two_notifications(start_gateway: Sta
     burst = 20
     gateway = await start_gateway()
     changes = gateway.state.changes
-    async with listening(gateway, kv, "legacy") as legacy, listening(gateway, kv, "auto") as modern:
+    async with listening(gateway.url, kv, "legacy") as legacy, listening(gateway.url, kv, "auto") as modern:
         listeners = (legacy, modern)
         before = [listener.inbox.heard for listener in listeners]
         rounds = changes.rounds

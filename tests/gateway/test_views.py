@@ -4,10 +4,9 @@ hot path and the SDK path, with views from config and from the views bucket (set
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from schemas.config import PolicyRule, ViewSettings, load_settings
 from schemas.wire import CallToolResult, TextContent
 from stores import ViewStore
 from tests.conftest import eventually, nats_settings, toolbus
+from tests.gateway.listeners import SETTLE_S, listening, tool
 from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, jsonrpc_error, open_session
 from tests.gateway.responders import (
     ADD,
@@ -41,7 +41,6 @@ from tests.gateway.responders import (
     result_reply,
     running_gateway,
 )
-from tests.gateway.test_gateway_list_changes import SETTLE_S, Inbox, tool
 from tests.gateway.test_pipeline import REGION
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
@@ -164,56 +163,36 @@ async def test_changing_a_view_at_run_time_tells_that_views_clients_only(
 
     async with AsyncExitStack() as stack:
         listeners = {
-            (view, mode): await stack.enter_async_context(_listening(f"{base}/{view}", kv, mode))
+            (view, mode): await stack.enter_async_context(listening(f"{base}/{view}", kv, mode))
             for view in ("math", "numbers")
             for mode in ("legacy", "auto")
         }
         await asyncio.sleep(SETTLE_S)
-        before = {key: inbox.heard for key, (_, inbox) in listeners.items()}
+        before = {key: listener.inbox.heard for key, listener in listeners.items()}
 
         # The operator widens `numbers` with the real CLI; only its clients hear of it.
         done = await asyncio.to_thread(toolbus, "views", "set", "numbers", "stats", "add", "--config", str(config))
         assert done.returncode == 0, done.stderr
         for mode in ("legacy", "auto"):
-            client, inbox = listeners[("numbers", mode)]
+            client, inbox = listeners[("numbers", mode)].client, listeners[("numbers", mode)].inbox
             await inbox.more_than(before[("numbers", mode)])
             assert sorted(t.name for t in (await client.list_tools()).tools) == ["add", "stats"], mode
         await asyncio.sleep(SETTLE_S)
         for mode in ("legacy", "auto"):
-            assert listeners[("math", mode)][1].heard == before[("math", mode)], mode
+            assert listeners[("math", mode)].inbox.heard == before[("math", mode)], mode
 
         listed = await asyncio.to_thread(toolbus, "views", "list", "--json", "--config", str(config))
         assert json.loads(listed.stdout) == [{"name": "numbers", "source": "run time", "tools": ["stats", "add"]}]
         # Deleting it: its clients hear once more, and the path is gone.
-        before = {key: inbox.heard for key, (_, inbox) in listeners.items()}
+        before = {key: listener.inbox.heard for key, listener in listeners.items()}
         done = await asyncio.to_thread(toolbus, "views", "delete", "numbers", "--config", str(config))
         assert done.returncode == 0, done.stderr
-        await listeners[("numbers", "auto")][1].more_than(before[("numbers", "auto")])
+        await listeners[("numbers", "auto")].inbox.more_than(before[("numbers", "auto")])
     async with httpx2.AsyncClient(timeout=10) as http:
         gone = await http.post(f"{base}/numbers", content=b"{}", headers={"Content-Type": "application/json"})
     assert gone.status_code == 404
     bad = await asyncio.to_thread(toolbus, "views", "set", "Bad/Name", "x", "--config", str(config))
     assert bad.returncode == 1 and "view name 'Bad/Name' must be" in bad.stderr
-
-
-@asynccontextmanager
-async def _listening(url: str, kv: KeyValue, mode: str) -> AsyncIterator[tuple[Client, Inbox]]:
-    """A client on ``url`` sure to hear the next change (as ``test_gateway_list_changes.listening``)."""
-    inbox = Inbox()
-    async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(Client(url, mode=mode, message_handler=inbox.handle))
-        if mode == "auto":
-            await stack.enter_async_context(client.listen(tools_list_changed=True))
-        else:
-            for attempt in itertools.count():
-                await put_tools(kv, tool("probe", f"probe {attempt}"))
-                try:
-                    await inbox.more_than(0, timeout_s=0.3)
-                    break
-                except TimeoutError:
-                    assert attempt < 30, "the legacy client never heard a change"
-            await kv.delete("probe")
-        yield client, inbox
 
 
 def _view_loaded(gateway: RunningGateway, name: str) -> bool:

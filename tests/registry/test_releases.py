@@ -22,29 +22,13 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, WorkerSettings
 from schemas.errors import ErrorCode
 from schemas.wire import ErrorReply, PublishRequest, RegistryEvent
-from tests.conftest import eventually, nats_settings, toolbus
+from tests.conftest import answer_component, eventually, nats_settings, toolbus
 from tests.registry.conftest import ANNOUNCE_INTERVAL_S, Deployment, OciTestRegistry
 from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
 
 SETTLE_TIMEOUT_S = 15.0
 """How long a release may take to reach the catalogue and the workers."""
-
-
-def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
-    """A component whose ``answer`` returns ``answer``; optionally one more export returning 0."""
-    extra = f'(func (export "{extra_export}") (result u32) (canon lift (core func $i "zero")))' if extra_export else ""
-    return bytes(
-        wasmtime.wat2wasm(
-            f"""(component
-              (core module $m
-                (func (export "answer") (result i32) i32.const {answer})
-                (func (export "zero") (result i32) i32.const 0))
-              (core instance $i (instantiate $m))
-              (func (export "answer") (result u32) (canon lift (core func $i "answer")))
-              {extra})"""
-        )
-    )
 
 
 V1 = answer_component(1, extra_export="legacy")

@@ -41,10 +41,9 @@ from schemas.config import RegistrySettings, load_settings
 from schemas.errors import ConfigError
 from schemas.wire import PublishRequest, RegistryEvent
 from stores import artifact_digest
-from tests.conftest import nats_settings, toolbus
+from tests.conftest import answer_component, nats_settings, toolbus
 from tests.registry.conftest import Deployment, OciTestRegistry
 from tests.registry.test_oci import with_custom_section
-from tests.registry.test_releases import answer_component
 
 FIXTURES = Path(__file__).parent / "cosign"
 FIXTURE_DIGEST = "sha256:5f481572d088dc4023afb35fced9530ced3d9b03bf7299c6f492163cb9f0452e"
