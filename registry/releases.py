@@ -193,6 +193,15 @@ class Releases:
         if record.retired:
             raise ReleaseError(f"{request.name} {record.version} is retired")
         check_alias(request.alias)
+        trusted = {key.fingerprint for key in self._signatures.trusted}
+        if self._signatures.required and record.signer_key not in trusted:
+            # An alias is what workers serve: pointing one at a version recorded before the policy
+            # (or signed by a key no longer trusted) would publish unsigned code by another door.
+            signed = f"signed by {record.signer} ({record.signer_key})" if record.signer_key else "unsigned"
+            raise SignatureError(
+                f"{request.name} {record.version} is {signed}, not by a key trusted now; under [registry] "
+                "require_signatures an alias points only at versions signed by a trusted key"
+            )
         await self._store.set_alias(request.name, request.alias, record.version, at=time.time())
         await self._event("rolled_back", request.name, record.version, record.digest)
         return await self._summary(request.name, f"{request.name} {request.alias} → {record.version}")
