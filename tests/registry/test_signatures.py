@@ -317,7 +317,7 @@ async def test_a_registry_with_an_unusable_trusted_key_stops_at_start_saying_whi
 
 
 async def test_an_alias_cannot_be_pointed_at_an_unsigned_version_under_require_signatures(
-    deployment: Deployment,
+    deployment: Deployment, keys: Path
 ) -> None:
     # Versions recorded before require_signatures was turned on (or signed by a key no longer
     # trusted) stay readable, but a rollback — a raw NATS verb or the console's "make latest" —
@@ -331,6 +331,15 @@ async def test_an_alias_cannot_be_pointed_at_an_unsigned_version_under_require_s
             await deployment.release("rollback", "old", version)
         assert "require_signatures" in str(caught.value) and version in str(caught.value)
         assert await deployment.store.alias("old", "latest") is None
+    # Retiring the signed latest does not move latest onto an unsigned version: it goes away.
+    trusted = load_trusted_key(keys / "release.pub")
+    signed = PackageVersion(name="old", version="2.0.0", digest=artifact_digest(b"2"), tools=[],
+                            signer=trusted.name, signer_key=trusted.fingerprint)  # fmt: skip
+    await deployment.store.create_version(signed)
+    await deployment.release("rollback", "old", "2.0.0")
+    assert await deployment.store.alias("old", "latest") == "2.0.0"
+    await deployment.release("retire", "old", "2.0.0")
+    assert await deployment.store.alias("old", "latest") is None
     # Taking things away stays possible: deprecate and retire need no signature.
     await deployment.release("deprecate", "old", "1.0.0", reason="unsigned")
     await deployment.release("retire", "old", "1.0.0")
