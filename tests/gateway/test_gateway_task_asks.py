@@ -324,3 +324,18 @@ async def test_a_task_whose_guest_asks_too_large_a_question_is_told_the_limit(de
     said = text_of(done)
     assert "a question may hold at most" in said and str(MAX_QUESTION_BYTES) in said, said[:300]
     assert (await deployment.store.get(task_id)).attempts == 1
+
+
+async def test_a_round_state_cannot_start_a_task_for_other_arguments_or_another_tool(deployment: Deployment) -> None:
+    # MRTR then a task: the retry that becomes the task carries round 1's answers into the task's
+    # work. A state minted for one call must not seed a task for other arguments or another tool.
+    alice = deployment.client()
+    before = len(await deployment.store.records())
+    call = {"name": ASKS_FIRST, "arguments": {"message": "Your name?"}}
+    state = (await result(alice, "tools/call", call))["requestState"]
+    answers = {"elicitation": accept(response="Alice")}
+    other_args = {"name": ASKS_FIRST, "arguments": {"message": "Your PIN?"}}
+    for retry in (other_args, {"name": ASKS, "arguments": {}}):
+        refused = await request(alice, "tools/call", {**retry, "requestState": state, "inputResponses": answers})
+        assert jsonrpc_error_of(refused) == INVALID_PARAMS, refused
+    assert len(await deployment.store.records()) == before, "no task was created"
