@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx2
+import msgspec
 import pytest
 import wasmtime
 from nats.aio.client import Client as NatsClient
@@ -277,3 +278,20 @@ async def test_a_huge_form_is_refused_before_it_is_read_even_before_sign_in(cons
         assert action.status_code == 413
         # The gateway is fine, and a form of a normal size still signs in.
         assert (await http.post(base + "login", data={"key": OPERATOR_KEY})).status_code == 303
+
+
+async def test_what_guests_and_principals_write_is_escaped_in_the_tasks_part(
+    console: RunningGateway, task_system: TaskSystem
+) -> None:
+    # A task's status message is a guest's error text, its owner an OAuth subject: both reach the
+    # operator's page (and its live refresh, which sets the part's HTML).
+    xss = '<img src=x onerror=alert(1)>"><script>alert(2)</script>'
+    task = await task_system.store.submit("kit_danger_spin", {}, principal=xss)
+    await task_system.store.update(task.task_id, lambda r: msgspec.structs.replace(r, status_message=xss))
+    async with httpx2.AsyncClient(timeout=10) as http:
+        part = await http.get(
+            console.base_url + "/console/part/tasks", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}
+        )
+    await task_system.store.cancel(task.task_id)
+    assert part.status_code == 200 and task.task_id in part.text
+    assert "<img" not in part.text and "<script>" not in part.text and "&lt;img src=x" in part.text
