@@ -38,6 +38,7 @@ from nats.aio.subscription import Subscription
 from bus.call_request import CallRequest, CallRequests
 from bus.connection import on_disconnect
 from bus.errors import BusError, BusTimeout, ConnectionLost, MessageTooLarge, NoResponders, nats_boundary
+from bus.errors import PayloadTooLarge as CapExceeded
 from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
@@ -242,10 +243,15 @@ class ToolCaller:
         principal was signed over the real body, which the worker verifies once it has read it).
 
         Raises:
+            PayloadTooLarge: the body is over ``max_payload_bytes`` (a resume's answer: a call's
+                arguments over it never get here).
             BusDisconnected: the Object Store could not take the body.
         """
         try:
             body, headers = await self._payloads.offload(request.body, request.headers)
+        except CapExceeded as exc:
+            # Not a lost bus (nor, in resume, a lost worker): retrying sends the same body.
+            raise PayloadTooLarge(f"the answer for tool {tool!r} was not sent: {exc}", tool=tool) from exc
         except BusError as exc:
             raise BusDisconnected(
                 f"the arguments for tool {tool!r} ({len(request.body)} bytes) could not be stored for the "
