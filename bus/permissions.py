@@ -79,7 +79,9 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
         CoreRow(s.worker_introspect, "derive a package's tools", {"registry": "p", "worker": "s"}),
         CoreRow(s.registry_hello, "a registry starting", {"registry": "ps", "worker": "s"}),
         # The gateway's web console (gateway.console) shows live workers, registry events and the
-        # audit tail, and sends the release verbs for the operator signed in to it.
+        # audit tail, and sends the release verbs for the operator signed in to it — all but
+        # publish, which names any oci:// reference for workers to run: not for the tier facing
+        # the internet (tests/bus/test_permissions.py).
         CoreRow(s.announce, "worker announcements", {"worker": "p", "registry": "s", "operator": "s", "gateway": "s"}),
         # The registry asks itself too: compose's healthcheck is `toolbus tools` as the registry user.
         CoreRow(
@@ -87,7 +89,9 @@ def core_rows(subjects: Subjects) -> list[CoreRow]:
         ),
         *(
             CoreRow(
-                s.registry_release(verb), f"release verb {verb}", {"operator": "p", "registry": "s", "gateway": "p"}
+                s.registry_release(verb),
+                f"release verb {verb}",
+                {"operator": "p", "registry": "s", **({"gateway": "p"} if verb != "publish" else {})},
             )
             for verb in sorted(RELEASE_VERBS)
         ),

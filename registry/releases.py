@@ -193,6 +193,12 @@ class Releases:
         if record.retired:
             raise ReleaseError(f"{request.name} {record.version} is retired")
         check_alias(request.alias)
+        if not self._may_serve(record):
+            signed = f"signed by {record.signer} ({record.signer_key})" if record.signer_key else "unsigned"
+            raise SignatureError(
+                f"{request.name} {record.version} is {signed}, not by a key trusted now; under [registry] "
+                "require_signatures an alias points only at versions signed by a trusted key"
+            )
         await self._store.set_alias(request.name, request.alias, record.version, at=time.time())
         await self._event("rolled_back", request.name, record.version, record.digest)
         return await self._summary(request.name, f"{request.name} {request.alias} → {record.version}")
@@ -208,7 +214,7 @@ class Releases:
             if not record.retired:
                 await self._store.update_version(msgspec.structs.replace(record, retired=True))
         retired = {r.version for r in retiring}
-        remaining = [r for r in versions if r.version not in retired and not r.retired]
+        remaining = [r for r in versions if r.version not in retired and not r.retired and self._may_serve(r)]
         for alias, version in (await self._store.aliases(request.name)).items():
             if version not in retired:
                 continue
@@ -237,6 +243,16 @@ class Releases:
         return await self._summary(request.name)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _may_serve(self, record: PackageVersion) -> bool:
+        """Whether an alias may be pointed at ``record`` (by rollback, or by retire moving ``latest``).
+
+        Under ``require_signatures`` only a version signed by a key trusted now: an alias is what
+        workers serve, and a version recorded before the policy (or signed by a key since removed)
+        made latest again would publish unsigned code by another door (attack kept in
+        tests/registry/test_signatures.py). Versions already pointed at are left as they are.
+        """
+        return not self._signatures.required or record.signer_key in {k.fingerprint for k in self._signatures.trusted}
+
     async def _pull(self, request: PublishRequest, store: bool) -> tuple[PublishRequest, Signer | None]:
         """Pull ``request.oci`` and check its signature; store it (when ``store``) only once trusted.
 

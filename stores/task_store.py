@@ -24,7 +24,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -44,6 +44,14 @@ from stores.errors import ArgumentsTooLarge, ChangeConflict, TaskFinished, TaskN
 
 MAX_TTL_MS = 7 * 24 * 60 * 60 * 1000
 CAS_ATTEMPTS = 20
+
+
+PARKED_ARGUMENTS_BYTES: Final = 64 * 1024
+"""Arguments a parked task keeps in its record (a KV value, one message) beside the question, its
+answers and earlier rounds; larger ones are stored as an object. Arguments just under one message
+travel inline in the work, and copied into the record with a question they overflowed it: the park
+failed and the run was delivered again until ``max_deliver`` (attack kept in
+tests/gateway/test_gateway_task_asks.py)."""
 
 
 def new_task_id() -> str:
@@ -284,7 +292,17 @@ class TaskStore:
         """Park a task whose guest asked ``question`` (its run ended there): ``input_required``
         with the question pending, the answers it was replayed, and what queuing it again needs.
         A redelivered run that asks again replaces the question (and any partial answers). None
-        when the task has ended (cancelled meanwhile)."""
+        when the task has ended (cancelled meanwhile).
+
+        Arguments over ``PARKED_ARGUMENTS_BYTES`` are kept beside the result, as ``submit`` keeps
+        those too large for one message, rather than in the record.
+        """
+        if work.arguments and not work.arguments_object:
+            encoded = encode(work.arguments)
+            if len(encoded) > PARKED_ARGUMENTS_BYTES:
+                name = arguments_object(work.task_id)
+                await put_object(self.results, name, encoded)
+                work = msgspec.structs.replace(work, arguments={}, arguments_object=name)
         return await self.update(
             work.task_id,
             lambda r: msgspec.structs.replace(

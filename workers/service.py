@@ -354,7 +354,9 @@ class WorkerService:
     ) -> None:
         tool = self._subjects.tool_from_call(subject)
         try:
-            data, name = await self._payloads.claim(headers, data)
+            # Deleted as it is read, before the call runs: a replay of the claim check finds
+            # nothing even while the first call is still answering (attack kept in test_payloads).
+            data = await self._payloads.take(headers, data)
         except PayloadTooLarge as exc:
             # Like invalid arguments: a result the model can read, not a protocol error.
             body = encode(CallToolResult(content=[TextContent(f"tool {tool!r} was not called: {exc}")], is_error=True))
@@ -369,8 +371,6 @@ class WorkerService:
             return
         # The principal's signature is checked against the arguments read, as the gateway signed them.
         self._take(subject, reply, data, headers, started_ns)
-        if name is not None:
-            await self._payloads.delete(name)  # consumed: nobody else may read them
 
     def _take(self, subject: str, reply: str, data: bytes, headers: dict[str, str], started_ns: int) -> None:
         """Route, admit, check and start one call whose arguments are ``data``."""

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from nats.aio.client import Client as NatsClient
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -48,6 +49,10 @@ HERE: Final = Path(__file__).parent
 MAX_TASKS_SHOWN: Final = 100
 ACTIONS: Final = ("rollback", "deprecate", "retire")
 PARTS: Final = ("tools", "packages", "workers", "tasks", "stats")
+MAX_FORM_BYTES: Final = 64 * 1024
+"""A console form holds a key, a CSRF token and a few names, far below this. The bound is ours
+because the front door's body limit guards only the MCP path and the sign-in form is read before
+anyone is known; Starlette alone takes 1000 fields of 1 MiB (and files of any size)."""
 
 _templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), enable_async=False
@@ -118,8 +123,27 @@ class Console:
         html = _templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
+    async def _form(self, request: Request) -> FormData | Response:
+        """The request's form, or a 413 when its body is over ``MAX_FORM_BYTES`` (not read further)."""
+        announced = request.headers.get("content-length", "")
+        body = bytearray()
+        if not (announced.isdigit() and int(announced) > MAX_FORM_BYTES):
+            async for chunk in request.stream():  # a chunked body announces nothing: counted as it comes
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    break
+        if len(body) > MAX_FORM_BYTES or (announced.isdigit() and int(announced) > MAX_FORM_BYTES):
+            return self._render("refused.html", {"message": f"a console form is at most {MAX_FORM_BYTES} bytes"}, 413)
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await Request(request.scope, replay).form()
+
     async def login(self, request: Request) -> Response:
-        form = await request.form()
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
         key = form.get("key")
         if not isinstance(key, str) or not key.strip():
             return self._render("login.html", {"message": "enter an API key"}, 401)
@@ -226,7 +250,9 @@ class Console:
         if isinstance(checked, Response):
             return checked
         principal, credential = checked
-        form = await request.form()
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
         if not csrf_ok(credential, form.get(CSRF_FIELD)):
             return self._render("refused.html", {"message": "the form's CSRF token is missing or wrong"}, 403)
         return principal, {k: v.strip() for k, v in form.items() if isinstance(v, str)}

@@ -185,3 +185,12 @@ def test_docs_security_holds_the_generated_table() -> None:
     assert generated in DOCS.read_text(encoding="utf-8"), (
         "docs/security.md's role table is stale; paste the output of `toolbus nats-config --table`"
     )
+
+
+async def test_the_gateway_sends_the_consoles_release_verbs_but_cannot_publish(provisioned: SecureServer) -> None:
+    # The gateway faces the internet; its NATS user was widened for the console's rollback,
+    # deprecate, retire and versions. Publish names any oci:// reference for the registry to pull
+    # and workers to run: with it, a compromised gateway would run code of its choosing.
+    verbs = ("publish", "rollback", "deprecate", "retire", "versions")
+    refused = await refused_subjects(provisioned, "gateway", [SUBJECTS.registry_release(v) for v in verbs], [])
+    assert refused == {f"publish {SUBJECTS.registry_release('publish')}"}

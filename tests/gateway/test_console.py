@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx2
+import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 from playwright.async_api import async_playwright
@@ -234,3 +235,47 @@ async def test_an_operator_watches_a_publish_rolls_it_back_and_cancels_a_task_in
             await page.wait_for_selector(f'tr[data-task="{task.task_id}"] td.state:text("cancelled")')
         finally:
             await browser.close()
+
+
+# -- attacks kept as tests (lane F) ----------------------------------------------------------------
+
+
+async def test_a_huge_form_is_refused_before_it_is_read_even_before_sign_in(console: RunningGateway) -> None:
+    # /console/login reads its form before anyone is known, and the front door's body limit guards
+    # only the MCP path: Starlette bounds each field to 1 MiB but takes 1000 of them (and files of
+    # any size), so a form of ~1 GB used to be read into memory. Here 10 fields of 900 KiB.
+    base = console.base_url + "/console/"
+    huge = b"&".join(b"f%d=" % n + b"A" * (900 * 1024) for n in range(10)) + b"&key=x"
+
+    async def trickle() -> AsyncIterator[bytes]:  # no Content-Length: chunked, counted as it comes
+        for start in range(0, len(huge), 256 * 1024):
+            yield huge[start : start + 256 * 1024]
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        announced = await http.post(base + "login", content=huge, headers=form)
+        assert announced.status_code == 413 and "set-cookie" not in announced.headers
+        chunked = await http.post(base + "login", content=trickle(), headers=form)
+        assert chunked.status_code == 413
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}", **form}
+        action = await http.post(base + "tasks/cancel", content=huge, headers=operator)
+        assert action.status_code == 413
+        # The gateway is fine, and a form of a normal size still signs in.
+        assert (await http.post(base + "login", data={"key": OPERATOR_KEY})).status_code == 303
+
+
+async def test_what_guests_and_principals_write_is_escaped_in_the_tasks_part(
+    console: RunningGateway, task_system: TaskSystem
+) -> None:
+    # A task's status message is a guest's error text, its owner an OAuth subject: both reach the
+    # operator's page (and its live refresh, which sets the part's HTML).
+    xss = '<img src=x onerror=alert(1)>"><script>alert(2)</script>'
+    task = await task_system.store.submit("kit_danger_spin", {}, principal=xss)
+    await task_system.store.update(task.task_id, lambda r: msgspec.structs.replace(r, status_message=xss))
+    async with httpx2.AsyncClient(timeout=10) as http:
+        part = await http.get(
+            console.base_url + "/console/part/tasks", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}
+        )
+    await task_system.store.cancel(task.task_id)
+    assert part.status_code == 200 and task.task_id in part.text
+    assert "<img" not in part.text and "<script>" not in part.text and "&lt;img src=x" in part.text

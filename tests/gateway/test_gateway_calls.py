@@ -20,12 +20,13 @@ from gateway.errors import (
     DeadlineExceeded,
     NoWorker,
     Overloaded,
+    PayloadTooLarge,
     WorkerFailed,
     to_jsonrpc,
 )
 from schemas.codec import decode, encode
 from schemas.errors import ErrorCode
-from schemas.wire import CallToolResult, TextContent
+from schemas.wire import CallToolResult, GuestAnswer, TextContent
 from tests.gateway.responders import ScriptedWorker, error_reply, result_reply, silent
 
 StartWorker = Callable[..., Awaitable[ScriptedWorker]]
@@ -130,3 +131,17 @@ def test_a_missing_capability_names_what_the_client_must_declare() -> None:
     body = encode({"error": {"code": int(ErrorCode.MISSING_CAPABILITY), "message": "m", "capabilities": ["sampling"]}})
     rpc = to_jsonrpc(error_from_reply("t", str(int(ErrorCode.MISSING_CAPABILITY)), body))
     assert (rpc.code, rpc.data["requiredCapabilities"]) == (-32021, {"sampling": {}})
+
+
+async def test_an_answer_over_the_cap_is_refused_naming_it_not_as_a_lost_worker(
+    nc: NatsClient, subjects: Subjects
+) -> None:
+    # A 2026 client's inputResponses may be larger than max_payload_bytes (the body limit is the cap
+    # plus 1 MiB): the claim check refused it, which read as "could not be stored; retry later" and
+    # then as "the worker running tool 'ask' is gone; call the tool again" — neither true.
+    cap = 2 * 1024 * 1024
+    caller = ToolCaller(nc, subjects, timeout_s=5, payloads=Payloads(nc, subjects, max_bytes=cap))
+    answer = GuestAnswer("s", {"elicitation": {"action": "accept", "content": {"story": "x" * (3 * 1024 * 1024)}}})
+    with pytest.raises(PayloadTooLarge) as refused:
+        await caller.resume("ask", "w1", answer, era="2026-07-28", request_id="r1")
+    assert "max_payload_bytes" in str(refused.value) and str(cap) in str(refused.value)

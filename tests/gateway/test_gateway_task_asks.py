@@ -38,6 +38,7 @@ from tests.gateway.raw_mcp import MODERN, MODERN_META, RawMcp
 from tests.gateway.responders import RunningGateway, ready, running_gateway
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
+from workers.sandbox.replay import MAX_QUESTION_BYTES
 from workers.toolchains.componentize import build_component
 
 INVALID_PARAMS = -32602
@@ -307,3 +308,34 @@ async def test_a_run_delivered_again_asks_again_and_its_answers_complete_the_tas
     answers = {"user_name": accept(name="Grace"), "greeting": sampled, "client_roots": {"roots": []}}
     await update(alice, task_id, answers)
     assert text_of(await until(alice, task_id, "completed")) == "Name: Grace; Greeting: Yo; Roots: 0"
+
+
+# -- attacks kept as tests (lane F) ----------------------------------------------------------------
+
+
+async def test_a_task_whose_guest_asks_too_large_a_question_is_told_the_limit(deployment: Deployment) -> None:
+    # A task keeps its question in its record (one KV value): one that cannot fit used to fail the
+    # park, the run was delivered again until max_deliver, and the task failed as never finished,
+    # its guest run each time. Now the guest's ask fails naming the limit, on the first run.
+    alice = deployment.client()
+    task_id = await create(alice, "test_sampling", {"prompt": "x" * (600 * 1024)})
+    done = await until(alice, task_id, "completed", "failed", "input_required")
+    assert done["status"] == "completed", done
+    said = text_of(done)
+    assert "a question may hold at most" in said and str(MAX_QUESTION_BYTES) in said, said[:300]
+    assert (await deployment.store.get(task_id)).attempts == 1
+
+
+async def test_a_round_state_cannot_start_a_task_for_other_arguments_or_another_tool(deployment: Deployment) -> None:
+    # MRTR then a task: the retry that becomes the task carries round 1's answers into the task's
+    # work. A state minted for one call must not seed a task for other arguments or another tool.
+    alice = deployment.client()
+    before = len(await deployment.store.records())
+    call = {"name": ASKS_FIRST, "arguments": {"message": "Your name?"}}
+    state = (await result(alice, "tools/call", call))["requestState"]
+    answers = {"elicitation": accept(response="Alice")}
+    other_args = {"name": ASKS_FIRST, "arguments": {"message": "Your PIN?"}}
+    for retry in (other_args, {"name": ASKS, "arguments": {}}):
+        refused = await request(alice, "tools/call", {**retry, "requestState": state, "inputResponses": answers})
+        assert jsonrpc_error_of(refused) == INVALID_PARAMS, refused
+    assert len(await deployment.store.records()) == before, "no task was created"

@@ -275,3 +275,32 @@ async def test_a_plain_nats_object_over_the_workers_cap_is_refused_unread(
     reply = await nc.request(subjects.call("tiny_greet"), b"", headers={Header.PAYLOAD: name}, timeout=10)
     result = decode(reply.data, CallToolResult)
     assert result.is_error and "max_payload_bytes" in text_of(result) and str(6 * MIB) in text_of(result)
+
+
+# -- attacks kept as tests (lane F) ----------------------------------------------------------------
+
+
+async def test_arguments_a_worker_refuses_unread_are_not_left_in_the_bucket(
+    task_system: TaskSystem, tiny: WorkerService
+) -> None:
+    # A client repeating calls whose arguments the worker will not read (over its own cap, or the
+    # worker busy reading others) must not fill the bucket for the TTL: the gateway checked them
+    # in, and once it stops waiting for the call nobody may still need them.
+    gateway = await ready(await task_system.gateway(), "tiny_greet")
+    async with Client(gateway.url, mode="legacy") as client:
+        result = await client.call_tool("tiny_greet", {"name": "x" * (7 * MIB)})
+    assert result.is_error and str(6 * MIB) in text_of(result), text_of(result)
+    assert await live_objects(task_system.nc, task_system.subjects) == []
+
+
+async def test_a_claim_check_replayed_after_its_call_is_refused_as_gone(task_system: TaskSystem) -> None:
+    # Whoever saw a call's headers (a log, a tap on a subject) cannot run it again: the object was
+    # consumed by the first call, and the same name cannot be read twice.
+    nc, subjects = task_system.nc, task_system.subjects
+    await task_system.gateway()
+    headers = {Header.PAYLOAD: await put_object(nc, subjects, b'{"a": 20, "b": 22}')}
+    first = await nc.request(subjects.call("kit_add"), b"", headers=headers, timeout=10)
+    assert decode(first.data, CallToolResult).structured_content == 42
+    again = await nc.request(subjects.call("kit_add"), b"", headers=headers, timeout=10)
+    assert again.headers is not None and again.headers.get(Header.ERROR) == str(int(ErrorCode.BAD_REQUEST))
+    assert "does not exist" in decode(again.data, ErrorReply).error.message

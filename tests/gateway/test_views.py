@@ -227,3 +227,23 @@ def test_a_view_narrows_what_policy_grants_and_never_widens_it() -> None:
     assert listed(alice, "gone") == []  # a view deleted under a request: nothing, not everything
     assert service.entry("docs_search", "work") is None and service.entry("docs_search", None) is not None
     assert service.entry("calc_add", "gone") is None
+
+
+async def test_an_initialize_naming_a_session_of_its_own_choosing_opens_no_unbound_session(
+    start: StartGateway,
+) -> None:
+    # A session is bound to its path when the answer that opens it carries its id; a request that
+    # already names one is not watched. An initialize on a view naming a made-up session must not
+    # open a session that the binding never saw (usable on /mcp, past the view).
+    gateway = await start()
+    base = gateway.base_url + gateway.settings.gateway.path
+    body = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": "made-up-session"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        opened = await http.post(f"{base}/math", json=body, headers=headers)
+    assert opened.status_code == 404 and "mcp-session-id" not in opened.headers, opened.text

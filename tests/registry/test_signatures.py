@@ -39,7 +39,7 @@ from registry.signatures import (
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, load_settings
 from schemas.errors import ConfigError
-from schemas.wire import PublishRequest, RegistryEvent
+from schemas.wire import PackageVersion, PublishRequest, RegistryEvent
 from stores import artifact_digest
 from tests.conftest import answer_component, nats_settings, toolbus
 from tests.registry.conftest import Deployment, OciTestRegistry
@@ -313,3 +313,32 @@ async def test_a_registry_with_an_unusable_trusted_key_stops_at_start_saying_whi
     assert done.returncode == 2
     assert f"toolbus: registry: {tmp_path / 'junk.pub'}: not a PEM public key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_an_alias_cannot_be_pointed_at_an_unsigned_version_under_require_signatures(
+    deployment: Deployment, keys: Path
+) -> None:
+    # Versions recorded before require_signatures was turned on (or signed by a key no longer
+    # trusted) stay readable, but a rollback — a raw NATS verb or the console's "make latest" —
+    # must not make one what workers serve: that would publish unsigned code by another door.
+    for version, signer_key in (("1.0.0", ""), ("1.1.0", "sha256:0123456789abcdef")):
+        record = PackageVersion(name="old", version=version, digest=artifact_digest(version.encode()), tools=[],
+                                signer="retired-key" if signer_key else "", signer_key=signer_key)  # fmt: skip
+        await deployment.store.create_version(record)
+    for version in ("1.0.0", "1.1.0"):
+        with pytest.raises(RegistryError) as caught:
+            await deployment.release("rollback", "old", version)
+        assert "require_signatures" in str(caught.value) and version in str(caught.value)
+        assert await deployment.store.alias("old", "latest") is None
+    # Retiring the signed latest does not move latest onto an unsigned version: it goes away.
+    trusted = load_trusted_key(keys / "release.pub")
+    signed = PackageVersion(name="old", version="2.0.0", digest=artifact_digest(b"2"), tools=[],
+                            signer=trusted.name, signer_key=trusted.fingerprint)  # fmt: skip
+    await deployment.store.create_version(signed)
+    await deployment.release("rollback", "old", "2.0.0")
+    assert await deployment.store.alias("old", "latest") == "2.0.0"
+    await deployment.release("retire", "old", "2.0.0")
+    assert await deployment.store.alias("old", "latest") is None
+    # Taking things away stays possible: deprecate and retire need no signature.
+    await deployment.release("deprecate", "old", "1.0.0", reason="unsigned")
+    await deployment.release("retire", "old", "1.0.0")

@@ -7,6 +7,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from bus.subjects import Subjects
+from schemas.wire import TaskWork
 from stores import StoreError, TaskFinished, TaskNotFound, TaskStore, UnknownCursor
 
 
@@ -34,3 +35,23 @@ async def test_an_ended_task_cannot_be_cancelled_and_says_how_it_ended(nc: NatsC
     with pytest.raises(TaskFinished, match="has already ended: completed") as caught:
         await store.cancel(record.task_id, principal="alice")
     assert caught.value.record.status == "completed"
+
+
+async def test_a_task_parked_with_arguments_near_one_message_keeps_them_beside_its_record(
+    nc: NatsClient, subjects: Subjects
+) -> None:
+    # Arguments under one message travel inline in the work; parking used to copy them into the
+    # record beside the question, past one KV value: MessageTooLarge, the run delivered again.
+    store = await TaskStore.open(nc, subjects)
+    arguments: dict[str, object] = {"text": "x" * (900 * 1024)}
+    record = await store.submit("kit_greet", arguments, principal="alice")
+    work = TaskWork(task_id=record.task_id, tool="kit_greet", arguments=arguments)
+    question = {"q": {"method": "elicitation/create", "params": {"message": "y" * (200 * 1024)}}}
+    parked = await store.wait_for_input(work, question, [])
+    assert parked is not None and parked.status == "input_required" and parked.arguments_object
+    requeued = TaskWork(
+        task_id=record.task_id, tool="kit_greet", arguments={}, arguments_object=parked.arguments_object
+    )
+    assert await store.arguments(requeued) == arguments
+    answered = await store.answer(record.task_id, {"q": {"action": "decline"}}, principal="alice")
+    assert answered.status == "working"

@@ -19,11 +19,17 @@ is done again on every run (guests that ask should ask first).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+from schemas.codec import encode
 from schemas.wire import MAX_ASK_ROUNDS
 from workers.sandbox.call_context import AskFailed
 from workers.sandbox.client_host import capability_needed
+
+MAX_QUESTION_BYTES: Final = 256 * 1024
+"""The largest question (its JSON) a re-run guest may ask. A task keeps it in its record, one KV
+value (one NATS message) beside its answers and earlier rounds; a larger one could not be parked
+and its run was delivered again until ``max_deliver``. A guest asking more is told so (its ask fails)."""
 
 
 class Unanswered(Exception):
@@ -48,6 +54,9 @@ class Replay:
             AskFailed: the client cannot answer (a capability it did not declare; too many rounds).
             Unanswered: no round answers it: the run ends ``input_required``.
         """
+        size = len(encode(requests))
+        if size > MAX_QUESTION_BYTES:
+            raise AskFailed("failed", f"a question may hold at most {MAX_QUESTION_BYTES} bytes here ({size} asked)")
         for request in requests.values():
             capability = capability_needed(request)
             if capability not in self.capabilities:
