@@ -17,7 +17,7 @@ import httpx2
 import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
-from playwright.async_api import async_playwright
+from playwright.async_api import Dialog, async_playwright
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
@@ -211,6 +211,18 @@ async def test_an_operator_watches_a_publish_rolls_it_back_and_cancels_a_task_in
             await page.wait_for_selector('tr[data-tool="answer_fresh"]', state="detached")
             rollback_event = await page.wait_for_selector('#audit-tail li[data-subject="audit.console.rollback"]')
             assert "key:ops" in (await rollback_event.text_content() or "")
+
+            # Retire asks first (data-confirm, never inline script); dismissed, nothing is retired.
+            asked: list[str] = []
+
+            async def dismiss(dialog: Dialog) -> None:
+                asked.append(dialog.message)
+                await dialog.dismiss()
+
+            page.once("dialog", dismiss)
+            await page.click('tr[data-package="answer"][data-version="2.0.0"] button.retire')
+            assert asked == ["Retire answer 2.0.0?"]
+            assert await page.query_selector('tr[data-package="answer"][data-version="2.0.0"] button.retire')
             versions = await request_release(
                 nc, subjects.registry_release("versions"), encode(ReleaseRequest(name="answer"))
             )

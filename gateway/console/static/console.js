@@ -9,6 +9,13 @@
   const pending = new Set();
   let timer = null;
 
+  // A form that asks first says so in data-confirm: text in an attribute, escaped as HTML, never
+  // spliced into inline script (where HTML escaping is the wrong context).
+  document.addEventListener("submit", function (event) {
+    const question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
   function refresh(part) {
     pending.add(part);
     if (timer) return;
