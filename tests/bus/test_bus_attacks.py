@@ -96,7 +96,9 @@ def sniffing(role: str) -> list[str]:
     others = [f"_INBOX_{other}.>" for other in ROLES if other != role]
     wide = [">", "$SYS.>", "$JS.>", "$JS.ACK.>", "$JS.EVENT.>", "$KV.>", "$O.>", f"{SUBJECTS.prefix}.>"]
     stores = [f"$KV.{SUBJECTS.tools_bucket}.>", f"$KV.{SUBJECTS.tasks_bucket}.>", f"$O.{SUBJECTS.artifacts_store}.>"]
-    audit = [SUBJECTS.audit_any]
+    # The gateway hears audit events as they are published, for the console's live tail
+    # (docs/console.md); reading the stream's history stays the operator's.
+    audit = [] if role == "gateway" else [SUBJECTS.audit_any]
     return [*others, *wide, *stores, *audit] + ([] if role == "operator" else ["_INBOX.>"])
 
 
