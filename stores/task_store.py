@@ -32,7 +32,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConf
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from bus.errors import InvalidKey, KeyDeleted, KeyNotFound, NotFound, RequestRejected, nats_boundary
+from bus.errors import BusError, InvalidKey, KeyDeleted, KeyNotFound, NotFound, RequestRejected, nats_boundary
 from bus.kv import snapshot
 from bus.payloads import HEADROOM_BYTES, put_object, read_object, too_large_message
 from bus.provisioning import ensure_bucket, ensure_object_store, ensure_stream
@@ -152,12 +152,36 @@ class TaskStore:
             work = msgspec.structs.replace(work, arguments={}, arguments_object=name)
         with nats_boundary:
             await self.kv.create(record.task_id, encode(record))
-            # The message id makes a retried publish of the same task a no-op (stream de-duplication).
-            await self._nc.jetstream().publish(
-                self._subjects.task_work(tool), encode(work), headers={"Nats-Msg-Id": record.task_id}
-            )
+        # The message id makes a retried publish of the same task a no-op (stream de-duplication).
+        await self._queue(work, message_id=record.task_id)
         await self._announce(record)
         return record
+
+    async def _queue(self, work: TaskWork, *, message_id: str) -> None:
+        """Publish ``work`` to its tool's work queue; if that fails, fail the task saying why.
+
+        The record is written first (a worker may look it up at once), so a publish that fails
+        would leave it ``working`` with nothing queued, for ever: no worker would take it and no
+        sweep ends a working task. Failing it is best effort (the bus may be down for that too).
+
+        Raises:
+            BusError: the publish failed (the task is failed, where the bus allowed it).
+        """
+        try:
+            with nats_boundary:
+                await self._nc.jetstream().publish(
+                    self._subjects.task_work(work.tool), encode(work), headers={"Nats-Msg-Id": message_id}
+                )
+        except BusError as exc:
+            message = f"failed: its work could not be queued: {exc}"
+            try:
+                await self.update(
+                    work.task_id,
+                    lambda r: msgspec.structs.replace(r, status="failed", status_message=message, running=False),
+                )
+            except BusError:
+                pass  # the record says `working` until its TTL; the caller hears the error either way
+            raise
 
     # -- reading --------------------------------------------------------------------------------
     async def get(self, task_id: str, *, principal: str | None = None) -> TaskRecord:
@@ -368,13 +392,8 @@ class TaskStore:
                 rounds=changed.rounds,
                 capabilities=parked.capabilities,
             )
-            with nats_boundary:
-                # One message id per round: a retried publish of the same round is a no-op.
-                await self._nc.jetstream().publish(
-                    self._subjects.task_work(changed.tool),
-                    encode(work),
-                    headers={"Nats-Msg-Id": f"{task_id}.{len(changed.rounds)}"},
-                )
+            # One message id per round: a retried publish of the same round is a no-op.
+            await self._queue(work, message_id=f"{task_id}.{len(changed.rounds)}")
         return changed
 
     async def forget(self, task_id: str) -> None:

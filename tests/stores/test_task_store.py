@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from bus.errors import BusError
 from bus.subjects import Subjects
 from schemas.wire import TaskWork
 from stores import StoreError, TaskFinished, TaskNotFound, TaskStore, UnknownCursor
@@ -55,3 +56,12 @@ async def test_a_task_parked_with_arguments_near_one_message_keeps_them_beside_i
     assert await store.arguments(requeued) == arguments
     answered = await store.answer(record.task_id, {"q": {"action": "decline"}}, principal="alice")
     assert answered.status == "working"
+
+
+async def test_a_task_whose_work_cannot_be_queued_is_failed(nc: NatsClient, subjects: Subjects) -> None:
+    store = await TaskStore.open(nc, subjects)
+    await nc.jetstream().delete_stream(subjects.tasks_stream)  # its work queue is gone: the publish fails
+    with pytest.raises(BusError):
+        await store.submit("kit_add", {}, principal="alice")
+    [record] = await store.records()
+    assert record.status == "failed" and "could not be queued" in record.status_message, record
