@@ -329,7 +329,10 @@ class HotPath:
             era = inbound.protocol_version or ""
 
         async def respond(status: int, body: bytes) -> None:
-            extra = [] if transport is None else [(b"mcp-session-id", transport.mcp_session_id.encode())]  # type: ignore[union-attr]
+            # With its length given, uvicorn writes the body as is; without, it frames it chunked.
+            extra = [(b"content-length", str(len(body)).encode())]
+            if transport is not None:
+                extra.append((b"mcp-session-id", transport.mcp_session_id.encode()))  # type: ignore[union-attr]
             await send({"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, *extra]})
             await send({"type": "http.response.body", "body": body})
 
