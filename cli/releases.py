@@ -24,23 +24,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bus.connection import connected, send_request
-from bus.errors import BusTimeout, NoResponders
-from bus.subjects import Header, Subjects
+from bus import registry_requests
+from bus.connection import connected
+from bus.registry_requests import RegistryRefused
+from bus.subjects import Subjects
 from cli.options import add_common_options, add_json_option, run_verb, wants_json
 from cli.projects import build_project, read_project
 from registry.errors import RegistryError
 from registry.oci import OCI_SCHEME, OciReference, parse_reference, pull_component
 from registry.signatures import load_private_key, push_signature
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ConfigError
-from schemas.wire import ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
+from schemas.wire import PublishRequest, ReleaseReply, ReleaseRequest
 from stores import LATEST, PackageStore
 from workers.errors import WorkersError
 
-RELEASE_TIMEOUT_S = 180.0
-"""Publishing waits for a worker to compile the component (~6 s for componentize-py output)."""
 TOOL_CONFIG_EXCLUDED = frozenset({"name", "path", "source", "world"})
 """Fields of a component entry that make no sense for a published artifact."""
 
@@ -108,7 +107,8 @@ def _run(args: argparse.Namespace, release: Release) -> int:
     async def verb(settings: Settings, args: argparse.Namespace) -> int:
         try:
             reply = await release(settings, args)
-        except (RegistryError, ConfigError, WorkersError) as exc:  # WorkersError: a project did not build
+        # WorkersError: a project did not build.
+        except (RegistryRefused, RegistryError, ConfigError, WorkersError) as exc:
             print(f"toolbus: {exc}", file=sys.stderr)
             return 1
         if wants_json(args):
@@ -203,7 +203,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply
             aliases=aliases,
         )
         async with connected(settings.nats, name="toolbus-publish") as nc:
-            return await request_release(nc, subjects.registry_release("publish"), encode(request))
+            return await registry_requests.release(nc, subjects.registry_release("publish"), encode(request))
     if args.sign:
         raise ConfigError("--sign: signs an oci:// artifact (cosign's format); push the component to a registry first")
     data, source, config = await asyncio.to_thread(_artifact_to_publish, settings, args)
@@ -213,7 +213,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply
         request = PublishRequest(
             name=args.name, version=args.version, digest=digest, settings=config, source=source, aliases=aliases
         )
-        return await request_release(nc, subjects.registry_release("publish"), encode(request))
+        return await registry_requests.release(nc, subjects.registry_release("publish"), encode(request))
 
 
 def _signed(reference: str, key_path: Path) -> str:
@@ -243,24 +243,9 @@ def _release(verb: str) -> Release:
             reason=getattr(args, "reason", "") or "",
         )
         async with connected(settings.nats, name=f"toolbus-{verb}") as nc:
-            return await request_release(nc, subjects.registry_release(verb), encode(request))
+            return await registry_requests.release(nc, subjects.registry_release(verb), encode(request))
 
     return act
-
-
-async def request_release(nc: Any, subject: str, body: bytes) -> ReleaseReply:
-    """Send one release request and decode its reply.
-
-    Raises:
-        RegistryError: no registry answered, or it refused (its message says why).
-    """
-    try:
-        reply = await send_request(nc, subject, body, timeout_s=RELEASE_TIMEOUT_S)
-    except (NoResponders, BusTimeout):
-        raise RegistryError(f"no registry is answering on {subject}") from None
-    if reply.headers and Header.ERROR in reply.headers:
-        raise RegistryError(decode(reply.data, ErrorReply).error.message)
-    return decode(reply.data, ReleaseReply)
 
 
 def print_versions(reply: ReleaseReply) -> None:

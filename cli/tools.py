@@ -11,11 +11,12 @@ from bus.call_request import CallRequests
 from bus.connection import connected, send_request
 from bus.errors import BusTimeout, NoResponders, PayloadTooLarge
 from bus.payloads import Payloads
+from bus.registry_requests import RegistryRefused, tool_pages
 from bus.subjects import Header, Subjects, is_valid_tool_name
 from cli.options import add_common_options, add_json_option, json_arguments, run_verb, wants_json
 from schemas.codec import decode, encode
 from schemas.config import DEFAULT_CALL_TIMEOUT_S, Settings
-from schemas.wire import CallToolResult, ErrorReply, ToolList, ToolListRequest
+from schemas.wire import CallToolResult, ErrorReply
 
 REQUEST_TIMEOUT_S = 5.0
 """Registry requests are in-memory lookups; seconds means the registry is not running."""
@@ -45,21 +46,14 @@ async def list_tools(settings: Settings, args: argparse.Namespace) -> int:
     """Print name, version, digest, live workers and description of every tool in the catalogue."""
     subjects = Subjects(settings.nats.prefix)
     async with connected(settings.nats, name="toolbus-cli") as nc:
-        tools, live, cursor = [], {}, None
-        while True:
-            try:
-                reply = await send_request(
-                    nc, subjects.registry_list, encode(ToolListRequest(cursor=cursor)), timeout_s=REQUEST_TIMEOUT_S
-                )
-            except (NoResponders, BusTimeout):
-                print("toolbus: no registry is answering on", subjects.registry_list, file=sys.stderr)
-                return 1
-            page = decode(reply.data, ToolList)
-            tools.extend(page.tools)
-            live.update(page.live_workers)
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+        tools, live = [], {}
+        try:
+            async for page in tool_pages(nc, subjects, timeout_s=REQUEST_TIMEOUT_S):
+                tools.extend(page.tools)
+                live.update(page.live_workers)
+        except RegistryRefused as exc:
+            print(f"toolbus: {exc}", file=sys.stderr)
+            return 1
     if wants_json(args):
         listing = [{**msgspec.to_builtins(tool), "liveWorkers": live.get(tool.name, 0)} for tool in tools]
         print(encode(listing).decode())

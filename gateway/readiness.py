@@ -23,11 +23,9 @@ from typing import Final, Literal
 import structlog
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import send_request
 from bus.errors import BusError
+from bus.registry_requests import RegistryRefused, tool_pages
 from bus.subjects import Subjects
-from schemas.codec import DecodeError, decode, encode
-from schemas.wire import ToolList, ToolListRequest
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +63,7 @@ class ConfiguredComponents:
         async with self._asking:
             try:
                 served = await self._served_now(nc)
-            except (BusError, DecodeError) as exc:
+            except (BusError, RegistryRefused) as exc:
                 log.info("registry did not say which components are served", error=str(exc))
                 return
             for name in self._served:
@@ -78,16 +76,9 @@ class ConfiguredComponents:
     async def _served_now(self, nc: NatsClient) -> set[str]:
         """Names of the components that have a tool some live worker serves, page by page."""
         served: set[str] = set()
-        cursor: str | None = None
-        while True:
-            reply = await send_request(
-                nc, self._subjects.registry_list, encode(ToolListRequest(cursor=cursor)), timeout_s=REGISTRY_TIMEOUT_S
-            )
-            page = decode(reply.data, ToolList)
+        async for page in tool_pages(nc, self._subjects, timeout_s=REGISTRY_TIMEOUT_S):
             # A configured component's tools carry no version (a published package's always do).
             served |= {
                 tool.component for tool in page.tools if not tool.version and page.live_workers.get(tool.name, 0) > 0
             }
-            if page.next_cursor is None:
-                return served
-            cursor = page.next_cursor
+        return served

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bus.errors import BusError
+from bus.registry_requests import RegistryRefused
 from bus.subjects import Subjects
 from gateway.audit_trail import AuditTrail
 from gateway.auth import Authenticator
@@ -38,7 +39,7 @@ from gateway.console.access import (
     operator_of,
 )
 from gateway.console.live import LiveFeed
-from gateway.console.registry_client import RegistryRefused, live_workers, release
+from gateway.console.registry_client import live_workers, release
 from gateway.console.stats import CallRates
 from gateway.principals import Principal
 from schemas.wire import ConsoleActionEvent, ReleaseReply, ReleaseRequest

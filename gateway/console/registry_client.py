@@ -3,7 +3,7 @@
 The release verbs are the registry's (``registry.releases``), the very requests ``toolbus
 rollback|deprecate|retire|versions`` send (``cli.releases``): the same ``ReleaseRequest`` on the
 same subject, answered by the same handler, so the console has no release logic of its own —
-only this client, since the gateway may not import the CLI or the registry (tests/test_layering.py).
+only this client of ``bus.registry_requests``, which the CLI sends through too.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Final
 
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import send_request
-from bus.errors import BusError, BusTimeout, NoResponders
-from bus.subjects import RELEASE_VERBS, Header, Subjects
-from schemas.codec import DecodeError, decode, encode
-from schemas.wire import ErrorReply, ReleaseReply, ReleaseRequest, ToolList, ToolListRequest
+from bus import registry_requests
+from bus.errors import BusError
+from bus.registry_requests import RegistryRefused
+from bus.subjects import RELEASE_VERBS, Subjects
+from schemas.codec import encode
+from schemas.wire import ReleaseReply, ReleaseRequest
 
 RELEASE_TIMEOUT_S: Final = 30.0
 """A rollback, deprecate or retire is a few KV writes; no Wasm is compiled (unlike publish)."""
@@ -25,30 +26,19 @@ CONSOLE_VERBS: Final = frozenset({"rollback", "deprecate", "retire", "versions"}
 """The release verbs the console sends (publishing needs the artifact: the CLI's job)."""
 
 
-class RegistryRefused(Exception):
-    """Raised when the registry refused a request or did not answer; the message says which and why."""
-
-
 async def release(nc: NatsClient, subjects: Subjects, verb: str, request: ReleaseRequest) -> ReleaseReply:
     """Send release verb ``verb`` and return the package's versions after it.
 
     Raises:
-        RegistryRefused: the registry refused (its message), or none answered.
+        RegistryRefused: the registry refused (its message), none answered, or the bus failed.
     """
     assert verb in CONSOLE_VERBS and verb in RELEASE_VERBS
-    subject = subjects.registry_release(verb)
     try:
-        reply = await send_request(nc, subject, encode(request), timeout_s=RELEASE_TIMEOUT_S)
-    except (NoResponders, BusTimeout):
-        raise RegistryRefused(f"no registry is answering on {subject}") from None
+        return await registry_requests.release(
+            nc, subjects.registry_release(verb), encode(request), timeout_s=RELEASE_TIMEOUT_S
+        )
     except BusError as exc:
         raise RegistryRefused(f"{verb}: the bus refused the request ({exc})") from None
-    try:
-        if reply.headers and Header.ERROR in reply.headers:
-            raise RegistryRefused(decode(reply.data, ErrorReply).error.message)
-        return decode(reply.data, ReleaseReply)
-    except DecodeError as exc:
-        raise RegistryRefused(f"{verb}: the registry's reply is not readable ({exc})") from None
 
 
 async def live_workers(nc: NatsClient, subjects: Subjects) -> dict[str, int]:
@@ -57,15 +47,9 @@ async def live_workers(nc: NatsClient, subjects: Subjects) -> dict[str, int]:
     {} when no registry answers: the page shows "?" for each tool.
     """
     live: dict[str, int] = {}
-    cursor: str | None = None
     try:
-        while True:
-            body = encode(ToolListRequest(cursor=cursor))
-            reply = await send_request(nc, subjects.registry_list, body, timeout_s=LIST_TIMEOUT_S)
-            page = decode(reply.data, ToolList)
+        async for page in registry_requests.tool_pages(nc, subjects, timeout_s=LIST_TIMEOUT_S):
             live.update(page.live_workers)
-            cursor = page.next_cursor
-            if not cursor:
-                return live
-    except (BusError, DecodeError):
-        return live  # the page shows what it has; the registry's absence is visible on the workers page
+    except (RegistryRefused, BusError):
+        pass  # the page shows what it has; the registry's absence is visible on the workers page
+    return live

@@ -21,8 +21,8 @@ from playwright.async_api import Dialog, async_playwright
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
+from bus.registry_requests import release as request_release
 from bus.subjects import Subjects
-from cli.releases import request_release
 from gateway.console.access import CSRF_FIELD, OPERATOR_SCOPE, csrf_token
 from harness.apt import ensure_binary
 from schemas.codec import encode

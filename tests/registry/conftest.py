@@ -18,8 +18,8 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer, free_port
+from bus.registry_requests import release as request_release
 from bus.subjects import Header, Subjects
-from cli.releases import request_release
 from harness.apt import ensure_binary
 from harness.errors import AptError
 from registry.oci import WASM_CONFIG, WASM_LAYER, compute_digest

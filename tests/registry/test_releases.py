@@ -14,9 +14,9 @@ from nats.aio.client import Client as NatsClient
 
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
+from bus.registry_requests import RegistryRefused
+from bus.registry_requests import release as request_release
 from bus.subjects import Subjects
-from cli.releases import request_release
-from registry.errors import RegistryError
 from registry.service import RegistryService
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, WorkerSettings
@@ -60,7 +60,7 @@ async def test_versions_are_immutable_and_republishing_the_same_bytes_is_harmles
     await deployment.publish("pkg", "1.0.0", V1)
     again = await deployment.publish("pkg", "1.0.0", V1)
     assert again.message == "pkg 1.0.0 was already published"
-    with pytest.raises(RegistryError, match=r"pkg 1\.0\.0 is already published with sha256:.*versions are immutable"):
+    with pytest.raises(RegistryRefused, match=r"pkg 1\.0\.0 is already published with sha256:.*versions are immutable"):
         await deployment.publish("pkg", "1.0.0", V2)
 
 
@@ -74,25 +74,25 @@ async def test_versions_are_immutable_and_republishing_the_same_bytes_is_harmles
 async def test_bad_names_and_versions_are_refused(
     deployment: Deployment, name: str, version: str, message: str
 ) -> None:
-    with pytest.raises(RegistryError, match=message):
+    with pytest.raises(RegistryRefused, match=message):
         await deployment.publish(name, version, V1)
 
 
 async def test_a_publish_naming_no_artifact_is_refused(deployment: Deployment) -> None:
     request = PublishRequest(name="pkg", version="1.0.0")  # neither a digest nor an oci reference
-    with pytest.raises(RegistryError, match="name the artifact: a digest in the artifact store, or an oci://"):
+    with pytest.raises(RegistryRefused, match="name the artifact: a digest in the artifact store, or an oci://"):
         await request_release(deployment.nc, deployment.subjects.registry_release("publish"), encode(request))
 
 
 async def test_publishing_needs_a_worker_to_check_the_component(deployment: Deployment) -> None:
-    with pytest.raises(RegistryError, match="no worker is running to load and check the component"):
+    with pytest.raises(RegistryRefused, match="no worker is running to load and check the component"):
         await deployment.publish("pkg", "1.0.0", V1)
 
 
 async def test_a_component_that_cannot_load_is_refused_and_nothing_is_recorded(deployment: Deployment) -> None:
     await deployment.start_worker()
     broken = bytes(wasmtime.wat2wasm('(component (import "foo:bar/baz" (instance)))'))
-    with pytest.raises(RegistryError, match=r"publish: component 'pkg' exports no function usable as a tool"):
+    with pytest.raises(RegistryRefused, match=r"publish: component 'pkg' exports no function usable as a tool"):
         await deployment.publish("pkg", "1.0.0", broken)
     assert (await deployment.release("versions", "pkg")).versions == []
 
@@ -166,7 +166,7 @@ async def test_rollback_deprecate_and_retire(deployment: Deployment) -> None:
     await eventually(
         lambda: deployment.offered() == {"pkg_answer": "2.0.0", "pkg_fresh": "2.0.0"}, timeout_s=SETTLE_TIMEOUT_S
     )
-    with pytest.raises(RegistryError, match=r"pkg 1\.0\.0 is retired"):
+    with pytest.raises(RegistryRefused, match=r"pkg 1\.0\.0 is retired"):
         await deployment.release("rollback", "pkg", "1.0.0")
 
     await deployment.release("retire", "pkg")

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.client import Client as NatsClient
 
 from bus.embedded import EmbeddedNatsServer
+from bus.registry_requests import RegistryRefused
+from bus.registry_requests import release as request_release
 from bus.subjects import Subjects
-from cli.releases import request_release
-from registry.errors import RegistryError, SignatureError
+from registry.errors import SignatureError
 from registry.oci import OCI_MANIFEST, compute_digest
 from registry.signatures import (
     SIGNATURE_ANNOTATION,
@@ -140,7 +141,7 @@ def registry_settings(keys: Path) -> RegistrySettings:
 async def refused(deployment: Deployment, oci: str, name: str) -> str:
     """Publish ``oci`` over raw NATS (no CLI in the way); return the refusal, checking nothing was kept."""
     request = PublishRequest(name=name, version="1.0.0", oci=oci)
-    with pytest.raises(RegistryError) as caught:
+    with pytest.raises(RegistryRefused) as caught:
         await request_release(deployment.nc, deployment.subjects.registry_release("publish"), encode(request))
     assert await deployment.store.version(name, "1.0.0") is None
     return str(caught.value)
@@ -326,7 +327,7 @@ async def test_an_alias_cannot_be_pointed_at_an_unsigned_version_under_require_s
                                 signer="retired-key" if signer_key else "", signer_key=signer_key)  # fmt: skip
         await deployment.store.create_version(record)
     for version in ("1.0.0", "1.1.0"):
-        with pytest.raises(RegistryError) as caught:
+        with pytest.raises(RegistryRefused) as caught:
             await deployment.release("rollback", "old", version)
         assert "require_signatures" in str(caught.value) and version in str(caught.value)
         assert await deployment.store.alias("old", "latest") is None
