@@ -30,16 +30,20 @@ from schemas.wire import CallToolResult, TextContent
 from stores import ViewStore
 from tests.conftest import eventually, nats_settings, toolbus
 from tests.gateway.listeners import SETTLE_S, listening, tool
+from tests.gateway.odd_json import ODD_BODIES
 from tests.gateway.raw_mcp import ERAS, LEGACY, MODERN, RawMcp, jsonrpc_error, open_session
 from tests.gateway.responders import (
     ADD,
     STATS,
     RunningGateway,
     ScriptedWorker,
+    TaskSystem,
     message_of,
     put_tools,
+    ready,
     result_reply,
     running_gateway,
+    spying,
 )
 from tests.gateway.test_pipeline import REGION
 
@@ -247,3 +251,29 @@ async def test_an_initialize_naming_a_session_of_its_own_choosing_opens_no_unbou
     async with httpx2.AsyncClient(timeout=10) as http:
         opened = await http.post(f"{base}/math", json=body, headers=headers)
     assert opened.status_code == 404 and "mcp-session-id" not in opened.headers, opened.text
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("hot_path_on", [True, False])
+async def test_no_odd_body_on_a_view_reaches_a_tool_outside_it(
+    task_system: TaskSystem, era: str, hot_path_on: bool
+) -> None:
+    """The odd-JSON corpus (non-finite and huge numbers, duplicate names and methods, escapes,
+    deep nesting, batches) sent on a view that holds kit_greet only, through whichever layer
+    serves it: the workers hear no call of kit_add or kit_divide, and the gateway serves on."""
+    settings = load_settings(
+        None,
+        nats={"url": task_system.nats_url, "prefix": task_system.subjects.prefix},
+        gateway={"hot_path": hot_path_on},
+        views={"greet": {"tools": ["kit_greet"]}},
+    )
+    async with running_gateway(settings) as gateway:
+        await ready(gateway, "kit_greet")
+        raw = RawMcp(f"{gateway.url}/greet", era)
+        async with spying(task_system, "kit_add") as added, spying(task_system, "kit_divide") as divided:
+            for case, body in ODD_BODIES.items():
+                response = await raw.post(body, tool="kit_add")
+                assert response.status_code != 500 and "Traceback" not in response.text, (case, response.text)
+            greeted = await raw.call("kit_greet", {"name": "x"})  # the view's own tool still answers
+            assert greeted.status_code == 200 and jsonrpc_error(greeted) is None, greeted.text
+        assert added == [] and divided == [], [m.subject for m in added + divided]

@@ -146,6 +146,10 @@ async def test_with_a_principal_key_only_signed_requests_act_for_a_principal(
         forged = await nc.request(subjects.task_request("submit"), body, timeout=10)
         error = decode(forged.data, ErrorReply).error
         assert error.code == ErrorCode.FORBIDDEN and "principal 'alice'" in error.message
+        # Two principal keys in one body: read once, the last one is the claim, and it is refused too.
+        twice = b'{"tool":"kit_add","arguments":{"a":1,"b":2},"principal":"","principal":"alice"}'
+        doubled = await nc.request(subjects.task_request("submit"), twice, timeout=10)
+        assert decode(doubled.data, ErrorReply).error.code == ErrorCode.FORBIDDEN
         # Signed for another request id, the same principal is still refused (no replaying).
         submit = subjects.task_request("submit")
         replayed = {Header.REQUEST_ID: "r1"}
@@ -358,3 +362,29 @@ async def test_the_cli_submits_lists_and_reads_tasks(
     assert decode(result.stdout.encode(), CallToolResult).structured_content == 42
     refused = await asyncio.to_thread(toolbus, "tasks", *common, "cancel", task_id)
     assert refused.returncode == 1 and "already ended: completed" in refused.stderr
+
+
+ODD_SUBMITS: dict[str, bytes] = {
+    "overflowing float": b'{"tool":"kit_add","arguments":{"a":1e400,"b":1}}',
+    "NaN": b'{"tool":"kit_add","arguments":{"a":NaN,"b":1}}',
+    "Infinity": b'{"tool":"kit_add","arguments":{"a":Infinity,"b":1}}',
+    "deep nesting": b'{"tool":"kit_add","arguments":{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    "not an object": b'["kit_add"]',
+    "tool not a string": b'{"tool":7,"arguments":{}}',
+    "arguments not an object": b'{"tool":"kit_add","arguments":[1,2]}',
+    "truncated": b'{"tool":"kit_add","argu',
+}
+"""(A claimed principal is refused unsigned by a registry with the principal key: the test above.)"""
+
+
+async def test_odd_task_requests_over_raw_nats_are_refused_and_record_nothing(tasks: Tasks) -> None:
+    """Every body a plain NATS client could send to the task desk instead of a TaskSubmit (or a
+    query): an error reply each, no task recorded, and the desk serves a good request after."""
+    await tasks.start_worker()
+    for verb in ("submit", "get", "result", "cancel"):
+        for case, body in ODD_SUBMITS.items():
+            reply = await tasks.nc.request(tasks.subjects.task_request(verb), body, timeout=10)
+            assert reply.headers and Header.ERROR in reply.headers, (verb, case, reply.data[:200])
+    assert not (await tasks.store.list(principal=None))[0], "an odd request recorded a task"
+    record = await tasks.submit("kit_add", {"a": 2, "b": 3})
+    assert (await task_reaches(tasks.store, record.task_id, "completed")).result_stored
