@@ -15,6 +15,7 @@ from cli.logs import configure_logging
 from schemas.codec import DecodeError, decode_json
 from schemas.config import Settings, load_settings
 from schemas.errors import ConfigError
+from stores import StoreError
 
 SERVER_ROLES: Final = ("gateway", "worker", "registry")
 """Verbs that run a role of their own name; every other verb is the ``operator``."""
@@ -112,6 +113,6 @@ def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) 
     except BusUnavailable as exc:
         print(f"toolbus: {exc}\n{UNREACHABLE_HINT}", file=sys.stderr)
         return 1
-    except CredentialsError as exc:
+    except (CredentialsError, StoreError) as exc:  # StoreError: a stored record refused (a bad name, ...)
         print(f"toolbus: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@
 A view set here goes into the views bucket (``stores.view_store``); every gateway serves it on
 ``/mcp/<name>`` within moments and tells that view's clients ``tools/list`` changed. ``list``
 shows the bucket's views and, with ``--config``, the ``[views.*]`` of that file.
+
+A store that refuses (a bad name, a missing bucket) is one line and exit 1 (``cli.options.run_verb``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from bus.subjects import Subjects
 from cli.options import add_common_options, add_json_option, run_verb, wants_json
 from schemas.codec import encode
 from schemas.config import Settings
-from stores import InvalidName, StoreError, ViewStore
+from stores import ViewStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,24 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def _set(settings: Settings, args: argparse.Namespace) -> int:
     async with connected(settings.nats, name="toolbus-views") as nc:
-        try:
-            store = await ViewStore.open(nc, Subjects(settings.nats.prefix))
-            await store.set(args.name, list(args.tools))
-        except (InvalidName, StoreError) as exc:
-            print(f"toolbus: {exc}", file=sys.stderr)
-            return 1
+        await (await ViewStore.open(nc, Subjects(settings.nats.prefix))).set(args.name, list(args.tools))
     print(f"view {args.name}: {' '.join(args.tools)}")
     return 0
 
 
 async def _delete(settings: Settings, args: argparse.Namespace) -> int:
     async with connected(settings.nats, name="toolbus-views") as nc:
-        try:
-            store = await ViewStore.open(nc, Subjects(settings.nats.prefix))
-            deleted = await store.delete(args.name)
-        except (InvalidName, StoreError) as exc:
-            print(f"toolbus: {exc}", file=sys.stderr)
-            return 1
+        deleted = await (await ViewStore.open(nc, Subjects(settings.nats.prefix))).delete(args.name)
     if not deleted:
         print(f"toolbus: no view {args.name!r} was set at run time", file=sys.stderr)
         return 1
@@ -66,11 +58,7 @@ async def _delete(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
     async with connected(settings.nats, name="toolbus-views") as nc:
-        try:
-            stored = await (await ViewStore.open(nc, Subjects(settings.nats.prefix))).all()
-        except StoreError as exc:
-            print(f"toolbus: {exc}", file=sys.stderr)
-            return 1
+        stored = await (await ViewStore.open(nc, Subjects(settings.nats.prefix))).all()
     rows = {name: ("config", view.tools) for name, view in settings.views.items()}
     rows.update({name: ("run time", spec.tools) for name, spec in stored.items()})  # run-time views win
     if wants_json(args):
