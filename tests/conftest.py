@@ -23,9 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Header, Subjects
-from schemas.config import ComponentSettings, TasksSettings, WorkerSettings
+from schemas.config import ComponentSettings, Settings, TasksSettings, WorkerSettings
 from schemas.wire import CallToolResult, TaskRecord, TextContent
-from stores import TaskStore
+from stores import PackageStore, TaskStore
+from workers.package_follower import PackageFollower
 from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -254,3 +255,19 @@ def answer_component(answer: int, *, extra_export: str | None = None) -> bytes:
               {extra})"""
         )
     )
+
+
+async def start_package_worker(
+    nats_url: str, subjects: Subjects, engine_host: EngineHost, settings: Settings
+) -> tuple[WorkerService, PackageFollower, NatsClient]:
+    """A worker serving the published packages (it also loads them for the registry at publish
+    time), caught up with the package store; its owner stops the three."""
+    worker_nc = await connect(nats_url, name="package-worker")
+    service = WorkerService(worker_nc, subjects, settings.worker, [])
+    await service.start()
+    follower = PackageFollower(
+        worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
+    )
+    await follower.start()
+    await asyncio.wait_for(follower.caught_up.wait(), 30)
+    return service, follower, worker_nc

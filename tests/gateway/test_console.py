@@ -19,7 +19,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from playwright.async_api import Dialog, async_playwright
 
-from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.registry_requests import release as request_release
 from bus.subjects import Subjects
@@ -29,12 +28,10 @@ from schemas.codec import encode
 from schemas.config import Settings, WorkerSettings
 from schemas.wire import PublishRequest, ReleaseReply, ReleaseRequest
 from stores import PackageStore
-from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, answer_component, task_reaches
+from tests.conftest import TEST_ANNOUNCE_INTERVAL_S, answer_component, start_package_worker, task_reaches
 from tests.gateway.auth_kit import API_KEY, Issuer, client
 from tests.gateway.responders import RunningGateway, TaskSystem
-from workers.package_follower import PackageFollower
 from workers.sandbox.engine import EngineHost
-from workers.service import WorkerService
 
 OPERATOR_KEY = "tbk_op_9d8c7b6a5f4e3d2c1b0a99887766554433"
 KEYS = {
@@ -72,17 +69,10 @@ async def package_worker(
     nats_server: EmbeddedNatsServer, subjects: Subjects, engine_host: EngineHost, cache_dir: Path
 ) -> AsyncIterator[None]:
     """A worker that serves published packages (and loads them for the registry at publish time)."""
-    worker_nc = await connect(nats_server.url, name="package-worker")
     settings = Settings(
         cache_dir=cache_dir, worker=WorkerSettings(concurrency=2, announce_interval_s=TEST_ANNOUNCE_INTERVAL_S)
     )
-    service = WorkerService(worker_nc, subjects, settings.worker, [])
-    await service.start()
-    follower = PackageFollower(
-        worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
-    )
-    await follower.start()
-    await asyncio.wait_for(follower.caught_up.wait(), 30)
+    service, follower, worker_nc = await start_package_worker(nats_server.url, subjects, engine_host, settings)
     yield
     await follower.stop()
     await service.stop(grace_s=0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -16,7 +15,6 @@ import oras.client
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer, free_port
 from bus.registry_requests import release as request_release
 from bus.subjects import Header, Subjects
@@ -28,6 +26,7 @@ from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, Settings, WorkerSettings
 from schemas.wire import CallToolResult, ErrorReply, PublishRequest, ReleaseReply, ReleaseRequest
 from stores import PackageStore
+from tests.conftest import start_package_worker
 from workers.package_follower import PackageFollower
 from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
@@ -208,16 +207,8 @@ async def deployment(
     )
 
     async def start_worker() -> tuple[WorkerService, PackageFollower, NatsClient]:
-        worker_nc = await connect(nats_server.url, name="test-worker")
-        service = WorkerService(worker_nc, subjects, settings.worker, [])
-        await service.start()
-        follower = PackageFollower(
-            worker_nc, subjects, await PackageStore.open(worker_nc, subjects), service, engine_host, settings
-        )
-        await follower.start()
-        await asyncio.wait_for(follower.caught_up.wait(), 30)
-        started.append((service, follower, worker_nc))
-        return service, follower, worker_nc
+        started.append(await start_package_worker(nats_server.url, subjects, engine_host, settings))
+        return started[-1]
 
     yield Deployment(nc, subjects, store, registry, start_worker)
     for service, follower, worker_nc in started:
