@@ -29,7 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ObjectInfo, ObjectMeta, Objec
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_DIGEST_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from bus.errors import BusError, NotFound, PayloadGone, PayloadRefused, PayloadTooLarge, nats_boundary
-from bus.provisioning import ensure_object_store
+from bus.provisioning import ensure_object_store, patiently
 from bus.subjects import Header, Subjects
 from schemas.config import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -45,6 +45,9 @@ acknowledgements per put (each chunk is one publish awaiting its ack). Must stay
 FETCH_CHUNKS: Final = 16
 """Chunks asked for at once when reading (8 MiB): a client subscription holds at most 64 MiB
 pending before nats-py drops messages as a slow consumer, so never the whole of a large object."""
+UNAVAILABLE_PATIENCE_S: Final = 10.0
+"""How long a put or a read is tried again while JetStream answers 503 (a replicated bucket
+electing its leader, seconds after a cluster starts: seen on a fresh R3 cluster's first claim check)."""
 TRANSFER_TIMEOUT_S: Final = 60.0
 """Longest a put or a get may take (64 MiB moves in well under a second on one host)."""
 _NAME: Final = re.compile(r"[A-Za-z0-9_-]{22,128}")
@@ -123,8 +126,7 @@ class Payloads:
             )
         store = await self.bucket()
         try:
-            with nats_boundary:
-                info = await store.get_info(name)
+            info = await patiently("a claim check", lambda: store.get_info(name), timeout_s=UNAVAILABLE_PATIENCE_S)
         except NotFound:
             raise PayloadGone(
                 f"object {name!r} of {self._subjects.payloads_store} does not exist (expired, already "
@@ -203,8 +205,8 @@ async def read_object(nc: NatsClient, bucket: str, info: ObjectInfo) -> bytes:
     if not info.size:
         return b""
     try:
-        with nats_boundary:
-            body = await asyncio.wait_for(_read_chunks(nc, bucket, info), TRANSFER_TIMEOUT_S)
+        read = patiently("a claim check", lambda: _read_chunks(nc, bucket, info), timeout_s=UNAVAILABLE_PATIENCE_S)
+        body = await asyncio.wait_for(read, TRANSFER_TIMEOUT_S)
     except TimeoutError as exc:
         raise BusError(f"reading object {info.name!r} took longer than {TRANSFER_TIMEOUT_S:g} s") from exc
     if len(body) != info.size or _digest(body) != info.digest:
@@ -238,8 +240,8 @@ async def put_object(store: ObjectStore, name: str, body: bytes) -> str:
     """
     meta = ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
     try:
-        with nats_boundary:
-            info = await asyncio.wait_for(store.put(name, body, meta=meta), TRANSFER_TIMEOUT_S)
+        put = patiently("a claim check", lambda: store.put(name, body, meta=meta), timeout_s=UNAVAILABLE_PATIENCE_S)
+        info = await asyncio.wait_for(put, TRANSFER_TIMEOUT_S)
     except TimeoutError as exc:
         raise BusError(f"storing {len(body)} bytes took longer than {TRANSFER_TIMEOUT_S:g} s") from exc
     return info.digest or ""

@@ -35,14 +35,15 @@ role waits this long, looks again, and finds the stream once the registry has ma
 T = TypeVar("T")
 
 
-async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
-    """``step()``, tried again while JetStream times out or is unavailable, up to the timeout.
+async def patiently(what: str, step: Callable[[], Awaitable[T]], *, timeout_s: float = PROVISION_TIMEOUT_S) -> T:
+    """``step()``, tried again while JetStream times out or is unavailable, for up to ``timeout_s``
+    (a replicated stream answers 503 until it has elected its leader: seconds after its creation).
 
     Raises:
         BusTimeout, JetStreamUnavailable: still so when the timeout passed.
         BusError: any other failure of the step, at once.
     """
-    give_up_at = time.monotonic() + PROVISION_TIMEOUT_S
+    give_up_at = time.monotonic() + timeout_s
     attempts = 0
     while True:
         try:
@@ -56,7 +57,7 @@ async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
                     "JetStream is not answering (or only the registry may create this); trying again",
                     what=what,
                     error=type(exc).__name__,
-                    for_s=PROVISION_TIMEOUT_S,
+                    for_s=timeout_s,
                 )
             attempts += 1
             await asyncio.sleep(RETRY_PAUSE_S)
@@ -64,7 +65,7 @@ async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
 
 async def wait_for_jetstream(nc: NatsClient) -> None:
     """Return once JetStream answers: a fresh cluster first elects its meta leader (seconds)."""
-    await _patiently("JetStream", nc.jetstream().account_info)
+    await patiently("JetStream", nc.jetstream().account_info)
 
 
 async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s: float | None = None) -> KeyValue:
@@ -83,7 +84,7 @@ async def ensure_bucket(nc: NatsClient, bucket: str, *, replicas: int = 1, ttl_s
             config = KeyValueConfig(bucket=bucket, history=KV_HISTORY, replicas=replicas, ttl=ttl_s)
             return await nc.jetstream(timeout=CREATE_TIMEOUT_S).create_key_value(config)
 
-    return await _patiently(f"KV bucket {bucket}", step)
+    return await patiently(f"KV bucket {bucket}", step)
 
 
 async def ensure_object_store(
@@ -104,7 +105,7 @@ async def ensure_object_store(
                 bucket, ObjectStoreConfig(replicas=replicas, ttl=ttl_s)
             )
 
-    return await _patiently(f"object store {bucket}", step)
+    return await patiently(f"object store {bucket}", step)
 
 
 async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
@@ -124,4 +125,4 @@ async def ensure_stream(nc: NatsClient, config: StreamConfig) -> None:
             except RequestRejected:
                 pass  # created by another process meanwhile
 
-    await _patiently(f"stream {name}", step)
+    await patiently(f"stream {name}", step)
