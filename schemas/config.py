@@ -38,6 +38,8 @@ from schemas.wire import ClientCapability, TaskSupport
 
 DEFAULT_MCP_PORT = 3001
 DEFAULT_TOOL_TIMEOUT_S = 30.0
+INLINE_MAX_TIMEOUT_S = 1.0
+"""The longest ``timeout_s`` of a tool whose calls run inline: the worker does nothing else meanwhile."""
 """A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
 DEFAULT_CALL_TIMEOUT_S = DEFAULT_TOOL_TIMEOUT_S + 5.0
 """How long the gateway (and ``toolbus call``) waits for a tool call: a tool's default limit plus
@@ -228,6 +230,21 @@ class LimitsSettings(SettingsModel):
     max_concurrency: Annotated[int, Field(ge=1)] | None = None
     """Calls of one tool a worker holds at once (running or queued); more get OVERLOADED.
     Unset: only the worker's own capacity bounds it."""
+    inline: bool = False
+    """Declares the tool's calls short (well under a millisecond, like a small pure function): they
+    run on the worker's event loop, with no hand-off to a guest thread and none of the GIL
+    contention it brings (docs/performance-analysis.md). While such a guest runs the worker does
+    nothing else, so ``timeout_s`` must be at most 1 s; a call whose caller relays questions from
+    the guest (``Toolbus-Can-Ask``) still runs in a thread, since the guest may wait for an answer."""
+
+    @model_validator(mode="after")
+    def _inline_calls_are_short(self) -> Self:
+        if self.inline and self.timeout_s > INLINE_MAX_TIMEOUT_S:
+            raise ValueError(
+                f"inline: calls run on the worker's event loop, so timeout_s must be at most "
+                f"{INLINE_MAX_TIMEOUT_S:g} s (it is {self.timeout_s:g} s)"
+            )
+        return self
 
     def merged(self, override: LimitsSettings | None) -> LimitsSettings:
         """These limits with the fields that ``override`` was given explicitly replaced."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.config import LimitsSettings
+from schemas.config import INLINE_MAX_TIMEOUT_S, LimitsSettings
 from schemas.validation import ArgumentValidator, compile_validator
 from schemas.wire import CallToolResult, ToolDescriptor
 from workers.discovery import ToolStats
@@ -43,6 +43,8 @@ class Route:
     stats: ToolStats
     max_concurrency: int | None
     """Calls of this tool a worker holds at once (running or waiting for a thread)."""
+    inline: bool = False
+    """The tool declares its calls short: they run on the event loop (``LimitsSettings.inline``)."""
 
 
 class Routes:
@@ -75,9 +77,12 @@ class Routes:
         for tool in tools:
             if tool.name in self.by_tool:
                 raise ValueError(f"tool {tool.name!r} is exported by two components")
+        limits = component.limits
+        # Checked again here: limits merged from the worker's and a component's skip the model's check.
+        inline = limits.inline and limits.timeout_s <= INLINE_MAX_TIMEOUT_S
         for tool in tools:
             self.by_tool[tool.name] = Route(
-                component, compile_validator(tool.input_schema), ToolStats(), component.limits.max_concurrency
+                component, compile_validator(tool.input_schema), ToolStats(), limits.max_concurrency, inline
             )
             self._tools[tool.name] = tool
         self._sources[source] = [tool.name for tool in tools]

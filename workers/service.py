@@ -399,8 +399,26 @@ class WorkerService:
         if isinstance(outcome, tuple):
             self._answer(reply, stats, started_ns, outcome, tool, headers, principal)
             return
+        if route.inline and outcome.context.asker is declares_nothing:
+            self._run_inline(reply, outcome)
+            return
         future = self._submit(outcome)
         future.add_done_callback(partial(self._guest_done, reply, outcome))
+
+    def _run_inline(self, reply_to: str, job: Job) -> None:
+        """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
+
+        Handing a call to a guest thread and back costs more than a small guest's whole run: the
+        loop and the guest thread take the GIL from each other at every ctypes call (measured:
+        ~78 futex calls per call). Its epoch deadline still stops the guest (the ticker is a thread
+        of its own); a cancel message is read after it returns, as its guest could not ask.
+        """
+        self._admission.admit(job)
+        try:
+            outcome: tuple[bytes, CallToolResult] | BaseException = job.run()
+        except Exception as exc:  # as a guest thread's failure: an internal error, the loop goes on
+            outcome = exc
+        self._finish(reply_to, job, outcome)
 
     def _prepare(
         self,
@@ -546,23 +564,25 @@ class WorkerService:
 
     def _guest_done(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
         # Runs in the guest's thread: hand the outcome to the event loop.
-        self._loop.call_soon_threadsafe(self._finish, reply_to, job, future)
+        if future.cancelled():  # the pool shut down after the grace period: the worker is exiting
+            self._loop.call_soon_threadsafe(self._admission.release, job)
+            return
+        error = future.exception()
+        self._loop.call_soon_threadsafe(self._finish, reply_to, job, future.result() if error is None else error)
 
-    def _finish(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
+    def _finish(self, reply_to: str, job: Job, outcome: tuple[bytes, CallToolResult] | BaseException) -> None:
+        """Answer a call whose guest ran: ``outcome`` is what ``Job.run`` returned or raised."""
         self._admission.release(job)
         reply_to = job.context.reply_to or reply_to  # a resumed call answers its last resume
         stats = job.route.stats
-        if future.cancelled():
-            return  # the pool shut down after the grace period: the worker is exiting
         missing = list(job.context.missing_capabilities)
         if missing:  # the guest required client capabilities its caller did not declare
             message = f"tool {job.tool!r} requires client capabilities the client did not declare: {', '.join(missing)}"
             answer = error_answer(ErrorCode.MISSING_CAPABILITY, message, missing)
             self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.principal)
             return
-        error = future.exception()
-        if error is None:
-            body, result = future.result()
+        if not isinstance(outcome, BaseException):
+            body, result = outcome
             if result.is_error and job.context.cancelled.is_set():
                 # The caller is most likely gone; anyone still listening learns why it ended.
                 cancelled = error_answer(ErrorCode.CANCELLED, "cancelled by the caller")
@@ -573,7 +593,7 @@ class WorkerService:
             instantiate_s = job.context.instantiate_s
             self._answer(reply_to, stats, job.started_ns, answer, job.tool, job.headers, job.principal, instantiate_s)
             return
-        log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=error)
+        log.error("call failed inside the worker", tool=job.tool, worker_id=self.worker_id, exc_info=outcome)
         internal = error_answer(ErrorCode.INTERNAL, "internal error in worker; see worker logs")
         self._answer(reply_to, stats, job.started_ns, internal, job.tool, job.headers, job.principal)
 
