@@ -10,6 +10,7 @@ on before it says the system is up.
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import structlog
 
@@ -107,4 +108,9 @@ async def _serve_as_loaded(service: WorkerService, settings: Settings, engine: E
     """Serve each configured component as soon as it is loaded; log when all are."""
     async for component in loaded_as_ready(settings, engine):
         await service.set_source(component.name, component, component.tools)
+    # Everything the worker keeps for its life is made by now (modules, settings, compiled
+    # components, routes). Freezing it takes it out of every later full collection, which
+    # otherwise walks it all and stalls the event loop, and every call on it, for tens of ms
+    # (measured 33-265 ms on a busy 2-core machine, every few seconds under load): a p99 tail.
+    gc.freeze()
     log.info("every configured component is served", components=len(settings.components))
