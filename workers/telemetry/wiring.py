@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bus.telemetry import Tracing, start_tracing
 from schemas.config import Settings
 from workers.service import WorkerService
-from workers.telemetry.call_log import call_logger
+from workers.telemetry.call_log import CallLog, call_logger
 from workers.telemetry.metrics import MetricsServer, WorkerMetrics, serve_metrics
 from workers.telemetry.tracing import span_recorder
 
@@ -25,9 +25,13 @@ class WorkerTelemetry:
     metrics: WorkerMetrics | None = None
     server: MetricsServer | None = None
     tracing: Tracing | None = None
+    call_log: CallLog | None = None
 
     def stop(self) -> None:
-        """Free the metrics port and export the last spans (after the service has drained)."""
+        """Write the last call lines, free the metrics port and export the last spans (after the
+        service has drained)."""
+        if self.call_log is not None:
+            self.call_log.flush()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -45,7 +49,8 @@ def watch_calls(service: WorkerService, settings: Settings) -> WorkerTelemetry:
         service.observers.append(telemetry.metrics.observe)
         telemetry.server = serve_metrics(telemetry.metrics, worker.metrics_host, worker.metrics_port)
     if settings.telemetry.call_logs:
-        service.observers.append(call_logger(service.worker_id))
+        telemetry.call_log = call_logger(service.worker_id)
+        service.observers.append(telemetry.call_log)
     telemetry.tracing = start_tracing(settings.telemetry, "worker")
     if telemetry.tracing is not None:
         service.observers.append(span_recorder(telemetry.tracing, service.worker_id))
