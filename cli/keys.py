@@ -11,8 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from registry.signatures import fingerprint, generate_key_pair, load_trusted_key
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys generate``."""
@@ -25,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _generate(args: argparse.Namespace) -> int:
+    # Here, not at the top: cryptography is not worth loading for every other verb.
+    from registry.signatures import fingerprint, generate_key_pair, load_trusted_key
+
     private_path, public_path = args.dir / f"{args.name}.key", args.dir / f"{args.name}.pub"
     for path in (private_path, public_path):
         if path.exists():

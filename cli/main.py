@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 from cli import (
     audit,
@@ -39,7 +39,7 @@ nothing heavy; a verb loads its role's machinery (the mcp SDK, wasmtime) only wh
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every verb (used by ``main`` and by tests)."""
     parser = argparse.ArgumentParser(prog="toolbus", description="Run WebAssembly components as MCP tools on NATS.")
-    parser.add_argument("--version", action="version", version=f"toolbus {_installed_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the installed version and exit")
     add_common_options(parser)  # and on every verb: `toolbus --nats URL tools` = `toolbus tools --nats URL`
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in VERB_MODULES:
@@ -68,7 +68,18 @@ EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a program the closed pipe stopped."""
 
 
+class _Version(argparse.Action):
+    """``--version``: reads the installed version only when asked (``importlib.metadata`` costs every
+    other command its import, and every process ``toolbus up`` starts builds this parser)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> NoReturn:
+        print(f"toolbus {_installed_version()}")  # to stdout, as argparse's own version action
+        parser.exit()
+
+
 def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("toolbus")
     except PackageNotFoundError:  # a source tree that was not installed

@@ -12,8 +12,6 @@ from bus.principal import PrincipalSigner
 from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from cli.options import add_common_options, run_verb
-from registry.errors import SignatureError
-from registry.service import RegistryService
 from schemas.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def serve(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the registry until SIGTERM/SIGINT."""
+    # The registry's machinery loads only when it runs (every verb builds the whole parser).
+    from registry.errors import SignatureError
+    from registry.service import RegistryService
+
     async with connected(settings.nats, name="toolbus-registry") as nc:
         service = RegistryService(
             nc,

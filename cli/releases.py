@@ -31,8 +31,6 @@ from bus.subjects import Subjects
 from cli.options import add_common_options, add_json_option, run_verb, wants_json
 from cli.projects import build_project, read_project
 from registry.errors import RegistryError
-from registry.oci import OCI_SCHEME, OciReference, parse_reference, pull_component
-from registry.signatures import load_private_key, push_signature
 from schemas.codec import encode
 from schemas.config import ComponentSettings, Settings, describe_validation_error
 from schemas.errors import ConfigError
@@ -189,6 +187,8 @@ def read_artifact(reference: str) -> tuple[bytes, str]:
 async def _publish(settings: Settings, args: argparse.Namespace) -> ReleaseReply:
     subjects = Subjects(settings.nats.prefix)
     aliases = ([] if args.no_latest else [LATEST]) + list(args.alias)
+    from registry.oci import OCI_SCHEME  # with the OCI client: only a publish needs it (every verb builds the parser)
+
     if args.artifact.startswith(OCI_SCHEME):
         # The registry pulls it and checks its signature itself (docs/signatures.md): one judge.
         if not args.name:
@@ -223,6 +223,9 @@ def _signed(reference: str, key_path: Path) -> str:
     Raises:
         OciError, SignatureError: the pull, the key or the push failed.
     """
+    from registry.oci import OciReference, parse_reference, pull_component
+    from registry.signatures import load_private_key, push_signature
+
     key = load_private_key(key_path)
     ref = parse_reference(reference)
     pulled = pull_component(ref)

@@ -154,3 +154,16 @@ def test_building_the_parser_loads_no_role_machinery() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
+    # What a worker process imports before it serves (cli.main, then workers.runner): a restart
+    # pays for each module. The registry's machinery, the OCI client and its cryptography are
+    # other verbs'; metrics and the OpenTelemetry SDK load only when configured.
+    unused = ("registry.service", "registry.oci", "cryptography", "prometheus_client", "opentelemetry.sdk")
+    probe = (
+        "import sys; from cli.main import build_parser; build_parser(); import workers.runner; "
+        f"print(sorted(m for m in {unused!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -9,13 +9,15 @@ With none of them configured, a call pays for nothing but the ``if`` that finds 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bus.telemetry import Tracing, start_tracing
 from schemas.config import Settings
 from workers.service import WorkerService
 from workers.telemetry.call_log import CallLog, call_logger
-from workers.telemetry.metrics import MetricsServer, WorkerMetrics, serve_metrics
-from workers.telemetry.tracing import span_recorder
+
+if TYPE_CHECKING:  # loaded when configured: prometheus-client and OpenTelemetry cost every start ~20-30 ms each
+    from workers.telemetry.metrics import MetricsServer, WorkerMetrics
 
 
 @dataclass
@@ -45,6 +47,8 @@ def watch_calls(service: WorkerService, settings: Settings) -> WorkerTelemetry:
     telemetry = WorkerTelemetry()
     worker = settings.worker
     if worker.metrics_port is not None:
+        from workers.telemetry.metrics import WorkerMetrics, serve_metrics
+
         telemetry.metrics = WorkerMetrics(service, worker.concurrency, worker.queue_depth)
         service.observers.append(telemetry.metrics.observe)
         telemetry.server = serve_metrics(telemetry.metrics, worker.metrics_host, worker.metrics_port)
@@ -53,5 +57,7 @@ def watch_calls(service: WorkerService, settings: Settings) -> WorkerTelemetry:
         service.observers.append(telemetry.call_log)
     telemetry.tracing = start_tracing(settings.telemetry, "worker")
     if telemetry.tracing is not None:
+        from workers.telemetry.tracing import span_recorder
+
         service.observers.append(span_recorder(telemetry.tracing, service.worker_id))
     return telemetry
