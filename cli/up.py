@@ -84,7 +84,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``up`` verb."""
     parser = subparsers.add_parser("up", help="run everything on this machine (embedded NATS unless --nats)")
     add_common_options(parser)
-    parser.add_argument("--workers", type=int, help="worker processes (default 1; 3 with --cluster)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default from config [worker] processes: one per core but one; 3 with --cluster)",
+    )
     parser.add_argument(
         "--cluster",
         type=int,
@@ -411,11 +415,16 @@ def run(args: argparse.Namespace) -> int:
             print("toolbus: --nats-port is the embedded nats-server's: drop --nats and --cluster", file=sys.stderr)
             return 2
         args.nats = f"nats://127.0.0.1:{args.nats_port}"  # the embedded server's address, as [nats] url would say
+    if args.workers is not None and args.workers < 1:
+        print("toolbus: --workers: at least 1 (a system without workers serves no tool)", file=sys.stderr)
+        return 2
     gateway = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
-    workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else 1)
+    workers = args.workers if args.workers is not None else (CLUSTER_WORKERS if args.cluster else None)
     return run_verb(
         args,
-        lambda settings, _: up(settings, config, workers, nats_given=nats_given, cluster=args.cluster),
+        lambda settings, _: up(
+            settings, config, workers or settings.worker.processes, nats_given=nats_given, cluster=args.cluster
+        ),
         gateway=gateway,
     )
 

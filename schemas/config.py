@@ -68,6 +68,15 @@ def default_concurrency() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def default_worker_processes() -> int:
+    """One worker process per core but one, which the gateway and NATS need (at least one)."""
+    # A worker's Python share of a call (decoding, routing, marshalling, replying) holds its
+    # process's GIL, so only processes put more cores to work on small guests. One core is left
+    # for the gateway and nats-server, whose CPU per call is of the same order as a worker's
+    # (docs/performance-analysis.md); on two cores that is a single worker, as before.
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 class NatsSettings(SettingsModel):
     url: str = Field(default_factory=nats_url_from_env)
     """NATS server URL(s), comma-separated; default ``$TOOLBUS_NATS_URL``, else ``nats://127.0.0.1:4222``."""
@@ -256,6 +265,10 @@ class LimitsSettings(SettingsModel):
 class WorkerSettings(SettingsModel):
     concurrency: Annotated[int, Field(ge=1)] = Field(default_factory=default_concurrency)
     """Guests running at once (threads)."""
+    processes: Annotated[int, Field(ge=1)] = Field(default_factory=default_worker_processes)
+    """Worker processes ``toolbus up`` runs (``--workers N`` overrides; ``--cluster`` runs 3).
+    Default: one per core but one. Each holds its own instances (~3 MiB each for a
+    componentize-py component) and shares the compile cache."""
     queue_depth: Annotated[int, Field(ge=0)] = 256
     """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
     calls_per_principal: Annotated[int, Field(ge=1)] | None = None

@@ -11,6 +11,7 @@ import pytest
 
 from bus.embedded import free_port
 from cli.main import build_parser
+from schemas.config import WorkerSettings
 
 VERBS = ["up", "gateway", "worker", "registry", "tools", "call"]
 
@@ -167,3 +168,18 @@ def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("cores", "processes"), [(None, 1), (1, 1), (2, 1), (8, 7), (32, 31)])
+def test_up_runs_a_worker_process_per_core_but_one_by_default(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, processes: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert WorkerSettings().processes == processes
+    assert WorkerSettings(processes=3).processes == 3  # pinned in config ([worker] processes)
+
+
+def test_up_refuses_fewer_than_one_worker() -> None:
+    result = toolbus("up", "--workers", "0", "--nats", f"nats://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert "--workers: at least 1" in result.stderr
