@@ -8,12 +8,19 @@ subject. One unmeasured start first makes sure both caches (build and compile) a
 
 The worker's own log says how long each component took to load; the rest of the time is the
 interpreter, imports, the NATS connection and subscribing. ``toolbus worker --help`` is timed
-too: the start-up cost of the CLI alone.
+too: the start-up cost of the CLI alone. The worker's CPU time up to ready is recorded beside the
+wall time: on a shared machine it moves far less.
+
+Our packages are byte-compiled first (``compileall``), as ``pip install .`` leaves them: a
+checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as this machine's shell sets it) otherwise
+compiles ~100 modules from source at every start (worker CPU to ready 580 -> 490 ms with the
+bytecode, machine shared), which no installed worker pays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import compileall
 import json
 import statistics
 import subprocess
@@ -26,6 +33,7 @@ from typing import Any, Final
 import nats
 from nats.aio.msg import Msg
 
+from bench.cpu import cpu_seconds
 from bench.plan import Plan
 from bench.system import CONFIG_DIR, render_config, toolbus_command
 from bus.subjects import Subjects
@@ -36,6 +44,9 @@ from schemas.wire import WorkerAnnouncement
 READY_TIMEOUT_S: Final = 120.0
 KIT: Final = '[[components]]\nname = "kit"\npath = "$repo/examples/wat/testkit.wat"\n'
 CALC: Final = '[[components]]\nname = "calc"\nsource = "$repo/examples/calc"\nworld = "calc"\n'
+
+PACKAGES: Final = ("bus", "cli", "registry", "schemas", "stores", "workers")
+"""What a worker process imports of ours (byte-compiled before timing)."""
 
 Progress = Callable[[str], None]
 
@@ -109,10 +120,12 @@ async def _time_starts(
                     f"worker {setup.key} not ready in {READY_TIMEOUT_S:g} s:\n{child.log_tail()}"
                 ) from None
             elapsed_ms = (ready_at - started) * 1000
+            cpu_s = cpu_seconds(child.pid)  # a few ms after ready: the worker is idle by then
             await asyncio.to_thread(children.stop, child)
             if attempt > 0:
                 loads = _component_load_ms(child.log_text())
-                samples.append({"ready_ms": elapsed_ms, "component_load_ms": loads})
+                cpu_ms = None if cpu_s is None else cpu_s * 1000
+                samples.append({"ready_ms": elapsed_ms, "cpu_ms": cpu_ms, "component_load_ms": loads})
     finally:
         await nc.close()
     return samples
@@ -131,10 +144,13 @@ def _cli_start_ms() -> float:
 
 def measure(nats_url: str, scratch: Path, children: Children, plan: Plan, progress: Progress) -> dict[str, Any]:
     """Time ``plan.restarts`` starts of each worker setup; return samples and medians."""
+    for package in PACKAGES:
+        compileall.compile_dir(REPO / package, quiet=1)
     rows = []
     for index, setup in enumerate(SETUPS):
         samples = asyncio.run(_time_starts(setup, index, nats_url, scratch, children, plan.restarts))
         ready_ms = statistics.median(s["ready_ms"] for s in samples)
+        cpus = [s["cpu_ms"] for s in samples if s["cpu_ms"] is not None]
         loads = [sum(s["component_load_ms"].values()) for s in samples]
         count = len(setup.components)
         row = {
@@ -142,12 +158,13 @@ def measure(nats_url: str, scratch: Path, children: Children, plan: Plan, progre
             "components": count,
             "ready_ms": ready_ms,
             "ready_ms_per_component": ready_ms / count,
+            "cpu_ms": statistics.median(cpus) if cpus else None,
             "component_load_ms": statistics.median(loads),
             "samples": samples,
         }
         rows.append(row)
         progress(
-            f"worker restart {setup.key:<24} ready in {ready_ms:6.0f} ms "
+            f"worker restart {setup.key:<24} ready in {ready_ms:6.0f} ms, {row['cpu_ms'] or 0:4.0f} ms CPU "
             f"({ready_ms / count:.0f} ms per component; loading them took {row['component_load_ms']:.0f} ms)"
         )
     cli_ms = _cli_start_ms()
