@@ -5,6 +5,11 @@ system is ``toolbus up --workers N`` with ``concurrency = 1`` per worker (bench/
 so N is the number of guests running at once; the load generator keeps enough calls in flight
 that no worker waits for work. The machine has two cores, which the load generator, nats-server
 and the registry share with the workers, so twice the throughput is out of reach by construction.
+
+A second series, ``small_calls``, loads ``kit_add`` (a guest of a few µs: the worker's Python share
+is the whole cost) with ``SMALL_IN_FLIGHT`` in flight on the same systems, and records the CPU
+per call of every process. Those figures are what a model of more cores starts from: a worker's
+Python share holds its process's GIL, so small calls use more cores only through more processes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from bench.system import CONFIG_DIR, ToolbusSystem
 from harness.processes import Children
 
 TOOL: Final = "kit_burn"
+SMALL_TOOL: Final = "kit_add"
+SMALL_IN_FLIGHT: Final = 64
 WORKER_COUNTS: Final = (1, 2)
 
 Progress = Callable[[str], None]
@@ -39,9 +46,31 @@ def _run(system: ToolbusSystem, in_flight: int, duration_s: float, warmup_s: flo
     return result
 
 
+def _small_calls(system: ToolbusSystem, workers: int, plan: Plan) -> dict[str, Any]:
+    """``kit_add`` at ``SMALL_IN_FLIGHT`` in flight: calls/s, latency, and CPU µs per call by process."""
+    load = busload.BusLoad(
+        system.nats_url,
+        system.subjects.call(SMALL_TOOL),
+        '{"a":2,"b":3}',
+        '"text":"5"',
+        SMALL_IN_FLIGHT,
+        plan.scaling_duration_s,
+        plan.scaling_warmup_s,
+    )
+    meter = CpuMeter(system.processes())
+    meter.start()
+    result = busload.run(load)
+    cores = meter.stop(plan.scaling_warmup_s + plan.scaling_duration_s)
+    rps = result["rps"] or 1.0
+    # Cores busy over warm-up plus run, against the measured rate: the warm-up runs at that rate too.
+    cpu_us = {role: round(busy / rps * 1e6, 1) for role, busy in cores.items()}
+    return {"workers": workers, "in_flight": SMALL_IN_FLIGHT, **result, "cpu_cores": cores, "cpu_us_per_call": cpu_us}
+
+
 def measure(scratch: Path, children: Children, plan: Plan, progress: Progress) -> dict[str, Any]:
     """Runs with each worker count; returns runs, medians and the 2-vs-1 ratio."""
     runs: list[dict[str, Any]] = []
+    small: list[dict[str, Any]] = []
     sequential: dict[str, Any] = {}
     for workers in WORKER_COUNTS:
         system = ToolbusSystem(f"scaling-{workers}", CONFIG_DIR / "scaling.toml", scratch, workers=workers)
@@ -56,6 +85,12 @@ def measure(scratch: Path, children: Children, plan: Plan, progress: Progress) -
                 runs.append({"workers": workers, "run": repetition, "in_flight": plan.scaling_in_flight, **result})
                 errors = f", {result['errors']} errors" if result["errors"] else ""
                 progress(f"{TOOL} with {workers} worker(s), run {repetition}: {result['rps']:7.0f} calls/s{errors}")
+            small.append(_small_calls(system, workers, plan))
+            worker_us = sum(us for role, us in small[-1]["cpu_us_per_call"].items() if role.startswith("worker"))
+            progress(
+                f"{SMALL_TOOL} with {workers} worker(s): {small[-1]['rps']:7.0f} calls/s, "
+                f"workers' CPU {worker_us:.0f} µs per call"
+            )
         finally:
             system.stop(children)
     medians = {
@@ -79,4 +114,5 @@ def measure(scratch: Path, children: Children, plan: Plan, progress: Progress) -
         "runs": runs,
         "summary": summary,
         "ratio_2_vs_1": ratio,
+        "small_calls": small,
     }
