@@ -38,9 +38,9 @@ from schemas.wire import ClientCapability, TaskSupport
 
 DEFAULT_MCP_PORT = 3001
 DEFAULT_TOOL_TIMEOUT_S = 30.0
+"""A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
 INLINE_MAX_TIMEOUT_S = 1.0
 """The longest ``timeout_s`` of a tool whose calls run inline: the worker does nothing else meanwhile."""
-"""A tool's own wall-clock limit per call; a call's deadline can only shorten it."""
 DEFAULT_CALL_TIMEOUT_S = DEFAULT_TOOL_TIMEOUT_S + 5.0
 """How long the gateway (and ``toolbus call``) waits for a tool call: a tool's default limit plus
 room for the worker's answer, so a guest stopped by its limit is an ``isError`` result naming it,

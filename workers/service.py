@@ -409,9 +409,11 @@ class WorkerService:
         """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
 
         Handing a call to a guest thread and back costs more than a small guest's whole run: the
-        loop and the guest thread take the GIL from each other at every ctypes call (measured:
-        ~78 futex calls per call). Its epoch deadline still stops the guest (the ticker is a thread
-        of its own); a cancel message is read after it returns, as its guest could not ask.
+        loop and the guest thread take the GIL from each other at every ctypes call (measured with
+        kit_add at 64 in flight: ~20 futex syscalls and ~12 context switches a call, against 0.3
+        inline; docs/performance-analysis.md). Its epoch deadline still stops the guest (the ticker
+        is a thread of its own); a cancel message is read after it returns, as its guest could not
+        ask.
         """
         self._admission.admit(job)
         try:
