@@ -243,8 +243,9 @@ class LimitsSettings(SettingsModel):
     """Declares the tool's calls short (well under a millisecond, like a small pure function): they
     run on the worker's event loop, with no hand-off to a guest thread and none of the GIL
     contention it brings (docs/performance-analysis.md). While such a guest runs the worker does
-    nothing else, so ``timeout_s`` must be at most 1 s; a call whose caller relays questions from
-    the guest (``Toolbus-Can-Ask``) still runs in a thread, since the guest may wait for an answer."""
+    nothing else, so ``timeout_s`` must be at most 1 s. A guest that may ask its client (its
+    component imports ``toolbus:mcp/client``) still runs in a thread when its caller relays
+    questions (``Toolbus-Can-Ask``): it waits there for the answer, which only the loop delivers."""
 
     @model_validator(mode="after")
     def _inline_calls_are_short(self) -> Self:

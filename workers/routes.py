@@ -45,6 +45,8 @@ class Route:
     """Calls of this tool a worker holds at once (running or waiting for a thread)."""
     inline: bool = False
     """The tool declares its calls short: they run on the event loop (``LimitsSettings.inline``)."""
+    asks: bool = False
+    """The tool may ask its client (its component imports ``toolbus:mcp/client``)."""
 
 
 class Routes:
@@ -82,7 +84,7 @@ class Routes:
         inline = limits.inline and limits.timeout_s <= INLINE_MAX_TIMEOUT_S
         for tool in tools:
             self.by_tool[tool.name] = Route(
-                component, compile_validator(tool.input_schema), ToolStats(), limits.max_concurrency, inline
+                component, compile_validator(tool.input_schema), ToolStats(), limits.max_concurrency, inline, tool.asks
             )
             self._tools[tool.name] = tool
         self._sources[source] = [tool.name for tool in tools]

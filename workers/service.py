@@ -399,7 +399,8 @@ class WorkerService:
         if isinstance(outcome, tuple):
             self._answer(reply, stats, started_ns, outcome, tool, headers, principal)
             return
-        if route.inline and outcome.context.asker is declares_nothing:
+        # A guest that may ask waits for its answer in its thread; only the loop can deliver it.
+        if route.inline and (not route.asks or outcome.context.asker is declares_nothing):
             self._run_inline(reply, outcome)
             return
         future = self._submit(outcome)
@@ -412,8 +413,8 @@ class WorkerService:
         loop and the guest thread take the GIL from each other at every ctypes call (measured with
         kit_add at 64 in flight: ~20 futex syscalls and ~12 context switches a call, against 0.3
         inline; docs/performance-analysis.md). Its epoch deadline still stops the guest (the ticker
-        is a thread of its own); a cancel message is read after it returns, as its guest could not
-        ask.
+        is a thread of its own); a cancel message is read after it returns (its guest cannot ask:
+        its component does not import ``toolbus:mcp/client``, or its caller relays no questions).
         """
         self._admission.admit(job)
         try:

@@ -16,6 +16,7 @@ from schemas.config import ComponentSettings, LimitsSettings
 from schemas.wire import CallToolResult, ToolDescriptor
 from tests.conftest import TESTKIT_WAT, deadline_in, text
 from tests.workers.conftest import start_worker
+from tests.workers.test_asks import ASK_LOOP_WAT
 from workers.sandbox import CallContext
 from workers.sandbox.component import LoadedComponent
 from workers.sandbox.engine import EngineHost
@@ -74,15 +75,37 @@ async def test_a_short_tool_runs_on_the_event_loop(
     assert service.accepted == 0  # admitted and released like a call run in a thread
 
 
-async def test_a_call_whose_caller_relays_questions_still_runs_in_a_guest_thread(
+async def test_a_tool_that_cannot_ask_runs_inline_even_when_its_caller_relays_questions(
     nc: NatsClient, subjects: Subjects, noted: tuple[WorkerService, ThreadNoting]
 ) -> None:
-    # Its guest may wait for the client's answer, which only the event loop can deliver.
+    # The gateway says Toolbus-Can-Ask for every client that declared a capability; the testkit
+    # does not import toolbus:mcp/client, so its guest can never wait for an answer.
     _, component = noted
     headers = {Header.CAN_ASK: "elicitation"}
     reply = await nc.request(subjects.call("kit_add"), b'{"a":2,"b":3}', timeout=5, headers=headers)
     assert text(decode(reply.data, CallToolResult)) == "5"
-    assert component.threads and component.threads[0] != threading.get_ident()
+    assert component.threads == [threading.get_ident()]
+
+
+async def test_a_guest_that_may_ask_runs_in_a_thread_when_its_caller_relays_questions(
+    nc: NatsClient, subjects: Subjects, engine_host: EngineHost, cache_dir: Path, tmp_path: Path
+) -> None:
+    # It waits for the answer in its thread; only the event loop can deliver it.
+    wat = tmp_path / "asker.wat"
+    wat.write_text(ASK_LOOP_WAT)
+    settings = ComponentSettings(name="asker", path=wat, limits=LimitsSettings(inline=True, timeout_s=1.0))
+    component = ThreadNoting(LoadedComponent.load(engine_host, settings, wat, cache_dir))
+    service = await start_worker(nc, subjects, component, concurrency=2)
+    try:
+        reply = await nc.request(subjects.call("asker_ask_loop"), b'{"n":0}', timeout=5)
+        assert decode(reply.data, CallToolResult).structured_content == 0  # no question: inline
+        reply = await nc.request(
+            subjects.call("asker_ask_loop"), b'{"n":1}', timeout=5, headers={Header.CAN_ASK: "roots"}
+        )
+        assert Header.QUESTION in (reply.headers or {})  # it asked, and waits in its thread
+        assert component.threads[0] == threading.get_ident() != component.threads[1]
+    finally:
+        await service.stop(grace_s=0.5)
 
 
 async def test_a_short_tool_that_spins_is_stopped_at_its_deadline_and_the_worker_goes_on(
