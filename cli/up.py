@@ -266,12 +266,23 @@ async def _keep_servers_up(servers: list[EmbeddedNatsServer], delay_s: float) ->
                 log.info("nats-server restarted", url=server.url, pid=server.pid)
 
 
+def _worker_metrics_ports(settings: Settings, workers: int) -> list[int | None]:
+    """Each worker's metrics port: ``[worker] metrics_port`` and the ports after it, one per
+    process (two cannot listen on one port); ``0`` lets each pick a free one."""
+    port = settings.worker.metrics_port
+    if port is None:
+        return [None] * workers
+    return [port if port == 0 else port + i for i in range(workers)]
+
+
 def _gateway_urls(settings: Settings, ports: list[int]) -> list[str]:
     gw = settings.gateway
     return [f"http://{gw.host}:{port}{gw.path}" for port in ports]
 
 
-def _banner(settings: Settings, tools: list[str], gateway_ports: list[int], cluster: int | None = None) -> str:
+def _banner(
+    settings: Settings, tools: list[str], gateway_ports: list[int], cluster: int | None = None, workers: int = 1
+) -> str:
     example = 'calc_add \'{"a":2,"b":3}\'' if "calc_add" in tools else f"{tools[0] if tools else 'TOOL'} '{{}}'"
     endpoints = _gateway_urls(settings, gateway_ports)
     gw = settings.gateway
@@ -279,8 +290,9 @@ def _banner(settings: Settings, tools: list[str], gateway_ports: list[int], clus
     lines += [f"  MCP endpoint  {url}" for url in endpoints]
     lines += [f"  metrics       http://{gw.host}:{port}/metrics" for port in gateway_ports]
     lines += [f"  readiness     http://{gw.host}:{port}/readyz" for port in gateway_ports]
-    if settings.worker.metrics_port is not None:
-        lines.append(f"  worker metrics http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics")
+    for port in _worker_metrics_ports(settings, workers):
+        if port:  # 0: each worker picked its own, and logged it
+            lines.append(f"  worker metrics http://{settings.worker.metrics_host}:{port}/metrics")
     lines.append(f"  NATS          {settings.nats.url}")
     if settings.nats.user is not None:
         lines.append(f"  credentials   {credentials_dir(settings.state_dir)} (one file per role, 0600)")
@@ -352,9 +364,11 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         nats_url = settings.nats.url
         gw = settings.gateway
         children = [Child("registry", _toolbus("registry", config, nats_url), env=env, halt=halt)]
-        children += [
-            Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url), env=env, halt=halt) for i in range(workers)
-        ]
+        for i, port in enumerate(_worker_metrics_ports(settings, workers)):
+            metrics = () if port is None else ("--metrics-port", str(port))
+            children.append(
+                Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url, *metrics), env=env, halt=halt)
+            )
         for i, port in enumerate(gateway_ports):
             argv = _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(port))
             children.append(Child(f"gateway-{i + 1}" if cluster else "gateway", argv, env=env, halt=halt))
@@ -379,7 +393,7 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
                 why = f"not every component was served within {READY_TIMEOUT_S:g} s; see the log above"
                 print(f"toolbus: {why}", file=sys.stderr)
                 return 1
-            print(_banner(settings, tools, gateway_ports, cluster), flush=True)
+            print(_banner(settings, tools, gateway_ports, cluster, workers), flush=True)
             await shutdown
         else:
             ready.cancel()

@@ -11,7 +11,8 @@ import pytest
 
 from bus.embedded import free_port
 from cli.main import build_parser
-from schemas.config import WorkerSettings
+from cli.up import _worker_metrics_ports
+from schemas.config import Settings, WorkerSettings
 
 VERBS = ["up", "gateway", "worker", "registry", "tools", "call"]
 
@@ -183,3 +184,14 @@ def test_up_refuses_fewer_than_one_worker() -> None:
     result = toolbus("up", "--workers", "0", "--nats", f"nats://127.0.0.1:{free_port()}")
     assert result.returncode == 2
     assert "--workers: at least 1" in result.stderr
+
+
+def test_each_worker_up_runs_gets_a_metrics_port_of_its_own() -> None:
+    # Two processes cannot listen on one port: with [worker] metrics_port = 9100 and three workers,
+    # two of them used to serve no metrics at all.
+    def ports(port: int | None, workers: int) -> list[int | None]:
+        return _worker_metrics_ports(Settings(worker=WorkerSettings(metrics_port=port)), workers)
+
+    assert ports(9100, 3) == [9100, 9101, 9102]
+    assert ports(0, 2) == [0, 0]  # each picks a free one
+    assert ports(None, 2) == [None, None]
