@@ -19,6 +19,8 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.audit_trail import REDACTED, AuditTrail, Redactor, Refusals, trace_id
 from gateway.principals import Principal
@@ -300,3 +302,46 @@ async def test_forged_subjects_cannot_use_up_the_kinds_a_real_principals_refusal
     refusals.flush()
     forged = [e for e in emitted if e.reason == "invalid_token"]
     assert sum(e.repeated or 1 for e in forged) == 50  # every forged one is still counted
+
+
+async def test_events_go_as_atomic_batches_with_one_acknowledgement_each(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects
+) -> None:
+    await ensure_audit_stream(nc, subjects)
+    trail_nc = await connect(nats_server.url, name="audit-trail")
+    trail = AuditTrail(trail_nc, subjects, AuditSettings())
+    trail.start()
+    try:
+        await trail.stop()  # nothing queued: starts and ends cleanly
+        trail.start()
+        before = trail_nc.stats["in_msgs"]
+        for n in range(100):
+            trail.observe(record(n, {"n": n}))
+        await eventually(lambda: trail.published == 100, what="the events were not published")
+        # One acknowledgement per batch, not one per event (publish_async: 100).
+        assert trail_nc.stats["in_msgs"] - before <= 10
+        events = await recent(nc, subjects, 200)
+        assert [body["requestId"] for _, _, body in events] == [f"req{n}" for n in range(100)]
+        stored = await nc.jetstream().get_msg(subjects.audit_stream, 1)
+        assert stored.headers and "Nats-Batch-Id" in stored.headers
+    finally:
+        await trail.stop()
+        await trail_nc.close()
+
+
+async def test_a_stream_that_refuses_batches_gets_the_events_one_by_one_and_the_registry_updates_it(
+    nc: NatsClient, subjects: Subjects
+) -> None:
+    # An audit stream made by an older registry: atomic batches not allowed.
+    await nc.jetstream().add_stream(name=subjects.audit_stream, subjects=subjects.audit_subjects)
+    trail = AuditTrail(nc, subjects, AuditSettings())
+    trail.start()
+    try:
+        for n in range(5):
+            trail.observe(record(n))
+        await eventually(lambda: trail.published == 5, what="the events were not published one by one")
+        assert [body["requestId"] for _, _, body in await recent(nc, subjects, 10)] == [f"req{n}" for n in range(5)]
+    finally:
+        await trail.stop()
+    await ensure_audit_stream(nc, subjects)  # the new registry starts
+    assert (await nc.jetstream().stream_info(subjects.audit_stream)).config.allow_atomic
