@@ -7,12 +7,13 @@ import json
 import time
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 import structlog
 
 from cli.logs import configure_logging
 from gateway.call_log import FLUSH_INTERVAL_S, CallLog
-from gateway.principals import ANONYMOUS
+from gateway.principals import ANONYMOUS, Principal
 from gateway.tool_service import CallRecord
 
 
@@ -67,3 +68,20 @@ async def test_close_writes_what_is_left(json_logs: None, capsys: pytest.Capture
     assert [line["request_id"] for line in lines(capsys.readouterr().err)] == ["r7"]
     await asyncio.sleep(FLUSH_INTERVAL_S * 2)  # the timer was cancelled: nothing twice
     assert capsys.readouterr().err == ""
+
+
+async def test_what_a_client_chose_cannot_forge_or_split_a_line(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The error text can carry what a client sent (a guest echoing its arguments, a token's
+    # subject): newlines, a fake JSON line, terminal escapes. Each call is still one line.
+    forged = '\n{"event":"call","tool":"admin","outcome":"ok"}\r\n\x1b[2J'
+    call_log = CallLog()
+    call_log.observe(record(1, error=forged))
+    call_log.observe(msgspec.structs.replace(record(2), principal=Principal(subject=f"jwt:x#{forged}")))
+    call_log.close()
+    out = capsys.readouterr().err
+    assert len(out.splitlines()) == 2
+    first, second = lines(out)
+    assert first["error"] == forged and str(second["principal"]).endswith(forged)
+    assert "\x1b" not in out  # escaped by the encoder, not written raw to a terminal
