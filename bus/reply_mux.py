@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.errors import BusError, BusTimeout, NoResponders, nats_boundary
+from bus.fast_publish import publish as fast_publish
 
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
@@ -84,7 +85,10 @@ class ReplyMux:
         deadline = loop.call_at(loop.time() + timeout_s, _expire, future)
         try:
             with nats_boundary:
-                await self._nc.publish(subject, payload, reply=prefix + token, headers=headers)
+                if headers:  # encoded without nats-py's per-character newline scrub (bus.fast_publish)
+                    await fast_publish(self._nc, subject, payload, reply=prefix + token, headers=headers)
+                else:
+                    await self._nc.publish(subject, payload, reply=prefix + token)
             msg = await future
         finally:
             deadline.cancel()

@@ -15,10 +15,6 @@ The stream ``PREFIX_AUDIT`` captures, as they are published:
 Nothing publishes twice for the audit: the stream listens to the subjects the system already
 uses, so an event cannot be on the bus and missing from the trail. Retention is by age
 (``AUDIT_RETENTION_S``) and by count (``[registry] audit_max_events``), on file storage.
-
-The stream allows atomic batch publishing (nats-server 2.12+): the gateways publish their events
-a batch at a time with one acknowledgement per batch (``gateway.audit_trail``). A stream created
-before that is updated to allow it at start.
 """
 
 from __future__ import annotations
@@ -27,19 +23,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from bus.errors import BusError, NotFound, nats_boundary
+from bus.errors import NotFound, nats_boundary
 from bus.provisioning import ensure_stream
 from bus.subjects import Subjects
 from schemas.config import RegistrySettings
 
 AUDIT_RETENTION_S = 30 * 24 * 60 * 60.0
 """Audit events are kept 30 days."""
-log = structlog.get_logger(__name__)
-
 DEFAULT_AUDIT_MAX_EVENTS = RegistrySettings().audit_max_events
 
 
@@ -50,28 +43,18 @@ async def ensure_audit_stream(
 
     Capped by age and by count: with one event per tool call, age alone lets the stream (and
     nats-server's memory, which follows it: bench/soak.py) grow with traffic."""
-    config = StreamConfig(
-        name=subjects.audit_stream,
-        subjects=subjects.audit_subjects,
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=AUDIT_RETENTION_S,
-        max_msgs=max_events,
-        num_replicas=replicas,
-        allow_atomic=True,
+    await ensure_stream(
+        nc,
+        StreamConfig(
+            name=subjects.audit_stream,
+            subjects=subjects.audit_subjects,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=AUDIT_RETENTION_S,
+            max_msgs=max_events,
+            num_replicas=replicas,
+        ),
     )
-    await ensure_stream(nc, config)
-    js = nc.jetstream()
-    try:
-        with nats_boundary:
-            existing = (await js.stream_info(subjects.audit_stream)).config
-            if not existing.allow_atomic:
-                # A stream made by an older registry: keep its other settings, allow batches.
-                existing.allow_atomic = True
-                await js.update_stream(existing)
-    except BusError as exc:
-        # The gateways publish event by event on such a stream; nothing is lost.
-        log.warning("audit stream does not allow atomic batches", error=str(exc) or type(exc).__name__)
 
 
 async def recent(nc: NatsClient, subjects: Subjects, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
