@@ -9,22 +9,21 @@ registry's events and task transitions.
 **Off the hot path.** ``AuditTrail.observe`` is a ``ToolService`` call observer: it appends the
 ``CallRecord`` to a bounded queue and returns (under a microsecond; ``bench/audit_costs.py``).
 One task drains the queue: it redacts the arguments, encodes the events and publishes them to
-JetStream as one *atomic batch* (``Nats-Batch-Id``/``-Sequence``/``-Commit``, nats-server 2.12+):
-one acknowledgement per batch, decoded with msgspec, instead of a future, a semaphore and a
-stdlib ``json`` parse per event in nats-py's ``publish_async`` (~51 µs of gateway CPU per call
-with the call log, issue 17). Each event is still its own message on its own subject, so
-readers of the stream see no difference. On a stream that does not allow atomic batches (made
-by an older registry and not yet updated) the trail publishes event by event, as before.
-Woken by an event, the drain task first lets others gather for ``GATHER_S`` (50 ms), so that
-under load a batch carries many events.
+JetStream a batch at a time, each event its own message on its own subject, with its reply
+subject under one inbox subscription of the trail's: the acknowledgements are decoded with
+msgspec and counted per batch, instead of nats-py's ``publish_async`` and its semaphore
+``wait_for``, future, callbacks and stdlib ``json`` parse per event (with the call log ~51 µs of
+gateway CPU per call, issue 17). Woken by an event, the drain task first lets others gather for
+``GATHER_S`` (50 ms), so that under load the task wakes once per many calls.
+
+(JetStream's atomic batches — one acknowledgement per batch — were tried and dropped: under
+paced load they cost nats-server ~48 µs per event against ~12 µs for these plain publishes,
+more than they saved the gateway.)
 
 **When the bus is slow or down** a call never waits for its audit event and never fails for it.
 Events whose publish is not acknowledged (no stream, no connection, timeout) are kept and tried
-again with backoff, as the same batch; each carries a ``Nats-Msg-Id`` (the call's request id).
-A batch is stored whole or not at all, so a retried batch the stream refuses for a duplicate
-id was stored by an earlier try whose acknowledgement was lost; a first try refused so (an id
-seen before) is published event by event, and the stream drops only the copies (its duplicate
-window is 2 minutes). The queue holds at most
+again with backoff; each carries a ``Nats-Msg-Id`` (the call's request id), so the stream drops
+the copies a retry creates within its duplicate window (2 minutes). The queue holds at most
 ``[audit].queue_size`` events: past that the oldest are dropped, counted in ``dropped`` and
 logged. On shutdown the trail has ``FLUSH_TIMEOUT_S`` to publish what it holds, with one more
 try for what the bus refused (no backoff): what is still refused then is logged as lost.
@@ -74,6 +73,7 @@ from nats.nuid import NUID
 
 from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, nats_boundary
+from bus.fast_publish import publish as fast_publish
 from bus.subjects import Subjects
 from gateway.tool_service import CallRecord
 from schemas.codec import encode
@@ -258,13 +258,9 @@ class Refusals:
 _Message = tuple[str, bytes, str]
 """A prepared event: (subject, body, message id)."""
 
-BATCH_ID: Final = JsHeader.BATCH_ID.value
-BATCH_SEQUENCE: Final = JsHeader.BATCH_SEQUENCE.value
-BATCH_COMMIT: Final = JsHeader.BATCH_COMMIT.value
-ATOMIC_DISABLED: Final = 10174
-"""nats-server's ``err_code``: the stream does not allow atomic batches."""
-BATCH_DUPLICATE: Final = 10201
-"""nats-server's ``err_code``: an atomic batch holds a message id the stream has seen."""
+
+MSG_ID: Final = JsHeader.MSG_ID.value
+"""Lets the stream drop the copy a retry publishes (its duplicate window: 2 minutes)."""
 
 
 class _ApiError(msgspec.Struct):
@@ -278,8 +274,21 @@ class _PubAck(msgspec.Struct):
 
     stream: str = ""
     seq: int = 0
-    count: int = 0
+    duplicate: bool = False
     error: _ApiError | None = None
+
+
+class _Round:
+    """The acknowledgements one batch is waiting for."""
+
+    __slots__ = ("acked", "done", "first_error", "waiting")
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.acked = [False] * size
+        self.waiting = size
+        self.done = done
+        """Resolved when every event has its answer (stored, or refused)."""
+        self.first_error = ""
 
 
 _ACK_DECODER: Final = msgspec.json.Decoder(_PubAck)
@@ -296,13 +305,10 @@ class AuditTrail:
         self.dropped = 0
         """Events lost because the queue was full (the bus was down or slower than the calls)."""
         self._nc = nc
-        self._js = nc.jetstream()
-        self._atomic = True
-        """Off once the stream said it does not allow atomic batches: then event by event."""
-        self._acks: dict[str, asyncio.Future[_PubAck]] = {}
-        """Batch id → the future its commit's acknowledgement resolves."""
+        self._rounds: dict[str, _Round] = {}
+        """Batch id → the acknowledgements it waits for (``<inbox>.<batch id>.<index>``)."""
         self._ack_prefix = ""
-        """``<inbox>.`` under which commits ask for their acknowledgement (one subscription)."""
+        """``<inbox>.`` under which every event asks for its acknowledgement (one subscription)."""
         self._ack_subscription: Subscription | None = None
         self._pending: deque[CallRecord | AuthFailureEvent | ConsoleActionEvent] = deque()
         self._retry: deque[_Message] = deque()
@@ -412,11 +418,10 @@ class AuditTrail:
                 await asyncio.sleep(GATHER_S)
             self._wake.clear()
             while self.backlog:
-                retried = bool(self._retry)
                 batch = self._take(BATCH_SIZE)
                 self._in_flight = len(batch)
                 try:
-                    failed = await self._publish(batch, retried=retried)
+                    failed = await self._publish(batch)
                 finally:
                     self._in_flight = 0
                 if not failed:
@@ -435,13 +440,9 @@ class AuditTrail:
             self._idle.set()
 
     def _take(self, limit: int) -> list[_Message]:
-        """The next batch: what failed last time, alone and as it was (a subset, if the queue
-        overflowed), so that a duplicate id can only mean it was stored; else what is pending."""
         batch: list[_Message] = []
         while self._retry and len(batch) < limit:
             batch.append(self._retry.popleft())
-        if batch:
-            return batch
         while self._pending and len(batch) < limit:
             item = self._pending.popleft()
             try:
@@ -472,96 +473,58 @@ class AuditTrail:
         )
         return self.subjects.audit_call(item.tool), encode(event), f"call-{item.request_id}"
 
-    async def _publish(self, batch: list[_Message], *, retried: bool = False) -> list[_Message]:
-        """Publish ``batch`` and await its acknowledgement; return what was not acknowledged."""
+    async def _publish(self, batch: list[_Message]) -> list[_Message]:
+        """Publish ``batch`` and await the acknowledgements; return what was not acknowledged."""
         if not batch:
             return []
-        if self._atomic:
-            ack = await self._publish_atomic(batch)
-            if ack is None:
-                failed = batch
-            elif ack.error is None:
-                failed = []
-            elif ack.error.err_code == BATCH_DUPLICATE and retried:
-                failed = []  # an earlier try was stored whole; only its acknowledgement was lost
-            elif ack.error.err_code in (ATOMIC_DISABLED, BATCH_DUPLICATE):
-                if ack.error.err_code == ATOMIC_DISABLED:
-                    self._atomic = False
-                    log.warning("the audit stream does not allow atomic batches: publishing event by event")
-                return await self._publish_each(batch)
-            else:
-                log.warning("audit batch refused; will retry", error=ack.error.description, events=len(batch))
-                failed = batch
-            self.published += len(batch) - len(failed)
-            return failed
-        return await self._publish_each(batch)
-
-    async def _publish_atomic(self, batch: list[_Message]) -> _PubAck | None:
-        """Publish ``batch`` as one atomic batch; its acknowledgement, or None (not sent, none in time)."""
         batch_id = self._ids.next().decode()
-        future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
-        last = len(batch)
+        round_ = _Round(len(batch), asyncio.get_running_loop().create_future())
+        sent = 0
         try:
             with nats_boundary:
                 if not self._ack_prefix:
                     inbox = self._nc.new_inbox()
-                    self._ack_subscription = await self._nc.subscribe(f"{inbox}.*", cb=self._on_ack)
+                    self._ack_subscription = await self._nc.subscribe(f"{inbox}.*.*", cb=self._on_ack)
                     self._ack_prefix = f"{inbox}."
-                self._acks[batch_id] = future
-                for sequence, (subject, body, msg_id) in enumerate(batch, start=1):
-                    headers = {BATCH_ID: batch_id, BATCH_SEQUENCE: str(sequence), JsHeader.MSG_ID: msg_id}
-                    reply = ""
-                    if sequence == last:
-                        headers[BATCH_COMMIT] = "1"
-                        reply = self._ack_prefix + batch_id
-                    await self._nc.publish(subject, body, reply=reply, headers=headers)
-            done, _ = await asyncio.wait({future}, timeout=PUBLISH_TIMEOUT_S)
+                self._rounds[batch_id] = round_
+                reply = f"{self._ack_prefix}{batch_id}."
+                for index, (subject, body, msg_id) in enumerate(batch):
+                    headers = {MSG_ID: msg_id}
+                    await fast_publish(self._nc, subject, body, reply=f"{reply}{index}", headers=headers)
+                    sent += 1
+            if sent:
+                await asyncio.wait({round_.done}, timeout=PUBLISH_TIMEOUT_S)
         except (BusError, OSError) as exc:
-            log.warning("audit events not sent; will retry", error=repr(exc), events=len(batch))
-            return None
+            log.warning("audit events not sent; will retry", error=repr(exc), events=len(batch) - sent)
+            if sent:  # the ones sent may still be acknowledged
+                await asyncio.wait({round_.done}, timeout=PUBLISH_TIMEOUT_S)
         finally:
-            self._acks.pop(batch_id, None)
-        if not done:
-            log.warning("audit events not acknowledged; will retry", failed=len(batch), reason="no ack in time")
-            return None
-        return future.result()
-
-    async def _on_ack(self, msg: Msg) -> None:
-        future = self._acks.get(msg.subject.rpartition(".")[2])
-        if future is None or future.done():
-            return  # a late answer to a batch given up on (retried, or counted as failed)
-        if not msg.data:  # a status instead: 503, no stream stores the subject (yet)
-            status = (msg.headers or {}).get("Status", "")
-            future.set_result(_PubAck(error=_ApiError(description=f"no stream took the batch (status {status})")))
-            return
-        try:
-            future.set_result(_ACK_DECODER.decode(msg.data))
-        except msgspec.DecodeError:
-            future.set_result(_PubAck(error=_ApiError(description=f"unreadable acknowledgement {msg.data[:80]!r}")))
-
-    async def _publish_each(self, batch: list[_Message]) -> list[_Message]:
-        """Publish ``batch`` event by event (``publish_async``) and await the acks; return what was
-        not acknowledged. For a stream that does not allow atomic batches."""
-        futures: list[asyncio.Future[Any]] = []
-        try:
-            with nats_boundary:
-                for subject, body, msg_id in batch:
-                    futures.append(await self._js.publish_async(subject, body, headers={JsHeader.MSG_ID: msg_id}))
-        except (BusError, OSError) as exc:
-            log.warning("audit events not sent; will retry", error=repr(exc), events=len(batch))
-        if futures:
-            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)
-        failed = [message for message, future in zip(batch, futures, strict=False) if not _acked(future)]
-        failed += batch[len(futures) :]
-        for future in futures:
-            future.cancel()  # an unanswered one would otherwise hold its slot in nats-py forever
+            self._rounds.pop(batch_id, None)
+        failed = [message for message, acked in zip(batch, round_.acked, strict=True) if not acked]
         self.published += len(batch) - len(failed)
         if failed:
-            first = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-            reason = repr(first.exception()) if first is not None else "no ack in time"
+            reason = round_.first_error or "no ack in time"
             log.warning("audit events not acknowledged; will retry", failed=len(failed), reason=reason)
         return failed
 
-
-def _acked(future: asyncio.Future[Any]) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None
+    async def _on_ack(self, msg: Msg) -> None:
+        batch_id, _, index = msg.subject[len(self._ack_prefix) :].partition(".")
+        round_ = self._rounds.get(batch_id)
+        if round_ is None or not index.isdigit() or int(index) >= len(round_.acked):
+            return  # a late answer to a batch given up on (its events are retried: Nats-Msg-Id)
+        if not msg.data:  # a status instead: 503, no stream stores the subject (yet)
+            error = f"no stream took the event (status {(msg.headers or {}).get('Status', '')})"
+        else:
+            try:
+                ack = _ACK_DECODER.decode(msg.data)
+                error = ack.error.description if ack.error is not None else ""
+            except msgspec.DecodeError:
+                error = f"unreadable acknowledgement {msg.data[:80]!r}"
+        position = int(index)
+        if not error:
+            round_.acked[position] = True
+        elif not round_.first_error:
+            round_.first_error = error
+        round_.waiting -= 1
+        if round_.waiting <= 0 and not round_.done.done():
+            round_.done.set_result(None)

@@ -304,7 +304,7 @@ async def test_forged_subjects_cannot_use_up_the_kinds_a_real_principals_refusal
     assert sum(e.repeated or 1 for e in forged) == 50  # every forged one is still counted
 
 
-async def test_events_go_as_atomic_batches_with_one_acknowledgement_each(
+async def test_events_are_acknowledged_through_the_trails_own_subscription_and_stored_in_order(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects
 ) -> None:
     await ensure_audit_stream(nc, subjects)
@@ -312,36 +312,15 @@ async def test_events_go_as_atomic_batches_with_one_acknowledgement_each(
     trail = AuditTrail(trail_nc, subjects, AuditSettings())
     trail.start()
     try:
-        await trail.stop()  # nothing queued: starts and ends cleanly
-        trail.start()
-        before = trail_nc.stats["in_msgs"]
-        for n in range(100):
+        for n in range(300):  # more than one batch
             trail.observe(record(n, {"n": n}))
-        await eventually(lambda: trail.published == 100, what="the events were not published")
-        # One acknowledgement per batch, not one per event (publish_async: 100).
-        assert trail_nc.stats["in_msgs"] - before <= 10
-        events = await recent(nc, subjects, 200)
-        assert [body["requestId"] for _, _, body in events] == [f"req{n}" for n in range(100)]
-        stored = await nc.jetstream().get_msg(subjects.audit_stream, 1)
-        assert stored.headers and "Nats-Batch-Id" in stored.headers
+        await eventually(lambda: trail.published == 300, what="the events were not published")
+        events = await recent(nc, subjects, 400)
+        assert [body["requestId"] for _, _, body in events] == [f"req{n}" for n in range(300)]
+        # A forged acknowledgement (a wrong batch, a wrong index, junk) changes nothing.
+        trail.observe(record(300))
+        await trail_nc.publish(f"{trail_nc.new_inbox()}.x.0", b"junk")
+        await eventually(lambda: trail.published == 301 and trail.backlog == 0, what="the last event was lost")
     finally:
         await trail.stop()
         await trail_nc.close()
-
-
-async def test_a_stream_that_refuses_batches_gets_the_events_one_by_one_and_the_registry_updates_it(
-    nc: NatsClient, subjects: Subjects
-) -> None:
-    # An audit stream made by an older registry: atomic batches not allowed.
-    await nc.jetstream().add_stream(name=subjects.audit_stream, subjects=subjects.audit_subjects)
-    trail = AuditTrail(nc, subjects, AuditSettings())
-    trail.start()
-    try:
-        for n in range(5):
-            trail.observe(record(n))
-        await eventually(lambda: trail.published == 5, what="the events were not published one by one")
-        assert [body["requestId"] for _, _, body in await recent(nc, subjects, 10)] == [f"req{n}" for n in range(5)]
-    finally:
-        await trail.stop()
-    await ensure_audit_stream(nc, subjects)  # the new registry starts
-    assert (await nc.jetstream().stream_info(subjects.audit_stream)).config.allow_atomic
