@@ -82,16 +82,20 @@ class ReplyMux:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
         self._waiting[token] = future
-        deadline = loop.call_at(loop.time() + timeout_s, _expire, future)
+        deadline: asyncio.TimerHandle | None = None
         try:
             with nats_boundary:
                 if headers:  # encoded without nats-py's per-character newline scrub (bus.fast_publish)
                     await fast_publish(self._nc, subject, payload, reply=prefix + token, headers=headers)
                 else:
                     await self._nc.publish(subject, payload, reply=prefix + token)
+            # From the publish on, as nats-py's request counts it: a responder that answers just
+            # inside its own deadline (a guest stopped at the time left) must not lose the race.
+            deadline = loop.call_at(loop.time() + timeout_s, _expire, future)
             msg = await future
         finally:
-            deadline.cancel()
+            if deadline is not None:
+                deadline.cancel()
             self._waiting.pop(token, None)
         if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS and not msg.data:
             raise NoResponders(f"nats: no responders available for request on {subject}")
