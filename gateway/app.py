@@ -45,7 +45,7 @@ from gateway.askers import request_state_security
 from gateway.audit_trail import AuditTrail
 from gateway.auth import Authenticator
 from gateway.boundary import ErrorBoundary
-from gateway.call_log import log_call
+from gateway.call_log import CallLog
 from gateway.calls import ToolCaller
 from gateway.catalogue_mirror import CatalogueMirror, CatalogueMirrorWatcher
 from gateway.changes import ListChanges
@@ -189,8 +189,9 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
         task_store=lambda: tasks.store,
     )
     service.observers.append(metrics.observe)
+    call_log = CallLog()
     if settings.telemetry.call_logs:
-        service.observers.append(log_call)
+        service.observers.append(call_log.observe)
     should_close = nc is None if close_nc is None else close_nc
     configured = ConfiguredComponents([entry.name for entry in settings.components], subjects)
     signer = PrincipalSigner.for_key(settings.nats.principal_key)
@@ -284,6 +285,7 @@ def build_app(settings: Settings, nc: NatsClient | None = None, *, close_nc: boo
                 if state.front_door is not None:
                     state.front_door.on_refusal = state.front_door.rate_limit = None
                 await audit.stop()  # publishes what is queued before NATS drains
+            call_log.close()
             if should_close:
                 await _drain(conn)
             if tracing is not None:

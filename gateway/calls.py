@@ -41,6 +41,7 @@ from bus.errors import BusError, BusTimeout, ConnectionLost, MessageTooLarge, No
 from bus.errors import PayloadTooLarge as CapExceeded
 from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
+from bus.reply_mux import ReplyMux
 from bus.subjects import Header, Subjects
 from gateway.errors import (
     BusDisconnected,
@@ -164,6 +165,8 @@ class ToolCaller:
         self.timeout_s = timeout_s
         self._payloads = payloads or Payloads(nc, subjects)
         self._requests = CallRequests(subjects, signer)
+        self._replies = ReplyMux(nc)
+        """One reply subscription for every call, no ``wait_for`` per call (``bus.reply_mux``)."""
         self._waiting: set[asyncio.Task[Any]] = set()
         """Tasks awaiting a reply right now (a set add and discard per call: no task of its own)."""
         self._lost: set[asyncio.Task[Any]] = set()
@@ -409,10 +412,9 @@ class ToolCaller:
         try:
             self._waiting.add(task)
             try:
-                with nats_boundary:  # costs two plain calls when nothing is raised
-                    msg = await self._nc.request(
-                        request.subject, request.body, timeout=timeout_s, headers=request.headers
-                    )
+                msg = await self._replies.request(
+                    request.subject, request.body, timeout_s=timeout_s, headers=request.headers
+                )
             finally:
                 self._waiting.discard(task)
                 lost = self._forget_loss(task)

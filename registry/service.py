@@ -1,24 +1,20 @@
 """The registry's bus side: record announcements, answer list/get, and answer calls nobody can.
 
-Answering calls: the registry listens on every call subject (in its own queue group) and
-replies only when no worker will — the tool is unknown, or no live worker serves it — so a
-caller gets a typed error at once instead of waiting for its deadline.
+The registry stays off the call path: it subscribes to a tool's call subject only while the tool
+is known (listed, or announced since start) and no live worker serves it — a *stand-in* that
+answers ``NO_WORKER`` at once. A tool a worker serves gets no subscription of ours, so a call
+to it is delivered once, to a worker. Calls nobody subscribes to (an unknown tool; a tool whose
+worker died before the registry noticed) get NATS's own "no responders" at once.
 
-Listening on every call subject also means NATS never says "no responders" for a tool, so
-the registry must notice dead workers itself, and fast: it pings each worker every
-``PROBE_INTERVAL_S`` (a dead connection gets "no responders" at once). When a worker turns
-out dead, the calls for its tools that the registry let through in the last
-``RECENT_CALLS_S`` — and that arrived before any worker still alive was serving the tool —
-can only have gone to the dead one (or to nobody): they get NO_WORKER. A caller takes the
-first reply, so a call the dead worker did answer is not affected. Calls that a live worker
-may be running are left alone. See docs/bus-protocol.md.
+The registry still pings each worker every ``PROBE_INTERVAL_S``: a dead connection gets "no
+responders" at once, so the registry forgets it, withdraws tools nobody serves and stands in
+for them. See docs/bus-protocol.md, "Calls nobody can serve".
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -57,9 +53,6 @@ PROBE_INTERVAL_S = 0.25
 """How often every worker is pinged: bounds how long a call to a dead worker waits for its error."""
 PROBE_TIMEOUT_S = 2.0
 """A busy worker may answer slowly; only "no responders" (a gone connection) counts as dead."""
-RECENT_CALLS_S = 3.0
-"""Calls let through are remembered this long, to answer them if their worker dies; longer than
-a probe round can take under load (``PROBE_TIMEOUT_S`` plus an interval)."""
 
 
 class RegistryService:
@@ -90,12 +83,21 @@ class RegistryService:
         self._liveness_window_s = announce_interval_s * LIVENESS_MISSED_ANNOUNCEMENTS
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._recent_calls: dict[str, deque[tuple[float, str]]] = {}
-        self._answering_since = 0.0
+        self._standins: dict[str, Subscription] = {}
+        """Tool → our subscription to its call subject, held while no live worker serves it."""
+        self._standins_lock = asyncio.Lock()
+        """Announcements and probes both reconcile: one at a time, or a stand-in could leak."""
+        self._answering = False
+        """Off until every live worker has had time to announce (``STARTUP_GRACE_S``)."""
         self.catalogue: Catalogue | None = None
         self.store: PackageStore | None = None
         self.releases: Releases | None = None
         self.tasks: TaskDesk | None = None
+
+    @property
+    def standing_in(self) -> frozenset[str]:
+        """The tools whose calls this registry answers now (NO_WORKER): known, no live worker."""
+        return frozenset(self._standins)
 
     def _signature_policy(self) -> SignaturePolicy:
         """The trusted keys, read now: a missing or bad key file stops the registry at start.
@@ -169,11 +171,6 @@ class RegistryService:
                     cb=published_only(s.registry_release(verb), self.releases.handler(verb)),
                 )
             )
-        self._answering_since = time.monotonic() + STARTUP_GRACE_S
-        if self._settings.answer_unknown_tools:
-            self._subscriptions.append(
-                await self._nc.subscribe(s.call_any, queue=q, cb=published_only(s.call_any, self._on_call))
-            )
         self._tasks.append(asyncio.create_task(self._probe_periodically()))
         # Not nc.flush(): its PING can overtake our SUBs (see bus.connection.caught_up).
         await caught_up(self._nc)
@@ -191,6 +188,10 @@ class RegistryService:
             except ConnectionClosed:
                 pass
         await cancel_and_wait(self._tasks)
+        self._answering = False
+        async with self._standins_lock:
+            for tool in list(self._standins):
+                await self._stop_standing_in(tool)
 
     async def _on_announce(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -207,6 +208,7 @@ class RegistryService:
             await self._worker_event("worker_joined", announcement.worker_id, [t.name for t in announcement.tools])
         elif known and announcement.state == "stopped":
             await self._worker_event("worker_left", announcement.worker_id, [t.name for t in announcement.tools])
+        await self._stand_in_where_needed()
 
     async def _on_list(self, msg: Msg) -> None:
         assert self.catalogue is not None
@@ -232,22 +234,52 @@ class RegistryService:
         else:
             await msg.respond(encode(tool))
 
-    async def _on_call(self, msg: Msg) -> None:
+    async def _on_unserved_call(self, msg: Msg) -> None:
+        """A call to a tool we stand in for: NO_WORKER, unless a worker has come meanwhile."""
         assert self.catalogue is not None
         if not msg.reply:
             return
         tool = self._subjects.tool_from_call(msg.subject)
-        now = time.monotonic()
-        if not self.catalogue.knows(tool):
-            await send_error(self._nc, msg.reply, ErrorCode.UNKNOWN_TOOL, f"unknown tool {tool!r}")
-        elif now >= self._answering_since and not self.catalogue.live_workers(tool):
+        # A worker subscribes before it announces: until we drop this stand-in a call reaches
+        # both, and the worker's answer is the one that counts.
+        if not self.catalogue.live_workers(tool):
             await send_error(self._nc, msg.reply, ErrorCode.NO_WORKER, _no_worker(tool))
-        else:
-            # A worker should answer; remember the call in case that worker turns out to be dead.
-            recent = self._recent_calls.setdefault(tool, deque())
-            recent.append((now, msg.reply))
-            while recent and recent[0][0] < now - RECENT_CALLS_S:
-                recent.popleft()
+
+    async def _stand_in_where_needed(self) -> None:
+        """Subscribe to the call subject of each known tool no live worker serves; unsubscribe
+        from those a worker serves again. Idempotent; run after every change of liveness."""
+        catalogue = self.catalogue
+        if catalogue is None or not self._answering or not self._settings.answer_unknown_tools:
+            return
+        async with self._standins_lock:
+            await self._reconcile_standins(catalogue)
+
+    async def _reconcile_standins(self, catalogue: Catalogue) -> None:
+        unserved = {tool for tool in (catalogue.tools.keys() | catalogue.seen) if not catalogue.live_workers(tool)}
+        for tool in [t for t in self._standins if t not in unserved]:
+            await self._stop_standing_in(tool)
+        for tool in unserved - self._standins.keys():
+            try:
+                subject = self._subjects.call(tool)
+            except ValueError:
+                continue  # a name no subject can carry was never callable
+            try:
+                with nats_boundary:
+                    self._standins[tool] = await self._nc.subscribe(
+                        subject,
+                        queue=self._subjects.registry_queue,
+                        cb=published_only(subject, self._on_unserved_call),
+                    )
+            except ConnectionClosed:
+                return
+
+    async def _stop_standing_in(self, tool: str) -> None:
+        sub = self._standins.pop(tool)
+        try:
+            with nats_boundary:
+                await sub.unsubscribe()
+        except ConnectionClosed:
+            pass
 
     async def _probe_periodically(self) -> None:
         """Ping every worker; forget the dead, answer their lost calls, withdraw unserved tools."""
@@ -256,9 +288,8 @@ class RegistryService:
         # Every live worker has answered our hello by now: a tool nobody announced has no worker.
         self.catalogue.may_remove = True
         await self.catalogue.sync()
-        # Calls that came in while we waited for the first announcements, for tools still without a worker.
-        for tool in [t for t in self._recent_calls if not self.catalogue.live_workers(t)]:
-            await self._answer_lost(tool)
+        self._answering = True
+        await self._stand_in_where_needed()
         while True:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
@@ -277,10 +308,10 @@ class RegistryService:
             if not alive:
                 tools = self.catalogue.forget(worker_id)
                 await self._worker_event("worker_left", worker_id, tools)
-                for tool in tools:
-                    await self._answer_lost(tool)
         # Also catches workers that went silent without dying (their liveness window passed).
         await self.catalogue.sync()
+        # Also the tools published or removed meanwhile (the catalogue mirrors KV).
+        await self._stand_in_where_needed()
 
     async def _worker_event(self, kind: str, worker_id: str, tools: list[str]) -> None:
         """Publish a worker's arrival or departure (each registry replica publishes its own)."""
@@ -297,20 +328,6 @@ class RegistryService:
         except (BusTimeout, ConnectionClosed, ValueError):
             pass  # slow or unreachable from here is not proof of death; announcements decide
         return True
-
-    async def _answer_lost(self, tool: str) -> None:
-        """Reply NO_WORKER to the recent calls of ``tool`` that no live worker can have taken."""
-        assert self.catalogue is not None
-        since = self.catalogue.serving_since(tool)
-        calls = self._recent_calls.get(tool, deque())
-        lost = 0
-        # Remembered calls are in arrival order; those before `since` predate every live worker.
-        while calls and (since is None or calls[0][0] < since):
-            _, reply = calls.popleft()
-            await send_error(self._nc, reply, ErrorCode.NO_WORKER, _no_worker(tool))
-            lost += 1
-        if lost:
-            log.warning("answered calls a gone worker can no longer answer", tool=tool, calls=lost)
 
 
 def _no_worker(tool: str) -> str:

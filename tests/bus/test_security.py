@@ -15,9 +15,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
-from bus.connection import connect
+from bus.connection import connect, inbox_prefix
 from bus.embedded import free_port, nats_server_binary
 from bus.errors import BusUnavailable
+from bus.reply_mux import ReplyMux
 from bus.security import ROLES, Cluster, env_passwords, new_passwords, password_variable, server_config
 from bus.subjects import Subjects
 from gateway.audit_trail import AuditTrail
@@ -210,3 +211,19 @@ async def test_only_gateways_answer_a_guests_question(secure_server: SecureServe
     subject = SUBJECTS.resume("some-worker")
     found = await violations(secure_server, role, act, subject)
     assert found, f"a {role} could {act} {subject}"
+
+
+@pytest.mark.parametrize("role", ["worker", "registry", "operator"])
+async def test_no_other_role_can_forge_a_reply_into_a_gateways_calls(
+    secure_server: SecureServer, system: Roles, role: str
+) -> None:
+    # The gateway's calls share one reply subscription whose tokens are a counter (bus.reply_mux):
+    # what keeps forged answers out is that no other role may publish into a gateway's inbox
+    # except as the one reply to a request it received (allow_responses).
+    await eventually(lambda: system.worker.is_connected)
+    mux = ReplyMux(system.gateway)
+    reply = await mux.request(SUBJECTS.call("kit_add"), b'{"a":1,"b":2}', timeout_s=10)
+    assert decode(reply.data, CallToolResult).structured_content == 3
+    forged = f"{inbox_prefix('gateway')}.any.{mux.waiting + 1}"
+    found = await violations(secure_server, role, "publish", forged)
+    assert found, f"a {role} could publish into the gateway's replies"

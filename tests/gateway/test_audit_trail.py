@@ -19,6 +19,8 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from nats.aio.client import Client as NatsClient
 
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
 from gateway.audit_trail import REDACTED, AuditTrail, Redactor, Refusals, trace_id
 from gateway.principals import Principal
@@ -300,3 +302,25 @@ async def test_forged_subjects_cannot_use_up_the_kinds_a_real_principals_refusal
     refusals.flush()
     forged = [e for e in emitted if e.reason == "invalid_token"]
     assert sum(e.repeated or 1 for e in forged) == 50  # every forged one is still counted
+
+
+async def test_events_are_acknowledged_through_the_trails_own_subscription_and_stored_in_order(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects
+) -> None:
+    await ensure_audit_stream(nc, subjects)
+    trail_nc = await connect(nats_server.url, name="audit-trail")
+    trail = AuditTrail(trail_nc, subjects, AuditSettings())
+    trail.start()
+    try:
+        for n in range(300):  # more than one batch
+            trail.observe(record(n, {"n": n}))
+        await eventually(lambda: trail.published == 300, what="the events were not published")
+        events = await recent(nc, subjects, 400)
+        assert [body["requestId"] for _, _, body in events] == [f"req{n}" for n in range(300)]
+        # A forged acknowledgement (a wrong batch, a wrong index, junk) changes nothing.
+        trail.observe(record(300))
+        await trail_nc.publish(f"{trail_nc.new_inbox()}.x.0", b"junk")
+        await eventually(lambda: trail.published == 301 and trail.backlog == 0, what="the last event was lost")
+    finally:
+        await trail.stop()
+        await trail_nc.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
@@ -12,7 +13,7 @@ from bus.connection import connect
 from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Header, Subjects
-from registry.service import RegistryService
+from registry.service import PROBE_INTERVAL_S, RegistryService
 from schemas.codec import decode, encode
 from schemas.config import RegistrySettings, WorkerSettings
 from schemas.errors import ErrorCode
@@ -83,14 +84,35 @@ async def test_get_of_an_unknown_tool_is_a_typed_error(
     assert "nope" in decode(reply.data, ErrorReply).error.message
 
 
-async def test_a_call_to_an_unknown_tool_gets_a_typed_error(
+async def test_a_call_to_an_unknown_tool_gets_no_responders_at_once(
     nc: NatsClient, subjects: Subjects, registry: RegistryService
 ) -> None:
-    reply = await nc.request(subjects.call("no_such_tool"), b'{"a": 1}', timeout=2)
-    error = decode(reply.data, ErrorReply).error
-    assert error.code == ErrorCode.UNKNOWN_TOOL
-    assert "no_such_tool" in error.message
-    assert reply.headers == {Header.ERROR: str(int(ErrorCode.UNKNOWN_TOOL))}
+    # The registry stays off call subjects of tools it does not know: NATS answers.
+    with pytest.raises(nats.errors.NoRespondersError):
+        await nc.request(subjects.call("no_such_tool"), b'{"a": 1}', timeout=5)
+
+
+async def test_the_registry_hears_no_call_to_a_tool_a_live_worker_serves(
+    nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+) -> None:
+    registry_nc = await connect(nats_server.url, name="registry")
+    registry = RegistryService(registry_nc, subjects, RegistrySettings(), announce_interval_s=ANNOUNCE_INTERVAL_S)
+    await registry.start()
+    worker = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit])
+    await worker.start()
+    try:
+        await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
+        await asyncio.sleep(PROBE_INTERVAL_S * 2)  # a probe round has settled its subscriptions
+        before = registry_nc.stats["in_msgs"]
+        for _ in range(20):
+            reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+            assert decode(reply.data, CallToolResult).structured_content == 3
+        # Announcements and probe replies still arrive, but not one message per call.
+        assert registry_nc.stats["in_msgs"] - before < 20
+    finally:
+        await worker.stop(grace_s=1)
+        await registry.stop()
+        await registry_nc.close()
 
 
 async def test_a_known_tool_whose_worker_stopped_gets_no_worker(
@@ -99,7 +121,7 @@ async def test_a_known_tool_whose_worker_stopped_gets_no_worker(
     await announce(nc, subjects, ADD)
     await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("calc_add"))
     await announce(nc, subjects, ADD, state="stopped")
-    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("calc_add"))
+    await eventually(lambda: "calc_add" in registry.standing_in)
     reply = await nc.request(subjects.call("calc_add"), b"{}", timeout=2)
     error = decode(reply.data, ErrorReply).error
     assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
@@ -128,7 +150,7 @@ async def test_a_restarted_registry_serves_the_catalogue_from_kv(nc: NatsClient,
         await second.stop()
 
 
-async def test_calls_to_a_worker_whose_connection_died_get_no_worker_instead_of_hanging(
+async def test_calls_to_a_worker_whose_connection_died_are_answered_at_once(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, registry: RegistryService, kit: LoadedComponent
 ) -> None:
     worker_nc = await connect(nats_server.url, name="doomed-worker")
@@ -140,8 +162,21 @@ async def test_calls_to_a_worker_whose_connection_died_get_no_worker_instead_of_
 
     # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
     await worker_nc.close()
-    # The registry still believes in the worker for a moment; the call must not wait for its deadline.
-    reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+    # Its probe finds the worker gone once the server has dropped its subscriptions; from then
+    # on a call is answered at once: by NATS (nobody subscribed) until the registry stands in.
+    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("kit_add"))
+    await no_worker_answer(nc, subjects.call("kit_add"))
+    await eventually(lambda: "kit_add" in registry.standing_in)
+    error = decode((await nc.request(subjects.call("kit_add"), b"{}", timeout=5)).data, ErrorReply).error
+    assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+
+
+async def no_worker_answer(nc: NatsClient, subject: str) -> None:
+    """A call nobody serves is answered well before its deadline: no responders, or NO_WORKER."""
+    try:
+        reply = await nc.request(subject, b'{"a":1,"b":2}', timeout=5)
+    except nats.errors.NoRespondersError:
+        return
     error = decode(reply.data, ErrorReply).error
     assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
 
@@ -149,9 +184,8 @@ async def test_calls_to_a_worker_whose_connection_died_get_no_worker_instead_of_
 async def test_a_call_sent_between_a_worker_dying_and_its_replacement_starting_is_answered(
     nats_server: EmbeddedNatsServer, nc: NatsClient, subjects: Subjects, registry: RegistryService, kit: LoadedComponent
 ) -> None:
-    # The supervisor restarts a killed worker within a second; the registry may notice the
-    # replacement before it notices the death. A call sent in between reached nobody and must
-    # still get an answer rather than wait for its deadline.
+    # The supervisor restarts a killed worker within a second. A call sent in between reached
+    # nobody and must still get an answer rather than wait for its deadline.
     first_nc = await connect(nats_server.url, name="first-worker")
     first = WorkerService(
         first_nc, subjects, WorkerSettings(concurrency=1, announce_interval_s=ANNOUNCE_INTERVAL_S), [kit]
@@ -159,18 +193,17 @@ async def test_a_call_sent_between_a_worker_dying_and_its_replacement_starting_i
     await first.start()
     await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
     await first_nc.close()  # dies without a goodbye
-    stranded = asyncio.create_task(nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("kit_add"))
+    await no_worker_answer(nc, subjects.call("kit_add"))
     second_nc = await connect(nats_server.url, name="second-worker")
     second = WorkerService(
         second_nc, subjects, WorkerSettings(concurrency=1, announce_interval_s=ANNOUNCE_INTERVAL_S), [kit]
     )
     try:
         await second.start()
-        error = decode((await stranded).data, ErrorReply).error
-        assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
-        # Once the registry knows the replacement, calls reach it.
+        # Once the registry knows the replacement, calls reach it, and only it.
         await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
+        await eventually(lambda: "kit_add" not in registry.standing_in)
         reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
         assert decode(reply.data, CallToolResult).structured_content == 3
     finally:
