@@ -89,7 +89,7 @@ async def call_tool(settings: Settings, args: argparse.Namespace) -> int:
             print(f"toolbus: {exc}", file=sys.stderr)
             return 1
         except NoResponders:
-            print(f"toolbus: nothing is serving {args.tool!r} (no registry, no worker)", file=sys.stderr)
+            print(f"toolbus: nothing is serving {args.tool!r} (unknown tool, or no worker)", file=sys.stderr)
             return 1
         except BusTimeout:
             print(f"toolbus: no reply within {args.timeout}s", file=sys.stderr)

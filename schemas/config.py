@@ -409,7 +409,8 @@ class TelemetrySettings(SettingsModel):
 
 class RegistrySettings(SettingsModel):
     answer_unknown_tools: bool = True
-    """Reply with a typed error to calls for tools nobody serves (see docs/bus-protocol.md)."""
+    """Stand in for known tools no live worker serves: answer their calls NO_WORKER (retryable)
+    instead of leaving them to NATS's "no responders" (docs/bus-protocol.md, "Calls nobody can serve")."""
     audit_max_events: Annotated[int, Field(ge=1000)] = 5_000_000
     """Cap of the audit stream (one event per call, ~300 bytes each: ~1.5 GB): beyond it the
     oldest events go, before their 30 days are up. Applies when the registry creates the stream.
