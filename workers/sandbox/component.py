@@ -46,6 +46,7 @@ from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, eff
 from workers.sandbox.mcp_host import link_mcp
 from workers.sandbox.notify_host import link_notify
 from workers.sandbox.surface import GuestBody, GuestSurface, SurfaceFailure, is_mcp_export
+from workers.sandbox.wasmtime_adapter import ExportCall
 from workers.toolchains.wit_docs import FunctionDocs, function_docs, read_docs
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,7 @@ class _Tool:
     params: list[tuple[str, Any]]
     result: Any  # wasmtime value type, or None
     returns_result: bool
+    call: ExportCall  # its types resolved once, here at load, not on every call
 
 
 def _snake(name: str) -> str:
@@ -309,9 +311,7 @@ class LoadedComponent:
                 began = time.perf_counter()
                 instance = self._linker.instantiate(store, self._component)
                 context.instantiate_s = time.perf_counter() - began  # the worker's instantiate histogram
-            func = instance.get_func(store, tool.index)
-            value = func(store, *args)
-            func.post_return(store)
+            value = tool.call(store, instance, tool.index, args)
         except wasmtime.ExitTrap as exc:
             context.crashed = True
             return error_result(with_stderr(f"guest exited with code {exc.code}", output.stderr)), None
@@ -449,7 +449,8 @@ def _derive_tools(
             client_capabilities=settings.needs(export, tool_name),
             asks=asks,
         )
-        tools[tool_name] = _Tool(descriptor, index, func_type.params, func_type.result, returns_result)
+        params, result = func_type.params, func_type.result
+        tools[tool_name] = _Tool(descriptor, index, params, result, returns_result, ExportCall(func_type))
     if not tools and not serves_surface:
         raise ComponentLoadError(f"component {settings.name!r} exports no function usable as a tool")
     return tools
