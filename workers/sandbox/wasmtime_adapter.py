@@ -40,6 +40,17 @@ PRIVATE_NAMES = (
     "wasmtime_component_func_call",
     "wasmtime_component_func_post_return",
     "wasmtime_component_val_delete",
+    "wasmtime_pooling_allocation_config_new",
+    "wasmtime_pooling_allocation_config_delete",
+    "wasmtime_pooling_allocation_strategy_set",
+    "wasmtime_pooling_allocation_config_total_component_instances_set",
+    "wasmtime_pooling_allocation_config_total_core_instances_set",
+    "wasmtime_pooling_allocation_config_total_memories_set",
+    "wasmtime_pooling_allocation_config_total_tables_set",
+    "wasmtime_pooling_allocation_config_max_memory_size_set",
+    "wasmtime_pooling_allocation_config_table_elements_set",
+    "wasmtime_pooling_allocation_config_max_core_instance_size_set",
+    "wasmtime_pooling_allocation_config_max_component_instance_size_set",
     "wasmtime_update_deadline_kind_t",
     "wasmtime_error_new",
     "wasmtime_store_epoch_deadline_callback",
@@ -97,6 +108,36 @@ def set_epoch_deadline_callback(store: wasmtime.Store, callback: Any, data: obje
     caller keeps ``data`` alive as long as the Store (wasmtime holds only its address).
     """
     ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, ctypes.c_void_p(id(data)), _no_finalizer)
+
+
+def use_pooling_allocator(
+    config: wasmtime.Config,
+    *,
+    instances: int,
+    core_instances: int,
+    memories: int,
+    tables: int,
+    max_memory_bytes: int,
+    table_elements: int,
+    instance_bytes: int,
+) -> None:
+    """Make engines of ``config`` allocate instances from pre-reserved slots (wasmtime's pooling
+    allocator), which wasmtime-py does not expose. ``instances``, ``core_instances``, ``memories`` and
+    ``tables`` bound what may be live at once in the engine; the rest bound each one.
+    """
+    pool = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        ffi.wasmtime_pooling_allocation_config_total_component_instances_set(pool, instances)
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, core_instances)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, memories)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, tables)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory_bytes)
+        ffi.wasmtime_pooling_allocation_config_table_elements_set(pool, table_elements)
+        ffi.wasmtime_pooling_allocation_config_max_core_instance_size_set(pool, instance_bytes)
+        ffi.wasmtime_pooling_allocation_config_max_component_instance_size_set(pool, instance_bytes)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)  # copies the settings
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pool)
 
 
 def callback_data(data: int) -> Any:
