@@ -33,7 +33,7 @@ from schemas.wire import CallToolResult, ComponentSurface, TextContent, ToolDesc
 from schemas.wit_schema import output_schema, params_schema
 from schemas.wit_values import from_wasm, to_wasm, which_case
 from workers.sandbox.artifact import Artifact
-from workers.sandbox.call_context import CallContext, running
+from workers.sandbox.call_context import CallContext, bind, running
 from workers.sandbox.capabilities import Grants
 from workers.sandbox.client_host import imports_client, link_client
 from workers.sandbox.compile_cache import load_component
@@ -92,6 +92,10 @@ class _Warm:
     instance: Any
     output: GuestOutput
 
+
+_NO_OUTPUT = GuestOutput()
+"""The output of every call of a component that cannot write any (see ``_writes_output``): never
+captured, so never written, and shared."""
 
 _WARM_POOLS: weakref.WeakSet[LoadedComponent] = weakref.WeakSet()
 """Components holding warm Stores, closed at interpreter exit (see ``_close_warm_pools``)."""
@@ -246,7 +250,7 @@ class LoadedComponent:
         self.engine_host.start()  # without the ticker a deadline never arrives
         warm = self._take_warm() if self.reuse_instances else None
         if warm is None:
-            output = GuestOutput()
+            output = GuestOutput() if self._writes_output else _NO_OUTPUT
             store = self._new_store(output, timeout_s, context.cancelled)
             instance = None
         else:
@@ -254,8 +258,11 @@ class LoadedComponent:
             rearm(store, self.engine_host, self.limits, timeout_s, context.cancelled)
         context.interrupts = store.interrupts  # a wait for the client's answer re-arms them
         try:
-            with running(context):
+            previous = bind(context)
+            try:
                 result, instance = self._run(store, instance, tool, args, output, timeout_s, context)
+            finally:
+                bind(previous)
             if context.content and not result.is_error:
                 # Content the guest added replaces the text form of its return value.
                 result = CallToolResult(content=list(context.content), structured_content=result.structured_content)
