@@ -19,7 +19,10 @@ that the bench's orchestrator never hosts a wasmtime Engine or its epoch ticker 
   ``post_return``; a command's ``_start``, reading stdin and writing stdout), and for a
   component again on a live instance (a command runs once per instance);
 - **call**: the whole per-call path a worker thread runs (``LoadedComponent.call`` /
-  ``LoadedCommand.call``: arguments in, fresh Store, instantiate, run, result out).
+  ``LoadedCommand.call``: arguments in, fresh Store, instantiate, run, result out);
+- **reused call** (components only): the same whole call with ``reuse_instances = true`` (the opt-in
+  for tools declared pure: a warm instance, no Store or instantiation). Reported apart from
+  **call**, never in its place.
 
 The C toolchain is installed with apt-get when it is missing (``harness.apt``); when that fails,
 the C row is skipped and the result says why.
@@ -196,6 +199,7 @@ def _costs(subject: Subject, wasm_path: Path, cache_dir: Path, counts: Counts) -
         store_s, instantiate_s, first_call_s = _fresh_instances(subject, steps, counts.instantiations)
         warm_s = _live_instance(subject, steps, WARM_CALLS) if steps.reusable else []
         call_s = _samples(counts.instantiations, lambda: loaded.call(subject.tool, subject.arguments, TIMEOUT_S))
+        reused_s = _reused_calls(subject, engine_host, wasm_path, cache_dir) if steps.reusable else []
     finally:
         engine_host.stop()
     ms = 1000.0
@@ -216,7 +220,23 @@ def _costs(subject: Subject, wasm_path: Path, cache_dir: Path, counts: Counts) -
     }
     if warm_s:
         costs["warm_call_ms"] = summary(warm_s, ms)
+    if reused_s:
+        costs["reused_call_ms"] = summary(reused_s, ms)
     return costs
+
+
+def _reused_calls(subject: Subject, engine_host: Any, wasm_path: Path, cache_dir: Path) -> list[float]:
+    """``WARM_CALLS`` whole calls of a component loaded with ``reuse_instances = true``."""
+    from bench.wasm_kinds import TIMEOUT_S
+
+    settings = subject.settings.model_copy(update={"reuse_instances": True})
+    loaded = subject.kind.load(engine_host, settings, wasm_path, cache_dir)
+    try:
+        result = loaded.call(subject.tool, subject.arguments, TIMEOUT_S)  # the instance that is reused
+        _check(subject, None if result.is_error else result.structured_content, f"reused call ({result.content})")
+        return _samples(WARM_CALLS, lambda: loaded.call(subject.tool, subject.arguments, TIMEOUT_S))
+    finally:
+        loaded.close()
 
 
 def measure_in_process(

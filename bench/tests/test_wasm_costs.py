@@ -28,6 +28,8 @@ def test_each_kind_is_measured_step_by_step_and_reported(tmp_path: Path) -> None
             assert tool[key]["n"] >= 3 and tool[key]["p50"] > 0, (tool["tool"], key)
         # Only a component's instance can run again; a command's _start runs once per instance.
         assert ("warm_call_ms" in tool) == (tool["kind"] == "component")
+        # The whole call on a reused instance (reuse_instances) is reported apart from the fresh one.
+        assert ("reused_call_ms" in tool) == (tool["kind"] == "component")
     if "wordcount" in tools:
         assert tools["wordcount"]["build"]["cached"] is False  # a fresh cache directory
 

@@ -93,15 +93,23 @@ class CallContext:
 _local = threading.local()
 
 
+def bind(context: CallContext | None) -> CallContext | None:
+    """Bind ``context`` to this thread; returns the one it replaces, for ``bind`` to put back.
+
+    The plain pair is for the per-call path, where ``running``'s generator costs a microsecond."""
+    previous: CallContext | None = getattr(_local, "context", None)
+    _local.context = context
+    return previous
+
+
 @contextmanager
 def running(context: CallContext) -> Iterator[CallContext]:
     """Bind ``context`` to this thread while its guest runs."""
-    previous = getattr(_local, "context", None)
-    _local.context = context
+    previous = bind(context)
     try:
         yield context
     finally:
-        _local.context = previous
+        bind(previous)
 
 
 def current() -> CallContext | None:

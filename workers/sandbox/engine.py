@@ -19,13 +19,25 @@ from typing import Any
 
 import wasmtime
 
-from workers.sandbox.wasmtime_adapter import install_per_thread_scratch
+from schemas.config import MAX_MEMORY_MIB
+from workers.sandbox.wasmtime_adapter import install_per_thread_scratch, use_pooling_allocator
 
 EPOCH_TICK_S = 0.01
 """Epoch period: the resolution of guest timeouts (10 ms is ~free and fine-grained enough)."""
 
 DEFAULT_FUEL = 10_000_000_000
 """Fuel given to each call when fuel metering is on (roughly seconds of guest work)."""
+
+POOLED_INSTANCES = 1000
+"""Component instances (and, separately, core instances, linear memories, tables) an engine may
+hold live at once: wasmtime's own pooling defaults. A worker holds at most ``concurrency +
+waiting_guests`` running guests plus its warm instances, far fewer. Each memory slot reserves
+4 GiB of address space (no memory), so an engine reserves ~4 TiB of the 128 TiB a process has."""
+POOLED_TABLE_ELEMENTS = 1_000_000
+"""Elements of the largest table a guest may have (wasmtime's default, 20,000, is below what a
+big JavaScript or Python guest can declare; each slot reserves 8 bytes per element)."""
+POOLED_INSTANCE_BYTES = 16 << 20
+"""Largest instance state (vmctx) of one core or component instance (wasmtime's default: 1 MiB)."""
 
 
 class EngineHost:
@@ -37,6 +49,19 @@ class EngineHost:
         config.epoch_interruption = True
         # Fuel changes the compiled code, which is why it is part of the fingerprint.
         config.consume_fuel = consume_fuel
+        # Every call instantiates afresh: the pooling allocator reuses reserved slots instead of
+        # mapping and unmapping memories, tables and instance state per Store (a small component's
+        # Store + instantiate + drop: ~25 -> ~12 us). It does not change the compiled code.
+        use_pooling_allocator(
+            config,
+            instances=POOLED_INSTANCES,
+            core_instances=POOLED_INSTANCES,
+            memories=POOLED_INSTANCES,
+            tables=POOLED_INSTANCES,
+            max_memory_bytes=MAX_MEMORY_MIB << 20,
+            table_elements=POOLED_TABLE_ELEMENTS,
+            instance_bytes=POOLED_INSTANCE_BYTES,
+        )
         self.engine: Any = wasmtime.Engine(config)
         self.fingerprint = engine_fingerprint(consume_fuel=consume_fuel)
         # Guests run on many threads: wasmtime-py's variant-lowering scratch set must be per

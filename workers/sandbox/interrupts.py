@@ -17,7 +17,7 @@ from typing import Any
 
 import wasmtime
 
-from workers.sandbox.wasmtime_adapter import CONTINUE, epoch_callback, set_epoch_deadline_callback, trap
+from workers.sandbox.wasmtime_adapter import CONTINUE, callback_data, epoch_callback, set_epoch_deadline_callback, trap
 
 TIMED_OUT = "toolbus: deadline reached"
 """The root cause of the trap that ends a guest at its deadline."""
@@ -28,17 +28,19 @@ CANCELLED = "toolbus: call cancelled"
 class Interrupts:
     """When one Store's guest must stop. Re-armed before each call that uses the Store."""
 
-    __slots__ = ("_callback", "cancelled", "deadline")
+    __slots__ = ("cancelled", "deadline")
 
     def __init__(self) -> None:
         self.deadline = math.inf
         """``time.monotonic()`` value at which the guest is stopped."""
         self.cancelled: threading.Event | None = None
-        self._callback = epoch_callback(self._on_tick)  # kept alive as long as the Store is
 
     def install(self, store: wasmtime.Store) -> None:
-        """Make ``store`` consult these interrupts every epoch tick (once, at creation)."""
-        set_epoch_deadline_callback(store, self._callback)
+        """Make ``store`` consult these interrupts every epoch tick (once, at creation).
+
+        The Store must keep them alive (``InterruptibleStore`` does): wasmtime holds only their address.
+        """
+        set_epoch_deadline_callback(store, _ON_TICK, self)
 
     def arm(self, store: wasmtime.Store, timeout_s: float, cancelled: threading.Event | None) -> None:
         """Stop the guest ``timeout_s`` from now, or as soon as ``cancelled`` is set."""
@@ -47,7 +49,8 @@ class Interrupts:
         # The deadline must exist before instantiate: guests run code while instantiating.
         store.set_epoch_deadline(1)
 
-    def _on_tick(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+    def on_tick(self, delta: Any, kind: Any) -> int:
+        """Trap the guest if it must stop, else grant it one more tick."""
         cancelled = self.cancelled
         if cancelled is not None and cancelled.is_set():
             return trap(CANCELLED)
@@ -58,8 +61,18 @@ class Interrupts:
         return 0
 
 
+def _on_tick(_context: Any, data: Any, delta: Any, kind: Any) -> int:
+    interrupts: Interrupts = callback_data(data)
+    return interrupts.on_tick(delta, kind)
+
+
+_ON_TICK = epoch_callback(_on_tick)
+"""The one C callback of every Store (its ``data`` names the Store's ``Interrupts``): making a
+ctypes callback per Store cost ~10 µs of each fresh-instance call."""
+
+
 class InterruptibleStore(wasmtime.Store):
-    """A Store that carries its ``Interrupts`` (and so keeps their C callback alive)."""
+    """A Store that carries its ``Interrupts`` (and so keeps them alive while wasmtime may call back)."""
 
     def __init__(self, engine: wasmtime.Engine) -> None:
         super().__init__(engine)

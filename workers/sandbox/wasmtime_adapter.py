@@ -3,11 +3,20 @@
 wasmtime-py does not wrap two C API functions the worker needs: the epoch-deadline *callback*
 (to stop a guest on cancellation as well as at its deadline, see ``workers.sandbox.interrupts``) and
 ``wasi_config_set_stdin_bytes`` (a command's stdin without a temp file, see ``workers.sandbox.wasi_command``);
-both are reached through ``wasmtime._ffi``. And one module global of ``wasmtime.component._types``
-is made per-thread (see ``PerThreadSet``). None of this is a public API and it may change with any
-release: ``tests/workers/sandbox/test_wasmtime_adapter.py`` pins the version these bindings were checked
-against and fails, by name, when one of them is gone. The upstream change that would retire this
-module: ``Store.set_epoch_deadline_callback`` and ``WasiConfig.stdin_bytes`` in wasmtime-py.
+both are reached through ``wasmtime._ffi``. One module global of ``wasmtime.component._types``
+is made per-thread (see ``PerThreadSet``). And a component export is called through ``ExportCall``,
+which resolves the function's types once, at load: wasmtime-py's ``Func.__call__`` asks the C API
+for the function's type and every nested type (record fields, list elements, variant cases) again
+on every call, which was most of the Python cost of a small call. None of this is a public API and
+it may change with any release: ``tests/workers/sandbox/test_wasmtime_adapter.py`` pins the version
+these bindings were checked against and fails, by name, when one of them is gone.
+
+The upstream changes that would retire this module: ``Store.set_epoch_deadline_callback`` and
+``WasiConfig.stdin_bytes`` in wasmtime-py; a ``Func.call`` taking types resolved once (or
+``FuncType`` and the value types caching their reflection, which is immutable per component); and,
+for the fresh-instance cost, a component ``InstancePre`` in the C API (wasmtime 51's C API has
+``wasmtime_linker_instantiate_pre`` for core modules only, so every component instantiation still
+re-runs the linker's type checks and import resolution).
 """
 
 from __future__ import annotations
@@ -19,10 +28,29 @@ from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
+from wasmtime import component as wc
+from wasmtime.component import _enter as component_enter
 from wasmtime.component import _types as component_types
 
 PRIVATE_NAMES = (
     "wasmtime_context_t",
+    "wasmtime_component_val_t",
+    "wasmtime_component_func_t",
+    "wasmtime_component_instance_get_func",
+    "wasmtime_component_func_call",
+    "wasmtime_component_func_post_return",
+    "wasmtime_component_val_delete",
+    "wasmtime_pooling_allocation_config_new",
+    "wasmtime_pooling_allocation_config_delete",
+    "wasmtime_pooling_allocation_strategy_set",
+    "wasmtime_pooling_allocation_config_total_component_instances_set",
+    "wasmtime_pooling_allocation_config_total_core_instances_set",
+    "wasmtime_pooling_allocation_config_total_memories_set",
+    "wasmtime_pooling_allocation_config_total_tables_set",
+    "wasmtime_pooling_allocation_config_max_memory_size_set",
+    "wasmtime_pooling_allocation_config_table_elements_set",
+    "wasmtime_pooling_allocation_config_max_core_instance_size_set",
+    "wasmtime_pooling_allocation_config_max_component_instance_size_set",
     "wasmtime_update_deadline_kind_t",
     "wasmtime_error_new",
     "wasmtime_store_epoch_deadline_callback",
@@ -30,8 +58,20 @@ PRIVATE_NAMES = (
     "wasi_config_set_stdin_bytes",
 )
 """The ``wasmtime._ffi`` names used below; the pinning test checks each one exists."""
-COMPONENT_TYPES_NAMES = ("case_test_cache",)
-"""The ``wasmtime.component._types`` globals replaced below; the pinning test checks each one exists."""
+COMPONENT_TYPES_NAMES = ("case_test_cache", "VariantLikeType")
+"""The ``wasmtime.component._types`` names used below; the pinning test checks each one exists."""
+RESOLVED_MEMBERS: dict[type[Any], tuple[str, ...]] = {
+    wc.RecordType: ("fields",),
+    wc.TupleType: ("elements",),
+    wc.ListType: ("element", "_is_bytes"),
+    wc.VariantType: ("_cases", "_tagged"),
+    wc.OptionType: ("_cases", "_tagged"),
+    wc.ResultType: ("_cases", "_tagged"),
+}
+"""Per value type, the members its (inherited) lowering and lifting read on every call; ``resolve``
+reads them once. The pinning test checks each is still a member of its class."""
+ENTER_NAMES = ("enter_wasm",)
+"""The ``wasmtime.component._enter`` names used below (host callbacks' exceptions re-raised)."""
 
 CONTINUE = 0
 """WASMTIME_UPDATE_DEADLINE_CONTINUE: keep running, the deadline moved by ``delta`` ticks."""
@@ -60,9 +100,49 @@ def epoch_callback(on_tick: Callable[[Any, Any, Any, Any], int]) -> Any:
     return EpochCallback(on_tick)
 
 
-def set_epoch_deadline_callback(store: wasmtime.Store, callback: Any) -> None:
-    """Make wasmtime call ``callback`` (from ``epoch_callback``) when ``store`` reaches its deadline."""
-    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _no_finalizer)
+def set_epoch_deadline_callback(store: wasmtime.Store, callback: Any, data: object) -> None:
+    """Make wasmtime call ``callback`` (from ``epoch_callback``) when ``store`` reaches its deadline.
+
+    ``callback`` gets ``data`` back as its second argument (read it with ``callback_data``), so one
+    C callback serves every Store: making a ctypes callback costs ~10 µs, too much per Store. The
+    caller keeps ``data`` alive as long as the Store (wasmtime holds only its address).
+    """
+    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, ctypes.c_void_p(id(data)), _no_finalizer)
+
+
+def use_pooling_allocator(
+    config: wasmtime.Config,
+    *,
+    instances: int,
+    core_instances: int,
+    memories: int,
+    tables: int,
+    max_memory_bytes: int,
+    table_elements: int,
+    instance_bytes: int,
+) -> None:
+    """Make engines of ``config`` allocate instances from pre-reserved slots (wasmtime's pooling
+    allocator), which wasmtime-py does not expose. ``instances``, ``core_instances``, ``memories`` and
+    ``tables`` bound what may be live at once in the engine; the rest bound each one.
+    """
+    pool = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        ffi.wasmtime_pooling_allocation_config_total_component_instances_set(pool, instances)
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, core_instances)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, memories)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, tables)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory_bytes)
+        ffi.wasmtime_pooling_allocation_config_table_elements_set(pool, table_elements)
+        ffi.wasmtime_pooling_allocation_config_max_core_instance_size_set(pool, instance_bytes)
+        ffi.wasmtime_pooling_allocation_config_max_component_instance_size_set(pool, instance_bytes)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)  # copies the settings
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pool)
+
+
+def callback_data(data: int) -> Any:
+    """The object given as ``data`` to ``set_epoch_deadline_callback``, from its address."""
+    return ctypes.cast(data, ctypes.py_object).value
 
 
 def trap(message: str) -> int:
@@ -113,3 +193,105 @@ def install_per_thread_scratch() -> None:
     """Make wasmtime-py's variant-lowering scratch set per-thread (once per process; idempotent)."""
     if not isinstance(component_types.case_test_cache, PerThreadSet):
         component_types.case_test_cache = PerThreadSet()  # type: ignore[assignment]
+
+
+class _Resolved:
+    """Mixin of a value type whose reflected members were read once (see ``resolve``).
+
+    It shares the C type of the wasmtime-py object it was made from and keeps that object alive,
+    so it must not free the pointer itself.
+    """
+
+    _source: Any
+
+    def _delete(self, _ptr: Any) -> None:
+        return None
+
+
+_RESOLVED_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _resolved_class(cls: type[Any]) -> type[Any]:
+    resolved = _RESOLVED_CLASSES.get(cls)
+    if resolved is None:
+        # Plain class attributes shadow the parent's properties, so instances can hold the values.
+        members = dict.fromkeys(name for name in RESOLVED_MEMBERS[cls] if not name.startswith("_"))
+        resolved = _RESOLVED_CLASSES[cls] = type(f"Resolved{cls.__name__}", (_Resolved, cls), members)
+    return resolved
+
+
+def resolve(ty: Any) -> Any:
+    """``ty`` (a wasmtime-py value type) with the members its lowering and lifting read on each call
+    read once, recursively; it lowers and lifts exactly as ``ty`` does, with wasmtime-py's own code.
+    Types with nothing to resolve (numbers, strings, enums, flags, resources) are returned as they are.
+    """
+    cls = type(ty)
+    if cls not in RESOLVED_MEMBERS:
+        return ty
+    resolved_cls = _resolved_class(cls)
+    resolved: Any = object.__new__(resolved_cls)  # no __init__: wasmtime-py's types refuse one
+    resolved._source = ty
+    resolved._Managed__ptr = ty.ptr()  # Managed's private slot: the same C type, freed by ``ty`` alone
+    if isinstance(ty, wc.RecordType):
+        resolved.fields = [(name, resolve(field)) for name, field in ty.fields]
+    elif isinstance(ty, wc.TupleType):
+        resolved.elements = [resolve(element) for element in ty.elements]
+    elif isinstance(ty, wc.ListType):
+        resolved.element = resolve(ty.element)
+        is_bytes = ty._is_bytes()
+        resolved._is_bytes = lambda: is_bytes
+    else:
+        cases = [(name, None if case is None else resolve(case)) for name, case in ty._cases()]
+        tagged = ty._tagged()
+        resolved._cases = lambda: cases
+        resolved._tagged = lambda: tagged
+    return resolved
+
+
+class ExportCall:
+    """How to call one exported function of a component, its types resolved once (at load).
+
+    Does what wasmtime-py's ``Instance.get_func`` + ``Func.__call__`` + ``Func.post_return`` do,
+    minus the per-call type reflection and the wrapper objects; values are lowered and lifted by
+    wasmtime-py's own value types (``resolve``d). Raises what they raise: ``WasmtimeError`` (and
+    ``ExitTrap``) from the guest, ``TypeError``/``ValueError`` for a value that does not lower.
+    """
+
+    __slots__ = ("_params", "_result", "_values")
+
+    def __init__(self, func_type: Any) -> None:
+        self._params = tuple(resolve(ty) for _, ty in func_type.params)
+        result = func_type.result
+        self._result = None if result is None else resolve(result)
+        self._values = ffi.wasmtime_component_val_t * len(self._params)
+
+    def __call__(self, store: wasmtime.Store, instance: Any, index: Any, args: list[Any]) -> Any:
+        """Call export ``index`` of ``instance`` (in ``store``) with ``args``; post-return done."""
+        context = store._context()
+        func = ffi.wasmtime_component_func_t()
+        if not ffi.wasmtime_component_instance_get_func(
+            ctypes.byref(instance._instance), context, index.ptr(), ctypes.byref(func)
+        ):
+            raise ValueError("the export is not a function of this instance")
+        if len(args) != len(self._params):
+            raise TypeError(f"wrong number of parameters: given {len(args)}, expected {len(self._params)}")
+        values = self._values()
+        lowered = 0
+        try:
+            for ty, value in zip(self._params, args, strict=True):
+                ty.convert_to_c(store, value, ctypes.pointer(values[lowered]))
+                lowered += 1
+            result = None if self._result is None else ffi.wasmtime_component_val_t()
+            result_ref = None if result is None else ctypes.byref(result)
+            count = 0 if result is None else 1
+            component_enter.enter_wasm(
+                lambda: ffi.wasmtime_component_func_call(
+                    ctypes.byref(func), context, values, lowered, result_ref, count
+                )
+            )
+            value = None if self._result is None else self._result.convert_from_c(result)
+        finally:
+            for i in range(lowered):
+                ffi.wasmtime_component_val_delete(ctypes.byref(values[i]))
+        component_enter.enter_wasm(lambda: ffi.wasmtime_component_func_post_return(ctypes.byref(func), context))
+        return value
