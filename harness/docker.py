@@ -14,6 +14,7 @@ with the host's network (only the base needs none) and the test deployment uses 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -138,6 +139,14 @@ def engine(log_path: Path) -> Iterator[Engine]:
             message carries the tail of its log).
     """
     tools = ensure_tools()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # One test run at a time drives the engine: another would see our containers as leftovers.
+    with (cache_root() / "engine.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _engine(tools, log_path)
+
+
+def _engine(tools: Tools, log_path: Path) -> Iterator[Engine]:
     found = Engine(tools, f"unix://{SOCKET}", None)
     if found.responds():
         yield found
