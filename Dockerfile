@@ -40,9 +40,11 @@ RUN /opt/toolbus/bin/pip install -q --no-deps --no-build-isolation --find-links 
 
 # The components the compose workers serve, built into the cache exactly as a worker would
 # (same key: the project's files, the world, the componentize-py version), so it finds them.
+# Only worker.toml before the build: an edit to another role's config keeps this layer.
 COPY examples/ /app/examples/
-COPY deploy/toolbus/ /app/deploy/toolbus/
+COPY deploy/toolbus/worker.toml /app/deploy/toolbus/worker.toml
 RUN cd / && /opt/toolbus/bin/python -c 'from pathlib import Path; from schemas.config import load_settings; from workers.sources import COMPONENT; settings = load_settings(Path("/app/deploy/toolbus/worker.toml")); [print("built", c.name, COMPONENT.resolve(c, settings.cache_dir)) for c in settings.components if c.kind == "component"]'
+COPY deploy/toolbus/ /app/deploy/toolbus/
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/toolbus toolbus
