@@ -44,6 +44,8 @@ EXEC_ROOT = Path("/run/toolbus-docker")
 """dockerd's run-time state (containerd's sockets live here): short, because unix socket paths are."""
 SOCKET = Path("/run/toolbus-docker.sock")
 """Our engine's API socket: apart from any system Docker, so the test starts and stops only its own."""
+KEEP_LABEL = "toolbus.test.keep"
+"""Label of the volumes kept between runs (the workers' compiled components, per image)."""
 IMAGE_CONTEXT = ("pyproject.toml", "README.md", "bus", "cli", "gateway", "registry", "schemas", "stores", "workers")
 """What the Dockerfile copies besides examples/ and deploy/toolbus/ (mirrors .dockerignore)."""
 
@@ -107,13 +109,27 @@ class Engine:
         return self.docker("version", "--format", "{{.Server.Version}}", timeout_s=10, check=False).returncode == 0
 
     def remove_leftovers(self) -> None:
-        """Remove every container and unused volume: an engine of our own holds only test
+        """Remove every container and unused volume but the kept ones: an engine of our own holds only test
         deployments, and one a killed run left behind would come back (restart policies) with the
         next start of dockerd, and take CPU from this run."""
         containers = self.docker("ps", "-aq").stdout.split()
         if containers:
             self.docker("rm", "-f", "-v", *containers, timeout_s=300)
-        self.docker("volume", "prune", "-f", timeout_s=300)
+        self.docker("volume", "prune", "-f", "--filter", f"label!={KEEP_LABEL}", timeout_s=300)
+
+    def kept_volume(self, name: str, image: str) -> str:
+        """A volume for ``image`` that outlives test runs (``remove_leftovers`` keeps it): made
+        empty now if missing, so Docker fills it from the image at its first mount. Volumes kept
+        for other images of the same ``name`` are removed.
+        """
+        image_id = self.docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+        volume = f"{name}-{image_id.removeprefix('sha256:')[:12]}"
+        listed = self.docker("volume", "ls", "-q", "--filter", f"label={KEEP_LABEL}={name}").stdout.split()
+        for stale in set(listed) - {volume}:
+            self.docker("volume", "rm", "-f", stale, check=False)
+        if volume not in listed:
+            self.docker("volume", "create", "--label", f"{KEEP_LABEL}={name}", volume)
+        return volume
 
     def image_exists(self, tag: str) -> bool:
         return self.docker("image", "inspect", tag, timeout_s=30, check=False).returncode == 0
