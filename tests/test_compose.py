@@ -1,8 +1,9 @@
 """compose.yaml, its configs and the Dockerfile, checked without a Docker engine (in seconds;
 tests/deploy/ runs them under a real dockerd).
 
-Each part is checked by the real thing that will read it: the Compose JSON Schema for compose.yaml, the ``toolbus`` CLI parser for every command,
-``schemas.config`` for every toolbus.toml, and nats-server itself (``-t``) for the NATS config.
+Each part is checked by the real thing that will read it: the Compose JSON Schema for
+compose.yaml, the ``toolbus`` CLI parser for every command, ``schemas.config`` for every
+toolbus.toml, and nats-server itself (``-t``) for the NATS config.
 """
 
 from __future__ import annotations
