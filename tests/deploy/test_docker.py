@@ -58,9 +58,14 @@ PLACEHOLDER_HASH = "0" * 64
 CALL_TIMEOUT_S = 5.0
 """The gateway's ``call_timeout_s`` here (compose's default is 35 s): a call whose worker died ends
 then, inside the drills' 20 s bound for a lost call."""
+LIMITED_TOOL = "calc_divide"
 RATE_LIMITS = {
     "per_principal = { requests = 600, per_s = 60 }": "per_principal = { requests = 60000, per_s = 60 }",
-    "per_tool = { requests = 300, per_s = 60 }": "per_tool = { requests = 30000, per_s = 60 }",
+    "per_tool = { requests = 300, per_s = 60 }": (
+        "per_tool = { requests = 30000, per_s = 60 }\n"
+        # One tool keeps a limit the test can reach in two calls.
+        f"tools = {{ {LIMITED_TOOL} = {{ requests = 2, per_s = 60 }} }}"
+    ),
 }
 """compose's rate limits (deploy/toolbus/gateway.toml) → the test's."""
 WORKER_ROOM = {"concurrency = 4": "concurrency = 8", "calls_per_principal = 3": "calls_per_principal = 8"}
@@ -344,6 +349,22 @@ async def test_mcp_clients_of_both_eras_list_and_call_tools(deployment: Deployme
                 names = {tool.name for tool in (await client.list_tools()).tools}
                 assert {"calc_add", "inventory_catalog_describe"} <= names, names
                 assert await call_text(client, "calc_add", {"a": 2, "b": 3}) == "5"
+
+
+async def test_the_gateway_limits_a_callers_rate(deployment: Deployment) -> None:
+    statuses: list[tuple[int, str | None]] = []
+
+    async def seen(response: httpx2.Response) -> None:
+        statuses.append((response.status_code, response.headers.get("retry-after")))
+
+    http = httpx2.AsyncClient(headers={"X-API-Key": deployment.api_key}, timeout=30, event_hooks={"response": [seen]})
+    async with http, mcp_client(http, deployment.mcp_url, "auto") as client:
+        for _ in range(2):  # the test's gateway.toml allows this tool 2 calls a minute per caller
+            assert await call_text(client, LIMITED_TOOL, {"a": 1.0, "b": 4.0}) == "0.25"
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the HTTP refusal its own way
+            await client.call_tool(LIMITED_TOOL, {"a": 1.0, "b": 4.0})
+    refused = [retry_after for status, retry_after in statuses if status == 429]
+    assert refused and all(retry_after and int(retry_after) >= 1 for retry_after in refused), statuses
 
 
 async def test_a_published_component_is_served(deployment: Deployment) -> None:
