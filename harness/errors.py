@@ -13,3 +13,7 @@ class AptError(HarnessError):
 
 class ChildFailed(HarnessError):
     """Raised when a child exits or does not become ready; the message ends with its log tail."""
+
+
+class DockerUnavailable(HarnessError):
+    """Raised when Docker's programs cannot be installed or dockerd does not start."""

@@ -1,8 +1,9 @@
-"""compose.yaml, its configs and the Dockerfile, checked without a Docker engine.
+"""compose.yaml, its configs and the Dockerfile, checked without a Docker engine (in seconds;
+tests/deploy/ runs them under a real dockerd).
 
-No Docker runs where these tests do, so each part is checked by the real thing that will read
-it: the Compose JSON Schema for compose.yaml, the ``toolbus`` CLI parser for every command,
-``schemas.config`` for every toolbus.toml, and nats-server itself (``-t``) for the NATS config.
+Each part is checked by the real thing that will read it: the Compose JSON Schema for
+compose.yaml, the ``toolbus`` CLI parser for every command, ``schemas.config`` for every
+toolbus.toml, and nats-server itself (``-t``) for the NATS config.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def nats_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 
 
 def mounted_file(compose: dict[str, Any], service: dict[str, Any], target: Path) -> Path:
-    """The repo file that ``service`` sees at ``target`` (through a top-level ``configs`` entry)."""
-    for mount in service.get("configs", []):
-        if Path(mount["target"]) == target:
-            return REPO / compose["configs"][mount["source"]]["file"]
+    """The repo file that ``service`` sees at ``target``: a read-only bind mount ``./FILE:TARGET:ro``
+    (not a top-level ``configs`` entry, which docker-compose 1.29 ignores outside swarm)."""
+    for mount in service.get("volumes", []):
+        source, _, rest = mount.partition(":")
+        if source.startswith("./") and Path(rest.partition(":")[0]) == target:
+            assert rest.endswith(":ro"), f"{mount}: mount configs read-only"
+            return REPO / source
     raise AssertionError(f"nothing is mounted at {target}")
 
 
@@ -166,7 +170,7 @@ def test_nats_nodes_have_health_checks_and_a_volume_each(services: dict[str, dic
     volumes = set()
     for name, service in nats_services(services).items():
         assert "/healthz" in " ".join(service["healthcheck"]["test"]), name
-        (mount,) = service["volumes"]
+        (mount,) = [m for m in service["volumes"] if not m.startswith("./")]
         volume, path = mount.split(":")
         assert path == "/data", f"{name}: JetStream's store_dir is /data"
         volumes.add(volume)
@@ -250,3 +254,25 @@ def test_the_dockerfile_copies_what_exists_and_builds_the_compose_workers_compon
     assert built_from is not None
     worker_config = REPO / Path(built_from.group(1)).relative_to(IMAGE_ROOT)
     assert any(c.source is not None for c in load_settings(worker_config).components)
+
+
+def test_compose_yaml_uses_nothing_docker_compose_1_29_refuses_or_ignores(compose: dict[str, Any]) -> None:
+    # Debian's docker-compose 1.29 (what tests/deploy runs) refuses a top-level `name` and a
+    # healthcheck's `start_interval`, and ignores top-level `configs` outside swarm: the nodes
+    # then started without their config (found by the first real run).
+    assert not {"name", "configs"} & set(compose), "docker-compose 1.29 refuses `name` and ignores `configs`"
+    for name, service in compose["services"].items():
+        assert "start_interval" not in service.get("healthcheck", {}), f"{name}: docker-compose 1.29 refuses it"
+        assert "configs" not in service, f"{name}: bind-mount the file read-only instead"
+
+
+def test_the_loopback_override_keeps_every_service_on_the_hosts_loopback(services: dict[str, dict[str, Any]]) -> None:
+    override_file = REPO / "deploy" / "compose.loopback.yaml"
+    override: dict[str, Any] = yaml.safe_load(override_file.read_text(encoding="utf-8"))
+    assert set(override["services"]) == set(services), "every service runs on the host's network"
+    for name, service in override["services"].items():
+        assert service["network_mode"] == "host", name
+        assert all(entry.endswith(":127.0.0.1") for entry in service["extra_hosts"]), name
+    text = override_file.read_text(encoding="utf-8")
+    addresses = set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text))
+    assert addresses and all(a.startswith("127.") for a in addresses), addresses

@@ -97,10 +97,15 @@ def _transport_failure(exc: BaseException) -> bool:
 class Load:
     """Synchronous calls and task submissions through both gateways, until ``stop``."""
 
-    def __init__(self, urls: list[str], nc: NatsClient, subjects: Subjects) -> None:
+    def __init__(
+        self, urls: list[str], nc: NatsClient, subjects: Subjects, client: Callable[[str, str], Client] | None = None
+    ) -> None:
         self.urls = urls
         self.nc = nc
         self.subjects = subjects
+        # How a client is made for (url, mode): a plain one by default; with credentials where the
+        # gateway has authentication on (tests/deploy).
+        self.client: Callable[[str, str], Client] = client or (lambda url, mode: Client(url, mode=mode))  # type: ignore[arg-type]
         self.calls: list[Call] = []
         self.submissions: list[Submission] = []
         self._stopping = False
@@ -126,7 +131,7 @@ class Load:
         while not self._stopping:
             call: Call | None = None
             try:
-                async with Client(self.urls[gateway], mode=mode) as client:
+                async with self.client(self.urls[gateway], mode) as client:
                     while not self._stopping:
                         call = Call(gateway, time.monotonic())
                         self.calls.append(call)
@@ -179,7 +184,7 @@ class Load:
 
     async def _submit_over_mcp(self, url: str) -> str:
         """A 2025-11-25 ``tools/call`` with ``params.task`` on a session of its own."""
-        async with Client(url, mode="legacy") as client:
+        async with self.client(url, "legacy") as client:
             arguments = {"name": "kit_burn", "arguments": TASK_ARGUMENTS, "task": {}}
             raw = await raw_request(client, "tools/call", arguments)
         return str(raw["task"]["taskId"])

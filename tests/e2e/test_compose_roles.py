@@ -84,7 +84,9 @@ async def test_the_compose_roles_serve_an_authenticated_call_on_a_secured_r3_clu
     gateway_config = tmp_path / "gateway.toml"
     committed = (CONFIGS / "gateway.toml").read_text(encoding="utf-8")
     assert PLACEHOLDER_HASH in committed
-    gateway_config.write_text(committed.replace(PLACEHOLDER_HASH, hashlib.sha256(api_key.encode()).hexdigest()))
+    hashed = committed.replace(PLACEHOLDER_HASH, hashlib.sha256(api_key.encode()).hexdigest())
+    # Its [[components]] sources are relative to deploy/toolbus/; this copy lives elsewhere.
+    gateway_config.write_text(hashed.replace('"../../examples/', f'"{CONFIGS.parents[1] / "examples"}/'))
     port = free_port()
     for name, role, config, extra in [
         ("registry", "registry", CONFIGS / "registry.toml", []),
