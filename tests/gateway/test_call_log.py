@@ -11,8 +11,9 @@ import msgspec
 import pytest
 import structlog
 
+from bus.log_lines import FLUSH_AFTER_S
 from cli.logs import configure_logging
-from gateway.call_log import FLUSH_INTERVAL_S, CallLog
+from gateway.call_log import CallLog
 from gateway.principals import ANONYMOUS, Principal
 from gateway.tool_service import CallRecord
 
@@ -50,7 +51,7 @@ async def test_calls_are_logged_together_after_the_call_not_during_it(
     for i in range(3):
         call_log.observe(record(i, error="boom" if i == 2 else None))
     assert capsys.readouterr().err == ""  # nothing written on the call's path
-    await asyncio.sleep(FLUSH_INTERVAL_S * 4)
+    await asyncio.sleep(FLUSH_AFTER_S * 4)
     written = lines(capsys.readouterr().err)
     assert [line["request_id"] for line in written] == ["r0", "r1", "r2"]
     first = written[0]
@@ -66,7 +67,7 @@ async def test_close_writes_what_is_left(json_logs: None, capsys: pytest.Capture
     call_log.observe(record(7))
     call_log.close()
     assert [line["request_id"] for line in lines(capsys.readouterr().err)] == ["r7"]
-    await asyncio.sleep(FLUSH_INTERVAL_S * 2)  # the timer was cancelled: nothing twice
+    await asyncio.sleep(FLUSH_AFTER_S * 2)  # the timer was cancelled: nothing twice
     assert capsys.readouterr().err == ""
 
 
