@@ -367,11 +367,8 @@ async def test_the_gateway_limits_a_callers_rate(deployment: Deployment) -> None
     assert refused and all(retry_after and int(retry_after) >= 1 for retry_after in refused), statuses
 
 
-async def test_a_published_component_is_served(deployment: Deployment) -> None:
-    published = deployment.operator(
-        "publish", str(REPO / "examples" / "wat" / "testkit.wat"), "--name", "kit", "--version", "1.0.0"
-    )
-    assert "kit" in published.stdout + published.stderr
+async def served_eventually(deployment: Deployment, what: str) -> None:
+    """Wait until the published testkit's ``kit_add`` answers through the gateway."""
     async with deployment.http() as http, mcp_client(http, deployment.mcp_url, "auto") as client:
 
         async def served() -> bool:
@@ -380,7 +377,15 @@ async def test_a_published_component_is_served(deployment: Deployment) -> None:
             except Exception:
                 return False
 
-        await eventually(served, timeout_s=120, interval_s=1, what="the published kit_add was never served")
+        await eventually(served, timeout_s=120, interval_s=1, what=what)
+
+
+async def test_a_published_component_is_served(deployment: Deployment) -> None:
+    published = deployment.operator(
+        "publish", str(REPO / "examples" / "wat" / "testkit.wat"), "--name", "kit", "--version", "1.0.0"
+    )
+    assert "kit" in published.stdout + published.stderr
+    await served_eventually(deployment, "the published kit_add was never served")
 
 
 def check(report: DrillReport) -> None:
@@ -470,13 +475,5 @@ async def test_a_restarted_deployment_keeps_its_tasks_packages_and_audit(deploym
         await close_settled(nc)
     audit_after = deployment.operator("audit", "--json", "--limit", "1000").stdout.splitlines()
     assert set(audit_before) <= set(audit_after), "audit events were lost"
-    async with deployment.http() as http, mcp_client(http, deployment.mcp_url, "auto") as client:
-
-        async def served() -> bool:
-            try:
-                return await call_text(client, "kit_add", {"a": 1, "b": 2}) == "3"
-            except Exception:
-                return False
-
-        # The package published before the restart, served again from the registry's store.
-        await eventually(served, timeout_s=120, interval_s=1, what="kit_add is not served after the restart")
+    # The package published before the restart, served again from the registry's store.
+    await served_eventually(deployment, "kit_add is not served after the restart")
