@@ -11,8 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import model
+from bench.end_to_end import SDK_VARIANTS, VARIANTS, baseline_key, endpoint_key
+from bench.mcp_http import ERA_2025, ERA_2026
 from bench.plan import SECTION_HELP, Plan
-from bench.targets import AT_CONNECTIONS, TIMES, cancel_row, evaluate
+from bench.targets import AT_CONNECTIONS, TIMES, cancel_row, evaluate, worker_us_per_call
 
 
 def _n(value: float | None, digits: int = 2) -> str:
@@ -60,27 +63,47 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
     return ["## Targets", "", *_table(["target", "measured", "goal", "result"], rows)]
 
 
+def _http_order() -> list[str]:
+    """Endpoint keys in table order: kit_add (toolbus, SDK, both eras), the limit, then each variant."""
+    order = [endpoint_key(kind, era) for era in (ERA_2026, ERA_2025) for kind in ("toolbus", "sdk")] + ["limit"]
+    for variant in VARIANTS:
+        for era in variant.eras:
+            order.append(endpoint_key("toolbus", era, variant.name))
+            if variant.name in SDK_VARIANTS:
+                order.append(endpoint_key("sdk", era, variant.name))
+    return order
+
+
+def _tool_label(row: dict[str, Any]) -> str:
+    """``kit_add``, ``calc_add``, ``calcpure_add (warm)``: the tool, marked when instances are reused."""
+    tool = str(row.get("tool", "kit_add"))
+    warm = any(v.tool == tool and v.instances == "warm" for v in VARIANTS)
+    return f"{tool} (warm)" if warm else tool
+
+
 def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
     http = results.get("http")
     if not http:
         return []
     summary = {(row["endpoint"], row["connections"]): row for row in http["summary"]}
-    order = ["toolbus-2026", "sdk-2026", "toolbus-2025", "sdk-2025", "limit"]
+    order = _http_order()
     rows = []
-    for connections in plan.http_connections:
+    for connections in sorted({c for _, c in summary}):
         for endpoint in order:
             row = summary.get((endpoint, connections))
             if row is None:
                 continue
             vs_sdk = vs_limit = "—"
             if endpoint.startswith("toolbus-"):
-                sdk = summary.get((endpoint.replace("toolbus", "sdk"), connections))
+                *middle, era = endpoint.split("-")[1:]
+                sdk = summary.get((baseline_key(era, "".join(middle)), connections))
                 limit = summary.get(("limit", connections))
                 vs_sdk = f"{row['rps'] / sdk['rps']:.2f}{TIMES}" if sdk and sdk["rps"] else "—"
                 vs_limit = f"{row['rps'] / limit['rps']:.2f}{TIMES}" if limit and limit["rps"] else "—"
             rows.append(
                 [
                     endpoint,
+                    _tool_label(row) if endpoint != "limit" else "— (echo over NATS)",
                     str(connections),
                     _n(row["rps"], 0),
                     _n(row["p50_ms"]),
@@ -93,21 +116,30 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
             )
     header = [
         "endpoint",
+        "tool",
         "connections",
         "calls/s",
         "p50 ms",
         "p90 ms",
         "p99 ms",
         "errors",
-        "vs SDK (same era)",
+        "vs SDK (same era, same tool)",
         "vs limit",
     ]
+    variants = ", ".join(f"`{v.tool}` ({v.instances})" for v in VARIANTS)
     lines = [
         "## End to end over HTTP",
         "",
-        f"`tools/call` of `kit_add` (2 + 3) with wrk: 1 thread, {plan.http_duration_s:g} s per run after a "
+        f"`tools/call` adding 2 + 3 with wrk: 1 thread, {plan.http_duration_s:g} s per run after a "
         f"{plan.http_warmup_s:g} s warm-up, median of {plan.runs} run(s); errors are summed over the runs "
-        '(any response that is not HTTP 200 with `"text":"5"` in its body, plus socket errors).',
+        '(any response that is not HTTP 200 with `"text":"5"` in its body, plus socket errors). '
+        "`kit_add` is the WAT testkit (a 1 KB component) at every connection count; the variants "
+        f"({variants}) run at {', '.join(str(c) for c in plan.http_variant_connections)} connections only. "
+        "`calc_add` is examples/calc, the componentize-py component `toolbus up`'s default config serves, with "
+        "a fresh instance per call like every tool by default; *warm* rows are the same components declared "
+        "pure (`reuse_instances = true`), which reuse an instance per guest thread, and are never quoted as "
+        "fresh figures. The SDK baseline serves `kit_add` and `calc_add` with the same Python `add` "
+        "(s32 arguments, 32-bit wrapping sum: bench/servers/sdk.py); warm rows compare with the same tool's.",
         "",
         *_table(header, rows),
     ]
@@ -118,13 +150,40 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
             continue
         cpu = row["cpu_cores"]
         per_call = _per_call(cpu, row["rps"])
-        cpu_rows.append([endpoint, _cpu(cpu), per_call, _n(sum(cpu.values())), _n(row["machine_cores_busy"])])
+        worker_us = worker_us_per_call(row)
+        total_us = sum(model.per_call_us(row).values())
+        cpu_rows.append(
+            [
+                endpoint,
+                _tool_label(row) if endpoint != "limit" else "—",
+                _cpu(cpu),
+                per_call,
+                _n(worker_us, 0) if endpoint.startswith("toolbus-") else "—",
+                _n(total_us, 0),
+                _n(sum(cpu.values())),
+                _n(row["machine_cores_busy"]),
+            ]
+        )
     lines += [
         f"CPU during the runs at {AT_CONNECTIONS} connections, in cores busy (1.00 = one core; the machine has "
-        f"{results['machine']['cpu_count']}). *machine* is everything on the machine: the measured processes, "
-        "wrk, the bench itself and anything else running.",
+        f"{results['machine']['cpu_count']}). *CPU µs per call*: each process's CPU time over the run divided by "
+        "the calls it served; *worker µs per call* sums every worker process (the issue's worker target); "
+        "*total* is every measured process but wrk. *machine* is everything on the machine: the measured "
+        "processes, wrk, the bench itself and anything else running.",
         "",
-        *_table(["endpoint", "cores busy per process", "CPU µs per call", "measured processes", "machine"], cpu_rows),
+        *_table(
+            [
+                "endpoint",
+                "tool",
+                "cores busy per process",
+                "CPU µs per call",
+                "worker µs per call",
+                "total µs per call",
+                "measured processes",
+                "machine",
+            ],
+            cpu_rows,
+        ),
     ]
     return lines
 
@@ -296,20 +355,72 @@ def _scaling_section(results: dict[str, Any]) -> list[str]:
     scaling = results.get("scaling")
     if not scaling:
         return []
+    cores = results["machine"]["cpu_count"]
     rows = [
-        [str(s["workers"]), _n(s["rps"], 0), _n(s["p50_ms"]), _n(s["p99_ms"]), str(s["errors"])]
+        [
+            str(s["workers"]),
+            str(cores),
+            _n(s["rps"], 0),
+            _n(s["p50_ms"]),
+            _n(s["p99_ms"]),
+            str(s["errors"]),
+        ]
         for s in scaling["summary"]
     ]
     sequential = scaling.get("sequential") or {}
+    ratio_2_vs_1 = scaling.get("ratio_2_vs_1")
     return [
         "## Scaling",
         "",
         f'`{scaling["tool"]}` with `{{"iterations": {scaling["iterations"]}}}` '
         f"({_n(sequential.get('p50_ms'))} ms per call when sent one at a time), over the direct bus path with "
         f"{scaling['runs'][0]['in_flight'] if scaling['runs'] else '?'} calls in flight; one guest per worker "
-        f"process. 2 workers vs 1: **{_n(scaling['ratio_2_vs_1'])}{TIMES}**.",
+        f"process, on {cores} cores shared with the load generator, nats-server and the registry. "
+        f"2 workers vs 1: **{_n(ratio_2_vs_1)}{TIMES}**.",
         "",
-        *_table(["workers", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+        *_table(["worker processes", "cores", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+    ]
+
+
+def _model_section(results: dict[str, Any]) -> list[str]:
+    """The labelled model: calls/s on 8 and 32 cores from this run's CPU per call (``bench.model``)."""
+    summary = {
+        row["endpoint"]: row
+        for row in results.get("http", {}).get("summary", [])
+        if row["connections"] == AT_CONNECTIONS
+    }
+    wanted = [key for key in _http_order() if key.startswith("toolbus-") or key == "limit"]
+    projected = model.model({key: summary[key] for key in wanted if key in summary})
+    if not projected:
+        return []
+    rows = []
+    for entry in projected:
+        cells = []
+        for p in entry["projections"]:
+            processes = ", ".join(f"{n} {role}" for role, n in p["processes"].items())
+            cells.append(f"{_n(p['calls_per_s'], 0)} ({processes})")
+        per_call = ", ".join(f"{role} {us:.0f}" for role, us in entry["per_call_us"].items())
+        rows.append([entry["endpoint"], per_call, _n(entry["measured_rps"], 0), *cells])
+    header = [
+        "endpoint",
+        f"CPU µs per call at {AT_CONNECTIONS} connections",
+        "measured calls/s (2 cores, wrk included)",
+        *(f"**model**: {cores} cores, calls/s (processes)" for cores in model.MODEL_CORES),
+    ]
+    return [
+        "## Scaling to bigger machines: a model, not a measurement",
+        "",
+        "**This table is a model.** It divides the cores of a machine by the CPU per call each process of this run "
+        f"spent at {AT_CONNECTIONS} connections (the CPU table above): N cores serve at most "
+        "N * 10⁶ / (total µs per call) calls/s, if every role scales out (gateways side by side behind "
+        "SO_REUSEPORT or a load balancer, workers in the call's queue group: `toolbus up --workers`, one "
+        "multi-threaded nats-server) and the load generator runs elsewhere. Each Python process is "
+        "single-threaded, so a role needs ⌈calls/s * its µs / 10⁶⌉ processes (in brackets). It charges nothing "
+        "for contention, memory bandwidth or the network beyond what this run paid, so read it as a ceiling; "
+        "the 2-core column against the measured one shows how far this machine falls short of it (wrk's share "
+        "and other work on the machine).",
+        "",
+        *_table(header, rows),
     ]
 
 
@@ -636,6 +747,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         *_startup_section(results),
         *_restart_section(results),
         *_scaling_section(results),
+        *_model_section(results),
         *_list_section(results),
         *_cancel_section(results),
         *_profile_section(results),

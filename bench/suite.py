@@ -47,6 +47,8 @@ from harness.processes import Child, Children
 
 SERVER_READY_TIMEOUT_S = 30.0
 BACKGROUND_WARNING_CORES = 0.2
+PROFILED = ("toolbus-2026", "toolbus-2025", "toolbus-calc-2026")
+"""The endpoints py-spy samples (one extra run each): kit_add in both eras, calc_add fresh."""
 """Warn when the machine is this busy (in cores) before the bench starts anything."""
 
 
@@ -132,7 +134,8 @@ def _http(run: Run, system: ToolbusSystem, echo: Child, binary: str) -> None:
         runs = end_to_end.measure(binary, endpoints, run.plan, run.progress)
         run.results["http"] = {"runs": runs, "summary": end_to_end.summarize(runs)}
         if run.options.profile:
-            _profile(run, system, [e for e in endpoints if e.kind == "toolbus"], binary)
+            sampled = [e for e in endpoints if e.kind == "toolbus" and e.key in PROFILED]
+            _profile(run, system, sampled, binary)
     finally:
         run.children.stop(limit)
         run.children.stop(sdk)
