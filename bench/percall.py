@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from bench import cpu, wrk
+from bench import cpu, profile, wrk
 from bench.mcp_http import ERA_2026, call_template, request_headers
 from bus.embedded import free_port, nats_server_binary
 
@@ -129,7 +129,7 @@ def measure(
         if spy is not None and profile_out is not None:
             sampler = subprocess.Popen(
                 [
-                    "py-spy",
+                    profile.py_spy() or "py-spy",
                     "record",
                     "-p",
                     str(pids[spy]),
