@@ -726,7 +726,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         "",
         "```sh",
         ".venv/bin/pip install -e '.[bench]'        # matplotlib for the chart",
-        ".venv/bin/python bench/run.py              # everything, ~10 minutes; writes docs/performance.*",
+        ".venv/bin/python bench/run.py              # everything, ~12 minutes; writes docs/performance.*",
         ".venv/bin/python bench/run.py --quick      # one short run of each, for development",
         ".venv/bin/python bench/run.py --only http,bus --out /tmp/bench",
         ".venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into this report",
