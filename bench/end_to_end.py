@@ -3,8 +3,11 @@
 Endpoints: toolbus (gateway → NATS → worker → Wasm) in both eras, the SDK baseline in both
 eras, and the limit endpoint, all with ``kit_add`` (the WAT testkit) at every connection count.
 At ``Plan.http_variant_connections`` only, the variants: ``calc_add`` (the componentize-py
-example, a fresh instance per call), the same two components declared pure (``calcpure_add``,
-``kitwarm_add``: warm instances, reported on their own rows) and the SDK serving ``calc_add``.
+example, a fresh instance per call) and the same two components declared pure (``calcpure_add``,
+``kitwarm_add``: warm instances, reported on their own rows). The SDK baseline's ``kit_add`` is
+every variant's baseline: the SDK serves one ``add`` that does what both guests do (s32
+arguments, a 32-bit wrapping sum; bench/servers/sdk.py), so a second SDK endpoint would measure
+the same Python under another name.
 The runs are interleaved (connection count, then repetition, then endpoint) so that drift on
 the machine touches them all alike. Before each run a 2025-11-25 client does its handshake and
 keeps the session for the run; after the run the session is deleted.
@@ -36,37 +39,32 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Variant:
-    """A tool the HTTP section calls besides ``kit_add``: which one, how its instances live, its baseline."""
+    """A tool the HTTP section calls besides ``kit_add``: which one, and how its instances live."""
 
     name: str
     """The key's middle part (``calc`` → ``toolbus-calc-2026``)."""
     tool: str
     instances: str
     """``fresh`` (a new Store per call, the default) or ``warm`` (declared pure: ``reuse_instances``)."""
-    baseline: str
-    """The variant whose SDK endpoint is this one's baseline ("" is ``kit_add``'s ``sdk-ERA``)."""
     eras: tuple[str, ...] = (ERA_2026, ERA_2025)
 
 
 VARIANTS: Final = (
-    Variant("calc", "calc_add", "fresh", "calc"),
-    Variant("calcpure", "calcpure_add", "warm", "calc"),
-    Variant("kitwarm", "kitwarm_add", "warm", "", eras=(ERA_2026,)),
+    Variant("calc", "calc_add", "fresh"),
+    Variant("calcpure", "calcpure_add", "warm"),
+    Variant("kitwarm", "kitwarm_add", "warm", eras=(ERA_2026,)),
 )
-"""bench/config/system.toml serves each; bench/servers/sdk.py serves ``calc_add`` with the same ``add``."""
-SDK_VARIANTS: Final = ("calc",)
-"""Variants the SDK baseline is also measured with (the others share one of these baselines)."""
+"""bench/config/system.toml serves each."""
 
 
 def endpoint_key(kind: str, era: str, variant: str = "") -> str:
-    """``toolbus-2026`` (kit_add), ``toolbus-calc-2025``, ``sdk-calc-2026``, ``limit``."""
+    """``toolbus-2026`` (kit_add), ``toolbus-calc-2025``, ``sdk-2026``, ``limit``."""
     return "-".join(part for part in (kind, variant, era[:4] if kind != "limit" else "") if part)
 
 
-def baseline_key(era: str, variant: str = "") -> str:
-    """The SDK endpoint a toolbus endpoint of ``variant`` and ``era`` is compared with."""
-    chosen = next((v for v in VARIANTS if v.name == variant), None)
-    return endpoint_key("sdk", era, chosen.baseline if chosen else "")
+def baseline_key(era: str) -> str:
+    """The SDK endpoint a toolbus endpoint of ``era`` (any tool) is compared with."""
+    return endpoint_key("sdk", era)
 
 
 @dataclass(frozen=True)
@@ -212,15 +210,8 @@ def toolbus_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
 
 
 def sdk_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
-    """``kit_add`` in both eras, then the variants in ``SDK_VARIANTS``."""
-    main = [Endpoint(endpoint_key("sdk", era), "sdk", era, url, processes) for era in (ERA_2026, ERA_2025)]
-    variants = [
-        Endpoint(endpoint_key("sdk", era, v.name), "sdk", era, url, processes, v.tool, v.name)
-        for v in VARIANTS
-        if v.name in SDK_VARIANTS
-        for era in v.eras
-    ]
-    return [*main, *variants]
+    """``kit_add`` in both eras: the baseline of every toolbus endpoint of that era."""
+    return [Endpoint(endpoint_key("sdk", era), "sdk", era, url, processes) for era in (ERA_2026, ERA_2025)]
 
 
 def limit_endpoint(url: str, processes: Mapping[int, str]) -> Endpoint:

@@ -1,11 +1,11 @@
 """The baseline: the mcp SDK's ``MCPServer`` serving the bench's tools natively in Python.
 
-The HTTP section calls ``kit_add`` and ``calc_add`` here as it does through toolbus; both are the
-same ``add``, which does what both guests do: two WIT ``s32`` arguments
+``kit_add`` here is the baseline of every tool the HTTP section calls through toolbus (``kit_add``
+from the WAT testkit, ``calc_add`` from examples/calc, and both declared pure): its ``add`` does
+what both guests do: two WIT ``s32`` arguments
 (range-checked, as toolbus checks them against the tool's JSON Schema) and a sum wrapped to 32
-bits (the WAT testkit's ``i32.add``; examples/calc wraps the same way in Python). The tools
-declared pure in toolbus (``kitwarm_add``, ``calcpure_add``) are compared with these: the SDK
-has no sandbox, so it has no instance to keep warm.
+bits (the WAT testkit's ``i32.add``; examples/calc wraps the same way in Python). The SDK has
+no sandbox, so it has no instance to keep warm: the pure variants compare with it too.
 
 Stateless JSON responses (``stateless_http=True, json_response=True``), uvicorn with uvloop and
 httptools, logs at WARNING: the fastest way the SDK serves a tool. Both eras hit one URL; in
@@ -23,8 +23,8 @@ from mcp.server import MCPServer
 from pydantic import Field
 from starlette.applications import Starlette
 
-TOOLS = ("kit_add", "calc_add")
-"""Names toolbus serves ``add`` under in bench/config/system.toml (the WAT testkit, examples/calc)."""
+TOOLS = ("kit_add",)
+"""The names ``add`` is served under (the WAT testkit's name for it)."""
 S32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 """A WIT ``s32``."""
 
