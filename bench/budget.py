@@ -7,8 +7,9 @@ write inside nats-py's flusher is NATS, the same write inside uvicorn is HTTP). 
 names are the event loop's own work. A hop's µs per call is its share of the samples times the
 role's µs per call: a share of CPU, not a timed span, so the hops of a role sum to its total.
 
+    .venv/bin/python -m bench.budget measure . --tool kit_add     # both spied runs, one table
     .venv/bin/python -m bench.percall . --spy worker --profile-out /tmp/w.raw > /tmp/w.jsonl
-    .venv/bin/python -m bench.budget worker /tmp/w.*.raw --us-per-call 296
+    .venv/bin/python -m bench.budget split worker /tmp/w.*.raw --us-per-call 296
 
 py-spy samples threads that are not idle (no ``--gil``): a guest thread inside wasmtime counts,
 under the Python function that called into it.
@@ -17,9 +18,12 @@ under the Python function that called into it.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from bench import percall
 
 Rule = tuple[str, tuple[str, ...]]
 """A hop and the substrings of a py-spy frame (``function (path/file.py:line)``) that name it."""
@@ -69,16 +73,53 @@ def split(raw: str, rules: tuple[Rule, ...]) -> dict[str, float]:
     return {hop: n / total for hop, n in counts.most_common()} if total else {}
 
 
+def measure(checkout: Path, tool: str, pure: bool, seconds: float) -> list[dict[str, Any]]:
+    """Two ``bench.percall`` rounds, one spying on the gateway and one on the worker: rows of the budget."""
+    rows: list[dict[str, Any]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="budget-"))
+    for role in ("gateway", "worker"):
+        raw = scratch / f"{role}.raw"
+        round_ = percall.measure(checkout.resolve(), 16, seconds, role, raw, tool, pure)
+        us = round_["cpu_us_per_call"]
+        text = "\n".join(path.read_text(errors="replace") for path in scratch.glob(f"{role}*.raw"))
+        for hop, share in split(text, RULES[role]).items():
+            rows.append(
+                {"hop": hop, "process": role, "share": share, "us": share * us[role], "rps": round_["calls_per_s"]}
+            )
+        if role == "worker":  # the processes py-spy does not split, from the same round
+            rows += [
+                {"hop": r, "process": r, "share": None, "us": us[r], "rps": None}
+                for r in ("nats-server", "registry")
+                if r in us
+            ]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", choices=sorted(RULES))
-    parser.add_argument("raw", nargs="+", type=Path, help="py-spy raw outputs of that role (summed)")
-    parser.add_argument("--us-per-call", type=float, help="the role's CPU µs per call (bench.percall)")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    split_ = verbs.add_parser("split", help="split py-spy raw outputs of one role")
+    split_.add_argument("role", choices=sorted(RULES))
+    split_.add_argument("raw", nargs="+", type=Path, help="py-spy raw outputs of that role (summed)")
+    split_.add_argument("--us-per-call", type=float, help="the role's CPU µs per call (bench.percall)")
+    measure_ = verbs.add_parser("measure", help="run bench.percall twice (gateway, worker spied) and print the budget")
+    measure_.add_argument("checkout", type=Path, help="a checkout with its own .venv")
+    measure_.add_argument("--tool", default="kit_add", help="kit_add or calc_add")
+    measure_.add_argument("--pure", action="store_true", help="declare the tool pure: warm instances")
+    measure_.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
-    shares = split("\n".join(p.read_text(errors="replace") for p in args.raw), RULES[args.role])
-    for hop, share in shares.items():
-        us = f"{share * args.us_per_call:6.0f} µs" if args.us_per_call else ""
-        print(f"{share:6.1%} {us}  {hop}")
+    if args.verb == "split":
+        shares = split("\n".join(p.read_text(errors="replace") for p in args.raw), RULES[args.role])
+        for hop, share in shares.items():
+            us = f"{share * args.us_per_call:6.0f} µs" if args.us_per_call else ""
+            print(f"{share:6.1%} {us}  {hop}")
+        return
+    rows = measure(args.checkout, args.tool, args.pure, args.seconds)
+    print("| hop | process | share | µs per call |\n|---|---|---|---|")
+    for row in rows:
+        share = "—" if row["share"] is None else f"{row['share']:.0%}"
+        print(f"| {row['hop']} | {row['process']} | {share} | {row['us']:.0f} |")
+    print(f"| **total** | | | **{sum(row['us'] for row in rows):.0f}** |")
 
 
 if __name__ == "__main__":
