@@ -3,7 +3,7 @@
 Both run on the same nats-server (the system's embedded one), with the same load generator
 (``bench.busload``, its own process), sequentially (1 in flight) and with 64 in flight. The
 toolbus side is the real thing a NATS client sees: ``toolbus.call.kit_add`` with the plain JSON
-arguments, answered by the worker (and, as on every call subject, also seen by the registry).
+arguments, answered by the worker.
 """
 
 from __future__ import annotations

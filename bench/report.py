@@ -184,6 +184,16 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
     return lines
 
 
+def _responder_us(target: str, row: dict[str, Any]) -> float | None:
+    """CPU µs per call of what answers the bus target: every worker process, or the echo responder."""
+    cores = row.get("cpu_cores", {})
+    if target == "toolbus-worker":
+        busy = sum(v for k, v in cores.items() if model.role_of(k) == "worker")
+    else:
+        busy = cores.get("echo-responder", 0.0)
+    return busy / row["rps"] * 1e6 if row.get("rps") and busy else None
+
+
 def _bus_section(results: dict[str, Any]) -> list[str]:
     bus = results.get("bus")
     if not bus:
@@ -204,14 +214,26 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
                 str(row["errors"]),
                 vs,
                 _cpu(row.get("cpu_cores", {})),
+                _n(_responder_us(target, row), 0),
             ]
         )
-    header = ["target", "in flight", "calls/s", "p50 µs", "p90 µs", "p99 µs", "errors", "vs raw echo", "cores busy"]
+    header = [
+        "target",
+        "in flight",
+        "calls/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "errors",
+        "vs raw echo",
+        "cores busy",
+        "responder CPU µs per call",
+    ]
     return [
         "## Direct bus path",
         "",
         "NATS requests from a nats-py load generator (its own process) straight to `toolbus.call.kit_add` "
-        "(the worker, plus the registry that sees every call subject) and to a raw nats-py echo responder, "
+        "(answered by the worker) and to a raw nats-py echo responder, "
         "on the same nats-server.",
         "",
         *_table(header, rows),
