@@ -38,7 +38,8 @@ def per_call_us(row: dict[str, Any]) -> dict[str, float]:
             continue
         role = role_of(process)
         by_role[role] = by_role.get(role, 0.0) + cores / rps * 1e6
-    return dict(sorted(by_role.items(), key=lambda kv: -kv[1]))
+    # A role that spent under a µs per call (the registry once it is off the call path) needs no process for it.
+    return dict(sorted(((r, us) for r, us in by_role.items() if us >= 1.0), key=lambda kv: -kv[1]))
 
 
 def project(per_call: dict[str, float], cores: int) -> dict[str, Any]:

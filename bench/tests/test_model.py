@@ -10,8 +10,8 @@ from bench.plan import FULL
 from bench.targets import TIMES
 
 
-def test_per_call_sums_processes_of_a_role_and_leaves_out_the_load_generator() -> None:
-    row = {"rps": 1000.0, "cpu_cores": {"gateway": 0.2, "worker": 0.05, "worker-2": 0.05, "wrk": 0.5}}
+def test_per_call_sums_processes_of_a_role_and_leaves_out_the_load_generator_and_idle_roles() -> None:
+    row = {"rps": 1000.0, "cpu_cores": {"gateway": 0.2, "worker": 0.05, "worker-2": 0.05, "wrk": 0.5, "registry": 0.0}}
     assert per_call_us(row) == {"gateway": 200.0, "worker": 100.0}
 
 
