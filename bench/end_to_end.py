@@ -3,11 +3,12 @@
 Endpoints: toolbus (gateway → NATS → worker → Wasm) in both eras, the SDK baseline in both
 eras, and the limit endpoint, all with ``kit_add`` (the WAT testkit) at every connection count.
 At ``Plan.http_variant_connections`` only, the variants: ``calc_add`` (the componentize-py
-example, a fresh instance per call) and the same two components declared pure (``calcpure_add``,
-``kitwarm_add``: warm instances, reported on their own rows). The SDK baseline's ``kit_add`` is
-every variant's baseline: the SDK serves one ``add`` that does what both guests do (s32
-arguments, a 32-bit wrapping sum; bench/servers/sdk.py), so a second SDK endpoint would measure
-the same Python under another name.
+example, a fresh instance per call), the same two components declared pure (``calcpure_add``,
+``kitwarm_add``: warm instances, reported on their own rows) and the testkit declared short
+(``kitshort_add``: fresh instances, run on the worker's event loop; where the checkout has it).
+The SDK baseline's ``kit_add`` is every variant's baseline: the SDK serves one ``add`` that does
+what both guests do (s32 arguments, a 32-bit wrapping sum; bench/servers/sdk.py), so a second
+SDK endpoint would measure the same Python under another name.
 The runs are interleaved (connection count, then repetition, then endpoint) so that drift on
 the machine touches them all alike. Before each run a 2025-11-25 client does its handshake and
 keeps the session for the run; after the run the session is deleted.
@@ -26,6 +27,8 @@ from bench.cpu import CpuMeter, MachineMeter, mean_cores
 from bench.mcp_http import ERA_2025, ERA_2026, McpClient, McpHttpError, call_template, request_headers
 from bench.plan import Plan
 from bench.stats import median_of_runs
+from harness.processes import REPO
+from schemas.config import LimitsSettings
 
 TOOL: Final = "kit_add"
 """The tool of the main rows (the WAT testkit's ``add``, a fresh instance per call)."""
@@ -45,7 +48,8 @@ class Variant:
     """The key's middle part (``calc`` → ``toolbus-calc-2026``)."""
     tool: str
     instances: str
-    """``fresh`` (a new Store per call, the default) or ``warm`` (declared pure: ``reuse_instances``)."""
+    """``fresh`` (a new Store per call, the default), ``warm`` (declared pure: ``reuse_instances``),
+    or ``fresh, declared short`` (``limits.inline``: run on the worker's event loop)."""
     eras: tuple[str, ...] = (ERA_2026, ERA_2025)
 
 
@@ -53,8 +57,29 @@ VARIANTS: Final = (
     Variant("calc", "calc_add", "fresh"),
     Variant("calcpure", "calcpure_add", "warm"),
     Variant("kitwarm", "kitwarm_add", "warm", eras=(ERA_2026,)),
+    Variant("kitshort", "kitshort_add", "fresh, declared short", eras=(ERA_2026,)),
 )
-"""bench/config/system.toml serves each."""
+"""bench/config/system.toml serves each (``kitshort`` through ``short_components``)."""
+SHORT_KIT: Final = """
+[[components]]
+name = "kitshort"
+path = "$repo/examples/wat/testkit.wat"
+[components.limits]
+inline = true
+timeout_s = 1.0
+"""
+"""The testkit declared short (``limits.inline``: its calls run on the worker's event loop, with
+no hand-off to a guest thread), still a fresh instance per call: reported beside the default."""
+
+
+def short_calls_supported() -> bool:
+    """Whether this checkout's config knows ``limits.inline`` (the worker change of issue 17)."""
+    return "inline" in LimitsSettings.model_fields
+
+
+def short_components() -> str:
+    """The ``$short_components`` of bench/config/system.toml: the short testkit where supported."""
+    return SHORT_KIT.replace("$repo", str(REPO)) if short_calls_supported() else ""
 
 
 def endpoint_key(kind: str, era: str, variant: str = "") -> str:
@@ -201,9 +226,10 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def toolbus_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
     """``kit_add`` in both eras, then every variant in its eras."""
     main = [Endpoint(endpoint_key("toolbus", era), "toolbus", era, url, processes) for era in (ERA_2026, ERA_2025)]
+    served = [v for v in VARIANTS if v.name != "kitshort" or short_calls_supported()]
     variants = [
         Endpoint(endpoint_key("toolbus", era, v.name), "toolbus", era, url, processes, v.tool, v.name)
-        for v in VARIANTS
+        for v in served
         for era in v.eras
     ]
     return [*main, *variants]

@@ -72,10 +72,10 @@ def _http_order() -> list[str]:
 
 
 def _tool_label(row: dict[str, Any]) -> str:
-    """``kit_add``, ``calc_add``, ``calcpure_add (warm)``: the tool, marked when instances are reused."""
+    """``kit_add``, ``calcpure_add (warm)``, ``kitshort_add (fresh, declared short)``: the tool and how it runs."""
     tool = str(row.get("tool", "kit_add"))
-    warm = any(v.tool == tool and v.instances == "warm" for v in VARIANTS)
-    return f"{tool} (warm)" if warm else tool
+    how = next((v.instances for v in VARIANTS if v.tool == tool), "fresh")
+    return tool if how == "fresh" else f"{tool} ({how})"
 
 
 def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
@@ -134,7 +134,9 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
         "`calc_add` is examples/calc, the componentize-py component `toolbus up`'s default config serves, with "
         "a fresh instance per call like every tool by default; *warm* rows are the same components declared "
         "pure (`reuse_instances = true`), which reuse an instance per guest thread, and are never quoted as "
-        "fresh figures. The SDK baseline's `add` does what both guests do (s32 arguments, a 32-bit wrapping sum: "
+        "fresh figures; *declared short* is the testkit with `limits.inline = true` (its calls run on the "
+        "worker's event loop, no hand-off to a guest thread), a fresh instance per call, beside the default. "
+        "The SDK baseline's `add` does what both guests do (s32 arguments, a 32-bit wrapping sum: "
         "bench/servers/sdk.py), so its `kit_add` rows are every tool's baseline in their era.",
         "",
         *_table(header, rows),

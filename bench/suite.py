@@ -179,7 +179,12 @@ def _profile(run: Run, system: ToolbusSystem, endpoints: list[end_to_end.Endpoin
 
 def _with_system(run: Run) -> None:
     """The sections that share one ``toolbus up`` system."""
-    system = ToolbusSystem("system", CONFIG_DIR / "system.toml", run.scratch)
+    system = ToolbusSystem(
+        "system",
+        CONFIG_DIR / "system.toml",
+        run.scratch,
+        values={"short_components": end_to_end.short_components()},
+    )
     run.progress("starting toolbus up (bench/config/system.toml)")
     system.start(run.children)
     run.progress(f"toolbus is up: {system.mcp_url}, {system.nats_url}")
