@@ -267,6 +267,7 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
                 ),
                 _n(None if p50.get("warm_call_ms") is None else p50["warm_call_ms"] * 1000, 1),
                 _n(p50["call_ms"] * 1000, 1),
+                _n(None if p50.get("reused_call_ms") is None else p50["reused_call_ms"] * 1000, 1),
             ]
         )
     header = [
@@ -282,6 +283,7 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "guest call µs",
         "guest call, live instance µs",
         "whole call µs",
+        "whole call, declared pure µs",
     ]
     came: dict[str, list[str]] = {}  # how → the tools built from source that came that way
     for tool in wasm["tools"]:
@@ -307,7 +309,8 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "component's export plus `post_return`; a command's `_start`, which reads stdin and writes stdout); *live "
         "instance*: the export again on a live instance (a command's instance runs once, so it has none); *whole "
         "call*: `LoadedComponent.call` / `LoadedCommand.call`, the worker's whole per-call path (arguments in, "
-        "result out). "
+        "result out); *declared pure*: the same with `reuse_instances = true` (a warm instance: no Store, no "
+        "instantiation), where the run measured it, never in place of the fresh figure. "
         + "; ".join(f"{' and '.join(names)} came {how}" for how, names in came.items())
         + ("." if came else ""),
         "",
