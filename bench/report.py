@@ -330,11 +330,19 @@ def _restart_section(results: dict[str, Any]) -> list[str]:
             str(s["components"]),
             _n(s["ready_ms"], 0),
             _n(s["ready_ms_per_component"], 0),
+            _n(s.get("cpu_ms"), 0),
             _n(s["component_load_ms"], 0),
         ]
         for s in restart["setups"]
     ]
-    header = ["worker setup", "components", "ready ms", "ready ms per component", "of which loading components ms"]
+    header = [
+        "worker setup",
+        "components",
+        "ready ms",
+        "ready ms per component",
+        "worker CPU to ready ms",
+        "of which loading components ms",
+    ]
     return [
         "## Worker restart with cached components",
         "",
@@ -402,6 +410,35 @@ def _scaling_section(results: dict[str, Any]) -> list[str]:
         f"2 workers vs 1: **{_n(ratio_2_vs_1)}{TIMES}**.",
         "",
         *_table(["worker processes", "cores", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+        *_small_calls(scaling.get("small_calls", []), cores),
+    ]
+
+
+def _small_calls(small: list[dict[str, Any]], cores: int) -> list[str]:
+    """The scaling section's small-call series (``kit_add``), where the run has it: calls/s and CPU per call."""
+    if not small:
+        return []
+    rows = [
+        [
+            str(s["workers"]),
+            str(cores),
+            _n(s.get("rps"), 0),
+            _n(s.get("p99_ms")),
+            str(s.get("errors", 0)),
+            ", ".join(
+                f"{role} {us:.0f}"
+                for role, us in sorted(s.get("cpu_us_per_call", {}).items(), key=lambda kv: -kv[1])
+                if us >= 1
+            )
+            or "—",
+        ]
+        for s in small
+    ]
+    return [
+        f"`kit_add` (a guest of a few µs: the worker's Python is the call's cost), {small[0].get('in_flight', '?')} "
+        "in flight, on the same systems: small calls use more cores only through more worker processes.",
+        "",
+        *_table(["worker processes", "cores", "calls/s", "p99 ms", "errors", "CPU µs per call"], rows),
     ]
 
 
