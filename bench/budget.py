@@ -73,13 +73,13 @@ def split(raw: str, rules: tuple[Rule, ...]) -> dict[str, float]:
     return {hop: n / total for hop, n in counts.most_common()} if total else {}
 
 
-def measure(checkout: Path, tool: str, pure: bool, seconds: float) -> list[dict[str, Any]]:
+def measure(checkout: Path, tool: str, pure: bool, seconds: float, short: bool = False) -> list[dict[str, Any]]:
     """Two ``bench.percall`` rounds, one spying on the gateway and one on the worker: rows of the budget."""
     rows: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="budget-"))
     for role in ("gateway", "worker"):
         raw = scratch / f"{role}.raw"
-        round_ = percall.measure(checkout.resolve(), 16, seconds, role, raw, tool, pure)
+        round_ = percall.measure(checkout.resolve(), 16, seconds, role, raw, tool, pure, short)
         us = round_["cpu_us_per_call"]
         text = "\n".join(path.read_text(errors="replace") for path in scratch.glob(f"{role}*.raw"))
         for hop, share in split(text, RULES[role]).items():
@@ -106,6 +106,7 @@ def main() -> None:
     measure_.add_argument("checkout", type=Path, help="a checkout with its own .venv")
     measure_.add_argument("--tool", default="kit_add", help="kit_add or calc_add")
     measure_.add_argument("--pure", action="store_true", help="declare the tool pure: warm instances")
+    measure_.add_argument("--short", action="store_true", help="declare the tool's calls short (limits.inline)")
     measure_.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     if args.verb == "split":
@@ -114,7 +115,7 @@ def main() -> None:
             us = f"{share * args.us_per_call:6.0f} µs" if args.us_per_call else ""
             print(f"{share:6.1%} {us}  {hop}")
         return
-    rows = measure(args.checkout, args.tool, args.pure, args.seconds)
+    rows = measure(args.checkout, args.tool, args.pure, args.seconds, args.short)
     print("| hop | process | share | µs per call |\n|---|---|---|---|")
     for row in rows:
         share = "—" if row["share"] is None else f"{row['share']:.0%}"
