@@ -790,6 +790,8 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         ".venv/bin/python bench/run.py --quick      # one short run of each, for development",
         ".venv/bin/python bench/run.py --only http,bus --out /tmp/bench",
         ".venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into this report",
+        ".venv/bin/python -m bench.percall OLD_CHECKOUT . --rounds 3  # CPU µs per call of each process, A/B",
+        ".venv/bin/python -m bench.budget measure . --tool calc_add   # that CPU split hop by hop (py-spy)",
         "```",
         "",
         "wrk comes from Debian (`apt-get install wrk`); the bench installs it when it is missing. The bench starts "
