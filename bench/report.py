@@ -189,7 +189,7 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
 def _responder_us(target: str, row: dict[str, Any]) -> float | None:
     """CPU µs per call of what answers the bus target: every worker process, or the echo responder."""
     cores = row.get("cpu_cores", {})
-    if target == "toolbus-worker":
+    if target.startswith("toolbus-worker"):
         busy = sum(v for k, v in cores.items() if model.role_of(k) == "worker")
     else:
         busy = cores.get("echo-responder", 0.0)
@@ -202,9 +202,11 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
         return []
     rows = []
     by_key = {(row["target"], row["in_flight"]): row for row in bus["summary"]}
-    for (target, in_flight), row in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0] != "toolbus-worker")):
+    order = {"toolbus-worker": 0, "toolbus-worker-short": 1, "raw-echo": 2}
+    for (target, in_flight), row in sorted(by_key.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 3))):
         echo = by_key.get(("raw-echo", in_flight))
-        vs = f"{row['rps'] / echo['rps']:.2f}{TIMES}" if target == "toolbus-worker" and echo and echo["rps"] else "—"
+        worker = target.startswith("toolbus-worker")
+        vs = f"{row['rps'] / echo['rps']:.2f}{TIMES}" if worker and echo and echo["rps"] else "—"
         rows.append(
             [
                 target,
@@ -235,8 +237,9 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
         "## Direct bus path",
         "",
         "NATS requests from a nats-py load generator (its own process) straight to `toolbus.call.kit_add` "
-        "(answered by the worker) and to a raw nats-py echo responder, "
-        "on the same nats-server.",
+        "(answered by the worker, a fresh instance per call) and to a raw nats-py echo responder, "
+        "on the same nats-server; *toolbus-worker-short*, where the checkout has it, calls `kitshort_add`, the "
+        "testkit declared short (`limits.inline`: fresh instances run on the worker's event loop).",
         "",
         *_table(header, rows),
     ]

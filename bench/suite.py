@@ -207,7 +207,8 @@ def _with_system(run: Run) -> None:
             with run.section("bus"):
                 assert echo is not None
                 processes = {**system.processes(), **labelled([echo.pid])}
-                targets = bus_path.targets(system.subjects.call(end_to_end.TOOL), ECHO_SUBJECT)
+                short = system.subjects.call("kitshort_add") if end_to_end.short_calls_supported() else None
+                targets = bus_path.targets(system.subjects.call(end_to_end.TOOL), ECHO_SUBJECT, short)
                 run.results["bus"] = bus_path.measure(system.nats_url, targets, processes, run.plan, run.progress)
         if run.wants("cancel"):  # before `list` registers its 1,000 tools
             with run.section("cancel"):
