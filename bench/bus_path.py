@@ -3,7 +3,7 @@
 Both run on the same nats-server (the system's embedded one), with the same load generator
 (``bench.busload``, its own process), sequentially (1 in flight) and with 64 in flight. The
 toolbus side is the real thing a NATS client sees: ``toolbus.call.kit_add`` with the plain JSON
-arguments, answered by the worker (and, as on every call subject, also seen by the registry).
+arguments, answered by the worker.
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ class BusTarget:
     expect: str
 
 
-def targets(call_subject: str, echo_subject: str) -> list[BusTarget]:
-    return [BusTarget("toolbus-worker", call_subject, '"text":"5"'), BusTarget("raw-echo", echo_subject, '"a":2')]
+def targets(call_subject: str, echo_subject: str, short_subject: str | None = None) -> list[BusTarget]:
+    """The worker (``kit_add``, fresh), the echo, and the testkit declared short when it is served."""
+    chosen = [BusTarget("toolbus-worker", call_subject, '"text":"5"'), BusTarget("raw-echo", echo_subject, '"a":2')]
+    if short_subject is not None:  # fresh instances too, run on the worker's event loop (limits.inline)
+        chosen.append(BusTarget("toolbus-worker-short", short_subject, '"text":"5"'))
+    return chosen
 
 
 def measure(
@@ -61,7 +65,7 @@ def measure(
                 runs.append({"target": target.key, "in_flight": in_flight, "run": repetition, **result})
                 errors = f", {result['errors']} errors" if result["errors"] else ""
                 progress(
-                    f"{target.key:<15} in flight {in_flight:<3} run {repetition}: {result['rps']:8.0f} calls/s  "
+                    f"{target.key:<20} in flight {in_flight:<3} run {repetition}: {result['rps']:8.0f} calls/s  "
                     f"p50 {result['p50_ms'] * 1000:.0f} µs  p99 {result['p99_ms'] * 1000:.0f} µs{errors}"
                 )
     return {"runs": runs, "summary": summarize(runs)}

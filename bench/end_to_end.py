@@ -1,8 +1,15 @@
-"""End to end over HTTP: one ``tools/call`` of ``kit_add`` (2 + 3) against every endpoint, with wrk.
+"""End to end over HTTP: one ``tools/call`` adding 2 + 3 against every endpoint, with wrk.
 
 Endpoints: toolbus (gateway → NATS → worker → Wasm) in both eras, the SDK baseline in both
-eras, and the limit endpoint. Every endpoint gets the same load at every connection count, and
-the runs are interleaved (connection count, then repetition, then endpoint) so that drift on
+eras, and the limit endpoint, all with ``kit_add`` (the WAT testkit) at every connection count.
+At ``Plan.http_variant_connections`` only, the variants: ``calc_add`` (the componentize-py
+example, a fresh instance per call), the same two components declared pure (``calcpure_add``,
+``kitwarm_add``: warm instances, reported on their own rows) and the testkit declared short
+(``kitshort_add``: fresh instances, run on the worker's event loop; where the checkout has it).
+The SDK baseline's ``kit_add`` is every variant's baseline: the SDK serves one ``add`` that does
+what both guests do (s32 arguments, a 32-bit wrapping sum; bench/servers/sdk.py), so a second
+SDK endpoint would measure the same Python under another name.
+The runs are interleaved (connection count, then repetition, then endpoint) so that drift on
 the machine touches them all alike. Before each run a 2025-11-25 client does its handshake and
 keeps the session for the run; after the run the session is deleted.
 """
@@ -20,8 +27,11 @@ from bench.cpu import CpuMeter, MachineMeter, mean_cores
 from bench.mcp_http import ERA_2025, ERA_2026, McpClient, McpHttpError, call_template, request_headers
 from bench.plan import Plan
 from bench.stats import median_of_runs
+from harness.processes import REPO
+from schemas.config import LimitsSettings
 
 TOOL: Final = "kit_add"
+"""The tool of the main rows (the WAT testkit's ``add``, a fresh instance per call)."""
 ARGUMENTS: Final = {"a": 2, "b": 3}
 EXPECT: Final = '"text":"5"'
 """A good response holds this (the text content of the result); anything else is an error."""
@@ -31,24 +41,83 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A tool the HTTP section calls besides ``kit_add``: which one, and how its instances live."""
+
+    name: str
+    """The key's middle part (``calc`` → ``toolbus-calc-2026``)."""
+    tool: str
+    instances: str
+    """``fresh`` (a new Store per call, the default), ``warm`` (declared pure: ``reuse_instances``),
+    or ``fresh, declared short`` (``limits.inline``: run on the worker's event loop)."""
+    eras: tuple[str, ...] = (ERA_2026, ERA_2025)
+
+
+VARIANTS: Final = (
+    Variant("calc", "calc_add", "fresh"),
+    Variant("calcpure", "calcpure_add", "warm"),
+    Variant("kitwarm", "kitwarm_add", "warm", eras=(ERA_2026,)),
+    Variant("kitshort", "kitshort_add", "fresh, declared short", eras=(ERA_2026,)),
+)
+"""bench/config/system.toml serves each (``kitshort`` through ``short_components``)."""
+SHORT_KIT: Final = """
+[[components]]
+name = "kitshort"
+path = "$repo/examples/wat/testkit.wat"
+[components.limits]
+inline = true
+timeout_s = 1.0
+"""
+"""The testkit declared short (``limits.inline``: its calls run on the worker's event loop, with
+no hand-off to a guest thread), still a fresh instance per call: reported beside the default."""
+
+
+def short_calls_supported() -> bool:
+    """Whether this checkout's config knows ``limits.inline`` (the worker change of issue 17)."""
+    return "inline" in LimitsSettings.model_fields
+
+
+def short_components() -> str:
+    """The ``$short_components`` of bench/config/system.toml: the short testkit where supported."""
+    return SHORT_KIT.replace("$repo", str(REPO)) if short_calls_supported() else ""
+
+
+def endpoint_key(kind: str, era: str, variant: str = "") -> str:
+    """``toolbus-2026`` (kit_add), ``toolbus-calc-2025``, ``sdk-2026``, ``limit``."""
+    return "-".join(part for part in (kind, variant, era[:4] if kind != "limit" else "") if part)
+
+
+def baseline_key(era: str) -> str:
+    """The SDK endpoint a toolbus endpoint of ``era`` (any tool) is compared with."""
+    return endpoint_key("sdk", era)
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One HTTP target: where it is, which era it speaks, and which processes serve it."""
 
     key: str
-    """``toolbus-2026``, ``sdk-2025``, ``limit``..."""
+    """``toolbus-2026``, ``sdk-2025``, ``toolbus-calc-2026``, ``limit``..."""
     kind: str
     """``toolbus``, ``sdk`` or ``limit``."""
     era: str
     url: str
     processes: Mapping[int, str]
     """The processes whose CPU use a run records (pid → role)."""
+    tool: str = TOOL
+    variant: str = ""
+    """"" for the main rows (``kit_add``, every connection count), else a ``Variant.name``."""
 
     def client(self) -> McpClient:
         return McpClient(self.url, self.era)
 
     def load(self, session_id: str | None) -> wrk.Load:
-        headers = request_headers(self.era, "tools/call", TOOL, session_id)
-        return wrk.Load(self.url, headers, call_template(self.era, TOOL, ARGUMENTS), EXPECT)
+        headers = request_headers(self.era, "tools/call", self.tool, session_id)
+        return wrk.Load(self.url, headers, call_template(self.era, self.tool, ARGUMENTS), EXPECT)
+
+    def measured_at(self, connections: int, plan: Plan) -> bool:
+        """Whether this endpoint runs at ``connections`` (variants only at ``plan.http_variant_connections``)."""
+        return connections in (plan.http_connections if not self.variant else plan.http_variant_connections)
 
 
 def probe(endpoint: Endpoint, timeout_s: float = PROBE_TIMEOUT_S) -> None:
@@ -63,7 +132,7 @@ def probe(endpoint: Endpoint, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         client = endpoint.client()
         try:
             client.handshake()
-            result = client.call_tool(TOOL, ARGUMENTS)
+            result = client.call_tool(endpoint.tool, ARGUMENTS)
             text = result["content"][0]["text"]
             if text == "5" and not result.get("isError"):
                 return
@@ -107,14 +176,22 @@ def _one_run(binary: str, endpoint: Endpoint, connections: int, plan: Plan) -> d
 def measure(binary: str, endpoints: list[Endpoint], plan: Plan, progress: Progress) -> list[dict[str, Any]]:
     """Every run of every endpoint at every connection count; returns the raw runs."""
     runs: list[dict[str, Any]] = []
-    for connections in plan.http_connections:
+    for connections in sorted({*plan.http_connections, *plan.http_variant_connections}):
         for repetition in range(1, plan.runs + 1):
-            for endpoint in endpoints:
+            for endpoint in (e for e in endpoints if e.measured_at(connections, plan)):
                 result = _one_run(binary, endpoint, connections, plan)
-                runs.append({"endpoint": endpoint.key, "connections": connections, "run": repetition, **result})
+                runs.append(
+                    {
+                        "endpoint": endpoint.key,
+                        "tool": endpoint.tool,
+                        "connections": connections,
+                        "run": repetition,
+                        **result,
+                    }
+                )
                 errors = f", {result['errors']} errors" if result["errors"] else ""
                 progress(
-                    f"{endpoint.key:<13} c={connections:<3} run {repetition}: {result['rps']:8.0f} calls/s  "
+                    f"{endpoint.key:<21} c={connections:<3} run {repetition}: {result['rps']:8.0f} calls/s  "
                     f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms{errors}"
                 )
     return runs
@@ -133,6 +210,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "endpoint": endpoint,
+                "tool": group[0].get("tool", TOOL),
                 "connections": connections,
                 "runs": len(group),
                 **median_of_runs(group, SUMMARY_KEYS),
@@ -146,13 +224,22 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def toolbus_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
-    return [Endpoint(f"toolbus-{era[:4]}", "toolbus", era, url, processes) for era in (ERA_2026, ERA_2025)]
+    """``kit_add`` in both eras, then every variant in its eras."""
+    main = [Endpoint(endpoint_key("toolbus", era), "toolbus", era, url, processes) for era in (ERA_2026, ERA_2025)]
+    served = [v for v in VARIANTS if v.name != "kitshort" or short_calls_supported()]
+    variants = [
+        Endpoint(endpoint_key("toolbus", era, v.name), "toolbus", era, url, processes, v.tool, v.name)
+        for v in served
+        for era in v.eras
+    ]
+    return [*main, *variants]
 
 
 def sdk_endpoints(url: str, processes: Mapping[int, str]) -> list[Endpoint]:
-    return [Endpoint(f"sdk-{era[:4]}", "sdk", era, url, processes) for era in (ERA_2026, ERA_2025)]
+    """``kit_add`` in both eras: the baseline of every toolbus endpoint of that era."""
+    return [Endpoint(endpoint_key("sdk", era), "sdk", era, url, processes) for era in (ERA_2026, ERA_2025)]
 
 
 def limit_endpoint(url: str, processes: Mapping[int, str]) -> Endpoint:
     """The limit endpoint ignores MCP headers; it gets the 2026-era request, the larger of the two."""
-    return Endpoint("limit", "limit", ERA_2026, url, processes)
+    return Endpoint(endpoint_key("limit", ERA_2026), "limit", ERA_2026, url, processes)

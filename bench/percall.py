@@ -9,8 +9,14 @@ on a busy 2-core machine it moves far less than calls per second does.
 
     .venv/bin/python -m bench.percall /tmp/old . --rounds 3
     .venv/bin/python -m bench.percall . --spy gateway --profile-out /tmp/gw.raw   # py-spy, raw stacks
+    .venv/bin/python -m bench.percall . --tool calc_add          # the componentize-py example, fresh
+    .venv/bin/python -m bench.percall . --tool calc_add --pure   # ... declared pure: warm instances
+    .venv/bin/python -m bench.percall . --short                  # kit_add declared short (limits.inline)
 
 ``--spy ROLE`` samples that role with py-spy (``pip install -e '.[bench]'``) during the load.
+``--tool`` picks the component (``kit_*``: the WAT testkit; ``calc_*``: examples/calc, built with
+componentize-py on first use); ``--pure`` sets ``reuse_instances = true`` on it, so figures with
+it are warm-instance figures, never to be quoted as fresh ones.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from bench import cpu, wrk
+from bench import cpu, profile, wrk
 from bench.mcp_http import ERA_2026, call_template, request_headers
 from bus.embedded import free_port, nats_server_binary
 
-TOOL: Final = "kit_add"
+TOOLS: Final = ("kit_add", "calc_add")
+"""The tools ``--tool`` offers; both add 2 + 3."""
 EXPECT: Final = '"text":"5"'
 READY_BANNER: Final = "toolbus is up"
 READY_TIMEOUT_S: Final = 300.0
@@ -40,8 +47,21 @@ WARM_UP_S: Final = 2.0
 ROLES: Final = ("gateway", "worker", "registry", "nats-server")
 
 
+def component_table(checkout: Path, tool: str, pure: bool, short: bool = False) -> str:
+    """The ``[[components]]`` table serving ``tool`` from ``checkout``'s examples."""
+    if tool.startswith("kit_"):
+        table = f'[[components]]\nname = "kit"\npath = "{checkout / "examples" / "wat" / "testkit.wat"}"\n'
+    else:
+        table = f'[[components]]\nname = "calc"\nsource = "{checkout / "examples" / "calc"}"\nworld = "calc"\n'
+    table += "reuse_instances = true\n" if pure else ""
+    # Declared short: calls run on the worker's event loop (a checkout without ``limits.inline`` refuses it).
+    return table + ("[components.limits]\ninline = true\ntimeout_s = 1.0\n" if short else "")
+
+
 @contextmanager
-def running(checkout: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
+def running(
+    checkout: Path, tool: str = "kit_add", pure: bool = False, short: bool = False
+) -> Iterator[tuple[str, str, dict[str, int]]]:
     """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, monitor URL, pid by role)."""
     scratch = Path(tempfile.mkdtemp(prefix="percall-"))
     nats_port, monitor_port, http_port = free_port(), free_port(), free_port()
@@ -56,7 +76,7 @@ def running(checkout: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
     config = scratch / "toolbus.toml"
     config.write_text(
         f'state_dir = "{scratch / "state"}"\nlog_format = "json"\n\n[nats]\nurl = "{nats_url}"\n\n'
-        f'[[components]]\nname = "kit"\npath = "{checkout / "examples" / "wat" / "testkit.wat"}"\n',
+        + component_table(checkout, tool, pure, short),
         encoding="utf-8",
     )
     argv = [str(checkout / ".venv" / "bin" / "toolbus"), "up", "--config", str(config), "--nats", nats_url]
@@ -90,15 +110,22 @@ def _varz(url: str) -> dict[str, Any]:
 
 
 def measure(
-    checkout: Path, connections: int, seconds: float, spy: str | None, profile_out: Path | None
+    checkout: Path,
+    connections: int,
+    seconds: float,
+    spy: str | None,
+    profile_out: Path | None,
+    tool: str = "kit_add",
+    pure: bool = False,
+    short: bool = False,
 ) -> dict[str, Any]:
     """One round for ``checkout``: calls/s, CPU µs per call by role, NATS messages and bytes per call."""
     binary = wrk.ensure_wrk()
-    with running(checkout) as (url, varz_url, pids):
+    with running(checkout, tool, pure, short) as (url, varz_url, pids):
         load = wrk.Load(
             url,
-            request_headers(ERA_2026, "tools/call", TOOL, None),
-            call_template(ERA_2026, TOOL, {"a": 2, "b": 3}),
+            request_headers(ERA_2026, "tools/call", tool, None),
+            call_template(ERA_2026, tool, {"a": 2, "b": 3}),
             EXPECT,
         )
         wrk.run(binary, load, connections, WARM_UP_S)
@@ -108,7 +135,7 @@ def measure(
         if spy is not None and profile_out is not None:
             sampler = subprocess.Popen(
                 [
-                    "py-spy",
+                    profile.py_spy() or "py-spy",
                     "record",
                     "-p",
                     str(pids[spy]),
@@ -132,6 +159,9 @@ def measure(
     calls = max(1, result["requests"])
     return {
         "checkout": str(checkout),
+        "tool": tool,
+        "pure": pure,
+        "short": short,
         "calls_per_s": result["rps"],
         "errors": result["errors"],
         "cpu_us_per_call": {role: (after[role] - before[role]) / calls * 1e6 for role in ROLES if role in pids},
@@ -148,13 +178,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--spy", choices=["gateway", "worker", "registry"], help="sample this role with py-spy")
     parser.add_argument("--profile-out", type=Path, help="where py-spy writes (raw collapsed stacks)")
+    parser.add_argument("--tool", choices=TOOLS, default="kit_add", help="the tool to call (default kit_add)")
+    parser.add_argument("--pure", action="store_true", help="declare the tool pure: warm instances, not fresh")
+    parser.add_argument("--short", action="store_true", help="declare the tool's calls short (limits.inline)")
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {}
     for n in range(args.rounds):
         for checkout in args.checkouts:
             checkout = checkout.resolve()
             out = args.profile_out.with_suffix(f".{checkout.name}.{n}.raw") if args.profile_out else None
-            row = measure(checkout, args.connections, args.seconds, args.spy, out)
+            row = measure(checkout, args.connections, args.seconds, args.spy, out, args.tool, args.pure, args.short)
             rounds.setdefault(str(checkout), []).append(row)
             print(json.dumps(row), flush=True)
     print("\nmedians over the rounds:")

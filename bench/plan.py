@@ -10,7 +10,8 @@ SECTIONS: Final = ("http", "bus", "wasm", "startup", "restart", "scaling", "list
 """Every section, in the order they run. ``--only`` takes a comma-separated subset."""
 
 SECTION_HELP: Final = {
-    "http": "end to end over HTTP with wrk: toolbus (both eras) vs the SDK baseline (both eras) vs the limit",
+    "http": "end to end over HTTP with wrk: toolbus (both eras) vs the SDK baseline (both eras) vs the limit; "
+    "kit_add (WAT), calc_add (componentize-py) fresh, and both declared pure (warm)",
     "bus": "direct bus path: NATS requests to the toolbus worker vs a raw nats-py echo responder",
     "wasm": "Wasm costs per tool kind: compile, load, instantiate, call (components and WASI commands)",
     "startup": "toolbus up with the examples, from an empty cache and warm: first tool listed, all listed, banner",
@@ -28,6 +29,8 @@ class Plan:
     runs: int = 3
     """Repetitions of every load run; the report shows medians."""
     http_connections: tuple[int, ...] = (1, 16, 64)
+    http_variant_connections: tuple[int, ...] = (16,)
+    """Where the variants run (``bench.end_to_end.VARIANTS``: calc_add, the pure tools): the targets' count."""
     http_duration_s: float = 5.0
     http_warmup_s: float = 1.0
     bus_in_flight: tuple[int, ...] = (1, 64)

@@ -11,8 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import model
+from bench.end_to_end import VARIANTS, baseline_key, endpoint_key
+from bench.mcp_http import ERA_2025, ERA_2026
 from bench.plan import SECTION_HELP, Plan
-from bench.targets import AT_CONNECTIONS, TIMES, cancel_row, evaluate
+from bench.targets import AT_CONNECTIONS, TIMES, cancel_row, evaluate, worker_us_per_call
 
 
 def _n(value: float | None, digits: int = 2) -> str:
@@ -60,27 +63,43 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
     return ["## Targets", "", *_table(["target", "measured", "goal", "result"], rows)]
 
 
+def _http_order() -> list[str]:
+    """Endpoint keys in table order: kit_add (toolbus, SDK, both eras), the limit, then each variant."""
+    order = [endpoint_key(kind, era) for era in (ERA_2026, ERA_2025) for kind in ("toolbus", "sdk")] + ["limit"]
+    for variant in VARIANTS:
+        order += [endpoint_key("toolbus", era, variant.name) for era in variant.eras]
+    return order
+
+
+def _tool_label(row: dict[str, Any]) -> str:
+    """``kit_add``, ``calcpure_add (warm)``, ``kitshort_add (fresh, declared short)``: the tool and how it runs."""
+    tool = str(row.get("tool", "kit_add"))
+    how = next((v.instances for v in VARIANTS if v.tool == tool), "fresh")
+    return tool if how == "fresh" else f"{tool} ({how})"
+
+
 def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
     http = results.get("http")
     if not http:
         return []
     summary = {(row["endpoint"], row["connections"]): row for row in http["summary"]}
-    order = ["toolbus-2026", "sdk-2026", "toolbus-2025", "sdk-2025", "limit"]
+    order = _http_order()
     rows = []
-    for connections in plan.http_connections:
+    for connections in sorted({c for _, c in summary}):
         for endpoint in order:
             row = summary.get((endpoint, connections))
             if row is None:
                 continue
             vs_sdk = vs_limit = "—"
             if endpoint.startswith("toolbus-"):
-                sdk = summary.get((endpoint.replace("toolbus", "sdk"), connections))
+                sdk = summary.get((baseline_key(endpoint.rsplit("-", 1)[1]), connections))
                 limit = summary.get(("limit", connections))
                 vs_sdk = f"{row['rps'] / sdk['rps']:.2f}{TIMES}" if sdk and sdk["rps"] else "—"
                 vs_limit = f"{row['rps'] / limit['rps']:.2f}{TIMES}" if limit and limit["rps"] else "—"
             rows.append(
                 [
                     endpoint,
+                    _tool_label(row) if endpoint != "limit" else "— (echo over NATS)",
                     str(connections),
                     _n(row["rps"], 0),
                     _n(row["p50_ms"]),
@@ -93,6 +112,7 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
             )
     header = [
         "endpoint",
+        "tool",
         "connections",
         "calls/s",
         "p50 ms",
@@ -102,12 +122,22 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
         "vs SDK (same era)",
         "vs limit",
     ]
+    variants = ", ".join(f"`{v.tool}` ({v.instances})" for v in VARIANTS)
     lines = [
         "## End to end over HTTP",
         "",
-        f"`tools/call` of `kit_add` (2 + 3) with wrk: 1 thread, {plan.http_duration_s:g} s per run after a "
+        f"`tools/call` adding 2 + 3 with wrk: 1 thread, {plan.http_duration_s:g} s per run after a "
         f"{plan.http_warmup_s:g} s warm-up, median of {plan.runs} run(s); errors are summed over the runs "
-        '(any response that is not HTTP 200 with `"text":"5"` in its body, plus socket errors).',
+        '(any response that is not HTTP 200 with `"text":"5"` in its body, plus socket errors). '
+        "`kit_add` is the WAT testkit (a 1 KB component) at every connection count; the variants "
+        f"({variants}) run at {', '.join(str(c) for c in plan.http_variant_connections)} connections only. "
+        "`calc_add` is examples/calc, the componentize-py component `toolbus up`'s default config serves, with "
+        "a fresh instance per call like every tool by default; *warm* rows are the same components declared "
+        "pure (`reuse_instances = true`), which reuse an instance per guest thread, and are never quoted as "
+        "fresh figures; *declared short* is the testkit with `limits.inline = true` (its calls run on the "
+        "worker's event loop, no hand-off to a guest thread), a fresh instance per call, beside the default. "
+        "The SDK baseline's `add` does what both guests do (s32 arguments, a 32-bit wrapping sum: "
+        "bench/servers/sdk.py), so its `kit_add` rows are every tool's baseline in their era.",
         "",
         *_table(header, rows),
     ]
@@ -118,15 +148,52 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
             continue
         cpu = row["cpu_cores"]
         per_call = _per_call(cpu, row["rps"])
-        cpu_rows.append([endpoint, _cpu(cpu), per_call, _n(sum(cpu.values())), _n(row["machine_cores_busy"])])
+        worker_us = worker_us_per_call(row)
+        total_us = sum(model.per_call_us(row).values())
+        cpu_rows.append(
+            [
+                endpoint,
+                _tool_label(row) if endpoint != "limit" else "—",
+                _cpu(cpu),
+                per_call,
+                _n(worker_us, 0) if endpoint.startswith("toolbus-") else "—",
+                _n(total_us, 0),
+                _n(sum(cpu.values())),
+                _n(row["machine_cores_busy"]),
+            ]
+        )
     lines += [
         f"CPU during the runs at {AT_CONNECTIONS} connections, in cores busy (1.00 = one core; the machine has "
-        f"{results['machine']['cpu_count']}). *machine* is everything on the machine: the measured processes, "
-        "wrk, the bench itself and anything else running.",
+        f"{results['machine']['cpu_count']}). *CPU µs per call*: each process's CPU time over the run divided by "
+        "the calls it served; *worker µs per call* sums every worker process (the issue's worker target); "
+        "*total* is every measured process but wrk. *machine* is everything on the machine: the measured "
+        "processes, wrk, the bench itself and anything else running.",
         "",
-        *_table(["endpoint", "cores busy per process", "CPU µs per call", "measured processes", "machine"], cpu_rows),
+        *_table(
+            [
+                "endpoint",
+                "tool",
+                "cores busy per process",
+                "CPU µs per call",
+                "worker µs per call",
+                "total µs per call",
+                "measured processes",
+                "machine",
+            ],
+            cpu_rows,
+        ),
     ]
     return lines
+
+
+def _responder_us(target: str, row: dict[str, Any]) -> float | None:
+    """CPU µs per call of what answers the bus target: every worker process, or the echo responder."""
+    cores = row.get("cpu_cores", {})
+    if target.startswith("toolbus-worker"):
+        busy = sum(v for k, v in cores.items() if model.role_of(k) == "worker")
+    else:
+        busy = cores.get("echo-responder", 0.0)
+    return busy / row["rps"] * 1e6 if row.get("rps") and busy else None
 
 
 def _bus_section(results: dict[str, Any]) -> list[str]:
@@ -135,9 +202,11 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
         return []
     rows = []
     by_key = {(row["target"], row["in_flight"]): row for row in bus["summary"]}
-    for (target, in_flight), row in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0] != "toolbus-worker")):
+    order = {"toolbus-worker": 0, "toolbus-worker-short": 1, "raw-echo": 2}
+    for (target, in_flight), row in sorted(by_key.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 3))):
         echo = by_key.get(("raw-echo", in_flight))
-        vs = f"{row['rps'] / echo['rps']:.2f}{TIMES}" if target == "toolbus-worker" and echo and echo["rps"] else "—"
+        worker = target.startswith("toolbus-worker")
+        vs = f"{row['rps'] / echo['rps']:.2f}{TIMES}" if worker and echo and echo["rps"] else "—"
         rows.append(
             [
                 target,
@@ -149,15 +218,28 @@ def _bus_section(results: dict[str, Any]) -> list[str]:
                 str(row["errors"]),
                 vs,
                 _cpu(row.get("cpu_cores", {})),
+                _n(_responder_us(target, row), 0),
             ]
         )
-    header = ["target", "in flight", "calls/s", "p50 µs", "p90 µs", "p99 µs", "errors", "vs raw echo", "cores busy"]
+    header = [
+        "target",
+        "in flight",
+        "calls/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "errors",
+        "vs raw echo",
+        "cores busy",
+        "responder CPU µs per call",
+    ]
     return [
         "## Direct bus path",
         "",
         "NATS requests from a nats-py load generator (its own process) straight to `toolbus.call.kit_add` "
-        "(the worker, plus the registry that sees every call subject) and to a raw nats-py echo responder, "
-        "on the same nats-server.",
+        "(answered by the worker, a fresh instance per call) and to a raw nats-py echo responder, "
+        "on the same nats-server; *toolbus-worker-short*, where the checkout has it, calls `kitshort_add`, the "
+        "testkit declared short (`limits.inline`: fresh instances run on the worker's event loop).",
         "",
         *_table(header, rows),
     ]
@@ -188,6 +270,7 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
                 ),
                 _n(None if p50.get("warm_call_ms") is None else p50["warm_call_ms"] * 1000, 1),
                 _n(p50["call_ms"] * 1000, 1),
+                _n(None if p50.get("reused_call_ms") is None else p50["reused_call_ms"] * 1000, 1),
             ]
         )
     header = [
@@ -203,6 +286,7 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "guest call µs",
         "guest call, live instance µs",
         "whole call µs",
+        "whole call, declared pure µs",
     ]
     came: dict[str, list[str]] = {}  # how → the tools built from source that came that way
     for tool in wasm["tools"]:
@@ -228,7 +312,8 @@ def _wasm_section(results: dict[str, Any]) -> list[str]:
         "component's export plus `post_return`; a command's `_start`, which reads stdin and writes stdout); *live "
         "instance*: the export again on a live instance (a command's instance runs once, so it has none); *whole "
         "call*: `LoadedComponent.call` / `LoadedCommand.call`, the worker's whole per-call path (arguments in, "
-        "result out). "
+        "result out); *declared pure*: the same with `reuse_instances = true` (a warm instance: no Store, no "
+        "instantiation), where the run measured it, never in place of the fresh figure. "
         + "; ".join(f"{' and '.join(names)} came {how}" for how, names in came.items())
         + ("." if came else ""),
         "",
@@ -248,11 +333,19 @@ def _restart_section(results: dict[str, Any]) -> list[str]:
             str(s["components"]),
             _n(s["ready_ms"], 0),
             _n(s["ready_ms_per_component"], 0),
+            _n(s.get("cpu_ms"), 0),
             _n(s["component_load_ms"], 0),
         ]
         for s in restart["setups"]
     ]
-    header = ["worker setup", "components", "ready ms", "ready ms per component", "of which loading components ms"]
+    header = [
+        "worker setup",
+        "components",
+        "ready ms",
+        "ready ms per component",
+        "worker CPU to ready ms",
+        "of which loading components ms",
+    ]
     return [
         "## Worker restart with cached components",
         "",
@@ -296,20 +389,101 @@ def _scaling_section(results: dict[str, Any]) -> list[str]:
     scaling = results.get("scaling")
     if not scaling:
         return []
+    cores = results["machine"]["cpu_count"]
     rows = [
-        [str(s["workers"]), _n(s["rps"], 0), _n(s["p50_ms"]), _n(s["p99_ms"]), str(s["errors"])]
+        [
+            str(s["workers"]),
+            str(cores),
+            _n(s["rps"], 0),
+            _n(s["p50_ms"]),
+            _n(s["p99_ms"]),
+            str(s["errors"]),
+        ]
         for s in scaling["summary"]
     ]
     sequential = scaling.get("sequential") or {}
+    ratio_2_vs_1 = scaling.get("ratio_2_vs_1")
     return [
         "## Scaling",
         "",
         f'`{scaling["tool"]}` with `{{"iterations": {scaling["iterations"]}}}` '
         f"({_n(sequential.get('p50_ms'))} ms per call when sent one at a time), over the direct bus path with "
         f"{scaling['runs'][0]['in_flight'] if scaling['runs'] else '?'} calls in flight; one guest per worker "
-        f"process. 2 workers vs 1: **{_n(scaling['ratio_2_vs_1'])}{TIMES}**.",
+        f"process, on {cores} cores shared with the load generator, nats-server and the registry. "
+        f"2 workers vs 1: **{_n(ratio_2_vs_1)}{TIMES}**.",
         "",
-        *_table(["workers", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+        *_table(["worker processes", "cores", "calls/s", "p50 ms", "p99 ms", "errors"], rows),
+        *_small_calls(scaling.get("small_calls", []), cores),
+    ]
+
+
+def _small_calls(small: list[dict[str, Any]], cores: int) -> list[str]:
+    """The scaling section's small-call series (``kit_add``), where the run has it: calls/s and CPU per call."""
+    if not small:
+        return []
+    rows = [
+        [
+            str(s["workers"]),
+            str(cores),
+            _n(s.get("rps"), 0),
+            _n(s.get("p99_ms")),
+            str(s.get("errors", 0)),
+            ", ".join(
+                f"{role} {us:.0f}"
+                for role, us in sorted(s.get("cpu_us_per_call", {}).items(), key=lambda kv: -kv[1])
+                if us >= 1
+            )
+            or "—",
+        ]
+        for s in small
+    ]
+    return [
+        f"`kit_add` (a guest of a few µs: the worker's Python is the call's cost), {small[0].get('in_flight', '?')} "
+        "in flight, on the same systems: small calls use more cores only through more worker processes.",
+        "",
+        *_table(["worker processes", "cores", "calls/s", "p99 ms", "errors", "CPU µs per call"], rows),
+    ]
+
+
+def _model_section(results: dict[str, Any]) -> list[str]:
+    """The labelled model: calls/s on 8 and 32 cores from this run's CPU per call (``bench.model``)."""
+    summary = {
+        row["endpoint"]: row
+        for row in results.get("http", {}).get("summary", [])
+        if row["connections"] == AT_CONNECTIONS
+    }
+    wanted = [key for key in _http_order() if key.startswith("toolbus-") or key == "limit"]
+    projected = model.model({key: summary[key] for key in wanted if key in summary})
+    if not projected:
+        return []
+    rows = []
+    for entry in projected:
+        cells = []
+        for p in entry["projections"]:
+            processes = ", ".join(f"{n} {role}" for role, n in p["processes"].items())
+            cells.append(f"{_n(p['calls_per_s'], 0)} ({processes})")
+        per_call = ", ".join(f"{role} {us:.0f}" for role, us in entry["per_call_us"].items())
+        rows.append([entry["endpoint"], per_call, _n(entry["measured_rps"], 0), *cells])
+    header = [
+        "endpoint",
+        f"CPU µs per call at {AT_CONNECTIONS} connections",
+        "measured calls/s (2 cores, wrk included)",
+        *(f"**model**: {cores} cores, calls/s (processes)" for cores in model.MODEL_CORES),
+    ]
+    return [
+        "## Scaling to bigger machines: a model, not a measurement",
+        "",
+        "**This table is a model.** It divides the cores of a machine by the CPU per call each process of this run "
+        f"spent at {AT_CONNECTIONS} connections (the CPU table above): N cores serve at most "
+        "N * 10⁶ / (total µs per call) calls/s, if every role scales out (gateways side by side behind "
+        "SO_REUSEPORT or a load balancer, workers in the call's queue group: `toolbus up --workers`, one "
+        "multi-threaded nats-server) and the load generator runs elsewhere. Each Python process is "
+        "single-threaded, so a role needs ⌈calls/s * its µs / 10⁶⌉ processes (in brackets). It charges nothing "
+        "for contention, memory bandwidth or the network beyond what this run paid, so read it as a ceiling; "
+        "the 2-core column against the measured one shows how far this machine falls short of it (wrk's share "
+        "and other work on the machine).",
+        "",
+        *_table(header, rows),
     ]
 
 
@@ -615,10 +789,12 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         "",
         "```sh",
         ".venv/bin/pip install -e '.[bench]'        # matplotlib for the chart",
-        ".venv/bin/python bench/run.py              # everything, ~10 minutes; writes docs/performance.*",
+        ".venv/bin/python bench/run.py              # everything, ~12 minutes; writes docs/performance.*",
         ".venv/bin/python bench/run.py --quick      # one short run of each, for development",
         ".venv/bin/python bench/run.py --only http,bus --out /tmp/bench",
         ".venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into this report",
+        ".venv/bin/python -m bench.percall OLD_CHECKOUT . --rounds 3  # CPU µs per call of each process, A/B",
+        ".venv/bin/python -m bench.budget measure . --tool calc_add   # that CPU split hop by hop (py-spy)",
         "```",
         "",
         "wrk comes from Debian (`apt-get install wrk`); the bench installs it when it is missing. The bench starts "
@@ -636,6 +812,7 @@ def markdown(results: dict[str, Any], plan: Plan) -> str:
         *_startup_section(results),
         *_restart_section(results),
         *_scaling_section(results),
+        *_model_section(results),
         *_list_section(results),
         *_cancel_section(results),
         *_profile_section(results),

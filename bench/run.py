@@ -1,6 +1,6 @@
 """Benchmark toolbus against the mcp SDK's own server and the limits of its parts.
 
-    .venv/bin/python bench/run.py                 # the whole suite (~10 min on 2 cores)
+    .venv/bin/python bench/run.py                 # the whole suite (~12 min on 2 cores)
     .venv/bin/python bench/run.py --quick         # one short run of each, for development
     .venv/bin/python bench/run.py --only http,bus # some sections
     .venv/bin/python bench/run.py --only wasm --merge  # re-measure a section into the existing report

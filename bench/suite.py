@@ -47,6 +47,8 @@ from harness.processes import Child, Children
 
 SERVER_READY_TIMEOUT_S = 30.0
 BACKGROUND_WARNING_CORES = 0.2
+PROFILED = ("toolbus-2026", "toolbus-2025", "toolbus-calc-2026")
+"""The endpoints py-spy samples (one extra run each): kit_add in both eras, calc_add fresh."""
 """Warn when the machine is this busy (in cores) before the bench starts anything."""
 
 
@@ -132,7 +134,8 @@ def _http(run: Run, system: ToolbusSystem, echo: Child, binary: str) -> None:
         runs = end_to_end.measure(binary, endpoints, run.plan, run.progress)
         run.results["http"] = {"runs": runs, "summary": end_to_end.summarize(runs)}
         if run.options.profile:
-            _profile(run, system, [e for e in endpoints if e.kind == "toolbus"], binary)
+            sampled = [e for e in endpoints if e.kind == "toolbus" and e.key in PROFILED]
+            _profile(run, system, sampled, binary)
     finally:
         run.children.stop(limit)
         run.children.stop(sdk)
@@ -176,7 +179,12 @@ def _profile(run: Run, system: ToolbusSystem, endpoints: list[end_to_end.Endpoin
 
 def _with_system(run: Run) -> None:
     """The sections that share one ``toolbus up`` system."""
-    system = ToolbusSystem("system", CONFIG_DIR / "system.toml", run.scratch)
+    system = ToolbusSystem(
+        "system",
+        CONFIG_DIR / "system.toml",
+        run.scratch,
+        values={"short_components": end_to_end.short_components()},
+    )
     run.progress("starting toolbus up (bench/config/system.toml)")
     system.start(run.children)
     run.progress(f"toolbus is up: {system.mcp_url}, {system.nats_url}")
@@ -199,7 +207,8 @@ def _with_system(run: Run) -> None:
             with run.section("bus"):
                 assert echo is not None
                 processes = {**system.processes(), **labelled([echo.pid])}
-                targets = bus_path.targets(system.subjects.call(end_to_end.TOOL), ECHO_SUBJECT)
+                short = system.subjects.call("kitshort_add") if end_to_end.short_calls_supported() else None
+                targets = bus_path.targets(system.subjects.call(end_to_end.TOOL), ECHO_SUBJECT, short)
                 run.results["bus"] = bus_path.measure(system.nats_url, targets, processes, run.plan, run.progress)
         if run.wants("cancel"):  # before `list` registers its 1,000 tools
             with run.section("cancel"):

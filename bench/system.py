@@ -55,6 +55,8 @@ class ToolbusSystem:
     http_port: int = field(default_factory=free_port)
     child: Child | None = None
     nats: Child | None = None
+    values: dict[str, str] = field(default_factory=dict)
+    """More ``$placeholders`` of the template (a template without them ignores them)."""
 
     @property
     def nats_url(self) -> str:
@@ -79,6 +81,7 @@ class ToolbusSystem:
             self.scratch / f"{self.name}.toml",
             nats_url=self.nats_url,
             state_dir=str(self.scratch / f"{self.name}-state"),
+            **self.values,
         )
         store = self.scratch / f"{self.name}-jetstream"
         server = [str(nats_server_binary()), "--addr", "127.0.0.1", "--port", str(self.nats_port), "--jetstream"]
