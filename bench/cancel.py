@@ -298,7 +298,8 @@ async def one_cancel(
 ) -> dict[str, Any] | None:
     """Start a spinning call and cancel it ``at_s`` after it is on the bus; times are in ms after the cancel.
 
-    None when the guest ran on a thread not watched yet: that thread is added to ``guest_tids``.
+    None when the guest ran on a thread not watched yet (that thread is added to ``guest_tids``)
+    or never spun before the cancel reached it: measure again.
     """
     before = threads_cpu_ns(worker_pid)
     task: asyncio.Task[Any] = asyncio.ensure_future(start())
@@ -323,7 +324,10 @@ async def one_cancel(
             task.cancel()
     guest, used = busiest_thread(before, threads_cpu_ns(worker_pid))
     if used < MIN_GUEST_CPU_MS * 1e6:
-        raise CancelBenchError(f"no thread of the worker spun: the busiest used {used / 1e6:.2f} ms of CPU")
+        # On a loaded machine an early cancel can reach the worker before its guest got a core:
+        # the guest never spun, so there is no stop to time. Measured again, as for an unwatched
+        # thread (bounded by the caller); leaving it out only ever makes the figure worse.
+        return None
     if guest not in guest_tids:
         guest_tids.append(guest)
         return None
@@ -412,9 +416,9 @@ async def _cancels(
             if sample is not None:
                 measured.append(sample)
                 continue
-            unwatched += 1  # a guest thread not watched yet (now it is): measure that cancel again
+            unwatched += 1  # an unwatched guest thread (now watched) or a guest that never spun: again
             if unwatched > 2 * count:
-                raise CancelBenchError(f"the guest ran on a thread not watched yet {unwatched} times")
+                raise CancelBenchError(f"{unwatched} cancels could not be measured (unwatched thread, or no spin)")
     return by_age
 
 
