@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bus.embedded import free_port
-from cli.main import build_parser
+from cli.main import VERB_MODULES, build_parser, verb_named
+from cli.main import VERBS as VERB_TABLE
 from cli.up import _worker_metrics_ports
 from schemas.config import Settings, WorkerSettings
 
@@ -168,6 +169,70 @@ def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
         f"print(sorted(m for m in {unused!r} if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_verb_table_names_the_module_that_registers_each_verb() -> None:
+    # `toolbus VERB` imports only VERBS[VERB]'s module: a verb missing from the table, or placed
+    # in the wrong module, would not parse.
+    import argparse
+    import importlib
+
+    registered = {}
+    for name in VERB_MODULES:
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"cli.{name}").register(subparsers)
+        registered.update(dict.fromkeys(subparsers.choices, name))
+    assert registered == VERB_TABLE
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["worker", "--config", "w.toml"], "worker"),
+        (["--config", "worker", "tools"], "tools"),  # a config file named like a verb is not the verb
+        (["--nats", "nats://h:1", "--conf", "up", "call", "t"], "call"),  # argparse's prefix of --config
+        (["--config=t.toml", "worker"], "worker"),
+        (["--version"], None),
+        (["--help"], None),
+        (["wroker"], None),  # a typo: the whole parser names every verb in its error
+        (["--", "worker"], None),
+    ],
+)
+def test_the_verb_is_found_before_parsing(argv: list[str], verb: str | None) -> None:
+    assert verb_named(argv) == verb
+
+
+def test_a_partial_parser_parses_its_verb_as_the_whole_one_does() -> None:
+    argv = ["--nats", "nats://h:1", "tasks", "submit", "--config", "t.toml", "calc_add", "{}"]
+    assert vars(build_parser(argv).parse_args(argv)).keys() == vars(build_parser().parse_args(argv)).keys()
+    assert build_parser(argv).parse_args(argv).tool == "calc_add"
+
+
+def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None:
+    # A restart pays for every module imported before the worker serves (issue 17: ready in
+    # 200 ms). Parsing `toolbus worker`, importing the worker and loading a component with a
+    # tool (its argument validators compiled) must not import the gateway's stack, the other
+    # verbs' modules, or jsonschema (a validator loads it only for arguments its quick check
+    # cannot prove valid).
+    heavy = ("mcp", "starlette", "uvicorn", "jsonschema", "gateway", "registry", "cli.up", "cli.audit", "cli.tools")
+    probe = (
+        "import sys, tempfile; from pathlib import Path; from cli.main import build_parser; "
+        "build_parser(['worker']).parse_args(['worker']); import workers.runner; "
+        "from schemas.config import ComponentSettings; from workers.sandbox import EngineHost; "
+        "from workers.sources import load_one; engine = EngineHost(); "
+        "entry = ComponentSettings(name='kit', path=Path('examples/wat/testkit.wat')); "
+        "loaded = load_one(entry, engine, Path(tempfile.mkdtemp())); assert loaded.tools; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert result.stdout.strip() == "[]"
 
 
