@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PORT",
         help="serve Prometheus metrics on this port (default from config: off); one port per worker process",
     )
-    parser.set_defaults(run=run)
+    # The worker turns cyclic garbage collection back on once it is connected (cli.main.main).
+    parser.set_defaults(run=run, resumes_gc=True)
 
 
 def run(args: argparse.Namespace) -> int:

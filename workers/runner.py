@@ -79,6 +79,11 @@ async def serve(settings: Settings) -> None:
                 slots=settings.worker.concurrency,
             )
             await tasks.start()
+            # Everything is imported and connected. `toolbus worker` paused cyclic collection while
+            # it started (cli.main.main: it freed nothing and cost ~30 ms); what was built meanwhile
+            # is kept for good, so it is frozen out of later collections before they resume.
+            gc.freeze()
+            gc.enable()
             loading = asyncio.create_task(_serve_as_loaded(service, settings, engine))
             failure: BaseException | None = None
             try:

@@ -236,6 +236,16 @@ def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None
     assert result.stdout.strip() == "[]"
 
 
+def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() -> None:
+    # cli.main pauses cyclic collection while a process starts; every verb but the worker (which
+    # resumes it itself once connected: workers.runner) runs with it on again.
+    probe = "import gc, sys; from cli.main import main; main(['nats-config']); print(gc.isenabled(), file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stderr.splitlines()[-1] == "True"  # after nats-config's own notes
+    assert build_parser(["worker"]).parse_args(["worker"]).resumes_gc is True
+    assert not hasattr(build_parser(["tools"]).parse_args(["tools"]), "resumes_gc")
+
+
 @pytest.mark.parametrize(("cores", "processes"), [(None, 1), (1, 1), (2, 1), (8, 7), (32, 31)])
 def test_up_runs_a_worker_process_per_core_but_one_by_default(
     monkeypatch: pytest.MonkeyPatch, cores: int | None, processes: int
