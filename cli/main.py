@@ -107,13 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # runs or, for a verb that sets `resumes_gc`, until it has started (the worker: workers.runner).
     # Why this module imports nothing of ours at its top: all of it loads after this line.
     gc.disable()
+    arguments = sys.argv[1:] if argv is None else argv
+    args = build_parser(arguments).parse_args(arguments)  # exits here on --help or a usage error
+    if not getattr(args, "resumes_gc", False):
+        gc.enable()
     from cli import lifecycle
     from schemas.environment import supervisor_pid_from_env
 
-    arguments = sys.argv[1:] if argv is None else argv
-    args = build_parser(arguments).parse_args(arguments)
-    if not getattr(args, "resumes_gc", False):
-        gc.enable()
     if not lifecycle.stop_with_supervisor(supervisor_pid_from_env()):
         return 1  # started by a `toolbus up` that is gone already
     run: Callable[[argparse.Namespace], int] = args.run

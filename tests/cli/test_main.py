@@ -236,6 +236,16 @@ def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None
     assert result.stdout.strip() == "[]"
 
 
+def test_a_verb_s_help_loads_neither_the_settings_nor_the_bus() -> None:
+    # `toolbus worker --help` (and a usage error) parses only: no pydantic, nats-py, wasmtime.
+    probe = (
+        "import sys; from cli.main import build_parser; build_parser(['worker']); "
+        "print(sorted(m for m in ('pydantic', 'nats', 'wasmtime', 'structlog', 'asyncio') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() -> None:
     # cli.main pauses cyclic collection while a process starts; every verb but the worker (which
     # resumes it itself once connected: workers.runner) runs with it on again.
