@@ -8,8 +8,8 @@ on before it says the system is up.
 
 Loading starts before connecting, beside it: most of a cached load is reading and hashing the
 Wasm, which release the GIL, so another core does it while this one connects, subscribes and
-opens the stores (a restart is ready sooner: issue 17). A component loaded before the service
-has announced itself is served right after.
+opens the stores (a restart is ready sooner: issue 17). A component loaded before the worker
+is set up is served once it is.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ async def serve(settings: Settings) -> None:
             )
             telemetry = watch_calls(service, settings)
             await service.start()
-            service_up.set_result(service)  # announced: components loaded meanwhile are served from now on
             follower = None
             if settings.worker.follow_packages:
                 store = await PackageStore.open(nc, subjects, replicas=settings.nats.replicas)
@@ -92,6 +91,10 @@ async def serve(settings: Settings) -> None:
             # is kept for good, so it is frozen out of later collections before they resume.
             gc.freeze()
             gc.enable()
+            # Set up: components loaded meanwhile are served from now on. Not sooner: the last one
+            # served announces the worker ready with nothing loading, which `toolbus up` takes to
+            # mean the worker is whole (its task runner too).
+            service_up.set_result(service)
             failure: BaseException | None = None
             try:
                 await asyncio.wait({shutdown, loading}, return_when=asyncio.FIRST_COMPLETED)
@@ -118,7 +121,7 @@ async def serve(settings: Settings) -> None:
 
 
 async def _serve_as_loaded(service_up: asyncio.Future[WorkerService], settings: Settings, engine: EngineHost) -> None:
-    """Serve each configured component as soon as it is loaded and the service is up; log when all are."""
+    """Serve each configured component as soon as it is loaded and the worker is set up; log when all are."""
     async for component in loaded_as_ready(settings, engine):
         service = await service_up
         await service.set_source(component.name, component, component.tools)
