@@ -1,4 +1,9 @@
-"""Command-line options shared by every verb: where the config is and where NATS is."""
+"""Command-line options shared by every verb: where the config is and where NATS is.
+
+Every verb's module imports this one to register its options, so its top imports only argparse:
+the settings (pydantic), the bus (nats-py) and the stores load when a verb runs, and
+``toolbus VERB --help`` or a usage error costs none of them (fast restarts, issue 17).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,10 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from bus.credentials import with_local_credentials
-from bus.errors import BusUnavailable, CredentialsError
-from cli import lifecycle
-from cli.logs import configure_logging
-from schemas.codec import DecodeError, decode_json
-from schemas.config import Settings, load_settings
-from schemas.errors import ConfigError
-from stores import StoreError
+if TYPE_CHECKING:
+    from schemas.config import Settings
 
 SERVER_ROLES: Final = ("gateway", "worker", "registry")
 """Verbs that run a role of their own name; every other verb is the ``operator``."""
@@ -24,7 +23,7 @@ UNREACHABLE_HINT: Final = (
     "hint: is `toolbus up` (or a NATS server) running? Name another with --nats URL or $TOOLBUS_NATS_URL."
 )
 
-Verb = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+Verb = Callable[["Settings", argparse.Namespace], Coroutine[Any, Any, int]]
 """An operator verb: given the settings and its arguments, do the work and return the exit code."""
 
 
@@ -63,6 +62,8 @@ def common_option(args: argparse.Namespace, name: str) -> Any:
 
 def json_arguments(text: str) -> dict[str, Any] | None:
     """A tool's arguments given on the command line: a JSON object, or ``None`` after saying why not."""
+    from schemas.codec import DecodeError, decode_json
+
     try:
         arguments = decode_json(text.encode())
     except DecodeError as exc:
@@ -82,6 +83,11 @@ def role_of_verb(verb: str | None) -> str:
 def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
     """Load settings named by the common options (with this machine's credentials for the verb's
     role, ``role_of_verb`` and ``bus.credentials``); print the problem and return None on error."""
+    from bus.credentials import with_local_credentials
+    from bus.errors import CredentialsError
+    from schemas.config import load_settings
+    from schemas.errors import ConfigError
+
     nats_url = common_option(args, "nats")
     if nats_url:
         overrides.setdefault("nats", {})["url"] = nats_url
@@ -104,6 +110,11 @@ def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) 
     ``overrides`` replace settings sections field by field. A config problem exits 2; an
     unreachable NATS exits 1, with the reason on stderr.
     """
+    from bus.errors import BusUnavailable, CredentialsError
+    from cli import lifecycle
+    from cli.logs import configure_logging
+    from stores import StoreError
+
     settings = settings_from_args(args, **overrides)
     if settings is None:
         return 2

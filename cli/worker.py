@@ -1,19 +1,18 @@
 """``toolbus worker``: load the configured components and serve their tools on the bus.
 
-Registering the verb imports nothing heavy (every ``toolbus`` command builds the whole parser);
-wasmtime and the worker's modules load only when the worker runs.
+Registering the verb imports nothing heavy (``toolbus worker --help`` stays cheap); the settings,
+the bus, wasmtime and the worker's modules load only when the worker runs.
 """
 
 from __future__ import annotations
 
 import argparse
-
-import structlog
+from typing import TYPE_CHECKING
 
 from cli.options import add_common_options, run_verb
-from schemas.config import Settings
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from schemas.config import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PORT",
         help="serve Prometheus metrics on this port (default from config: off); one port per worker process",
     )
-    parser.set_defaults(run=run)
+    # The worker turns cyclic garbage collection back on once it is connected (cli.main.main).
+    parser.set_defaults(run=run, resumes_gc=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    import structlog
+
     from workers.errors import WorkersError
     from workers.runner import serve
 
     try:
         await serve(settings)
     except WorkersError as exc:
-        log.error("worker cannot start", error=str(exc))
+        structlog.get_logger(__name__).error("worker cannot start", error=str(exc))
         return 1
     return 0

@@ -17,7 +17,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import jsonschema
 from pydantic import Field, ValidationError, model_validator
 
 from schemas.capabilities import Capability, DirCapability, HttpCapability
@@ -535,6 +534,8 @@ class ComponentSettings(SettingsModel):
             schema = getattr(self, field)
             if schema is None:
                 continue
+            import jsonschema  # here, not at the top: only a command's schemas need it (fast restarts)
+
             try:
                 jsonschema.Draft202012Validator.check_schema(schema)
             except jsonschema.SchemaError as exc:

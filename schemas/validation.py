@@ -10,19 +10,23 @@ authority, and the author of every message) and, for the common flat shapes (obj
 integers, numbers, strings, booleans and string enums), a plain-Python check that can only
 say "valid". Anything that check cannot prove valid goes to jsonschema, so the verdict is
 always jsonschema's.
+
+jsonschema itself (with attrs, referencing and rpds: ~40 ms of CPU to import) is loaded the first
+time a check cannot prove arguments valid, not when a validator is made: a worker compiles one per
+tool before it is ready, and most tools' arguments never need it (issue 17, fast restarts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import best_match
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import decode_json, encode
 from schemas.wire import JsonSchema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _VALIDATOR_CACHE_SIZE = 4096
 """Compiled validators kept per process; one per (tool, version) in practice."""
@@ -39,8 +43,19 @@ class ArgumentValidator:
     """A tool's compiled inputSchema: ``problem(arguments)`` says what is wrong, or None."""
 
     def __init__(self, schema: JsonSchema) -> None:
-        self._jsonschema = jsonschema.Draft202012Validator(schema)
+        self._schema = schema
+        self._compiled: jsonschema.Draft202012Validator | None = None
         self._surely_valid = _object_check(schema)
+
+    @property
+    def _jsonschema(self) -> jsonschema.Draft202012Validator:
+        """jsonschema's validator of the schema, made on first use (two threads racing make two
+        equal ones; either serves)."""
+        if self._compiled is None:
+            import jsonschema
+
+            self._compiled = jsonschema.Draft202012Validator(self._schema)
+        return self._compiled
 
     def is_valid(self, arguments: Any) -> bool:
         """True when the arguments fit the schema."""
@@ -63,6 +78,8 @@ class ArgumentValidator:
         """
         if self._surely_valid is not None and isinstance(value, dict) and self._surely_valid(value):
             return None
+        from jsonschema.exceptions import best_match
+
         return best_match(self._jsonschema.iter_errors(value))
 
 
@@ -107,6 +124,8 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     ``best_match`` of the one error descends into its ``anyOf``/``oneOf`` context to the most
     relevant branch, as it did when only the first error was reported.
     """
+    from jsonschema.exceptions import best_match
+
     error = best_match([error]) or error
     where = _field_path(error.absolute_path)
     if error.validator == "required" and error.validator_value:

@@ -5,6 +5,11 @@ are served the moment it is loaded (``WorkerService.set_source``), so a cheap WA
 called while a componentize-py one still builds. Until the last is loaded, the announcements
 name those still loading (``WorkerAnnouncement.loading``), which is what ``toolbus up`` waits
 on before it says the system is up.
+
+Loading starts before connecting, beside it: most of a cached load is reading and hashing the
+Wasm, which release the GIL, so another core does it while this one connects, subscribes and
+opens the stores (a restart is ready sooner: issue 17). A component loaded before the worker
+is set up is served once it is.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ async def serve(settings: Settings) -> None:
     engine = EngineHost()
     engine.start()
     shutdown = asyncio.create_task(wait_for_shutdown_signal())
+    service_up: asyncio.Future[WorkerService] = asyncio.get_running_loop().create_future()
+    loading = asyncio.create_task(_serve_as_loaded(service_up, settings, engine))
     try:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
@@ -79,7 +86,15 @@ async def serve(settings: Settings) -> None:
                 slots=settings.worker.concurrency,
             )
             await tasks.start()
-            loading = asyncio.create_task(_serve_as_loaded(service, settings, engine))
+            # Everything is imported and connected. `toolbus worker` paused cyclic collection while
+            # it started (cli.main.main: it freed nothing and cost ~30 ms); what was built meanwhile
+            # is kept for good, so it is frozen out of later collections before they resume.
+            gc.freeze()
+            gc.enable()
+            # Set up: components loaded meanwhile are served from now on. Not sooner: the last one
+            # served announces the worker ready with nothing loading, which `toolbus up` takes to
+            # mean the worker is whole (its task runner too).
+            service_up.set_result(service)
             failure: BaseException | None = None
             try:
                 await asyncio.wait({shutdown, loading}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,13 +116,16 @@ async def serve(settings: Settings) -> None:
                 raise failure
     finally:
         shutdown.cancel()
+        await cancel_and_wait([loading], patience_s=LOADING_STOP_TIMEOUT_S)  # ended already unless connecting failed
         engine.stop()
 
 
-async def _serve_as_loaded(service: WorkerService, settings: Settings, engine: EngineHost) -> None:
-    """Serve each configured component as soon as it is loaded; log when all are."""
+async def _serve_as_loaded(service_up: asyncio.Future[WorkerService], settings: Settings, engine: EngineHost) -> None:
+    """Serve each configured component as soon as it is loaded and the worker is set up; log when all are."""
     async for component in loaded_as_ready(settings, engine):
+        service = await service_up
         await service.set_source(component.name, component, component.tools)
+    await service_up  # with no components configured, still log (and freeze) only once the worker is up
     # Everything the worker keeps for its life is made by now (modules, settings, compiled
     # components, routes). Freezing it takes it out of every later full collection, which
     # otherwise walks it all and stalls the event loop, and every call on it, for tens of ms

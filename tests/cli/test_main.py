@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bus.embedded import free_port
-from cli.main import build_parser
+from cli.main import VERB_MODULES, build_parser, verb_named
+from cli.main import VERBS as VERB_TABLE
 from cli.up import _worker_metrics_ports
 from schemas.config import Settings, WorkerSettings
 
@@ -169,6 +170,90 @@ def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_verb_table_names_the_module_that_registers_each_verb() -> None:
+    # `toolbus VERB` imports only VERBS[VERB]'s module: a verb missing from the table, or placed
+    # in the wrong module, would not parse.
+    import argparse
+    import importlib
+
+    registered = {}
+    for name in VERB_MODULES:
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"cli.{name}").register(subparsers)
+        registered.update(dict.fromkeys(subparsers.choices, name))
+    assert registered == VERB_TABLE
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["worker", "--config", "w.toml"], "worker"),
+        (["--config", "worker", "tools"], "tools"),  # a config file named like a verb is not the verb
+        (["--nats", "nats://h:1", "--conf", "up", "call", "t"], "call"),  # argparse's prefix of --config
+        (["--config=t.toml", "worker"], "worker"),
+        (["--version"], None),
+        (["--help"], None),
+        (["wroker"], None),  # a typo: the whole parser names every verb in its error
+        (["--", "worker"], None),
+    ],
+)
+def test_the_verb_is_found_before_parsing(argv: list[str], verb: str | None) -> None:
+    assert verb_named(argv) == verb
+
+
+def test_a_partial_parser_parses_its_verb_as_the_whole_one_does() -> None:
+    argv = ["--nats", "nats://h:1", "tasks", "submit", "--config", "t.toml", "calc_add", "{}"]
+    assert vars(build_parser(argv).parse_args(argv)).keys() == vars(build_parser().parse_args(argv)).keys()
+    assert build_parser(argv).parse_args(argv).tool == "calc_add"
+
+
+def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None:
+    # A restart pays for every module imported before the worker serves (issue 17: ready in
+    # 200 ms). Parsing `toolbus worker`, importing the worker and loading a component with a
+    # tool (its argument validators compiled) must not import the gateway's stack, the other
+    # verbs' modules, or jsonschema (a validator loads it only for arguments its quick check
+    # cannot prove valid).
+    heavy = ("mcp", "starlette", "uvicorn", "jsonschema", "gateway", "registry", "cli.up", "cli.audit", "cli.tools")
+    probe = (
+        "import sys, tempfile; from pathlib import Path; from cli.main import build_parser; "
+        "build_parser(['worker']).parse_args(['worker']); import workers.runner; "
+        "from schemas.config import ComponentSettings; from workers.sandbox import EngineHost; "
+        "from workers.sources import load_one; engine = EngineHost(); "
+        "entry = ComponentSettings(name='kit', path=Path('examples/wat/testkit.wat')); "
+        "loaded = load_one(entry, engine, Path(tempfile.mkdtemp())); assert loaded.tools; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_verb_s_help_loads_neither_the_settings_nor_the_bus() -> None:
+    # `toolbus worker --help` (and a usage error) parses only: no pydantic, nats-py, wasmtime.
+    probe = (
+        "import sys; from cli.main import build_parser; build_parser(['worker']); "
+        "print(sorted(m for m in ('pydantic', 'nats', 'wasmtime', 'structlog', 'asyncio') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() -> None:
+    # cli.main pauses cyclic collection while a process starts; every verb but the worker (which
+    # resumes it itself once connected: workers.runner) runs with it on again.
+    probe = "import gc, sys; from cli.main import main; main(['nats-config']); print(gc.isenabled(), file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stderr.splitlines()[-1] == "True"  # after nats-config's own notes
+    assert build_parser(["worker"]).parse_args(["worker"]).resumes_gc is True
+    assert not hasattr(build_parser(["tools"]).parse_args(["tools"]), "resumes_gc")
 
 
 @pytest.mark.parametrize(("cores", "processes"), [(None, 1), (1, 1), (2, 1), (8, 7), (32, 31)])
