@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,7 +11,10 @@ import httpx2
 import pytest
 from nats.js.kv import KeyValue
 
-from tests.gateway.responders import ADD, RunningGateway, put_tools
+from bus.embedded import EmbeddedNatsServer
+from bus.subjects import Subjects
+from schemas.config import load_settings
+from tests.gateway.responders import ADD, RunningGateway, put_tools, running_gateway
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
@@ -207,3 +211,19 @@ async def test_without_nats_the_gateway_is_alive_but_not_ready(gateway: RunningG
     assert alive.status_code == 200
     assert ready.status_code == 503
     assert ready.json()["nats"] == "disconnected" and ready.json()["status"] == "unavailable"
+
+
+async def test_a_gateway_process_freezes_its_heap_once_started(
+    nats_server: EmbeddedNatsServer, subjects: Subjects
+) -> None:
+    """Full collections under load must not walk what start-up made (a 45-99 ms loop stall, a p99
+    tail): ``gateway.app.serve`` freezes it. A server in a test process leaves the heap alone."""
+    settings = load_settings(None, nats={"url": nats_server.url, "prefix": subjects.prefix})
+    gc.unfreeze()
+    try:
+        async with running_gateway(settings):
+            assert gc.get_freeze_count() == 0
+        async with running_gateway(settings, freeze_heap=True):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
