@@ -22,13 +22,17 @@ a deadline is kept within a quarter of its timeout. The body's size limit is the
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gateway.inbound import INVALID_REQUEST
+from gateway.response_write import write_heads_with_bodies
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 from schemas.codec import encode
 
 SWEEP_FRACTION: Final = 0.25
@@ -86,6 +90,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._deadline = None
         super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # Every request's cycle, pipelined ones included, starts here: one write per answer.
+        write_heads_with_bodies(cycle)
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
