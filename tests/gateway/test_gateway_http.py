@@ -158,6 +158,21 @@ async def test_a_foreign_origin_is_refused(gateway: RunningGateway, era_headers:
     assert response.status_code == 403
 
 
+async def test_headers_that_passed_once_let_no_other_values_pass(gateway: RunningGateway) -> None:
+    """The hot path remembers header values that passed the transport checks: any other value is
+    checked afresh, and of a repeated header the first copy counts, as the SDK reads it."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": MODERN_META}}
+    good = {**modern_headers("tools/list"), "Origin": "http://localhost:6274"}
+    async with httpx2.AsyncClient() as http:
+        for _ in range(2):
+            assert (await http.post(gateway.url, headers=good, json=body)).status_code == 200
+        foreign = {**good, "Origin": "http://evil.example"}
+        assert (await http.post(gateway.url, headers=foreign, json=body)).status_code == 403
+        repeated = [*((k, v) for k, v in good.items() if k != "Origin")]
+        repeated += [("Origin", "http://evil.example"), ("Origin", "http://localhost:6274")]
+        assert (await http.post(gateway.url, headers=repeated, json=body)).status_code == 403
+
+
 async def test_a_loopback_origin_is_accepted(gateway: RunningGateway) -> None:
     async with httpx2.AsyncClient() as http:
         response = await http.post(
