@@ -30,10 +30,10 @@ from uvicorn.server import ServerState
 
 from gateway.inbound import INVALID_REQUEST
 from gateway.response_write import write_heads_with_bodies
+from schemas.codec import encode
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGI3Application
-from schemas.codec import encode
 
 SWEEP_FRACTION: Final = 0.25
 """The sweep runs every quarter of the shortest timeout: a deadline is enforced within 25 % of it."""
