@@ -22,18 +22,15 @@ a deadline is kept within a quarter of its timeout. The body's size limit is the
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.inbound import INVALID_REQUEST
 from gateway.response_write import write_heads_with_bodies
 from schemas.codec import encode
-
-if TYPE_CHECKING:
-    from uvicorn._types import ASGI3Application
 
 SWEEP_FRACTION: Final = 0.25
 """The sweep runs every quarter of the shortest timeout: a deadline is enforced within 25 % of it."""
@@ -86,15 +83,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = self.loop.time() + self.body_timeout_s
         self._waiting_for_body = True
         super().on_headers_complete()
+        if self.cycle is not None:
+            # The request's cycle is made, its task not yet run (or queued behind a pipelined
+            # request): it writes each answer of known length in one write.
+            write_heads_with_bodies(self.cycle)
 
     def on_message_complete(self) -> None:
         self._deadline = None
         super().on_message_complete()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        # Every request's cycle, pipelined ones included, starts here: one write per answer.
-        write_heads_with_bodies(cycle)
-        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

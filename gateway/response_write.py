@@ -66,5 +66,7 @@ class HeadWithBody(asyncio.Transport):
 
 
 def write_heads_with_bodies(cycle: RequestResponseCycle) -> None:
-    """Have ``cycle`` (not started yet) write the head of a response of known length with its body."""
-    cycle.transport = HeadWithBody(cycle.transport, cycle)
+    """Have ``cycle`` (not started yet) write the head of a response of known length with its body
+    (once: a cycle already doing so is left as it is)."""
+    if not isinstance(cycle.transport, HeadWithBody):
+        cycle.transport = HeadWithBody(cycle.transport, cycle)
