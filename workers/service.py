@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from time import perf_counter_ns
 
 import structlog
@@ -106,6 +106,10 @@ class WorkerService:
             max_workers=settings.concurrency + settings.waiting_guests, thread_name_prefix="guest"
         )
         self._run_slots = threading.Semaphore(settings.concurrency)
+        self._done: deque[tuple[str, Job, tuple[bytes, CallToolResult] | BaseException]] = deque()
+        """Calls whose guest finished, waiting for the event loop to answer them (``_run_guest``)."""
+        self._answering = False
+        """The loop has been woken to answer ``_done`` and has not started yet."""
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
@@ -403,8 +407,9 @@ class WorkerService:
         if route.inline and (not route.asks or outcome.context.asker is declares_nothing):
             self._run_inline(reply, outcome)
             return
-        future = self._submit(outcome)
-        future.add_done_callback(partial(self._guest_done, reply, outcome))
+        self._admission.admit(outcome)
+        outcome.context.run_slot = self._run_slots
+        self._pool.submit(self._run_guest, reply, outcome)
 
     def _run_inline(self, reply_to: str, job: Job) -> None:
         """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
@@ -565,13 +570,33 @@ class WorkerService:
             for observer in self.observers:
                 observer(record)
 
-    def _guest_done(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
-        # Runs in the guest's thread: hand the outcome to the event loop.
-        if future.cancelled():  # the pool shut down after the grace period: the worker is exiting
-            self._loop.call_soon_threadsafe(self._admission.release, job)
-            return
-        error = future.exception()
-        self._loop.call_soon_threadsafe(self._finish, reply_to, job, future.result() if error is None else error)
+    def _run_guest(self, reply_to: str, job: Job) -> None:
+        """Run a call's guest (in a guest thread) and hand its outcome to the event loop.
+
+        Outcomes are queued and the loop is woken once for all those queued meanwhile: under load
+        one wake-up answers several calls. (No ``Future`` and done-callback per call either: a call
+        still queued for a thread when the pool shuts down is one the worker gave up on at exit.)
+        """
+        try:
+            outcome: tuple[bytes, CallToolResult] | BaseException = job.run()
+        except Exception as exc:  # the loop logs it and answers INTERNAL
+            outcome = exc
+        self._done.append((reply_to, job, outcome))
+        if not self._answering:
+            self._answering = True
+            self._loop.call_soon_threadsafe(self._answer_done)
+
+    def _answer_done(self) -> None:
+        """Answer every call whose guest finished (on the event loop)."""
+        # Cleared before the queue is read: a guest finishing from here on wakes the loop again.
+        self._answering = False
+        done = self._done
+        while done:
+            reply_to, job, outcome = done.popleft()
+            try:
+                self._finish(reply_to, job, outcome)
+            except Exception:  # a bug answering one call must not leave the others queued
+                log.exception("answering a call failed", tool=job.tool, worker_id=self.worker_id)
 
     def _finish(self, reply_to: str, job: Job, outcome: tuple[bytes, CallToolResult] | BaseException) -> None:
         """Answer a call whose guest ran: ``outcome`` is what ``Job.run`` returned or raised."""
