@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from time import perf_counter_ns
 
 import structlog
@@ -47,6 +47,7 @@ from workers.announcer import Announcer
 from workers.answers import Answer, CallObserver, error_answer, error_text, finished_call
 from workers.conversation import Conversation, Suspensions, capabilities_in, declares_nothing
 from workers.discovery import Discovery, ToolStats
+from workers.guest_threads import GuestThreads
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
@@ -102,9 +103,7 @@ class WorkerService:
         self._admission = Admission(self.worker_id, settings)
         # Threads for the running guests plus those waiting for their client's answer; the run
         # slots keep the running ones at ``concurrency`` (workers.conversation).
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.concurrency + settings.waiting_guests, thread_name_prefix="guest"
-        )
+        self._pool = GuestThreads(settings.concurrency + settings.waiting_guests)
         self._run_slots = threading.Semaphore(settings.concurrency)
         self._done: deque[tuple[str, Job, tuple[bytes, CallToolResult] | BaseException]] = deque()
         """Calls whose guest finished, waiting for the event loop to answer them (``_run_guest``)."""
@@ -409,7 +408,7 @@ class WorkerService:
             return
         self._admission.admit(outcome)
         outcome.context.run_slot = self._run_slots
-        self._pool.submit(self._run_guest, reply, outcome)
+        self._pool.start(self._run_guest, reply, outcome)
 
     def _run_inline(self, reply_to: str, job: Job) -> None:
         """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
@@ -574,8 +573,8 @@ class WorkerService:
         """Run a call's guest (in a guest thread) and hand its outcome to the event loop.
 
         Outcomes are queued and the loop is woken once for all those queued meanwhile: under load
-        one wake-up answers several calls. (No ``Future`` and done-callback per call either: a call
-        still queued for a thread when the pool shuts down is one the worker gave up on at exit.)
+        one wake-up answers several calls. (No ``Future`` per call either: a call still queued for a
+        thread when the pool shuts down is one the worker gave up on at exit.)
         """
         try:
             outcome: tuple[bytes, CallToolResult] | BaseException = job.run()
