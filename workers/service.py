@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -47,7 +46,7 @@ from workers.announcer import Announcer
 from workers.answers import Answer, CallObserver, error_answer, error_text, finished_call
 from workers.conversation import Conversation, Suspensions, capabilities_in, declares_nothing
 from workers.discovery import Discovery, ToolStats
-from workers.guest_threads import GuestThreads
+from workers.guest_threads import GuestThreads, RunSlots
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
@@ -104,7 +103,7 @@ class WorkerService:
         # Threads for the running guests plus those waiting for their client's answer; the run
         # slots keep the running ones at ``concurrency`` (workers.conversation).
         self._pool = GuestThreads(settings.concurrency + settings.waiting_guests)
-        self._run_slots = threading.Semaphore(settings.concurrency)
+        self._run_slots = RunSlots(settings.concurrency)
         self._done: deque[tuple[str, Job, tuple[bytes, CallToolResult] | BaseException]] = deque()
         """Calls whose guest finished, waiting for the event loop to answer them (``_run_guest``)."""
         self._answering = False
