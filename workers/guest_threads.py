@@ -150,23 +150,51 @@ def _work(pool_ref: weakref.ref[GuestThreads], queue: SimpleQueue[_Work | None])
 class RunSlots:
     """At most ``slots`` guests running at once (``WorkerSettings.concurrency``), though more
     threads may hold a guest: one waiting for its client's answer gives its slot back meanwhile
-    (``workers.conversation``).
+    (``workers.conversation``) and takes one again (``acquire``) when answered.
 
     Tokens in a C ``SimpleQueue`` rather than a ``threading.Semaphore``, whose ``acquire`` and
-    ``release`` are Python around a ``Condition`` (~4 µs a call between them, measured under load).
+    ``release`` are Python around a ``Condition``. The worker takes slots without waiting
+    (``try_acquire``) and keeps one while it has calls to run (``WorkerService._run_held_back``).
     """
 
-    __slots__ = ("_tokens",)
+    __slots__ = ("_count_lock", "_tokens", "on_give_back", "waiting")
 
     def __init__(self, slots: int) -> None:
         self._tokens: SimpleQueue[None] = SimpleQueue()
         for _ in range(slots):
             self._tokens.put(None)
+        self._count_lock = threading.Lock()
+        self.waiting = 0
+        """Threads blocked in ``acquire`` (a resumed guest, a task): a thread holding a slot lets go
+        of it after its call when this is not 0."""
+        self.on_give_back: Callable[[], object] | None = None
+        """Told (in the guest's thread) when a waiting guest gave its slot back: calls held back
+        for a slot may start."""
 
     def acquire(self) -> None:
         """Take a slot, waiting for one if all are taken."""
-        self._tokens.get()
+        with self._count_lock:
+            self.waiting += 1
+        try:
+            self._tokens.get()
+        finally:
+            with self._count_lock:
+                self.waiting -= 1
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now."""
+        try:
+            self._tokens.get_nowait()
+        except Empty:
+            return False
+        return True
 
     def release(self) -> None:
         """Give a slot back."""
         self._tokens.put(None)
+
+    def give_back(self) -> None:
+        """Give a slot back while the guest holding it waits (``acquire`` takes one again)."""
+        self._tokens.put(None)
+        if self.on_give_back is not None:
+            self.on_give_back()

@@ -108,6 +108,9 @@ class WorkerService:
         """Calls whose guest finished, waiting for the event loop to answer them (``_run_guest``)."""
         self._answering = False
         """The loop has been woken to answer ``_done`` and has not started yet."""
+        self._held_back: deque[tuple[str, Job]] = deque()
+        """Accepted calls waiting for a run slot, in arrival order (``_run_held_back``)."""
+        self._run_slots.on_give_back = self._start_held_back
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
@@ -304,7 +307,9 @@ class WorkerService:
             await self.announce()
         except ConnectionClosed:
             pass
-        # Guests still running past the grace period are interrupted by their epoch deadline.
+        # Guests still running past the grace period are interrupted by their epoch deadline;
+        # calls still held back for a slot are given up, as those queued for a thread are.
+        self._held_back.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def announce(self) -> None:
@@ -407,7 +412,41 @@ class WorkerService:
             return
         self._admission.admit(outcome)
         outcome.context.run_slot = self._run_slots
-        self._pool.start(self._run_guest, reply, outcome)
+        self._held_back.append((reply, outcome))
+        self._start_held_back()
+
+    def _start_held_back(self) -> None:
+        """Give a guest thread the held-back calls if a run slot is free (on the loop, or in a guest's
+        thread when it gives its slot back to wait for its client)."""
+        if self._held_back and self._run_slots.try_acquire():
+            self._pool.start(self._run_held_back)
+
+    def _run_held_back(self) -> None:
+        """A guest thread holding a run slot: run held-back calls one after the other, then let go.
+
+        A call waits for a slot here, in the queue, not in a thread of its own: handing each call
+        to a thread that then sleeps on a slot cost ~2 context switches per call with more calls in
+        flight than slots. The thread keeps its slot from one call to the next unless a thread
+        waits for one (a resumed guest, a task): that one goes first.
+        """
+        held_back, slots = self._held_back, self._run_slots
+        while True:
+            try:
+                reply_to, job = held_back.popleft()
+            except IndexError:
+                slots.release()
+                # A call held back after our look, while we still held the slot, would wait for
+                # nobody: look again now that the slot is free.
+                if held_back and slots.try_acquire():
+                    continue
+                return
+            self._run_guest(reply_to, job)
+            if slots.waiting:
+                slots.release()
+                # Not taken back here (the waiting thread would rarely win it): the loop looks at
+                # the held-back calls again later, by when the waiting thread has its slot.
+                self._loop.call_soon_threadsafe(self._start_held_back)
+                return
 
     def _run_inline(self, reply_to: str, job: Job) -> None:
         """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
@@ -569,14 +608,14 @@ class WorkerService:
                 observer(record)
 
     def _run_guest(self, reply_to: str, job: Job) -> None:
-        """Run a call's guest (in a guest thread) and hand its outcome to the event loop.
+        """Run a call's guest (in a guest thread holding a run slot) and hand its outcome to the loop.
 
         Outcomes are queued and the loop is woken once for all those queued meanwhile: under load
         one wake-up answers several calls. (No ``Future`` per call either: a call still queued for a
         thread when the pool shuts down is one the worker gave up on at exit.)
         """
         try:
-            outcome: tuple[bytes, CallToolResult] | BaseException = job.run()
+            outcome: tuple[bytes, CallToolResult] | BaseException = job.run(slot_held=True)
         except Exception as exc:  # the loop logs it and answers INTERNAL
             outcome = exc
         self._done.append((reply_to, job, outcome))
@@ -648,6 +687,7 @@ class WorkerService:
             _, result = await asyncio.wrap_future(self._submit(job))
         finally:
             self._admission.release(job)
+            self._start_held_back()  # the task's slot is free again
         return result
 
     def _submit(self, job: Job) -> Future[tuple[bytes, CallToolResult]]:

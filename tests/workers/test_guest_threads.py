@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from concurrent.futures import CancelledError
 
 import pytest
 
-from workers.guest_threads import GuestThreads
+from workers.guest_threads import GuestThreads, RunSlots
 
 WAIT_S = 10.0
 """Generous bound for a thread to get to its work (never a speed check)."""
@@ -109,3 +110,25 @@ def test_threads_end_with_a_pool_dropped_without_shutdown() -> None:
     for thread in threads:
         thread.join(WAIT_S)
         assert not thread.is_alive()
+
+
+def test_run_slots_count_who_waits_and_tell_when_a_waiting_guest_gives_one_back() -> None:
+    slots = RunSlots(1)
+    assert slots.try_acquire()
+    assert not slots.try_acquire()
+    given: list[str] = []
+    slots.on_give_back = lambda: given.append("back")
+    slots.give_back()  # a guest waits for its client's answer
+    assert given == ["back"]
+    assert slots.try_acquire()  # another call runs meanwhile
+    answered = threading.Thread(target=slots.acquire)  # the answered guest wants its slot again
+    answered.start()
+    deadline = time.monotonic() + WAIT_S
+    while slots.waiting != 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert slots.waiting == 1  # a thread holding a slot lets go of it after its call
+    slots.release()
+    answered.join(WAIT_S)
+    assert not answered.is_alive()
+    assert slots.waiting == 0
+    assert not slots.try_acquire()  # the answered guest holds the one slot

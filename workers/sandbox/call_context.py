@@ -64,6 +64,8 @@ class RunSlot(Protocol):
 
     def release(self) -> None: ...
 
+    def give_back(self) -> None: ...
+
 
 @dataclass
 class CallContext:
