@@ -153,8 +153,8 @@ class RunSlots:
     (``workers.conversation``) and takes one again (``acquire``) when answered.
 
     Tokens in a C ``SimpleQueue`` rather than a ``threading.Semaphore``, whose ``acquire`` and
-    ``release`` are Python around a ``Condition``. The worker takes slots without waiting
-    (``try_acquire``) and keeps one while it has calls to run (``WorkerService._run_held_back``).
+    ``release`` are Python around a ``Condition``. The worker's threads take slots without waiting
+    (``try_acquire``) and keep one while there are calls to run (``WorkerService._run_held_back``).
     """
 
     __slots__ = ("_count_lock", "_tokens", "on_give_back", "waiting")
@@ -188,6 +188,10 @@ class RunSlots:
         except Empty:
             return False
         return True
+
+    def free(self) -> bool:
+        """Whether a slot is free now (a hint: another thread may take it first)."""
+        return not self._tokens.empty()
 
     def release(self) -> None:
         """Give a slot back."""

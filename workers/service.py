@@ -110,6 +110,8 @@ class WorkerService:
         """The loop has been woken to answer ``_done`` and has not started yet."""
         self._held_back: deque[tuple[str, Job]] = deque()
         """Accepted calls waiting for a run slot, in arrival order (``_run_held_back``)."""
+        self._starting = False
+        """A thread was given ``_run_held_back`` and has not tried for its slot yet."""
         self._run_slots.on_give_back = self._start_held_back
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
@@ -418,11 +420,14 @@ class WorkerService:
     def _start_held_back(self) -> None:
         """Give a guest thread the held-back calls if a run slot is free (on the loop, or in a guest's
         thread when it gives its slot back to wait for its client)."""
-        if self._held_back and self._run_slots.try_acquire():
+        if self._held_back and not self._starting and self._run_slots.free():
+            # The slot is taken in the thread, not here: work queued for a busy pool must hold no
+            # slot, or threads blocked on a slot (answered guests, tasks) could wait for it forever.
+            self._starting = True  # one at a time: a burst of calls wakes one thread, not one each
             self._pool.start(self._run_held_back)
 
     def _run_held_back(self) -> None:
-        """A guest thread holding a run slot: run held-back calls one after the other, then let go.
+        """A guest thread: take a run slot, run held-back calls one after the other, then let go.
 
         A call waits for a slot here, in the queue, not in a thread of its own: handing each call
         to a thread that then sleeps on a slot cost ~2 context switches per call with more calls in
@@ -430,6 +435,11 @@ class WorkerService:
         waits for one (a resumed guest, a task): that one goes first.
         """
         held_back, slots = self._held_back, self._run_slots
+        self._starting = False
+        if not slots.try_acquire():
+            return  # taken meanwhile: whoever holds it runs the held-back calls after its own
+        if len(held_back) > 1:
+            self._start_held_back()  # more calls than this thread's next one, and maybe a free slot
         while True:
             try:
                 reply_to, job = held_back.popleft()
