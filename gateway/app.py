@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import socket
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -438,12 +439,25 @@ class HttpServer(uvicorn.Server):
     Ended gracefully, the client gets the stream's final result and knows to listen again.
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, *, freeze_heap: bool = False) -> None:
         super().__init__(uvicorn_config(app, settings))
         self._changes = gateway_state(app).changes
         self._console = gateway_state(app).console
+        self._freeze_heap = freeze_heap
         self.received: list[int] = []
         """The signals that asked it to stop, in order."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._freeze_heap and self.started:
+            # Everything the gateway keeps for its life is made by now (the mcp SDK, pydantic's
+            # models, the app and its middleware). Under load the calls in flight at each young
+            # collection are promoted to the oldest generation, so a full collection comes every
+            # few seconds, and it walked all of that: 45-99 ms with the loop (and every call in
+            # flight) stopped, measured at 16 connections on 2 cores, the p99's tail. Frozen, a
+            # full collection walks only what was made since. Only for a process of its own: a
+            # test process starting many servers would keep its garbage.
+            gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.received.append(sig)
@@ -468,7 +482,7 @@ async def serve(settings: Settings, *, sockets: Sequence[socket.socket] | None =
     """
     nc = await connect_nats(settings)
     try:
-        server = HttpServer(build_app(settings, nc, close_nc=True), settings)
+        server = HttpServer(build_app(settings, nc, close_nc=True), settings, freeze_heap=True)
         await server.serve(sockets=list(sockets) if sockets else None)
     finally:
         await _drain(nc)

@@ -72,6 +72,7 @@ from nats.js.api import Header as JsHeader
 from nats.nuid import NUID
 
 from bus.cancellation import cancel_and_wait
+from bus.direct_delivery import subscribe_direct
 from bus.errors import BusError, nats_boundary
 from bus.fast_publish import publish as fast_publish
 from bus.subjects import Subjects
@@ -484,7 +485,7 @@ class AuditTrail:
             with nats_boundary:
                 if not self._ack_prefix:
                     inbox = self._nc.new_inbox()
-                    self._ack_subscription = await self._nc.subscribe(f"{inbox}.*.*", cb=self._on_ack)
+                    self._ack_subscription = await subscribe_direct(self._nc, f"{inbox}.*.*", self._on_ack)
                     self._ack_prefix = f"{inbox}."
                 self._rounds[batch_id] = round_
                 reply = f"{self._ack_prefix}{batch_id}."
@@ -507,7 +508,8 @@ class AuditTrail:
             log.warning("audit events not acknowledged; will retry", failed=len(failed), reason=reason)
         return failed
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, msg: Msg) -> None:
+        # Called on nats-py's reading task as the ack is read (bus.direct_delivery): no awaits.
         batch_id, _, index = msg.subject[len(self._ack_prefix) :].partition(".")
         round_ = self._rounds.get(batch_id)
         if round_ is None or not index.isdigit() or int(index) >= len(round_.acked):

@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.inbound import INVALID_REQUEST
+from gateway.response_write import write_heads_with_bodies
 from schemas.codec import encode
 
 SWEEP_FRACTION: Final = 0.25
@@ -82,6 +83,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = self.loop.time() + self.body_timeout_s
         self._waiting_for_body = True
         super().on_headers_complete()
+        if self.cycle is not None:
+            # The request's cycle is made, its task not yet run (or queued behind a pipelined
+            # request): it writes each answer of known length in one write.
+            write_heads_with_bodies(self.cycle)
 
     def on_message_complete(self) -> None:
         self._deadline = None

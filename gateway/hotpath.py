@@ -153,6 +153,8 @@ class _ParamHeaders:
 
 
 _DECIDED_LIMIT: Final = 100_000
+_TRANSPORT_PASSED_LIMIT: Final = 1024
+"""Distinct header values remembered as passing: a client varying them only costs the checks again."""
 
 
 class _Flight:
@@ -265,6 +267,10 @@ class HotPath:
         self.handed_over = 0
         """Hot-endpoint POSTs replayed to the SDK (rejections, progress, other methods)."""
         self._param_headers = _ParamHeaders(service.catalogue.input_schema)
+        self._transport_passed: set[tuple[str | None, ...]] = set()
+        """(Content-Type, Host, Origin, Accept) values that passed the SDK's transport checks (DNS
+        rebinding, content type, Accept): those read nothing else, and their settings are fixed, so
+        the same values pass again. A refusal is never remembered; it is made afresh each time."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._path:
@@ -291,20 +297,29 @@ class HotPath:
         # the dict serves every lookup.
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = dict(pairs)
+        # No name repeated (uvicorn lower-cases names): the first copy of each, which the SDK's
+        # checks read, is the one ``headers`` holds, and no routing header is duplicated.
+        single = len(headers) == len(pairs)
         modern = inbound.modern
         if modern and headers.get("mcp-method") not in HOT_METHODS:
             return False
         transport = None if modern or inbound.session_id is None else self._session(inbound.session_id)
         if not modern and transport is None:
             return False  # no session, or one the SDK must answer for (404)
-        request = Request(scope)
-        refusal = await self._security.validate_request(request, is_post=True)
-        if refusal is not None:
-            await refusal(scope, _nothing, send)
-            return True
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse):
-            return False  # the SDK answers 406 (its session manager streams SSE, so it needs both)
+        checked = (headers.get("content-type"), headers.get("host"), headers.get("origin"), headers.get("accept"))
+        if not single or checked not in self._transport_passed:
+            request = Request(scope)
+            refusal = await self._security.validate_request(request, is_post=True)
+            if refusal is not None:
+                await refusal(scope, _nothing, send)
+                return True
+            has_json, has_sse = check_accept_headers(request)
+            if not (has_json and has_sse):
+                return False  # the SDK answers 406 (its session manager streams SSE, so it needs both)
+            if single:
+                if len(self._transport_passed) >= _TRANSPORT_PASSED_LIMIT:
+                    self._transport_passed.clear()
+                self._transport_passed.add(checked)
         params: dict[str, Any] = inbound.params or {}
         if not _plain_params(method, params):
             return False
@@ -312,7 +327,9 @@ class HotPath:
         if method == "tools/call" and self._service.catalogue.sdk_only(params["name"]):
             return False  # task support, client capabilities, a guest that asks: the SDK path's
         if modern:
-            if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or find_duplicated_routing_header(pairs):
+            if any(k.startswith(_MCP_PARAM_PREFIX) for k in headers) or (
+                not single and find_duplicated_routing_header(pairs)
+            ):
                 return False
             if inbound.creates_task:
                 return False  # the client takes tasks: this call becomes one (gateway.task_frontend)

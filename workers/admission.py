@@ -47,9 +47,10 @@ class Job:
     max_result_bytes: int | None = None
     """``[nats] max_payload_bytes``: a larger result is replaced by an ``isError`` result naming it."""
 
-    def run(self) -> tuple[bytes, CallToolResult]:
-        """Run the guest (in a guest thread); the encoded result and the result."""
-        slot = self.context.run_slot
+    def run(self, slot_held: bool = False) -> tuple[bytes, CallToolResult]:
+        """Run the guest (in a guest thread); the encoded result and the result. ``slot_held``: the
+        thread holds a run slot for it already, and keeps it afterwards (``WorkerService``)."""
+        slot = None if slot_held else self.context.run_slot
         if slot is not None:
             slot.acquire()  # a thread is free, but guests waiting for answers do not count
         try:

@@ -126,7 +126,7 @@ class Conversation:
         self._post(context.reply_to, encode(GuestQuestion(requests=requests)), headers)
         slot = context.run_slot
         if slot is not None:
-            slot.release()  # waiting is not running: another guest may run meanwhile
+            slot.give_back()  # waiting is not running: another guest may run meanwhile
         try:
             answer = self._wait(began)
         finally:

@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
+from concurrent.futures import Future
 from time import perf_counter_ns
 
 import structlog
@@ -47,6 +46,7 @@ from workers.announcer import Announcer
 from workers.answers import Answer, CallObserver, error_answer, error_text, finished_call
 from workers.conversation import Conversation, Suspensions, capabilities_in, declares_nothing
 from workers.discovery import Discovery, ToolStats
+from workers.guest_threads import GuestThreads, RunSlots
 from workers.outbox import Outbox
 from workers.routes import CallableComponent, Route, Routes
 from workers.sandbox import CallContext
@@ -102,10 +102,17 @@ class WorkerService:
         self._admission = Admission(self.worker_id, settings)
         # Threads for the running guests plus those waiting for their client's answer; the run
         # slots keep the running ones at ``concurrency`` (workers.conversation).
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.concurrency + settings.waiting_guests, thread_name_prefix="guest"
-        )
-        self._run_slots = threading.Semaphore(settings.concurrency)
+        self._pool = GuestThreads(settings.concurrency + settings.waiting_guests)
+        self._run_slots = RunSlots(settings.concurrency)
+        self._done: deque[tuple[str, Job, tuple[bytes, CallToolResult] | BaseException]] = deque()
+        """Calls whose guest finished, waiting for the event loop to answer them (``_run_guest``)."""
+        self._answering = False
+        """The loop has been woken to answer ``_done`` and has not started yet."""
+        self._held_back: deque[tuple[str, Job]] = deque()
+        """Accepted calls waiting for a run slot, in arrival order (``_run_held_back``)."""
+        self._starting = False
+        """A thread was given ``_run_held_back`` and has not tried for its slot yet."""
+        self._run_slots.on_give_back = self._start_held_back
         self._calls: dict[str, Subscription] = {}
         """Tool → its call subscription (queue group)."""
         self._subscriptions: list[Subscription] = []
@@ -302,7 +309,9 @@ class WorkerService:
             await self.announce()
         except ConnectionClosed:
             pass
-        # Guests still running past the grace period are interrupted by their epoch deadline.
+        # Guests still running past the grace period are interrupted by their epoch deadline;
+        # calls still held back for a slot are given up, as those queued for a thread are.
+        self._held_back.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def announce(self) -> None:
@@ -403,8 +412,51 @@ class WorkerService:
         if route.inline and (not route.asks or outcome.context.asker is declares_nothing):
             self._run_inline(reply, outcome)
             return
-        future = self._submit(outcome)
-        future.add_done_callback(partial(self._guest_done, reply, outcome))
+        self._admission.admit(outcome)
+        outcome.context.run_slot = self._run_slots
+        self._held_back.append((reply, outcome))
+        self._start_held_back()
+
+    def _start_held_back(self) -> None:
+        """Give a guest thread the held-back calls if a run slot is free (on the loop, or in a guest's
+        thread when it gives its slot back to wait for its client)."""
+        if self._held_back and not self._starting and self._run_slots.free():
+            # The slot is taken in the thread, not here: work queued for a busy pool must hold no
+            # slot, or threads blocked on a slot (answered guests, tasks) could wait for it forever.
+            self._starting = True  # one at a time: a burst of calls wakes one thread, not one each
+            self._pool.start(self._run_held_back)
+
+    def _run_held_back(self) -> None:
+        """A guest thread: take a run slot, run held-back calls one after the other, then let go.
+
+        A call waits for a slot here, in the queue, not in a thread of its own: handing each call
+        to a thread that then sleeps on a slot cost ~2 context switches per call with more calls in
+        flight than slots. The thread keeps its slot from one call to the next unless a thread
+        waits for one (a resumed guest, a task): that one goes first.
+        """
+        held_back, slots = self._held_back, self._run_slots
+        self._starting = False
+        if not slots.try_acquire():
+            return  # taken meanwhile: whoever holds it runs the held-back calls after its own
+        if len(held_back) > 1:
+            self._start_held_back()  # more calls than this thread's next one, and maybe a free slot
+        while True:
+            try:
+                reply_to, job = held_back.popleft()
+            except IndexError:
+                slots.release()
+                # A call held back after our look, while we still held the slot, would wait for
+                # nobody: look again now that the slot is free.
+                if held_back and slots.try_acquire():
+                    continue
+                return
+            self._run_guest(reply_to, job)
+            if slots.waiting:
+                slots.release()
+                # Not taken back here (the waiting thread would rarely win it): the loop looks at
+                # the held-back calls again later, by when the waiting thread has its slot.
+                self._loop.call_soon_threadsafe(self._start_held_back)
+                return
 
     def _run_inline(self, reply_to: str, job: Job) -> None:
         """Run a short call's guest here, on the event loop (``LimitsSettings.inline``).
@@ -565,13 +617,33 @@ class WorkerService:
             for observer in self.observers:
                 observer(record)
 
-    def _guest_done(self, reply_to: str, job: Job, future: Future[tuple[bytes, CallToolResult]]) -> None:
-        # Runs in the guest's thread: hand the outcome to the event loop.
-        if future.cancelled():  # the pool shut down after the grace period: the worker is exiting
-            self._loop.call_soon_threadsafe(self._admission.release, job)
-            return
-        error = future.exception()
-        self._loop.call_soon_threadsafe(self._finish, reply_to, job, future.result() if error is None else error)
+    def _run_guest(self, reply_to: str, job: Job) -> None:
+        """Run a call's guest (in a guest thread holding a run slot) and hand its outcome to the loop.
+
+        Outcomes are queued and the loop is woken once for all those queued meanwhile: under load
+        one wake-up answers several calls. (No ``Future`` per call either: a call still queued for a
+        thread when the pool shuts down is one the worker gave up on at exit.)
+        """
+        try:
+            outcome: tuple[bytes, CallToolResult] | BaseException = job.run(slot_held=True)
+        except Exception as exc:  # the loop logs it and answers INTERNAL
+            outcome = exc
+        self._done.append((reply_to, job, outcome))
+        if not self._answering:
+            self._answering = True
+            self._loop.call_soon_threadsafe(self._answer_done)
+
+    def _answer_done(self) -> None:
+        """Answer every call whose guest finished (on the event loop)."""
+        # Cleared before the queue is read: a guest finishing from here on wakes the loop again.
+        self._answering = False
+        done = self._done
+        while done:
+            reply_to, job, outcome = done.popleft()
+            try:
+                self._finish(reply_to, job, outcome)
+            except Exception:  # a bug answering one call must not leave the others queued
+                log.exception("answering a call failed", tool=job.tool, worker_id=self.worker_id)
 
     def _finish(self, reply_to: str, job: Job, outcome: tuple[bytes, CallToolResult] | BaseException) -> None:
         """Answer a call whose guest ran: ``outcome`` is what ``Job.run`` returned or raised."""
@@ -625,6 +697,7 @@ class WorkerService:
             _, result = await asyncio.wrap_future(self._submit(job))
         finally:
             self._admission.release(job)
+            self._start_held_back()  # the task's slot is free again
         return result
 
     def _submit(self, job: Job) -> Future[tuple[bytes, CallToolResult]]:

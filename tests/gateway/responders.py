@@ -130,12 +130,12 @@ async def put_tools(kv: KeyValue, *descriptors: ToolDescriptor) -> None:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+async def running_gateway(settings: Settings, *, freeze_heap: bool = False) -> AsyncIterator[RunningGateway]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     app = build_app(settings)
-    server = HttpServer(app, settings)
+    server = HttpServer(app, settings, freeze_heap=freeze_heap)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(START_TIMEOUT_S):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,7 +11,10 @@ import httpx2
 import pytest
 from nats.js.kv import KeyValue
 
-from tests.gateway.responders import ADD, RunningGateway, put_tools
+from bus.embedded import EmbeddedNatsServer
+from bus.subjects import Subjects
+from schemas.config import load_settings
+from tests.gateway.responders import ADD, RunningGateway, put_tools, running_gateway
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
@@ -154,6 +158,21 @@ async def test_a_foreign_origin_is_refused(gateway: RunningGateway, era_headers:
     assert response.status_code == 403
 
 
+async def test_headers_that_passed_once_let_no_other_values_pass(gateway: RunningGateway) -> None:
+    """The hot path remembers header values that passed the transport checks: any other value is
+    checked afresh, and of a repeated header the first copy counts, as the SDK reads it."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": MODERN_META}}
+    good = {**modern_headers("tools/list"), "Origin": "http://localhost:6274"}
+    async with httpx2.AsyncClient() as http:
+        for _ in range(2):
+            assert (await http.post(gateway.url, headers=good, json=body)).status_code == 200
+        foreign = {**good, "Origin": "http://evil.example"}
+        assert (await http.post(gateway.url, headers=foreign, json=body)).status_code == 403
+        repeated = [*((k, v) for k, v in good.items() if k != "Origin")]
+        repeated += [("Origin", "http://evil.example"), ("Origin", "http://localhost:6274")]
+        assert (await http.post(gateway.url, headers=repeated, json=body)).status_code == 403
+
+
 async def test_a_loopback_origin_is_accepted(gateway: RunningGateway) -> None:
     async with httpx2.AsyncClient() as http:
         response = await http.post(
@@ -207,3 +226,19 @@ async def test_without_nats_the_gateway_is_alive_but_not_ready(gateway: RunningG
     assert alive.status_code == 200
     assert ready.status_code == 503
     assert ready.json()["nats"] == "disconnected" and ready.json()["status"] == "unavailable"
+
+
+async def test_a_gateway_process_freezes_its_heap_once_started(
+    nats_server: EmbeddedNatsServer, subjects: Subjects
+) -> None:
+    """Full collections under load must not walk what start-up made (a 45-99 ms loop stall, a p99
+    tail): ``gateway.app.serve`` freezes it. A server in a test process leaves the heap alone."""
+    settings = load_settings(None, nats={"url": nats_server.url, "prefix": subjects.prefix})
+    gc.unfreeze()
+    try:
+        async with running_gateway(settings):
+            assert gc.get_freeze_count() == 0
+        async with running_gateway(settings, freeze_heap=True):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.wire import CallEvent, Content, LogEvent, ProgressEvent, log_severity
 
@@ -36,12 +36,43 @@ Asker = Callable[[dict[str, dict[str, Any]]], dict[str, Any]]
 thread until the answers (key → result) arrive; raises ``AskFailed`` (``workers.conversation``)."""
 
 
+class Cancelled:
+    """Whether a call was cancelled: set once (by a cancel message, on the event loop), read by the
+    guest's thread at every epoch tick and host call.
+
+    A plain flag, not a ``threading.Event``: nothing blocks on it (a running guest is stopped at its
+    next epoch tick, a guest waiting for its client's answer polls it), and an Event (a
+    ``Condition`` and its locks, made in Python) was ~3 µs of every call.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+class RunSlot(Protocol):
+    """The worker's bound on guests running at once (``workers.guest_threads.RunSlots``)."""
+
+    def acquire(self) -> object: ...
+
+    def release(self) -> None: ...
+
+    def give_back(self) -> None: ...
+
+
 @dataclass
 class CallContext:
     """One call, as its guest's host functions see it."""
 
     request_id: str = ""
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: Cancelled = field(default_factory=Cancelled)
     events: EventSink | None = None
     """Where progress and logs go; None when the caller asked for none."""
     log_level: int | None = None
@@ -68,7 +99,7 @@ class CallContext:
     """Set by ``require``: the call ends with MISSING_CAPABILITY naming these, not with a result."""
     interrupts: Any = None
     """The running Store's ``Interrupts``, set by the component: a wait for an answer re-arms them."""
-    run_slot: threading.Semaphore | None = None
+    run_slot: RunSlot | None = None
     """The worker's guests running at once (``concurrency``): held while the guest runs, given
     back while it waits for its client's answer (``workers.conversation``)."""
     updates_sent: int = 0

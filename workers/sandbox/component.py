@@ -41,7 +41,7 @@ from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError, UnknownTool
 from workers.sandbox.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.sandbox.guest_output import GuestOutput
-from workers.sandbox.interrupts import InterruptibleStore
+from workers.sandbox.interrupts import CancelSignal, InterruptibleStore
 from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.sandbox.mcp_host import link_mcp
 from workers.sandbox.notify_host import link_notify
@@ -341,7 +341,7 @@ class LoadedComponent:
         return _to_result(tool, value), instance
 
     def _new_store(
-        self, output: GuestOutput, timeout_s: float, cancelled: threading.Event | None = None
+        self, output: GuestOutput, timeout_s: float, cancelled: CancelSignal | None = None
     ) -> InterruptibleStore:
         wasi = self.grants.wasi()
         if self._writes_output:

@@ -20,7 +20,7 @@ from typing import Any
 import wasmtime
 
 from schemas.config import MAX_MEMORY_MIB
-from workers.sandbox.wasmtime_adapter import install_per_thread_scratch, use_pooling_allocator
+from workers.sandbox.wasmtime_adapter import hold_gil_in_short_calls, install_per_thread_scratch, use_pooling_allocator
 
 EPOCH_TICK_S = 0.01
 """Epoch period: the resolution of guest timeouts (10 ms is ~free and fine-grained enough)."""
@@ -68,6 +68,7 @@ class EngineHost:
         # thread before any guest call lowers a variant. Here, not at import: every guest runs
         # on an engine host, and importing a module should change nothing.
         install_per_thread_scratch()
+        hold_gil_in_short_calls()  # the Store setup and value conversion of a call keep the GIL
         # The host that owns the ticker, and every engine it ticks (one per fuel setting).
         self._root = self
         self._variants: dict[bool, EngineHost] = {consume_fuel: self}

@@ -11,9 +11,8 @@ from the thread running it. The check is a few attribute reads, once per 10 ms o
 from __future__ import annotations
 
 import math
-import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import wasmtime
 
@@ -25,6 +24,12 @@ CANCELLED = "toolbus: call cancelled"
 """The root cause of the trap that ends a guest whose call was cancelled."""
 
 
+class CancelSignal(Protocol):
+    """What says a call was cancelled (``CallContext.cancelled``; a ``threading.Event`` will do)."""
+
+    def is_set(self) -> bool: ...
+
+
 class Interrupts:
     """When one Store's guest must stop. Re-armed before each call that uses the Store."""
 
@@ -33,7 +38,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.deadline = math.inf
         """``time.monotonic()`` value at which the guest is stopped."""
-        self.cancelled: threading.Event | None = None
+        self.cancelled: CancelSignal | None = None
 
     def install(self, store: wasmtime.Store) -> None:
         """Make ``store`` consult these interrupts every epoch tick (once, at creation).
@@ -42,7 +47,7 @@ class Interrupts:
         """
         set_epoch_deadline_callback(store, _ON_TICK, self)
 
-    def arm(self, store: wasmtime.Store, timeout_s: float, cancelled: threading.Event | None) -> None:
+    def arm(self, store: wasmtime.Store, timeout_s: float, cancelled: CancelSignal | None) -> None:
         """Stop the guest ``timeout_s`` from now, or as soon as ``cancelled`` is set."""
         self.deadline = time.monotonic() + timeout_s
         self.cancelled = cancelled

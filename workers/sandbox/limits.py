@@ -10,14 +10,13 @@ limits are set in the same place, so no call path can forget them.
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import wasmtime
 
 from schemas.config import LimitsSettings
 from workers.sandbox.engine import DEFAULT_FUEL, EngineHost
-from workers.sandbox.interrupts import CANCELLED, TIMED_OUT, InterruptibleStore
+from workers.sandbox.interrupts import CANCELLED, TIMED_OUT, CancelSignal, InterruptibleStore
 
 MIB = 1 << 20
 LOAD_CHECK_TIMEOUT_S = 10.0
@@ -42,7 +41,7 @@ def sandbox_store(
     wasi: wasmtime.WasiConfig,
     limits: LimitsSettings,
     timeout_s: float,
-    cancelled: threading.Event | None = None,
+    cancelled: CancelSignal | None = None,
 ) -> InterruptibleStore:
     """A Store on ``engine_host`` with WASI, interrupts, memory limits and (if metered) fuel.
 
@@ -61,7 +60,7 @@ def rearm(
     engine_host: EngineHost,
     limits: LimitsSettings,
     timeout_s: float,
-    cancelled: threading.Event | None = None,
+    cancelled: CancelSignal | None = None,
 ) -> None:
     """Give a Store a fresh deadline and a full tank before a call (warm instances reuse Stores)."""
     store.interrupts.arm(store, timeout_s, cancelled)

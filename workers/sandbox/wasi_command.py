@@ -11,7 +11,6 @@ JSON is an ``isError`` result.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError, UnknownTool
 from workers.sandbox.failures import describe_trap, error_result, root_cause, with_stderr
 from workers.sandbox.guest_output import HeadLog, TailBuffer
-from workers.sandbox.interrupts import InterruptibleStore
+from workers.sandbox.interrupts import CancelSignal, InterruptibleStore
 from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, effective_timeout_s, sandbox_store
 from workers.sandbox.wasmtime_adapter import set_stdin_bytes
 
@@ -206,7 +205,7 @@ class LoadedCommand:
         stdin: bytes,
         stdout: HeadLog,
         stderr: TailBuffer,
-        cancelled: threading.Event | None = None,
+        cancelled: CancelSignal | None = None,
     ) -> InterruptibleStore:
         wasi = self.grants.wasi()  # its capabilities' env and directories; no network, nothing inherited
         wasi.argv = [self.name]

@@ -11,6 +11,10 @@ on every call, which was most of the Python cost of a small call. None of this i
 it may change with any release: ``tests/workers/sandbox/test_wasmtime_adapter.py`` pins the version
 these bindings were checked against and fails, by name, when one of them is gone.
 
+The short C functions of a call (Store and WASI setup, value conversion) are also re-bound to keep
+the GIL (``hold_gil_in_short_calls``): ctypes releases and re-takes it around every foreign call,
+and with the event loop busy in another thread each of those is a chance to lose it and wait.
+
 The upstream changes that would retire this module: ``Store.set_epoch_deadline_callback`` and
 ``WasiConfig.stdin_bytes`` in wasmtime-py; a ``Func.call`` taking types resolved once (or
 ``FuncType`` and the value types caching their reflection, which is immutable per component); and,
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings as bindings
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component import _enter as component_enter
@@ -56,6 +61,7 @@ PRIVATE_NAMES = (
     "wasmtime_store_epoch_deadline_callback",
     "bytes_to_capi",
     "wasi_config_set_stdin_bytes",
+    "filename",
 )
 """The ``wasmtime._ffi`` names used below; the pinning test checks each one exists."""
 COMPONENT_TYPES_NAMES = ("case_test_cache", "VariantLikeType")
@@ -70,6 +76,44 @@ RESOLVED_MEMBERS: dict[type[Any], tuple[str, ...]] = {
 }
 """Per value type, the members its (inherited) lowering and lifting read on every call; ``resolve``
 reads them once. The pinning test checks each is still a member of its class."""
+GIL_HELD_FUNCTIONS = (
+    "wasi_config_new",
+    "wasi_config_delete",
+    "wasi_config_set_stdin_bytes",
+    "wasi_config_set_argv",
+    "wasi_config_set_env",
+    "wasmtime_store_new",
+    "wasmtime_store_context",
+    "wasmtime_store_limiter",
+    "wasmtime_store_epoch_deadline_callback",
+    "wasmtime_context_set_wasi",
+    "wasmtime_context_set_epoch_deadline",
+    "wasmtime_context_set_fuel",
+    "wasmtime_context_get_fuel",
+    "wasmtime_component_instance_get_func",
+    "wasmtime_component_val_new",
+    "wasmtime_component_val_delete",
+    "wasmtime_component_vallist_new_uninit",
+    "wasmtime_component_vallist_delete",
+    "wasmtime_component_valrecord_new_uninit",
+    "wasmtime_component_valrecord_delete",
+    "wasmtime_component_valtuple_new_uninit",
+    "wasmtime_component_valtuple_delete",
+    "wasmtime_component_valflags_new_uninit",
+    "wasmtime_component_valflags_delete",
+    "wasm_byte_vec_new",
+    "wasm_byte_vec_new_uninitialized",
+    "wasm_byte_vec_delete",
+    "wasmtime_error_message",
+    "wasmtime_error_exit_status",
+    "wasmtime_error_delete",
+)
+"""C functions called on a call's path that never run guest code, never call back into Python and
+never wait (allocation, setters, value conversion): bound to keep the GIL. Everything else keeps
+wasmtime-py's binding, which releases it: calls and post-returns and instantiation run guest code
+(the epoch ticker, a Python thread, must run meanwhile or a spinning guest is never stopped),
+compilation takes long, and dropping a Store may meet wasmtime's I/O thread calling our output
+callbacks (which need the GIL)."""
 ENTER_NAMES = ("enter_wasm",)
 """The ``wasmtime.component._enter`` names used below (host callbacks' exceptions re-raised)."""
 
@@ -160,6 +204,36 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     """
     vec = ffi.bytes_to_capi(data)
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
+
+
+def hold_gil_in_short_calls() -> None:
+    """Re-bind ``GIL_HELD_FUNCTIONS`` to keep the GIL (once per process; idempotent).
+
+    wasmtime-py loads libwasmtime with ``ctypes.CDLL``, whose functions release the GIL for the
+    call and take it back afterwards. A fresh-instance call makes ~17 such calls; whenever the
+    event loop's thread waits for the GIL, each release hands it over and the guest thread then
+    sleeps on a futex until the loop lets go again (measured: ~11 futex syscalls and ~6 context
+    switches per call at 16 connections). ``ctypes.PyDLL`` opens the same library (the loader
+    returns the one already mapped) with functions that keep the GIL. wasmtime-py's wrappers read
+    the private ``_<name>`` globals of ``wasmtime._bindings`` at every call, so replacing those
+    switches all of wasmtime-py at once; argument and result types are copied.
+    """
+    if getattr(bindings, "_toolbus_gil_held", False):
+        return
+    library = ctypes.PyDLL(str(ffi.filename))
+    for name in GIL_HELD_FUNCTIONS:
+        released = getattr(bindings, f"_{name}")
+        held = getattr(library, name)
+        held.argtypes = released.argtypes
+        held.restype = released.restype
+        setattr(bindings, f"_{name}", held)
+    bindings._toolbus_gil_held = True  # type: ignore[attr-defined]
+
+
+def holds_gil(name: str) -> bool:
+    """Whether wasmtime-py's binding of C function ``name`` keeps the GIL (for the pinning test)."""
+    function = getattr(bindings, f"_{name}")
+    return bool(function._flags_ & ctypes._FUNCFLAG_PYTHONAPI)  # type: ignore[attr-defined]
 
 
 class PerThreadSet:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import wasmtime
-from wasmtime import _ffi
+from wasmtime import _bindings, _ffi
 from wasmtime.component import _enter as component_enter
 from wasmtime.component import _types as component_types
 
@@ -25,10 +25,13 @@ from tests.schemas.wit_zoo import Zoo, get_zoo
 from workers.sandbox.wasmtime_adapter import (
     COMPONENT_TYPES_NAMES,
     ENTER_NAMES,
+    GIL_HELD_FUNCTIONS,
     PRIVATE_NAMES,
     RESOLVED_MEMBERS,
     ExportCall,
     PerThreadSet,
+    hold_gil_in_short_calls,
+    holds_gil,
     install_per_thread_scratch,
 )
 
@@ -97,6 +100,29 @@ def test_export_call_refuses_a_value_that_does_not_lower(zoo: Zoo) -> None:
             call(store, instance, index, [])
     finally:
         store.close()
+
+
+def test_short_calls_keep_the_gil_and_guest_runs_release_it() -> None:
+    for name in GIL_HELD_FUNCTIONS:
+        released = getattr(_bindings, f"_{name}", None)
+        assert released is not None, f"wasmtime._bindings._{name} is gone: re-check hold_gil_in_short_calls"
+    hold_gil_in_short_calls()
+    hold_gil_in_short_calls()  # idempotent
+    for name in GIL_HELD_FUNCTIONS:
+        assert holds_gil(name), f"{name} still releases the GIL"
+    # Anything that may run guest code (or wait for wasmtime's I/O thread) must let the epoch
+    # ticker run: a spinning guest is stopped only because these release the GIL.
+    for name in (
+        "wasmtime_component_func_call",
+        "wasmtime_component_func_post_return",
+        "wasmtime_component_linker_instantiate",
+        "wasmtime_func_call",
+        "wasmtime_linker_instantiate",
+        "wasmtime_store_delete",
+        "wasmtime_component_new",
+    ):
+        assert name not in GIL_HELD_FUNCTIONS
+        assert not holds_gil(name), f"{name} must release the GIL"
 
 
 def test_no_other_worker_module_imports_wasmtime_private_modules() -> None:
