@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from nats.js.kv import KeyValue
 
+from gateway.hotpath import HotPath
 from tests.gateway.responders import ADD, RunningGateway, put_tools
 from tests.gateway.test_gateway_http import ACCEPT, MODERN_META, initialize, modern_headers
 
@@ -45,6 +46,10 @@ async def raw_post(gateway: RunningGateway, headers: list[tuple[str, str]]) -> i
     finally:
         writer.close()
     return int(status_line.split()[1])
+
+
+def remembered_bytes(path: HotPath) -> int:
+    return sum(len(v or "") for values in path._transport_passed for v in values)
 
 
 async def test_a_remembered_content_type_lets_no_other_pass(gateway: RunningGateway) -> None:
@@ -118,3 +123,16 @@ async def test_varied_accept_values_keep_the_memory_bounded(gateway: RunningGate
             assert len(path._transport_passed) <= 1024
         # Emptied once full: what passed before is checked afresh, and still passes.
         assert (await http.post(gateway.url, headers=modern_headers("tools/list"), json=LIST)).status_code == 200
+
+
+async def test_huge_header_values_are_not_remembered(gateway: RunningGateway) -> None:
+    """Each remembered entry is as large as the client made its headers (up to ``max_header_bytes``,
+    64 KiB): 1024 of them would pin ~64 MiB of a client's choosing. Values that long are checked
+    afresh instead (no real client sends them), so what is remembered stays small."""
+    path = gateway.hot
+    async with httpx2.AsyncClient() as http:
+        for i in range(8):
+            accept = f"{ACCEPT}, x/{i}{'y' * 60_000}"
+            response = await http.post(gateway.url, headers=modern_headers("tools/list", Accept=accept), json=LIST)
+            assert response.status_code == 200
+    assert remembered_bytes(path) < 8 * 1024
