@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, encode
-from schemas.config import WorkerSettings
+from schemas.config import ComponentSettings, WorkerSettings
 from schemas.errors import ErrorCode
-from schemas.wire import CallToolResult, ErrorReply
+from schemas.wire import CallToolResult, ErrorReply, GuestAnswer
 from tests.conftest import deadline_in, eventually
+from tests.workers.test_asks import KEY, call, resume, suspension, text
 from tests.workers.test_fair_share import SIGNER, signed_call
 from workers.sandbox.component import LoadedComponent
+from workers.sandbox.engine import EngineHost
 from workers.service import WorkerService
 
 SPIN_S = 1.0
@@ -131,6 +136,50 @@ async def test_a_held_back_call_never_runs_past_its_callers_deadline(
         assert result.is_error
         assert "deadline passed" in result.content[0].text, result.content  # type: ignore[union-attr]
         await asyncio.wait_for(running, REPLY_BOUND_S)
+    finally:
+        await service.stop(grace_s=SPIN_S * 2)
+
+
+@pytest.fixture(scope="module")
+def conformance(engine_host: EngineHost, cache_dir: Path, conformance_wasm: Path) -> LoadedComponent:
+    return LoadedComponent.load(
+        engine_host, ComponentSettings(name="test", path=conformance_wasm), conformance_wasm, cache_dir
+    )
+
+
+async def test_a_resumed_guest_is_not_starved_by_calls_held_back(
+    nc: NatsClient, subjects: Subjects, kit: LoadedComponent, conformance: LoadedComponent
+) -> None:
+    """A guest answered by its client waits for a slot beside the held-back calls: the thread that
+    holds the slot lets go after its call, so the resumed guest runs next, not after the queue."""
+    signer = PrincipalSigner(KEY)
+    settings = WorkerSettings(concurrency=1, queue_depth=8)
+    service = WorkerService(nc, subjects, settings, [kit, conformance], principal_signer=signer)
+    await service.start()
+    finished: list[str] = []
+
+    async def spin_as(name: str, seconds: float) -> Msg:
+        subject = subjects.call("kit_danger_spin")
+        headers = {Header.REQUEST_ID: name, **spin_headers(seconds)}
+        signer.stamp(headers, "alice", subject=subject, body=b"{}", valid_for_s=30)
+        reply = await nc.request(subject, b"{}", timeout=REPLY_BOUND_S, headers=headers)
+        finished.append(name)
+        return reply
+
+    try:
+        question = await call(nc, subjects, "test_elicitation", {"message": "?"})  # waits: its slot given back
+        first = asyncio.create_task(spin_as("first", SPIN_S))
+        await eventually(lambda: service.accepted == 2)
+        # Queued with longer deadlines: one that took the slot first would spin well past the first.
+        queued = [asyncio.create_task(spin_as(f"queued{i}", SPIN_S * 3)) for i in range(3)]
+        await eventually(lambda: len(service._held_back) == 3, what="the spins were not held back")
+        answer = GuestAnswer(suspension(question), {"elicitation": {"action": "decline"}})
+        resumed = await asyncio.wait_for(resume(nc, subjects, question, answer), REPLY_BOUND_S)
+        finished.append("resumed")
+        assert text(resumed) == "User response: action=decline, content={}"
+        await asyncio.wait_for(asyncio.gather(first, *queued), REPLY_BOUND_S)
+        # The resumed guest ran as soon as the running spin let go of the slot: before the queue.
+        assert finished.index("resumed") < finished.index("queued0"), finished
     finally:
         await service.stop(grace_s=SPIN_S * 2)
 
