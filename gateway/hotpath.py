@@ -155,6 +155,11 @@ class _ParamHeaders:
 _DECIDED_LIMIT: Final = 100_000
 _TRANSPORT_PASSED_LIMIT: Final = 1024
 """Distinct header values remembered as passing: a client varying them only costs the checks again."""
+_TRANSPORT_PASSED_CHARS: Final = 1024
+"""The longest (Content-Type, Host, Origin, Accept) values, together, that are remembered. Each entry
+is as large as its client made those headers (up to ``max_header_bytes``, 64 KiB): unbounded, 1024
+entries would pin ~64 MiB of a client's choosing. No real client sends values that long; theirs are
+checked each time."""
 
 
 class _Flight:
@@ -316,7 +321,7 @@ class HotPath:
             has_json, has_sse = check_accept_headers(request)
             if not (has_json and has_sse):
                 return False  # the SDK answers 406 (its session manager streams SSE, so it needs both)
-            if single:
+            if single and sum(len(value) for value in checked if value is not None) <= _TRANSPORT_PASSED_CHARS:
                 if len(self._transport_passed) >= _TRANSPORT_PASSED_LIMIT:
                     self._transport_passed.clear()
                 self._transport_passed.add(checked)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 import structlog
 
@@ -26,6 +27,10 @@ from workers.routes import Route
 from workers.sandbox import CallContext
 
 log = structlog.get_logger(__name__)
+
+
+DEADLINE_PASSED_WAITING = "the call's deadline passed while it waited for a free guest"
+"""The result of a call whose budget ran out before a run slot was free (it never ran)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +59,15 @@ class Job:
         if slot is not None:
             slot.acquire()  # a thread is free, but guests waiting for answers do not count
         try:
+            # The budget was taken from the caller's deadline at acceptance; a call held back for a
+            # slot spent part of it waiting, and its caller gives up at the deadline all the same.
+            left_s = self.timeout_s - (perf_counter_ns() - self.started_ns) / 1e9
             if self.context.cancelled.is_set():  # cancelled while it waited for a thread
                 result = CallToolResult(content=[TextContent("cancelled")], is_error=True)
+            elif left_s <= 0:  # run now, it would spin for nobody: what is left is all it gets
+                result = CallToolResult(content=[TextContent(DEADLINE_PASSED_WAITING)], is_error=True)
             else:
-                result = self.route.component.call(self.tool, self.arguments, self.timeout_s, self.context)
+                result = self.route.component.call(self.tool, self.arguments, left_s, self.context)
         finally:
             if slot is not None:
                 slot.release()

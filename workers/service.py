@@ -420,7 +420,10 @@ class WorkerService:
     def _start_held_back(self) -> None:
         """Give a guest thread the held-back calls if a run slot is free (on the loop, or in a guest's
         thread when it gives its slot back to wait for its client)."""
-        if self._held_back and not self._starting and self._run_slots.free():
+        slots = self._run_slots
+        # Not while a thread waits for a slot (a resumed guest, a task): a new holder would take the
+        # slot freed for it before it wakes, and keep it for the whole queue.
+        if self._held_back and not self._starting and not slots.waiting and slots.free():
             # The slot is taken in the thread, not here: work queued for a busy pool must hold no
             # slot, or threads blocked on a slot (answered guests, tasks) could wait for it forever.
             self._starting = True  # one at a time: a burst of calls wakes one thread, not one each
@@ -438,6 +441,9 @@ class WorkerService:
         self._starting = False
         if not slots.try_acquire():
             return  # taken meanwhile: whoever holds it runs the held-back calls after its own
+        if slots.waiting:  # freed for a waiting thread, which runs the held-back calls after its own
+            slots.release()
+            return
         if len(held_back) > 1:
             self._start_held_back()  # more calls than this thread's next one, and maybe a free slot
         while True:
