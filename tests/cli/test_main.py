@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -22,6 +23,22 @@ def toolbus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def loaded_after(statements: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``statements`` (from the
+    checkout's root): a package counts once any module of it is imported."""
+    probe = f"import sys; {statements}; print(repr(sorted(m for m in {modules!r} if m in sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    listed: list[str] = ast.literal_eval(result.stdout.strip())
+    return listed
 
 
 def test_every_verb_is_registered() -> None:
@@ -151,12 +168,8 @@ def test_call_refuses_arguments_that_are_not_json() -> None:
 def test_building_the_parser_loads_no_role_machinery() -> None:
     # Every `toolbus` command builds the whole parser: a worker must not pay for the mcp SDK
     # (and a gateway not for wasmtime) just to start.
-    probe = (
-        "import sys; from cli.main import build_parser; build_parser(); "
-        "print(sorted(m for m in ('mcp', 'wasmtime', 'starlette', 'uvicorn') if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.strip() == "[]"
+    roles = ("mcp", "wasmtime", "starlette", "uvicorn")
+    assert loaded_after("from cli.main import build_parser; build_parser()", roles) == []
 
 
 def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
@@ -164,12 +177,7 @@ def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
     # pays for each module. The registry's machinery, the OCI client and its cryptography are
     # other verbs'; metrics and the OpenTelemetry SDK load only when configured.
     unused = ("registry.service", "registry.oci", "cryptography", "prometheus_client", "opentelemetry.sdk")
-    probe = (
-        "import sys; from cli.main import build_parser; build_parser(); import workers.runner; "
-        f"print(sorted(m for m in {unused!r} if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.strip() == "[]"
+    assert loaded_after("from cli.main import build_parser; build_parser(); import workers.runner", unused) == []
 
 
 def test_the_verb_table_names_the_module_that_registers_each_verb() -> None:
@@ -216,34 +224,21 @@ def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None
     # verbs' modules, or jsonschema (a validator loads it only for arguments its quick check
     # cannot prove valid).
     heavy = ("mcp", "starlette", "uvicorn", "jsonschema", "gateway", "registry", "cli.up", "cli.audit", "cli.tools")
-    probe = (
-        "import sys, tempfile; from pathlib import Path; from cli.main import build_parser; "
+    start = (
+        "import tempfile; from pathlib import Path; from cli.main import build_parser; "
         "build_parser(['worker']).parse_args(['worker']); import workers.runner; "
         "from schemas.config import ComponentSettings; from workers.sandbox import EngineHost; "
         "from workers.sources import load_one; engine = EngineHost(); "
         "entry = ComponentSettings(name='kit', path=Path('examples/wat/testkit.wat')); "
-        "loaded = load_one(entry, engine, Path(tempfile.mkdtemp())); assert loaded.tools; "
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))"
+        "loaded = load_one(entry, engine, Path(tempfile.mkdtemp())); assert loaded.tools"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=Path(__file__).parents[2],
-    )
-    assert result.stdout.strip() == "[]"
+    assert loaded_after(start, heavy) == []
 
 
 def test_a_verb_s_help_loads_neither_the_settings_nor_the_bus() -> None:
     # `toolbus worker --help` (and a usage error) parses only: no pydantic, nats-py, wasmtime.
-    probe = (
-        "import sys; from cli.main import build_parser; build_parser(['worker']); "
-        "print(sorted(m for m in ('pydantic', 'nats', 'wasmtime', 'structlog', 'asyncio') if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.strip() == "[]"
+    parse = "from cli.main import build_parser; build_parser(['worker'])"
+    assert loaded_after(parse, ("pydantic", "nats", "wasmtime", "structlog", "asyncio")) == []
 
 
 def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() -> None:

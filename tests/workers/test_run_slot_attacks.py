@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -51,13 +53,28 @@ async def spin(nc: NatsClient, subjects: Subjects, principal: str = "p", seconds
     return await signed_call(nc, subjects, "kit_danger_spin", b"{}", principal, **spin_headers(seconds, **extra))
 
 
+@asynccontextmanager
+async def serving(
+    nc: NatsClient,
+    subjects: Subjects,
+    settings: WorkerSettings,
+    components: list[LoadedComponent],
+    signer: PrincipalSigner = SIGNER,
+) -> AsyncIterator[WorkerService]:
+    """A started worker serving ``components``, stopped after (its spinning guests given time to end)."""
+    service = WorkerService(nc, subjects, settings, components, principal_signer=signer)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop(grace_s=SPIN_S * 2)
+
+
 async def test_a_principal_firing_many_calls_at_once_gets_only_its_share(
     nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> None:
     settings = WorkerSettings(concurrency=2, queue_depth=16, calls_per_principal=1)
-    service = WorkerService(nc, subjects, settings, [kit], principal_signer=SIGNER)
-    await service.start()
-    try:
+    async with serving(nc, subjects, settings, [kit]) as service:
         hog = [asyncio.create_task(spin(nc, subjects, "hog")) for _ in range(12)]
         await eventually(lambda: service.accepted >= 1, what="no hog call admitted")
         reply = await signed_call(nc, subjects, "kit_add", encode({"a": 2, "b": 3}), "victim")
@@ -66,17 +83,13 @@ async def test_a_principal_firing_many_calls_at_once_gets_only_its_share(
         refused = [e.error for r in replies if (e := error_of(r)) is not None]
         assert len(refused) == 11, [e.message for e in refused]
         assert all(e.code == ErrorCode.OVERLOADED and "'hog' has its share" in e.message for e in refused)
-    finally:
-        await service.stop(grace_s=SPIN_S * 2)
 
 
 async def test_running_guests_never_exceed_concurrency_however_many_are_held_back(
     nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> None:
     settings = WorkerSettings(concurrency=2, queue_depth=8)
-    service = WorkerService(nc, subjects, settings, [kit], principal_signer=SIGNER)
-    await service.start()
-    try:
+    async with serving(nc, subjects, settings, [kit]) as service:
         calls = [asyncio.create_task(spin(nc, subjects, f"p{i}", seconds=SPIN_S * 3)) for i in range(6)]
         await eventually(lambda: service.accepted == 6, what="the calls were not all admitted")
         # Two running (no slot free), four waiting for one: none started beyond the slots.
@@ -87,17 +100,13 @@ async def test_running_guests_never_exceed_concurrency_however_many_are_held_bac
         # had passed): each got an answer, none was lost.
         assert len(replies) == 6
         assert service.accepted == 0 and not service._held_back and service._run_slots.free()
-    finally:
-        await service.stop(grace_s=SPIN_S * 2)
 
 
 async def test_a_held_back_call_cancelled_is_answered_cancelled_without_running(
     nc: NatsClient, subjects: Subjects, kit: LoadedComponent
 ) -> None:
     settings = WorkerSettings(concurrency=1, queue_depth=4)
-    service = WorkerService(nc, subjects, settings, [kit], principal_signer=SIGNER)
-    await service.start()
-    try:
+    async with serving(nc, subjects, settings, [kit]) as service:
         running = asyncio.create_task(spin(nc, subjects, "a"))
         await eventually(lambda: service.accepted == 1)
         # Held back behind it: a spin of 60 s, which would outlive the request if it ran.
@@ -112,8 +121,6 @@ async def test_a_held_back_call_cancelled_is_answered_cancelled_without_running(
         assert time.monotonic() - started < 30, "the cancelled call ran its spin"
         await asyncio.wait_for(running, REPLY_BOUND_S)
         await eventually(lambda: service.accepted == 0)
-    finally:
-        await service.stop(grace_s=SPIN_S * 2)
 
 
 async def test_a_held_back_call_never_runs_past_its_callers_deadline(
@@ -124,9 +131,7 @@ async def test_a_held_back_call_never_runs_past_its_callers_deadline(
     with the whole budget it would spin that long again, for nobody (each queued call doubling
     the CPU an attacker's deadline buys). What is left is all it gets: here, nothing."""
     settings = WorkerSettings(concurrency=1, queue_depth=4)
-    service = WorkerService(nc, subjects, settings, [kit], principal_signer=SIGNER)
-    await service.start()
-    try:
+    async with serving(nc, subjects, settings, [kit]) as service:
         running = asyncio.create_task(spin(nc, subjects, "a", seconds=SPIN_S * 2))
         await eventually(lambda: service.accepted == 1)
         held = asyncio.create_task(spin(nc, subjects, "b", seconds=SPIN_S / 2))
@@ -136,8 +141,6 @@ async def test_a_held_back_call_never_runs_past_its_callers_deadline(
         assert result.is_error
         assert "deadline passed" in result.content[0].text, result.content  # type: ignore[union-attr]
         await asyncio.wait_for(running, REPLY_BOUND_S)
-    finally:
-        await service.stop(grace_s=SPIN_S * 2)
 
 
 @pytest.fixture(scope="module")
