@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx2
 import pytest
 from nats.js.kv import KeyValue
 
 from gateway.hotpath import HotPath
-from tests.gateway.responders import ADD, RunningGateway, put_tools
+from tests.gateway.auth_kit import API_KEY, POLICY
+from tests.gateway.odd_json import ODD_BODIES
+from tests.gateway.raw_mcp import ERAS, RawMcp
+from tests.gateway.responders import ADD, RunningGateway, TaskSystem, put_tools, spying
 from tests.gateway.test_gateway_http import ACCEPT, MODERN_META, initialize, modern_headers
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
@@ -136,3 +140,33 @@ async def test_huge_header_values_are_not_remembered(gateway: RunningGateway) ->
             response = await http.post(gateway.url, headers=modern_headers("tools/list", Accept=accept), json=LIST)
             assert response.status_code == 200
     assert remembered_bytes(path) < 8 * 1024
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_verdict_remembered_for_one_principal_passes_no_credential_and_no_policy(
+    secured: Any, task_system: TaskSystem, era: str
+) -> None:
+    """The remembered verdicts are transport checks only: who calls, and what it may call, are
+    judged afresh for every request. Primed by the API key's allowed call, the same transport
+    headers with no credential, a wrong key, or the key calling a tool its policy forbids (also
+    with odd JSON naming it) reach no worker."""
+    gateway = await secured(gateway={"hot_path": True}, policy=POLICY)
+    owner = RawMcp(gateway.url, era, API_KEY)
+    async with spying(task_system, "kit_add") as added, spying(task_system, "kit_greet") as greeted:
+        assert (await owner.call("kit_greet", {"name": "x"})).status_code == 200  # remembered now
+        assert gateway.hot._transport_passed, "the allowed call left no verdict to reuse"
+        primed = await owner.headers("tools/call", "kit_greet")
+        body = owner.call_body("kit_greet", {"name": "y"})
+        async with httpx2.AsyncClient(timeout=30) as http:
+            for credential in (None, "Bearer tbk_not_a_key_0000000000000000000000", f"Basic {API_KEY}"):
+                headers = {k: v for k, v in primed.items() if k != "Authorization"}
+                if credential is not None:
+                    headers["Authorization"] = credential
+                response = await http.post(gateway.url, content=body, headers=headers)
+                assert response.status_code == 401, (credential, response.status_code)
+        odd = ODD_BODIES["duplicate name, forbidden first"].replace(b"kit_divide", b"kit_add")
+        for forbidden in (owner.call_body("kit_add", {"a": 1, "b": 2}), odd):
+            response = await owner.post(forbidden, tool="kit_add")
+            assert response.status_code != 500 and "Traceback" not in response.text
+    assert added == [], [m.subject for m in added]
+    assert len(greeted) == 1  # the owner's one allowed call, nothing from the others
