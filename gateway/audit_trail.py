@@ -512,7 +512,7 @@ class AuditTrail:
         # Called on nats-py's reading task as the ack is read (bus.direct_delivery): no awaits.
         batch_id, _, index = msg.subject[len(self._ack_prefix) :].partition(".")
         round_ = self._rounds.get(batch_id)
-        if round_ is None or not index.isdigit() or int(index) >= len(round_.acked):
+        if round_ is None or not index.isdecimal() or int(index) >= len(round_.acked):
             return  # a late answer to a batch given up on (its events are retried: Nats-Msg-Id)
         if not msg.data:  # a status instead: 503, no stream stores the subject (yet)
             error = f"no stream took the event (status {(msg.headers or {}).get('Status', '')})"
