@@ -507,7 +507,9 @@ def _list_section(results: dict[str, Any]) -> list[str]:
     return [
         f"## tools/list with {listing['registered']:,} registered tools",
         "",
-        "Descriptors written to the tools KV bucket the gateway watches; one keep-alive client, sequential.",
+        "The bench announces the tools as a worker would (and answers the registry's pings); the registry "
+        "puts them in the tools KV bucket the gateway watches; one keep-alive client, sequential, "
+        f"once the gateway lists all {listing['listed']:,} (the examples' tools included).",
         "",
         *_table(header, rows),
     ]
