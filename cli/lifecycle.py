@@ -11,10 +11,6 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import uvloop
-
-from bus.embedded import die_with_parent
-
 T = TypeVar("T")
 
 EXIT_INTERRUPTED = 130
@@ -27,11 +23,17 @@ def stop_with_supervisor(supervisor_pid: int | None) -> bool:
     False when the supervisor is already gone: nobody would signal us, so the caller exits."""
     if supervisor_pid is None or not sys.platform.startswith("linux"):
         return True
+    # Here, not at the top: bus.embedded imports nats-py, which a worker would rather import
+    # while its components load (cli.worker), not before it has read its settings.
+    from bus.embedded import die_with_parent
+
     die_with_parent()
     return os.getppid() == supervisor_pid  # checked after the request: no window in between
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop: every role is I/O-bound on the loop, and uvloop's is much cheaper."""
+    import uvloop  # here: a worker imports it while its components load (cli.worker)
+
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)

@@ -83,8 +83,13 @@ def role_of_verb(verb: str | None) -> str:
 def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
     """Load settings named by the common options (with this machine's credentials for the verb's
     role, ``role_of_verb`` and ``bus.credentials``); print the problem and return None on error."""
-    from bus.credentials import with_local_credentials
-    from bus.errors import CredentialsError
+    settings = _settings_file(args, **overrides)
+    return None if settings is None else _with_credentials(settings, args)
+
+
+def _settings_file(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings | None:
+    """The settings file the common options name, with ``overrides``; None after printing why not.
+    Imports only ``schemas`` (not the bus: see ``run_verb``'s ``begin``)."""
     from schemas.config import load_settings
     from schemas.errors import ConfigError
 
@@ -92,10 +97,17 @@ def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) ->
     if nats_url:
         overrides.setdefault("nats", {})["url"] = nats_url
     try:
-        settings = load_settings(common_option(args, "settings_file"), **overrides)
+        return load_settings(common_option(args, "settings_file"), **overrides)
     except ConfigError as exc:
         print(f"toolbus: {exc}", file=sys.stderr)
         return None
+
+
+def _with_credentials(settings: Settings, args: argparse.Namespace) -> Settings | None:
+    """``settings`` with this machine's credentials for the verb's role; None after printing why not."""
+    from bus.credentials import with_local_credentials
+    from bus.errors import CredentialsError
+
     # On a machine where `toolbus up` made credentials, every verb finds its role's.
     try:
         return with_local_credentials(settings, role_of_verb(getattr(args, "command", None)))
@@ -104,21 +116,37 @@ def settings_from_args(args: argparse.Namespace, **overrides: dict[str, Any]) ->
         return None
 
 
-def run_verb(args: argparse.Namespace, verb: Verb, **overrides: dict[str, Any]) -> int:
+def run_verb(
+    args: argparse.Namespace,
+    verb: Verb,
+    *,
+    begin: Callable[[Settings], None] | None = None,
+    **overrides: dict[str, Any],
+) -> int:
     """Load the settings the common options name, configure logging, run ``verb`` to its exit code.
 
-    ``overrides`` replace settings sections field by field. A config problem exits 2; an
-    unreachable NATS exits 1, with the reason on stderr.
+    ``overrides`` replace settings sections field by field. ``begin`` is called with the settings
+    (before this machine's credentials are added) once logging is configured and before the bus,
+    nats-py and the event loop are imported: work it starts in threads runs beside those imports
+    (the worker's component loads, issue 17). A config problem exits 2; an unreachable NATS exits
+    1, with the reason on stderr.
     """
-    from bus.errors import BusUnavailable, CredentialsError
-    from cli import lifecycle
     from cli.logs import configure_logging
-    from stores import StoreError
 
-    settings = settings_from_args(args, **overrides)
+    settings = _settings_file(args, **overrides)
     if settings is None:
         return 2
     configure_logging(settings.log_format)  # logs go to stderr; stdout carries only the answer
+    if begin is not None:
+        begin(settings)
+
+    from bus.errors import BusUnavailable, CredentialsError
+    from cli import lifecycle
+    from stores import StoreError
+
+    settings = _with_credentials(settings, args)
+    if settings is None:
+        return 2
     try:
         return lifecycle.run(verb(settings, args))
     except BusUnavailable as exc:

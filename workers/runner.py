@@ -6,10 +6,11 @@ called while a componentize-py one still builds. Until the last is loaded, the a
 name those still loading (``WorkerAnnouncement.loading``), which is what ``toolbus up`` waits
 on before it says the system is up.
 
-Loading starts before connecting, beside it: most of a cached load is reading and hashing the
-Wasm, which release the GIL, so another core does it while this one connects, subscribes and
-opens the stores (a restart is ready sooner: issue 17). A component loaded before the worker
-is set up is served once it is.
+Loading starts before connecting, beside it (``toolbus worker`` starts it earlier still, before
+importing the bus and the event loop: ``cli.worker``): most of a cached load is reading, hashing
+and deserializing the Wasm, which release the GIL, so another core does it while this one
+imports, connects, subscribes and opens the stores (a restart is ready sooner: issue 17). A
+component loaded before the worker is set up is served once it is.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stores import PackageStore, TaskStore
 from workers.package_follower import PackageFollower
 from workers.sandbox import EngineHost
 from workers.service import WorkerService
-from workers.sources import loaded_as_ready
+from workers.sources import Loading, loaded_as_ready
 from workers.task_runner import TaskRunner
 from workers.telemetry import watch_calls
 
@@ -42,18 +43,21 @@ LOADING_STOP_TIMEOUT_S = 2.0
 """How long a stopping worker waits for the task serving components as they load to end."""
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, started: Loading | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain.
+
+    ``started``: the configured components' loads, already under way on their engine (``cli.worker``
+    starts them before the bus is imported); without it they start here.
 
     Raises:
         WorkersError: a configured component cannot be built or loaded (the worker has drained
             what it served meanwhile).
     """
-    engine = EngineHost()
+    engine = started.engine if started is not None else EngineHost()
     engine.start()
     shutdown = asyncio.create_task(wait_for_shutdown_signal())
     service_up: asyncio.Future[WorkerService] = asyncio.get_running_loop().create_future()
-    loading = asyncio.create_task(_serve_as_loaded(service_up, settings, engine))
+    loading = asyncio.create_task(_serve_as_loaded(service_up, settings, engine, started))
     try:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
@@ -120,9 +124,11 @@ async def serve(settings: Settings) -> None:
         engine.stop()
 
 
-async def _serve_as_loaded(service_up: asyncio.Future[WorkerService], settings: Settings, engine: EngineHost) -> None:
+async def _serve_as_loaded(
+    service_up: asyncio.Future[WorkerService], settings: Settings, engine: EngineHost, started: Loading | None
+) -> None:
     """Serve each configured component as soon as it is loaded and the worker is set up; log when all are."""
-    async for component in loaded_as_ready(settings, engine):
+    async for component in loaded_as_ready(settings, engine, started):
         service = await service_up
         await service.set_source(component.name, component, component.tools)
     await service_up  # with no components configured, still log (and freeze) only once the worker is up

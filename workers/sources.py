@@ -116,8 +116,44 @@ def load_side_by_side(settings: Settings, engine: EngineHost, deliver: Callable[
     return abandoned.set
 
 
-async def loaded_as_ready(settings: Settings, engine: EngineHost) -> AsyncIterator[LoadedTool]:
+class Loading:
+    """Every configured source loading side by side, started before there is an event loop.
+
+    A worker starts its loads as soon as its settings are read (``cli.worker``), so that reading,
+    hashing and deserializing the Wasm (which release the GIL) run beside the imports of the bus
+    and the event loop, not after them (issue 17). Outcomes that arrive before ``loaded_as_ready``
+    takes over are kept here until it does.
+    """
+
+    def __init__(self, settings: Settings, engine: EngineHost) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._kept: list[Outcome] = []
+        self._forward: Callable[[Outcome], None] | None = None
+        self.abandon = load_side_by_side(settings, engine, self._deliver)
+
+    def _deliver(self, outcome: Outcome) -> None:
+        with self._lock:
+            if self._forward is None:
+                self._kept.append(outcome)
+                return
+            self._forward(outcome)
+
+    def forward_to(self, forward: Callable[[Outcome], None]) -> None:
+        """From now on hand each outcome to ``forward`` (those kept first), from a loader thread."""
+        with self._lock:
+            for outcome in self._kept:
+                forward(outcome)
+            self._kept.clear()
+            self._forward = forward
+
+
+async def loaded_as_ready(
+    settings: Settings, engine: EngineHost, loading: Loading | None = None
+) -> AsyncIterator[LoadedTool]:
     """Every configured source, built and loaded side by side, each yielded as soon as it loads.
+
+    ``loading``: the loads, if already started (on ``engine``); else they start here.
 
     Raises:
         WorkersError: a source cannot be built or loaded; the message names it (no further
@@ -130,7 +166,10 @@ async def loaded_as_ready(settings: Settings, engine: EngineHost) -> AsyncIterat
         with contextlib.suppress(RuntimeError):  # the loop is gone: the worker stopped meanwhile
             loop.call_soon_threadsafe(outcomes.put_nowait, outcome)
 
-    abandon = load_side_by_side(settings, engine, deliver)
+    if loading is None:
+        loading = Loading(settings, engine)
+    loading.forward_to(deliver)
+    abandon = loading.abandon
     try:
         for _ in settings.components:
             outcome = await outcomes.get()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
-from schemas.config import ComponentSettings
+from schemas.config import ComponentSettings, Settings
+from tests.conftest import TESTKIT_WAT
 from tests.workers.conftest import EXAMPLES_DIR
-from workers.sources import COMPONENT
+from workers.sandbox import EngineHost
+from workers.sources import COMPONENT, Loading, loaded_as_ready
 
 resolve_component_path = COMPONENT.resolve
 """How a worker finds a component's ``.wasm`` (moved here from the componentize toolchain)."""
@@ -21,3 +25,19 @@ def test_resolve_component_path(calc_wasm: Path, cache_dir: Path, tmp_path: Path
     # `world` defaults to the component's name.
     from_source = ComponentSettings(name="calc", source=EXAMPLES_DIR / "calc")
     assert resolve_component_path(from_source, cache_dir) == calc_wasm
+
+
+def test_loads_started_before_the_event_loop_are_all_served(engine_host: EngineHost, cache_dir: Path) -> None:
+    # `toolbus worker` starts its loads before the bus and the loop exist (cli.worker); those
+    # that finish before `loaded_as_ready` takes over are kept, and every one is yielded once.
+    settings = Settings(
+        cache_dir=cache_dir,
+        components=[ComponentSettings(name=name, path=TESTKIT_WAT) for name in ("one", "two", "three")],
+    )
+    loading = Loading(settings, engine_host)
+    time.sleep(0.3)  # not a timing assertion: either way every load must be yielded, this lets some finish first
+
+    async def serve_all() -> list[str]:
+        return [component.name async for component in loaded_as_ready(settings, engine_host, loading)]
+
+    assert sorted(asyncio.run(serve_all())) == ["one", "three", "two"]
