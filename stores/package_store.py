@@ -30,9 +30,12 @@ from schemas.wire import Alias, PackageVersion
 from stores.errors import ArtifactError, InvalidName, VersionExists
 
 LATEST = "latest"
-VERSION_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
-"""Semantic versions without build metadata (``+`` cannot appear in a KV key)."""
-ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_NUMBER = r"(0|[1-9][0-9]*)"
+VERSION_PATTERN = re.compile(rf"{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+"""Semantic versions without build metadata (``+`` cannot appear in a KV key). Matched whole
+(``fullmatch``): with ``match`` and ``$``, a version ending in a newline passed and became a KV key."""
+ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
+"""Matched whole (``fullmatch``), as ``VERSION_PATTERN``."""
 NAME_LIMIT = 32
 """Package names are tool-name prefixes; this leaves room for the export in the 64-char tool name."""
 
@@ -53,7 +56,7 @@ def check_version(version: str) -> None:
     Raises:
         InvalidName: it is not.
     """
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise InvalidName(f"version {version!r} is not a semantic version such as 1.2.0 or 2.0.0-rc.1")
 
 
@@ -63,13 +66,13 @@ def check_alias(alias: str) -> None:
     Raises:
         InvalidName: it cannot.
     """
-    if not ALIAS_PATTERN.match(alias):
+    if not ALIAS_PATTERN.fullmatch(alias):
         raise InvalidName(f"alias {alias!r} must be lowercase letters, digits and '-', starting with a letter")
 
 
 def version_order(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
     """Sort key of a semantic version: a release sorts after its pre-releases."""
-    match = VERSION_PATTERN.match(version)
+    match = VERSION_PATTERN.fullmatch(version)
     if match is None:
         return (-1, -1, -1, -1, ())
     major, minor, patch, pre = match.groups()

@@ -24,7 +24,21 @@ from stores import (
 )
 
 
-@pytest.mark.parametrize(("check", "value"), [(check_name, "has.dot"), (check_version, "1.0"), (check_alias, "Latest")])
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (check_name, "has.dot"),
+        (check_version, "1.0"),
+        (check_alias, "Latest"),
+        # A final newline passed `match` with `$` and became part of a KV key (found by the s25 attack).
+        (check_version, "1.0.0\n"),
+        (check_alias, "stable\n"),
+        (check_name, "pkg\n"),
+        # Digits that are not ASCII are not a semantic version's.
+        (check_version, "1.0.\N{SUPERSCRIPT TWO}"),
+        (check_version, "\N{ARABIC-INDIC DIGIT ONE}.0.0"),
+    ],
+)
 def test_a_name_a_key_cannot_hold_is_refused(check: Callable[[str], None], value: str) -> None:
     with pytest.raises(InvalidName) as caught:
         check(value)

@@ -44,7 +44,7 @@ HTTP_INTERFACE = "toolbus:http/client@0.1.0"
 HTTP_INTERFACE_UNVERSIONED = HTTP_INTERFACE.split("@", 1)[0]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-_METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # fullmatch: "$" would let a final "\n" in
 _HOP_BY_HOP = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 """Headers the host sets itself; a guest's values for them are dropped."""
 _READ_CHUNK = 64 * 1024
@@ -221,7 +221,7 @@ class HttpPolicy:
         refusal = self.refusal(url)
         if refusal is not None:
             return f"refused: {refusal}"
-        if not _METHOD.match(method):
+        if not _METHOD.fullmatch(method):
             return f"refused: {method!r} is not an HTTP method"
         left = _seconds_left()
         timeout_s = self.timeout_s if left is None else min(self.timeout_s, left)

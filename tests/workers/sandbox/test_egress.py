@@ -235,3 +235,11 @@ def test_proxy_variables_of_the_worker_are_not_honoured(internal: Internal, monk
     answer = policy(allow, resolver).fetch(Request(f"http://pinned.example.test:{internal.port}/"))
     assert not isinstance(answer, str), answer
     assert answer.status == 200 and internal.hosts[-1] == f"pinned.example.test:{internal.port}"
+
+
+@pytest.mark.parametrize("method", ["GET\n", "GET\r\nX-Injected: 1", "G ET", ""])
+def test_a_method_that_is_not_one_token_is_refused_before_any_connection(internal: Internal, method: str) -> None:
+    allow = [f"127.0.0.1:{internal.port}"]
+    answer = policy(allow).fetch(Request(f"http://127.0.0.1:{internal.port}/", method=method))
+    assert isinstance(answer, str)
+    assert "is not an HTTP method" in answer
