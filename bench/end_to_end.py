@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from bench import wrk
 from bench.cpu import CpuMeter, MachineMeter, mean_cores
 from bench.mcp_http import ERA_2025, ERA_2026, McpClient, McpHttpError, call_template, request_headers
@@ -74,7 +76,9 @@ no hand-off to a guest thread), still a fresh instance per call: reported beside
 
 def short_calls_supported() -> bool:
     """Whether this checkout's config knows ``limits.inline`` (the worker change of issue 17)."""
-    return "inline" in LimitsSettings.model_fields
+    # A pydantic model (checkouts before settings moved to msgspec) or a msgspec Struct.
+    names = getattr(LimitsSettings, "model_fields", None) or {f.name for f in msgspec.structs.fields(LimitsSettings)}
+    return "inline" in names
 
 
 def short_components() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import struct
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -31,6 +32,8 @@ from bus.subjects import Header
 
 CLOCK_SKEW_S: Final = 5.0
 """How far the signer's clock may run behind the verifier's: hosts of one deployment run NTP."""
+_LENGTH: Final = struct.Struct(">I").pack
+"""A field's length prefix: 4 bytes, big-endian."""
 _CONTEXT: Final = b"toolbus-principal-v2"
 """Domain separation: a MAC made for anything else under the same key never matches."""
 
@@ -51,10 +54,13 @@ class PrincipalSigner:
         return None if key is None else cls(key)
 
     def _mac(self, subject: str, request_id: str, principal: str, expires_ms: int, body: bytes) -> str:
-        mac = self._keyed.copy()  # the key's two padded blocks hashed once, not per message
+        # From a copy: the key's two padded blocks are hashed once, not per message (a one-shot
+        # hmac.digest re-hashes them: 3.7 -> 5.7 us, timeit). One update of one joined buffer,
+        # no generator: every call of a worker and a gateway makes this MAC.
+        mac = self._keyed.copy()
+        s, r, p, e = subject.encode(), request_id.encode(), principal.encode(), str(expires_ms).encode()
         # Each field length-prefixed: no choice of values can make two field lists collide.
-        fields = [field.encode() for field in (subject, request_id, principal, str(expires_ms))]
-        mac.update(b"".join(len(encoded).to_bytes(4, "big") + encoded for encoded in fields))
+        mac.update(b"".join((_LENGTH(len(s)), s, _LENGTH(len(r)), r, _LENGTH(len(p)), p, _LENGTH(len(e)), e)))
         mac.update(hashlib.sha256(body).digest())
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 

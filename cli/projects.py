@@ -21,8 +21,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from cli.logs import configure_logging
 from cli.options import add_common_options, json_arguments, settings_from_args
 from schemas.config import ComponentSettings, Settings, describe_validation_error
@@ -128,7 +126,7 @@ def read_project(directory: Path, name: str | None = None) -> Project:
         entry["world"] = _world_of(directory)
     try:
         return Project(ComponentSettings.model_validate(entry), tool_config)
-    except ValidationError as exc:
+    except ValueError as exc:  # a settings rule broken (pydantic's ValidationError, worded per field)
         raise ConfigError(f"{directory}: {describe_validation_error(exc)}") from exc
 
 

@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from bus import registry_requests
 from bus.connection import connected
 from bus.registry_requests import RegistryRefused
@@ -136,7 +134,7 @@ def tool_settings(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: {field}: not allowed here (the artifact and --name say it)")
     try:
         ComponentSettings.model_validate({**raw, "name": "check", "path": path})
-    except ValidationError as exc:
+    except ValueError as exc:  # a settings rule broken (pydantic's ValidationError, worded per field)
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
     return raw
 

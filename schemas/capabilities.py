@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import AfterValidator, Field
+import msgspec
+from msgspec import Meta
 
 from schemas.environment import host_variable
 from schemas.errors import ConfigError
-from schemas.settings_model import SettingsModel
+from schemas.settings_model import NOT_A, SettingsModel
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HTTP_ALLOW = re.compile(r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
-def _matching(pattern: re.Pattern[str], what: str) -> Any:
-    """A validator that refuses strings not matching ``pattern``, saying what was expected."""
-
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
+def _matching(pattern: re.Pattern[str], what: str) -> Meta:
+    """A constraint refusing strings not matching ``pattern``; a refusal says ``'x' is not <what>``."""
+    return Meta(pattern=pattern.pattern, extra={NOT_A: what})
 
 
 _EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name (letters, digits, _)")]
@@ -38,10 +33,9 @@ _AllowEntry = Annotated[str, _matching(_HTTP_ALLOW, "a host, host:port, [v6]:por
 _GuestPath = Annotated[str, _matching(re.compile(r"^/"), "an absolute guest path such as /data")]
 
 
-class DirCapability(SettingsModel):
+class DirCapability(SettingsModel, frozen=True, tag="dir", tag_field="kind"):
     """A host directory the guest sees at ``guest`` (WASI preopen); read-only unless ``writable``."""
 
-    kind: Literal["dir"]
     host: Path
     """The directory on the worker's host (relative paths: to the config file)."""
     guest: _GuestPath
@@ -50,13 +44,12 @@ class DirCapability(SettingsModel):
     """Off: the guest may list and read, and every create, write, rename or delete fails."""
 
 
-class EnvCapability(SettingsModel):
+class EnvCapability(SettingsModel, frozen=True, tag="env", tag_field="kind"):
     """Environment variables the guest sees; nothing is ever inherited from the worker's own."""
 
-    kind: Literal["env"]
-    vars: dict[_EnvName, str] = Field(default_factory=dict)
+    vars: dict[_EnvName, str] = msgspec.field(default_factory=dict)
     """Variables with the value written here."""
-    from_host: list[_EnvName] = Field(default_factory=list)
+    from_host: list[_EnvName] = msgspec.field(default_factory=list)
     """Variables copied, by name, from the worker's environment when the component loads."""
 
     def values(self) -> dict[str, str]:
@@ -74,19 +67,19 @@ class EnvCapability(SettingsModel):
         return values
 
 
-class HttpCapability(SettingsModel):
+class HttpCapability(SettingsModel, frozen=True, tag="http", tag_field="kind"):
     """Outbound HTTP(S) through toolbus's policed host interface, to the listed hosts only."""
 
-    kind: Literal["http"]
-    allow: Annotated[list[_AllowEntry], Field(min_length=1)]
+    allow: Annotated[list[_AllowEntry], Meta(min_length=1)]
     """``host`` (on the scheme's default port), ``host:port``, ``[v6 address]:port``, or ``*.domain``
     (any subdomain, default port). Matched against the URL's host name; IP addresses only match
     entries that spell them."""
-    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    timeout_s: Annotated[float, Meta(gt=0)] = 10.0
     """Per request, and never past the call's own deadline."""
-    max_response_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024
+    max_response_bytes: Annotated[int, Meta(ge=0)] = 4 * 1024 * 1024
     """A larger response body is refused (the guest gets an error), not truncated."""
 
 
-Capability = Annotated[DirCapability | EnvCapability | HttpCapability, Field(discriminator="kind")]
-"""A named grant in ``[capabilities.NAME]`` that components list in their ``capabilities``."""
+Capability = DirCapability | EnvCapability | HttpCapability
+"""A named grant in ``[capabilities.NAME]`` that components list in their ``capabilities``; its
+``kind`` (``dir``, ``env``, ``http``) says which."""

@@ -25,7 +25,6 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
 
 from bus.cancellation import cancel_and_wait
 from bus.errors import BusError, nats_boundary
@@ -56,7 +55,7 @@ def published_settings(name: str, path: Path, settings: dict[str, Any]) -> Compo
     """
     try:
         return ComponentSettings.model_validate({**settings, "name": name, "path": path})
-    except ValidationError as exc:
+    except ValueError as exc:  # a settings rule broken (pydantic's ValidationError, worded per field)
         raise PublishedSettingsError(f"package {name!r}: {describe_validation_error(exc)}") from exc
 
 

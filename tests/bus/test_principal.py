@@ -208,3 +208,11 @@ def test_the_signed_fields_are_framed_so_no_two_splits_collide() -> None:
     assert SIGNER.verified({**separators, Header.PRINCIPAL: "a|b"}, "s", body) == "a|b"
     # The body is digested, not appended: moving bytes between the principal and the body fails.
     assert SIGNER.verified({**separators, Header.PRINCIPAL: "a|b{}"}, "s", b"") is None
+
+
+def test_the_mac_of_fixed_fields_never_changes() -> None:
+    # Gateways and workers of two releases check each other's signatures during an upgrade: the
+    # bytes the MAC covers are the wire format (this value is the one the first version made).
+    signer = PrincipalSigner("k" * 32)
+    mac = signer._mac("toolbus.call.kit_add", "rid-1", "alice@example", 1765120000123, b'{"a":2}')
+    assert mac == "Sw_QQPOtnU1INCqhPprfIOkSTU8sH6acWhmdKPa1DHk"

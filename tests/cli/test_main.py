@@ -221,12 +221,24 @@ def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None
     # A restart pays for every module imported before the worker serves (issue 17: ready in
     # 200 ms). Parsing `toolbus worker`, importing the worker and loading a component with a
     # tool (its argument validators compiled) must not import the gateway's stack, the other
-    # verbs' modules, or jsonschema (a validator loads it only for arguments its quick check
-    # cannot prove valid).
-    heavy = ("mcp", "starlette", "uvicorn", "jsonschema", "gateway", "registry", "cli.up", "cli.audit", "cli.tools")
+    # verbs' modules, jsonschema (a validator loads it only for arguments its quick check
+    # cannot prove valid) or pydantic (settings load with msgspec; pydantic only words a mistake).
+    heavy = (
+        "mcp",
+        "starlette",
+        "uvicorn",
+        "jsonschema",
+        "pydantic",
+        "gateway",
+        "registry",
+        "cli.up",
+        "cli.audit",
+        "cli.tools",
+    )
     start = (
         "import tempfile; from pathlib import Path; from cli.main import build_parser; "
         "build_parser(['worker']).parse_args(['worker']); import workers.runner; "
+        "from schemas.config import load_settings; load_settings(); "
         "from schemas.config import ComponentSettings; from workers.sandbox import EngineHost; "
         "from workers.sources import load_one; engine = EngineHost(); "
         "entry = ComponentSettings(name='kit', path=Path('examples/wat/testkit.wat')); "

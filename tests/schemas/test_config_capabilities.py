@@ -51,12 +51,10 @@ capabilities = ["docs", "weather-api", "weather-key"]
     )
     settings = load_settings(path)
     assert settings.capabilities == {
-        "docs": DirCapability(kind="dir", host=tmp_path / "data" / "docs", guest="/docs"),
-        "scratch": DirCapability(kind="dir", host=Path("/var/tmp"), guest="/tmp", writable=True),
-        "weather-key": EnvCapability(kind="env", vars={"WEATHER_KEY": "abc"}, from_host=["REGION"]),
-        "weather-api": HttpCapability(
-            kind="http", allow=["api.weather.example", "127.0.0.1:8080", "*.example.org", "[::1]:9000"]
-        ),
+        "docs": DirCapability(host=tmp_path / "data" / "docs", guest="/docs"),
+        "scratch": DirCapability(host=Path("/var/tmp"), guest="/tmp", writable=True),
+        "weather-key": EnvCapability(vars={"WEATHER_KEY": "abc"}, from_host=["REGION"]),
+        "weather-api": HttpCapability(allow=["api.weather.example", "127.0.0.1:8080", "*.example.org", "[::1]:9000"]),
     }
     assert settings.components[0].capabilities == ["docs", "weather-api", "weather-key"]
 

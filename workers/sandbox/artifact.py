@@ -47,13 +47,15 @@ class Artifact:
         wasm = read_wasm(wasm_path)
         return cls(engine_host, limits, wasm, wasm_digest(wasm))
 
-    def compile(self, compile: Callable[[EngineHost, bytes, Path], Compiled], cache_dir: Path, label: str) -> Compiled:
-        """``compile`` the Wasm through the compile cache in ``cache_dir``.
+    def compile(
+        self, compile: Callable[[EngineHost, bytes, Path, str], Compiled], cache_dir: Path, label: str
+    ) -> Compiled:
+        """``compile`` the Wasm (given with its digest) through the compile cache in ``cache_dir``.
 
         Raises:
             ComponentLoadError: it does not compile; the message starts with ``label``.
         """
         try:
-            return compile(self.engine_host, self.wasm, cache_dir)
+            return compile(self.engine_host, self.wasm, cache_dir, self.digest)  # hashed once, in read()
         except ComponentLoadError as exc:
             raise ComponentLoadError(f"{label}: {exc}") from exc

@@ -64,45 +64,53 @@ def wasm_digest(wasm: bytes) -> str:
     return "sha256:" + hashlib.sha256(wasm).hexdigest()
 
 
-def cache_key(engine_host: EngineHost, wasm: bytes) -> str:
-    """File stem of a component's compiled form: its bytes plus the engine fingerprint."""
-    digest = hashlib.sha256(wasm)
-    digest.update(b"\0" + engine_host.fingerprint.encode())
-    return digest.hexdigest()
+def cache_key(engine_host: EngineHost, digest: str) -> str:
+    """File stem of a component's compiled form: its digest (``wasm_digest``) plus the engine fingerprint.
+
+    Keyed by the digest rather than the bytes: a load has the digest already, and hashing a
+    componentize-py component's 18 MB a second time cost ~13 ms of every restart (issue 17).
+    """
+    return hashlib.sha256(f"{digest}\0{engine_host.fingerprint}".encode()).hexdigest()
 
 
-def load_component(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path) -> Any:
+def load_component(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path, digest: str | None = None) -> Any:
     """Compile ``wasm`` (bytes, or WAT text) or load its compiled form from ``cache_dir``.
 
-    A cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+    ``digest`` is ``wasm_digest(wasm)`` when the caller has it (else it is computed here). A cache
+    entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
 
     Raises:
         ComponentLoadError: the bytes are not a valid component.
     """
     if isinstance(wasm, str):
         wasm = wat_to_wasm(wasm)
+    key = cache_key(engine_host, digest or wasm_digest(wasm))
     engine = engine_host.engine
     return _load_or_compile(
-        cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.cwasm",
+        cache_dir / "compiled" / f"{key}.cwasm",
         lambda path: wc.Component.deserialize_file(engine, path),
         lambda: wc.Component(engine, wasm),
         "component",
     )
 
 
-def load_module(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path) -> wasmtime.Module:
+def load_module(
+    engine_host: EngineHost, wasm: bytes | str, cache_dir: Path, digest: str | None = None
+) -> wasmtime.Module:
     """Compile a core Wasm module (bytes, or WAT text) or load its compiled form from ``cache_dir``.
 
-    A cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+    ``digest`` is ``wasm_digest(wasm)`` when the caller has it (else it is computed here). A cache
+    entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
 
     Raises:
         ComponentLoadError: the bytes are not a valid core module.
     """
     if isinstance(wasm, str):
         wasm = wat_to_wasm(wasm)
+    key = cache_key(engine_host, digest or wasm_digest(wasm))
     engine = engine_host.engine
     return _load_or_compile(
-        cache_dir / "compiled" / f"{cache_key(engine_host, wasm)}.module.cwasm",
+        cache_dir / "compiled" / f"{key}.module.cwasm",
         lambda path: wasmtime.Module.deserialize_file(engine, path),
         lambda: wasmtime.Module(engine, wasm),
         "core module",

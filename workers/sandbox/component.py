@@ -45,8 +45,9 @@ from workers.sandbox.interrupts import CancelSignal, InterruptibleStore
 from workers.sandbox.limits import LOAD_CHECK_TIMEOUT_S, describe_limit_hit, effective_timeout_s, rearm, sandbox_store
 from workers.sandbox.mcp_host import link_mcp
 from workers.sandbox.notify_host import link_notify
+from workers.sandbox.start_functions import may_run_code_at_instantiation
 from workers.sandbox.surface import GuestBody, GuestSurface, SurfaceFailure, is_mcp_export
-from workers.sandbox.wasmtime_adapter import ExportCall
+from workers.sandbox.wasmtime_adapter import ExportCall, instantiate_holding_gil
 from workers.toolchains.wit_docs import FunctionDocs, function_docs, read_docs
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,15 @@ _MISSING_IMPORT = re.compile(r"imports \w+ `([^`]+)`")
 
 OUTPUT_INTERFACES = ("wasi:cli/stdout", "wasi:cli/stderr")
 """The only imports through which a guest gets a stream to write its output to."""
+
+QUIET_INSTANTIATE_MAX_S = 50e-6
+"""A component with no start function that instantiates within this (best of
+``QUIET_INSTANTIATE_TRIALS`` at load) is instantiated keeping the GIL: letting go of it and taking
+it back, with the event loop waiting for it, costs a guest thread more than that (two context
+switches). A bigger one (componentize-py: ~0.8 ms of page faults) lets the loop run meanwhile."""
+QUIET_INSTANTIATE_MAX_BYTES = 1 << 20
+"""Components larger than this are not even timed for it."""
+QUIET_INSTANTIATE_TRIALS = 3
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,11 @@ class LoadedComponent:
         self._writes_output = writes_output
         """It imports stdout or stderr; without them there is nothing to capture, and setting up
         the two capture callbacks was ~7 us of a small component's fresh Store."""
+        self._quiet_drop = not writes_output and not self.grants.preopens
+        """Its Stores get no output callbacks and no directories: they are freed keeping the GIL."""
+        self.quiet_instantiate = False
+        """Instantiated keeping the GIL: it runs no code of its own then and takes microseconds
+        (decided at load, ``_decide_quiet_instantiate``)."""
         self._linker = linker
         self._tools = dict(tools)
         self._warm: list[_Warm] = []
@@ -210,6 +225,7 @@ class LoadedComponent:
             writes_output=any(name.startswith(OUTPUT_INTERFACES) for name in imports),
         )
         loaded._check_instantiates(wasm_path)
+        loaded._decide_quiet_instantiate(wasm)
         loaded.guest_surface = guest_surface
         if guest_surface.exported:
             try:
@@ -324,7 +340,10 @@ class LoadedComponent:
         try:
             if instance is None:
                 began = time.perf_counter()
-                instance = self._linker.instantiate(store, self._component)
+                if self.quiet_instantiate:
+                    instance = instantiate_holding_gil(self._linker, store, self._component)
+                else:
+                    instance = self._linker.instantiate(store, self._component)
                 context.instantiate_s = time.perf_counter() - began  # the worker's instantiate histogram
             value = tool.call(store, instance, tool.index, args)
         except wasmtime.ExitTrap as exc:
@@ -346,7 +365,9 @@ class LoadedComponent:
         wasi = self.grants.wasi()
         if self._writes_output:
             wasi = output.capture(wasi)
-        return sandbox_store(self.engine_host, wasi, self.limits, timeout_s, cancelled)
+        store = sandbox_store(self.engine_host, wasi, self.limits, timeout_s, cancelled)
+        store.quiet_drop = self._quiet_drop
+        return store
 
     def _take_warm(self) -> _Warm | None:
         with self._warm_lock:
@@ -359,6 +380,24 @@ class LoadedComponent:
                 return False
             self._warm.append(warm)  # LIFO: the most recently used instance is the warmest
             return True
+
+    def _decide_quiet_instantiate(self, wasm: bytes) -> None:
+        """Instantiate keeping the GIL if the component has no start function and is quick to
+        instantiate (best of a few trials: a preempted one only makes it look slower)."""
+        if len(wasm) > QUIET_INSTANTIATE_MAX_BYTES or may_run_code_at_instantiation(wasm):
+            return
+        best = float("inf")
+        for _ in range(QUIET_INSTANTIATE_TRIALS):
+            store = self._new_store(GuestOutput(), LOAD_CHECK_TIMEOUT_S)
+            try:
+                began = time.perf_counter()
+                self._linker.instantiate(store, self._component)
+                best = min(best, time.perf_counter() - began)
+            finally:
+                store.close()
+        self.quiet_instantiate = best <= QUIET_INSTANTIATE_MAX_S
+        keeps_gil = self.quiet_instantiate
+        log.debug("instantiation timed", component=self.name, best_us=round(best * 1e6), keeps_gil=keeps_gil)
 
     def _check_instantiates(self, wasm_path: Path) -> None:
         self.engine_host.start()

@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 import wasmtime
 
-from workers.sandbox.wasmtime_adapter import CONTINUE, callback_data, epoch_callback, set_epoch_deadline_callback, trap
+from workers.sandbox.wasmtime_adapter import (
+    CONTINUE,
+    callback_data,
+    delete_store_holding_gil,
+    epoch_callback,
+    set_epoch_deadline_callback,
+    trap,
+)
 
 TIMED_OUT = "toolbus: deadline reached"
 """The root cause of the trap that ends a guest at its deadline."""
@@ -83,3 +90,13 @@ class InterruptibleStore(wasmtime.Store):
         super().__init__(engine)
         self.interrupts = Interrupts()
         self.interrupts.install(self)
+        self.quiet_drop = False
+        """Set by whoever made it when the Store has no output callbacks and no preopened
+        directories: it is then freed without letting go of the GIL (``delete_store_holding_gil``)."""
+
+    def _delete(self, ptr: Any) -> None:
+        if self.quiet_drop:
+            delete_store_holding_gil(ptr)
+            self._Store__context = None  # what wasmtime-py's own _delete clears: the Store is closed
+        else:
+            super()._delete(ptr)

@@ -62,6 +62,9 @@ PRIVATE_NAMES = (
     "bytes_to_capi",
     "wasi_config_set_stdin_bytes",
     "filename",
+    "wasmtime_component_instance_t",
+    "wasmtime_component_linker_instantiate",
+    "wasmtime_store_delete",
 )
 """The ``wasmtime._ffi`` names used below; the pinning test checks each one exists."""
 COMPONENT_TYPES_NAMES = ("case_test_cache", "VariantLikeType")
@@ -114,6 +117,11 @@ wasmtime-py's binding, which releases it: calls and post-returns and instantiati
 (the epoch ticker, a Python thread, must run meanwhile or a spinning guest is never stopped),
 compilation takes long, and dropping a Store may meet wasmtime's I/O thread calling our output
 callbacks (which need the GIL)."""
+HELD_ON_REQUEST = ("wasmtime_component_linker_instantiate", "wasmtime_store_delete")
+"""C functions bound a second time, to keep the GIL, for the callers that know it is safe
+(``instantiate_holding_gil``, ``delete_store_holding_gil``); wasmtime-py's own bindings of them
+still release it. Not in ``GIL_HELD_FUNCTIONS``: in general both may run guest code or meet
+wasmtime's I/O thread calling back into Python."""
 ENTER_NAMES = ("enter_wasm",)
 """The ``wasmtime.component._enter`` names used below (host callbacks' exceptions re-raised)."""
 
@@ -228,6 +236,48 @@ def hold_gil_in_short_calls() -> None:
         held.restype = released.restype
         setattr(bindings, f"_{name}", held)
     bindings._toolbus_gil_held = True  # type: ignore[attr-defined]
+
+
+_held_on_request: dict[str, Any] = {}
+
+
+def _held(name: str) -> Any:
+    """``name`` (one of ``HELD_ON_REQUEST``) bound to keep the GIL, with wasmtime-py's C types."""
+    held = _held_on_request.get(name)
+    if held is None:
+        released = getattr(bindings, f"_{name}")
+        held = getattr(ctypes.PyDLL(str(ffi.filename)), name)
+        held.argtypes = released.argtypes
+        held.restype = released.restype
+        _held_on_request[name] = held
+    return held
+
+
+def instantiate_holding_gil(linker: wc.Linker, store: wasmtime.Store, component: wc.Component) -> wc.Instance:
+    """``linker.instantiate(store, component)`` without letting go of the GIL.
+
+    Only for a component that runs no code of its own while instantiated (no start function:
+    ``workers.sandbox.start_functions``) and instantiates in microseconds: a guest spinning here
+    would hold the GIL, and the epoch ticker (a Python thread) could never stop it. Handing the
+    GIL over and taking it back costs more than such an instantiation when the event loop waits.
+    """
+    linker._assert_not_locked()
+    instance = ffi.wasmtime_component_instance_t()
+    error = _held("wasmtime_component_linker_instantiate")(
+        linker.ptr(), store._context(), component.ptr(), ctypes.byref(instance)
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    return wc.Instance._from_raw(instance)
+
+
+def delete_store_holding_gil(ptr: Any) -> None:
+    """Free a Store (``ptr``) without letting go of the GIL.
+
+    Only for a Store given no output callbacks and no preopened directories: dropping one with
+    output callbacks may wait for wasmtime's I/O thread, which calls them and needs the GIL.
+    """
+    _held("wasmtime_store_delete")(ptr)
 
 
 def holds_gil(name: str) -> bool:

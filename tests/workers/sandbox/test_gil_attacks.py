@@ -56,6 +56,18 @@ START_SPIN_WAT = """
 """
 """A core module whose start function spins: instantiation itself never ends."""
 
+START_ONCE_WAT = """
+(component
+  (core module $M
+    (func $begin)
+    (start $begin)
+    (func (export "one") (result i32) (i32.const 1)))
+  (core instance $m (instantiate $M))
+  (func (export "one") (result u32) (canon lift (core func $m "one")))
+)
+"""
+"""A start function that returns at once: the load check passes, yet the component could as well spin."""
+
 STOP_BOUND_S = 20.0
 """How long a stopped guest may take to come back (a hang fails instead of blocking the run)."""
 
@@ -168,3 +180,33 @@ def test_spinning_start_function_is_stopped_while_other_calls_are_served(
     [error] = outcome
     assert isinstance(error, ComponentLoadError), error
     assert "cannot be instantiated" in str(error)
+
+
+def test_only_quick_components_without_start_functions_instantiate_keeping_the_gil(
+    loader: Callable[..., LoadedComponent], engine_host: EngineHost, cache_dir: Path, tmp_path: Path
+) -> None:
+    # A start function may spin, the load check's trial or not: such a component always lets go.
+    path = tmp_path / "starts.wat"
+    path.write_text(START_ONCE_WAT)
+    settings = ComponentSettings.model_validate({"name": "starts", "path": path})
+    starts = LoadedComponent.load(engine_host, settings, path, cache_dir)
+    assert not starts.quiet_instantiate
+    assert starts.call("starts_one", {}, timeout_s=5).structured_content == 1
+    kit = loader("quick")
+    assert kit.quiet_instantiate
+    assert kit.call("quick_add", {"a": 2, "b": 3}, timeout_s=5).structured_content == 5
+    # The default bindings still let go of the GIL: only these two callers keep it.
+    assert not holds_gil("wasmtime_component_linker_instantiate")
+    assert not holds_gil("wasmtime_store_delete")
+
+
+def test_spinning_export_of_a_quick_component_is_still_stopped(loader: Callable[..., LoadedComponent]) -> None:
+    # Instantiated keeping the GIL (no start function), its call still lets go: the ticker stops it.
+    spin, other = loader("quickspin", SPIN_WAT), loader("beside4")
+    assert spin.quiet_instantiate
+    thread, outcome = _in_thread(lambda: spin.call("quickspin_spin_now", {}, timeout_s=0.5))
+    assert _served_meanwhile(other, thread) >= 1
+    thread.join(STOP_BOUND_S)
+    assert not thread.is_alive(), "the spinning export was never stopped"
+    [result] = outcome
+    assert isinstance(result, CallToolResult) and result.is_error, result

@@ -26,6 +26,7 @@ from workers.sandbox.wasmtime_adapter import (
     COMPONENT_TYPES_NAMES,
     ENTER_NAMES,
     GIL_HELD_FUNCTIONS,
+    HELD_ON_REQUEST,
     PRIVATE_NAMES,
     RESOLVED_MEMBERS,
     ExportCall,
@@ -123,6 +124,10 @@ def test_short_calls_keep_the_gil_and_guest_runs_release_it() -> None:
     ):
         assert name not in GIL_HELD_FUNCTIONS
         assert not holds_gil(name), f"{name} must release the GIL"
+    # Bound a second time for the callers that know it is safe (instantiate_holding_gil and
+    # delete_store_holding_gil); the names must exist, with their C types, in wasmtime-py.
+    for name in HELD_ON_REQUEST:
+        assert getattr(_bindings, f"_{name}").argtypes, f"wasmtime._bindings._{name} is gone"
 
 
 def test_no_other_worker_module_imports_wasmtime_private_modules() -> None:
