@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origi
 
 import msgspec
 import pydantic
-from pydantic_core import ValidationError as CoreValidationError
 
 from schemas.settings_model import NOT_A
 
@@ -40,7 +39,7 @@ def raise_described(model: type[msgspec.Struct], data: Any, refused: msgspec.Val
     message, path = (match["message"], match["path"]) if match else (str(refused), "")
     loc = tuple(int(index) if index else (name or key) for name, index, key in _STEP.findall(path))
     error = {"type": "value_error", "loc": loc, "input": data, "ctx": {"error": ValueError(message)}}
-    raise CoreValidationError.from_exception_data(model.__name__, [error])  # type: ignore[list-item]
+    raise pydantic.ValidationError.from_exception_data(model.__name__, [error])  # type: ignore[list-item]
 
 
 @cache
