@@ -114,9 +114,14 @@ def _note_fields_set(value: Any, data: Any) -> None:
         value.__dict__[_FIELDS_SET] = frozenset(k for k in data if k in names)
         for name in value.__dict__[_FIELDS_SET]:
             _note_fields_set(getattr(value, name), data[name])
+    # Models sit in lists and dicts one level deep ([[components]], [auth.api_keys.NAME]): only
+    # their items are visited, never plain data, whose nesting (a command's input_schema, from
+    # a publisher) is the input's to choose and would exhaust the stack here.
     elif isinstance(value, list) and isinstance(data, list):
         for item, raw in zip(value, data, strict=False):
-            _note_fields_set(item, raw)
+            if isinstance(item, SettingsModel):
+                _note_fields_set(item, raw)
     elif isinstance(value, dict) and isinstance(data, dict):
         for key, item in value.items():
-            _note_fields_set(item, data.get(key))
+            if isinstance(item, SettingsModel):
+                _note_fields_set(item, data.get(key))

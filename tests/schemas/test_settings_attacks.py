@@ -360,3 +360,39 @@ def test_odd_values_are_refused_or_read_as_the_pydantic_models_read_them(tmp_pat
     # Known and harmless: msgspec's lax ints read "1e3" (pydantic refused it); the value still meets
     # its field's bounds. Anything else read differently, or accepted where it was refused, fails.
     assert [case for case in looser if case[1] != "1e3"] == []
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    """An object schema nested ``depth`` objects deep (built without recursion)."""
+    root: dict[str, Any] = {"type": "object"}
+    node = root
+    for _ in range(depth):
+        node["x"] = {}
+        node = node["x"]
+    return root
+
+
+COMMAND = {"name": "c", "path": "/", "kind": "command"}
+
+
+def test_a_deeply_nested_schema_is_read_as_the_pydantic_models_read_it() -> None:
+    # A command's input_schema is plain data its author nests as deep as they like (a published
+    # package's settings come from its publisher): reading it must not exhaust the stack.
+    deep = Settings.model_validate({"components": [{**COMMAND, "input_schema": _deep(100_000)}]})
+    assert deep.components[0].model_fields_set == {"name", "path", "kind", "input_schema"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"components": [{"name": "c", "path": "/", "input_schema": _deep(100_000)}]},  # not for a component
+        {"components": [{**COMMAND, "input_schema": _deep(100_000), "output_schema": {"type": 5}}]},
+        {"components": [{"name": "c", "path": "/", "tools": {"f": _deep(100_000)}}]},
+        {"auth": {**KEYED, "policy": [{"claims": _deep(100_000)}]}},
+        {"rate_limits": {"tools": {"t": _deep(100_000)}}},
+        {"capabilities": {"c": {"kind": "env", "vars": _deep(100_000)}}},
+    ],
+)
+def test_deep_nesting_in_a_refused_config_is_a_config_error(data: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(None, **data)
