@@ -396,3 +396,12 @@ def test_a_deeply_nested_schema_is_read_as_the_pydantic_models_read_it() -> None
 def test_deep_nesting_in_a_refused_config_is_a_config_error(data: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         load_settings(None, **data)
+
+
+@pytest.mark.parametrize("value", ["0", "6", "abc", "²", "1e1", " 3", "-1", "3.0"])
+def test_a_bad_replicas_variable_is_a_config_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Defaults from the environment are made by their own functions (msgspec never checks a
+    # default): those must refuse as the pydantic era did.
+    monkeypatch.setenv("TOOLBUS_NATS_REPLICAS", value)
+    with pytest.raises(ConfigError, match="TOOLBUS_NATS_REPLICAS"):
+        load_settings()
