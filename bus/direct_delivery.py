@@ -2,11 +2,9 @@
 
 A nats-py subscription with a callback queues every message (``asyncio.Queue.put_nowait``) for a
 task of its own, which wakes, takes it, creates the callback's coroutine, runs it and marks the
-queue item done: per message a loop turn and a few µs of Python. For a message that only ticks an
-acknowledgement off a list (the audit trail: one per call), that is most of the cost of receiving
-it. (``bus.reply_mux`` used it too until a call in flight when its server died ended
-``NoResponders`` instead of ``BusDisconnected`` about one run in eight; it is back on nats-py's
-callback until that is understood.) ``subscribe_direct`` subscribes
+queue item done: per message a loop turn and a few µs of Python. For a reply that only resolves a
+future (``bus.reply_mux``: one per tool call) or ticks an acknowledgement off a list (the audit
+trail: one per call), that is most of the cost of receiving it. ``subscribe_direct`` subscribes
 without a callback and puts a stand-in for the queue in the subscription, whose ``put_nowait``
 calls the handler at once, on nats-py's reading task.
 

@@ -34,6 +34,8 @@ CLOCK_SKEW_S: Final = 5.0
 """How far the signer's clock may run behind the verifier's: hosts of one deployment run NTP."""
 _LENGTH: Final = struct.Struct(">I").pack
 """A field's length prefix: 4 bytes, big-endian."""
+_EXPIRY_DIGITS: Final = 20
+"""A signature's expiry is milliseconds since 1970 in ASCII digits (13 of them until 2286)."""
 _CONTEXT: Final = b"toolbus-principal-v2"
 """Domain separation: a MAC made for anything else under the same key never matches."""
 
@@ -88,7 +90,11 @@ class PrincipalSigner:
         if principal is None or signature is None or request_id is None:
             return None
         expires_text, _, mac = signature.partition(".")
-        if not expires_text.isdigit() or int(expires_text) / 1000 + CLOCK_SKEW_S < time.time():
+        # ASCII digits, and few (ms since 1970: 13): isdigit passes '²', which int() refuses, and
+        # int() refuses over 4,300 digits; either raised here, before any caller's error handler.
+        if not (len(expires_text) <= _EXPIRY_DIGITS and expires_text.isascii() and expires_text.isdigit()):
+            return None
+        if int(expires_text) / 1000 + CLOCK_SKEW_S < time.time():
             return None
         expected = self._mac(subject, request_id, principal, int(expires_text), body)
         return principal if hmac.compare_digest(mac, expected) else None

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.direct_delivery import subscribe_direct
 from bus.errors import BusError, BusTimeout, NoResponders, nats_boundary
 from bus.fast_publish import publish as fast_publish
 
@@ -57,14 +58,12 @@ class ReplyMux:
             if not self._prefix:
                 inbox = self._nc.new_inbox()
                 with nats_boundary:
-                    # nats-py's own queued callback, not bus.direct_delivery: with replies handled on nats-py's
-                    # reader, a call in flight when the server died ended NoResponders ~1 run in 8
-                    # (tests/bus/test_disconnect.py) instead of BusDisconnected; cause not yet found.
-                    self._subscription = await self._nc.subscribe(f"{inbox}.*", cb=self._on_reply)
+                    self._subscription = await subscribe_direct(self._nc, f"{inbox}.*", self._on_reply)
                 self._prefix = f"{inbox}."
         return self._prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
+        # Called on nats-py's reading task as the reply is read (bus.direct_delivery): no queue, no task.
         future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if future is not None and not future.done():
             future.set_result(msg)

@@ -19,8 +19,8 @@ from schemas.environment import host_variable
 from schemas.errors import ConfigError
 from schemas.settings_model import NOT_A, SettingsModel
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HTTP_ALLOW = re.compile(r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would let a final newline pass
+_HTTP_ALLOW = re.compile(r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> Meta:

@@ -51,7 +51,9 @@ DEFAULT_MEMORY_MIB = 64
 """Per linear memory: a componentize-py guest needs ~12.3 MiB just to start, so 64 leaves it room."""
 MAX_MEMORY_MIB = 4096
 """A wasm32 linear memory cannot be larger than 4 GiB."""
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Patterns end in \Z, not $: msgspec matches with Python's re, whose $ also matches before a
+# final newline ("calc\n" would pass); pydantic's Rust regex, which these rules came from, did not.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 """Largest arguments or result of one call; larger than a NATS message, they travel through the
 Object Store (``bus.payloads``)."""
@@ -85,7 +87,7 @@ class NatsSettings(SettingsModel, frozen=True):
 
     url: str = msgspec.field(default_factory=nats_url_from_env)
     """NATS server URL(s), comma-separated; default ``$TOOLBUS_NATS_URL``, else ``nats://127.0.0.1:4222``."""
-    prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "toolbus"
+    prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+\Z")] = "toolbus"
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
     user: str | None = None
     """This process's NATS user: one per role (gateway, worker, registry), see docs/security.md."""
@@ -182,7 +184,7 @@ class OAuthSettings(SettingsModel, frozen=True):
 class ApiKeySettings(SettingsModel, frozen=True):
     """A static API key, stored as its SHA-256 (the key itself never sits in config)."""
 
-    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
     """Hex SHA-256 of the key: ``printf %s "$KEY" | sha256sum``."""
     scopes: list[str] = msgspec.field(default_factory=list)
 
@@ -440,7 +442,7 @@ class RegistrySettings(SettingsModel, frozen=True):
             raise ValueError("require_signatures: needs at least one key in 'trusted_keys'")
 
 
-VIEW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+VIEW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 """A view's name is a path segment (``/mcp/<view>``) and a KV key: lowercase, digits, ``_`` and ``-``."""
 
 
@@ -472,7 +474,7 @@ class ComponentSettings(SettingsModel, frozen=True):
     world: str | None = None
     """The WIT world to build ``source`` against (default: the component name)."""
     description: str | None = None
-    prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{0,64}$")] | None = None
+    prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{0,64}\Z")] | None = None
     """What a component's tool names start with: ``<prefix><export>``. Default ``"<name>_"``
     (``calc_add``); ``""`` names the tools after their exports alone (``greet``). Two tools of one
     name are refused when the second component loads (``workers.routes``)."""

@@ -73,7 +73,7 @@ def supervisor_pid_from_env() -> int | None:
     """``$TOOLBUS_SUPERVISOR_PID``: set by ``toolbus up`` for its children (``cli.lifecycle``);
     taken out of the environment, so a process the child starts does not take it for its own."""
     value = os.environ.pop(SUPERVISOR_PID_VARIABLE, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None  # isdigit alone passes '²'; int() refuses it
 
 
 NATS_REPLICAS_VARIABLE = "TOOLBUS_NATS_REPLICAS"
@@ -86,7 +86,7 @@ def nats_replicas_from_env() -> int:
         ConfigError: the variable is set but is not a whole number from 1 to 5.
     """
     value = os.environ.get(NATS_REPLICAS_VARIABLE) or "1"
-    if not value.isdigit() or not 1 <= int(value) <= MAX_NATS_REPLICAS:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_NATS_REPLICAS:  # '²' isdigit
         raise ConfigError(f"{NATS_REPLICAS_VARIABLE}: {value!r} is not a whole number from 1 to {MAX_NATS_REPLICAS}")
     return int(value)
 

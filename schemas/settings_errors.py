@@ -96,4 +96,9 @@ def _term(meta: msgspec.Meta) -> Any:
             return value
 
         return pydantic.AfterValidator(check)
-    return pydantic.Field(**{b: getattr(meta, b) for b in _BOUNDS if getattr(meta, b) is not None})
+    terms = {b: getattr(meta, b) for b in _BOUNDS if getattr(meta, b) is not None}
+    if "pattern" in terms:
+        # A Struct's pattern is Python's (end of text is \Z); pydantic's Rust regex spells it $
+        # (no final-newline exception there), and its message shows the pattern as it always did.
+        terms["pattern"] = terms["pattern"].replace(r"\Z", "$")
+    return pydantic.Field(**terms)

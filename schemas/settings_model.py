@@ -16,6 +16,7 @@ The three pydantic-style methods the code base calls (``model_validate``, ``mode
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -31,6 +32,9 @@ def _decode_custom(type_: type, value: Any) -> Any:
 
 NOT_A = "not_a"
 """Key of ``msgspec.Meta(extra=...)``: what a pattern means, for the message ``'x' is not <meaning>``."""
+
+_HIDDEN = "**********"
+"""What ``repr`` shows of a secret field that is set."""
 
 _FIELDS_SET = "_fields_set"
 """Where an instance keeps the names of the fields its input gave (in its ``__dict__``)."""
@@ -78,12 +82,20 @@ class SettingsModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         return frozenset(f.name for f in msgspec.structs.fields(self) if getattr(self, f.name) != _default(f))
 
     def __repr__(self) -> str:
-        shown = []
+        shown = (f"{name}={value if name in self.secret_fields else repr(value)}" for name, value in self._shown())
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        # msgspec gives every Struct one listing each field's value: rich and other pretty
+        # printers would show the secrets __repr__ hides.
+        return list(self._shown())
+
+    def _shown(self) -> Iterator[tuple[str, Any]]:
+        """Each field and its value, a secret one (when set) as ``**********``."""
         for f in msgspec.structs.fields(self):
             value = getattr(self, f.name)
             hidden = f.name in self.secret_fields and value is not None
-            shown.append(f"{f.name}={'**********' if hidden else repr(value)}")
-        return f"{type(self).__name__}({', '.join(shown)})"
+            yield f.name, _HIDDEN if hidden else value
 
 
 def _default(field: msgspec.structs.FieldInfo) -> Any:
@@ -102,9 +114,14 @@ def _note_fields_set(value: Any, data: Any) -> None:
         value.__dict__[_FIELDS_SET] = frozenset(k for k in data if k in names)
         for name in value.__dict__[_FIELDS_SET]:
             _note_fields_set(getattr(value, name), data[name])
+    # Models sit in lists and dicts one level deep ([[components]], [auth.api_keys.NAME]): only
+    # their items are visited, never plain data, whose nesting (a command's input_schema, from
+    # a publisher) is the input's to choose and would exhaust the stack here.
     elif isinstance(value, list) and isinstance(data, list):
         for item, raw in zip(value, data, strict=False):
-            _note_fields_set(item, raw)
+            if isinstance(item, SettingsModel):
+                _note_fields_set(item, raw)
     elif isinstance(value, dict) and isinstance(data, dict):
         for key, item in value.items():
-            _note_fields_set(item, data.get(key))
+            if isinstance(item, SettingsModel):
+                _note_fields_set(item, data.get(key))

@@ -37,7 +37,8 @@ def loaded_after(statements: str, modules: tuple[str, ...]) -> list[str]:
         check=True,
         cwd=Path(__file__).parents[2],
     )
-    listed: list[str] = ast.literal_eval(result.stdout.strip())
+    # The last line: what the statements log (structlog prints to stdout until configured) comes first.
+    listed: list[str] = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     return listed
 
 

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from bus.connection import connect
+from bus.connection import caught_up, connect
 from bus.embedded import EmbeddedNatsServer
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects
@@ -47,7 +47,9 @@ async def worker(nc: NatsClient, subjects: Subjects) -> AsyncIterator[Callable[.
             await scripted.handle(nc, msg)
 
         subscriptions.append(await nc.subscribe(subjects.call(tool), queue=subjects.worker_queue, cb=on_msg))
-        await nc.flush()
+        # Not ``nc.flush()``: its PING overtakes the SUB in nats-py's buffer, and a gateway calling at
+        # once could get "no responders" (the race tests/bus/test_disconnect.py met).
+        await caught_up(nc)
         return scripted
 
     yield start

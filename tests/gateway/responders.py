@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from starlette.types import ASGIApp
 
+from bus.connection import caught_up
 from bus.subjects import Header, Subjects
 from gateway.app import GatewayState, HttpServer, build_app, gateway_state, hot_path
 from gateway.hotpath import HotPath
@@ -196,6 +197,8 @@ async def spying(task_system: TaskSystem, tool: str) -> AsyncIterator[list[Msg]]
         seen.append(msg)
 
     subscription = await task_system.nc.subscribe(task_system.subjects.call(tool), cb=spy)
+    # The server has the SUB before the test's first call (another connection) is published.
+    await caught_up(task_system.nc)
     try:
         yield seen
     finally:

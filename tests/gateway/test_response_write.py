@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -104,3 +106,19 @@ async def test_closing_with_a_held_head_sends_it_first() -> None:
     [head] = transport.writes
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
     assert transport.closed
+
+
+async def test_an_answered_cycle_is_freed_without_the_cyclic_collector() -> None:
+    # The held-head transport and the cycle refer to each other until the head is written; after,
+    # a request's cycle and scope must go with their last reference, not wait for a collection.
+    transport = Recording()
+    cycle = cycle_on(transport)
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": KNOWN_LENGTH})
+    await cycle.send({"type": "http.response.body", "body": BODY})
+    gone = weakref.ref(cycle)
+    gc.disable()
+    try:
+        del cycle
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -40,9 +40,13 @@ class Artifact:
         """Read ``wasm_path`` for the source ``settings``, with ``defaults`` as the worker's limits.
 
         Raises:
-            ComponentLoadError: the file cannot be read (or, for ``.wat``, parsed).
+            ComponentLoadError: the file cannot be read (or, for ``.wat``, parsed), or the worker's
+                limits with the source's own break a rule (``LimitsSettings``).
         """
-        limits = (defaults or LimitsSettings()).merged(settings.limits)
+        try:
+            limits = (defaults or LimitsSettings()).merged(settings.limits)
+        except ValueError as exc:  # each half valid alone, not merged (inline with a long timeout_s)
+            raise ComponentLoadError(f"component {settings.name!r}: limits: {exc}") from exc
         engine_host = engine_host.variant(consume_fuel=limits.fuel is not None)
         wasm = read_wasm(wasm_path)
         return cls(engine_host, limits, wasm, wasm_digest(wasm))
