@@ -27,7 +27,7 @@ from schemas.config import ComponentSettings, Settings, describe_validation_erro
 from schemas.errors import ConfigError
 
 LANGUAGES: Final = ("python", "javascript", "c")
-PROJECT_NAME: Final = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+PROJECT_NAME: Final = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # fullmatch: "$" lets a final newline pass
 """A WIT identifier (the world is named after the project) and a component name: kebab-case."""
 TOOL_TOML: Final = "tool.toml"
 WORLD: Final = re.compile(r"^\s*world\s+([a-z][a-z0-9-]*)\s*\{", re.MULTILINE)
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_init(args: argparse.Namespace) -> int:
     """Write the template of ``args.lang`` as project ``args.name``."""
     name: str = args.name
-    if not PROJECT_NAME.match(name):
+    if not PROJECT_NAME.fullmatch(name):
         print(f"toolbus: {name!r}: a project name is kebab-case, e.g. my-tool", file=sys.stderr)
         return 2
     target: Path = args.dir or Path(name)

@@ -73,8 +73,9 @@ async def test_a_project_published_from_its_directory_is_called_over_mcp(
     toolbus(system, "retire", project.name)
 
 
-def test_init_refuses_a_name_that_is_not_kebab_case(tmp_path: Path) -> None:
-    done = cli("init", "My_Tool", "--dir", str(tmp_path / "x"))
+@pytest.mark.parametrize("name", ["My_Tool", "my-tool\n"])
+def test_init_refuses_a_name_that_is_not_kebab_case(tmp_path: Path, name: str) -> None:
+    done = cli("init", name, "--dir", str(tmp_path / "x"))
     assert done.returncode == 2 and "kebab-case" in done.stderr
     assert not (tmp_path / "x").exists()
 
