@@ -79,6 +79,12 @@ GRACEFUL_SHUTDOWN_S: Final = 5
 """How long uvicorn waits for open requests (and legacy GET streams) before closing them."""
 DRAIN_TIMEOUT_S: Final = 10.0
 """Upper bound on draining NATS at shutdown."""
+YOUNG_COLLECTION_THRESHOLD: Final = 10_000
+"""The gateway process's first cyclic-GC threshold (CPython's default: 700). A call leaves no cyclic
+garbage behind (tests/gateway/test_response_write.py), so a young collection frees next to nothing
+and walks only the calls in flight: at 700 there were ~0.024 per call under load (4.5-6.9 us of
+GC per call); at 10,000, one in 8 s (0.1 us), each no longer than before (~2 ms on a loaded
+machine), since what it walks is what is alive, not what has accumulated."""
 CLIENT_NAME: Final = "toolbus-gateway"
 
 _Layer = TypeVar("_Layer")
@@ -458,6 +464,7 @@ class HttpServer(uvicorn.Server):
             # full collection walks only what was made since. Only for a process of its own: a
             # test process starting many servers would keep its garbage.
             gc.freeze()
+            gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.received.append(sig)

@@ -13,6 +13,7 @@ from nats.js.kv import KeyValue
 
 from bus.embedded import EmbeddedNatsServer
 from bus.subjects import Subjects
+from gateway.app import YOUNG_COLLECTION_THRESHOLD
 from schemas.config import load_settings
 from tests.gateway.responders import ADD, RunningGateway, put_tools, running_gateway
 
@@ -235,10 +236,15 @@ async def test_a_gateway_process_freezes_its_heap_once_started(
     tail): ``gateway.app.serve`` freezes it. A server in a test process leaves the heap alone."""
     settings = load_settings(None, nats={"url": nats_server.url, "prefix": subjects.prefix})
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         async with running_gateway(settings):
             assert gc.get_freeze_count() == 0
+            assert gc.get_threshold() == thresholds
         async with running_gateway(settings, freeze_heap=True):
             assert gc.get_freeze_count() > 0
+            # A call makes no cyclic garbage: young collections can be rare (gateway.app).
+            assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
