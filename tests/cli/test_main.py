@@ -223,8 +223,10 @@ def test_a_worker_start_loads_no_other_role_and_no_json_schema_library() -> None
     # 200 ms). Parsing `toolbus worker`, importing the worker and loading a component with a
     # tool (its argument validators compiled) must not import the gateway's stack, the other
     # verbs' modules, jsonschema (a validator loads it only for arguments its quick check
-    # cannot prove valid) or pydantic (settings load with msgspec; pydantic only words a mistake).
+    # cannot prove valid), pydantic (settings load with msgspec; pydantic only words a mistake)
+    # or http.client (a guest granted HTTP loads it at its first fetch).
     heavy = (
+        "http.client",
         "mcp",
         "starlette",
         "uvicorn",
