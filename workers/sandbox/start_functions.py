@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Final
 
-_MAGIC: Final = b"\0asm"
+from workers.wasm_sections import MAGIC, PREAMBLE_BYTES, sections
+
 _CORE_VERSION: Final = b"\x01\x00\x00\x00"
 """A core module's version and layer fields; a component's are ``0d 00 01 00``."""
 _CORE_START: Final = 8
@@ -35,35 +36,15 @@ def may_run_code_at_instantiation(wasm: bytes) -> bool:
 
 
 def _has_start(data: memoryview, depth: int) -> bool:
-    if depth > _MAX_DEPTH or bytes(data[:4]) != _MAGIC or len(data) < 8:
+    if depth > _MAX_DEPTH or len(data) < PREAMBLE_BYTES or bytes(data[:4]) != MAGIC:
         raise ValueError("not a Wasm binary this walk understands")
     component = bytes(data[4:8]) != _CORE_VERSION
-    offset = 8
-    while offset < len(data):
-        section_id = data[offset]
-        size, offset = _leb128(data, offset + 1)
-        end = offset + size
-        if end > len(data):
-            raise ValueError(f"section at byte {offset} runs past the end of the binary")
+    for section_id, start, end in sections(data):
         if component:
             if section_id == _COMPONENT_START:
                 return True
-            if section_id in (_COMPONENT_CORE_MODULE, _COMPONENT_NESTED) and _has_start(data[offset:end], depth + 1):
+            if section_id in (_COMPONENT_CORE_MODULE, _COMPONENT_NESTED) and _has_start(data[start:end], depth + 1):
                 return True
         elif section_id == _CORE_START:
             return True
-        offset = end
     return False
-
-
-def _leb128(data: memoryview, offset: int) -> tuple[int, int]:
-    """An unsigned LEB128 (at most 5 bytes: a u32) at ``offset``; the value and the offset after it."""
-    value = shift = 0
-    for _ in range(5):
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-    raise ValueError("LEB128 longer than a u32")

@@ -26,12 +26,11 @@ from typing import Any
 
 from schemas.wit_schema import JsonSchema
 from workers.toolchains.errors import BuildError
+from workers.wasm_sections import custom_section, find_custom_section
 
 DOCS_SECTION = "toolbus:docs"
 """Name of the custom section holding the WIT doc comments (JSON)."""
 
-_WASM_MAGIC = b"\0asm"
-_CUSTOM_SECTION_ID = 0
 _MAX_DEPTH = 64
 """WIT types cannot recurse; this only bounds the walk over a malformed document."""
 
@@ -70,7 +69,7 @@ def extract_docs(resolve: Mapping[str, Any], world: str) -> dict[str, Any]:
 
 def docs_section(docs: Mapping[str, Any]) -> bytes:
     """``docs`` as a ``toolbus:docs`` custom section, to append to a component."""
-    return _custom_section(DOCS_SECTION, json.dumps(docs, sort_keys=True).encode())
+    return custom_section(DOCS_SECTION, json.dumps(docs, sort_keys=True).encode())
 
 
 def read_docs(wasm_bytes: bytes) -> dict[str, Any]:
@@ -79,29 +78,13 @@ def read_docs(wasm_bytes: bytes) -> dict[str, Any]:
     Raises:
         ValueError: ``wasm_bytes`` is not a well-formed Wasm binary.
     """
-    data = memoryview(wasm_bytes)
-    if len(data) < 8 or data[:4] != _WASM_MAGIC:
-        raise ValueError("not a Wasm binary (bad magic number)")
-    # Walk only the top-level sections (id byte + LEB128 size); nested modules stay unread.
-    offset = 8
-    while offset < len(data):
-        section_id = data[offset]
-        size, offset = _read_leb128(data, offset + 1)
-        end = offset + size
-        if end > len(data):
-            raise ValueError(f"section at byte {offset} runs past the end of the binary")
-        if section_id == _CUSTOM_SECTION_ID:
-            name_len, name_start = _read_leb128(data, offset)
-            name_end = name_start + name_len
-            if name_end > end:
-                raise ValueError(f"custom section name at byte {name_start} runs past its section")
-            if bytes(data[name_start:name_end]) == DOCS_SECTION.encode():
-                docs = json.loads(bytes(data[name_end:end]))
-                if not isinstance(docs, dict):
-                    raise ValueError(f"{DOCS_SECTION} section does not hold a JSON object")
-                return docs
-        offset = end
-    return {}
+    payload = find_custom_section(memoryview(wasm_bytes), DOCS_SECTION)
+    if payload is None:
+        return {}
+    docs = json.loads(bytes(payload))
+    if not isinstance(docs, dict):
+        raise ValueError(f"{DOCS_SECTION} section does not hold a JSON object")
+    return docs
 
 
 def function_docs(docs: Mapping[str, Any], name: str, interface: str | None = None) -> FunctionDocs:
@@ -303,37 +286,3 @@ class _DocsExtractor:
 def _doc(item: Mapping[str, Any]) -> str | None:
     contents = (item.get("docs") or {}).get("contents")
     return contents if isinstance(contents, str) and contents else None
-
-
-def _custom_section(name: str, payload: bytes) -> bytes:
-    """A Wasm custom section; valid at the end of a component (custom sections go anywhere)."""
-    encoded_name = name.encode()
-    body = _leb128(len(encoded_name)) + encoded_name + payload
-    return bytes([_CUSTOM_SECTION_ID]) + _leb128(len(body)) + body
-
-
-def _leb128(value: int) -> bytes:
-    """Encode an unsigned LEB128."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_leb128(data: memoryview, offset: int) -> tuple[int, int]:
-    """Decode an unsigned LEB128 at ``offset``; return (value, offset after it)."""
-    value = shift = 0
-    while True:
-        if offset >= len(data) or shift > 35:  # u32 sizes take at most 5 bytes
-            raise ValueError(f"bad LEB128 size at byte {offset}")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, offset
