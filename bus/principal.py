@@ -90,11 +90,16 @@ class PrincipalSigner:
         if principal is None or signature is None or request_id is None:
             return None
         expires_text, _, mac = signature.partition(".")
-        # ASCII digits, and few (ms since 1970: 13): isdigit passes '²', which int() refuses, and
-        # int() refuses over 4,300 digits; either raised here, before any caller's error handler.
+        # Anything read from the headers must be judged here without raising: what raised escaped
+        # before any caller's error handler (a worker left the call unanswered). isdigit passes
+        # '²', which int() refuses; int() refuses over 4,300 digits; compare_digest refuses str
+        # with non-ASCII characters (checked below). The expiry is ms since 1970 (13 digits until 2286), in the
+        # one spelling stamp() writes: a leading zero would re-spell a signed value.
         if not (len(expires_text) <= _EXPIRY_DIGITS and expires_text.isascii() and expires_text.isdigit()):
             return None
-        if int(expires_text) / 1000 + CLOCK_SKEW_S < time.time():
+        expires_ms = int(expires_text)
+        if str(expires_ms) != expires_text or expires_ms / 1000 + CLOCK_SKEW_S < time.time():
             return None
-        expected = self._mac(subject, request_id, principal, int(expires_text), body)
-        return principal if hmac.compare_digest(mac, expected) else None
+        expected = self._mac(subject, request_id, principal, expires_ms, body)
+        # A MAC is base64 (ASCII) text: anything else is no MAC, and compare_digest would raise.
+        return principal if mac.isascii() and hmac.compare_digest(mac, expected) else None

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -216,3 +217,25 @@ def test_the_mac_of_fixed_fields_never_changes() -> None:
     signer = PrincipalSigner("k" * 32)
     mac = signer._mac("toolbus.call.kit_add", "rid-1", "alice@example", 1765120000123, b'{"a":2}')
     assert mac == "Sw_QQPOtnU1INCqhPprfIOkSTU8sH6acWhmdKPa1DHk"
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        lambda expiry, mac: f"0{expiry}.{mac}",  # the same instant, spelled as stamp() never does
+        lambda expiry, mac: f"{expiry}.{mac[:-1]}\N{LATIN SMALL LETTER E WITH ACUTE}",
+        lambda expiry, mac: f"{expiry}.{mac}\N{LATIN SMALL LETTER E WITH ACUTE}",
+        lambda expiry, mac: f"{expiry}.\ud800",  # a lone surrogate, as no UTF-8 header can carry
+        lambda expiry, mac: f"{expiry}.{mac}.{mac}",
+        lambda expiry, mac: f" {expiry}.{mac}",
+        lambda expiry, mac: f"+{expiry}.{mac}",
+        lambda expiry, mac: f"{expiry}_0.{mac}",
+    ],
+)
+def test_a_respelled_signature_is_refused_without_raising(respell: Any) -> None:
+    body = b"{}"
+    headers = {Header.REQUEST_ID: "req"}
+    SIGNER.stamp(headers, "alice", subject="s", body=body, valid_for_s=30)
+    assert SIGNER.verified(headers, "s", body) == "alice"
+    expiry, _, mac = headers[Header.PRINCIPAL_SIGNATURE].partition(".")
+    assert SIGNER.verified({**headers, Header.PRINCIPAL_SIGNATURE: respell(expiry, mac)}, "s", body) is None

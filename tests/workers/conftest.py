@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from bus.principal import PrincipalSigner
 from bus.subjects import Subjects
 from harness.apt import ensure_binary
 from harness.errors import AptError
 from schemas.config import WorkerSettings
+from workers.answers import FinishedCall
 from workers.routes import CallableComponent
 from workers.sandbox.component import LoadedComponent
 from workers.service import WorkerService
@@ -54,6 +57,34 @@ def c_toolchain() -> str:
 def wordcount_wasm(c_toolchain: str, cache_dir: Path) -> Path:
     """The wordcount example (C), built with clang-19 and wasi-libc."""
     return build_c_command(EXAMPLES_DIR / "wordcount", cache_dir)
+
+
+PRINCIPAL_KEY = "worker-test-principal-key"
+"""The deployment's principal key in the signed-worker tests (the test plays the gateway holding it)."""
+
+
+@dataclass
+class SignedWorker:
+    """A started worker that checks principal signatures, with the key's signer and what it served."""
+
+    service: WorkerService
+    signer: PrincipalSigner
+    seen: list[FinishedCall]
+    """Every answered call, told to the observers as its reply is queued (before the caller has it)."""
+
+
+@pytest.fixture
+async def signed_worker(nc: NatsClient, subjects: Subjects, kit: LoadedComponent) -> AsyncIterator[SignedWorker]:
+    """A worker serving the testkit that believes a call's principal only when signed with ``PRINCIPAL_KEY``."""
+    signer = PrincipalSigner(PRINCIPAL_KEY)
+    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit], principal_signer=signer)
+    seen: list[FinishedCall] = []
+    service.observers.append(seen.append)
+    await service.start()
+    try:
+        yield SignedWorker(service, signer, seen)
+    finally:
+        await service.stop(grace_s=1)
 
 
 async def start_worker(

@@ -12,66 +12,48 @@ from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
 from bus.subjects import Header, Subjects
 from schemas.codec import encode
-from schemas.config import WorkerSettings
-from workers.answers import FinishedCall
-from workers.sandbox.component import LoadedComponent
-from workers.service import WorkerService
+from tests.workers.conftest import SignedWorker
 
-KEY = "worker-test-principal-key"
 MIB = 1024 * 1024
 
 
 async def test_only_a_signed_principal_reaches_the_workers_observers(
-    nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+    nc: NatsClient, subjects: Subjects, signed_worker: SignedWorker
 ) -> None:
-    signer = PrincipalSigner(KEY)
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit], principal_signer=signer)
-    seen: list[FinishedCall] = []
-    service.observers.append(seen.append)
-    await service.start()
-    try:
-        subject, body = subjects.call("kit_add"), encode({"a": 1, "b": 2})
-        signed = {Header.REQUEST_ID: "req-signed"}
-        signer.stamp(signed, "alice", subject=subject, body=body, valid_for_s=10)
-        forged = {Header.REQUEST_ID: "req-forged"}
-        PrincipalSigner("not-the-deployment-key").stamp(forged, "admin", subject=subject, body=body, valid_for_s=10)
-        moved = {Header.REQUEST_ID: "req-moved"}  # alice's signature, lifted onto another request
-        moved.update({k: v for k, v in signed.items() if k != Header.REQUEST_ID})
-        bare = {Header.REQUEST_ID: "req-bare", Header.PRINCIPAL: "root"}
-        for headers in (signed, forged, moved, bare):
-            reply = await nc.request(subject, body, timeout=10, headers=headers)
-            assert reply.headers is None or Header.ERROR not in reply.headers  # every call is served
-    finally:
-        await service.stop(grace_s=1)
+    signer, seen = signed_worker.signer, signed_worker.seen
+    subject, body = subjects.call("kit_add"), encode({"a": 1, "b": 2})
+    signed = {Header.REQUEST_ID: "req-signed"}
+    signer.stamp(signed, "alice", subject=subject, body=body, valid_for_s=10)
+    forged = {Header.REQUEST_ID: "req-forged"}
+    PrincipalSigner("not-the-deployment-key").stamp(forged, "admin", subject=subject, body=body, valid_for_s=10)
+    moved = {Header.REQUEST_ID: "req-moved"}  # alice's signature, lifted onto another request
+    moved.update({k: v for k, v in signed.items() if k != Header.REQUEST_ID})
+    bare = {Header.REQUEST_ID: "req-bare", Header.PRINCIPAL: "root"}
+    for headers in (signed, forged, moved, bare):
+        reply = await nc.request(subject, body, timeout=10, headers=headers)
+        assert reply.headers is None or Header.ERROR not in reply.headers  # every call is served
     principals = {record.request_id: record.principal for record in seen}
     assert principals == {"req-signed": "alice", "req-forged": None, "req-moved": None, "req-bare": None}
 
 
 async def test_a_signature_covers_the_arguments_of_a_claim_check_not_its_empty_body(
-    nc: NatsClient, subjects: Subjects, kit: LoadedComponent
+    nc: NatsClient, subjects: Subjects, signed_worker: SignedWorker
 ) -> None:
-    signer = PrincipalSigner(KEY)
-    service = WorkerService(nc, subjects, WorkerSettings(concurrency=1), [kit], principal_signer=signer)
-    seen: list[FinishedCall] = []
-    service.observers.append(seen.append)
-    await service.start()
+    signer, seen = signed_worker.signer, signed_worker.seen
     payloads = Payloads(nc, subjects)
-    try:
-        subject = subjects.call("kit_greet")
-        big, other = encode({"name": "a" * (2 * MIB)}), encode({"name": "b" * (2 * MIB)})
-        # The gateway's way (gateway.calls): signed over the real arguments, then checked in.
-        signed = {Header.REQUEST_ID: "req-big"}
-        signer.stamp(signed, "alice", subject=subject, body=big, valid_for_s=10)
-        body, headers = await payloads.offload(big, dict(signed))
-        # An attacker who saw that call keeps alice's signature and points it at other arguments.
-        swapped_body, swapped = await payloads.offload(other, {**signed, Header.REQUEST_ID: "req-swapped"})
-        # ... or signs the empty body a claim check travels with.
-        empty = {Header.REQUEST_ID: "req-empty"}
-        signer.stamp(empty, "alice", subject=subject, body=b"", valid_for_s=10)
-        empty_body, empty_headers = await payloads.offload(other, empty)
-        for request_body, request_headers in ((body, headers), (swapped_body, swapped), (empty_body, empty_headers)):
-            await nc.request(subject, request_body, timeout=10, headers=request_headers)
-    finally:
-        await service.stop(grace_s=1)
+    subject = subjects.call("kit_greet")
+    big, other = encode({"name": "a" * (2 * MIB)}), encode({"name": "b" * (2 * MIB)})
+    # The gateway's way (gateway.calls): signed over the real arguments, then checked in.
+    signed = {Header.REQUEST_ID: "req-big"}
+    signer.stamp(signed, "alice", subject=subject, body=big, valid_for_s=10)
+    body, headers = await payloads.offload(big, dict(signed))
+    # An attacker who saw that call keeps alice's signature and points it at other arguments.
+    swapped_body, swapped = await payloads.offload(other, {**signed, Header.REQUEST_ID: "req-swapped"})
+    # ... or signs the empty body a claim check travels with.
+    empty = {Header.REQUEST_ID: "req-empty"}
+    signer.stamp(empty, "alice", subject=subject, body=b"", valid_for_s=10)
+    empty_body, empty_headers = await payloads.offload(other, empty)
+    for request_body, request_headers in ((body, headers), (swapped_body, swapped), (empty_body, empty_headers)):
+        await nc.request(subject, request_body, timeout=10, headers=request_headers)
     principals = {record.request_id: record.principal for record in seen}
     assert principals == {"req-big": "alice", "req-swapped": None, "req-empty": None}
