@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -199,8 +200,28 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthFailure("invalid_token", "the token's subject is not a string")
+        if not carriable(subject):
+            raise AuthFailure("invalid_token", "the token's subject is not printable text of at most 1,024 characters")
         principal = token_principal(self._settings.issuer, subject, scopes_of(claims), claims)
         return principal, float(claims["exp"])
+
+
+MAX_SUBJECT_CHARS = 1024
+"""Longer than any issuer's subject identifier; every call carries it in a NATS header."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def carriable(subject: str) -> bool:
+    """Whether a principal built on ``subject`` can be signed and sent (``bus.principal``): UTF-8
+    text (JSON lets a token hold a lone surrogate, which UTF-8 cannot encode), no control
+    characters (a line break would end a NATS header) and bounded."""
+    if len(subject) > MAX_SUBJECT_CHARS or _CONTROL.search(subject):
+        return False
+    try:
+        subject.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _claimed_subject(token: str) -> str | None:
@@ -209,7 +230,10 @@ def _claimed_subject(token: str) -> str | None:
         subject = jwt.decode(token, options={"verify_signature": False}).get("sub")
     except jwt.PyJWTError:
         return None
-    return subject if isinstance(subject, str) else None
+    if not isinstance(subject, str):
+        return None
+    # Recorded in the audit trail, so it must encode: a lone surrogate is kept as its escape.
+    return subject[:MAX_SUBJECT_CHARS].encode("utf-8", "backslashreplace").decode()
 
 
 class Authenticator:
