@@ -190,6 +190,17 @@ _OLD_VERDICTS = textwrap.dedent(
 )
 
 
+def _run_in(root: Path, script: str, argument: Path) -> bytes:
+    """What ``script`` prints, run with the checkout ``root`` first on the path, no settings in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLBUS_", "OTEL_"))}
+    env["PYTHONPATH"] = str(root)
+    env["HOME"] = os.environ.get("HOME", "/tmp")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(argument)], capture_output=True, check=True, env=env, cwd=root, timeout=120
+    )
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def pydantic_era(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The pydantic models' verdicts on REFUSED and their defaults, with no settings in the environment."""
@@ -197,19 +208,7 @@ def pydantic_era(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if root is None:
         pytest.skip(f"no git checkout holding {PYDANTIC_ERA}")
     (root / "corpus.pickle").write_bytes(pickle.dumps(REFUSED))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLBUS_", "OTEL_"))}
-    env["PYTHONPATH"] = str(root)
-    env["HOME"] = os.environ.get("HOME", "/tmp")
-    out = subprocess.run(
-        [sys.executable, "-c", _OLD_VERDICTS, str(root / "corpus.pickle")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=root,
-        timeout=120,
-    ).stdout
-    loaded: dict[str, Any] = json.loads(out)
+    loaded: dict[str, Any] = json.loads(_run_in(root, _OLD_VERDICTS, root / "corpus.pickle"))
     return loaded
 
 
@@ -332,17 +331,7 @@ _ODD_VERDICTS = textwrap.dedent(
 
 def _odd_verdicts(root: Path, work: Path) -> dict[tuple[str, int], str | None]:
     (work / "odd.pickle").write_bytes(pickle.dumps((ODD_PATHS, ODD_VALUES)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLBUS_", "OTEL_"))}
-    env["PYTHONPATH"] = str(root)
-    out = subprocess.run(
-        [sys.executable, "-c", _ODD_VERDICTS, str(work / "odd.pickle")],
-        capture_output=True,
-        check=True,
-        env=env,
-        cwd=root,
-        timeout=120,
-    ).stdout
-    verdicts: dict[tuple[str, int], str | None] = pickle.loads(out)  # our own subprocess's
+    verdicts: dict[tuple[str, int], str | None] = pickle.loads(_run_in(root, _ODD_VERDICTS, work / "odd.pickle"))
     return verdicts
 
 
