@@ -24,7 +24,7 @@ ODD_SUBJECTS = {
     "lone surrogate": "\ud800",
     "surrogate pair halves reversed": "\udc00\ud800",
     "line break": "alice\r\nToolbus-Principal: admin",
-    "NUL": "alice\x00admin",
+    "bare line feed": "alice\nToolbus-Principal: admin",
     "longer than any issuer's": "a" * 2000,
     "huge": "a" * 100_000,  # refused sooner: the header is over the gateway's header limit (431)
 }
