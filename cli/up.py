@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--workers",
         type=int,
-        help="worker processes (default from config [worker] processes: one per core but one; 3 with --cluster)",
+        help="worker processes (default from config [worker] processes: one per core; 3 with --cluster)",
     )
     parser.add_argument(
         "--cluster",
@@ -266,6 +266,19 @@ async def _keep_servers_up(servers: list[EmbeddedNatsServer], delay_s: float) ->
                 log.info("nats-server restarted", url=server.url, pid=server.pid)
 
 
+def _worker_cores(settings: Settings, workers: int) -> list[int | None]:
+    """The core each worker process is pinned to (``[worker] pin_to_cores``), None for no pin.
+
+    Only with at least one worker per core this process may use: a worker pinned alone to one of
+    several cores could not run its guest threads on the others."""
+    if not settings.worker.pin_to_cores or not hasattr(os, "sched_getaffinity"):
+        return [None] * workers
+    cores = sorted(os.sched_getaffinity(0))
+    if workers < len(cores):
+        return [None] * workers
+    return [cores[i % len(cores)] for i in range(workers)]
+
+
 def _worker_metrics_ports(settings: Settings, workers: int) -> list[int | None]:
     """Each worker's metrics port: ``[worker] metrics_port`` and the ports after it, one per
     process (two cannot listen on one port); ``0`` lets each pick a free one."""
@@ -364,11 +377,12 @@ async def up(settings: Settings, config: Path, workers: int, nats_given: bool, c
         nats_url = settings.nats.url
         gw = settings.gateway
         children = [Child("registry", _toolbus("registry", config, nats_url), env=env, halt=halt)]
+        cores = _worker_cores(settings, workers)
         for i, port in enumerate(_worker_metrics_ports(settings, workers)):
             metrics = () if port is None else ("--metrics-port", str(port))
-            children.append(
-                Child(f"worker-{i + 1}", _toolbus("worker", config, nats_url, *metrics), env=env, halt=halt)
-            )
+            pin = () if cores[i] is None else ("--cpu", str(cores[i]))
+            argv = _toolbus("worker", config, nats_url, *metrics, *pin)
+            children.append(Child(f"worker-{i + 1}", argv, env=env, halt=halt))
         for i, port in enumerate(gateway_ports):
             argv = _toolbus("gateway", config, nats_url, "--host", gw.host, "--port", str(port))
             children.append(Child(f"gateway-{i + 1}" if cluster else "gateway", argv, env=env, halt=halt))

@@ -27,11 +27,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PORT",
         help="serve Prometheus metrics on this port (default from config: off); one port per worker process",
     )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        metavar="CORE",
+        help="run on this core only (toolbus up pins each worker to one: [worker] pin_to_cores)",
+    )
     # The worker turns cyclic garbage collection back on once it is connected (cli.main.main).
     parser.set_defaults(run=run, resumes_gc=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cpu is not None and not _pinned(args.cpu):
+        return 2
     worker: dict[str, int] = {}
     if args.concurrency:
         worker["concurrency"] = args.concurrency
@@ -51,6 +59,22 @@ def run(args: argparse.Namespace) -> int:
         started.append(Loading(settings, engine))
 
     return run_verb(args, lambda settings, args: _serve(settings, started[0]), begin=begin, worker=worker)
+
+
+def _pinned(core: int) -> bool:
+    """Pin this process to ``core`` before it starts a thread (each thread inherits it)."""
+    import os
+    import sys
+
+    if not hasattr(os, "sched_setaffinity"):
+        print("toolbus worker: --cpu: this system cannot pin a process to a core", file=sys.stderr)
+        return False
+    allowed = sorted(os.sched_getaffinity(0))
+    if core not in allowed:
+        print(f"toolbus worker: --cpu {core}: not a core this process may run on {allowed}", file=sys.stderr)
+        return False
+    os.sched_setaffinity(0, {core})
+    return True
 
 
 async def _serve(settings: Settings, started: Loading) -> int:

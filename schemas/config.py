@@ -68,18 +68,35 @@ MAX_BODY_BYTES_DERIVED = 0
 given must be at least 1024, so 0 is never one)."""
 
 
-def default_concurrency() -> int:
-    """One guest per core by default: guests are CPU-bound and release the GIL."""
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's cpuset, ``taskset``, a
+    pinned worker), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
 
 
+MIN_DEFAULT_CONCURRENCY = 2
+"""Guest threads a worker runs by default even on one core (``default_concurrency``)."""
+
+
+def default_concurrency() -> int:
+    """One guest per core the process may run on, and at least two."""
+    # Guests are CPU-bound and release the GIL, so a thread per core keeps the cores busy; the
+    # second slot on a single core (a worker ``toolbus up`` pinned to one) lets a call start while
+    # another guest waits for I/O, an HTTP fetch or its client.
+    return max(MIN_DEFAULT_CONCURRENCY, usable_cores())
+
+
 def default_worker_processes() -> int:
-    """One worker process per core but one, which the gateway and NATS need (at least one)."""
+    """One worker process per core (issue 17: every core used)."""
     # A worker's Python share of a call (decoding, routing, marshalling, replying) holds its
-    # process's GIL, so only processes put more cores to work on small guests. One core is left
-    # for the gateway and nats-server, whose CPU per call is of the same order as a worker's
-    # (docs/performance-analysis.md); on two cores that is a single worker, as before.
-    return max(1, (os.cpu_count() or 1) - 1)
+    # process's GIL, and two guest threads of one process on two cores pay for each other's page
+    # faults (every copy-on-write fault of a fresh instance flushes the other core's TLB):
+    # a process per core, each pinned to its core by ``toolbus up`` ([worker] pin_to_cores), served
+    # the componentize-py example 1.65x the calls of one process with two guest threads on 2 cores
+    # (docs/performance-analysis.md, "Session 26").
+    return usable_cores()
 
 
 class NatsSettings(SettingsModel, frozen=True):
@@ -276,8 +293,13 @@ class WorkerSettings(SettingsModel, frozen=True):
     """Guests running at once (threads)."""
     processes: Annotated[int, Meta(ge=1)] = msgspec.field(default_factory=default_worker_processes)
     """Worker processes ``toolbus up`` runs (``--workers N`` overrides; ``--cluster`` runs 3).
-    Default: one per core but one. Each holds its own instances (~3 MiB each for a
-    componentize-py component) and shares the compile cache."""
+    Default: one per core. Each holds its own instances (~3 MiB each for a componentize-py
+    component) and shares the compile cache."""
+    pin_to_cores: bool = True
+    """``toolbus up`` pins worker process *i* to the *i*-th core it may use, when it runs at least
+    one worker per core (``toolbus worker --cpu N``): a worker's threads then never run on two cores
+    at once, which spares every fresh instance's page faults a flush of the other core's TLB. With
+    fewer workers than cores nothing is pinned, so each worker may use several cores."""
     queue_depth: Annotated[int, Meta(ge=0)] = 256
     """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
     calls_per_principal: Annotated[int, Meta(ge=1)] | None = None

@@ -13,7 +13,8 @@ import pytest
 from bus.embedded import free_port
 from cli.main import VERB_MODULES, build_parser, verb_named
 from cli.main import VERBS as VERB_TABLE
-from cli.up import _worker_metrics_ports
+from cli.up import _worker_cores, _worker_metrics_ports
+from schemas import config
 from schemas.config import Settings, WorkerSettings
 
 VERBS = ["up", "gateway", "worker", "registry", "tools", "call"]
@@ -266,13 +267,45 @@ def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() 
     assert not hasattr(build_parser(["tools"]).parse_args(["tools"]), "resumes_gc")
 
 
-@pytest.mark.parametrize(("cores", "processes"), [(None, 1), (1, 1), (2, 1), (8, 7), (32, 31)])
-def test_up_runs_a_worker_process_per_core_but_one_by_default(
-    monkeypatch: pytest.MonkeyPatch, cores: int | None, processes: int
+@pytest.mark.parametrize(("cores", "processes", "concurrency"), [(1, 1, 2), (2, 2, 2), (8, 8, 8), (32, 32, 32)])
+def test_up_runs_a_worker_process_per_core_with_a_guest_per_core_by_default(
+    monkeypatch: pytest.MonkeyPatch, cores: int, processes: int, concurrency: int
 ) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert WorkerSettings().processes == processes
+    monkeypatch.setattr(config, "usable_cores", lambda: cores)
+    assert (WorkerSettings().processes, WorkerSettings().concurrency) == (processes, concurrency)
     assert WorkerSettings(processes=3).processes == 3  # pinned in config ([worker] processes)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_the_cores_counted_are_those_the_process_may_run_on() -> None:
+    # A container's cpuset or a pinned worker: the machine's core count would oversubscribe it.
+    core = min(os.sched_getaffinity(0))
+    probe = (
+        f"import os; os.sched_setaffinity(0, {{{core}}}); from schemas.config import WorkerSettings as W; "
+        "print(W().processes, W().concurrency)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1", "2"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this system")
+def test_up_pins_a_worker_to_each_core_only_when_every_core_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5})
+
+    def cores(workers: int, pin: bool = True) -> list[int | None]:
+        return _worker_cores(Settings(worker=WorkerSettings(pin_to_cores=pin)), workers)
+
+    assert cores(2) == [2, 5]
+    assert cores(3) == [2, 5, 2]  # --cluster's three workers
+    assert cores(1) == [None]  # alone it may use both cores
+    assert cores(2, pin=False) == [None, None]
+
+
+@pytest.mark.parametrize("core", ["-1", "4096"])
+def test_a_worker_refuses_a_core_it_may_not_run_on(core: str) -> None:
+    result = toolbus("worker", "--cpu", core, "--nats", f"nats://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert f"--cpu {core}: not a core this process may run on" in result.stderr
 
 
 def test_up_refuses_fewer_than_one_worker() -> None:

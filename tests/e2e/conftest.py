@@ -46,13 +46,14 @@ class RunningSystem:
     config: Path
     banner: str
 
-    def children(self) -> dict[str, int]:
-        """Pids of the supervised children by role (``registry``, ``worker``, ``gateway``)."""
-        return {
-            argv[argv.index("cli.main") + 1]: pid
-            for pid, argv in child_processes(self.process.pid)
-            if "cli.main" in argv
-        }
+    def children(self) -> dict[str, list[int]]:
+        """Pids of the supervised children by role (``registry``, ``worker``, ``gateway``): a
+        worker per core by default, so a role may have several."""
+        found: dict[str, list[int]] = {}
+        for pid, argv in child_processes(self.process.pid):
+            if "cli.main" in argv:
+                found.setdefault(argv[argv.index("cli.main") + 1], []).append(pid)
+        return found
 
 
 def child_processes(parent: int) -> list[tuple[int, list[str]]]:

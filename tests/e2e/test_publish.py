@@ -125,14 +125,15 @@ async def test_a_killed_worker_takes_its_tools_out_of_the_list_and_a_restarted_g
         await listed(client, "lone_answer", present=True)
         catalogue = await names(client)
 
-        # `toolbus up` runs one worker: kill it as a crash would, and watch the list. The
-        # supervisor is paused meanwhile: a worker it restarted before the registry's next ping
-        # would announce the tool again, and the list would never show it gone.
-        worker = system.children()["worker"]
+        # Kill every worker `toolbus up` runs (one per core) as a crash would, and watch the list.
+        # The supervisor is paused meanwhile: a worker it restarted before the registry's next
+        # ping would announce the tool again, and the list would never show it gone.
+        workers = system.children()["worker"]
         os.kill(system.process.pid, signal.SIGSTOP)
         try:
             killed_at = time.monotonic()
-            os.kill(worker, signal.SIGKILL)
+            for worker in workers:
+                os.kill(worker, signal.SIGKILL)
             await listed(client, "lone_answer", present=False)
             gone_after_s = time.monotonic() - killed_at
             # The registry pings every 250 ms.
@@ -149,7 +150,7 @@ async def test_a_killed_worker_takes_its_tools_out_of_the_list_and_a_restarted_g
         await listed(client, "lone_answer", present=True)
 
     # A gateway restarted while tools exist serves the whole catalogue in its first answer.
-    os.kill(system.children()["gateway"], signal.SIGKILL)
+    os.kill(system.children()["gateway"][0], signal.SIGKILL)
 
     async def first_answer() -> set[str] | None:
         try:

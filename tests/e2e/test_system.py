@@ -169,8 +169,9 @@ def test_the_cli_lists_and_calls_tools(system: RunningSystem) -> None:
 
 
 async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: RunningSystem) -> None:
-    worker_pid = system.children()["worker"]
-    os.kill(worker_pid, signal.SIGKILL)
+    workers = system.children()["worker"]
+    killed = workers[0]
+    os.kill(killed, signal.SIGKILL)
     outcomes: list[str] = []
     deadline = time.monotonic() + 60
     async with Client(system.mcp_url, mode="auto") as client:
@@ -183,12 +184,32 @@ async def test_a_killed_worker_is_restarted_and_calls_never_hang(system: Running
                 assert time.monotonic() - started < 10, "a call with no worker must fail fast, not hang"
                 await asyncio.sleep(0.2)
                 continue
-            if not result.is_error and system.children().get("worker") not in (None, worker_pid):
+            now = system.children().get("worker", [])
+            if not result.is_error and len(now) == len(workers) and killed not in now:
                 break
             await asyncio.sleep(0.2)
         else:
             pytest.fail(f"worker never came back: {outcomes[-5:]}")
-    assert system.children()["worker"] != worker_pid
+    assert killed not in system.children()["worker"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="one core")
+async def test_up_runs_a_worker_per_core_each_pinned_with_all_its_threads(system: RunningSystem) -> None:
+    # [worker] pin_to_cores: a worker's guest threads never run on two cores at once, so a fresh
+    # instance's page faults flush no other core's TLB (docs/performance-analysis.md).
+    async with Client(system.mcp_url, mode="auto") as client:  # guest threads start on demand
+        results = await asyncio.gather(*(client.call_tool("calc_add", {"a": i, "b": 1}) for i in range(16)))
+    assert [r.content[0].text for r in results] == [str(i + 1) for i in range(16)]  # type: ignore[union-attr]
+
+    def cores_of(pid: int) -> set[frozenset[int]]:
+        return {frozenset(os.sched_getaffinity(int(task.name))) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+    workers = system.children()["worker"]
+    assert len(workers) == len(os.sched_getaffinity(0))
+    pinned = [cores_of(pid) for pid in workers]
+    assert all(len(threads) == 1 and len(next(iter(threads))) == 1 for threads in pinned), pinned
+    assert len({next(iter(threads)) for threads in pinned}) == len(workers)  # each on a core of its own
+    assert cores_of(system.children()["gateway"][0]) == {frozenset(os.sched_getaffinity(0))}  # not pinned
 
 
 # -- the bus of `toolbus up` is closed: per-role users, their credentials 0600 -----------------------
