@@ -3,7 +3,7 @@
 For each checkout (a directory with its own ``.venv``), alternately and ``--rounds`` times:
 start a nats-server of this run with its monitoring port, run that checkout's ``toolbus up``
 against it (the WAT testkit only), load the gateway with wrk (``kit_add``, 2026 era), and read
-per call: the CPU time of the gateway, worker, registry and nats-server (``/proc``), and the
+per call: the CPU time of the gateway, the workers (summed), registry and nats-server (``/proc``), and the
 messages and bytes through the nats-server (``/varz``). CPU per call is the figure to compare:
 on a busy 2-core machine it moves far less than calls per second does.
 
@@ -61,8 +61,8 @@ def component_table(checkout: Path, tool: str, pure: bool, short: bool = False) 
 @contextmanager
 def running(
     checkout: Path, tool: str = "kit_add", pure: bool = False, short: bool = False
-) -> Iterator[tuple[str, str, dict[str, int]]]:
-    """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, monitor URL, pid by role)."""
+) -> Iterator[tuple[str, str, dict[str, list[int]]]]:
+    """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, monitor URL, pids by role)."""
     scratch = Path(tempfile.mkdtemp(prefix="percall-"))
     nats_port, monitor_port, http_port = free_port(), free_port(), free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -91,8 +91,9 @@ def running(
         for line in up.stdout:
             if READY_BANNER in line or time.monotonic() > deadline:
                 break
-        pids = {cpu.role(pid): pid for pid in cpu.descendants(up.pid)}
-        pids["nats-server"] = server.pid
+        pids: dict[str, list[int]] = {"nats-server": [server.pid]}
+        for pid in cpu.descendants(up.pid):  # a worker per core by default: a role may have several
+            pids.setdefault(cpu.role(pid), []).append(pid)
         yield f"http://127.0.0.1:{http_port}/mcp", f"http://127.0.0.1:{monitor_port}/varz", pids
     finally:
         up.send_signal(signal.SIGTERM)
@@ -102,6 +103,11 @@ def running(
             up.kill()
         server.terminate()
         server.wait(10)
+
+
+def _cpu_by_role(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each role, summed over its processes."""
+    return {role: sum(cpu.cpu_seconds(pid) or 0.0 for pid in group) for role, group in pids.items()}
 
 
 def _varz(url: str) -> dict[str, Any]:
@@ -130,7 +136,7 @@ def measure(
         )
         wrk.run(binary, load, connections, WARM_UP_S)
         before_varz = _varz(varz_url)
-        before = {role: cpu.cpu_seconds(pid) or 0.0 for role, pid in pids.items()}
+        before = _cpu_by_role(pids)
         sampler = None
         if spy is not None and profile_out is not None:
             sampler = subprocess.Popen(
@@ -138,7 +144,7 @@ def measure(
                     profile.py_spy() or "py-spy",
                     "record",
                     "-p",
-                    str(pids[spy]),
+                    str(pids[spy][0]),
                     "-f",
                     "raw",
                     "-o",
@@ -154,7 +160,7 @@ def measure(
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
-        after = {role: cpu.cpu_seconds(pid) or 0.0 for role, pid in pids.items()}
+        after = _cpu_by_role(pids)
         after_varz = _varz(varz_url)
     calls = max(1, result["requests"])
     return {

@@ -14,7 +14,6 @@ from bus.embedded import free_port
 from cli.main import VERB_MODULES, build_parser, verb_named
 from cli.main import VERBS as VERB_TABLE
 from cli.up import _worker_cores, _worker_metrics_ports
-from schemas import config
 from schemas.config import Settings, WorkerSettings
 
 VERBS = ["up", "gateway", "worker", "registry", "tools", "call"]
@@ -271,7 +270,7 @@ def test_garbage_collection_paused_for_the_start_is_on_again_when_a_verb_runs() 
 def test_up_runs_a_worker_process_per_core_with_a_guest_per_core_by_default(
     monkeypatch: pytest.MonkeyPatch, cores: int, processes: int, concurrency: int
 ) -> None:
-    monkeypatch.setattr(config, "usable_cores", lambda: cores)
+    monkeypatch.setattr("schemas.config.usable_cores", lambda: cores)
     assert (WorkerSettings().processes, WorkerSettings().concurrency) == (processes, concurrency)
     assert WorkerSettings(processes=3).processes == 3  # pinned in config ([worker] processes)
 

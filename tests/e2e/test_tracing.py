@@ -124,7 +124,9 @@ def traced_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedSy
     collector = FakeCollector()
     nats_port, mcp_port, worker_metrics_port = free_port(), free_port(), free_port()
     config = write_config(directory, nats_url=f"nats://127.0.0.1:{nats_port}", mcp_port=mcp_port, components=("kit",))
-    text = config.read_text(encoding="utf-8").replace("[worker]\n", f"[worker]\nmetrics_port = {worker_metrics_port}\n")
+    # One worker process: its metrics (one port) then count every call.
+    worker = f"[worker]\nprocesses = 1\nmetrics_port = {worker_metrics_port}\n"
+    text = config.read_text(encoding="utf-8").replace("[worker]\n", worker)
     config.write_text(f'{text}\n[telemetry]\notlp_endpoint = "{collector.url}"\n', encoding="utf-8")
     log = directory / "up.log"
     process, _banner = start_up(config, log_path=log)

@@ -25,6 +25,7 @@ import pytest
 from mcp import Client
 
 from bus.embedded import free_port
+from schemas.config import WorkerSettings
 from tests.conftest import TESTKIT_WAT
 from tests.e2e.conftest import EXAMPLES, start_up
 
@@ -131,7 +132,8 @@ def test_killing_up_outright_stops_every_child_nats_server_included(tmp_path: Pa
         wat_config(tmp_path), "--port", str(mcp_port), "--nats-port", str(nats_port), log_path=tmp_path / "up.log"
     )
     children = _children_of(process.pid)
-    assert len(children) == 4, children  # nats-server, registry, worker, gateway
+    workers = WorkerSettings().processes  # one per core by default
+    assert len(children) == 3 + workers, children  # nats-server, registry, the workers, gateway
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.stdout is not None
@@ -262,7 +264,8 @@ async def test_tools_are_served_as_each_component_loads_and_up_waits_for_the_las
     )
     port, nats_port = free_ports(2)
     mcp_url = f"http://127.0.0.1:{port}/mcp"
-    up = UpProcess(config, tmp_path / "up.log", "--port", str(port), "--nats-port", str(nats_port))
+    # One worker: the pipe is fed once, and a second worker would wait on it for ever.
+    up = UpProcess(config, tmp_path / "up.log", "--port", str(port), "--nats-port", str(nats_port), "--workers", "1")
 
     async def listed(mode: str = "auto") -> set[str]:
         try:

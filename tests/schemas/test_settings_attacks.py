@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from schemas import config
 from schemas.config import LimitsSettings, NatsSettings, Settings, load_settings
 from schemas.errors import ConfigError
 
@@ -229,6 +230,13 @@ def test_defaults_are_the_pydantic_models_defaults(
     for key in ("state_dir", "cache_dir"):
         ours.pop(key)
         theirs.pop(key)
+    # Changed on purpose since: a worker process per core, each pinned, at least two guests each
+    # (docs/operations.md, [worker]).
+    cores = config.usable_cores()
+    changed = {field: ours["worker"].pop(field) for field in ("processes", "pin_to_cores", "concurrency")}
+    assert changed == {"processes": cores, "pin_to_cores": True, "concurrency": max(2, cores)}
+    theirs["worker"].pop("processes")
+    theirs["worker"].pop("concurrency")
     assert ours == theirs
 
 
