@@ -19,6 +19,7 @@ import structlog
 import wasmtime
 from wasmtime import component as wc
 
+from workers.cache_lock import building
 from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError
 
@@ -121,21 +122,22 @@ def _load_or_compile(
     path: Path, deserialize: Callable[[str], _Compiled], compile_: Callable[[], _Compiled], kind: str
 ) -> _Compiled:
     """The compiled artifact at ``path`` if it loads, else ``compile_()`` written to ``path``."""
-    if path.is_file():
+    with building(path):  # workers starting together compile it once (workers.cache_lock)
+        if path.is_file():
+            try:
+                return deserialize(str(path))
+            except wasmtime.WasmtimeError as exc:
+                log.warning("compile cache entry unusable; recompiling", path=str(path), error=str(exc))
         try:
-            return deserialize(str(path))
+            compiled = compile_()
         except wasmtime.WasmtimeError as exc:
-            log.warning("compile cache entry unusable; recompiling", path=str(path), error=str(exc))
-    try:
-        compiled = compile_()
-    except wasmtime.WasmtimeError as exc:
-        raise ComponentLoadError(f"not a valid {kind}: {exc}") from exc
-    try:
-        write_atomically(path, bytes(compiled.serialize()))
-    except (OSError, wasmtime.WasmtimeError) as exc:
-        # The cache only saves time; a read-only or full disk must not stop the worker.
-        log.warning("compile cache not written", path=str(path), error=str(exc))
-    return compiled
+            raise ComponentLoadError(f"not a valid {kind}: {exc}") from exc
+        try:
+            write_atomically(path, bytes(compiled.serialize()))
+        except (OSError, wasmtime.WasmtimeError) as exc:
+            # The cache only saves time; a read-only or full disk must not stop the worker.
+            log.warning("compile cache not written", path=str(path), error=str(exc))
+        return compiled
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from workers.cache_lock import building
 from workers.toolchains.errors import BuildError
 from workers.toolchains.installers import debian_binary
 from workers.toolchains.projects import content_key, project_files, run_tool
@@ -50,25 +51,31 @@ def build_c_command(source_dir: Path, cache_dir: Path) -> Path:
     key = content_key(files, _recipe(clang))
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"
-    if output.is_file():
-        log.info("build cache hit", source=str(source_dir), path=str(output))
-        return output
-
-    built_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    # Compile next to the output and rename into place: readers never see a partial file.
-    fd, scratch = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".wasm", dir=built_dir)
-    os.close(fd)
-    try:
-        argv = [clang, *C_FLAGS, "-I", str(source_dir), "-o", scratch, *map(str, sources)]
-        run_tool(
-            argv, cwd=None, timeout_s=BUILD_TIMEOUT_S, what=f"{CLANG} could not build {source_dir}", source=source_dir
+    with building(output):  # workers starting together build it once (workers.cache_lock)
+        if output.is_file():
+            log.info("build cache hit", source=str(source_dir), path=str(output))
+            return output
+        built_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        # Compile next to the output and rename into place: readers never see a partial file.
+        fd, scratch = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".wasm", dir=built_dir)
+        os.close(fd)
+        try:
+            argv = [clang, *C_FLAGS, "-I", str(source_dir), "-o", scratch, *map(str, sources)]
+            run_tool(
+                argv,
+                cwd=None,
+                timeout_s=BUILD_TIMEOUT_S,
+                what=f"{CLANG} could not build {source_dir}",
+                source=source_dir,
+            )
+            os.replace(scratch, output)
+        finally:
+            Path(scratch).unlink(missing_ok=True)
+        log.info(
+            "command built", source=str(source_dir), path=str(output), duration_s=round(time.monotonic() - started, 3)
         )
-        os.replace(scratch, output)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
-    log.info("command built", source=str(source_dir), path=str(output), duration_s=round(time.monotonic() - started, 3))
-    return output
+        return output
 
 
 @functools.cache

@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 import schemas
+from workers.cache_lock import building
 from workers.toolchains.errors import BuildError
 from workers.toolchains.installers import npm_install
 from workers.toolchains.projects import content_key, project_files, run_tool
@@ -74,54 +75,54 @@ def build_component(source_dir: Path, world: str, cache_dir: Path) -> Path:
     key = _build_key(files, world, javascript=javascript)
     built_dir = cache_dir / "built"
     output = built_dir / f"{key}.wasm"
-    if output.is_file():
-        log.info("build cache hit", source=str(source_dir), world=world, path=str(output))
-        return output
-
-    built_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    # The scratch directory sits next to the output so os.replace stays on one file system.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=built_dir))
-    try:
-        # Build from a copy of exactly the hashed files: the key then describes the input, and
-        # componentize-py's __pycache__ lands in the scratch copy, not in the user's tree.
-        project = scratch / "project"
-        for relative, content in files:
-            target = project / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        wasm = scratch / "component.wasm"
-        if javascript:
-            package, version = COMPONENTIZE_JS
-            installed = npm_install(cache_dir, f"componentize-js-{version}", [f"{package}@{version}"])
-            componentize_js = installed / "node_modules" / ".bin" / "componentize-js"
-            argv = [str(componentize_js), JS_APP, "--wit", WIT_DIR, "--world-name", world, "-o", str(wasm)]
-            argv += ["--disable", *JS_DISABLED_FEATURES]
-        else:
-            argv = [_tool("componentize-py"), "-q", "-d", WIT_DIR, "-w", world, "componentize", APP_MODULE]
-            argv += ["-o", str(wasm)]
-        builder = "componentize-js" if javascript else "componentize-py"
-        run_tool(
-            argv,
-            cwd=project,
-            timeout_s=BUILD_TIMEOUT_S,
-            what=f"{builder} could not build {source_dir} (world {world!r})",
-            source=source_dir,
+    with building(output):  # workers starting together build it once (workers.cache_lock)
+        if output.is_file():
+            log.info("build cache hit", source=str(source_dir), world=world, path=str(output))
+            return output
+        built_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        # The scratch directory sits next to the output so os.replace stays on one file system.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=built_dir))
+        try:
+            # Build from a copy of exactly the hashed files: the key then describes the input, and
+            # componentize-py's __pycache__ lands in the scratch copy, not in the user's tree.
+            project = scratch / "project"
+            for relative, content in files:
+                target = project / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            wasm = scratch / "component.wasm"
+            if javascript:
+                package, version = COMPONENTIZE_JS
+                installed = npm_install(cache_dir, f"componentize-js-{version}", [f"{package}@{version}"])
+                componentize_js = installed / "node_modules" / ".bin" / "componentize-js"
+                argv = [str(componentize_js), JS_APP, "--wit", WIT_DIR, "--world-name", world, "-o", str(wasm)]
+                argv += ["--disable", *JS_DISABLED_FEATURES]
+            else:
+                argv = [_tool("componentize-py"), "-q", "-d", WIT_DIR, "-w", world, "componentize", APP_MODULE]
+                argv += ["-o", str(wasm)]
+            builder = "componentize-js" if javascript else "componentize-py"
+            run_tool(
+                argv,
+                cwd=project,
+                timeout_s=BUILD_TIMEOUT_S,
+                what=f"{builder} could not build {source_dir} (world {world!r})",
+                source=source_dir,
+            )
+            docs = _wit_docs(project / WIT_DIR, world, source_dir)
+            with wasm.open("ab") as out:
+                out.write(docs_section(docs))
+            os.replace(wasm, output)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        log.info(
+            "component built",
+            source=str(source_dir),
+            world=world,
+            path=str(output),
+            duration_s=round(time.monotonic() - started, 3),
         )
-        docs = _wit_docs(project / WIT_DIR, world, source_dir)
-        with wasm.open("ab") as out:
-            out.write(docs_section(docs))
-        os.replace(wasm, output)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    log.info(
-        "component built",
-        source=str(source_dir),
-        world=world,
-        path=str(output),
-        duration_s=round(time.monotonic() - started, 3),
-    )
-    return output
+        return output
 
 
 def _componentize_inputs(source_dir: Path) -> list[tuple[str, bytes]]:

@@ -49,7 +49,8 @@ def test_first_load_writes_the_cache_and_second_load_reads_it(engine_host: Engin
     path = cached_file(engine_host, wasm, tmp_path)
     assert path.is_file()
     assert call_f(engine_host, component) == 1
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
+    # No temp files left behind; the build lock stays (workers.cache_lock).
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, f"{path.name}.lock"]
 
     # Put another component's compiled code under this key: a load that returns it read the cache.
     other = wc.Component(engine_host.engine, constant_wat(2))
@@ -137,7 +138,7 @@ def test_core_modules_are_cached_in_their_own_entries(engine_host: EngineHost, t
     wasm = wat_to_wasm(CONSTANT_MODULE.format(value=8))
     assert call_module_f(engine_host, load_module(engine_host, wasm, tmp_path)) == 8
     path = tmp_path / "compiled" / f"{cache_key(engine_host, wasm_digest(wasm))}.module.cwasm"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, f"{path.name}.lock"]
 
     # Another module's compiled code under this key: a load that returns it read the cache.
     path.write_bytes(bytes(wasmtime.Module(engine_host.engine, CONSTANT_MODULE.format(value=9)).serialize()))
