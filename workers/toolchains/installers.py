@@ -19,6 +19,7 @@ from typing import Final
 
 import structlog
 
+from workers.cache_lock import building
 from workers.toolchains.errors import BuildError
 
 log = structlog.get_logger(__name__)
@@ -78,31 +79,34 @@ def npm_install(cache_dir: Path, name: str, packages: Sequence[str], *, ignore_s
         BuildError: npm is missing and cannot be installed, or the install failed.
     """
     target = cache_dir / "npm" / name
-    if (target / INSTALLED_MARKER).is_file():
-        return target
-    npm = debian_binary("npm", ["npm"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
-        log.info("installing with npm", packages=list(packages))
-        argv = [npm, "install", "--save-exact", "--no-audit", "--no-fund", *packages]
-        if ignore_scripts:
-            argv.append("--ignore-scripts")
-        env = {**os.environ, "npm_config_update_notifier": "false"}
+    # One install per machine: a second worker's would find the first's complete and remove it
+    # under its feet (workers.cache_lock).
+    with building(target):
+        if (target / INSTALLED_MARKER).is_file():
+            return target
+        npm = debian_binary("npm", ["npm"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            done = subprocess.run(
-                argv, cwd=staging, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BuildError(f"npm install {' '.join(packages)} failed: {exc}") from exc
-        if done.returncode != 0:
-            raise BuildError(f"npm install {' '.join(packages)} failed:\n{done.stderr.strip()[-2000:]}")
-        (staging / INSTALLED_MARKER).write_text(" ".join(packages) + "\n", encoding="utf-8")
-        if target.exists():  # an install that died before its marker, or a pruned cache
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+            (staging / "package.json").write_text('{"private": true}\n', encoding="utf-8")
+            log.info("installing with npm", packages=list(packages))
+            argv = [npm, "install", "--save-exact", "--no-audit", "--no-fund", *packages]
+            if ignore_scripts:
+                argv.append("--ignore-scripts")
+            env = {**os.environ, "npm_config_update_notifier": "false"}
+            try:
+                done = subprocess.run(
+                    argv, cwd=staging, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise BuildError(f"npm install {' '.join(packages)} failed: {exc}") from exc
+            if done.returncode != 0:
+                raise BuildError(f"npm install {' '.join(packages)} failed:\n{done.stderr.strip()[-2000:]}")
+            (staging / INSTALLED_MARKER).write_text(" ".join(packages) + "\n", encoding="utf-8")
+            if target.exists():  # an install that died before its marker, or a pruned cache
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
