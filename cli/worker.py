@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pinned(core: int) -> bool:
-    """Pin this process to ``core`` before it starts a thread (each thread inherits it)."""
+    """Pin this process to ``core``: every thread it has, and so every thread they start."""
     import os
     import sys
 
@@ -73,7 +73,10 @@ def _pinned(core: int) -> bool:
     if core not in allowed:
         print(f"toolbus worker: --cpu {core}: not a core this process may run on {allowed}", file=sys.stderr)
         return False
-    os.sched_setaffinity(0, {core})
+    # On Linux an affinity belongs to a thread (0 is the calling one), and new threads inherit it.
+    threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]
+    for thread in threads:
+        os.sched_setaffinity(int(thread), {core})
     return True
 
 
