@@ -290,26 +290,28 @@ gateway/hotpath.py)."""
 
 async def one_cancel(
     watch: BusWatch,
-    worker_pid: int,
-    guest_tids: list[int],
+    worker_pids: Sequence[int],
+    guest_tids: dict[int, list[int]],
     start: Callable[[], Awaitable[Any]],
     cancel: Cancel,
     at_s: float,
 ) -> dict[str, Any] | None:
     """Start a spinning call and cancel it ``at_s`` after it is on the bus; times are in ms after the cancel.
 
-    None when the guest ran on a thread not watched yet (that thread is added to ``guest_tids``)
-    or never spun before the cancel reached it: measure again.
+    Every worker process is watched (``toolbus up`` runs one per core; the queue group picks one).
+    None when the guest ran on a thread not watched yet (that thread is added to ``guest_tids``
+    of its process) or never spun before the cancel reached it: measure again.
     """
-    before = threads_cpu_ns(worker_pid)
+    before = {pid: threads_cpu_ns(pid) for pid in worker_pids}
     task: asyncio.Task[Any] = asyncio.ensure_future(start())
     try:
         observed = await watch.next_call()
-        sampler = Sampler(worker_pid, guest_tids)
-        sampler.start()
+        samplers = {pid: Sampler(pid, guest_tids[pid]) for pid in worker_pids}
+        for sampler in samplers.values():
+            sampler.start()
         try:
             await asyncio.sleep(max(0.0, at_s - (time.perf_counter_ns() - observed.seen_ns) / 1e9))
-            at_cancel = sampler.read()
+            at_cancels = {pid: sampler.read() for pid, sampler in samplers.items()}
             await cancel(task, observed)
             client_ns = time.perf_counter_ns()
             try:
@@ -318,20 +320,23 @@ async def one_cancel(
                 raise CancelBenchError(f"no reply from the worker {STEP_TIMEOUT_S:g} s after the cancel") from None
             await asyncio.sleep(SETTLE_S)
         finally:
-            samples = sampler.stop()
+            sampled = {pid: sampler.stop() for pid, sampler in samplers.items()}
     finally:
         if not task.done():
             task.cancel()
-    guest, used = busiest_thread(before, threads_cpu_ns(worker_pid))
+    # The worker that ran the guest: the one with the busiest thread.
+    busiest = {pid: busiest_thread(before[pid], threads_cpu_ns(pid)) for pid in worker_pids}
+    pid = max(busiest, key=lambda p: busiest[p][1])
+    (guest, used), samples, at_cancel = busiest[pid], sampled[pid], at_cancels[pid]
     if used < MIN_GUEST_CPU_MS * 1e6:
         # On a loaded machine an early cancel can reach the worker before its guest got a core:
         # the guest never spun, so there is no stop to time. Measured again, as for an unwatched
         # thread (bounded by the caller); leaving it out only ever makes the figure worse.
         return None
-    if guest not in guest_tids:
-        guest_tids.append(guest)
+    if guest not in guest_tids[pid]:
+        guest_tids[pid].append(guest)
         return None
-    stop = analyse(samples, at_cancel, guest_tids.index(guest))
+    stop = analyse(samples, at_cancel, guest_tids[pid].index(guest))
     if stop.guest_stopped_ms is None:
         raise CancelBenchError(
             f"the guest still used CPU {(samples[-1].t - at_cancel.t) / 1e6:.0f} ms after the cancel"
@@ -400,18 +405,18 @@ async def _round_trips(call: Callable[[], Awaitable[Any]], samples: int) -> list
 
 
 async def _cancels(
-    watch: BusWatch, worker_pid: int, start: Callable[[], Awaitable[Any]], cancel: Cancel, count: int
+    watch: BusWatch, worker_pids: Sequence[int], start: Callable[[], Awaitable[Any]], cancel: Cancel, count: int
 ) -> dict[str, list[dict[str, Any]]]:
     """``count`` cancels at each of ``AGES``, each at a random point of its epoch tick."""
     jitter = random.Random(count)
-    guest_tids: list[int] = []
+    guest_tids: dict[int, list[int]] = {pid: [] for pid in worker_pids}
     by_age: dict[str, list[dict[str, Any]]] = {age.key: [] for age in AGES}
     for age in AGES:
         measured = by_age[age.key]
         unwatched = 0
         while len(measured) < count:
             sample = await one_cancel(
-                watch, worker_pid, guest_tids, start, cancel, age.at_s + jitter.uniform(0, EPOCH_TICK_S)
+                watch, worker_pids, guest_tids, start, cancel, age.at_s + jitter.uniform(0, EPOCH_TICK_S)
             )
             if sample is not None:
                 measured.append(sample)
@@ -423,12 +428,19 @@ async def _cancels(
 
 
 async def _measure_path(
-    key: str, mode: str, mcp_url: str, nc: NatsClient, subjects: Subjects, watch: BusWatch, worker_pid: int, plan: Plan
+    key: str,
+    mode: str,
+    mcp_url: str,
+    nc: NatsClient,
+    subjects: Subjects,
+    watch: BusWatch,
+    worker_pids: Sequence[int],
+    plan: Plan,
 ) -> dict[str, Any]:
     if key == BUS:
         baseline = await _round_trips(_bus_call(nc, subjects, ADD, ADD_ARGUMENTS), plan.cancel_baseline_samples)
         spin = _bus_call(nc, subjects, SPIN, {})
-        by_age = await _cancels(watch, worker_pid, spin, _bus_cancel(nc, subjects), plan.cancel_samples)
+        by_age = await _cancels(watch, worker_pids, spin, _bus_cancel(nc, subjects), plan.cancel_samples)
         return {"path": key, "baseline_ms": baseline, "cancels": by_age}
     async with Client(mcp_url, mode=mode) as client:
         if client.protocol_version != key:
@@ -442,7 +454,7 @@ async def _measure_path(
             return await client.call_tool(SPIN, {})
 
         baseline = await _round_trips(add, plan.cancel_baseline_samples)
-        by_age = await _cancels(watch, worker_pid, spin, _sdk_cancel, plan.cancel_samples)
+        by_age = await _cancels(watch, worker_pids, spin, _sdk_cancel, plan.cancel_samples)
     return {"path": key, "baseline_ms": baseline, "cancels": by_age}
 
 
@@ -472,7 +484,7 @@ def summarize(path: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def _measure(
-    mcp_url: str, nats_url: str, subjects: Subjects, worker_pid: int, plan: Plan, progress: Progress
+    mcp_url: str, nats_url: str, subjects: Subjects, worker_pids: Sequence[int], plan: Plan, progress: Progress
 ) -> dict[str, Any]:
     nc = await nats.connect(nats_url, name="bench-cancel")
     try:
@@ -480,7 +492,7 @@ async def _measure(
         await watch.start()
         paths, rows = [], []
         for key, mode in PATHS:
-            measured = await _measure_path(key, mode, mcp_url, nc, subjects, watch, worker_pid, plan)
+            measured = await _measure_path(key, mode, mcp_url, nc, subjects, watch, worker_pids, plan)
             paths.append(measured)
             for row in summarize(measured):
                 rows.append(row)
@@ -505,7 +517,7 @@ async def _measure(
 
 
 def measure(
-    mcp_url: str, nats_url: str, subjects: Subjects, worker_pid: int, plan: Plan, progress: Progress
+    mcp_url: str, nats_url: str, subjects: Subjects, worker_pids: Sequence[int], plan: Plan, progress: Progress
 ) -> dict[str, Any]:
     """``plan.cancel_samples`` cancels per era (and on the bus alone) at each age; raw samples and summaries."""
-    return asyncio.run(_measure(mcp_url, nats_url, subjects, worker_pid, plan, progress))
+    return asyncio.run(_measure(mcp_url, nats_url, subjects, worker_pids, plan, progress))

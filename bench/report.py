@@ -137,7 +137,9 @@ def _http_section(results: dict[str, Any], plan: Plan) -> list[str]:
         "fresh figures; *declared short* is the testkit with `limits.inline = true` (its calls run on the "
         "worker's event loop, no hand-off to a guest thread), a fresh instance per call, beside the default. "
         "The SDK baseline's `add` does what both guests do (s32 arguments, a 32-bit wrapping sum: "
-        "bench/servers/sdk.py), so its `kit_add` rows are every tool's baseline in their era.",
+        "bench/servers/sdk.py), so its `kit_add` rows are every tool's baseline in their era. toolbus runs "
+        "with `toolbus up`'s defaults: a worker process per core, each pinned to its core, two guest threads "
+        "each ([worker] in docs/operations.md).",
         "",
         *_table(header, rows),
     ]

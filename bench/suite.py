@@ -213,7 +213,7 @@ def _with_system(run: Run) -> None:
         if run.wants("cancel"):  # before `list` registers its 1,000 tools
             with run.section("cancel"):
                 run.results["cancel"] = cancel.measure(
-                    system.mcp_url, system.nats_url, system.subjects, system.pid_of("worker"), run.plan, run.progress
+                    system.mcp_url, system.nats_url, system.subjects, system.pids_of("worker"), run.plan, run.progress
                 )
         if run.wants("list"):
             with run.section("list"):

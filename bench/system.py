@@ -2,7 +2,7 @@
 
 The config comes from a template in ``bench/config/``; this module fills in a free port for the
 nats-server, a scratch state directory and the checkout's path, then runs
-``toolbus up --config FILE --nats URL --workers N --port P`` and waits for its "toolbus is up" banner.
+``toolbus up --config FILE --nats URL [--workers N] --port P`` and waits for its "toolbus is up" banner.
 
 The nats-server is the bench's own and open (no users): the bench's probes do what no role of a
 deployment may — the cancel bench taps calls, cancels and other clients' replies, the bus
@@ -44,12 +44,13 @@ def render_config(template: Path, target: Path, **values: str) -> Path:
 
 @dataclass
 class ToolbusSystem:
-    """One ``toolbus up`` run: embedded NATS, registry, ``workers`` workers and the gateway."""
+    """One ``toolbus up`` run: embedded NATS, registry, ``workers`` workers (None: ``toolbus up``'s
+    default, a worker per core, each pinned to its core) and the gateway."""
 
     name: str
     template: Path
     scratch: Path
-    workers: int = 1
+    workers: int | None = None
     prefix: str = "toolbus"
     nats_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -88,7 +89,8 @@ class ToolbusSystem:
         self.nats = children.spawn(f"{self.name}-nats", [*server, "--store_dir", str(store)])
         self.nats.wait_for_output("Server is ready", READY_TIMEOUT_S)
         argv = [*toolbus_command(), "up", "--config", str(config), "--nats", self.nats_url]
-        argv += ["--workers", str(self.workers)]
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
         argv += ["--host", "127.0.0.1", "--port", str(self.http_port)]
         self.child = children.spawn(self.name, argv)
         self.child.wait_for_output(READY_BANNER, READY_TIMEOUT_S)
@@ -97,6 +99,10 @@ class ToolbusSystem:
         """Every process of the system (supervisor, nats-server, registry, workers, gateway) by role."""
         assert self.child is not None and self.nats is not None
         return cpu.labelled([*cpu.descendants(self.child.pid), self.nats.pid])
+
+    def pids_of(self, role: str) -> list[int]:
+        """The pids of every process with ``role`` (``worker``, ``worker-2``...)."""
+        return [pid for pid, name in self.processes().items() if name == role or name.startswith(f"{role}-")]
 
     def pid_of(self, role: str) -> int:
         """The pid of the first process with ``role`` (e.g. ``gateway``)."""

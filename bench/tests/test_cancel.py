@@ -62,7 +62,7 @@ def test_each_era_and_the_bus_are_measured_and_reported(system: ToolbusSystem) -
     plan = replace(QUICK, cancel_samples=2, cancel_baseline_samples=3)
     lines: list[str] = []
     measured = cancel.measure(
-        system.mcp_url, system.nats_url, system.subjects, system.pid_of("worker"), plan, lines.append
+        system.mcp_url, system.nats_url, system.subjects, system.pids_of("worker"), plan, lines.append
     )
     assert [p["path"] for p in measured["paths"]] == ["2025-11-25", "2026-07-28", "bus"]
     for path in measured["paths"]:
