@@ -185,6 +185,13 @@ def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
     assert loaded_after(start, ("bus.permissions",)) == []
 
 
+def test_a_child_of_up_imports_no_nats_client_before_its_settings() -> None:
+    # Every child of `toolbus up` asks to die with it (cli.lifecycle, through bus.embedded) before
+    # it reads its settings; a worker imports nats-py only once its component loads are under
+    # way (cli.worker's `begin`), so that they run beside that import.
+    assert loaded_after("from cli.lifecycle import stop_with_supervisor; import bus.embedded", ("nats",)) == []
+
+
 def test_the_verb_table_names_the_module_that_registers_each_verb() -> None:
     # `toolbus VERB` imports only VERBS[VERB]'s module: a verb missing from the table, or placed
     # in the wrong module, would not parse.
