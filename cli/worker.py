@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from cli.options import add_common_options, run_verb
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from schemas.config import Settings
     from workers.sources import Loading
 
@@ -37,20 +39,35 @@ def run(args: argparse.Namespace) -> int:
         worker["concurrency"] = args.concurrency
     if args.metrics_port is not None:
         worker["metrics_port"] = args.metrics_port
-    started: list[Loading] = []
+    import asyncio  # here, as every import of this module: `toolbus worker --help` only parses
+    import concurrent.futures
+    import threading
+
+    loading: Future[Loading] = concurrent.futures.Future()
 
     def begin(settings: Settings) -> None:
         # Start loading the components now, before the bus and the event loop are imported: the
         # loads (mostly reading, hashing and deserializing Wasm, which release the GIL) run on
-        # another core meanwhile instead of after (issue 17; calc's are ~30 ms of CPU).
+        # another core meanwhile instead of after (issue 17; calc's are ~30 ms of CPU). The engine
+        # is built on that thread too: wasmtime takes ~4 ms to make it (reserving its pooled
+        # slots) without the GIL, while this thread goes on importing.
         from workers.sandbox import EngineHost
         from workers.sources import Loading
 
-        engine = EngineHost()
-        engine.start()
-        started.append(Loading(settings, engine))
+        def start() -> None:
+            try:
+                engine = EngineHost()
+                engine.start()
+                loading.set_result(Loading(settings, engine))
+            except BaseException as exc:  # the worker's to report, as if it had failed here
+                loading.set_exception(exc)
 
-    return run_verb(args, lambda settings, args: _serve(settings, started[0]), begin=begin, worker=worker)
+        threading.Thread(target=start, name="engine", daemon=True).start()
+
+    async def serve(settings: Settings, _args: argparse.Namespace) -> int:
+        return await _serve(settings, await asyncio.wrap_future(loading))
+
+    return run_verb(args, serve, begin=begin, worker=worker)
 
 
 async def _serve(settings: Settings, started: Loading) -> int:
