@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from schemas.config import Settings
+    from workers.sandbox import EngineHost
     from workers.sources import Loading
 
 
@@ -39,35 +40,35 @@ def run(args: argparse.Namespace) -> int:
         worker["concurrency"] = args.concurrency
     if args.metrics_port is not None:
         worker["metrics_port"] = args.metrics_port
-    import asyncio  # here, as every import of this module: `toolbus worker --help` only parses
-    import concurrent.futures
+    import concurrent.futures  # here, as every import of this module: `toolbus worker --help` only parses
     import threading
 
-    loading: Future[Loading] = concurrent.futures.Future()
+    started: list[Loading] = []
 
     def begin(settings: Settings) -> None:
         # Start loading the components now, before the bus and the event loop are imported: the
         # loads (mostly reading, hashing and deserializing Wasm, which release the GIL) run on
         # another core meanwhile instead of after (issue 17; calc's are ~30 ms of CPU). The engine
-        # is built on that thread too: wasmtime takes ~4 ms to make it (reserving its pooled
-        # slots) without the GIL, while this thread goes on importing.
+        # is made on a thread of its own: wasmtime takes ~4 ms to make it (reserving its pooled
+        # slots) without the GIL, while this thread goes on importing and the loaders find their
+        # Wasm; they wait for the engine only to load it.
         from workers.sandbox import EngineHost
         from workers.sources import Loading
 
-        def start() -> None:
+        engine: Future[EngineHost] = concurrent.futures.Future()
+
+        def make_engine() -> None:
             try:
-                engine = EngineHost()
-                engine.start()
-                loading.set_result(Loading(settings, engine))
-            except BaseException as exc:  # the worker's to report, as if it had failed here
-                loading.set_exception(exc)
+                host = EngineHost()
+                host.start()
+                engine.set_result(host)
+            except BaseException as exc:  # raised again where the engine is used, as if here
+                engine.set_exception(exc)
 
-        threading.Thread(target=start, name="engine", daemon=True).start()
+        threading.Thread(target=make_engine, name="engine", daemon=True).start()
+        started.append(Loading(settings, engine))
 
-    async def serve(settings: Settings, _args: argparse.Namespace) -> int:
-        return await _serve(settings, await asyncio.wrap_future(loading))
-
-    return run_verb(args, serve, begin=begin, worker=worker)
+    return run_verb(args, lambda settings, args: _serve(settings, started[0]), begin=begin, worker=worker)
 
 
 async def _serve(settings: Settings, started: Loading) -> int:
