@@ -64,7 +64,7 @@ def traceparent_of(span: Span) -> str:
 
 def parent_context(traceparent: str | None) -> Context:
     """The OpenTelemetry context of a remote parent (a valid ``traceparent``); empty: a new trace."""
-    # Here, not at the top: a process without tracing never loads OpenTelemetry (~10 ms of every
+    # Here, not at the top: a process without tracing never loads OpenTelemetry (~5 ms of every
     # worker start, issue 17). Only a traced call gets here, and the tracer has loaded it already.
     from opentelemetry.context import Context
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context

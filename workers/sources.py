@@ -214,6 +214,7 @@ def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
 
 
 def _made(engine: EngineHost) -> Future[EngineHost]:
+    """``engine`` as an engine already made (what ``Loading`` takes when one is still in the making)."""
     made: Future[EngineHost] = Future()
     made.set_result(engine)
     return made
