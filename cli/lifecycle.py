@@ -23,8 +23,9 @@ def stop_with_supervisor(supervisor_pid: int | None) -> bool:
     False when the supervisor is already gone: nobody would signal us, so the caller exits."""
     if supervisor_pid is None or not sys.platform.startswith("linux"):
         return True
-    # Here, not at the top: bus.embedded imports nats-py, which a worker would rather import
-    # while its components load (cli.worker), not before it has read its settings.
+    # Here, not at the top: only a child of `toolbus up` needs it. bus.embedded must not import
+    # nats-py (or bus.errors) at its top: a worker imports nats-py while its components load
+    # (cli.worker), not before it has read its settings (tests/cli/test_main.py).
     from bus.embedded import die_with_parent
 
     die_with_parent()

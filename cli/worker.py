@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 from cli.options import add_common_options, run_verb
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from schemas.config import Settings
+    from workers.sandbox import EngineHost
     from workers.sources import Loading
 
 
@@ -45,17 +48,32 @@ def run(args: argparse.Namespace) -> int:
         worker["concurrency"] = args.concurrency
     if args.metrics_port is not None:
         worker["metrics_port"] = args.metrics_port
+    import concurrent.futures  # here, as every import of this module: `toolbus worker --help` only parses
+    import threading
+
     started: list[Loading] = []
 
     def begin(settings: Settings) -> None:
         # Start loading the components now, before the bus and the event loop are imported: the
         # loads (mostly reading, hashing and deserializing Wasm, which release the GIL) run on
-        # another core meanwhile instead of after (issue 17; calc's are ~30 ms of CPU).
+        # another core meanwhile instead of after (issue 17; calc's are ~30 ms of CPU). The engine
+        # is made on a thread of its own: wasmtime takes ~4 ms to make it (reserving its pooled
+        # slots) without the GIL, while this thread goes on importing and the loaders find their
+        # Wasm; they wait for the engine only to load it.
         from workers.sandbox import EngineHost
         from workers.sources import Loading
 
-        engine = EngineHost()
-        engine.start()
+        engine: Future[EngineHost] = concurrent.futures.Future()
+
+        def make_engine() -> None:
+            try:
+                host = EngineHost()
+                host.start()
+                engine.set_result(host)
+            except BaseException as exc:  # raised again where the engine is used, as if here
+                engine.set_exception(exc)
+
+        threading.Thread(target=make_engine, name="engine", daemon=True).start()
         started.append(Loading(settings, engine))
 
     return run_verb(args, lambda settings, args: _serve(settings, started[0]), begin=begin, worker=worker)

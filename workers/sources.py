@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -83,8 +84,13 @@ Outcome = LoadedTool | Exception
 """What loading one source came to: the loaded tools, or why not (a ``WorkersError`` naming it)."""
 
 
-def load_side_by_side(settings: Settings, engine: EngineHost, deliver: Callable[[Outcome], None]) -> Callable[[], None]:
+def load_side_by_side(
+    settings: Settings, engine: EngineHost | Future[EngineHost], deliver: Callable[[Outcome], None]
+) -> Callable[[], None]:
     """Start building (if from source) and loading every configured source; return ``abandon``.
+
+    ``engine`` may still be in the making (a ``Future``): a loader builds or finds its source's
+    Wasm first, which needs no engine, and waits for the engine only to load it.
 
     Up to one source per core (at least ``LOADERS_MIN``) is worked on at once, those given as a
     built ``path`` before those to build from ``source`` (then in config order): the cheap ones
@@ -97,6 +103,7 @@ def load_side_by_side(settings: Settings, engine: EngineHost, deliver: Callable[
     for entry in sorted(settings.components, key=lambda entry: entry.path is None):  # stable: config order
         pending.put(entry)
     abandoned = threading.Event()
+    engine_made = engine if isinstance(engine, Future) else _made(engine)
 
     def loader() -> None:
         while not abandoned.is_set():
@@ -106,7 +113,7 @@ def load_side_by_side(settings: Settings, engine: EngineHost, deliver: Callable[
                 return
             outcome: Outcome
             try:
-                outcome = _load_configured(entry, settings, engine)
+                outcome = _load_configured(entry, settings, engine_made)
             except Exception as exc:  # a WorkersError naming the source, or a bug: either way the worker's to decide
                 outcome = exc
             deliver(outcome)
@@ -125,12 +132,18 @@ class Loading:
     takes over are kept here until it does.
     """
 
-    def __init__(self, settings: Settings, engine: EngineHost) -> None:
-        self.engine = engine
+    def __init__(self, settings: Settings, engine: EngineHost | Future[EngineHost]) -> None:
+        self._engine = engine if isinstance(engine, Future) else _made(engine)
         self._lock = threading.Lock()
         self._kept: list[Outcome] = []
         self._forward: Callable[[Outcome], None] | None = None
-        self.abandon = load_side_by_side(settings, engine, self._deliver)
+        self.abandon = load_side_by_side(settings, self._engine, self._deliver)
+
+    @property
+    def engine(self) -> EngineHost:
+        """The engine the sources load into (waits for it while it is being made; raises what
+        making it raised)."""
+        return self._engine.result()
 
     def _deliver(self, outcome: Outcome) -> None:
         with self._lock:
@@ -200,15 +213,27 @@ def load_components(settings: Settings, engine: EngineHost) -> list[LoadedTool]:
     return [loaded[entry.name] for entry in settings.components]
 
 
-def _load_configured(entry: ComponentSettings, settings: Settings, engine: EngineHost) -> LoadedTool:
+def _made(engine: EngineHost) -> Future[EngineHost]:
+    """``engine`` as an engine already made (what ``Loading`` takes when one is still in the making)."""
+    made: Future[EngineHost] = Future()
+    made.set_result(engine)
+    return made
+
+
+def _load_configured(entry: ComponentSettings, settings: Settings, engine: Future[EngineHost]) -> LoadedTool:
     """Build (if from source) and load one entry of ``settings.components``, logging how long it took."""
     started = time.perf_counter()
+    grants = Grants.resolve(entry, settings.capabilities)
+    # The Wasm first: finding a cached build needs no engine, which `toolbus worker` makes on
+    # another thread meanwhile (cli.worker).
+    wasm_path = KINDS[entry.kind].resolve(entry, settings.cache_dir)
     loaded = load_one(
         entry,
-        engine,
+        engine.result(),
         settings.cache_dir,
         defaults=settings.worker.limits,
-        grants=Grants.resolve(entry, settings.capabilities),
+        grants=grants,
+        wasm_path=wasm_path,
     )
     log.info(
         "component loaded",

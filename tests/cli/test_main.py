@@ -176,9 +176,20 @@ def test_building_the_parser_loads_no_role_machinery() -> None:
 def test_a_worker_loads_nothing_its_role_does_not_use() -> None:
     # What a worker process imports before it serves (cli.main, then workers.runner): a restart
     # pays for each module. The registry's machinery, the OCI client and its cryptography are
-    # other verbs'; metrics and the OpenTelemetry SDK load only when configured.
-    unused = ("registry.service", "registry.oci", "cryptography", "prometheus_client", "opentelemetry.sdk")
+    # other verbs'; metrics and OpenTelemetry (its API too) load only when configured.
+    unused = ("registry.service", "registry.oci", "cryptography", "prometheus_client", "opentelemetry")
     assert loaded_after("from cli.main import build_parser; build_parser(); import workers.runner", unused) == []
+    # Reading its own credentials, a worker does not build the permission tables of every role
+    # (only `toolbus up` writes credentials, and `toolbus nats-config` prints the tables).
+    start = "from cli.main import build_parser; build_parser(['worker']); import bus.credentials, workers.runner"
+    assert loaded_after(start, ("bus.permissions",)) == []
+
+
+def test_a_child_of_up_imports_no_nats_client_before_its_settings() -> None:
+    # Every child of `toolbus up` asks to die with it (cli.lifecycle, through bus.embedded) before
+    # it reads its settings; a worker imports nats-py only once its component loads are under
+    # way (cli.worker's `begin`), so that they run beside that import.
+    assert loaded_after("from cli.lifecycle import stop_with_supervisor; import bus.embedded", ("nats",)) == []
 
 
 def test_the_verb_table_names_the_module_that_registers_each_verb() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,32 @@ def test_loads_started_before_the_event_loop_are_all_served(engine_host: EngineH
         return [component.name async for component in loaded_as_ready(settings, engine_host, loading)]
 
     assert sorted(asyncio.run(serve_all())) == ["one", "three", "two"]
+
+
+def test_loads_wait_for_an_engine_still_being_made(engine_host: EngineHost, cache_dir: Path) -> None:
+    # `toolbus worker` makes its engine on a thread while the loaders find their Wasm
+    # (cli.worker): a load waits for the engine, and is served once it is made.
+    settings = Settings(cache_dir=cache_dir, components=[ComponentSettings(name="kit", path=TESTKIT_WAT)])
+    engine: Future[EngineHost] = Future()
+    loading = Loading(settings, engine)
+    engine.set_result(engine_host)
+
+    async def serve_all() -> list[str]:
+        return [component.name async for component in loaded_as_ready(settings, loading.engine, loading)]
+
+    assert asyncio.run(serve_all()) == ["kit"]
+
+
+def test_an_engine_that_could_not_be_made_fails_the_loads(engine_host: EngineHost, cache_dir: Path) -> None:
+    settings = Settings(cache_dir=cache_dir, components=[ComponentSettings(name="kit", path=TESTKIT_WAT)])
+    engine: Future[EngineHost] = Future()
+    loading = Loading(settings, engine)
+    engine.set_exception(RuntimeError("no address space for the pooling allocator"))
+    with pytest.raises(RuntimeError, match="pooling allocator"):
+        loading.engine  # noqa: B018 - the property raises what making the engine raised
+
+    async def serve_all() -> list[str]:
+        return [component.name async for component in loaded_as_ready(settings, engine_host, loading)]
+
+    with pytest.raises(RuntimeError, match="pooling allocator"):
+        asyncio.run(serve_all())
