@@ -41,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cpu is not None and not _pinned(args.cpu):
+    if args.cpu is not None and (problem := _core_problem(args.cpu)):
+        import sys
+
+        print(f"toolbus worker: --cpu {args.cpu}: {problem}", file=sys.stderr)
         return 2
     worker: dict[str, int] = {}
     if args.concurrency:
@@ -76,36 +79,40 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=make_engine, name="engine", daemon=True).start()
         started.append(Loading(settings, engine))
 
-    return run_verb(args, lambda settings, args: _serve(settings, started[0]), begin=begin, worker=worker)
+    return run_verb(args, lambda settings, args: _serve(settings, started[0], args.cpu), begin=begin, worker=worker)
 
 
-def _pinned(core: int) -> bool:
-    """Pin this process to ``core``: every thread it has, and so every thread they start."""
+def _core_problem(core: int) -> str | None:
+    """Why this process cannot be pinned to ``core``, or None."""
     import os
-    import sys
 
     if not hasattr(os, "sched_setaffinity"):
-        print("toolbus worker: --cpu: this system cannot pin a process to a core", file=sys.stderr)
-        return False
+        return "this system cannot pin a process to a core"
     allowed = sorted(os.sched_getaffinity(0))
-    if core not in allowed:
-        print(f"toolbus worker: --cpu {core}: not a core this process may run on {allowed}", file=sys.stderr)
-        return False
+    return None if core in allowed else f"not a core this process may run on {allowed}"
+
+
+def _pin(core: int) -> None:
+    """Pin this process to ``core``: every thread it has, and so every thread they start."""
+    import os
+
     # On Linux an affinity belongs to a thread (0 is the calling one), and new threads inherit it.
     threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]
     for thread in threads:
         os.sched_setaffinity(int(thread), {core})
-    return True
 
 
-async def _serve(settings: Settings, started: Loading) -> int:
+async def _serve(settings: Settings, started: Loading, core: int | None) -> int:
     import structlog
 
     from workers.errors import WorkersError
     from workers.runner import serve
 
+    # Pinned only once every component is served: a start uses every core (its loads run beside
+    # its imports), a call of a pinned worker never two (docs/operations.md, pin_to_cores).
+    served = None if core is None else (lambda: _pin(core))
     try:
-        await serve(settings, started)
+        await serve(settings, started, served=served)
     except WorkersError as exc:
         structlog.get_logger(__name__).error("worker cannot start", error=str(exc))
         return 1

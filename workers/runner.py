@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 
 import structlog
 
@@ -43,11 +44,12 @@ LOADING_STOP_TIMEOUT_S = 2.0
 """How long a stopping worker waits for the task serving components as they load to end."""
 
 
-async def serve(settings: Settings, started: Loading | None = None) -> None:
+async def serve(settings: Settings, started: Loading | None = None, served: Callable[[], None] | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain.
 
     ``started``: the configured components' loads, already under way on their engine (``cli.worker``
-    starts them before the bus is imported); without it they start here.
+    starts them before the bus is imported); without it they start here. ``served`` is called once
+    every configured component is served (``cli.worker`` pins the process to its core then).
 
     Raises:
         WorkersError: a configured component cannot be built or loaded (the worker has drained
@@ -57,7 +59,7 @@ async def serve(settings: Settings, started: Loading | None = None) -> None:
     engine.start()
     shutdown = asyncio.create_task(wait_for_shutdown_signal())
     service_up: asyncio.Future[WorkerService] = asyncio.get_running_loop().create_future()
-    loading = asyncio.create_task(_serve_as_loaded(service_up, settings, engine, started))
+    loading = asyncio.create_task(_serve_as_loaded(service_up, settings, engine, started, served))
     try:
         async with connected(settings.nats, name="toolbus-worker") as nc:
             subjects = Subjects(settings.nats.prefix)
@@ -125,7 +127,11 @@ async def serve(settings: Settings, started: Loading | None = None) -> None:
 
 
 async def _serve_as_loaded(
-    service_up: asyncio.Future[WorkerService], settings: Settings, engine: EngineHost, started: Loading | None
+    service_up: asyncio.Future[WorkerService],
+    settings: Settings,
+    engine: EngineHost,
+    started: Loading | None,
+    served: Callable[[], None] | None,
 ) -> None:
     """Serve each configured component as soon as it is loaded and the worker is set up; log when all are."""
     async for component in loaded_as_ready(settings, engine, started):
@@ -137,4 +143,6 @@ async def _serve_as_loaded(
     # otherwise walks it all and stalls the event loop, and every call on it, for tens of ms
     # (measured 33-265 ms on a busy 2-core machine, every few seconds under load): a p99 tail.
     gc.freeze()
+    if served is not None:
+        served()
     log.info("every configured component is served", components=len(settings.components))

@@ -204,10 +204,18 @@ async def test_up_runs_a_worker_per_core_each_pinned_with_all_its_threads(system
     def cores_of(pid: int) -> set[frozenset[int]]:
         return {frozenset(os.sched_getaffinity(int(task.name))) for task in Path(f"/proc/{pid}/task").iterdir()}
 
+    def pinned_alone(threads: set[frozenset[int]]) -> bool:
+        return len(threads) == 1 and len(next(iter(threads))) == 1
+
     workers = system.children()["worker"]
     assert len(workers) == len(os.sched_getaffinity(0))
+    # A worker pins itself once every component is served, just after it says so.
+    deadline = time.monotonic() + 30
+    while not all(pinned_alone(cores_of(pid)) for pid in workers):
+        assert time.monotonic() < deadline, [cores_of(pid) for pid in workers]
+        await asyncio.sleep(0.1)
     pinned = [cores_of(pid) for pid in workers]
-    assert all(len(threads) == 1 and len(next(iter(threads))) == 1 for threads in pinned), pinned
+    assert all(pinned_alone(threads) for threads in pinned), pinned
     assert len({next(iter(threads)) for threads in pinned}) == len(workers)  # each on a core of its own
     assert cores_of(system.children()["gateway"][0]) == {frozenset(os.sched_getaffinity(0))}  # not pinned
 
