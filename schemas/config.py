@@ -298,8 +298,9 @@ class WorkerSettings(SettingsModel, frozen=True):
     pin_to_cores: bool = True
     """``toolbus up`` pins worker process *i* to the *i*-th core it may use, when it runs at least
     one worker per core (``toolbus worker --cpu N``), once the worker serves its components (its
-    start uses every core): a worker's threads then never run on two cores at once, which spares every fresh instance's page faults a flush of the other core's TLB. With
-    fewer workers than cores nothing is pinned, so each worker may use several cores."""
+    start uses every core): a worker's threads then never run on two cores at once, which spares
+    every fresh instance's page faults a flush of the other core's TLB. With fewer workers than
+    cores nothing is pinned, so each worker may use several cores."""
     queue_depth: Annotated[int, Meta(ge=0)] = 256
     """Accepted calls that may wait for a free thread; past this the worker answers OVERLOADED."""
     calls_per_principal: Annotated[int, Meta(ge=1)] | None = None
