@@ -48,7 +48,7 @@ from bus.shutdown import wait_for_shutdown_signal
 from bus.subjects import Subjects
 from cli.options import add_common_options, common_option, run_verb
 from schemas.codec import DecodeError, decode
-from schemas.config import Settings
+from schemas.config import Settings, allowed_cores
 from schemas.environment import NATS_REPLICAS_VARIABLE, PRINCIPAL_KEY_VARIABLE, SUPERVISOR_PID_VARIABLE
 from schemas.wire import WorkerAnnouncement
 
@@ -271,10 +271,8 @@ def _worker_cores(settings: Settings, workers: int) -> list[int | None]:
 
     Only with at least one worker per core this process may use: a worker pinned alone to one of
     several cores could not run its guest threads on the others."""
-    if not settings.worker.pin_to_cores or not hasattr(os, "sched_getaffinity"):
-        return [None] * workers
-    cores = sorted(os.sched_getaffinity(0))
-    if workers < len(cores):
+    cores = allowed_cores()
+    if not settings.worker.pin_to_cores or cores is None or workers < len(cores):
         return [None] * workers
     return [cores[i % len(cores)] for i in range(workers)]
 

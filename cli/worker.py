@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _core_problem(core: int) -> str | None:
     """Why this process cannot be pinned to ``core``, or None."""
-    import os
+    from schemas.config import allowed_cores
 
-    if not hasattr(os, "sched_setaffinity"):
+    allowed = allowed_cores()
+    if allowed is None:
         return "this system cannot pin a process to a core"
-    allowed = sorted(os.sched_getaffinity(0))
     return None if core in allowed else f"not a core this process may run on {allowed}"
 
 

@@ -68,12 +68,18 @@ MAX_BODY_BYTES_DERIVED = 0
 given must be at least 1024, so 0 is never one)."""
 
 
-def usable_cores() -> int:
+def allowed_cores() -> list[int] | None:
     """The cores this process may run on: its CPU affinity (a container's cpuset, ``taskset``, a
-    pinned worker), else the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    pinned worker), or None where the system cannot say (nor pin a process: not Linux)."""
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on (``allowed_cores``), else the machine's count."""
+    cores = allowed_cores()
+    return max(1, len(cores) if cores is not None else os.cpu_count() or 1)
 
 
 MIN_DEFAULT_CONCURRENCY = 2
