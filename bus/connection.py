@@ -108,6 +108,8 @@ def on_disconnect(nc: NatsClient, listener: Callable[[], None]) -> None:
 
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
+PlainHandler = Callable[[Msg], None]
+"""A handler called as nats-py reads the message (``bus.direct_delivery``): quick, never blocking."""
 
 
 def published_only(pattern: str, handler: MessageHandler) -> MessageHandler:
@@ -119,18 +121,39 @@ def published_only(pattern: str, handler: MessageHandler) -> MessageHandler:
     ``toolbus.registry.retire`` or ``toolbus.tasks.cancel``. Such a delivery keeps the stream
     message's own subject (``$KV.…``), which no subscription of ours names: that is the tell.
     """
+    published = _published_under(pattern)
 
+    async def checked(msg: Msg) -> None:
+        if published(msg):
+            await handler(msg)
+
+    return checked
+
+
+def published_only_plain(pattern: str, handler: PlainHandler) -> PlainHandler:
+    """``published_only`` for a plain handler (a ``bus.direct_delivery`` subscription)."""
+    published = _published_under(pattern)
+
+    def checked(msg: Msg) -> None:
+        if published(msg):
+            handler(msg)
+
+    return checked
+
+
+def _published_under(pattern: str) -> Callable[[Msg], bool]:
+    """Whether a message was published to a subject ``pattern`` matches (logged when not)."""
     # A call subscription is a literal subject: compare it whole instead of splitting
     # both into tokens on every message (0.55 µs, timeit); wildcards need the token walk.
     literal = "*" not in pattern and ">" not in pattern
 
-    async def checked(msg: Msg) -> None:
+    def published(msg: Msg) -> bool:
         if msg.subject == pattern if literal else subject_matches(pattern, msg.subject):
-            await handler(msg)
-        else:
-            log.warning("dropped a message delivered under another subject", subscribed=pattern, subject=msg.subject)
+            return True
+        log.warning("dropped a message delivered under another subject", subscribed=pattern, subject=msg.subject)
+        return False
 
-    return checked
+    return published
 
 
 def inbox_prefix(user: str) -> str:

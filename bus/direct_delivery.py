@@ -4,7 +4,8 @@ A nats-py subscription with a callback queues every message (``asyncio.Queue.put
 task of its own, which wakes, takes it, creates the callback's coroutine, runs it and marks the
 queue item done: per message a loop turn and a few µs of Python. For a reply that only resolves a
 future (``bus.reply_mux``: one per tool call) or ticks an acknowledgement off a list (the audit
-trail: one per call), that is most of the cost of receiving it. ``subscribe_direct`` subscribes
+trail: one per call), or a call that a worker only checks and hands to a guest thread
+(``workers.service``), that is most of the cost of receiving it. ``subscribe_direct`` subscribes
 without a callback and puts a stand-in for the queue in the subscription, whose ``put_nowait``
 calls the handler at once, on nats-py's reading task.
 
@@ -55,13 +56,16 @@ class _Handoff:
         return None
 
 
-async def subscribe_direct(nc: NatsClient, subject: str, handle: Callable[[Msg], None]) -> Subscription:
-    """Subscribe to ``subject``; each message is passed to ``handle`` as soon as it is read.
+async def subscribe_direct(
+    nc: NatsClient, subject: str, handle: Callable[[Msg], None], *, queue: str = ""
+) -> Subscription:
+    """Subscribe to ``subject`` (in the queue group ``queue``, if given); each message is passed
+    to ``handle`` as soon as it is read.
 
     Raises:
         nats.errors.Error: as ``nc.subscribe`` (callers translate with ``bus.errors.nats_boundary``).
     """
-    subscription = await nc.subscribe(subject)
+    subscription = await nc.subscribe(subject, queue=queue)
     # No callback: nats-py made a message iterator over the real queue, which nobody reads.
     queued, handoff = subscription._pending_queue, _Handoff(subscription, handle)
     subscription._pending_queue = handoff  # type: ignore[assignment]

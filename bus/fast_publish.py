@@ -9,19 +9,23 @@ that header encoding took (issue 17; a call carries 3 to 5 headers). Here a name
 the block is byte for byte what nats-py would send (``tests/bus/test_fast_publish.py`` checks
 it against nats-py's own publish and pins the version). The rest of ``publish`` — the checks
 in the same order with the same nats-py errors, the counters, the write and the flush — is
-nats-py's, called through its private names. What would make this public upstream: a
-``publish`` that takes a pre-encoded header block, or a cheaper newline check in nats-py.
+nats-py's, called through its private names. ``publish_now`` is the same publish for a caller on
+the event loop that must not wait (a worker's replies): it fills nats-py's buffer and wakes its
+flusher, as ``publish`` does, without a coroutine. What would make this public upstream: a
+``publish`` that takes a pre-encoded header block, a cheaper newline check in nats-py, and a
+synchronous ``publish_nowait``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Final
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.protocol.command import hpub_cmd
+from nats.protocol.command import hpub_cmd, pub_cmd
 
 NATS_PY_VERSION: Final = "2.16.0"
 """The nats-py whose internals this mirrors (a test fails on any other)."""
@@ -69,6 +73,44 @@ async def publish(nc: NatsClient, subject: str, payload: bytes, *, reply: str, h
         nats.errors.Error: as ``nc.publish`` (bad subject or header, closed, draining, buffer full,
             payload too large); callers translate them with ``bus.errors.nats_boundary``.
     """
+    command = _command(nc, subject, payload, reply, headers)
+    _count(nc, payload)
+    await nc._send_command(command)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+def publish_now(
+    nc: NatsClient, subject: str, payload: bytes, *, reply: str = "", headers: Mapping[str, str] | None = None
+) -> bool:
+    """``publish`` without waiting: queue the message for nats-py's flusher task and wake it.
+
+    For a caller that would otherwise hand each message to a task of its own (a worker's replies,
+    ``workers.outbox``): the message is in nats-py's buffer when this returns, in call order, and
+    the flusher writes every message queued meanwhile at its next turn. Returns False, and queues
+    nothing, when the buffer holds more than nats-py allows (only while reconnecting, or with the
+    socket far behind): the caller then publishes with ``nc.publish``, which waits for room.
+
+    Raises:
+        nats.errors.Error: as ``nc.publish``.
+    """
+    command = _command(nc, subject, payload, reply, headers)
+    size = len(command)
+    if nc._max_pending_size > 0 and nc._pending_data_size + size > nc._max_pending_size:
+        return False
+    _count(nc, payload)
+    nc._pending.append(command)
+    nc._pending_data_size += size
+    flush_queue = nc._flush_queue
+    # nats-py's _flush_pending minus its await: nothing to wake while disconnected (the reconnect
+    # writes the buffer) or when a wake-up is already queued; the queue (1,024) is never full then.
+    if nc.is_connected and flush_queue is not None and flush_queue.empty():
+        flush_queue.put_nowait(asyncio.get_running_loop().create_future())
+    return True
+
+
+def _command(nc: NatsClient, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None) -> bytes:
+    """The PUB/HPUB command for a message, after nats-py's checks in nats-py's order."""
     if not nc._skip_subject_validation:
         if not subject or _SUBJECT_INVALID.search(subject):
             raise nats.errors.BadSubjectError
@@ -83,9 +125,16 @@ async def publish(nc: NatsClient, subject: str, payload: bytes, *, reply: str, h
         raise nats.errors.OutboundBufferLimitError  # reconnecting, and the buffer cannot take it
     if size > nc._max_payload:
         raise nats.errors.MaxPayloadError
-    command = hpub_cmd(subject, reply, encode_headers(headers), payload)
+    if headers is None:
+        return pub_cmd(subject, reply, payload)
+    block = encode_headers(headers)
+    if size + len(block) > nc._max_payload:
+        # nats-py checks the body alone; the server counts the headers too, and closes the
+        # connection of a client that sends more (every request in flight on it lost).
+        raise nats.errors.MaxPayloadError
+    return hpub_cmd(subject, reply, block, payload)
+
+
+def _count(nc: NatsClient, payload: bytes) -> None:
     nc.stats["out_msgs"] += 1
-    nc.stats["out_bytes"] += size
-    await nc._send_command(command)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
+    nc.stats["out_bytes"] += len(payload)

@@ -1,8 +1,10 @@
 """The outbox: a worker's replies and call events, published in order by one task.
 
 Guests finish in their own threads and calls are refused on the event loop; either way the
-answer is queued here, and one task publishes the queue. Publishing several messages per
-wake-up lets nats-py flush them together, and a call's events always precede its reply.
+answer is put here, on the event loop. With nothing queued before it, a message goes straight into
+nats-py's buffer (``bus.fast_publish.publish_now``), whose flusher writes every message put in
+the same loop turn together; otherwise it is queued, and one task publishes the queue in order.
+Either way a call's events precede its reply. (A task hop per reply cost a loop turn per call.)
 
 A reply too large for one message goes through the Object Store (``bus.payloads``): its own
 task stores the body and then publishes the claim check, so the replies queued behind it are
@@ -18,6 +20,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 
 from bus.errors import BusError, ConnectionClosed, MessageTooLarge, PayloadTooLarge, nats_boundary
+from bus.fast_publish import publish_now
 from bus.payloads import Payloads
 from bus.replies import error_reply
 from bus.subjects import Subjects
@@ -35,14 +38,20 @@ class Outbox:
         self._payloads = payloads
         self._queue: asyncio.Queue[tuple[str, bytes, dict[str, str] | None]] = asyncio.Queue()
         self._checking_in: set[asyncio.Task[None]] = set()
+        self._unsent = 0
+        """Messages queued and not yet published: while there are any, a new one queues behind them."""
 
     def put(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
-        """Queue one message (on the event loop; guest threads go through ``call_soon_threadsafe``)."""
+        """Publish one message, or queue it behind those waiting (on the event loop; guest threads
+        go through ``call_soon_threadsafe``)."""
+        if not self._unsent and not self._checked_in(subject, body) and self._publish_now(subject, body, headers):
+            return
+        self._unsent += 1
         self._queue.put_nowait((subject, body, headers))
 
     def unsent(self) -> int:
         """Messages queued and not yet published."""
-        return self._queue.qsize()
+        return self._unsent
 
     async def sent(self) -> None:
         """Wait until every queued message is published."""
@@ -52,9 +61,9 @@ class Outbox:
         """Publish queued messages until cancelled."""
         while True:
             subject, body, headers = await self._queue.get()
-            if len(body) > self._payloads.inline_limit() and not self._subjects.is_deployment_subject(subject):
+            if self._checked_in(subject, body):
                 # A reply (replies go to the caller's inbox, never to our own subjects): check it in
-                # on the side; it counts as unsent until published (``task_done`` there).
+                # on the side; it counts as unsent until published (``_sent_one`` there).
                 task = asyncio.create_task(self._check_in(subject, body, headers))
                 self._checking_in.add(task)
                 task.add_done_callback(self._checking_in.discard)
@@ -62,7 +71,16 @@ class Outbox:
             try:
                 await self._publish(subject, body, headers)
             finally:
-                self._queue.task_done()
+                self._sent_one()
+
+    def _sent_one(self) -> None:
+        self._unsent -= 1
+        self._queue.task_done()
+
+    def _checked_in(self, subject: str, body: bytes) -> bool:
+        """Whether ``body`` goes through the Object Store: a reply larger than one message holds
+        (replies go to the caller's inbox, never to our own subjects)."""
+        return len(body) > self._payloads.inline_limit() and not self._subjects.is_deployment_subject(subject)
 
     async def _check_in(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
         size = len(body)
@@ -81,22 +99,30 @@ class Outbox:
                 )
             await self._publish(subject, body, headers)
         finally:
-            self._queue.task_done()
+            self._sent_one()
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
+        if not self._publish_now(subject, body, headers):
+            try:  # nats-py's buffer is full: wait for room
+                with nats_boundary:
+                    await self._nc.publish(subject, body, headers=headers)
+            except (MessageTooLarge, ConnectionClosed):
+                self._publish_now(subject, body, headers)  # fails again, and says so (below)
+
+    def _publish_now(self, subject: str, body: bytes, headers: dict[str, str] | None) -> bool:
+        """Publish without waiting; False when nats-py's buffer has no room (nothing published)."""
         try:
             with nats_boundary:
-                await self._nc.publish(subject, body, headers=headers)
+                return publish_now(self._nc, subject, body, headers=headers)
         except MessageTooLarge:
             if self._subjects.is_deployment_subject(subject):
                 # Call events and notifications: their readers take plain messages, so an oversized
                 # one is dropped and said so.
                 log.warning("message dropped: larger than the bus allows", subject=subject, size=len(body))
-                return
+                return True
             # A reply that fit by its body but not with its headers: its caller still hears why.
             message = f"the reply is {len(body)} bytes and its headers; the bus allows {self._nc.max_payload}"
-            error_body, error_headers = error_reply(ErrorCode.PAYLOAD_TOO_LARGE, message)
-            with nats_boundary:
-                await self._nc.publish(subject, error_body, headers=error_headers)
+            return self._publish_now(subject, *error_reply(ErrorCode.PAYLOAD_TOO_LARGE, message))
         except ConnectionClosed:
             log.warning("reply lost: connection closed")
+            return True

@@ -30,7 +30,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.cancellation import cancel_and_wait
-from bus.connection import caught_up, drain_subscriptions, published_only, unsubscribe_quietly
+from bus.connection import caught_up, drain_subscriptions, published_only, published_only_plain, unsubscribe_quietly
+from bus.direct_delivery import subscribe_direct
 from bus.errors import BusError, ConnectionClosed, PayloadGone, PayloadRefused, PayloadTooLarge
 from bus.payloads import Payloads
 from bus.principal import PrincipalSigner
@@ -220,9 +221,9 @@ class WorkerService:
 
     async def _subscribe_calls(self, name: str) -> Subscription:
         subject = self._subjects.call(name)
-        return await self._nc.subscribe(
-            subject, queue=self._subjects.worker_queue, cb=published_only(subject, self._on_call)
-        )
+        # Handled as nats-py reads them (``bus.direct_delivery``): ``_on_call`` never waits.
+        on_call = published_only_plain(subject, self._on_call)
+        return await subscribe_direct(self._nc, subject, on_call, queue=self._subjects.worker_queue)
 
     async def _unsubscribe_calls(self, name: str) -> None:
         sub = self._calls.pop(name, None)
@@ -329,8 +330,8 @@ class WorkerService:
     async def _on_registry_hello(self, msg: Msg) -> None:
         await self.announce()
 
-    async def _on_call(self, msg: Msg) -> None:
-        # nats-py awaits this callback one message at a time, so it only does the cheap part
+    def _on_call(self, msg: Msg) -> None:
+        # Called inside nats-py's read loop as the call is read, so it only does the cheap part
         # (checks, decoding, validation) and hands the guest to the pool; the reply comes back
         # through the outbox. No task per call: under load that bookkeeping cost more than
         # a small guest's whole run.
