@@ -15,7 +15,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig, StreamSource
 
-from bus.connection import caught_up, connect, published_only
+from bus.connection import caught_up, connect, published_only, published_only_plain
+from bus.direct_delivery import subscribe_direct
 from bus.permissions import ROLES, store_rows
 from bus.provisioning import ensure_bucket
 from bus.subjects import Subjects, subject_matches
@@ -163,6 +164,42 @@ async def test_a_push_consumer_cannot_deliver_into_a_subject_its_creator_may_not
         await operator.close()
         await worker.close()
         await registry.close()
+
+
+async def test_a_push_consumer_cannot_deliver_a_call_to_a_worker_that_reads_calls_directly(
+    bare_server: SecureServer,
+) -> None:
+    # The same attack on a worker's call subscription, which nats-py hands to the worker as it
+    # reads it (bus.direct_delivery, a queue group): a forged "call" would run a guest.
+    worker = await connect(bare_server.as_role("worker"), name="worker", allow_reconnect=False)
+    gateway = await connect(bare_server.as_role("gateway"), name="gateway", allow_reconnect=False)
+    registry = await connect(bare_server.as_role("registry"), name="registry", allow_reconnect=False)
+    try:
+        await ensure_bucket(registry, SUBJECTS.tasks_bucket)
+        call = SUBJECTS.call("victim")
+        raw: asyncio.Queue[Msg] = asyncio.Queue()
+        handled: list[Msg] = []
+
+        async def hear(msg: Msg) -> None:
+            await raw.put(msg)
+
+        await worker.subscribe(call, cb=hear)
+        await subscribe_direct(worker, call, published_only_plain(call, handled.append), queue=SUBJECTS.worker_queue)
+        await caught_up(worker)
+        js = worker.jetstream(timeout=API_TIMEOUT_S)
+        await js.publish(f"$KV.{SUBJECTS.tasks_bucket}.forged", b'{"a": 1}')
+        await js.add_consumer(f"KV_{SUBJECTS.tasks_bucket}", ConsumerConfig(deliver_subject=call))
+        delivered = await asyncio.wait_for(raw.get(), 10)  # the attack reaches the subject…
+        assert delivered.subject.startswith("$KV.")
+        await caught_up(worker)
+        assert handled == []  # …and is dropped
+        await gateway.publish(call, b'{"a": 2}', reply="_INBOX_gateway.x")  # a real call still gets through
+        await eventually(lambda: len(handled) == 1, what="the gateway's genuine call was dropped")
+        assert handled[0].data == b'{"a": 2}'
+    finally:
+        await registry.close()
+        await gateway.close()
+        await worker.close()
 
 
 @pytest.mark.parametrize(
