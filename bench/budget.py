@@ -45,7 +45,12 @@ WORKER: Final[tuple[Rule, ...]] = (
     ("sandbox: guest call, post_return, values", ("wasmtime/component/_func", "func_call", "post_return")),
     ("sandbox: our Python and the rest of wasmtime-py", ("workers/sandbox/", "wasmtime/")),
     ("principal signature", ("bus/principal.py",)),
-    ("hand-off to a guest thread and back", ("concurrent/futures/", "threading.py", "call_soon_threadsafe")),
+    # A guest thread woken for a call but waiting for its core (a pinned worker's loop holds it)
+    # is sampled at its queue's get: the hand-off, not the worker's own work.
+    (
+        "hand-off to a guest thread and back",
+        ("concurrent/futures/", "threading.py", "call_soon_threadsafe", "workers/guest_threads.py"),
+    ),
     ("NATS receive, reply, flush (nats-py)", ("nats/", "bus/")),
     ("admission, headers, decode, validate, reply encode", ("workers/", "schemas/", "msgspec")),
 )

@@ -35,3 +35,14 @@ def test_worker_sandbox_steps_and_the_loop_are_told_apart() -> None:
     assert shares["sandbox: instantiate"] == 0.5
     assert shares["sandbox: Store, WASI, limits"] == 0.2
     assert shares[LOOP] == 0.3
+
+
+def test_a_guest_thread_waiting_at_its_queue_is_the_hand_off_not_the_workers_own_work() -> None:
+    waiting = "Thread._bootstrap (threading.py:1002);_work (workers/guest_threads.py:124)"
+    running = f"{waiting[:-4]}:131);WorkerService._run_held_back (workers/service.py:460)"
+    running += ";Job.run (workers/admission.py:70)"
+    shares = split(f"{waiting} 3\n{running} 1", WORKER)
+    assert shares == {
+        "hand-off to a guest thread and back": 0.75,
+        "admission, headers, decode, validate, reply encode": 0.25,
+    }
