@@ -124,20 +124,23 @@ async def test_no_role_forges_a_reply_to_another_role(bare_server: SecureServer,
     assert len(errors) == len(forged), (forged, errors)
 
 
+@pytest.mark.parametrize("target", ["registry release verb", "worker call, read directly"])
 async def test_a_push_consumer_cannot_deliver_into_a_subject_its_creator_may_not_publish(
-    bare_server: SecureServer,
+    bare_server: SecureServer, target: str
 ) -> None:
     # A worker may read and write the task records, so it may create a push consumer on them:
     # nats-server delivers to any deliver_subject, checked against nobody's permissions. Aimed
-    # at a release verb, the registry's subscription hears it (seen: it would retire a tool).
-    # Every subscription of the registry and the workers drops such a delivery: it keeps its
-    # stream subject ($KV.…), which the subscription does not name (bus.connection.published_only).
+    # at a release verb, the registry's subscription hears it (seen: it would retire a tool);
+    # aimed at a tool's call subject, a worker's (which nats-py hands to the worker as it reads
+    # it: bus.direct_delivery, in a queue group) would run a guest. Every subscription of the
+    # registry and the workers drops such a delivery: it keeps its stream subject ($KV.…), which
+    # the subscription does not name (bus.connection.published_only).
     registry = await connect(bare_server.as_role("registry"), name="registry", allow_reconnect=False)
     worker = await connect(bare_server.as_role("worker"), name="worker", allow_reconnect=False)
     operator = await connect(bare_server.as_role("operator"), name="operator", allow_reconnect=False)
+    gateway = await connect(bare_server.as_role("gateway"), name="gateway", allow_reconnect=False)
     try:
         await ensure_bucket(registry, SUBJECTS.tasks_bucket)
-        retire = SUBJECTS.registry_release("retire")
         raw: asyncio.Queue[Msg] = asyncio.Queue()
         handled: list[Msg] = []
 
@@ -147,59 +150,28 @@ async def test_a_push_consumer_cannot_deliver_into_a_subject_its_creator_may_not
         async def handle(msg: Msg) -> None:
             handled.append(msg)
 
-        await registry.subscribe(retire, cb=hear)
-        await registry.subscribe(retire, cb=published_only(retire, handle))
-        await caught_up(registry)
+        if target == "registry release verb":
+            subject, listener, sender = SUBJECTS.registry_release("retire"), registry, operator
+            await registry.subscribe(subject, cb=published_only(subject, handle))
+        else:
+            subject, listener, sender = SUBJECTS.call("victim"), worker, gateway
+            checked = published_only_plain(subject, handled.append)
+            await subscribe_direct(worker, subject, checked, queue=SUBJECTS.worker_queue)
+        await listener.subscribe(subject, cb=hear)
+        await caught_up(listener)
         js = worker.jetstream(timeout=API_TIMEOUT_S)
         await js.publish(f"$KV.{SUBJECTS.tasks_bucket}.forged", b'{"tool":"victim"}')
-        await js.add_consumer(f"KV_{SUBJECTS.tasks_bucket}", ConsumerConfig(deliver_subject=retire))
+        await js.add_consumer(f"KV_{SUBJECTS.tasks_bucket}", ConsumerConfig(deliver_subject=subject))
         delivered = await asyncio.wait_for(raw.get(), 10)  # the attack reaches the subject…
         assert delivered.data == b'{"tool":"victim"}' and delivered.subject.startswith("$KV.")
-        await caught_up(registry)
+        await caught_up(listener)
         assert handled == []  # …and is dropped
-        await operator.publish(retire, b'{"tool":"genuine"}')  # a real publish still gets through
-        await eventually(lambda: len(handled) == 1, what="the operator's genuine request was dropped")
+        await sender.publish(subject, b'{"tool":"genuine"}', reply="_INBOX_gateway.x")  # a real one gets through
+        await eventually(lambda: len(handled) == 1, what="a genuine request was dropped")
         assert handled[0].data == b'{"tool":"genuine"}'
     finally:
-        await operator.close()
-        await worker.close()
-        await registry.close()
-
-
-async def test_a_push_consumer_cannot_deliver_a_call_to_a_worker_that_reads_calls_directly(
-    bare_server: SecureServer,
-) -> None:
-    # The same attack on a worker's call subscription, which nats-py hands to the worker as it
-    # reads it (bus.direct_delivery, a queue group): a forged "call" would run a guest.
-    worker = await connect(bare_server.as_role("worker"), name="worker", allow_reconnect=False)
-    gateway = await connect(bare_server.as_role("gateway"), name="gateway", allow_reconnect=False)
-    registry = await connect(bare_server.as_role("registry"), name="registry", allow_reconnect=False)
-    try:
-        await ensure_bucket(registry, SUBJECTS.tasks_bucket)
-        call = SUBJECTS.call("victim")
-        raw: asyncio.Queue[Msg] = asyncio.Queue()
-        handled: list[Msg] = []
-
-        async def hear(msg: Msg) -> None:
-            await raw.put(msg)
-
-        await worker.subscribe(call, cb=hear)
-        await subscribe_direct(worker, call, published_only_plain(call, handled.append), queue=SUBJECTS.worker_queue)
-        await caught_up(worker)
-        js = worker.jetstream(timeout=API_TIMEOUT_S)
-        await js.publish(f"$KV.{SUBJECTS.tasks_bucket}.forged", b'{"a": 1}')
-        await js.add_consumer(f"KV_{SUBJECTS.tasks_bucket}", ConsumerConfig(deliver_subject=call))
-        delivered = await asyncio.wait_for(raw.get(), 10)  # the attack reaches the subject…
-        assert delivered.subject.startswith("$KV.")
-        await caught_up(worker)
-        assert handled == []  # …and is dropped
-        await gateway.publish(call, b'{"a": 2}', reply="_INBOX_gateway.x")  # a real call still gets through
-        await eventually(lambda: len(handled) == 1, what="the gateway's genuine call was dropped")
-        assert handled[0].data == b'{"a": 2}'
-    finally:
-        await registry.close()
-        await gateway.close()
-        await worker.close()
+        for nc in (gateway, operator, worker, registry):
+            await nc.close()
 
 
 @pytest.mark.parametrize(
