@@ -19,7 +19,7 @@ import asyncio
 import structlog
 from nats.aio.client import Client as NatsClient
 
-from bus.errors import BusError, ConnectionClosed, MessageTooLarge, PayloadTooLarge, nats_boundary
+from bus.errors import BusError, MessageTooLarge, PayloadTooLarge, nats_boundary
 from bus.fast_publish import publish_now
 from bus.payloads import Payloads
 from bus.replies import error_reply
@@ -102,15 +102,20 @@ class Outbox:
             self._sent_one()
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
-        if not self._publish_now(subject, body, headers):
-            try:  # nats-py's buffer is full: wait for room
-                with nats_boundary:
-                    await self._nc.publish(subject, body, headers=headers)
-            except (MessageTooLarge, ConnectionClosed):
-                self._publish_now(subject, body, headers)  # fails again, and says so (below)
+        if self._publish_now(subject, body, headers):
+            return
+        try:  # nats-py's buffer is full: wait for room (publish_now checked the message itself)
+            with nats_boundary:
+                await self._nc.publish(subject, body, headers=headers)
+        except BusError as exc:
+            _lost(subject, exc)
 
     def _publish_now(self, subject: str, body: bytes, headers: dict[str, str] | None) -> bool:
-        """Publish without waiting; False when nats-py's buffer has no room (nothing published)."""
+        """Publish without waiting; False when nats-py's buffer has no room (nothing published).
+
+        Never raises: it runs wherever a reply is put (nats-py's read loop, the loop's answer
+        callback), and a message the bus refuses is dropped and said so.
+        """
         try:
             with nats_boundary:
                 return publish_now(self._nc, subject, body, headers=headers)
@@ -123,6 +128,10 @@ class Outbox:
             # A reply that fit by its body but not with its headers: its caller still hears why.
             message = f"the reply is {len(body)} bytes and its headers; the bus allows {self._nc.max_payload}"
             return self._publish_now(subject, *error_reply(ErrorCode.PAYLOAD_TOO_LARGE, message))
-        except ConnectionClosed:
-            log.warning("reply lost: connection closed")
+        except BusError as exc:  # closed, draining, or reconnecting with a full buffer
+            _lost(subject, exc)
             return True
+
+
+def _lost(subject: str, exc: BusError) -> None:
+    log.warning("message lost: the bus refused it", subject=subject, error=str(exc) or type(exc).__name__)

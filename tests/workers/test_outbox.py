@@ -80,3 +80,15 @@ async def test_what_the_bus_cannot_carry_is_dropped_or_answered_and_the_rest_goe
     assert after.data == b"next"
     assert outbox.unsent() == 0
     assert nc.is_connected, "sent past the server's maximum: the server would have closed the connection"
+
+
+async def test_a_connection_that_cannot_carry_a_reply_loses_it_without_raising_into_the_caller(
+    nc: NatsClient, subjects: Subjects
+) -> None:
+    # put runs inside nats-py's read loop (a call refused at once) and in the loop's answer
+    # callback: what the bus refuses there is dropped and logged, never raised.
+    outbox = Outbox(nc, subjects, Payloads(nc, subjects))
+    await nc.drain()  # draining, then closed
+    outbox.put("_INBOX.gone", b"reply", {"K": "v"})
+    outbox.put(f"{subjects.prefix}.events.c", b"event", None)
+    assert outbox.unsent() == 0
