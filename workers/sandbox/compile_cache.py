@@ -74,48 +74,60 @@ def cache_key(engine_host: EngineHost, digest: str) -> str:
     return hashlib.sha256(f"{digest}\0{engine_host.fingerprint}".encode()).hexdigest()
 
 
-def load_component(engine_host: EngineHost, wasm: bytes | str, cache_dir: Path, digest: str | None = None) -> Any:
-    """Compile ``wasm`` (bytes, or WAT text) or load its compiled form from ``cache_dir``.
+WasmSource = bytes | str | Callable[[], bytes]
+"""Wasm bytes, WAT text, or a function that reads the bytes: called only when there is something to
+compile, so a cache hit with a known digest never reads them."""
 
-    ``digest`` is ``wasm_digest(wasm)`` when the caller has it (else it is computed here). A cache
-    entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+
+def load_component(engine_host: EngineHost, wasm: WasmSource, cache_dir: Path, digest: str | None = None) -> Any:
+    """Compile ``wasm`` or load its compiled form from ``cache_dir``.
+
+    ``digest`` is ``wasm_digest`` of the bytes when the caller has it (else it is computed here). A
+    cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
 
     Raises:
-        ComponentLoadError: the bytes are not a valid component.
+        ComponentLoadError: the bytes are not a valid component (or, read here, cannot be read).
     """
-    if isinstance(wasm, str):
-        wasm = wat_to_wasm(wasm)
-    key = cache_key(engine_host, digest or wasm_digest(wasm))
     engine = engine_host.engine
+    source, key = _source_and_key(engine_host, wasm, digest)
     return _load_or_compile(
         cache_dir / "compiled" / f"{key}.cwasm",
         lambda path: wc.Component.deserialize_file(engine, path),
-        lambda: wc.Component(engine, wasm),
+        lambda: wc.Component(engine, source()),
         "component",
     )
 
 
 def load_module(
-    engine_host: EngineHost, wasm: bytes | str, cache_dir: Path, digest: str | None = None
+    engine_host: EngineHost, wasm: WasmSource, cache_dir: Path, digest: str | None = None
 ) -> wasmtime.Module:
-    """Compile a core Wasm module (bytes, or WAT text) or load its compiled form from ``cache_dir``.
+    """Compile a core Wasm module or load its compiled form from ``cache_dir``.
 
-    ``digest`` is ``wasm_digest(wasm)`` when the caller has it (else it is computed here). A cache
-    entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
+    ``digest`` is ``wasm_digest`` of the bytes when the caller has it (else it is computed here). A
+    cache entry that cannot be loaded (corrupt, truncated, other wasmtime) is replaced.
 
     Raises:
-        ComponentLoadError: the bytes are not a valid core module.
+        ComponentLoadError: the bytes are not a valid core module (or, read here, cannot be read).
     """
-    if isinstance(wasm, str):
-        wasm = wat_to_wasm(wasm)
-    key = cache_key(engine_host, digest or wasm_digest(wasm))
     engine = engine_host.engine
+    source, key = _source_and_key(engine_host, wasm, digest)
     return _load_or_compile(
         cache_dir / "compiled" / f"{key}.module.cwasm",
         lambda path: wasmtime.Module.deserialize_file(engine, path),
-        lambda: wasmtime.Module(engine, wasm),
+        lambda: wasmtime.Module(engine, source()),
         "core module",
     )
+
+
+def _source_and_key(engine_host: EngineHost, wasm: WasmSource, digest: str | None) -> tuple[Callable[[], bytes], str]:
+    if isinstance(wasm, str):
+        wasm = wat_to_wasm(wasm)
+    if isinstance(wasm, bytes):
+        data = wasm
+        source: Callable[[], bytes] = lambda: data  # noqa: E731
+    else:
+        source = wasm
+    return source, cache_key(engine_host, digest or wasm_digest(source()))
 
 
 def _load_or_compile(

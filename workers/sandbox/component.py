@@ -189,9 +189,9 @@ class LoadedComponent:
                 import the sandbox does not grant (the message names it), it cannot start
                 within its limits, or it exports no function usable as a tool.
         """
-        artifact = Artifact.read(engine_host, settings, wasm_path, defaults)
-        component = artifact.compile(load_component, cache_dir, f"component {settings.name!r} ({wasm_path})")
-        engine_host, limits, wasm, digest = artifact.engine_host, artifact.limits, artifact.wasm, artifact.digest
+        artifact = Artifact.read(engine_host, settings, wasm_path, cache_dir, defaults)
+        component = artifact.compile(load_component, f"component {settings.name!r} ({wasm_path})")
+        engine_host, limits, digest = artifact.engine_host, artifact.limits, artifact.digest
         grants = grants or Grants()
         imports = list(component.type.imports(engine_host.engine))
         grants.check_imports(imports, f"component {settings.name!r}")
@@ -202,7 +202,7 @@ class LoadedComponent:
         link_notify(linker, settings.name)
         grants.link(linker)
         guest_surface = GuestSurface.find(engine_host.engine, settings.name, component)
-        docs = _docs_of(settings, wasm_path, wasm)
+        docs = _docs_of(settings, artifact)
         tools = _derive_tools(
             engine_host,
             settings,
@@ -225,7 +225,7 @@ class LoadedComponent:
             writes_output=any(name.startswith(OUTPUT_INTERFACES) for name in imports),
         )
         loaded._check_instantiates(wasm_path)
-        loaded._decide_quiet_instantiate(wasm)
+        loaded._decide_quiet_instantiate(artifact)
         loaded.guest_surface = guest_surface
         if guest_surface.exported:
             try:
@@ -381,10 +381,10 @@ class LoadedComponent:
             self._warm.append(warm)  # LIFO: the most recently used instance is the warmest
             return True
 
-    def _decide_quiet_instantiate(self, wasm: bytes) -> None:
+    def _decide_quiet_instantiate(self, artifact: Artifact) -> None:
         """Instantiate keeping the GIL if the component has no start function and is quick to
         instantiate (best of a few trials: a preempted one only makes it look slower)."""
-        if len(wasm) > QUIET_INSTANTIATE_MAX_BYTES or may_run_code_at_instantiation(wasm):
+        if artifact.size > QUIET_INSTANTIATE_MAX_BYTES or may_run_code_at_instantiation(artifact.wasm()):
             return
         best = float("inf")
         for _ in range(QUIET_INSTANTIATE_TRIALS):
@@ -425,14 +425,21 @@ class LoadedComponent:
             output.flush_to_log(f"{self.name} (load check)")
 
 
-def _docs_of(settings: ComponentSettings, wasm_path: Path, wasm: bytes) -> dict[str, Any]:
-    """The component's WIT doc comments (``{}`` without them: WAT, or a component built elsewhere)."""
+def _docs_of(settings: ComponentSettings, artifact: Artifact) -> dict[str, Any]:
+    """The component's WIT doc comments (``{}`` without them: WAT, or a component built elsewhere).
+
+    Raises:
+        ComponentLoadError: the file changed or vanished since its digest was taken.
+    """
     try:
-        return read_docs(wasm)
-    except ValueError as exc:
+        with artifact.opened() as wasm:
+            return read_docs(wasm)
+    except (ValueError, OSError) as exc:
         # wasmtime accepted the binary, so only the docs section itself can be damaged: the
         # tools still work, they just lose their descriptions.
-        log.warning("docs section unreadable; ignored", component=settings.name, path=str(wasm_path), error=str(exc))
+        log.warning(
+            "docs section unreadable; ignored", component=settings.name, path=str(artifact.path), error=str(exc)
+        )
         return {}
 
 

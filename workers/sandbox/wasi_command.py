@@ -105,11 +105,13 @@ class LoadedCommand:
             raise ComponentLoadError(f"{label}: input_schema is required for a command")
         if not is_valid_tool_name(settings.name):
             raise ComponentLoadError(f"{label}: {settings.name!r} is not a valid tool name")
-        artifact = Artifact.read(engine_host, settings, wasm_path, defaults)
-        engine_host, limits, wasm = artifact.engine_host, artifact.limits, artifact.wasm
-        if wasm[:4] == b"\0asm" and wasm[4:8] != _CORE_MODULE_VERSION:
+        artifact = Artifact.read(engine_host, settings, wasm_path, cache_dir, defaults)
+        engine_host, limits = artifact.engine_host, artifact.limits
+        with artifact.opened() as wasm:
+            preamble = wasm[:8] if isinstance(wasm, bytes) else wasm.read(8)
+        if preamble[:4] == b"\0asm" and preamble[4:8] != _CORE_MODULE_VERSION:
             raise ComponentLoadError(f"{label} is a component, not a core module; use kind = 'component'")
-        module = artifact.compile(load_module, cache_dir, label)
+        module = artifact.compile(load_module, label)
         _check_interface(module, label)
         linker = wasmtime.Linker(engine_host.engine)
         linker.define_wasi()

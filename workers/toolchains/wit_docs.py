@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from schemas.wit_schema import JsonSchema
 from workers.toolchains.errors import BuildError
@@ -72,16 +72,18 @@ def docs_section(docs: Mapping[str, Any]) -> bytes:
     return custom_section(DOCS_SECTION, json.dumps(docs, sort_keys=True).encode())
 
 
-def read_docs(wasm_bytes: bytes) -> dict[str, Any]:
-    """The ``toolbus:docs`` section of a component as a dict, or ``{}`` when it has none.
+def read_docs(wasm: bytes | BinaryIO) -> dict[str, Any]:
+    """The ``toolbus:docs`` section of a component (its bytes, or its file open in binary mode)
+    as a dict, or ``{}`` when it has none.
 
     Raises:
-        ValueError: ``wasm_bytes`` is not a well-formed Wasm binary.
+        ValueError: ``wasm`` is not a well-formed Wasm binary.
+        OSError: the file cannot be read.
     """
-    payload = find_custom_section(memoryview(wasm_bytes), DOCS_SECTION)
+    payload = find_custom_section(memoryview(wasm) if isinstance(wasm, bytes) else wasm, DOCS_SECTION)
     if payload is None:
         return {}
-    docs = json.loads(bytes(payload))
+    docs = json.loads(payload)
     if not isinstance(docs, dict):
         raise ValueError(f"{DOCS_SECTION} section does not hold a JSON object")
     return docs

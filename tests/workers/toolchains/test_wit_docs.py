@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from workers.toolchains.wit_docs import (
     function_docs,
     read_docs,
 )
+from workers.wasm_sections import custom_section
 
 # The schema shapes below are those schemas.wit_schema produces for each WIT type.
 S32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -176,23 +178,43 @@ def test_function_docs_lookup_and_the_output_of_a_top_level_result() -> None:
 EMPTY_COMPONENT = b"\0asm\x0d\x00\x01\x00"
 
 
-def test_section_round_trip() -> None:
+@pytest.fixture(params=["bytes", "file"])
+def read_docs_of(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[bytes], dict[str, Any]]:
+    """``read_docs`` of a binary in memory, or of its file (read by seeking: a restart's way)."""
+    if request.param == "bytes":
+        return read_docs
+
+    def of_file(wasm: bytes) -> dict[str, Any]:
+        path = tmp_path / "component.wasm"
+        path.write_bytes(wasm)
+        with path.open("rb") as file:
+            return read_docs(file)
+
+    return of_file
+
+
+def test_section_round_trip(read_docs_of: Callable[[bytes], dict[str, Any]]) -> None:
     # Long enough that both sizes need a multi-byte LEB128.
     docs = {"world": "w" * 300, "funcs": {"add": {"docs": "Add."}}, "interfaces": {}}
     section = docs_section(docs)
     assert section[0] == 0 and section[1] & 0x80
-    assert read_docs(EMPTY_COMPONENT + section) == docs
-    # Other custom sections are skipped.
+    assert read_docs_of(EMPTY_COMPONENT + section) == docs
+    # Other custom sections are skipped, also one whose name starts as ours does.
     other = b"\x00\x06\x05other"
-    assert read_docs(EMPTY_COMPONENT + other + section) == docs
+    longer = custom_section(DOCS_SECTION + "-not", b"{}")
+    assert read_docs_of(EMPTY_COMPONENT + other + longer + section) == docs
 
 
-def test_read_docs_without_the_section_or_on_garbage() -> None:
-    assert read_docs(EMPTY_COMPONENT) == {}
+def test_read_docs_without_the_section_or_on_garbage(read_docs_of: Callable[[bytes], dict[str, Any]]) -> None:
+    assert read_docs_of(EMPTY_COMPONENT) == {}
     with pytest.raises(ValueError, match="not a Wasm binary"):
-        read_docs(b"hello")
+        read_docs_of(b"hello")
     with pytest.raises(ValueError, match="past the end"):
-        read_docs(EMPTY_COMPONENT + b"\x00\x7f")
+        read_docs_of(EMPTY_COMPONENT + b"\x00\x7f")
+    with pytest.raises(ValueError, match="section header at byte 8"):
+        read_docs_of(EMPTY_COMPONENT + b"\x00\xff\xff")  # its size's LEB128 never ends
+    with pytest.raises(ValueError, match="runs past its section"):
+        read_docs_of(EMPTY_COMPONENT + b"\x00\x02\x09ab")  # a name longer than its section
 
 
 # --- tool descriptions at load ----------------------------------------------------------------

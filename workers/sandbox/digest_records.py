@@ -1,0 +1,115 @@
+"""A large Wasm file's digest remembered by its ``stat``, so a restart need not read and hash it.
+
+A componentize-py component is ~18 MB: reading and hashing it cost each worker start ~22 ms
+(issue 17's restart target), all to find a compiled form that is already in the compile cache.
+A record in the cache directory keeps the digest with the file's identity and change times, and
+a load trusts it only when
+
+- the file is the same one: device, inode, size, and modification and change times to the
+  nanosecond; and
+- it had settled before it was hashed: last changed at least ``SETTLED_NS`` before the hash began
+  (git's rule for a "racily clean" index entry). A write during or after the hash gives the file
+  a change time (ctime) at or after the hash began, less a clock tick, and so one the record
+  cannot hold; the kernel sets ctime on every change and no call sets it back.
+
+Files under ``RECORD_MIN_BYTES`` are read and hashed every time: that costs less than a record.
+The records sit beside the compiled components, which toolbus already trusts as native code, so
+they add no trust the cache directory did not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from workers.sandbox.compile_cache import wasm_digest, write_atomically
+from workers.sandbox.errors import ComponentLoadError
+
+log = structlog.get_logger(__name__)
+
+RECORD_MIN_BYTES: Final = 1 << 20
+"""Smaller files are hashed on every load (a 1 MiB file hashes in ~0.6 ms)."""
+SETTLED_NS: Final = 2_000_000_000
+"""How long before its hash a file must have last changed for the hash to be trusted later:
+file times come from a coarse clock (a tick of a few ms) and FAT keeps them to 2 s."""
+
+
+class _Record(msgspec.Struct, frozen=True):
+    path: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    digest: str
+
+
+def recall(cache_dir: Path, path: Path) -> tuple[str, os.stat_result] | None:
+    """The digest recorded for the file at ``path`` and its ``stat``, if the record holds for it now."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None  # the read that follows names the error
+    if stat.st_size < RECORD_MIN_BYTES:
+        return None
+    try:
+        record = msgspec.json.decode(_record_path(cache_dir, path).read_bytes(), type=_Record)
+    except (OSError, msgspec.DecodeError):
+        return None
+    if record.path != str(path) or not same_file(stat, record):
+        return None
+    return record.digest, stat
+
+
+def same_file(stat: os.stat_result, other: os.stat_result | _Record) -> bool:
+    """Whether two stats (or a stat and a record) describe the same file, unchanged."""
+    return _identity(stat) == _identity(other)
+
+
+def read(cache_dir: Path, path: Path) -> tuple[bytes, str]:
+    """Read and hash the file at ``path``; remember the digest when the file is large.
+
+    Raises:
+        ComponentLoadError: the file cannot be read.
+    """
+    try:
+        with path.open("rb") as file:
+            stat = os.fstat(file.fileno())  # of the file read, before the read
+            hashed_at_ns = time.time_ns()
+            wasm = file.read()
+    except OSError as exc:
+        raise ComponentLoadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    digest = wasm_digest(wasm)
+    # Only a file that had settled gets a record (a later load hashes a fresh one again, and
+    # records it then); so every record on disk passes the racy-clean rule.
+    if stat.st_size >= RECORD_MIN_BYTES and max(stat.st_mtime_ns, stat.st_ctime_ns) < hashed_at_ns - SETTLED_NS:
+        record = _Record(
+            str(path),
+            stat.st_dev,
+            stat.st_ino,
+            stat.st_size,
+            stat.st_mtime_ns,
+            stat.st_ctime_ns,
+            digest,
+        )
+        try:
+            write_atomically(_record_path(cache_dir, path), msgspec.json.encode(record))
+        except OSError as exc:  # the record only saves time: a read-only cache must not stop the load
+            log.warning("digest record not written", path=str(path), error=str(exc))
+    return wasm, digest
+
+
+def _identity(stat: os.stat_result | _Record) -> tuple[int, int, int, int, int]:
+    if isinstance(stat, _Record):
+        return stat.dev, stat.ino, stat.size, stat.mtime_ns, stat.ctime_ns
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _record_path(cache_dir: Path, path: Path) -> Path:
+    return cache_dir / "digests" / f"{hashlib.sha256(os.fsencode(path)).hexdigest()}.json"
