@@ -15,15 +15,22 @@ Our packages are byte-compiled first (``compileall``), as ``pip install .`` leav
 checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as this machine's shell sets it) otherwise
 compiles ~100 modules from source at every start (worker CPU to ready 580 -> 490 ms with the
 bytecode, machine shared), which no installed worker pays.
+
+Run as a module it compares checkouts (each a directory with its own ``.venv``), one start of each
+in turn, ``--rounds`` times, on a nats-server of its own: the A/B for a change to the start path.
+
+    .venv/bin/python -m bench.restart /tmp/old . --rounds 15 --setup calc
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import compileall
 import json
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +43,7 @@ from nats.aio.msg import Msg
 from bench.cpu import cpu_seconds
 from bench.plan import Plan
 from bench.system import CONFIG_DIR, render_config, toolbus_command
+from bus.embedded import free_port, nats_server_binary
 from bus.subjects import Subjects
 from harness.processes import REPO, Child, Children
 from schemas.codec import DecodeError, decode
@@ -81,10 +89,18 @@ def _component_load_ms(log_text: str) -> dict[str, float]:
 
 
 async def _time_starts(
-    setup: WorkerSetup, index: int, nats_url: str, scratch: Path, children: Children, starts: int
+    setup: WorkerSetup,
+    index: int,
+    nats_url: str,
+    scratch: Path,
+    children: Children,
+    starts: int,
+    checkout: Path = REPO,
 ) -> list[dict[str, Any]]:
+    """``starts`` timed starts of ``setup`` from ``checkout`` (after one that warms the caches)."""
     prefix = f"benchrestart{index}"
-    components = "\n".join(setup.components).replace("$repo", str(REPO))
+    components = "\n".join(setup.components).replace("$repo", str(checkout))
+    toolbus = toolbus_command() if checkout == REPO else [str(checkout / ".venv" / "bin" / "toolbus")]
     config = render_config(
         CONFIG_DIR / "worker.toml", scratch / f"{prefix}.toml", nats_url=nats_url, prefix=prefix, components=components
     )
@@ -110,9 +126,7 @@ async def _time_starts(
         for attempt in range(starts + 1):  # the first start only warms the caches
             ready.clear()
             started = time.perf_counter()
-            child: Child = children.spawn(
-                f"{prefix}-{attempt}", [*toolbus_command(), "worker", "--config", str(config)]
-            )
+            child: Child = children.spawn(f"{prefix}-{attempt}", [*toolbus, "worker", "--config", str(config)])
             try:
                 await asyncio.wait_for(ready.wait(), READY_TIMEOUT_S)
             except TimeoutError:
@@ -170,3 +184,45 @@ def measure(nats_url: str, scratch: Path, children: Children, plan: Plan, progre
     cli_ms = _cli_start_ms()
     progress(f"`toolbus worker --help` alone takes {cli_ms:.0f} ms")
     return {"setups": rows, "cli_start_ms": cli_ms}
+
+
+def _compare(checkouts: list[Path], setup: WorkerSetup, rounds: int) -> None:
+    """One start of ``setup`` from each checkout in turn, ``rounds`` times; print the medians."""
+    for checkout in checkouts:
+        for package in PACKAGES:
+            compileall.compile_dir(checkout / package, quiet=1)
+    port = free_port()
+    samples: dict[Path, list[dict[str, Any]]] = {checkout: [] for checkout in checkouts}
+    with tempfile.TemporaryDirectory(prefix="restart-ab-") as scratch, Children(Path(scratch) / "logs") as children:
+        server = [str(nats_server_binary()), "--addr", "127.0.0.1", "--port", str(port), "--jetstream"]
+        server += ["--store_dir", str(Path(scratch) / "jetstream")]
+        children.spawn("nats", server).wait_for_output("Server is ready", READY_TIMEOUT_S)
+        for round_ in range(rounds):
+            for index, checkout in enumerate(checkouts):
+                [sample] = asyncio.run(
+                    _time_starts(setup, index, f"nats://127.0.0.1:{port}", Path(scratch), children, 1, checkout)
+                )
+                samples[checkout].append(sample)
+                ready_ms, cpu_ms = sample["ready_ms"], sample["cpu_ms"]
+                print(f"round {round_ + 1} {checkout}: ready {ready_ms:.1f} ms, CPU {cpu_ms:.0f} ms")
+    for checkout, taken in samples.items():
+        ready = [s["ready_ms"] for s in taken]
+        cpus = [s["cpu_ms"] for s in taken if s["cpu_ms"] is not None]
+        print(
+            f"{checkout}: ready median {statistics.median(ready):.1f} ms (min {min(ready):.1f}), "
+            f"CPU median {statistics.median(cpus) if cpus else float('nan'):.0f} ms, {len(ready)} starts"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkouts", nargs="+", type=Path, help="directories with their own .venv")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--setup", choices=("kit", "calc"), default="calc")
+    options = parser.parse_args()
+    setup = SETUPS[0] if options.setup == "kit" else SETUPS[1]
+    _compare([checkout.resolve() for checkout in options.checkouts], setup, options.rounds)
+
+
+if __name__ == "__main__":
+    main()
