@@ -12,6 +12,11 @@ on a busy 2-core machine it moves far less than calls per second does.
     .venv/bin/python -m bench.percall . --tool calc_add          # the componentize-py example, fresh
     .venv/bin/python -m bench.percall . --tool calc_add --pure   # ... declared pure: warm instances
     .venv/bin/python -m bench.percall . --short                  # kit_add declared short (limits.inline)
+    .venv/bin/python -m bench.percall OLD . --rounds 4 --bus 64  # the direct bus: NATS requests, 64 in flight
+
+``--bus N`` loads the worker over the bus instead (``bench.busload``: nats-py requests to
+``toolbus.call.TOOL`` with N in flight, what the bench's direct bus section sends); the gateway
+then idles, and calls/s and CPU per call are the worker's on the direct path.
 
 ``--spy ROLE`` samples that role with py-spy (``pip install -e '.[bench]'``) during the load.
 ``--tool`` picks the component (``kit_*``: the WAT testkit; ``calc_*``: examples/calc, built with
@@ -34,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from bench import cpu, profile, wrk
+from bench import busload, cpu, profile, wrk
 from bench.mcp_http import ERA_2026, call_template, request_headers
 from bus.embedded import free_port, nats_server_binary
 
@@ -61,8 +66,8 @@ def component_table(checkout: Path, tool: str, pure: bool, short: bool = False) 
 @contextmanager
 def running(
     checkout: Path, tool: str = "kit_add", pure: bool = False, short: bool = False
-) -> Iterator[tuple[str, str, dict[str, list[int]]]]:
-    """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, monitor URL, pids by role)."""
+) -> Iterator[tuple[str, str, str, dict[str, list[int]]]]:
+    """``toolbus up`` of ``checkout`` on a nats-server of its own: (MCP URL, NATS URL, monitor URL, pids by role)."""
     scratch = Path(tempfile.mkdtemp(prefix="percall-"))
     nats_port, monitor_port, http_port = free_port(), free_port(), free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -94,7 +99,7 @@ def running(
         pids: dict[str, list[int]] = {"nats-server": [server.pid]}
         for pid in cpu.descendants(up.pid):  # a worker per core by default: a role may have several
             pids.setdefault(cpu.role(pid), []).append(pid)
-        yield f"http://127.0.0.1:{http_port}/mcp", f"http://127.0.0.1:{monitor_port}/varz", pids
+        yield f"http://127.0.0.1:{http_port}/mcp", nats_url, f"http://127.0.0.1:{monitor_port}/varz", pids
     finally:
         up.send_signal(signal.SIGTERM)
         try:
@@ -124,17 +129,24 @@ def measure(
     tool: str = "kit_add",
     pure: bool = False,
     short: bool = False,
+    bus_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """One round for ``checkout``: calls/s, CPU µs per call by role, NATS messages and bytes per call."""
-    binary = wrk.ensure_wrk()
-    with running(checkout, tool, pure, short) as (url, varz_url, pids):
-        load = wrk.Load(
-            url,
-            request_headers(ERA_2026, "tools/call", tool, None),
-            call_template(ERA_2026, tool, {"a": 2, "b": 3}),
-            EXPECT,
-        )
-        wrk.run(binary, load, connections, WARM_UP_S)
+    binary = None if bus_in_flight is not None else wrk.ensure_wrk()
+    with running(checkout, tool, pure, short) as (url, nats_url, varz_url, pids):
+        if binary is None:
+            assert bus_in_flight is not None
+            subject, body = f"toolbus.call.{tool}", '{"a":2,"b":3}'
+            busload.run(busload.BusLoad(nats_url, subject, body, EXPECT, bus_in_flight, WARM_UP_S, 0.0))
+            bus = busload.BusLoad(nats_url, subject, body, EXPECT, bus_in_flight, seconds, 0.0)
+        else:
+            load = wrk.Load(
+                url,
+                request_headers(ERA_2026, "tools/call", tool, None),
+                call_template(ERA_2026, tool, {"a": 2, "b": 3}),
+                EXPECT,
+            )
+            wrk.run(binary, load, connections, WARM_UP_S)
         before_varz = _varz(varz_url)
         before = _cpu_by_role(pids)
         sampler = None
@@ -156,7 +168,11 @@ def measure(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        result = wrk.run(binary, load, connections, seconds)
+        if binary is None:
+            result = busload.run(bus)
+            result["requests"] = result["calls"]
+        else:
+            result = wrk.run(binary, load, connections, seconds)
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
@@ -168,6 +184,7 @@ def measure(
         "tool": tool,
         "pure": pure,
         "short": short,
+        "bus_in_flight": bus_in_flight,
         "calls_per_s": result["rps"],
         "errors": result["errors"],
         "cpu_us_per_call": {role: (after[role] - before[role]) / calls * 1e6 for role in ROLES if role in pids},
@@ -187,13 +204,16 @@ def main() -> None:
     parser.add_argument("--tool", choices=TOOLS, default="kit_add", help="the tool to call (default kit_add)")
     parser.add_argument("--pure", action="store_true", help="declare the tool pure: warm instances, not fresh")
     parser.add_argument("--short", action="store_true", help="declare the tool's calls short (limits.inline)")
+    parser.add_argument("--bus", type=int, metavar="IN_FLIGHT", help="load over NATS with this many requests in flight")
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {}
     for n in range(args.rounds):
         for checkout in args.checkouts:
             checkout = checkout.resolve()
             out = args.profile_out.with_suffix(f".{checkout.name}.{n}.raw") if args.profile_out else None
-            row = measure(checkout, args.connections, args.seconds, args.spy, out, args.tool, args.pure, args.short)
+            row = measure(
+                checkout, args.connections, args.seconds, args.spy, out, args.tool, args.pure, args.short, args.bus
+            )
             rounds.setdefault(str(checkout), []).append(row)
             print(json.dumps(row), flush=True)
     print("\nmedians over the rounds:")
