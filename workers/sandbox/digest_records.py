@@ -53,7 +53,10 @@ class _Record(msgspec.Struct, frozen=True):
 def recall(cache_dir: Path, path: Path) -> tuple[str, os.stat_result] | None:
     """The digest recorded for the file at ``path`` and its ``stat``, if the record holds for it now."""
     try:
-        stat = os.stat(path)
+        # The stat of an opened file: opening revalidates a network filesystem's cached attributes
+        # (NFS's close-to-open), which a bare stat may serve stale for up to a minute.
+        with path.open("rb") as file:
+            stat = os.fstat(file.fileno())
     except OSError:
         return None  # the read that follows names the error
     if stat.st_size < RECORD_MIN_BYTES:
