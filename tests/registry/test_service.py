@@ -209,3 +209,18 @@ async def test_a_call_sent_between_a_worker_dying_and_its_replacement_starting_i
     finally:
         await second.stop(grace_s=1)
         await second_nc.close()
+
+
+@pytest.mark.parametrize("char", ["a", "\x7f"], ids=["plain", "escaped-by-repr"])
+async def test_an_error_naming_a_huge_input_still_answers(
+    nc: NatsClient, subjects: Subjects, registry: RegistryService, char: str
+) -> None:
+    """An error message quotes what the caller sent; at the bus's maximum size (and grown fourfold by
+    ``repr``) the reply would pass the maximum too, nats-py would refuse it, and the caller would
+    wait out its timeout instead of hearing the error."""
+    name = char * (nc.max_payload - 64)
+    reply = await nc.request(subjects.registry_get, encode(ToolGetRequest(name=name)), timeout=2)
+    assert reply.headers and reply.headers[Header.ERROR] == str(int(ErrorCode.UNKNOWN_TOOL))
+    message = decode(reply.data, ErrorReply).error.message
+    assert message.startswith("unknown tool '") and "characters cut" in message
+    assert len(reply.data) < 4096
