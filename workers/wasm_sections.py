@@ -100,7 +100,10 @@ def find_custom_section(data: memoryview | BinaryIO, name: str) -> bytes | None:
         if section_id == CUSTOM_SECTION_ID:
             # The name's length (a LEB128) and the name; longer names than ours cannot match.
             head = read_at(start, min(end - start, 5 + len(wanted)))
-            name_len, name_at = read_leb128(head, 0)
+            try:
+                name_len, name_at = read_leb128(head, 0)
+            except ValueError:  # its message counts from the section: name the binary's offset
+                raise ValueError(f"custom section at byte {start}: its name's length runs past its section") from None
             name_end = start + name_at + name_len
             if name_end > end:
                 raise ValueError(f"custom section name at byte {start + name_at} runs past its section")

@@ -1,5 +1,8 @@
 """A large component's digest remembered by its stat: a restart skips the read, a changed file never does.
 
+The components live where toolbus keeps what it builds (``CACHE_DIR/built``): only files in the cache
+directory get records; a user's file elsewhere is hashed on every load (the last test).
+
 Real files, real loads through wasmtime. The components are padded past ``RECORD_MIN_BYTES`` with
 a custom section (wasmtime ignores it), and carry a docs section after the padding, so a load that
 skips the read must still find the docs by seeking through the file.
@@ -28,15 +31,20 @@ from workers.wasm_sections import custom_section
 SETTLE_S = 0.05
 
 
-def constant_component(value: int) -> bytes:
-    """A component exporting ``f() -> s32`` returning ``value``: padded past the record's threshold, with docs."""
-    wat = f"""(component
-      (core module $m (func (export "f") (result i32) (i32.const {value})))
-      (core instance $i (instantiate $m))
-      (func (export "f") (result s32) (canon lift (core func $i "f"))))"""
-    padding = custom_section("padding", bytes(digest_records.RECORD_MIN_BYTES))
+def component_wat(value: int) -> bytes:
+    """A component exporting ``f() -> s32`` returning ``value``."""
+    return bytes(
+        wasmtime.wat2wasm(f"""(component
+          (core module $m (func (export "f") (result i32) (i32.const {value})))
+          (core instance $i (instantiate $m))
+          (func (export "f") (result s32) (canon lift (core func $i "f"))))""")
+    )
+
+
+def constant_component(value: int, padding: int = digest_records.RECORD_MIN_BYTES) -> bytes:
+    """``component_wat(value)`` padded past the record's threshold, with docs at the end."""
     docs = docs_section({"funcs": {"f": {"docs": f"Returns {value}."}}})
-    return bytes(wasmtime.wat2wasm(wat)) + padding + docs
+    return component_wat(value) + custom_section("padding", bytes(padding)) + docs
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +54,7 @@ def quick_settling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_settled(path: Path, wasm: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(wasm)
     time.sleep(SETTLE_S)
     return path
@@ -72,7 +81,7 @@ def test_a_restart_loads_a_recorded_component_without_reading_it(
     engine_host: EngineHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wasm = constant_component(1)
-    path = write_settled(tmp_path / "big.wasm", wasm)
+    path = write_settled(tmp_path / "cache" / "built" / "big.wasm", wasm)
     cache = tmp_path / "cache"
     first = served(load(engine_host, path, cache))
     assert first == (1, wasm_digest(wasm), "Returns 1.")
@@ -89,7 +98,8 @@ def test_a_restart_loads_a_recorded_component_without_reading_it(
 def test_a_fresh_file_gets_no_record(engine_host: EngineHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hashed within the settling time of its last change, a file may still change in the same tick."""
     monkeypatch.setattr(digest_records, "SETTLED_NS", 3_600 * 10**9)
-    path = tmp_path / "big.wasm"
+    path = tmp_path / "cache" / "built" / "big.wasm"
+    path.parent.mkdir(parents=True)
     path.write_bytes(constant_component(1))
     cache = tmp_path / "cache"
     load(engine_host, path, cache)
@@ -117,7 +127,7 @@ def replace_by_rename(path: Path, wasm: bytes) -> None:
 @pytest.mark.parametrize("change", [rewrite_in_place, replace_by_rename])
 def test_a_changed_component_is_loaded_as_it_is_now(engine_host: EngineHost, tmp_path: Path, change: object) -> None:
     """An attacker (or a careless deploy) swaps the bytes and keeps size and mtime: ctime gives it away."""
-    path = write_settled(tmp_path / "big.wasm", constant_component(1))
+    path = write_settled(tmp_path / "cache" / "built" / "big.wasm", constant_component(1))
     cache = tmp_path / "cache"
     load(engine_host, path, cache)
     assert digest_records.recall(cache, path) is not None
@@ -133,8 +143,8 @@ def test_a_changed_component_is_loaded_as_it_is_now(engine_host: EngineHost, tmp
 
 def test_a_damaged_or_foreign_record_is_not_trusted(engine_host: EngineHost, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    one = write_settled(tmp_path / "one.wasm", constant_component(1))
-    two = write_settled(tmp_path / "two.wasm", constant_component(2))
+    one = write_settled(tmp_path / "cache" / "built" / "one.wasm", constant_component(1))
+    two = write_settled(tmp_path / "cache" / "built" / "two.wasm", constant_component(2))
     load(engine_host, one, cache)
     load(engine_host, two, cache)
     [record_one, record_two] = [digest_records._record_path(cache, p) for p in (one, two)]
@@ -149,7 +159,7 @@ def test_a_damaged_or_foreign_record_is_not_trusted(engine_host: EngineHost, tmp
 
 def test_a_record_that_disagrees_with_the_bytes_fails_the_load(engine_host: EngineHost, tmp_path: Path) -> None:
     """A record that lies about a file (it cannot, short of a clock set back) costs the load, never a wrong tool."""
-    path = write_settled(tmp_path / "big.wasm", constant_component(1))
+    path = write_settled(tmp_path / "cache" / "built" / "big.wasm", constant_component(1))
     cache = tmp_path / "cache"
     load(engine_host, path, cache)
     record = digest_records._record_path(cache, path)
@@ -159,9 +169,8 @@ def test_a_record_that_disagrees_with_the_bytes_fails_the_load(engine_host: Engi
 
 
 def test_a_read_only_cache_costs_the_record_not_the_load(engine_host: EngineHost, tmp_path: Path) -> None:
-    path = write_settled(tmp_path / "big.wasm", constant_component(1))
+    path = write_settled(tmp_path / "cache" / "built" / "big.wasm", constant_component(1))
     cache = tmp_path / "cache"
-    (cache / "digests").parent.mkdir()
     (cache / "digests").write_text("not a directory")
     assert served(load(engine_host, path, cache))[0] == 1
     assert digest_records.recall(cache, path) is None
@@ -181,8 +190,9 @@ def test_a_recorded_command_loads_without_reading_and_a_component_stays_refused(
     """A command's kind is checked from its first bytes: read from the file when the rest is not."""
     padding = custom_section("padding", bytes(digest_records.RECORD_MIN_BYTES))
     cache = tmp_path / "cache"
-    command = write_settled(tmp_path / "cmd.wasm", bytes(wasmtime.wat2wasm(BIG_COMMAND_WAT)) + padding)
-    component = write_settled(tmp_path / "component.wasm", constant_component(1))
+    built = tmp_path / "cache" / "built"
+    command = write_settled(built / "cmd.wasm", bytes(wasmtime.wat2wasm(BIG_COMMAND_WAT)) + padding)
+    component = write_settled(built / "component.wasm", constant_component(1))
     digest = load_command(engine_host, command, cache).tools[0].digest
     with pytest.raises(ComponentLoadError, match="is a component, not a core module"):
         load_command(engine_host, component, cache)
@@ -192,3 +202,19 @@ def test_a_recorded_command_loads_without_reading_and_a_component_stays_refused(
     assert load_command(engine_host, command, cache).tools[0].digest == digest
     with pytest.raises(ComponentLoadError, match="is a component, not a core module"):
         load_command(engine_host, component, cache)
+
+
+def test_a_file_outside_the_cache_is_hashed_on_every_load(
+    engine_host: EngineHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's own file may change without its times moving (a write through a shared writable
+    mapping: tests/workers/sandbox/test_digest_record_attacks.py), so it gets no record, also when a
+    symlink in the cache points at it."""
+    path = write_settled(tmp_path / "mine" / "big.wasm", constant_component(1))
+    link = tmp_path / "cache" / "built" / "link.wasm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(path)
+    cache = tmp_path / "cache"
+    for configured in (path, link, path):
+        assert served(load(engine_host, configured, cache))[0] == 1
+    assert not (cache / "digests").exists()
