@@ -42,7 +42,8 @@ log = structlog.get_logger(__name__)
 RECORD_MAX_BYTES: Final = 4096
 """A record is ~300 bytes; anything larger (or not a regular file) at a record's path is not one."""
 RECORD_MIN_BYTES: Final = 1 << 20
-"""Smaller files are hashed on every load (a 1 MiB file hashes in ~0.6 ms)."""
+"""Smaller files are hashed on every load: reading and hashing cost ~1 ms per MiB (calc's 17.5 MiB
+took 8.4 to 9.2 ms to read and 9.0 to 9.1 ms to hash)."""
 SETTLED_NS: Final = 2_000_000_000
 """How long before its hash a file must have last changed for the hash to be trusted later:
 file times come from a coarse clock (a tick of a few ms) and FAT keeps them to 2 s."""
