@@ -27,11 +27,15 @@ KV_HISTORY = 1
 """The catalogue needs only the latest value of each key; watchers see every change anyway."""
 PROVISION_TIMEOUT_S: Final = 60.0
 """How long a step keeps trying while JetStream is not answering (leader elections take seconds)."""
-RETRY_PAUSE_S: Final = 0.5
-CREATE_TIMEOUT_S: Final = 2.0
+RETRY_PAUSE_S: Final = 0.25
+CREATE_TIMEOUT_S: Final = 0.5
 """How long a create waits for an answer. Only a stream's provisioner (the registry) may create
 it (``bus.permissions``): nats-server drops a create from any other role unanswered, so that
-role waits this long, looks again, and finds the stream once the registry has made it."""
+role waits this long, looks again, and finds the stream once the registry has made it. Short,
+because every process of a ``toolbus up`` starts together and a worker often asks before the
+registry has made the buckets (2 s here held up half of the warm starts by 2 s); a create that
+takes longer (a replicated stream on a busy cluster) is looked up and, if need be, sent again,
+which the server accepts for an identical stream."""
 T = TypeVar("T")
 
 
