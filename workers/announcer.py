@@ -69,10 +69,13 @@ class Announcer:
             await self._nc.publish(self._subjects.announce, encode(announcement))
 
     async def announce_periodically(self) -> None:
-        """Announce every ``announce_interval_s`` until cancelled; a failed one is logged, not fatal."""
+        """Announce every ``announce_interval_s`` until cancelled or the connection is closed for
+        good; a failed one is logged, not fatal."""
         while True:
             await asyncio.sleep(self._settings.announce_interval_s)
             try:
                 await self.announce()
             except (ConnectionClosed, OutboundBufferFull) as exc:
                 log.warning("announce failed", error=str(exc))
+                if self._nc.is_closed:  # a closed client never reconnects: one line, not one per interval
+                    return

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from structlog.testing import capture_logs
 
+from bus.connection import connect
+from bus.embedded import EmbeddedNatsServer
 from bus.payloads import Payloads
 from bus.subjects import Header, Subjects
 from schemas.codec import decode, decode_json
@@ -202,3 +205,19 @@ async def test_tool_listeners_are_told_of_each_change_of_the_tool_set(
     await worker.set_source(kit.name, kit, [first])
     await worker.remove_source(kit.name)
     assert told == [frozenset({first.name}), frozenset()]
+
+
+async def test_a_worker_whose_connection_closed_stops_announcing(
+    nats_server: EmbeddedNatsServer, subjects: Subjects, kit: LoadedComponent
+) -> None:
+    """A closed nats-py client never reconnects: the periodic announcer says so once and ends,
+    instead of a warning every interval for as long as the process lives (a worker left running
+    after its connection closed filled other tests' logs with them, a flake)."""
+    own = await connect(nats_server.url, name="closing-worker")
+    service = await start_worker(own, subjects, kit, announce_interval_s=0.02)
+    [announcer] = [task for task in service._background if "announce_periodically" in repr(task.get_coro())]
+    with capture_logs() as logs:
+        await own.close()
+        await asyncio.wait_for(announcer, 2)
+    assert [entry["event"] for entry in logs].count("announce failed") == 1
+    await service.stop(grace_s=0.1)
