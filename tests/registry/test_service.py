@@ -156,19 +156,24 @@ async def test_calls_to_a_worker_whose_connection_died_are_answered_at_once(
     worker_nc = await connect(nats_server.url, name="doomed-worker")
     worker = WorkerService(worker_nc, subjects, WorkerSettings(concurrency=1), [kit])
     await worker.start()
-    await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
-    reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
-    assert decode(reply.data, CallToolResult).structured_content == 3
+    try:
+        await eventually(lambda: registry.catalogue is not None and registry.catalogue.live_workers("kit_add"))
+        reply = await nc.request(subjects.call("kit_add"), b'{"a":1,"b":2}', timeout=5)
+        assert decode(reply.data, CallToolResult).structured_content == 3
 
-    # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
-    await worker_nc.close()
-    # Its probe finds the worker gone once the server has dropped its subscriptions; from then
-    # on a call is answered at once: by NATS (nobody subscribed) until the registry stands in.
-    await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("kit_add"))
-    await no_worker_answer(nc, subjects.call("kit_add"))
-    await eventually(lambda: "kit_add" in registry.standing_in)
-    error = decode((await nc.request(subjects.call("kit_add"), b"{}", timeout=5)).data, ErrorReply).error
-    assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+        # The worker's connection vanishes without a goodbye (as with kill -9): no "stopped" announcement.
+        await worker_nc.close()
+        # Its probe finds the worker gone once the server has dropped its subscriptions; from then
+        # on a call is answered at once: by NATS (nobody subscribed) until the registry stands in.
+        await eventually(lambda: registry.catalogue is not None and not registry.catalogue.live_workers("kit_add"))
+        await no_worker_answer(nc, subjects.call("kit_add"))
+        await eventually(lambda: "kit_add" in registry.standing_in)
+        error = decode((await nc.request(subjects.call("kit_add"), b"{}", timeout=5)).data, ErrorReply).error
+        assert (error.code, error.retryable) == (ErrorCode.NO_WORKER, True)
+    finally:
+        # Its tasks (the periodic announcer among them) would outlive the test in the session's
+        # event loop and write into later tests' captured logs.
+        await worker.stop(grace_s=0.1)
 
 
 async def no_worker_answer(nc: NatsClient, subject: str) -> None:
