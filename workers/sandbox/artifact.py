@@ -19,7 +19,7 @@ from typing import BinaryIO, TypeVar
 
 from schemas.config import ComponentSettings, LimitsSettings
 from workers.sandbox import digest_records
-from workers.sandbox.compile_cache import read_wasm, wasm_digest
+from workers.sandbox.compile_cache import read_wasm, unreadable, wasm_digest
 from workers.sandbox.engine import EngineHost
 from workers.sandbox.errors import ComponentLoadError
 
@@ -101,7 +101,7 @@ class Artifact:
         try:
             file = self.path.open("rb")
         except OSError as exc:
-            raise ComponentLoadError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+            raise unreadable(self.path, exc) from exc
         with file:
             self._check_unchanged(file)
             yield file

@@ -42,10 +42,15 @@ def read_wasm(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ComponentLoadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise unreadable(path, exc) from exc
     if path.suffix == ".wat":
         return wat_to_wasm(data.decode("utf-8", errors="replace"), label=str(path))
     return data
+
+
+def unreadable(path: Path, exc: OSError) -> ComponentLoadError:
+    """The error of a Wasm file that cannot be read, as every load reports it."""
+    return ComponentLoadError(f"{path}: cannot read: {exc.strerror or exc}")
 
 
 def wat_to_wasm(text: str, label: str = "<wat>") -> bytes:

@@ -34,8 +34,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from workers.sandbox.compile_cache import wasm_digest, write_atomically
-from workers.sandbox.errors import ComponentLoadError
+from workers.sandbox.compile_cache import unreadable, wasm_digest, write_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +95,7 @@ def read(cache_dir: Path, path: Path) -> tuple[bytes, str]:
             hashed_at_ns = time.time_ns()
             wasm = file.read()
     except OSError as exc:
-        raise ComponentLoadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise unreadable(path, exc) from exc
     digest = wasm_digest(wasm)
     # Only a file that had settled gets a record (a later load hashes a fresh one again, and
     # records it then); so every record on disk passes the racy-clean rule.
